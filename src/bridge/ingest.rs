@@ -1,0 +1,155 @@
+//! Ingest flow: a raw email from IMAP → a ticket (new or existing).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{App, now_ms};
+use crate::domain::ids::{EmailAddress, MailboxName, TicketToken};
+use crate::domain::threading::{ThreadDecision, ThreadKeys, decide};
+use crate::mail::ingest::IngestSink;
+use crate::mail::parse::{InboundEmail, parse_email};
+use crate::store::{Checkpoint, Destination, NewEmail, NewInbound, Recorded, StoreError};
+
+/// A fresh random ticket token.
+pub fn new_token() -> TicketToken {
+    let mut bytes = [0u8; TicketToken::LEN];
+    // getrandom only fails when the OS has no entropy source at all; a
+    // predictable token would still be unique (the store enforces it), so
+    // fall back to the clock rather than refuse the mail.
+    if getrandom::fill(&mut bytes).is_err() {
+        let t = now_ms().to_le_bytes();
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = t[i % t.len()].wrapping_add(i as u8);
+        }
+    }
+    TicketToken::from_random(bytes)
+}
+
+/// The ingest flow for one mailbox.
+pub struct MailboxIngest {
+    app: Arc<App>,
+    mailbox: MailboxName,
+}
+
+impl MailboxIngest {
+    pub fn new(app: Arc<App>, mailbox: MailboxName) -> Self {
+        MailboxIngest { app, mailbox }
+    }
+
+    /// Stores one raw email; `checkpoint` is advanced in the same transaction.
+    pub async fn ingest(
+        &self,
+        raw: Vec<u8>,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<Recorded, StoreError> {
+        let store = &self.app.store;
+        let Some(mailbox) = self.app.mailbox(&self.mailbox) else {
+            return Err(StoreError::Open(format!(
+                "mailbox {} is not configured",
+                self.mailbox
+            )));
+        };
+        let shared = &mailbox.settings.address;
+        let parsed = parse_email(&raw);
+        let now = now_ms();
+        let keys = thread_keys(&parsed, shared, now);
+        let found = store.thread_candidates(&self.mailbox, &keys).await?;
+        let window = mailbox.settings.subject_window.as_secs() as i64;
+        let (destination, refused) = match decide(&keys, &found, window) {
+            ThreadDecision::FollowUp { ticket, by } => (
+                Destination::FollowUp {
+                    ticket,
+                    matched_by: by.as_str(),
+                },
+                Vec::new(),
+            ),
+            ThreadDecision::NewTicket { refused } => {
+                (Destination::New { token: new_token() }, refused)
+            }
+        };
+        let mut participants: Vec<EmailAddress> = Vec::new();
+        for p in std::iter::once(&parsed.from)
+            .chain(parsed.reply_to.iter())
+            .chain(parsed.to.iter())
+            .chain(parsed.cc.iter())
+        {
+            if !shared.is_same_mailbox(&p.address) && !participants.contains(&p.address) {
+                participants.push(p.address.clone());
+            }
+        }
+        let new = NewInbound {
+            mailbox: self.mailbox.clone(),
+            checkpoint,
+            imap_uid: checkpoint.map(|c| c.last_uid),
+            email: NewEmail {
+                message_id: parsed.message_id.clone(),
+                content_hash: parsed.content_hash.clone(),
+                from: parsed.from.clone(),
+                subject: parsed.subject.clone(),
+                sent_at: parsed.date,
+                raw,
+                participants,
+            },
+            destination,
+            automatic: parsed.auto.map(|a| a.as_str()),
+            refused_merges: refused,
+            post_to: self.app.platforms_for(&self.mailbox),
+            now_ms: now,
+        };
+        let recorded = store.record_inbound(new).await?;
+        match recorded {
+            Recorded::Duplicate => {
+                tracing::debug!(message_id = %parsed.message_id, "already stored; skipped")
+            }
+            Recorded::NewTicket { ticket, .. } => {
+                tracing::info!(%ticket, message_id = %parsed.message_id, "new ticket");
+                self.app.outbox_wakeup.notify_one();
+            }
+            Recorded::FollowUp {
+                ticket, reopened, ..
+            } => {
+                tracing::info!(%ticket, reopened, message_id = %parsed.message_id, "follow-up");
+                self.app.outbox_wakeup.notify_one();
+            }
+        }
+        Ok(recorded)
+    }
+}
+
+/// The threading facts of a parsed email.
+pub fn thread_keys(parsed: &InboundEmail, shared: &EmailAddress, now_ms: i64) -> ThreadKeys {
+    let tokens = parsed
+        .to
+        .iter()
+        .chain(parsed.cc.iter())
+        .filter_map(|p| shared.plus_tag_of(&p.address))
+        .filter_map(|t| TicketToken::parse(t).ok())
+        .collect();
+    ThreadKeys {
+        from: parsed.from.address.clone(),
+        in_reply_to: parsed.in_reply_to.clone(),
+        references: parsed.references.clone(),
+        tokens,
+        subject: parsed.subject.clone(),
+        at: now_ms / 1000,
+    }
+}
+
+#[async_trait]
+impl IngestSink for MailboxIngest {
+    async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        self.app.store.checkpoint(&self.mailbox).await
+    }
+
+    async fn save_checkpoint(&self, cp: Checkpoint) -> Result<(), StoreError> {
+        self.app
+            .store
+            .save_checkpoint(&self.mailbox, cp, now_ms())
+            .await
+    }
+
+    async fn accept(&self, cp: Checkpoint, raw: Vec<u8>) -> Result<(), StoreError> {
+        self.ingest(raw, Some(cp)).await.map(|_| ())
+    }
+}

@@ -1,0 +1,192 @@
+//! The flows, one file each, and the [`App`] that wires and runs them.
+//!
+//! - [`ingest`]: a fetched email → parsed → threaded → stored with its ticket,
+//!   audit entries, chat jobs and IMAP checkpoint in one transaction.
+//! - [`reply`]: a teammate's reply → built, composed, stored and queued.
+//! - [`outbox`]: the worker that performs queued jobs (SMTP send, filing in
+//!   Sent, chat posts) with retries, exactly once where it matters.
+
+pub mod ingest;
+pub mod outbox;
+pub mod reply;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::chat::ChatPlatform;
+use crate::config::{ImapSettings, MailboxSettings, Settings};
+use crate::domain::ids::{MailboxName, MessageId};
+use crate::mail::imap::{self, ImapError};
+use crate::mail::smtp::{Mailer, SmtpMailer};
+use crate::store::{Platform, TicketStore};
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Files a sent reply in the mailbox (APPEND to Sent) and flags the answered
+/// original. Both steps are idempotent, so the job may be retried freely.
+#[async_trait]
+pub trait SentFiler: Send + Sync {
+    async fn file(
+        &self,
+        message_id: &MessageId,
+        raw: &[u8],
+        answers: Option<&MessageId>,
+    ) -> Result<(), ImapError>;
+}
+
+/// [`SentFiler`] over the mailbox's own IMAP account.
+pub struct ImapSentFiler {
+    imap: ImapSettings,
+    sent_folder: String,
+}
+
+impl ImapSentFiler {
+    pub fn new(imap: ImapSettings, sent_folder: String) -> Self {
+        ImapSentFiler { imap, sent_folder }
+    }
+}
+
+#[async_trait]
+impl SentFiler for ImapSentFiler {
+    async fn file(
+        &self,
+        message_id: &MessageId,
+        raw: &[u8],
+        answers: Option<&MessageId>,
+    ) -> Result<(), ImapError> {
+        let mut session = imap::connect(&self.imap).await?;
+        let result = async {
+            imap::append_once(&mut session, &self.sent_folder, message_id, raw).await?;
+            if let Some(original) = answers {
+                imap::flag_answered(&mut session, &self.imap.folder, original).await?;
+            }
+            Ok(())
+        }
+        .await;
+        imap::logout(session).await;
+        result
+    }
+}
+
+/// One shared mailbox with its mail connections.
+pub struct MailboxRuntime {
+    pub settings: MailboxSettings,
+    pub mailer: Arc<dyn Mailer>,
+    pub filer: Arc<dyn SentFiler>,
+}
+
+/// Everything the flows share.
+pub struct App {
+    pub settings: Arc<Settings>,
+    pub store: Arc<dyn TicketStore>,
+    pub mailboxes: BTreeMap<MailboxName, MailboxRuntime>,
+    pub chats: BTreeMap<Platform, Arc<dyn ChatPlatform>>,
+    /// Wakes the outbox worker when a job is queued.
+    pub outbox_wakeup: Notify,
+}
+
+impl App {
+    /// Wires the real SMTP and IMAP clients for every configured mailbox.
+    pub fn new(
+        settings: Settings,
+        store: Arc<dyn TicketStore>,
+        chats: Vec<Arc<dyn ChatPlatform>>,
+    ) -> App {
+        let mailboxes = settings
+            .mailboxes
+            .iter()
+            .map(|m| {
+                let rt = MailboxRuntime {
+                    settings: m.clone(),
+                    mailer: Arc::new(SmtpMailer::new(m.smtp.clone())),
+                    filer: Arc::new(ImapSentFiler::new(
+                        m.imap.clone(),
+                        m.smtp.sent_folder.clone(),
+                    )),
+                };
+                (m.name.clone(), rt)
+            })
+            .collect();
+        App::with_parts(settings, store, mailboxes, chats)
+    }
+
+    /// Wires given parts (tests replace the mailer or filer).
+    pub fn with_parts(
+        settings: Settings,
+        store: Arc<dyn TicketStore>,
+        mailboxes: BTreeMap<MailboxName, MailboxRuntime>,
+        chats: Vec<Arc<dyn ChatPlatform>>,
+    ) -> App {
+        App {
+            settings: Arc::new(settings),
+            store,
+            mailboxes,
+            chats: chats.into_iter().map(|c| (c.platform(), c)).collect(),
+            outbox_wakeup: Notify::new(),
+        }
+    }
+
+    pub fn mailbox(&self, name: &MailboxName) -> Option<&MailboxRuntime> {
+        self.mailboxes.get(name)
+    }
+
+    /// Chat platforms a mailbox's tickets are posted to (configured and running).
+    pub fn platforms_for(&self, mailbox: &MailboxName) -> Vec<Platform> {
+        let Some(m) = self.mailboxes.get(mailbox) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if m.settings.chat.matrix_room.is_some() && self.chats.contains_key(&Platform::Matrix) {
+            out.push(Platform::Matrix);
+        }
+        if m.settings.chat.slack_channel.is_some() && self.chats.contains_key(&Platform::Slack) {
+            out.push(Platform::Slack);
+        }
+        out
+    }
+
+    /// Runs ingest for every mailbox and the outbox worker until `cancel`
+    /// fires, then waits for them to finish their current step.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let recovered = match self.store.recover_in_flight(now_ms()).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!(error = %e, "could not inspect the outbox after start");
+                Vec::new()
+            }
+        };
+        outbox::report_recovered(&self, recovered).await;
+        for name in self.mailboxes.keys() {
+            let sink = Arc::new(ingest::MailboxIngest::new(self.clone(), name.clone()));
+            let Some(m) = self.mailboxes.get(name) else {
+                continue;
+            };
+            let imap = m.settings.imap.clone();
+            let initial = m.settings.initial_sync.clone();
+            let cancel = cancel.clone();
+            let span = tracing::info_span!("ingest", mailbox = %name);
+            tracker.spawn(tracing::Instrument::instrument(
+                crate::mail::ingest::run(imap, initial, sink, cancel),
+                span,
+            ));
+        }
+        tracker.spawn(outbox::run(self.clone(), cancel.clone()));
+        tracker.close();
+        cancel.cancelled().await;
+        tracing::info!("shutting down: finishing in-flight work");
+        tracker.wait().await;
+    }
+}

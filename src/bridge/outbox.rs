@@ -1,0 +1,549 @@
+//! The outbox worker: performs queued jobs after their transaction committed.
+//!
+//! Delivery guarantees, per job kind:
+//! - **SendReply is at-most-once.** The job is marked in flight before the
+//!   SMTP transaction starts. Failures the server answered (4xx) or that
+//!   happened before the message data left are retried with backoff; a 5xx
+//!   is final. If the process dies mid-send, or the connection breaks after
+//!   the data went out, the reply is marked *uncertain*, never re-sent
+//!   automatically, and the thread is told; a customer never gets it twice.
+//! - **Everything else is at-least-once with idempotent handlers**: filing in
+//!   Sent checks the folder for the Message-ID first; chat posts carry a
+//!   stable idempotency key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use lettre::address::Envelope;
+use tokio_util::sync::CancellationToken;
+
+use super::{App, now_ms};
+use crate::chat::{ChatError, TicketCard};
+use crate::mail::parse::parse_email;
+use crate::mail::smtp::SendError;
+use crate::store::{EmailState, Job, JobOutcome, JobSpec, Platform, StoreError};
+
+/// What one step of the worker did (for tests and logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub job: Job,
+    pub outcome: StepOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    Done,
+    Retry { error: String, in_ms: i64 },
+    Failed { error: String },
+    Uncertain { error: String },
+}
+
+/// Delay before attempt `attempts + 1`.
+pub fn retry_delay(app: &App, attempts: u32) -> Duration {
+    let o = &app.settings.outbox;
+    ExponentialBuilder::default()
+        .with_min_delay(o.retry_initial)
+        .with_max_delay(o.retry_max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempts.saturating_sub(1) as usize)
+        .unwrap_or(o.retry_max)
+}
+
+/// Runs until `cancel` fires. Sleeps until the next job is due or a new one
+/// is queued; the step in progress at cancellation is finished first.
+pub async fn run(app: Arc<App>, cancel: CancellationToken) {
+    let mut store_backoff = Duration::from_millis(200);
+    while !cancel.is_cancelled() {
+        match run_once(&app).await {
+            Ok(Some(_)) => {
+                store_backoff = Duration::from_millis(200);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox: store unavailable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(store_backoff) => {}
+                    _ = cancel.cancelled() => {}
+                }
+                store_backoff = (store_backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        }
+        // Jobs may also be queued by another process (the CLI), so never
+        // sleep longer than a few seconds even with nothing due.
+        let wait = match app.store.next_due_at().await {
+            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, 5_000) as u64),
+            _ => Duration::from_secs(5),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = app.outbox_wakeup.notified() => {}
+            _ = cancel.cancelled() => {}
+        }
+    }
+}
+
+/// Takes and performs the next due job, if any.
+pub async fn run_once(app: &App) -> Result<Option<Step>, StoreError> {
+    let Some(job) = app.store.next_job(now_ms()).await? else {
+        return Ok(None);
+    };
+    let span = tracing::info_span!("job", id = job.id, kind = job.spec.kind(), ticket = ?job.ticket.map(|t| t.get()));
+    let outcome = tracing::Instrument::instrument(perform(app, &job), span).await?;
+    Ok(Some(Step { job, outcome }))
+}
+
+async fn perform(app: &App, job: &Job) -> Result<StepOutcome, StoreError> {
+    match &job.spec {
+        JobSpec::SendReply { email_id } => send_reply(app, job, *email_id).await,
+        JobSpec::FileSent { email_id } => file_sent(app, job, *email_id).await,
+        JobSpec::ChatPost { platform, email_id } => {
+            let r = chat_post(app, job, *platform, *email_id).await;
+            finish_chat(app, job, r).await
+        }
+        JobSpec::ChatStatus { platform } => {
+            let r = chat_status(app, job, *platform).await;
+            finish_chat(app, job, r).await
+        }
+        JobSpec::ChatNotice { platform, text } => {
+            let r = chat_notice(app, job, *platform, text).await;
+            finish_chat(app, job, r).await
+        }
+    }
+}
+
+async fn retry_or_fail(app: &App, job: &Job, error: String) -> Result<StepOutcome, StoreError> {
+    let now = now_ms();
+    if job.attempts >= app.settings.outbox.max_attempts {
+        let error = format!("gave up after {} attempts: {error}", job.attempts);
+        app.store
+            .finish_job(
+                job,
+                &JobOutcome::Failed {
+                    error: error.clone(),
+                },
+                now,
+            )
+            .await?;
+        return Ok(StepOutcome::Failed { error });
+    }
+    let in_ms = retry_delay(app, job.attempts).as_millis() as i64;
+    app.store
+        .finish_job(
+            job,
+            &JobOutcome::Retry {
+                at_ms: now + in_ms,
+                error: error.clone(),
+            },
+            now,
+        )
+        .await?;
+    Ok(StepOutcome::Retry { error, in_ms })
+}
+
+async fn send_reply(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, StoreError> {
+    let now = now_ms();
+    let Some(mail) = app.store.outgoing(email_id).await? else {
+        let error = format!("email {email_id} is missing");
+        app.store
+            .finish_job(
+                job,
+                &JobOutcome::Failed {
+                    error: error.clone(),
+                },
+                now,
+            )
+            .await?;
+        return Ok(StepOutcome::Failed { error });
+    };
+    if mail.state != EmailState::Queued {
+        // Cancelled or already handled: nothing to send.
+        app.store.finish_job(job, &JobOutcome::Done, now).await?;
+        return Ok(StepOutcome::Done);
+    }
+    let notify = app.platforms_for(&mail.mailbox);
+    let Some(mailbox) = app.mailbox(&mail.mailbox) else {
+        let error = format!("mailbox {} is no longer configured", mail.mailbox);
+        app.store
+            .reply_failed(job, email_id, EmailState::Failed, &error, &notify, now)
+            .await?;
+        return Ok(StepOutcome::Failed { error });
+    };
+    let parsed = parse_email(&mail.raw);
+    let to: Vec<lettre::Address> = parsed
+        .to
+        .iter()
+        .chain(parsed.cc.iter())
+        .filter_map(|p| p.address.as_str().parse().ok())
+        .collect();
+    let from = mailbox
+        .settings
+        .address
+        .as_str()
+        .parse::<lettre::Address>()
+        .ok();
+    let envelope = match Envelope::new(from, to) {
+        Ok(e) => e,
+        Err(e) => {
+            let error = format!("no usable recipients: {e}");
+            app.store
+                .reply_failed(job, email_id, EmailState::Failed, &error, &notify, now)
+                .await?;
+            return Ok(StepOutcome::Failed { error });
+        }
+    };
+    match mailbox.mailer.send(&envelope, &mail.raw).await {
+        Ok(()) => {
+            app.store.reply_sent(job, email_id, now_ms()).await?;
+            app.outbox_wakeup.notify_one();
+            tracing::info!(message_id = %mail.message_id, "reply sent");
+            Ok(StepOutcome::Done)
+        }
+        Err(SendError::Transient(error)) => {
+            tracing::warn!(%error, attempt = job.attempts, "reply not sent yet; will retry");
+            let outcome = retry_or_fail(app, job, error).await?;
+            if let StepOutcome::Failed { error } = &outcome {
+                app.store
+                    .reply_failed(job, email_id, EmailState::Failed, error, &notify, now_ms())
+                    .await?;
+            }
+            Ok(outcome)
+        }
+        Err(SendError::Permanent(error)) => {
+            tracing::warn!(%error, "reply refused by the mail server");
+            app.store
+                .reply_failed(job, email_id, EmailState::Failed, &error, &notify, now_ms())
+                .await?;
+            Ok(StepOutcome::Failed { error })
+        }
+        Err(SendError::Uncertain(error)) => {
+            tracing::error!(%error, "connection lost after the reply was handed over; not retrying");
+            app.store
+                .reply_failed(
+                    job,
+                    email_id,
+                    EmailState::Uncertain,
+                    &error,
+                    &notify,
+                    now_ms(),
+                )
+                .await?;
+            Ok(StepOutcome::Uncertain { error })
+        }
+    }
+}
+
+async fn file_sent(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, StoreError> {
+    let Some(mail) = app.store.outgoing(email_id).await? else {
+        let error = format!("email {email_id} is missing");
+        app.store
+            .finish_job(
+                job,
+                &JobOutcome::Failed {
+                    error: error.clone(),
+                },
+                now_ms(),
+            )
+            .await?;
+        return Ok(StepOutcome::Failed { error });
+    };
+    let Some(mailbox) = app.mailbox(&mail.mailbox) else {
+        let error = format!("mailbox {} is no longer configured", mail.mailbox);
+        app.store
+            .finish_job(
+                job,
+                &JobOutcome::Failed {
+                    error: error.clone(),
+                },
+                now_ms(),
+            )
+            .await?;
+        return Ok(StepOutcome::Failed { error });
+    };
+    match mailbox
+        .filer
+        .file(&mail.message_id, &mail.raw, mail.answers.as_ref())
+        .await
+    {
+        Ok(()) => {
+            app.store
+                .finish_job(job, &JobOutcome::Done, now_ms())
+                .await?;
+            Ok(StepOutcome::Done)
+        }
+        Err(e) if e.is_transient() => retry_or_fail(app, job, e.to_string()).await,
+        Err(e) => {
+            let error = e.to_string();
+            app.store
+                .finish_job(
+                    job,
+                    &JobOutcome::Failed {
+                        error: error.clone(),
+                    },
+                    now_ms(),
+                )
+                .await?;
+            let _ = app
+                .store
+                .audit(
+                    Some(mail.ticket),
+                    &crate::domain::ids::Actor::System,
+                    "file-sent-failed",
+                    &error,
+                    now_ms(),
+                )
+                .await;
+            Ok(StepOutcome::Failed { error })
+        }
+    }
+}
+
+async fn finish_chat(
+    app: &App,
+    job: &Job,
+    r: Result<(), ChatError>,
+) -> Result<StepOutcome, StoreError> {
+    match r {
+        Ok(()) => {
+            app.store
+                .finish_job(job, &JobOutcome::Done, now_ms())
+                .await?;
+            Ok(StepOutcome::Done)
+        }
+        Err(ChatError::Transient {
+            message,
+            retry_after_ms,
+        }) => {
+            if let Some(after) = retry_after_ms {
+                // The platform told us when: honour it exactly, not our backoff.
+                let now = now_ms();
+                let at_ms = now + after as i64;
+                app.store
+                    .finish_job(
+                        job,
+                        &JobOutcome::Retry {
+                            at_ms,
+                            error: message.clone(),
+                        },
+                        now,
+                    )
+                    .await?;
+                return Ok(StepOutcome::Retry {
+                    error: message,
+                    in_ms: after as i64,
+                });
+            }
+            retry_or_fail(app, job, message).await
+        }
+        Err(ChatError::Permanent { message }) => {
+            app.store
+                .finish_job(
+                    job,
+                    &JobOutcome::Failed {
+                        error: message.clone(),
+                    },
+                    now_ms(),
+                )
+                .await?;
+            Ok(StepOutcome::Failed { error: message })
+        }
+    }
+}
+
+fn missing(what: impl Into<String>) -> ChatError {
+    ChatError::Permanent {
+        message: what.into(),
+    }
+}
+
+fn store_err(e: StoreError) -> ChatError {
+    if e.is_transient() {
+        ChatError::Transient {
+            message: e.to_string(),
+            retry_after_ms: None,
+        }
+    } else {
+        ChatError::Permanent {
+            message: e.to_string(),
+        }
+    }
+}
+
+async fn chat_post(
+    app: &App,
+    job: &Job,
+    platform: Platform,
+    email_id: i64,
+) -> Result<(), ChatError> {
+    let chat = app
+        .chats
+        .get(&platform)
+        .ok_or_else(|| missing(format!("{} is not configured", platform.as_str())))?;
+    let ticket_id = job.ticket.ok_or_else(|| missing("job has no ticket"))?;
+    let ticket = app
+        .store
+        .ticket(ticket_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| missing("ticket is gone"))?;
+    let raw = app
+        .store
+        .raw_email(email_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| missing("email is gone"))?;
+    let view = parse_email(&raw).view();
+    let key = format!("mailroom-job-{}", job.id);
+    match app
+        .store
+        .chat_thread(ticket_id, platform)
+        .await
+        .map_err(store_err)?
+    {
+        Some(thread) => {
+            chat.post_follow_up(&thread, &view, ticket.state.owner(), &key)
+                .await
+        }
+        None => {
+            let mailbox = app
+                .mailbox(&ticket.mailbox)
+                .ok_or_else(|| missing("mailbox is not configured"))?;
+            let room = match platform {
+                Platform::Matrix => mailbox.settings.chat.matrix_room.clone(),
+                Platform::Slack => mailbox.settings.chat.slack_channel.clone(),
+            }
+            .ok_or_else(|| {
+                missing(format!(
+                    "mailbox {} has no {} target",
+                    ticket.mailbox,
+                    platform.as_str()
+                ))
+            })?;
+            let card = TicketCard {
+                ticket: ticket_id,
+                mailbox_display_name: &mailbox.settings.display_name,
+                state: &ticket.state,
+                tags: ticket.tags.iter().map(|t| t.to_string()).collect(),
+            };
+            let thread = chat.post_ticket(&room, &card, &view, &key).await?;
+            app.store
+                .link_chat_thread(ticket_id, &thread)
+                .await
+                .map_err(store_err)
+        }
+    }
+}
+
+async fn chat_status(app: &App, job: &Job, platform: Platform) -> Result<(), ChatError> {
+    let chat = app
+        .chats
+        .get(&platform)
+        .ok_or_else(|| missing(format!("{} is not configured", platform.as_str())))?;
+    let ticket_id = job.ticket.ok_or_else(|| missing("job has no ticket"))?;
+    let ticket = app
+        .store
+        .ticket(ticket_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| missing("ticket is gone"))?;
+    let Some(thread) = app
+        .store
+        .chat_thread(ticket_id, platform)
+        .await
+        .map_err(store_err)?
+    else {
+        // The root is not posted yet: it will show the current status when it is.
+        return Ok(());
+    };
+    let mailbox = app
+        .mailbox(&ticket.mailbox)
+        .ok_or_else(|| missing("mailbox is not configured"))?;
+    let card = TicketCard {
+        ticket: ticket_id,
+        mailbox_display_name: &mailbox.settings.display_name,
+        state: &ticket.state,
+        tags: ticket.tags.iter().map(|t| t.to_string()).collect(),
+    };
+    chat.update_card(&thread, &card).await
+}
+
+async fn chat_notice(
+    app: &App,
+    job: &Job,
+    platform: Platform,
+    text: &str,
+) -> Result<(), ChatError> {
+    let chat = app
+        .chats
+        .get(&platform)
+        .ok_or_else(|| missing(format!("{} is not configured", platform.as_str())))?;
+    let ticket_id = job.ticket.ok_or_else(|| missing("job has no ticket"))?;
+    let Some(thread) = app
+        .store
+        .chat_thread(ticket_id, platform)
+        .await
+        .map_err(store_err)?
+    else {
+        return Err(ChatError::Transient {
+            message: "thread not posted yet".into(),
+            retry_after_ms: Some(2_000),
+        });
+    };
+    chat.notice(&thread, text, &format!("mailroom-job-{}", job.id))
+        .await
+}
+
+/// After a restart: say what was interrupted. Sends left in flight are now
+/// `uncertain`; tell the audit log and the thread, and never re-send them.
+pub async fn report_recovered(app: &App, jobs: Vec<Job>) {
+    for job in jobs {
+        if let JobSpec::SendReply { email_id } = job.spec {
+            let notify = app.platforms_for_ticket(job.ticket).await;
+            let error = "mailroom stopped while this reply was being handed to the mail server";
+            match app
+                .store
+                .reply_failed(
+                    &job,
+                    email_id,
+                    EmailState::Uncertain,
+                    error,
+                    &notify,
+                    now_ms(),
+                )
+                .await
+            {
+                Ok(()) => tracing::error!(
+                    email_id,
+                    "reply interrupted mid-send; marked uncertain, not re-sent"
+                ),
+                Err(e) => {
+                    tracing::error!(email_id, error = %e, "could not record an interrupted send")
+                }
+            }
+        } else {
+            tracing::info!(
+                job = job.id,
+                kind = job.spec.kind(),
+                "resuming job interrupted by the last stop"
+            );
+        }
+    }
+}
+
+impl App {
+    async fn platforms_for_ticket(
+        &self,
+        ticket: Option<crate::domain::ids::TicketId>,
+    ) -> Vec<Platform> {
+        let Some(t) = ticket else { return Vec::new() };
+        match self.store.ticket(t).await {
+            Ok(Some(rec)) => self.platforms_for(&rec.mailbox),
+            _ => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! The `mailroom` command line. `main.rs` only parses arguments and calls [`run`].
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::bridge::App;
+use crate::config::Settings;
+use crate::domain::ids::{MailboxName, TicketId};
+use crate::domain::ticket::Status;
+use crate::store::sql::SqlStore;
+use crate::store::{JobState, TicketFilter, TicketStore};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailroom",
+    version,
+    about = "A shared mailbox as claimable threads in your team's chat"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_CONFIG",
+        default_value = "bot-config/mailroom.toml"
+    )]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bridge: watch the mailboxes, post to chat, send replies.
+    Run,
+    /// Check a configuration file and report every problem with its key path.
+    CheckConfig {
+        /// File to check (default: --config).
+        file: Option<PathBuf>,
+    },
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Inspect tickets.
+    #[command(subcommand)]
+    Tickets(TicketsCommand),
+    /// Inspect the outbox (queued, failed and uncertain work).
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TicketsCommand {
+    /// List tickets, newest first.
+    List(ListArgs),
+    /// Show a ticket, its messages and its full audit history.
+    Show {
+        /// Ticket number (42 or #42).
+        id: String,
+    },
+    /// Export a ticket's messages.
+    Export {
+        /// Ticket number (42 or #42).
+        id: String,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// mbox: file to write (default: standard output). eml: folder to write
+        /// one file per message into (default: ./ticket-ID).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long, value_enum)]
+    pub status: Option<StatusArg>,
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StatusArg {
+    Open,
+    Claimed,
+    Pending,
+    Closed,
+}
+
+impl From<StatusArg> for Status {
+    fn from(s: StatusArg) -> Status {
+        match s {
+            StatusArg::Open => Status::Open,
+            StatusArg::Claimed => Status::Claimed,
+            StatusArg::Pending => Status::Pending,
+            StatusArg::Closed => Status::Closed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Eml,
+    Mbox,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List jobs that are waiting, failed or uncertain (all with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::CheckConfig { file } => Ok(check_config(file.as_deref().unwrap_or(&cli.config))),
+        Command::Run => {
+            let settings = load(&cli.config)?;
+            run_daemon(settings).await.map(|_| 0)
+        }
+        Command::Migrate => {
+            let settings = load(&cli.config)?;
+            let store = open_store(&settings).await?;
+            println!("database {} is up to date", settings.database.url);
+            store.close().await;
+            Ok(0)
+        }
+        Command::Tickets(cmd) => {
+            let settings = load(&cli.config)?;
+            let store = open_store(&settings).await?;
+            let mut out = std::io::stdout().lock();
+            let r = tickets(&store, cmd, &mut out).await;
+            store.close().await;
+            r.map(|_| 0)
+        }
+        Command::Outbox(OutboxCommand::List { all }) => {
+            let settings = load(&cli.config)?;
+            let store = open_store(&settings).await?;
+            let states: &[JobState] = if all {
+                &[]
+            } else {
+                &[
+                    JobState::Pending,
+                    JobState::InFlight,
+                    JobState::Failed,
+                    JobState::Uncertain,
+                ]
+            };
+            let jobs = store.jobs(states).await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:>6}  {:<10}  {:<12}  {:>7}  {:>8}  ERROR",
+                "JOB", "STATE", "KIND", "TICKET", "ATTEMPTS"
+            )?;
+            for j in jobs {
+                writeln!(
+                    out,
+                    "{:>6}  {:<10}  {:<12}  {:>7}  {:>8}  {}",
+                    j.id,
+                    j.state.as_str(),
+                    j.spec.kind(),
+                    j.ticket.map(|t| t.to_string()).unwrap_or_default(),
+                    j.attempts,
+                    j.last_error.unwrap_or_default()
+                )?;
+            }
+            store.close().await;
+            Ok(0)
+        }
+    }
+}
+
+/// A configuration error exits with code 2 and the full list of problems.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigInvalid(pub crate::config::ConfigErrors);
+
+fn load(path: &Path) -> anyhow::Result<Settings> {
+    Settings::load(path).map_err(|e| anyhow::Error::new(ConfigInvalid(e)))
+}
+
+fn check_config(path: &Path) -> i32 {
+    match Settings::load(path) {
+        Ok(s) => {
+            println!("{}: ok: {}", path.display(), s.summary());
+            0
+        }
+        Err(e) => {
+            eprint!("{e}");
+            2
+        }
+    }
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<SqlStore> {
+    let store = SqlStore::connect(&settings.database.url, settings.database.max_connections)
+        .await
+        .with_context(|| format!("opening {}", settings.database.url))?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+async fn run_daemon(settings: Settings) -> anyhow::Result<()> {
+    if settings.matrix.is_some() || settings.slack.is_some() {
+        bail!(
+            "[matrix] and [slack] are accepted by check-config, but this build of mailroom has no chat adapters yet; remove those sections to run the mail side on its own"
+        );
+    }
+    tracing::info!("{}", settings.summary());
+    let store = Arc::new(open_store(&settings).await?);
+    let app = Arc::new(App::new(settings, store.clone(), Vec::new()));
+    let cancel = CancellationToken::new();
+    let signal_cancel = cancel.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signal_cancel.cancel();
+    });
+    app.run(cancel).await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn fmt_time(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// The ticket subcommands, writing to `out` (tests capture it).
+pub async fn tickets(
+    store: &dyn TicketStore,
+    cmd: TicketsCommand,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match cmd {
+        TicketsCommand::List(args) => {
+            let mailbox = args
+                .mailbox
+                .as_deref()
+                .map(MailboxName::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--mailbox: {e}"))?;
+            let filter = TicketFilter {
+                status: args.status.map(Status::from),
+                mailbox,
+                owner: None,
+                limit: Some(args.limit),
+            };
+            let list = store.list_tickets(&filter).await?;
+            writeln!(
+                out,
+                "{:>6}  {:<8}  {:<18}  {:<28}  {:<20}  SUBJECT",
+                "ID", "MAILBOX", "STATUS", "CUSTOMER", "OWNER"
+            )?;
+            for t in &list {
+                writeln!(
+                    out,
+                    "{:>6}  {:<8}  {:<18}  {:<28}  {:<20}  {}",
+                    t.id.to_string(),
+                    t.mailbox.as_str(),
+                    t.state.status().as_str(),
+                    t.customer.as_str(),
+                    t.state.owner().map(|o| o.as_str()).unwrap_or("-"),
+                    t.subject
+                )?;
+            }
+            writeln!(
+                out,
+                "{} ticket{}",
+                list.len(),
+                if list.len() == 1 { "" } else { "s" }
+            )?;
+        }
+        TicketsCommand::Show { id } => {
+            let id = TicketId::parse(&id)?;
+            let Some(t) = store.ticket(id).await? else {
+                bail!("no ticket {id}");
+            };
+            writeln!(out, "Ticket {}  [{}]  {}", t.id, t.mailbox, t.subject)?;
+            writeln!(out, "Status:   {}", t.state)?;
+            writeln!(out, "Customer: {}", t.customer)?;
+            let tags: Vec<String> = t.tags.iter().map(|t| t.to_string()).collect();
+            writeln!(
+                out,
+                "Tags:     {}",
+                if tags.is_empty() {
+                    "-".to_owned()
+                } else {
+                    tags.join(", ")
+                }
+            )?;
+            writeln!(out, "Created:  {}", fmt_time(t.created_at_ms))?;
+            writeln!(out, "Updated:  {}", fmt_time(t.updated_at_ms))?;
+            writeln!(out, "\nMessages:")?;
+            for e in store.emails(id).await? {
+                let arrow = match e.direction {
+                    crate::domain::email::Direction::Inbound => "←",
+                    crate::domain::email::Direction::Outbound => "→",
+                };
+                let by = e
+                    .author
+                    .as_ref()
+                    .map(|a| format!(" by {a}"))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "  {arrow} {}  {:<9}  {}{by}  {}  ({} bytes, {})",
+                    fmt_time(e.stored_at_ms),
+                    e.state.as_str(),
+                    e.from,
+                    e.subject,
+                    e.size,
+                    e.message_id
+                )?;
+            }
+            writeln!(out, "\nHistory:")?;
+            for a in store.audit_log(id).await? {
+                writeln!(
+                    out,
+                    "  {}  {:<28}  {:<16}  {}",
+                    fmt_time(a.at_ms),
+                    a.actor.to_string(),
+                    a.action,
+                    a.details
+                )?;
+            }
+        }
+        TicketsCommand::Export { id, format, output } => {
+            let id = TicketId::parse(&id)?;
+            if store.ticket(id).await?.is_none() {
+                bail!("no ticket {id}");
+            }
+            let emails = store.emails(id).await?;
+            match format {
+                ExportFormat::Mbox => {
+                    let mut buf = Vec::new();
+                    for e in &emails {
+                        if let Some(raw) = store.raw_email(e.id).await? {
+                            let at = e.sent_at.map(|s| s * 1000).unwrap_or(e.stored_at_ms);
+                            write_mbox_entry(&mut buf, e.from.address.as_str(), at, &raw);
+                        }
+                    }
+                    match output {
+                        Some(path) => std::fs::write(&path, &buf)
+                            .with_context(|| format!("writing {}", path.display()))?,
+                        None => out.write_all(&buf)?,
+                    }
+                }
+                ExportFormat::Eml => {
+                    let dir =
+                        output.unwrap_or_else(|| PathBuf::from(format!("ticket-{}", id.get())));
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    for (i, e) in emails.iter().enumerate() {
+                        if let Some(raw) = store.raw_email(e.id).await? {
+                            let path =
+                                dir.join(format!("{:03}-{}.eml", i + 1, e.direction.as_str()));
+                            std::fs::write(&path, raw)
+                                .with_context(|| format!("writing {}", path.display()))?;
+                            writeln!(out, "{}", path.display())?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One mboxrd entry: a `From ` separator line, the message with line endings
+/// as LF and `From ` lines (at any `>` depth) quoted with one more `>`.
+pub fn write_mbox_entry(buf: &mut Vec<u8>, sender: &str, at_ms: i64, raw: &[u8]) {
+    let date = jiff::Timestamp::from_millisecond(at_ms)
+        .map(|t| t.strftime("%a %b %e %H:%M:%S %Y").to_string())
+        .unwrap_or_else(|_| "Thu Jan  1 00:00:00 1970".into());
+    buf.extend_from_slice(format!("From {sender} {date}\n").as_bytes());
+    let text = raw
+        .strip_suffix(b"\r\n")
+        .or_else(|| raw.strip_suffix(b"\n"))
+        .unwrap_or(raw);
+    for line in text.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let unquoted = line
+            .iter()
+            .position(|b| *b != b'>')
+            .map(|p| &line[p..])
+            .unwrap_or(&[]);
+        if unquoted.starts_with(b"From ") {
+            buf.push(b'>');
+        }
+        buf.extend_from_slice(line);
+        buf.push(b'\n');
+    }
+    buf.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mbox_entries_quote_from_lines_and_end_with_a_blank_line() {
+        let mut buf = Vec::new();
+        write_mbox_entry(
+            &mut buf,
+            "a@b.c",
+            0,
+            b"Subject: x\r\n\r\nFrom here\r\n>From there\r\n",
+        );
+        let text = String::from_utf8(buf).unwrap();
+        assert!(
+            text.starts_with("From a@b.c Thu Jan  1 00:00:00 1970\n"),
+            "{text}"
+        );
+        assert!(text.contains("\n>From here\n"));
+        assert!(text.contains("\n>>From there\n"));
+        assert!(text.ends_with("\n\n"));
+        assert!(!text.contains('\r'));
+    }
+
+    #[test]
+    fn every_subcommand_has_help() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let mut cmd = Cli::command();
+        for sub in cmd.get_subcommands_mut() {
+            assert!(
+                sub.get_about().is_some(),
+                "{} has no help text",
+                sub.get_name()
+            );
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The pure core of mailroom: identifiers, the ticket state machine, threading
+//! rules, outbound rules and the rendering model. Nothing here does I/O or knows
+//! about IMAP, SQL, Slack or Matrix, so every rule is unit-testable in
+//! isolation.
+
+pub mod email;
+pub mod ids;
+pub mod outbound;
+pub mod render;
+pub mod threading;
+pub mod ticket;

@@ -1,0 +1,947 @@
+//! The rendering model: what chat shows of an email, independent of how Slack
+//! or Matrix format it.
+//!
+//! Mail arrives full of history: quoted replies, Outlook header blocks,
+//! signatures, "Sent from my iPhone". A teammate skimming a ticket wants what
+//! the customer newly wrote, so [`trim_reply`] cuts that history off while
+//! [`EmailView`] keeps the full text next to it for "show everything".
+//!
+//! Every cut here removes a *suffix* of the text. That is deliberate: it makes
+//! the result a prefix of the input (so it can never grow, and never reorders
+//! or invents text), and it makes trimming idempotent, because the rules are
+//! applied until none fires any more.
+
+use super::email::{AttachmentMeta, Party};
+
+/// The result of [`trim_reply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trimmed {
+    /// What the sender newly wrote; trailing blank lines removed.
+    pub body: String,
+    /// Quoted history (a trailing `>` block, its attribution line, or an
+    /// Outlook header block and everything after it) was removed.
+    pub quoted_trimmed: bool,
+    /// A signature (`-- ` and what follows, or a mobile "Sent from" line) was removed.
+    pub signature_trimmed: bool,
+}
+
+/// Removes quoted history and the signature from a plain-text reply, keeping
+/// what the sender newly wrote.
+///
+/// Only *trailing* history goes: an interleaved reply keeps its inline quotes
+/// because the answers below them make no sense without them. The result is
+/// always a prefix of `text` (trailing whitespace removed), possibly empty when
+/// the mail was nothing but a quote.
+pub fn trim_reply(text: &str) -> Trimmed {
+    let lines = split_lines(text);
+    // The body is `lines[..end]`; every rule below only ever lowers `end`.
+    let mut end = without_blank_tail(&lines, lines.len());
+    let mut quoted_trimmed = false;
+    let mut signature_trimmed = false;
+
+    // The rules run in a fixed order, each scanning only what it needs, so
+    // that a hostile mail (thousands of alternating quote and "Sent from"
+    // lines) costs linear time rather than one full rescan per line.
+    //
+    // 1. Outlook blocks: the earliest one ends the reply. A cut never creates
+    //    a new block above it (a block needs lines below it, which only
+    //    disappear), so this needs to run once.
+    if let Some(i) = first_outlook_block(&lines[..end]) {
+        end = without_blank_tail(&lines, i);
+        quoted_trimmed = true;
+    }
+    // 2. Trailing quotes and mobile signatures, peeled off from the end.
+    peel_trailing_history(
+        &lines,
+        &mut end,
+        &mut quoted_trimmed,
+        &mut signature_trimmed,
+    );
+    // 3. The signature separator. Cutting at the first one leaves none, so this
+    //    too runs once; what it exposes ("reply, > quote, -- , sig") is peeled
+    //    by one more step 2.
+    if let Some(i) = first_signature_separator(&lines[..end]) {
+        end = without_blank_tail(&lines, i);
+        signature_trimmed = true;
+        peel_trailing_history(
+            &lines,
+            &mut end,
+            &mut quoted_trimmed,
+            &mut signature_trimmed,
+        );
+    }
+
+    let cut = lines.get(end).map_or(text.len(), |l| l.start);
+    Trimmed {
+        body: text.get(..cut).unwrap_or(text).trim_end().to_owned(),
+        quoted_trimmed,
+        signature_trimmed,
+    }
+}
+
+/// RFC 3676 `format=flowed` decoding.
+///
+/// A line ending in a space is "soft" and joins the next line into one
+/// paragraph; with `delsp` (DelSp=yes) that trailing space is a pure marker and
+/// is removed when joining. One leading space (space-stuffing) is removed.
+/// Quoted lines join only with lines of the same quote depth, and the
+/// signature separator `-- ` is never treated as soft. Quoted paragraphs are
+/// written back with a normalised `> ` prefix (`>> ` for depth two) so that
+/// [`trim_reply`] still recognises them. Line endings come out as `\n`.
+pub fn unflow(text: &str, delsp: bool) -> String {
+    // A trailing newline terminates the last line rather than starting an
+    // empty one; remember it so the output ends the same way.
+    let (text, ends_with_newline) = match text.strip_suffix('\n') {
+        Some(rest) => (rest, true),
+        None => (text, false),
+    };
+
+    let mut out: Vec<String> = Vec::new();
+    // The paragraph being joined: its quote depth and text so far.
+    let mut open: Option<(usize, String)> = None;
+
+    for raw_line in text.split('\n') {
+        let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
+        let depth = line.bytes().take_while(|&b| b == b'>').count();
+        // '>' is one byte, so `depth` is a char boundary.
+        let mut content = line.get(depth..).unwrap_or("");
+        if let Some(unstuffed) = content.strip_prefix(' ') {
+            content = unstuffed;
+        }
+        let is_signature_separator = content == "-- ";
+        let soft = !is_signature_separator && content.ends_with(' ');
+
+        // RFC 3676 4.5: a soft line followed by a different quote depth is
+        // treated as hard; the separator always starts its own line.
+        if let Some((open_depth, _)) = &open
+            && (*open_depth != depth || is_signature_separator)
+        {
+            push_paragraph(&mut out, open.take());
+        }
+
+        let piece = if soft && delsp {
+            content.strip_suffix(' ').unwrap_or(content)
+        } else {
+            content
+        };
+        match &mut open {
+            Some((_, paragraph)) => paragraph.push_str(piece),
+            None => open = Some((depth, piece.to_owned())),
+        }
+        if !soft {
+            push_paragraph(&mut out, open.take());
+        }
+    }
+    push_paragraph(&mut out, open.take());
+
+    let mut result = out.join("\n");
+    if ends_with_newline {
+        result.push('\n');
+    }
+    result
+}
+
+fn push_paragraph(out: &mut Vec<String>, paragraph: Option<(usize, String)>) {
+    let Some((depth, text)) = paragraph else {
+        return;
+    };
+    if depth == 0 {
+        out.push(text);
+    } else {
+        let mut line = ">".repeat(depth);
+        if !text.is_empty() {
+            line.push(' ');
+            line.push_str(&text);
+        }
+        out.push(line);
+    }
+}
+
+/// What chat shows of one email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailView {
+    pub from: Party,
+    pub to: Vec<Party>,
+    pub cc: Vec<Party>,
+    pub subject: String,
+    /// Unix seconds, from the Date header.
+    pub date: Option<i64>,
+    /// What the sender newly wrote (see [`trim_reply`]).
+    pub body: String,
+    /// The whole text, for "show quoted text".
+    pub full_text: String,
+    pub quoted_trimmed: bool,
+    pub signature_trimmed: bool,
+    pub attachments: Vec<AttachmentMeta>,
+    /// Problems met while reading the mail, shown so that nobody trusts a
+    /// garbled rendering blindly.
+    pub notes: Vec<String>,
+}
+
+impl EmailView {
+    // The parameters are the view's own fields; a builder would only add
+    // ceremony for the single caller in `mail::parse`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        from: Party,
+        to: Vec<Party>,
+        cc: Vec<Party>,
+        subject: String,
+        date: Option<i64>,
+        full_text: String,
+        attachments: Vec<AttachmentMeta>,
+        notes: Vec<String>,
+    ) -> Self {
+        let trimmed = trim_reply(&full_text);
+        // A mail that is only a quote (a bare forward, a reply whose text got
+        // lost) would otherwise render as nothing; the full text is better.
+        let (body, quoted_trimmed, signature_trimmed) = if trimmed.body.trim().is_empty() {
+            (full_text.trim_end().to_owned(), false, false)
+        } else {
+            (
+                trimmed.body,
+                trimmed.quoted_trimmed,
+                trimmed.signature_trimmed,
+            )
+        };
+        EmailView {
+            from,
+            to,
+            cc,
+            subject,
+            date,
+            body,
+            full_text,
+            quoted_trimmed,
+            signature_trimmed,
+            attachments,
+            notes,
+        }
+    }
+}
+
+/// A short one-line preview for lists: the first non-blank line of `body`,
+/// whitespace collapsed, cut to at most `max_chars` characters plus `…`.
+pub fn preview(body: &str, max_chars: usize) -> String {
+    let first = body.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let collapsed = first.split_whitespace().collect::<Vec<_>>().join(" ");
+    if collapsed.chars().count() <= max_chars {
+        return collapsed;
+    }
+    let mut cut: String = collapsed.chars().take(max_chars).collect();
+    // "word …" reads worse than "word…".
+    cut.truncate(cut.trim_end().len());
+    cut.push('…');
+    cut
+}
+
+// ---------------------------------------------------------------------------
+// Line model
+
+/// One line of the text being trimmed.
+struct Line<'a> {
+    /// Byte offset of the line's first character in the text.
+    start: usize,
+    /// The line without its `\n` and without a trailing `\r`.
+    text: &'a str,
+}
+
+impl Line<'_> {
+    fn is_blank(&self) -> bool {
+        self.text.trim().is_empty()
+    }
+    fn is_quoted(&self) -> bool {
+        self.text.trim_start().starts_with('>')
+    }
+}
+
+fn split_lines(text: &str) -> Vec<Line<'_>> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    for piece in text.split('\n') {
+        lines.push(Line {
+            start,
+            text: piece.strip_suffix('\r').unwrap_or(piece),
+        });
+        start += piece.len() + 1;
+    }
+    lines
+}
+
+// ---------------------------------------------------------------------------
+// Quoted history
+
+/// The index just past the last non-blank line of `lines[..end]`.
+fn without_blank_tail(lines: &[Line<'_>], end: usize) -> usize {
+    lines
+        .iter()
+        .take(end)
+        .rposition(|l| !l.is_blank())
+        .map_or(0, |i| i + 1)
+}
+
+/// The index of the earliest line starting an Outlook-style quoted block.
+fn first_outlook_block(lines: &[Line<'_>]) -> Option<usize> {
+    (0..lines.len()).find(|&i| match lines.get(i..) {
+        Some([line, following @ ..]) => starts_outlook_block(line, following),
+        _ => false,
+    })
+}
+
+/// Removes trailing `>` blocks (with their attribution) and trailing mobile
+/// signature lines, in any interleaving, until the body ends in neither.
+/// Each round costs about the lines it removes.
+fn peel_trailing_history(
+    lines: &[Line<'_>],
+    end: &mut usize,
+    quoted_trimmed: &mut bool,
+    signature_trimmed: &mut bool,
+) {
+    // Blank lines never become content, so the first content line stays put
+    // for as long as anything is left.
+    let Some(first_content) = lines.iter().take(*end).position(|l| !l.is_blank()) else {
+        return;
+    };
+    loop {
+        let body = lines.get(..*end).unwrap_or_default();
+        if let Some(i) = trailing_quote_start(body) {
+            *end = without_blank_tail(lines, i);
+            *quoted_trimmed = true;
+        } else if let Some(i) = trailing_mobile_signature(body, first_content) {
+            *end = without_blank_tail(lines, i);
+            *signature_trimmed = true;
+        } else {
+            return;
+        }
+    }
+}
+
+/// The index of the first line of a trailing `>`-quoted block, moved up to
+/// include its attribution ("On … wrote:") when there is one.
+fn trailing_quote_start(lines: &[Line<'_>]) -> Option<usize> {
+    // The text is trimmed, so the last line is not blank: it must be quoted
+    // for there to be a trailing quote at all.
+    if !lines.last()?.is_quoted() {
+        return None;
+    }
+    // Walk up over quoted and blank lines; the block starts at the topmost
+    // quoted one.
+    let first_quoted = lines
+        .iter()
+        .enumerate()
+        .rev()
+        .take_while(|(_, l)| l.is_quoted() || l.is_blank())
+        .filter(|(_, l)| l.is_quoted())
+        .map(|(i, _)| i)
+        .last()?;
+
+    // The attribution is the nearest non-blank line above the block.
+    let Some((above, line)) = lines
+        .iter()
+        .enumerate()
+        .take(first_quoted)
+        .rev()
+        .find(|(_, l)| !l.is_blank())
+    else {
+        return Some(first_quoted);
+    };
+    // A wrapped attribution ("On Mon, … Bob\n<b@x> wrote:") is checked first:
+    // its second half alone also ends in "wrote:" and would leave the first
+    // half behind.
+    if let Some(previous) = above.checked_sub(1)
+        && let Some(first) = lines.get(previous)
+    {
+        let joined = format!("{} {}", first.text.trim(), line.text.trim());
+        if !first.is_blank()
+            && !first.is_quoted()
+            && has_attribution_opener(first.text)
+            && !is_attribution(first.text)
+            && is_attribution(&joined)
+        {
+            return Some(previous);
+        }
+    }
+    if is_attribution(line.text) {
+        return Some(above);
+    }
+    Some(first_quoted)
+}
+
+/// Words that start an attribution line in the languages we recognise
+/// ("On …", German "Am …", French "Le …", Spanish "El …", Dutch "Op …",
+/// Italian "Il …", Portuguese "Em …", Scandinavian "Den …").
+const ATTRIBUTION_OPENERS: &[&str] = &["on ", "am ", "le ", "el ", "op ", "il ", "em ", "den "];
+
+fn has_attribution_opener(line: &str) -> bool {
+    let lower = line.trim_start().to_lowercase();
+    ATTRIBUTION_OPENERS.iter().any(|o| lower.starts_with(o))
+}
+
+/// "On Mon, 3 Jun 2024 at 10:00, Bob <b@x> wrote:" and its translations.
+///
+/// This is only ever asked about the line right above a trailing quote, so it
+/// can afford to be generous: any line ending in "wrote:" qualifies.
+fn is_attribution(line: &str) -> bool {
+    let line = line.trim();
+    // An attribution is one sentence; a long paragraph that happens to end in
+    // a colon is the sender's own text.
+    if line.is_empty() || line.starts_with('>') || line.chars().count() > 300 {
+        return false;
+    }
+    let Some(head) = line.strip_suffix(':') else {
+        return false;
+    };
+    // French puts a (often non-breaking) space before the colon.
+    let head = head.trim_end().to_lowercase();
+    const ENDINGS: &[&str] = &[
+        "wrote",
+        "writes",
+        "a écrit",
+        "escribió",
+        "ha scritto",
+        "escreveu",
+        "schreef",
+    ];
+    // German and Scandinavian put the name after the verb:
+    // "Am 3. Juni 2024 um 10:00 schrieb Bob <b@x>:".
+    const INNER: &[&str] = &[" schrieb ", " skrev ", " schreef "];
+    ENDINGS.iter().any(|e| head.ends_with(e)) || INNER.iter().any(|w| head.contains(w))
+}
+
+/// Header names of an Outlook-style quoted header block, in the languages
+/// Outlook is commonly used in. Compared lowercase, after stripping the `*`
+/// that HTML-to-text conversion leaves around bold labels.
+const FROM_LABELS: &[&str] = &["from:", "von:", "de:", "de :", "van:", "da:"];
+const DATE_LABELS: &[&str] = &[
+    "sent:",
+    "date:",
+    "gesendet:",
+    "datum:",
+    "envoyé :",
+    "envoyé:",
+    "enviado:",
+    "enviado el:",
+    "fecha:",
+    "verzonden:",
+    "inviato:",
+    "data:",
+];
+const SUBJECT_LABELS: &[&str] = &[
+    "subject:",
+    "betreff:",
+    "objet :",
+    "objet:",
+    "asunto:",
+    "onderwerp:",
+    "oggetto:",
+    "assunto:",
+];
+
+/// "-----Original Message-----" and its translations.
+const ORIGINAL_MESSAGE: &[&str] = &[
+    "original message",
+    "original-nachricht",
+    "ursprüngliche nachricht",
+    "message d'origine",
+    "mensaje original",
+    "oorspronkelijk bericht",
+    "messaggio originale",
+    "mensagem original",
+];
+
+fn has_label(line: &str, labels: &[&str]) -> bool {
+    let lower = line.trim_start().trim_start_matches('*').to_lowercase();
+    labels.iter().any(|l| lower.starts_with(l))
+}
+
+/// Whether `line` starts an Outlook-style quoted block; `following` are the
+/// lines after it.
+fn starts_outlook_block(line: &Line<'_>, following: &[Line<'_>]) -> bool {
+    if line.is_quoted() {
+        return false;
+    }
+    let trimmed = line.text.trim();
+
+    // "-----Original Message-----", "----- Original Message -----".
+    if trimmed.starts_with("--") && trimmed.ends_with("--") {
+        let label = trimmed.trim_matches(|c: char| c == '-' || c.is_whitespace());
+        if ORIGINAL_MESSAGE.contains(&label.to_lowercase().as_str()) {
+            return true;
+        }
+    }
+
+    // Outlook's "________________________________" rule above the header block.
+    if trimmed.len() >= 10 && trimmed.chars().all(|c| c == '_') {
+        return following
+            .iter()
+            .find(|l| !l.is_blank())
+            .is_some_and(|l| has_label(l.text, FROM_LABELS));
+    }
+
+    // "From: …" followed closely by "Sent:"/"Date:" and "Subject:" lines. One
+    // "From:" line alone is too common in ordinary text to cut on.
+    if has_label(line.text, FROM_LABELS) {
+        let block = following.iter().take(8);
+        let mut dated = false;
+        let mut subject = false;
+        for l in block {
+            dated |= has_label(l.text, DATE_LABELS);
+            subject |= has_label(l.text, SUBJECT_LABELS);
+        }
+        return dated && subject;
+    }
+    false
+}
+
+// ---------------------------------------------------------------------------
+// Signatures
+
+/// The RFC 3676 separator (`-- `, or `--` alone) anywhere but the first
+/// line of content.
+fn first_signature_separator(lines: &[Line<'_>]) -> Option<usize> {
+    let first_content = lines.iter().position(|l| !l.is_blank())?;
+    // A mail whose first line is the separator is nothing but a signature
+    // (a bare "thanks" card); cutting it would leave nothing to show.
+    lines
+        .iter()
+        .enumerate()
+        .skip(first_content + 1)
+        .find(|(_, l)| l.text.trim_end() == "--")
+        .map(|(i, _)| i)
+}
+
+/// The last line, if it is a mobile "Sent from" signature with content above
+/// it: a mail saying nothing but "Sent from my iPhone" keeps it, like a
+/// signature-only mail.
+fn trailing_mobile_signature(lines: &[Line<'_>], first_content: usize) -> Option<usize> {
+    let last = lines.len().checked_sub(1)?;
+    let line = lines.get(last)?;
+    (last > first_content && is_mobile_signature(line.text)).then_some(last)
+}
+
+/// Lines mail apps append by default; they say nothing about the request.
+const MOBILE_SIGNATURES: &[&str] = &[
+    "sent from my ",
+    "sent from mail for windows",
+    "sent from outlook",
+    "sent from yahoo mail",
+    "get outlook for ios",
+    "get outlook for android",
+    "von meinem iphone gesendet",
+    "von meinem ipad gesendet",
+    "envoyé de mon ",
+    "enviado desde mi ",
+];
+
+fn is_mobile_signature(line: &str) -> bool {
+    let lower = line.trim().to_lowercase();
+    lower.chars().count() <= 80 && MOBILE_SIGNATURES.iter().any(|m| lower.starts_with(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::EmailAddress;
+    use proptest::prelude::*;
+
+    fn trimmed(text: &str) -> Trimmed {
+        trim_reply(text)
+    }
+
+    // --- trim_reply: quotes -------------------------------------------------
+
+    #[test]
+    fn trailing_quote_with_attribution_is_removed() {
+        let t = trimmed(
+            "Thanks, that fixed it.\n\nOn Mon, 3 Jun 2024 at 10:00, Bob <b@x.example> wrote:\n> Try restarting.\n> \n> Bob\n",
+        );
+        assert_eq!(t.body, "Thanks, that fixed it.");
+        assert!(t.quoted_trimmed);
+        assert!(!t.signature_trimmed);
+    }
+
+    #[test]
+    fn trailing_quote_without_attribution_is_removed() {
+        let t = trimmed("Yes please.\n\n> Shall we ship it?\n>> earlier\n");
+        assert_eq!(t.body, "Yes please.");
+        assert!(t.quoted_trimmed);
+    }
+
+    #[test]
+    fn wrapped_attribution_is_removed_whole() {
+        let t = trimmed(
+            "Sounds good.\n\nOn Mon, 3 Jun 2024 at 10:00, Bob Example\n<bob@example.com> wrote:\n\n> hello\n",
+        );
+        assert_eq!(t.body, "Sounds good.");
+        assert!(t.quoted_trimmed);
+    }
+
+    #[test]
+    fn non_english_attributions_are_removed() {
+        for attribution in [
+            "Am 03.06.2024 um 10:00 schrieb Bob Example <bob@example.com>:",
+            "Le lun. 3 juin 2024 à 10:00, Bob Example <bob@example.com> a écrit :",
+            "Le lun. 3 juin 2024 à 10:00, Bob <bob@example.com> a écrit\u{a0}:",
+            "El lun, 3 jun 2024 a las 10:00, Bob Example (<bob@example.com>) escribió:",
+            "Op ma 3 jun. 2024 om 10:00 schreef Bob <bob@example.com>:",
+        ] {
+            let t = trimmed(&format!("Danke!\n\n{attribution}\n> Hallo\n> Welt\n"));
+            assert_eq!(t.body, "Danke!", "attribution {attribution:?}");
+            assert!(t.quoted_trimmed);
+        }
+    }
+
+    #[test]
+    fn non_english_wrapped_attribution_is_removed() {
+        let t = trimmed(
+            "Merci.\n\nLe lun. 3 juin 2024 à 10:00, Bob Example\n<bob@example.com> a écrit :\n> Bonjour\n",
+        );
+        assert_eq!(t.body, "Merci.");
+    }
+
+    #[test]
+    fn interleaved_reply_keeps_inline_quotes_and_drops_trailing_ones() {
+        let text = "On Mon, Bob wrote:\n> Is it broken?\nYes.\n\n> Since when?\nSince Monday.\n\n> Regards\n> Bob\n";
+        let t = trimmed(text);
+        assert_eq!(
+            t.body,
+            "On Mon, Bob wrote:\n> Is it broken?\nYes.\n\n> Since when?\nSince Monday."
+        );
+        assert!(t.quoted_trimmed);
+    }
+
+    #[test]
+    fn a_line_starting_with_gt_inside_text_is_kept() {
+        let text = "We counted\n> 5 items\nin the parcel, expected 7.";
+        let t = trimmed(text);
+        assert_eq!(t.body, text);
+        assert!(!t.quoted_trimmed);
+    }
+
+    #[test]
+    fn a_mail_that_is_only_a_quote_trims_to_nothing() {
+        let t = trimmed("On Mon, Bob wrote:\n> hello\n");
+        assert_eq!(t.body, "");
+        assert!(t.quoted_trimmed);
+    }
+
+    #[test]
+    fn outlook_original_message_block_is_removed() {
+        let t = trimmed(
+            "Please see below.\r\n\r\n-----Original Message-----\r\nFrom: Bob\r\nSent: Monday\r\nSubject: x\r\n\r\nold text\r\n",
+        );
+        assert_eq!(t.body, "Please see below.");
+        assert!(t.quoted_trimmed);
+    }
+
+    #[test]
+    fn outlook_header_block_is_removed() {
+        let t = trimmed(
+            "Approved.\n\nFrom: Bob Example <bob@example.com>\nSent: Monday, June 3, 2024 10:00 AM\nTo: Support <support@example.com>\nSubject: Refund\n\nCan I get a refund?\n",
+        );
+        assert_eq!(t.body, "Approved.");
+        assert!(t.quoted_trimmed);
+    }
+
+    #[test]
+    fn outlook_header_block_with_date_and_bold_labels_is_removed() {
+        let t = trimmed("Ok.\n\n**From:** Bob\n**Date:** Monday\n**Subject:** Refund\n\nold\n");
+        assert_eq!(t.body, "Ok.");
+    }
+
+    #[test]
+    fn outlook_underscore_separator_is_removed() {
+        let t = trimmed(
+            "Done.\n\nGet Outlook for iOS\n________________________________\nFrom: Bob <bob@example.com>\nSent: Monday\nTo: x\nSubject: y\n\nold\n",
+        );
+        assert_eq!(t.body, "Done.");
+        assert!(t.quoted_trimmed);
+        assert!(t.signature_trimmed);
+    }
+
+    #[test]
+    fn a_lone_from_line_is_not_an_outlook_block() {
+        let text = "From: the warehouse we got a call.\nIt was about the order.";
+        assert_eq!(trimmed(text).body, text);
+    }
+
+    // --- trim_reply: signatures ---------------------------------------------
+
+    #[test]
+    fn rfc3676_signature_is_removed() {
+        let t = trimmed("Hi,\nthe invoice is attached.\n\n-- \nAlice Example\nACME Support\n");
+        assert_eq!(t.body, "Hi,\nthe invoice is attached.");
+        assert!(t.signature_trimmed);
+        assert!(!t.quoted_trimmed);
+    }
+
+    #[test]
+    fn bare_double_dash_signature_is_removed() {
+        let t = trimmed("Hi\n--\nAlice\n");
+        assert_eq!(t.body, "Hi");
+        assert!(t.signature_trimmed);
+    }
+
+    #[test]
+    fn signature_and_quote_together_are_removed() {
+        let t = trimmed(
+            "Fixed now.\n\n-- \nAlice\n\nOn Mon, 3 Jun 2024 at 10:00, Bob <b@x.example> wrote:\n> broken\n",
+        );
+        assert_eq!(t.body, "Fixed now.");
+        assert!(t.quoted_trimmed);
+        assert!(t.signature_trimmed);
+    }
+
+    #[test]
+    fn quote_above_a_signature_is_removed_too() {
+        let t = trimmed("Fixed now.\n\n> broken\n\n-- \nAlice\n");
+        assert_eq!(t.body, "Fixed now.");
+        assert!(t.quoted_trimmed);
+        assert!(t.signature_trimmed);
+    }
+
+    #[test]
+    fn signature_separator_on_the_first_line_is_kept() {
+        let text = "-- \nAlice Example\nACME Support";
+        let t = trimmed(text);
+        assert_eq!(t.body, text);
+        assert!(!t.signature_trimmed);
+        let t = trimmed("\n\n-- \nAlice");
+        assert_eq!(t.body, "\n\n-- \nAlice");
+    }
+
+    #[test]
+    fn mobile_signatures_are_removed() {
+        for sig in [
+            "Sent from my iPhone",
+            "Sent from my Android",
+            "Get Outlook for iOS",
+            "Get Outlook for Android",
+            "Sent from my Samsung Galaxy smartphone.",
+        ] {
+            let t = trimmed(&format!("On my way.\n\n{sig}\n\n"));
+            assert_eq!(t.body, "On my way.", "signature {sig:?}");
+            assert!(t.signature_trimmed);
+        }
+    }
+
+    #[test]
+    fn mobile_signature_above_an_apple_quote_is_removed() {
+        let t = trimmed(
+            "Sure.\n\nSent from my iPhone\n\n> On 3 Jun 2024, at 10:00, Bob <b@x.example> wrote:\n> \n> hi\n",
+        );
+        assert_eq!(t.body, "Sure.");
+        assert!(t.quoted_trimmed && t.signature_trimmed);
+    }
+
+    #[test]
+    fn a_mobile_signature_alone_is_kept() {
+        assert_eq!(trimmed("Sent from my iPhone").body, "Sent from my iPhone");
+    }
+
+    #[test]
+    fn inner_structure_is_kept_and_trailing_blank_lines_go() {
+        let t = trimmed("Line one\n\n\nLine two\n  indented\n\n\n\n");
+        assert_eq!(t.body, "Line one\n\n\nLine two\n  indented");
+        assert!(!t.quoted_trimmed && !t.signature_trimmed);
+    }
+
+    #[test]
+    fn crlf_text_is_trimmed_like_lf_text() {
+        let t = trimmed("Thanks\r\n\r\nOn Mon, Bob wrote:\r\n> hi\r\n");
+        assert_eq!(t.body, "Thanks");
+    }
+
+    // --- unflow --------------------------------------------------------------
+
+    #[test]
+    fn unflow_joins_soft_breaks() {
+        assert_eq!(
+            unflow("This is a \nlong paragraph.\nNext line.\n", false),
+            "This is a long paragraph.\nNext line.\n"
+        );
+    }
+
+    #[test]
+    fn unflow_delsp_removes_the_marker_space() {
+        assert_eq!(
+            unflow("Zusammen \ngeschrieben\n", true),
+            "Zusammengeschrieben\n"
+        );
+        assert_eq!(
+            unflow("Zusammen \ngeschrieben\n", false),
+            "Zusammen geschrieben\n"
+        );
+    }
+
+    #[test]
+    fn unflow_removes_space_stuffing() {
+        assert_eq!(
+            unflow(" From here\n >not a quote\n", false),
+            "From here\n>not a quote\n"
+        );
+    }
+
+    #[test]
+    fn unflow_joins_quoted_lines_only_at_the_same_depth() {
+        let text = "> quoted \n> more\n>> deeper \n> back\nown \ntext";
+        assert_eq!(
+            unflow(text, false),
+            "> quoted more\n>> deeper \n> back\nown text"
+        );
+    }
+
+    #[test]
+    fn unflow_never_joins_the_signature_separator() {
+        assert_eq!(unflow("Bye \n-- \nAlice\n", false), "Bye \n-- \nAlice\n");
+        assert_eq!(
+            unflow("Bye\n-- \nAlice \nExample", false),
+            "Bye\n-- \nAlice Example"
+        );
+    }
+
+    #[test]
+    fn unflow_normalises_crlf() {
+        assert_eq!(unflow("a \r\nb\r\n", false), "a b\n");
+    }
+
+    // --- preview and view ----------------------------------------------------
+
+    #[test]
+    fn preview_takes_the_first_line_and_cuts() {
+        assert_eq!(
+            preview("\n\n  Hello   there,\tfriend \nsecond", 100),
+            "Hello there, friend"
+        );
+        assert_eq!(preview("Hello there, friend", 11), "Hello there…");
+        assert_eq!(preview("Hello there", 6), "Hello…");
+        assert_eq!(preview("ééééé", 3), "ééé…");
+        assert_eq!(preview("", 10), "");
+        assert_eq!(preview("   \n  ", 10), "");
+    }
+
+    fn party(address: &str) -> Party {
+        Party::new(None, EmailAddress::parse(address).unwrap())
+    }
+
+    #[test]
+    fn view_uses_the_trimmed_body() {
+        let v = EmailView::new(
+            party("bob@example.com"),
+            vec![party("support@example.com")],
+            vec![],
+            "Re: hi".into(),
+            Some(1_717_408_800),
+            "Thanks!\n\n-- \nBob\n".into(),
+            vec![],
+            vec![],
+        );
+        assert_eq!(v.body, "Thanks!");
+        assert!(v.signature_trimmed);
+        assert_eq!(v.full_text, "Thanks!\n\n-- \nBob\n");
+    }
+
+    #[test]
+    fn view_of_a_pure_quote_shows_the_full_text() {
+        let v = EmailView::new(
+            party("bob@example.com"),
+            vec![],
+            vec![],
+            "Fwd".into(),
+            None,
+            "On Mon, Ann wrote:\n> the original\n".into(),
+            vec![],
+            vec!["n".into()],
+        );
+        assert_eq!(v.body, "On Mon, Ann wrote:\n> the original");
+        assert!(!v.quoted_trimmed && !v.signature_trimmed);
+        assert_eq!(v.notes, vec!["n".to_owned()]);
+    }
+
+    // --- properties ------------------------------------------------------------
+
+    /// Text built from fragments that exercise every rule, joined by LF or CRLF.
+    fn marker_text() -> impl Strategy<Value = String> {
+        let fragment = prop_oneof![
+            Just("> quoted".to_owned()),
+            Just(">".to_owned()),
+            Just(">> deeper ".to_owned()),
+            Just("-- ".to_owned()),
+            Just("--".to_owned()),
+            Just("".to_owned()),
+            Just("   ".to_owned()),
+            Just("On Mon, 3 Jun 2024, Bob <b@x> wrote:".to_owned()),
+            Just("On Mon, 3 Jun 2024, Bob".to_owned()),
+            Just("<b@x> wrote:".to_owned()),
+            Just("Am 3. Juni schrieb Bob:".to_owned()),
+            Just("-----Original Message-----".to_owned()),
+            Just("________________________________".to_owned()),
+            Just("From: Bob".to_owned()),
+            Just("Sent: Monday".to_owned()),
+            Just("Subject: x".to_owned()),
+            Just("Sent from my iPhone".to_owned()),
+            Just("Get Outlook for iOS".to_owned()),
+            "[a-zA-Zé ]{0,20} ?",
+            "\\PC{0,12}",
+        ];
+        (proptest::collection::vec(fragment, 0..16), any::<bool>())
+            .prop_map(|(lines, crlf)| lines.join(if crlf { "\r\n" } else { "\n" }))
+    }
+
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof![any::<String>(), "[\\PC\r\n>\\- ]{0,200}", marker_text()]
+    }
+
+    /// Text without any quote or signature markers: no '>', '-', '_' or ':'
+    /// (so no attribution or Outlook label can form).
+    fn plain_text() -> impl Strategy<Value = String> {
+        proptest::collection::vec("[a-zA-Z0-9 ,.!?éü]{0,40}", 0..12).prop_map(|l| l.join("\n"))
+    }
+
+    proptest! {
+        #[test]
+        fn trim_never_panics_and_never_grows(text in any_text()) {
+            let t = trim_reply(&text);
+            prop_assert!(t.body.len() <= text.len());
+            prop_assert!(text.starts_with(&t.body));
+            let _ = unflow(&text, true);
+            let _ = unflow(&text, false);
+            let _ = preview(&text, 20);
+        }
+
+        #[test]
+        fn trimming_is_idempotent(text in any_text()) {
+            let once = trim_reply(&text).body;
+            let twice = trim_reply(&once);
+            prop_assert_eq!(&twice.body, &once);
+            prop_assert!(!twice.quoted_trimmed && !twice.signature_trimmed);
+        }
+
+        #[test]
+        fn plain_text_comes_back_unchanged(text in plain_text()) {
+            let t = trim_reply(&text);
+            prop_assert_eq!(t.body.as_str(), text.trim_end());
+            prop_assert!(!t.quoted_trimmed && !t.signature_trimmed);
+        }
+
+        #[test]
+        fn unflow_leaves_fixed_unquoted_text_alone(text in plain_text()) {
+            // Lines without trailing spaces, leading spaces or '>' are all
+            // hard breaks: nothing to join, unstuff or normalise.
+            let text: String = text
+                .lines()
+                .map(|l| l.trim())
+                .collect::<Vec<_>>()
+                .join("\n");
+            prop_assert_eq!(unflow(&text, false), text.clone());
+            prop_assert_eq!(unflow(&text, true), text);
+        }
+
+        #[test]
+        fn preview_is_bounded(text in any_text(), max in 0usize..50) {
+            let p = preview(&text, max);
+            prop_assert!(p.chars().count() <= max + 1);
+            prop_assert!(!p.contains('\n'));
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The mail side: IMAP ingest, MIME parsing, composing and sending replies.
+
+pub mod compose;
+pub mod imap;
+pub mod ingest;
+pub mod parse;
+pub mod smtp;
+pub mod tls;

@@ -1,0 +1,39 @@
+//! The `mailroom` binary: parses arguments, sets up logging and the runtime,
+//! and hands over to the library ([`mailroom::cli`]).
+
+use clap::Parser;
+use mailroom::cli::{Cli, ConfigInvalid};
+
+fn main() {
+    mailroom::mail::tls::install_crypto_provider();
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MAILROOM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mailroom: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(mailroom::cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) if e.downcast_ref::<ConfigInvalid>().is_some() => {
+            eprint!("{e}");
+            2
+        }
+        Err(e) => {
+            eprintln!("mailroom: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

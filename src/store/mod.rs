@@ -1,0 +1,529 @@
+//! Persistence behind one domain-shaped trait, [`TicketStore`].
+//!
+//! [`sql::SqlStore`] implements it for SQLite (embedded default) and
+//! PostgreSQL. Both run the same queries through sqlx's `Any` driver, with a
+//! migrations folder per database; the one conformance suite in
+//! `tests/it/store_conformance.rs` runs against each.
+//!
+//! Every method that changes several rows does so in one transaction: an
+//! email, its ticket, its audit entries, its outbox jobs and the IMAP
+//! checkpoint land together or not at all.
+
+pub mod sql;
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::email::{ContentHash, Direction, Party};
+use crate::domain::ids::{
+    Actor, Agent, EmailAddress, MailboxName, MessageId, Tag, TicketId, TicketToken,
+};
+use crate::domain::threading::{Candidates, ThreadKeys};
+use crate::domain::ticket::{Refusal, Status, TicketEvent, TicketState};
+
+/// Errors from the store. Callers branch on [`StoreError::is_transient`], never on text.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or was busy; the operation may be retried.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A query failed for a reason retrying will not fix.
+    #[error("database error: {0}")]
+    Query(#[source] sqlx::Error),
+    /// Applying the migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value does not decode into the domain (manual edits, corruption).
+    #[error("corrupt row in {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+    /// The database could not be opened (bad path, permissions).
+    #[error("cannot open the database: {0}")]
+    Open(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let transient = match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                // SQLite BUSY/LOCKED, PostgreSQL serialization/deadlock/admin shutdown.
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                matches!(
+                    code.as_str(),
+                    "5" | "6" | "517" | "40001" | "40P01" | "57P01" | "57P02" | "57P03"
+                ) || db.message().contains("database is locked")
+            }
+            _ => false,
+        };
+        if transient {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Query(e)
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where ingest stands in a mailbox folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub uid_validity: u32,
+    pub last_uid: u32,
+}
+
+/// Chat platforms the outbox can post to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    Matrix,
+    Slack,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Matrix => "matrix",
+            Platform::Slack => "slack",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "matrix" => Some(Platform::Matrix),
+            "slack" => Some(Platform::Slack),
+            _ => None,
+        }
+    }
+}
+
+/// Work the outbox worker does after a commit. Serialized as JSON in the
+/// outbox row, so adding a variant needs no migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobSpec {
+    /// Post an email to the ticket's chat thread (the root message for the
+    /// first email, a thread reply for the others).
+    ChatPost { platform: Platform, email_id: i64 },
+    /// Refresh the status line of the ticket's root message.
+    ChatStatus { platform: Platform },
+    /// Tell the thread something (a failure, a refusal).
+    ChatNotice { platform: Platform, text: String },
+    /// Send a queued reply over SMTP.
+    SendReply { email_id: i64 },
+    /// After a send: APPEND the reply to the Sent folder and flag the answered
+    /// original `\Answered`.
+    FileSent { email_id: i64 },
+}
+
+impl JobSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobSpec::ChatPost { .. } => "chat_post",
+            JobSpec::ChatStatus { .. } => "chat_status",
+            JobSpec::ChatNotice { .. } => "chat_notice",
+            JobSpec::SendReply { .. } => "send_reply",
+            JobSpec::FileSent { .. } => "file_sent",
+        }
+    }
+
+    /// Jobs in one lane run one at a time, in order; lanes run independently.
+    /// Chat posts keep a room's order; each ticket's mail keeps its own.
+    pub fn lane(&self, ticket: Option<TicketId>) -> String {
+        let t = ticket.map(|t| t.get()).unwrap_or(0);
+        match self {
+            JobSpec::ChatPost { platform, .. }
+            | JobSpec::ChatStatus { platform }
+            | JobSpec::ChatNotice { platform, .. } => format!("chat:{}", platform.as_str()),
+            JobSpec::SendReply { .. } | JobSpec::FileSent { .. } => format!("mail:{t}"),
+        }
+    }
+
+    /// Whether running this job twice could repeat a visible effect nobody can
+    /// take back (a customer email). Such a job found half-done after a crash
+    /// is not retried (at-most-once); everything else is (at-least-once, made
+    /// idempotent by its handler).
+    pub fn at_most_once(&self) -> bool {
+        matches!(self, JobSpec::SendReply { .. })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Pending,
+    InFlight,
+    Done,
+    Failed,
+    /// Interrupted mid-send: it may or may not have reached the server.
+    Uncertain,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::InFlight => "in_flight",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Uncertain => "uncertain",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            JobState::Pending,
+            JobState::InFlight,
+            JobState::Done,
+            JobState::Failed,
+            JobState::Uncertain,
+            JobState::Cancelled,
+        ]
+        .into_iter()
+        .find(|j| j.as_str() == s)
+    }
+}
+
+/// An outbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: i64,
+    pub ticket: Option<TicketId>,
+    pub spec: JobSpec,
+    pub state: JobState,
+    /// Attempts made so far, including the one in flight.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub not_before_ms: i64,
+}
+
+/// How a job attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    Done,
+    /// Try again at this time.
+    Retry {
+        at_ms: i64,
+        error: String,
+    },
+    /// Give up; the error is kept for the audit and the operator.
+    Failed {
+        error: String,
+    },
+}
+
+/// A ticket as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketRecord {
+    pub id: TicketId,
+    pub mailbox: MailboxName,
+    pub token: TicketToken,
+    pub subject: String,
+    pub customer: EmailAddress,
+    pub state: TicketState,
+    pub tags: BTreeSet<Tag>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub last_customer_at_ms: i64,
+}
+
+/// Filter for [`TicketStore::list_tickets`].
+#[derive(Debug, Clone, Default)]
+pub struct TicketFilter {
+    pub status: Option<Status>,
+    pub mailbox: Option<MailboxName>,
+    pub owner: Option<Agent>,
+    pub limit: Option<u32>,
+}
+
+/// Delivery state of a stored email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailState {
+    /// Inbound mail, stored.
+    Received,
+    /// Outbound reply, waiting in the outbox.
+    Queued,
+    Sent,
+    Failed,
+    Uncertain,
+    Cancelled,
+}
+
+impl EmailState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmailState::Received => "received",
+            EmailState::Queued => "queued",
+            EmailState::Sent => "sent",
+            EmailState::Failed => "failed",
+            EmailState::Uncertain => "uncertain",
+            EmailState::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            EmailState::Received,
+            EmailState::Queued,
+            EmailState::Sent,
+            EmailState::Failed,
+            EmailState::Uncertain,
+            EmailState::Cancelled,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == s)
+    }
+}
+
+/// A stored email without its raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailRecord {
+    pub id: i64,
+    pub ticket: TicketId,
+    pub direction: Direction,
+    pub message_id: MessageId,
+    pub from: Party,
+    pub subject: String,
+    pub sent_at: Option<i64>,
+    pub stored_at_ms: i64,
+    pub author: Option<Agent>,
+    pub state: EmailState,
+    pub size: i64,
+}
+
+/// One line of a ticket's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub ticket: Option<TicketId>,
+    pub at_ms: i64,
+    pub actor: Actor,
+    pub action: String,
+    pub details: String,
+}
+
+/// The email part of an ingest.
+#[derive(Debug, Clone)]
+pub struct NewEmail {
+    pub message_id: MessageId,
+    pub content_hash: ContentHash,
+    pub from: Party,
+    pub subject: String,
+    pub sent_at: Option<i64>,
+    pub raw: Vec<u8>,
+    /// Every address in From/To/Cc/Reply-To, minus the shared mailbox's own.
+    pub participants: Vec<EmailAddress>,
+}
+
+/// Which ticket an incoming email goes to.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    New {
+        token: TicketToken,
+    },
+    FollowUp {
+        ticket: TicketId,
+        matched_by: &'static str,
+    },
+}
+
+/// Everything [`TicketStore::record_inbound`] writes in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewInbound {
+    pub mailbox: MailboxName,
+    /// The IMAP position to record with this email (checkpoint advance).
+    pub checkpoint: Option<Checkpoint>,
+    pub imap_uid: Option<u32>,
+    pub email: NewEmail,
+    pub destination: Destination,
+    /// Automatic mail (auto-reply, bounce, list) is filed but never reopens a ticket.
+    pub automatic: Option<&'static str>,
+    /// Tickets that matched but belonged to another customer (for the audit log).
+    pub refused_merges: Vec<TicketId>,
+    /// Chat platforms to post the email to.
+    pub post_to: Vec<Platform>,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The same message (Message-ID and content) was already stored.
+    Duplicate,
+    NewTicket {
+        ticket: TicketId,
+        email_id: i64,
+    },
+    FollowUp {
+        ticket: TicketId,
+        email_id: i64,
+        reopened: bool,
+    },
+}
+
+/// Result of [`TicketStore::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Changed {
+        before: TicketState,
+        after: TicketState,
+    },
+    /// Accepted, nothing to change (claiming your own ticket again).
+    Unchanged,
+    Refused(Refusal),
+    NoSuchTicket,
+}
+
+/// A reply to queue: the outbound email, already built and rendered.
+#[derive(Debug, Clone)]
+pub struct NewReply {
+    pub ticket: TicketId,
+    pub mailbox: MailboxName,
+    pub author: Agent,
+    pub message_id: MessageId,
+    pub content_hash: ContentHash,
+    pub from: Party,
+    pub subject: String,
+    pub raw: Vec<u8>,
+    /// Earliest send time (an undo window).
+    pub send_at_ms: i64,
+    pub now_ms: i64,
+}
+
+/// What the worker needs to send a queued reply.
+#[derive(Debug, Clone)]
+pub struct OutgoingMail {
+    pub email_id: i64,
+    pub ticket: TicketId,
+    pub mailbox: MailboxName,
+    pub message_id: MessageId,
+    pub raw: Vec<u8>,
+    pub state: EmailState,
+    /// Message-ID of the inbound email this answers, for `\Answered`.
+    pub answers: Option<MessageId>,
+}
+
+/// A chat thread a ticket lives in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatThread {
+    pub platform: Platform,
+    pub room: String,
+    pub thread_ref: String,
+}
+
+/// The ticket store. Methods are shaped after the flows that use them, not
+/// after tables.
+#[async_trait]
+pub trait TicketStore: Send + Sync {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    async fn checkpoint(&self, mailbox: &MailboxName) -> StoreResult<Option<Checkpoint>>;
+    async fn save_checkpoint(
+        &self,
+        mailbox: &MailboxName,
+        cp: Checkpoint,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+
+    /// Whether this exact message (Message-ID and content) is stored.
+    async fn has_email(
+        &self,
+        mailbox: &MailboxName,
+        id: &MessageId,
+        hash: &ContentHash,
+    ) -> StoreResult<bool>;
+    /// Tickets an incoming email could belong to, per threading rule.
+    async fn thread_candidates(
+        &self,
+        mailbox: &MailboxName,
+        keys: &ThreadKeys,
+    ) -> StoreResult<Candidates>;
+    /// Stores an incoming email with everything that follows from it, atomically.
+    async fn record_inbound(&self, new: NewInbound) -> StoreResult<Recorded>;
+
+    async fn ticket(&self, id: TicketId) -> StoreResult<Option<TicketRecord>>;
+    async fn list_tickets(&self, filter: &TicketFilter) -> StoreResult<Vec<TicketRecord>>;
+    async fn emails(&self, ticket: TicketId) -> StoreResult<Vec<EmailRecord>>;
+    async fn raw_email(&self, email_id: i64) -> StoreResult<Option<Vec<u8>>>;
+    async fn audit_log(&self, ticket: TicketId) -> StoreResult<Vec<AuditEntry>>;
+    /// Appends an audit entry on its own (for actions that change no row).
+    async fn audit(
+        &self,
+        ticket: Option<TicketId>,
+        actor: &Actor,
+        action: &str,
+        details: &str,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+
+    /// Applies a ticket event atomically. The conditional update on the
+    /// ticket's version is the lock: of two concurrent claims exactly one
+    /// wins and the other is refused with the winner's name. On a change, a
+    /// status refresh is queued for each of `notify`.
+    async fn apply(
+        &self,
+        ticket: TicketId,
+        actor: &Actor,
+        event: &TicketEvent,
+        notify: &[Platform],
+        now_ms: i64,
+    ) -> StoreResult<Applied>;
+
+    /// The latest inbound email of a ticket (the one a reply answers), raw.
+    async fn latest_inbound(&self, ticket: TicketId)
+    -> StoreResult<Option<(EmailRecord, Vec<u8>)>>;
+    /// Stores an outbound reply and queues its send, atomically.
+    async fn queue_reply(&self, reply: NewReply) -> StoreResult<i64>;
+    async fn outgoing(&self, email_id: i64) -> StoreResult<Option<OutgoingMail>>;
+    /// Cancels a reply still waiting in the outbox (undo). False if it already left.
+    async fn cancel_reply(&self, email_id: i64, actor: &Actor, now_ms: i64) -> StoreResult<bool>;
+
+    /// Queues a job.
+    async fn enqueue(
+        &self,
+        ticket: Option<TicketId>,
+        spec: &JobSpec,
+        not_before_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<i64>;
+    /// Takes the next due job, marking it in flight. At most one job per lane
+    /// is in flight, and a lane's jobs run in insertion order.
+    async fn next_job(&self, now_ms: i64) -> StoreResult<Option<Job>>;
+    /// Earliest `not_before` among pending jobs, to sleep until.
+    async fn next_due_at(&self) -> StoreResult<Option<i64>>;
+    async fn finish_job(&self, job: &Job, outcome: &JobOutcome, now_ms: i64) -> StoreResult<()>;
+    /// The send was accepted by the SMTP server: marks the job done, the email
+    /// sent, writes the audit entry and queues filing in Sent, atomically.
+    async fn reply_sent(&self, job: &Job, email_id: i64, now_ms: i64) -> StoreResult<()>;
+    /// The send failed for good (or is uncertain): records it on the email,
+    /// the job and the audit log, and queues notices for `notify`.
+    async fn reply_failed(
+        &self,
+        job: &Job,
+        email_id: i64,
+        state: EmailState,
+        error: &str,
+        notify: &[Platform],
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// After a crash: jobs left in flight. At-most-once jobs (sends) become
+    /// `uncertain` and are not retried; the others go back to pending.
+    async fn recover_in_flight(&self, now_ms: i64) -> StoreResult<Vec<Job>>;
+    async fn jobs(&self, states: &[JobState]) -> StoreResult<Vec<Job>>;
+
+    async fn chat_thread(
+        &self,
+        ticket: TicketId,
+        platform: Platform,
+    ) -> StoreResult<Option<ChatThread>>;
+    async fn link_chat_thread(&self, ticket: TicketId, thread: &ChatThread) -> StoreResult<()>;
+}

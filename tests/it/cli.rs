@@ -1,0 +1,290 @@
+//! The `mailroom` binary: check-config, migrate, tickets.
+
+use std::process::Command;
+
+use crate::common::{Stack, TestDb, append, config, customer_mail, start, wait_for};
+use mailroom::store::{TicketFilter, TicketStore};
+
+fn mailroom() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mailroom"));
+    c.env_remove("MAILROOM_CONFIG");
+    c
+}
+
+const EXAMPLE_ENV: [(&str, &str); 6] = [
+    ("MAILROOM_SUPPORT_IMAP_PASSWORD", "imap-secret-123"),
+    ("MAILROOM_SUPPORT_SMTP_PASSWORD", "smtp-secret-456"),
+    ("MAILROOM_MATRIX_PASSWORD", "matrix-secret-789"),
+    ("MAILROOM_SLACK_BOT_TOKEN", "xoxb-secret"),
+    ("MAILROOM_SLACK_APP_TOKEN", "xapp-secret"),
+    ("MAILROOM_SLACK_SIGNING_SECRET", "signing-secret"),
+];
+
+#[test]
+fn check_config_accepts_the_commented_example() {
+    let out = mailroom()
+        .args(["check-config", "bot-config/mailroom.example.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .envs(EXAMPLE_ENV)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 1, "one-line summary: {stdout}");
+    assert!(stdout.contains("1 mailbox (support)"), "{stdout}");
+    for (_, secret) in EXAMPLE_ENV {
+        assert!(!stdout.contains(secret), "a secret reached the output");
+    }
+}
+
+#[test]
+fn check_config_without_the_secrets_names_each_missing_variable() {
+    let out = mailroom()
+        .args(["check-config", "bot-config/mailroom.example.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "mailbox[0].imap.password_env",
+        "mailbox[0].smtp.password_env",
+        "matrix.password_env",
+        "slack.bot_token_env",
+    ] {
+        assert!(stderr.contains(path), "{path} not named in:\n{stderr}");
+    }
+}
+
+#[test]
+fn check_config_reports_every_broken_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        r#"
+[database]
+url = "sqlite://state/x.db"
+pool = 3
+
+[[mailbox]]
+name = "support"
+address = "support@example.com"
+display_name = "Support"
+  [mailbox.imap]
+  host = "imap.example.com"
+  password = "p"
+  [mailbox.smtp]
+  host = "smtp.example.com"
+
+[[mailbox]]
+name = "sales"
+address = "sales@@example.com"
+display_name = "Sales"
+  [mailbox.imap]
+  host = "imap.example.com"
+  tls = "maybe"
+  password = "p"
+  [mailbox.smtp]
+  host = "smtp.example.com"
+  port = 99999
+  sent_folder = 3
+
+[reactions]
+close = []
+"#,
+    )
+    .unwrap();
+    let out = mailroom().arg("check-config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "database.pool: unknown key",
+        "mailbox[1].address:",
+        "mailbox[1].imap.tls: expected \"implicit\", \"starttls\" or \"none\"",
+        "mailbox[1].smtp.port: expected 1-65535",
+        "mailbox[1].smtp.sent_folder: expected a string",
+        "reactions.close: must list at least one value",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} not in:\n{stderr}");
+    }
+    assert!(stderr.contains("6 problems"), "{stderr}");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["check-config", "--help"],
+        vec!["migrate", "--help"],
+        vec!["tickets", "--help"],
+        vec!["tickets", "list", "--help"],
+        vec!["tickets", "show", "--help"],
+        vec!["tickets", "export", "--help"],
+        vec!["outbox", "list", "--help"],
+    ] {
+        let out = mailroom().args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
+            "{args:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tickets_list_show_and_export_read_the_store() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let db = TestDb::sqlite();
+    let settings = config(stack, &support, &db, stack.smtp_port, "");
+    let app = start(settings, &db).await;
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "carol@customer.example",
+            &support.address,
+            "cli1@customer.example",
+            "From the CLI",
+            "From here on, a line that needs quoting in mbox.",
+            None,
+        ),
+    )
+    .await;
+    let store = app.store.clone();
+    wait_for("the ticket", std::time::Duration::from_secs(30), || {
+        let store = store.clone();
+        async move {
+            (store
+                .list_tickets(&TicketFilter::default())
+                .await
+                .unwrap()
+                .len()
+                == 1)
+                .then_some(())
+        }
+    })
+    .await;
+    app.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mailroom.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nurl = \"{}\"\n[[mailbox]]\nname = \"support\"\naddress = \"{}\"\ndisplay_name = \"S\"\n[mailbox.imap]\nhost = \"127.0.0.1\"\npassword = \"x\"\n[mailbox.smtp]\nhost = \"127.0.0.1\"\n",
+            db.url_text, support.address
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = mailroom()
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let list = run(&["tickets", "list", "--status", "open"]);
+    assert!(
+        list.contains("From the CLI")
+            && list.contains("carol@customer.example")
+            && list.contains("1 ticket"),
+        "{list}"
+    );
+    assert!(run(&["tickets", "list", "--status", "closed"]).contains("0 tickets"));
+    let show = run(&["tickets", "show", "1"]);
+    assert!(
+        show.contains("Open · unclaimed")
+            && show.contains("created")
+            && show.contains("<cli1@customer.example>"),
+        "{show}"
+    );
+    let mbox = run(&["tickets", "export", "#1", "--format", "mbox"]);
+    assert!(mbox.starts_with("From carol@customer.example "), "{mbox}");
+    assert!(mbox.contains("\n>From here on"), "mboxrd quoting: {mbox}");
+    let out_dir = dir.path().join("eml");
+    let eml = run(&[
+        "tickets",
+        "export",
+        "1",
+        "--format",
+        "eml",
+        "--output",
+        out_dir.to_str().unwrap(),
+    ]);
+    let file = eml.lines().next().unwrap();
+    assert!(
+        std::fs::read_to_string(file)
+            .unwrap()
+            .contains("Message-ID: <cli1@customer.example>")
+    );
+    let missing = mailroom()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["tickets", "show", "99"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no ticket #99"));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let s: &dyn TicketStore = &db.store().await;
+    assert_eq!(
+        s.list_tickets(&TicketFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn the_sqlite_database_is_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mailroom.toml");
+    std::fs::write(
+        &cfg,
+        "[database]\nurl = \"sqlite://state/new.db\"\n[[mailbox]]\nname = \"support\"\naddress = \"s@example.com\"\ndisplay_name = \"S\"\n[mailbox.imap]\nhost = \"127.0.0.1\"\npassword = \"x\"\n[mailbox.smtp]\nhost = \"127.0.0.1\"\n",
+    )
+    .unwrap();
+    let out = mailroom()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("migrate")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = dir.path().join("state/new.db");
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join("state"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+}

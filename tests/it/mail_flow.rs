@@ -1,0 +1,606 @@
+//! The mail side end to end against real Dovecot and Postfix: ingest,
+//! restart, follow-ups, replies, SMTP outages.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::time::Duration;
+
+use mailroom::bridge::reply::{ReplyRequest, queue_reply};
+use mailroom::domain::ids::{Actor, Agent};
+use mailroom::domain::ticket::{Status, TicketEvent, TicketState};
+use mailroom::mail::parse::parse_email;
+use mailroom::store::{EmailState, JobState, TicketFilter, TicketStore};
+use tokio::io::{AsyncWriteExt, copy_bidirectional};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::{Stack, TestDb, append, config, customer_mail, fetch_all, start, wait_for};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn ticket_count(store: &dyn TicketStore) -> usize {
+    store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap()
+        .len()
+}
+
+async fn wait_tickets(store: &dyn TicketStore, n: usize) {
+    wait_for(&format!("{n} tickets"), WAIT, || async move {
+        (ticket_count(store).await >= n).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn appended_mail_becomes_one_ticket_and_a_restart_imports_nothing_twice() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let db = TestDb::sqlite();
+    let settings = config(stack, &support, &db, stack.smtp_port, "");
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "carol@customer.example",
+            &support.address,
+            "m1@customer.example",
+            "Broken invoice",
+            "Hello, invoice 42 is wrong.",
+            None,
+        ),
+    )
+    .await;
+
+    let app = start(settings.clone(), &db).await;
+    wait_tickets(app.store.as_ref(), 1).await;
+    // A second mail while running (IDLE push) is a barrier: once it is in,
+    // the first has certainly been processed exactly once.
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "dave@other.example",
+            &support.address,
+            "m2@other.example",
+            "Password reset",
+            "I cannot log in.",
+            None,
+        ),
+    )
+    .await;
+    wait_tickets(app.store.as_ref(), 2).await;
+    app.stop().await;
+
+    let app = start(settings, &db).await;
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "erin@third.example",
+            &support.address,
+            "m3@third.example",
+            "Refund",
+            "Please refund.",
+            None,
+        ),
+    )
+    .await;
+    wait_tickets(app.store.as_ref(), 3).await;
+    let tickets = app
+        .store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        tickets.len(),
+        3,
+        "no ticket imported twice across the restart"
+    );
+    for t in &tickets {
+        assert_eq!(
+            app.store.emails(t.id).await.unwrap().len(),
+            1,
+            "ticket {} has one email",
+            t.id
+        );
+        assert_eq!(t.state, TicketState::Open);
+    }
+    let subjects: Vec<&str> = tickets.iter().map(|t| t.subject.as_str()).collect();
+    assert_eq!(subjects, vec!["Refund", "Password reset", "Broken invoice"]);
+    app.stop().await;
+
+    // mailroom must not change the team's \Seen flags.
+    for m in fetch_all(stack, &support, "INBOX").await {
+        assert!(
+            !m.flags.iter().any(|f| f.contains("Seen")),
+            "message {} was marked seen: {:?}",
+            m.uid,
+            m.flags
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_follow_up_with_in_reply_to_joins_its_ticket_and_reopens_it() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let db = TestDb::sqlite();
+    let app = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "carol@customer.example",
+            &support.address,
+            "q1@customer.example",
+            "Question",
+            "How do I export?",
+            None,
+        ),
+    )
+    .await;
+    wait_tickets(app.store.as_ref(), 1).await;
+    let ticket = app
+        .store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap()[0]
+        .id;
+    let alice = Agent::parse("@alice:example.com").unwrap();
+    app.store
+        .apply(
+            ticket,
+            &Actor::Agent(alice.clone()),
+            &TicketEvent::Claim(alice.clone()),
+            &[],
+            1,
+        )
+        .await
+        .unwrap();
+    app.store
+        .apply(
+            ticket,
+            &Actor::Agent(alice.clone()),
+            &TicketEvent::Close,
+            &[],
+            2,
+        )
+        .await
+        .unwrap();
+
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "carol@customer.example",
+            &support.address,
+            "q2@customer.example",
+            "Re: Question",
+            "Still stuck, sorry.",
+            Some("q1@customer.example"),
+        ),
+    )
+    .await;
+    let store = app.store.clone();
+    wait_for("the follow-up", WAIT, || {
+        let store = store.clone();
+        async move { (store.emails(ticket).await.unwrap().len() == 2).then_some(()) }
+    })
+    .await;
+    assert_eq!(ticket_count(app.store.as_ref()).await, 1);
+    let t = app.store.ticket(ticket).await.unwrap().unwrap();
+    assert_eq!(
+        t.state,
+        TicketState::Claimed { by: alice },
+        "reopened, back with its owner"
+    );
+    let actions: Vec<String> = app
+        .store
+        .audit_log(ticket)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["created", "claim", "close", "customer-replied", "reopen"]
+    );
+
+    // Another customer quoting the same thread gets a ticket of their own.
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "mallory@elsewhere.example",
+            &support.address,
+            "x1@elsewhere.example",
+            "Re: Question",
+            "Me too",
+            Some("q1@customer.example"),
+        ),
+    )
+    .await;
+    wait_tickets(app.store.as_ref(), 2).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_reaches_the_customer_threaded_from_the_shared_address_and_is_filed_in_sent() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let customer = stack.user("customer", "example.net");
+    let db = TestDb::sqlite();
+    let app = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            &customer.address,
+            &support.address,
+            "help1@example.net",
+            "Need help",
+            "My order is late.",
+            None,
+        ),
+    )
+    .await;
+    wait_tickets(app.store.as_ref(), 1).await;
+    let ticket = app
+        .store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap()[0]
+        .clone();
+
+    let queued = queue_reply(
+        &app.app,
+        ReplyRequest {
+            ticket: ticket.id,
+            agent: Agent::parse("@alice:example.com").unwrap(),
+            agent_name: Some("Alice".into()),
+            body_markdown: "Sorry about that, it **ships today**.".into(),
+            attachments: vec![],
+            undo_window: Duration::ZERO,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(queued.to[0].address.as_str(), customer.address);
+
+    let received = wait_for("the reply in the customer's mailbox", WAIT, || async {
+        let msgs = fetch_all(stack, &customer, "INBOX").await;
+        (!msgs.is_empty()).then_some(msgs)
+    })
+    .await;
+    assert_eq!(received.len(), 1);
+    let got = parse_email(&received[0].raw);
+    assert_eq!(got.from.address.as_str(), support.address);
+    assert_eq!(got.from.name.as_deref(), Some("Alice via Example Support"));
+    assert_eq!(got.subject, "Re: Need help");
+    assert_eq!(got.message_id, queued.message_id);
+    assert_eq!(
+        got.in_reply_to
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>(),
+        vec!["help1@example.net"]
+    );
+    assert!(
+        got.references
+            .iter()
+            .any(|m| m.as_str() == "help1@example.net")
+    );
+    let reply_to = got.reply_to[0].address.as_str().to_owned();
+    assert_eq!(
+        reply_to,
+        format!(
+            "{}+{}@example.com",
+            support.address.split('@').next().unwrap(),
+            ticket.token
+        )
+    );
+    assert!(got.text.contains("ships today"));
+
+    let sent = wait_for("the copy in Sent", WAIT, || async {
+        let msgs = fetch_all(stack, &support, "Sent").await;
+        (!msgs.is_empty()).then_some(msgs)
+    })
+    .await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(parse_email(&sent[0].raw).message_id, queued.message_id);
+    assert!(
+        sent[0].flags.iter().any(|f| f.contains("Seen")),
+        "filed as read: {:?}",
+        sent[0].flags
+    );
+    wait_for("\\Answered on the original", WAIT, || async {
+        let inbox = fetch_all(stack, &support, "INBOX").await;
+        inbox
+            .iter()
+            .any(|m| m.flags.iter().any(|f| f.contains("Answered")))
+            .then_some(())
+    })
+    .await;
+    let emails = app.store.emails(ticket.id).await.unwrap();
+    assert_eq!(
+        emails
+            .iter()
+            .filter(|e| e.state == EmailState::Sent)
+            .count(),
+        1
+    );
+
+    // The customer answers our reply by replying to it (to the plus address):
+    // it lands in the same ticket.
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            &customer.address,
+            &reply_to,
+            "help2@example.net",
+            "Re: Need help",
+            "Thanks!",
+            Some(queued.message_id.as_str()),
+        ),
+    )
+    .await;
+    let store = app.store.clone();
+    wait_for("the customer's answer in the same ticket", WAIT, || {
+        let store = store.clone();
+        async move { (store.emails(ticket.id).await.unwrap().len() == 3).then_some(()) }
+    })
+    .await;
+    assert_eq!(ticket_count(app.store.as_ref()).await, 1);
+    app.stop().await;
+}
+
+/// A TCP front for Postfix that can play an outage: while `down`, every
+/// connection gets `421` and is closed, as a server refusing service does.
+struct FlakySmtp {
+    port: u16,
+    mode: Arc<AtomicU8>,
+    connections: Arc<AtomicU32>,
+}
+
+impl FlakySmtp {
+    async fn start(upstream: u16) -> FlakySmtp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(AtomicU8::new(0));
+        let connections = Arc::new(AtomicU32::new(0));
+        let (m, c) = (mode.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let up = m.load(Ordering::SeqCst) == 1;
+                tokio::spawn(async move {
+                    if up {
+                        if let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await {
+                            let _ = copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    } else {
+                        let _ = client
+                            .write_all(b"421 4.3.2 Service not available, try later\r\n")
+                            .await;
+                        let _ = client.shutdown().await;
+                    }
+                });
+            }
+        });
+        FlakySmtp {
+            port,
+            mode,
+            connections,
+        }
+    }
+}
+
+#[tokio::test]
+async fn while_smtp_is_down_the_outbox_retries_and_delivers_exactly_once() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let customer = stack.user("customer", "example.net");
+    let flaky = FlakySmtp::start(stack.smtp_port).await;
+    let db = TestDb::sqlite();
+    let app = start(config(stack, &support, &db, flaky.port, ""), &db).await;
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            &customer.address,
+            &support.address,
+            "down1@example.net",
+            "Outage",
+            "Hello?",
+            None,
+        ),
+    )
+    .await;
+    wait_tickets(app.store.as_ref(), 1).await;
+    let ticket = app
+        .store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap()[0]
+        .id;
+    let queued = queue_reply(
+        &app.app,
+        ReplyRequest {
+            ticket,
+            agent: Agent::parse("@bob:example.com").unwrap(),
+            agent_name: None,
+            body_markdown: "We are on it.".into(),
+            attachments: vec![],
+            undo_window: Duration::ZERO,
+        },
+    )
+    .await
+    .unwrap();
+
+    // Let it fail at least twice.
+    let conns = flaky.connections.clone();
+    wait_for("two refused attempts", WAIT, || {
+        let conns = conns.clone();
+        async move { (conns.load(Ordering::SeqCst) >= 2).then_some(()) }
+    })
+    .await;
+    let jobs = app
+        .store
+        .jobs(&[JobState::Pending, JobState::InFlight])
+        .await
+        .unwrap();
+    let send = jobs
+        .iter()
+        .find(|j| j.spec.kind() == "send_reply")
+        .expect("send still queued");
+    assert!(
+        send.last_error.as_deref().unwrap_or("").contains("421")
+            || send.state == JobState::InFlight,
+        "{send:?}"
+    );
+    assert_eq!(
+        app.store
+            .outgoing(queued.email_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        EmailState::Queued
+    );
+
+    flaky.mode.store(1, Ordering::SeqCst);
+    let received = wait_for("the reply after the outage", WAIT, || async {
+        let msgs = fetch_all(stack, &customer, "INBOX").await;
+        (!msgs.is_empty()).then_some(msgs)
+    })
+    .await;
+    // Give a duplicate every chance to show up before counting.
+    let store = app.store.clone();
+    wait_for("the send marked sent", WAIT, || {
+        let store = store.clone();
+        async move {
+            (store
+                .outgoing(queued.email_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .state
+                == EmailState::Sent)
+                .then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let received_after = fetch_all(stack, &customer, "INBOX").await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received_after.len(), 1, "delivered exactly once");
+    assert_eq!(
+        parse_email(&received_after[0].raw).message_id,
+        queued.message_id
+    );
+    let actions: Vec<String> = app
+        .store
+        .audit_log(ticket)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(
+        actions.iter().filter(|a| *a == "reply-sent").count(),
+        1,
+        "{actions:?}"
+    );
+    assert_eq!(
+        app.store
+            .ticket(ticket)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .status(),
+        Status::Open
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_permanent_smtp_refusal_is_recorded_not_retried() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let db = TestDb::sqlite();
+    let app = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
+    // Postfix refuses destinations outside the test domains with a 5xx.
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "someone@nowhere.invalid",
+            &support.address,
+            "p1@nowhere.invalid",
+            "Bounce me",
+            "Hi",
+            None,
+        ),
+    )
+    .await;
+    wait_tickets(app.store.as_ref(), 1).await;
+    let ticket = app
+        .store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap()[0]
+        .id;
+    let queued = queue_reply(
+        &app.app,
+        ReplyRequest {
+            ticket,
+            agent: Agent::parse("@bob:example.com").unwrap(),
+            agent_name: None,
+            body_markdown: "Hello".into(),
+            attachments: vec![],
+            undo_window: Duration::ZERO,
+        },
+    )
+    .await
+    .unwrap();
+    let store = app.store.clone();
+    let state = wait_for("the send to settle", WAIT, || {
+        let store = store.clone();
+        async move {
+            let s = store
+                .outgoing(queued.email_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .state;
+            (s != EmailState::Queued).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(state, EmailState::Failed);
+    let log = app.store.audit_log(ticket).await.unwrap();
+    let failed = log
+        .iter()
+        .find(|a| a.action == "reply-failed")
+        .expect("reply-failed in the audit log");
+    assert!(
+        failed.details.contains("5"),
+        "the reason is kept: {}",
+        failed.details
+    );
+    app.stop().await;
+}

@@ -1,0 +1,568 @@
+//! One conformance suite for every TicketStore backend: each check below runs
+//! on SQLite and on a fresh PostgreSQL database.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use mailroom::domain::email::{ContentHash, Party};
+use mailroom::domain::ids::{Actor, Agent, EmailAddress, MailboxName, MessageId, Tag, TicketToken};
+use mailroom::domain::threading::ThreadKeys;
+use mailroom::domain::ticket::{Refusal, Status, TicketEvent, TicketState};
+use mailroom::store::*;
+
+use mailroom::store::sql::SqlStore;
+
+fn mb() -> MailboxName {
+    MailboxName::parse("support").unwrap()
+}
+fn addr(s: &str) -> EmailAddress {
+    EmailAddress::parse(s).unwrap()
+}
+fn agent(s: &str) -> Agent {
+    Agent::parse(s).unwrap()
+}
+fn token(n: u8) -> TicketToken {
+    TicketToken::from_random([n; TicketToken::LEN])
+}
+
+fn inbound(id: &str, hash: &str, from: &str, dest: Destination, cp: Option<u32>) -> NewInbound {
+    NewInbound {
+        mailbox: mb(),
+        checkpoint: cp.map(|uid| Checkpoint {
+            uid_validity: 7,
+            last_uid: uid,
+        }),
+        imap_uid: cp,
+        email: NewEmail {
+            message_id: MessageId::parse(id).unwrap(),
+            content_hash: ContentHash::from_stored(hash.into()),
+            from: Party::new(Some("Carol".into()), addr(from)),
+            subject: "Invoice 42".into(),
+            sent_at: Some(1_700_000_000),
+            raw: format!("Message-ID: <{id}>\r\n\r\nbody {hash}\r\n").into_bytes(),
+            participants: vec![addr(from), addr("cc@customer.example")],
+        },
+        destination: dest,
+        automatic: None,
+        refused_merges: vec![],
+        post_to: vec![Platform::Matrix],
+        now_ms: 1,
+    }
+}
+
+async fn new_ticket(s: &dyn TicketStore, id: &str, n: u8) -> mailroom::domain::ids::TicketId {
+    match s
+        .record_inbound(inbound(
+            id,
+            &format!("h{n}"),
+            "carol@customer.example",
+            Destination::New { token: token(n) },
+            None,
+        ))
+        .await
+        .unwrap()
+    {
+        Recorded::NewTicket { ticket, .. } => ticket,
+        other => panic!("expected a new ticket, got {other:?}"),
+    }
+}
+
+pub async fn ingest_dedupes_and_advances_the_checkpoint(store: Arc<SqlStore>) {
+    let s: &dyn TicketStore = store.as_ref();
+    assert_eq!(s.checkpoint(&mb()).await.unwrap(), None);
+    let r = s
+        .record_inbound(inbound(
+            "a@x",
+            "h1",
+            "carol@customer.example",
+            Destination::New { token: token(1) },
+            Some(5),
+        ))
+        .await
+        .unwrap();
+    let Recorded::NewTicket { ticket, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        s.checkpoint(&mb()).await.unwrap(),
+        Some(Checkpoint {
+            uid_validity: 7,
+            last_uid: 5
+        })
+    );
+    // The same message again (say after a UIDVALIDITY reset): a duplicate, but the checkpoint moves.
+    let again = s
+        .record_inbound(inbound(
+            "a@x",
+            "h1",
+            "carol@customer.example",
+            Destination::New { token: token(2) },
+            Some(9),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again, Recorded::Duplicate);
+    assert_eq!(s.checkpoint(&mb()).await.unwrap().unwrap().last_uid, 9);
+    assert!(
+        s.has_email(
+            &mb(),
+            &MessageId::parse("a@x").unwrap(),
+            &ContentHash::from_stored("h1".into())
+        )
+        .await
+        .unwrap()
+    );
+    // A different message reusing the Message-ID is kept.
+    let other = s
+        .record_inbound(inbound(
+            "a@x",
+            "h2",
+            "carol@customer.example",
+            Destination::New { token: token(3) },
+            Some(10),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(other, Recorded::NewTicket { .. }), "{other:?}");
+    let t = s.ticket(ticket).await.unwrap().unwrap();
+    assert_eq!(t.state, TicketState::Open);
+    assert_eq!(t.customer, addr("carol@customer.example"));
+    assert_eq!(s.emails(ticket).await.unwrap().len(), 1);
+    let log = s.audit_log(ticket).await.unwrap();
+    assert_eq!(log[0].action, "created");
+    assert_eq!(
+        log[0].actor,
+        Actor::Customer(addr("carol@customer.example"))
+    );
+    // One chat post job per configured platform.
+    let jobs = s.jobs(&[JobState::Pending]).await.unwrap();
+    assert_eq!(jobs.iter().filter(|j| j.ticket == Some(ticket)).count(), 1);
+}
+
+pub async fn follow_ups_thread_and_reopen(store: Arc<SqlStore>) {
+    let s: &dyn TicketStore = store.as_ref();
+    let t = new_ticket(s, "root@x", 1).await;
+    let alice = Actor::Agent(agent("@alice:x"));
+    s.apply(t, &alice, &TicketEvent::Claim(agent("@alice:x")), &[], 1)
+        .await
+        .unwrap();
+    s.apply(t, &alice, &TicketEvent::Close, &[], 2)
+        .await
+        .unwrap();
+    let keys = ThreadKeys {
+        from: addr("carol@customer.example"),
+        in_reply_to: vec![MessageId::parse("root@x").unwrap()],
+        references: vec![],
+        tokens: vec![token(1)],
+        subject: "Re: Invoice 42".into(),
+        at: 1_700_000_100,
+    };
+    let found = s.thread_candidates(&mb(), &keys).await.unwrap();
+    assert_eq!(found.by_reference.len(), 1);
+    assert_eq!(found.by_reference[0].id, t);
+    assert!(
+        found.by_reference[0]
+            .participants
+            .contains(&addr("cc@customer.example"))
+    );
+    assert_eq!(found.by_token.len(), 1);
+    assert_eq!(found.by_subject.len(), 1);
+    let r = s
+        .record_inbound(inbound(
+            "reply@x",
+            "h9",
+            "carol@customer.example",
+            Destination::FollowUp {
+                ticket: t,
+                matched_by: "references",
+            },
+            None,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Recorded::FollowUp { ticket, reopened: true, .. } if ticket == t),
+        "{r:?}"
+    );
+    let rec = s.ticket(t).await.unwrap().unwrap();
+    assert_eq!(
+        rec.state,
+        TicketState::Claimed {
+            by: agent("@alice:x")
+        },
+        "reopened to its owner"
+    );
+    assert_eq!(s.emails(t).await.unwrap().len(), 2);
+    // An auto-reply is filed but does not reopen.
+    s.apply(t, &alice, &TicketEvent::Close, &[], 3)
+        .await
+        .unwrap();
+    let mut auto = inbound(
+        "ooo@x",
+        "h10",
+        "carol@customer.example",
+        Destination::FollowUp {
+            ticket: t,
+            matched_by: "references",
+        },
+        None,
+    );
+    auto.automatic = Some("auto-reply");
+    let r = s.record_inbound(auto).await.unwrap();
+    assert!(
+        matches!(
+            r,
+            Recorded::FollowUp {
+                reopened: false,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert_eq!(
+        s.ticket(t).await.unwrap().unwrap().state.status(),
+        Status::Closed
+    );
+}
+
+pub async fn concurrent_claims_have_exactly_one_winner(s: Arc<SqlStore>) {
+    let t = new_ticket(s.as_ref(), "race@x", 1).await;
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let who = agent(&format!("@agent{i}:x"));
+            s.apply(
+                t,
+                &Actor::Agent(who.clone()),
+                &TicketEvent::Claim(who),
+                &[Platform::Matrix],
+                10 + i,
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    let mut refusals = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            Applied::Changed { .. } => winners += 1,
+            Applied::Refused(Refusal::AlreadyClaimed { .. }) => refusals += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((winners, refusals), (1, 7));
+    let rec = s.ticket(t).await.unwrap().unwrap();
+    let owner = rec.state.owner().cloned().unwrap();
+    let claims: Vec<_> = s
+        .audit_log(t)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.action == "claim")
+        .collect();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].actor, Actor::Agent(owner));
+}
+
+pub async fn events_tags_and_refusals(store: Arc<SqlStore>) {
+    let s: &dyn TicketStore = store.as_ref();
+    let t = new_ticket(s, "tags@x", 1).await;
+    let bob = Actor::Agent(agent("@bob:x"));
+    let vip = Tag::parse("vip").unwrap();
+    assert!(matches!(
+        s.apply(t, &bob, &TicketEvent::AddTag(vip.clone()), &[], 1)
+            .await
+            .unwrap(),
+        Applied::Changed { .. }
+    ));
+    assert_eq!(
+        s.apply(t, &bob, &TicketEvent::AddTag(vip.clone()), &[], 2)
+            .await
+            .unwrap(),
+        Applied::Unchanged
+    );
+    assert_eq!(
+        s.ticket(t).await.unwrap().unwrap().tags,
+        BTreeSet::from([vip.clone()])
+    );
+    assert_eq!(
+        s.apply(t, &bob, &TicketEvent::Unclaim(agent("@bob:x")), &[], 3)
+            .await
+            .unwrap(),
+        Applied::Refused(Refusal::NotClaimed)
+    );
+    s.apply(t, &bob, &TicketEvent::RemoveTag(vip), &[], 4)
+        .await
+        .unwrap();
+    assert!(s.ticket(t).await.unwrap().unwrap().tags.is_empty());
+    assert_eq!(
+        s.apply(
+            mailroom::domain::ids::TicketId::new(9999),
+            &bob,
+            &TicketEvent::Close,
+            &[],
+            5
+        )
+        .await
+        .unwrap(),
+        Applied::NoSuchTicket
+    );
+    let actions: Vec<String> = s
+        .audit_log(t)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(actions, vec!["created", "tag", "untag"]);
+    let filter = TicketFilter {
+        status: Some(Status::Open),
+        mailbox: Some(mb()),
+        ..Default::default()
+    };
+    assert_eq!(s.list_tickets(&filter).await.unwrap().len(), 1);
+    let filter = TicketFilter {
+        status: Some(Status::Closed),
+        ..Default::default()
+    };
+    assert!(s.list_tickets(&filter).await.unwrap().is_empty());
+}
+
+pub async fn outbox_lanes_run_in_order_and_one_at_a_time(store: Arc<SqlStore>) {
+    let s: &dyn TicketStore = store.as_ref();
+    let t = new_ticket(s, "lanes@x", 1).await;
+    // new_ticket queued chat_post (lane chat:matrix).
+    let a = s
+        .enqueue(
+            Some(t),
+            &JobSpec::ChatStatus {
+                platform: Platform::Matrix,
+            },
+            1,
+            1,
+        )
+        .await
+        .unwrap();
+    let m = s
+        .enqueue(Some(t), &JobSpec::SendReply { email_id: 1 }, 1, 1)
+        .await
+        .unwrap();
+    let first = s.next_job(100).await.unwrap().unwrap();
+    assert_eq!(first.spec.kind(), "chat_post");
+    assert_eq!(first.attempts, 1);
+    // The chat lane is busy: the next job comes from the mail lane.
+    let second = s.next_job(100).await.unwrap().unwrap();
+    assert_eq!(second.id, m);
+    assert!(s.next_job(100).await.unwrap().is_none(), "both lanes busy");
+    s.finish_job(&first, &JobOutcome::Done, 101).await.unwrap();
+    let third = s.next_job(102).await.unwrap().unwrap();
+    assert_eq!(third.id, a);
+    // A retry waits for its time.
+    s.finish_job(
+        &third,
+        &JobOutcome::Retry {
+            at_ms: 1_000,
+            error: "429".into(),
+        },
+        103,
+    )
+    .await
+    .unwrap();
+    assert!(s.next_job(500).await.unwrap().is_none());
+    assert_eq!(s.next_due_at().await.unwrap(), Some(1_000));
+    let again = s.next_job(1_000).await.unwrap().unwrap();
+    assert_eq!(
+        (again.id, again.attempts, again.last_error.as_deref()),
+        (a, 2, Some("429"))
+    );
+}
+
+pub async fn crash_recovery_never_resends(store: Arc<SqlStore>) {
+    let s: &dyn TicketStore = store.as_ref();
+    let t = new_ticket(s, "crash@x", 1).await;
+    let email_id = s
+        .queue_reply(NewReply {
+            ticket: t,
+            mailbox: mb(),
+            author: agent("@alice:x"),
+            message_id: MessageId::parse("r1@example.com").unwrap(),
+            content_hash: ContentHash::from_stored("r".into()),
+            from: Party::new(
+                Some("Alice via Support".into()),
+                addr("support@example.com"),
+            ),
+            subject: "Re: Invoice 42".into(),
+            raw: b"Message-ID: <r1@example.com>\r\n\r\nhi\r\n".to_vec(),
+            send_at_ms: 0,
+            now_ms: 0,
+        })
+        .await
+        .unwrap();
+    let out = s.outgoing(email_id).await.unwrap().unwrap();
+    assert_eq!(out.state, EmailState::Queued);
+    assert_eq!(out.answers, Some(MessageId::parse("crash@x").unwrap()));
+    // Take both the chat post and the send, then "crash".
+    let j1 = s.next_job(1).await.unwrap().unwrap();
+    let j2 = s.next_job(1).await.unwrap().unwrap();
+    let kinds: BTreeSet<&str> = [j1.spec.kind(), j2.spec.kind()].into();
+    assert_eq!(kinds, BTreeSet::from(["chat_post", "send_reply"]));
+    let recovered = s.recover_in_flight(2).await.unwrap();
+    assert_eq!(recovered.len(), 2);
+    // The chat post is pending again; the send stays in flight for the caller to mark uncertain.
+    let pending = s.jobs(&[JobState::Pending]).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].spec.kind(), "chat_post");
+    let send = recovered
+        .iter()
+        .find(|j| j.spec.kind() == "send_reply")
+        .unwrap();
+    s.reply_failed(
+        send,
+        email_id,
+        EmailState::Uncertain,
+        "interrupted",
+        &[Platform::Matrix],
+        3,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.outgoing(email_id).await.unwrap().unwrap().state,
+        EmailState::Uncertain
+    );
+    assert_eq!(s.jobs(&[JobState::Uncertain]).await.unwrap().len(), 1);
+    let actions: Vec<String> = s
+        .audit_log(t)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert!(
+        actions.contains(&"reply-uncertain".to_owned()),
+        "{actions:?}"
+    );
+    assert!(
+        s.jobs(&[JobState::Pending])
+            .await
+            .unwrap()
+            .iter()
+            .any(|j| j.spec.kind() == "chat_notice")
+    );
+}
+
+pub async fn replies_are_sent_once_and_undo_cancels(store: Arc<SqlStore>) {
+    let s: &dyn TicketStore = store.as_ref();
+    let t = new_ticket(s, "undo@x", 1).await;
+    let reply = |id: &str| NewReply {
+        ticket: t,
+        mailbox: mb(),
+        author: agent("@alice:x"),
+        message_id: MessageId::parse(id).unwrap(),
+        content_hash: ContentHash::from_stored(id.into()),
+        from: Party::new(None, addr("support@example.com")),
+        subject: "Re: x".into(),
+        raw: b"x".to_vec(),
+        send_at_ms: 10_000,
+        now_ms: 0,
+    };
+    let e1 = s.queue_reply(reply("u1@example.com")).await.unwrap();
+    assert!(
+        s.cancel_reply(e1, &Actor::Agent(agent("@alice:x")), 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.cancel_reply(e1, &Actor::Agent(agent("@alice:x")), 6)
+            .await
+            .unwrap(),
+        "cannot cancel twice"
+    );
+    assert_eq!(
+        s.outgoing(e1).await.unwrap().unwrap().state,
+        EmailState::Cancelled
+    );
+    let e2 = s.queue_reply(reply("u2@example.com")).await.unwrap();
+    // Not due during the undo window.
+    let first = s.next_job(5_000).await.unwrap().unwrap();
+    assert_eq!(first.spec.kind(), "chat_post");
+    assert!(s.next_job(5_000).await.unwrap().is_none());
+    let send = s.next_job(10_000).await.unwrap().unwrap();
+    assert_eq!(send.spec, JobSpec::SendReply { email_id: e2 });
+    s.reply_sent(&send, e2, 10_001).await.unwrap();
+    assert!(
+        !s.cancel_reply(e2, &Actor::System, 10_002).await.unwrap(),
+        "a sent reply cannot be undone"
+    );
+    assert_eq!(
+        s.outgoing(e2).await.unwrap().unwrap().state,
+        EmailState::Sent
+    );
+    let file = s.next_job(10_003).await.unwrap().unwrap();
+    assert_eq!(file.spec, JobSpec::FileSent { email_id: e2 });
+}
+
+pub async fn the_audit_log_is_append_only(s: Arc<SqlStore>) {
+    new_ticket(s.as_ref(), "audit@x", 1).await;
+    let upd = sqlx::query("UPDATE audit_log SET actor = 'system'")
+        .execute(s.pool())
+        .await;
+    assert!(upd.is_err(), "UPDATE on audit_log must fail");
+    let del = sqlx::query("DELETE FROM audit_log").execute(s.pool()).await;
+    assert!(del.is_err(), "DELETE on audit_log must fail");
+}
+
+pub async fn chat_threads_link(store: Arc<SqlStore>) {
+    let s: &dyn TicketStore = store.as_ref();
+    let t = new_ticket(s, "chat@x", 1).await;
+    assert_eq!(s.chat_thread(t, Platform::Slack).await.unwrap(), None);
+    let th = ChatThread {
+        platform: Platform::Slack,
+        room: "C1".into(),
+        thread_ref: "1700000000.000100".into(),
+    };
+    s.link_chat_thread(t, &th).await.unwrap();
+    s.link_chat_thread(t, &th).await.unwrap();
+    assert_eq!(s.chat_thread(t, Platform::Slack).await.unwrap(), Some(th));
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = crate::common::TestDb::sqlite();
+                    let s = std::sync::Arc::new(db.store().await);
+                    super::$name(s).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = crate::common::TestDb::postgres().await;
+                    let s = std::sync::Arc::new(db.store().await);
+                    super::$name(s.clone()).await;
+                    s.close().await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    ingest_dedupes_and_advances_the_checkpoint,
+    follow_ups_thread_and_reopen,
+    concurrent_claims_have_exactly_one_winner,
+    events_tags_and_refusals,
+    outbox_lanes_run_in_order_and_one_at_a_time,
+    crash_recovery_never_resends,
+    replies_are_sent_once_and_undo_cancels,
+    the_audit_log_is_append_only,
+    chat_threads_link,
+);
