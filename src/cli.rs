@@ -8,7 +8,12 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use crate::bridge::App;
+use crate::bridge::reply::{ReplyRequest, queue_reply};
+use crate::bridge::{App, now_ms};
+use crate::domain::ids::{Actor, Agent, Tag};
+use crate::domain::outbound::OutboundAttachment;
+use crate::domain::ticket::TicketEvent;
+use crate::store::Applied;
 use crate::config::Settings;
 use crate::domain::ids::{MailboxName, TicketId};
 use crate::domain::ticket::Status;
@@ -62,6 +67,55 @@ pub enum TicketsCommand {
         /// Ticket number (42 or #42).
         id: String,
     },
+    /// Claim a ticket (take it).
+    Claim(ActArgs),
+    /// Give back your claim.
+    Unclaim(ActArgs),
+    /// Hand a ticket to a teammate.
+    Assign {
+        #[command(flatten)]
+        act: ActArgs,
+        /// The teammate (chat user id, e.g. @bob:example.com).
+        to: String,
+    },
+    /// Remove whoever owns a ticket.
+    Unassign(ActArgs),
+    /// Mark a ticket as waiting on the customer.
+    Pending(ActArgs),
+    /// Close a ticket.
+    Close(ActArgs),
+    /// Reopen a closed or pending ticket.
+    Reopen(ActArgs),
+    /// Add a tag.
+    Tag {
+        #[command(flatten)]
+        act: ActArgs,
+        tag: String,
+    },
+    /// Remove a tag.
+    Untag {
+        #[command(flatten)]
+        act: ActArgs,
+        tag: String,
+    },
+    /// Queue a reply to the customer, from the shared address. The running
+    /// `mailroom run` sends it.
+    Reply {
+        #[command(flatten)]
+        act: ActArgs,
+        /// Your name as shown in From ("Alice via Example Support").
+        #[arg(long)]
+        name: Option<String>,
+        /// The reply text (Markdown).
+        #[arg(long, conflicts_with = "message_file", required_unless_present = "message_file")]
+        message: Option<String>,
+        /// Read the reply text from a file ("-" for standard input).
+        #[arg(long)]
+        message_file: Option<PathBuf>,
+        /// Attach a file (repeatable).
+        #[arg(long)]
+        attach: Vec<PathBuf>,
+    },
     /// Export a ticket's messages.
     Export {
         /// Ticket number (42 or #42).
@@ -73,6 +127,28 @@ pub enum TicketsCommand {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ActArgs {
+    /// Ticket number (42 or #42).
+    pub id: String,
+    /// Who is acting, for the audit log (default: cli:$USER).
+    #[arg(long = "as")]
+    pub actor: Option<String>,
+}
+
+impl ActArgs {
+    fn agent(&self) -> anyhow::Result<Agent> {
+        let who = match &self.actor {
+            Some(a) => a.clone(),
+            None => format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "operator".into())),
+        };
+        Agent::parse(&who).map_err(|e| anyhow::anyhow!("--as: {e}"))
+    }
+    fn ticket(&self) -> anyhow::Result<TicketId> {
+        TicketId::parse(&self.id).map_err(|e| anyhow::anyhow!("{e}"))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -136,9 +212,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Tickets(cmd) => {
             let settings = load(&cli.config)?;
-            let store = open_store(&settings).await?;
+            let store = Arc::new(open_store(&settings).await?);
+            let app = App::new(settings, store.clone(), Vec::new());
             let mut out = std::io::stdout().lock();
-            let r = tickets(&store, cmd, &mut out).await;
+            let r = tickets(&app, cmd, &mut out).await;
             store.close().await;
             r.map(|_| 0)
         }
@@ -249,6 +326,23 @@ async fn wait_for_signal() {
     }
 }
 
+/// A content type from a file name, for attachments given on the command line.
+fn guess_content_type(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "pdf" => "application/pdf",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "txt" | "log" => "text/plain",
+        "csv" => "text/csv",
+        "html" | "htm" => "text/html",
+        "zip" => "application/zip",
+        "json" => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
 fn fmt_time(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
@@ -256,12 +350,81 @@ fn fmt_time(ms: i64) -> String {
 }
 
 /// The ticket subcommands, writing to `out` (tests capture it).
-pub async fn tickets(
-    store: &dyn TicketStore,
-    cmd: TicketsCommand,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+pub async fn tickets(app: &App, cmd: TicketsCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    let store = app.store.as_ref();
+    let act = |args: &ActArgs, event: TicketEvent| -> anyhow::Result<(TicketId, Actor, TicketEvent)> {
+        Ok((args.ticket()?, Actor::Agent(args.agent()?), event))
+    };
+    let action = match &cmd {
+        TicketsCommand::Claim(a) => Some(act(a, TicketEvent::Claim(a.agent()?))?),
+        TicketsCommand::Unclaim(a) => Some(act(a, TicketEvent::Unclaim(a.agent()?))?),
+        TicketsCommand::Assign { act: a, to } => {
+            let to = Agent::parse(to).map_err(|e| anyhow::anyhow!("assign: {e}"))?;
+            Some(act(a, TicketEvent::Assign(to))?)
+        }
+        TicketsCommand::Unassign(a) => Some(act(a, TicketEvent::Unassign)?),
+        TicketsCommand::Pending(a) => Some(act(a, TicketEvent::MarkPending)?),
+        TicketsCommand::Close(a) => Some(act(a, TicketEvent::Close)?),
+        TicketsCommand::Reopen(a) => Some(act(a, TicketEvent::Reopen)?),
+        TicketsCommand::Tag { act: a, tag } => {
+            Some(act(a, TicketEvent::AddTag(Tag::parse(tag).map_err(|e| anyhow::anyhow!("{e}"))?))?)
+        }
+        TicketsCommand::Untag { act: a, tag } => {
+            Some(act(a, TicketEvent::RemoveTag(Tag::parse(tag).map_err(|e| anyhow::anyhow!("{e}"))?))?)
+        }
+        _ => None,
+    };
+    if let Some((id, actor, event)) = action {
+        let notify = match store.ticket(id).await? {
+            Some(t) => app.platforms_for(&t.mailbox),
+            None => Vec::new(),
+        };
+        match store.apply(id, &actor, &event, &notify, now_ms()).await? {
+            Applied::Changed { after, .. } => writeln!(out, "{id}: {after}")?,
+            Applied::Unchanged => writeln!(out, "{id}: nothing to change")?,
+            Applied::Refused(r) => bail!("{id}: {r}"),
+            Applied::NoSuchTicket => bail!("no ticket {id}"),
+        }
+        return Ok(());
+    }
     match cmd {
+        TicketsCommand::Claim(_)
+        | TicketsCommand::Unclaim(_)
+        | TicketsCommand::Assign { .. }
+        | TicketsCommand::Unassign(_)
+        | TicketsCommand::Pending(_)
+        | TicketsCommand::Close(_)
+        | TicketsCommand::Reopen(_)
+        | TicketsCommand::Tag { .. }
+        | TicketsCommand::Untag { .. } => {}
+        TicketsCommand::Reply { act, name, message, message_file, attach } => {
+            let body = match (message, message_file) {
+                (Some(m), _) => m,
+                (None, Some(p)) if p.as_os_str() == "-" => std::io::read_to_string(std::io::stdin()).context("reading the reply from standard input")?,
+                (None, Some(p)) => std::fs::read_to_string(&p).with_context(|| format!("--message-file {}", p.display()))?,
+                (None, None) => bail!("give --message or --message-file"),
+            };
+            let mut attachments = Vec::new();
+            for path in attach {
+                let data = std::fs::read(&path).with_context(|| format!("--attach {}", path.display()))?;
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "attachment".into());
+                attachments.push(OutboundAttachment { content_type: guess_content_type(&name).into(), name, data });
+            }
+            let queued = queue_reply(
+                app,
+                ReplyRequest {
+                    ticket: act.ticket()?,
+                    agent: act.agent()?,
+                    agent_name: name,
+                    body_markdown: body,
+                    attachments,
+                    undo_window: std::time::Duration::ZERO,
+                },
+            )
+            .await?;
+            let to: Vec<String> = queued.to.iter().chain(queued.cc.iter()).map(|p| p.to_string()).collect();
+            writeln!(out, "{}: reply {} queued to {}; the running mailroom sends it", act.ticket()?, queued.message_id, to.join(", "))?;
+        }
         TicketsCommand::List(args) => {
             let mailbox = args
                 .mailbox

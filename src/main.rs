@@ -7,10 +7,15 @@ use mailroom::cli::{Cli, ConfigInvalid};
 fn main() {
     mailroom::mail::tls::install_crypto_provider();
     let cli = Cli::parse();
+    // The daemon logs its work; one-shot commands only say what went wrong.
+    let default_filter = match cli.command {
+        mailroom::cli::Command::Run => "info,sqlx=warn",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MAILROOM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();

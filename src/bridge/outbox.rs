@@ -75,10 +75,10 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
             }
         }
         // Jobs may also be queued by another process (the CLI), so never
-        // sleep longer than a few seconds even with nothing due.
+        // sleep longer than a second: one indexed query per second is cheap.
         let wait = match app.store.next_due_at().await {
-            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, 5_000) as u64),
-            _ => Duration::from_secs(5),
+            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, 1_000) as u64),
+            _ => Duration::from_secs(1),
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

@@ -46,7 +46,7 @@ pub fn trim_reply(text: &str) -> Trimmed {
     // 1. Outlook blocks: the earliest one ends the reply. A cut never creates
     //    a new block above it (a block needs lines below it, which only
     //    disappear), so this needs to run once.
-    if let Some(i) = first_outlook_block(&lines[..end]) {
+    if let Some(i) = first_outlook_block(lines.get(..end).unwrap_or_default()) {
         end = without_blank_tail(&lines, i);
         quoted_trimmed = true;
     }
@@ -60,7 +60,7 @@ pub fn trim_reply(text: &str) -> Trimmed {
     // 3. The signature separator. Cutting at the first one leaves none, so this
     //    too runs once; what it exposes ("reply, > quote, -- , sig") is peeled
     //    by one more step 2.
-    if let Some(i) = first_signature_separator(&lines[..end]) {
+    if let Some(i) = first_signature_separator(lines.get(..end).unwrap_or_default()) {
         end = without_blank_tail(&lines, i);
         signature_trimmed = true;
         peel_trailing_history(
@@ -744,6 +744,18 @@ mod tests {
         let t = trimmed("Line one\n\n\nLine two\n  indented\n\n\n\n");
         assert_eq!(t.body, "Line one\n\n\nLine two\n  indented");
         assert!(!t.quoted_trimmed && !t.signature_trimmed);
+    }
+
+    #[test]
+    fn hostile_alternation_is_trimmed_in_linear_time() {
+        // One rescan per removed line would make this take minutes.
+        let mut text = String::from("Real text.\n");
+        for _ in 0..100_000 {
+            text.push_str("> q\nSent from my iPhone\n");
+        }
+        let t = trimmed(&text);
+        assert_eq!(t.body, "Real text.");
+        assert!(t.quoted_trimmed && t.signature_trimmed);
     }
 
     #[test]

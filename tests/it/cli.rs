@@ -127,6 +127,9 @@ fn every_subcommand_has_help() {
         vec!["tickets", "list", "--help"],
         vec!["tickets", "show", "--help"],
         vec!["tickets", "export", "--help"],
+        vec!["tickets", "reply", "--help"],
+        vec!["tickets", "claim", "--help"],
+        vec!["tickets", "close", "--help"],
         vec!["outbox", "list", "--help"],
     ] {
         let out = mailroom().args(&args).output().unwrap();
