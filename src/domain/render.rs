@@ -8,8 +8,10 @@
 //!
 //! Every cut here removes a *suffix* of the text. That is deliberate: it makes
 //! the result a prefix of the input (so it can never grow, and never reorders
-//! or invents text), and it makes trimming idempotent, because the rules are
-//! applied until none fires any more.
+//! or invents text), and it makes trimming idempotent: a cut never creates a
+//! new Outlook block or signature separator above it, and trailing quotes and
+//! mobile signatures are peeled until the text ends in neither, so what is
+//! left holds nothing any rule would remove.
 
 use super::email::{AttachmentMeta, Party};
 
