@@ -10,13 +10,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bridge::reply::{ReplyRequest, queue_reply};
 use crate::bridge::{App, now_ms};
+use crate::config::Settings;
 use crate::domain::ids::{Actor, Agent, Tag};
+use crate::domain::ids::{MailboxName, TicketId};
 use crate::domain::outbound::OutboundAttachment;
+use crate::domain::ticket::Status;
 use crate::domain::ticket::TicketEvent;
 use crate::store::Applied;
-use crate::config::Settings;
-use crate::domain::ids::{MailboxName, TicketId};
-use crate::domain::ticket::Status;
 use crate::store::sql::SqlStore;
 use crate::store::{JobState, TicketFilter, TicketStore};
 
@@ -107,7 +107,11 @@ pub enum TicketsCommand {
         #[arg(long)]
         name: Option<String>,
         /// The reply text (Markdown).
-        #[arg(long, conflicts_with = "message_file", required_unless_present = "message_file")]
+        #[arg(
+            long,
+            conflicts_with = "message_file",
+            required_unless_present = "message_file"
+        )]
         message: Option<String>,
         /// Read the reply text from a file ("-" for standard input).
         #[arg(long)]
@@ -142,7 +146,10 @@ impl ActArgs {
     fn agent(&self) -> anyhow::Result<Agent> {
         let who = match &self.actor {
             Some(a) => a.clone(),
-            None => format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "operator".into())),
+            None => format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "operator".into())
+            ),
         };
         Agent::parse(&who).map_err(|e| anyhow::anyhow!("--as: {e}"))
     }
@@ -328,7 +335,10 @@ async fn wait_for_signal() {
 
 /// A content type from a file name, for attachments given on the command line.
 fn guess_content_type(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "pdf" => "application/pdf",
         "png" => "image/png",
@@ -352,9 +362,10 @@ fn fmt_time(ms: i64) -> String {
 /// The ticket subcommands, writing to `out` (tests capture it).
 pub async fn tickets(app: &App, cmd: TicketsCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     let store = app.store.as_ref();
-    let act = |args: &ActArgs, event: TicketEvent| -> anyhow::Result<(TicketId, Actor, TicketEvent)> {
-        Ok((args.ticket()?, Actor::Agent(args.agent()?), event))
-    };
+    let act =
+        |args: &ActArgs, event: TicketEvent| -> anyhow::Result<(TicketId, Actor, TicketEvent)> {
+            Ok((args.ticket()?, Actor::Agent(args.agent()?), event))
+        };
     let action = match &cmd {
         TicketsCommand::Claim(a) => Some(act(a, TicketEvent::Claim(a.agent()?))?),
         TicketsCommand::Unclaim(a) => Some(act(a, TicketEvent::Unclaim(a.agent()?))?),
@@ -366,12 +377,14 @@ pub async fn tickets(app: &App, cmd: TicketsCommand, out: &mut dyn Write) -> any
         TicketsCommand::Pending(a) => Some(act(a, TicketEvent::MarkPending)?),
         TicketsCommand::Close(a) => Some(act(a, TicketEvent::Close)?),
         TicketsCommand::Reopen(a) => Some(act(a, TicketEvent::Reopen)?),
-        TicketsCommand::Tag { act: a, tag } => {
-            Some(act(a, TicketEvent::AddTag(Tag::parse(tag).map_err(|e| anyhow::anyhow!("{e}"))?))?)
-        }
-        TicketsCommand::Untag { act: a, tag } => {
-            Some(act(a, TicketEvent::RemoveTag(Tag::parse(tag).map_err(|e| anyhow::anyhow!("{e}"))?))?)
-        }
+        TicketsCommand::Tag { act: a, tag } => Some(act(
+            a,
+            TicketEvent::AddTag(Tag::parse(tag).map_err(|e| anyhow::anyhow!("{e}"))?),
+        )?),
+        TicketsCommand::Untag { act: a, tag } => Some(act(
+            a,
+            TicketEvent::RemoveTag(Tag::parse(tag).map_err(|e| anyhow::anyhow!("{e}"))?),
+        )?),
         _ => None,
     };
     if let Some((id, actor, event)) = action {
@@ -397,18 +410,36 @@ pub async fn tickets(app: &App, cmd: TicketsCommand, out: &mut dyn Write) -> any
         | TicketsCommand::Reopen(_)
         | TicketsCommand::Tag { .. }
         | TicketsCommand::Untag { .. } => {}
-        TicketsCommand::Reply { act, name, message, message_file, attach } => {
+        TicketsCommand::Reply {
+            act,
+            name,
+            message,
+            message_file,
+            attach,
+        } => {
             let body = match (message, message_file) {
                 (Some(m), _) => m,
-                (None, Some(p)) if p.as_os_str() == "-" => std::io::read_to_string(std::io::stdin()).context("reading the reply from standard input")?,
-                (None, Some(p)) => std::fs::read_to_string(&p).with_context(|| format!("--message-file {}", p.display()))?,
+                (None, Some(p)) if p.as_os_str() == "-" => {
+                    std::io::read_to_string(std::io::stdin())
+                        .context("reading the reply from standard input")?
+                }
+                (None, Some(p)) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("--message-file {}", p.display()))?,
                 (None, None) => bail!("give --message or --message-file"),
             };
             let mut attachments = Vec::new();
             for path in attach {
-                let data = std::fs::read(&path).with_context(|| format!("--attach {}", path.display()))?;
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "attachment".into());
-                attachments.push(OutboundAttachment { content_type: guess_content_type(&name).into(), name, data });
+                let data =
+                    std::fs::read(&path).with_context(|| format!("--attach {}", path.display()))?;
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "attachment".into());
+                attachments.push(OutboundAttachment {
+                    content_type: guess_content_type(&name).into(),
+                    name,
+                    data,
+                });
             }
             let queued = queue_reply(
                 app,
@@ -422,8 +453,19 @@ pub async fn tickets(app: &App, cmd: TicketsCommand, out: &mut dyn Write) -> any
                 },
             )
             .await?;
-            let to: Vec<String> = queued.to.iter().chain(queued.cc.iter()).map(|p| p.to_string()).collect();
-            writeln!(out, "{}: reply {} queued to {}; the running mailroom sends it", act.ticket()?, queued.message_id, to.join(", "))?;
+            let to: Vec<String> = queued
+                .to
+                .iter()
+                .chain(queued.cc.iter())
+                .map(|p| p.to_string())
+                .collect();
+            writeln!(
+                out,
+                "{}: reply {} queued to {}; the running mailroom sends it",
+                act.ticket()?,
+                queued.message_id,
+                to.join(", ")
+            )?;
         }
         TicketsCommand::List(args) => {
             let mailbox = args

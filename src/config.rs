@@ -727,16 +727,18 @@ impl Walker<'_> {
             // Duplicates are checked on the raw values, so they are reported
             // even when another key of the same mailbox is broken.
             if let Some(Value::String(n)) = t.get("name")
-                && !names.insert(n.clone()) {
-                    self.problem(join(&path, "name"), format!("duplicate mailbox name {n:?}"));
-                }
+                && !names.insert(n.clone())
+            {
+                self.problem(join(&path, "name"), format!("duplicate mailbox name {n:?}"));
+            }
             if let Some(Value::String(a)) = t.get("address")
-                && !addresses.insert(a.trim().to_lowercase()) {
-                    self.problem(
-                        join(&path, "address"),
-                        format!("duplicate mailbox address {a}"),
-                    );
-                }
+                && !addresses.insert(a.trim().to_lowercase())
+            {
+                self.problem(
+                    join(&path, "address"),
+                    format!("duplicate mailbox address {a}"),
+                );
+            }
             if let Some(m) = self.mailbox(t, &path) {
                 out.push(m);
             }
@@ -780,12 +782,13 @@ impl Walker<'_> {
                 });
         let display_name = self.req_str(t, path, "display_name");
         if let Some(d) = &display_name
-            && d.chars().any(crate::domain::ids::is_header_breaking) {
-                self.problem(
-                    join(path, "display_name"),
-                    "must not contain line breaks or control characters",
-                );
-            }
+            && d.chars().any(crate::domain::ids::is_header_breaking)
+        {
+            self.problem(
+                join(path, "display_name"),
+                "must not contain line breaks or control characters",
+            );
+        }
         let from_name_template = self
             .opt_str(t, path, "from_name_template")
             .unwrap_or_else(|| "{agent} via {display_name}".to_owned());
@@ -861,9 +864,9 @@ impl Walker<'_> {
         if let Some(h) = &host
             && h.chars()
                 .any(|c| c.is_whitespace() || c.is_control() || c == '/')
-            {
-                self.problem(join(path, "host"), "expected a host name or IP address");
-            }
+        {
+            self.problem(join(path, "host"), "expected a host name or IP address");
+        }
         let port = self
             .opt_int(t, path, "port", 1, 65535)
             .map(|p| p as u16)
@@ -994,12 +997,12 @@ impl Walker<'_> {
             && (!(r.starts_with('!') || r.starts_with('#'))
                 || r.len() < 2
                 || r.contains(char::is_whitespace))
-            {
-                self.problem(
-                    join(path, "matrix_room"),
-                    format!("expected a room id \"!…\" or alias \"#…:server\", got {r:?}"),
-                );
-            }
+        {
+            self.problem(
+                join(path, "matrix_room"),
+                format!("expected a room id \"!…\" or alias \"#…:server\", got {r:?}"),
+            );
+        }
         let slack_channel = self.opt_str(t, path, "slack_channel");
         if let Some(c) = &slack_channel {
             let ok = c.len() >= 2
@@ -1040,20 +1043,22 @@ impl Walker<'_> {
         );
         let homeserver = self.req_str(t, path, "homeserver");
         if let Some(h) = &homeserver
-            && !(h.starts_with("http://") || h.starts_with("https://")) {
-                self.problem(
-                    "matrix.homeserver",
-                    format!("expected an http:// or https:// URL, got {h:?}"),
-                );
-            }
+            && !(h.starts_with("http://") || h.starts_with("https://"))
+        {
+            self.problem(
+                "matrix.homeserver",
+                format!("expected an http:// or https:// URL, got {h:?}"),
+            );
+        }
         let user_id = self.req_str(t, path, "user_id");
         if let Some(u) = &user_id
-            && (!u.starts_with('@') || !u.contains(':')) {
-                self.problem(
-                    "matrix.user_id",
-                    format!("expected @user:server, got {u:?}"),
-                );
-            }
+            && (!u.starts_with('@') || !u.contains(':'))
+        {
+            self.problem(
+                "matrix.user_id",
+                format!("expected @user:server, got {u:?}"),
+            );
+        }
         let auth = match (
             t.contains_key("password_env"),
             t.contains_key("access_token_env"),
@@ -1128,12 +1133,13 @@ impl Walker<'_> {
         };
         let api_url = self.opt_str(t, path, "api_url");
         if let Some(u) = &api_url
-            && !(u.starts_with("http://") || u.starts_with("https://")) {
-                self.problem(
-                    "slack.api_url",
-                    format!("expected an http:// or https:// URL, got {u:?}"),
-                );
-            }
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            self.problem(
+                "slack.api_url",
+                format!("expected an http:// or https:// URL, got {u:?}"),
+            );
+        }
         Some(SlackSettings {
             mode,
             bot_token: bot_token?,

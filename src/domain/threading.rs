@@ -173,10 +173,7 @@ fn strip_prefix_word(s: &str) -> Option<&str> {
     let colon = s.find(':')?;
     let head = s[..colon].trim_end();
     // "re[2]" / "re(2)" / "re*2" counters.
-    let word = head
-        .split(['[', '(', '*'])
-        .next()
-        .unwrap_or(head);
+    let word = head.split(['[', '(', '*']).next().unwrap_or(head);
     PREFIXES.contains(&word).then(|| &s[colon + 1..])
 }
 
@@ -395,7 +392,7 @@ mod tests {
             vec![mid("a@h"), parent.clone()]
         );
         assert_eq!(
-            reply_references(&[parent.clone()], &parent),
+            reply_references(std::slice::from_ref(&parent), &parent),
             vec![parent.clone()]
         );
         let long: Vec<MessageId> = (0..40).map(|i| mid(&format!("{i}@h"))).collect();

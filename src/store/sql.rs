@@ -140,13 +140,14 @@ fn prepare_sqlite_file(path: &Path) -> StoreResult<()> {
     use std::fs::{DirBuilder, OpenOptions};
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.exists() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| StoreError::Open(format!("cannot create {}: {e}", dir.display())))?;
-        }
+        && !dir.exists()
+    {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| StoreError::Open(format!("cannot create {}: {e}", dir.display())))?;
+    }
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -524,25 +525,26 @@ impl TicketStore for SqlStore {
                         tags: BTreeSet::new(),
                     };
                     if let Ok(next) = current.apply(&TicketEvent::CustomerReplied)
-                        && next.state != state {
-                            sqlx::query("UPDATE tickets SET status = $1, owner = $2, version = version + 1, updated_at = $3 WHERE id = $4")
+                        && next.state != state
+                    {
+                        sqlx::query("UPDATE tickets SET status = $1, owner = $2, version = version + 1, updated_at = $3 WHERE id = $4")
                                 .bind(next.state.status().as_str())
                                 .bind(next.state.owner().map(|a| a.as_str().to_owned()))
                                 .bind(new.now_ms)
                                 .bind(ticket.get())
                                 .execute(&mut *tx)
                                 .await?;
-                            insert_audit(
-                                &mut tx,
-                                Some(*ticket),
-                                &customer,
-                                "reopen",
-                                &format!("{state} → {}", next.state),
-                                new.now_ms,
-                            )
-                            .await?;
-                            reopened = true;
-                        }
+                        insert_audit(
+                            &mut tx,
+                            Some(*ticket),
+                            &customer,
+                            "reopen",
+                            &format!("{state} → {}", next.state),
+                            new.now_ms,
+                        )
+                        .await?;
+                        reopened = true;
+                    }
                 } else if let Some(kind) = new.automatic {
                     insert_audit(
                         &mut tx,

@@ -270,13 +270,13 @@ impl TestDb {
         if let Some(name) = &self.pg_name
             && let Ok(mut conn) =
                 <sqlx::AnyConnection as sqlx::Connection>::connect(&pg_admin_url()).await
-            {
-                let _ = conn
-                    .execute(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .await;
-            }
+        {
+            let _ = conn
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .await;
+        }
     }
 }
 
@@ -327,7 +327,17 @@ pub struct Running {
     handle: JoinHandle<()>,
 }
 
+/// Logs to the test output (shown for failing tests); `MAILROOM_LOG` filters.
+pub fn init_logs() {
+    let filter = std::env::var("MAILROOM_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
+
 pub async fn start(settings: Settings, db: &TestDb) -> Running {
+    init_logs();
     mailroom::mail::tls::install_crypto_provider();
     let store = Arc::new(db.store().await);
     let app = Arc::new(App::new(

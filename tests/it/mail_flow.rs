@@ -604,3 +604,390 @@ async fn a_permanent_smtp_refusal_is_recorded_not_retried() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_same_mail_twice_is_imported_once_and_a_reused_message_id_is_kept() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let db = TestDb::sqlite();
+    let app = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
+    let original = customer_mail(
+        "carol@customer.example",
+        &support.address,
+        "dup@customer.example",
+        "Twice",
+        "Same mail.",
+        None,
+    );
+    append(stack, &support, "INBOX", &original).await;
+    // A second delivery of the same mail: extra trace headers, same content.
+    let mut redelivered = b"Received: from mx2.customer.example by mail.example.com; Mon, 23 Nov 2026 10:00:05 +0000\r\nDelivered-To: support@example.com\r\n".to_vec();
+    redelivered.extend_from_slice(&original);
+    append(stack, &support, "INBOX", &redelivered).await;
+    // A broken sender reusing the Message-ID for a different mail.
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "erin@broken.example",
+            &support.address,
+            "dup@customer.example",
+            "Other",
+            "Different mail, same id.",
+            None,
+        ),
+    )
+    .await;
+    // Barrier.
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "z@last.example",
+            &support.address,
+            "last@last.example",
+            "Last",
+            "Barrier.",
+            None,
+        ),
+    )
+    .await;
+    wait_tickets(app.store.as_ref(), 3).await;
+    let store = app.store.clone();
+    wait_for("the barrier mail", WAIT, || {
+        let store = store.clone();
+        async move {
+            let all = store.list_tickets(&TicketFilter::default()).await.unwrap();
+            all.iter().any(|t| t.subject == "Last").then_some(())
+        }
+    })
+    .await;
+    let subjects: Vec<String> = app
+        .store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.subject)
+        .collect();
+    assert_eq!(
+        subjects,
+        vec!["Last", "Other", "Twice"],
+        "redelivery imported once, reused id kept"
+    );
+    assert_eq!(
+        app.store
+            .checkpoint(&mailroom::domain::ids::MailboxName::parse("support").unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .last_uid,
+        4
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_uidvalidity_change_rescans_without_duplicates() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let db = TestDb::sqlite();
+    let settings = config(stack, &support, &db, stack.smtp_port, "");
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "a@one.example",
+            &support.address,
+            "uv1@one.example",
+            "One",
+            "1",
+            None,
+        ),
+    )
+    .await;
+    // No Message-ID at all: the synthesised id must be stable across the rescan.
+    append(stack, &support, "INBOX", b"From: b@two.example\r\nTo: support@example.com\r\nSubject: No id\r\n\r\nI have no Message-ID.\r\n").await;
+    let app = start(settings.clone(), &db).await;
+    wait_tickets(app.store.as_ref(), 2).await;
+    app.stop().await;
+
+    // Pretend the server renumbered the folder: the checkpoint's UIDVALIDITY no longer matches.
+    let mb = mailroom::domain::ids::MailboxName::parse("support").unwrap();
+    let store = db.store().await;
+    let cp = store.checkpoint(&mb).await.unwrap().unwrap();
+    store
+        .save_checkpoint(
+            &mb,
+            mailroom::store::Checkpoint {
+                uid_validity: cp.uid_validity.wrapping_add(1),
+                last_uid: 999,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    store.close().await;
+
+    let app = start(settings, &db).await;
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "c@three.example",
+            &support.address,
+            "uv3@three.example",
+            "Three",
+            "3",
+            None,
+        ),
+    )
+    .await;
+    wait_tickets(app.store.as_ref(), 3).await;
+    let store = app.store.clone();
+    wait_for("the checkpoint back on the real UIDVALIDITY", WAIT, || {
+        let store = store.clone();
+        let mb = mb.clone();
+        async move {
+            (store.checkpoint(&mb).await.unwrap().unwrap().uid_validity == cp.uid_validity)
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        ticket_count(app.store.as_ref()).await,
+        3,
+        "the rescan imported nothing twice"
+    );
+    let no_id = app
+        .store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.subject == "No id")
+        .unwrap();
+    let emails = app.store.emails(no_id.id).await.unwrap();
+    assert_eq!(emails.len(), 1);
+    assert!(
+        emails[0].message_id.as_str().ends_with("@mailroom.invalid"),
+        "{}",
+        emails[0].message_id
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn first_start_new_only_skips_old_mail_and_polling_works_without_idle() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let db = TestDb::sqlite();
+    let mut settings = config(stack, &support, &db, stack.smtp_port, "");
+    settings.mailboxes[0].initial_sync = mailroom::config::InitialSync::NewOnly;
+    settings.mailboxes[0].imap.idle = false;
+    settings.mailboxes[0].imap.poll_interval = Duration::from_millis(300);
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "old@x.example",
+            &support.address,
+            "old@x.example",
+            "Old",
+            "Before the first start.",
+            None,
+        ),
+    )
+    .await;
+    let app = start(settings, &db).await;
+    let mb = mailroom::domain::ids::MailboxName::parse("support").unwrap();
+    let store = app.store.clone();
+    wait_for("the first checkpoint", WAIT, || {
+        let store = store.clone();
+        let mb = mb.clone();
+        async move { store.checkpoint(&mb).await.unwrap() }
+    })
+    .await;
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "new@x.example",
+            &support.address,
+            "new@x.example",
+            "New",
+            "After.",
+            None,
+        ),
+    )
+    .await;
+    wait_tickets(app.store.as_ref(), 1).await;
+    let t = app
+        .store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].subject, "New");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn first_start_since_a_day_imports_from_that_day() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let db = TestDb::sqlite();
+    let mut settings = config(stack, &support, &db, stack.smtp_port, "");
+    // APPENDed mail gets today's internal date: a day in the future imports
+    // nothing old, yesterday imports everything.
+    let today = jiff::Zoned::now().date();
+    settings.mailboxes[0].initial_sync =
+        mailroom::config::InitialSync::Since(today.yesterday().unwrap());
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            "a@x.example",
+            &support.address,
+            "s1@x.example",
+            "Recent",
+            "Today.",
+            None,
+        ),
+    )
+    .await;
+    let app = start(settings.clone(), &db).await;
+    wait_tickets(app.store.as_ref(), 1).await;
+    app.stop().await;
+
+    let support2 = stack.user("support", "example.com");
+    let db2 = TestDb::sqlite();
+    let mut later = config(stack, &support2, &db2, stack.smtp_port, "");
+    later.mailboxes[0].initial_sync =
+        mailroom::config::InitialSync::Since(today.tomorrow().unwrap());
+    append(
+        stack,
+        &support2,
+        "INBOX",
+        &customer_mail(
+            "a@x.example",
+            &support2.address,
+            "s2@x.example",
+            "Too old",
+            "Today.",
+            None,
+        ),
+    )
+    .await;
+    let app = start(later, &db2).await;
+    let mb = mailroom::domain::ids::MailboxName::parse("support").unwrap();
+    let store = app.store.clone();
+    wait_for("the first checkpoint", WAIT, || {
+        let store = store.clone();
+        let mb = mb.clone();
+        async move { store.checkpoint(&mb).await.unwrap() }
+    })
+    .await;
+    assert_eq!(ticket_count(app.store.as_ref()).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ingest_and_send_work_over_implicit_tls_and_starttls() {
+    let stack = Stack::get();
+    for (imap_tls, imap_port, smtp_tls, smtp_port) in [
+        (
+            mailroom::config::TlsMode::Implicit,
+            stack.imaps_port,
+            mailroom::config::TlsMode::StartTls,
+            stack.smtp_port,
+        ),
+        (
+            mailroom::config::TlsMode::StartTls,
+            stack.imap_port,
+            mailroom::config::TlsMode::Implicit,
+            stack.smtps_port,
+        ),
+    ] {
+        let support = stack.user("support", "example.com");
+        let customer = stack.user("customer", "example.net");
+        let db = TestDb::sqlite();
+        let mut settings = config(stack, &support, &db, smtp_port, "");
+        let m = &mut settings.mailboxes[0];
+        m.imap.tls = imap_tls;
+        m.imap.port = imap_port;
+        m.imap.host = "localhost".into();
+        m.imap.ca_file = Some(stack.ca.clone());
+        m.smtp.tls = smtp_tls;
+        m.smtp.host = "localhost".into();
+        m.smtp.ca_file = Some(stack.ca.clone());
+        let app = start(settings, &db).await;
+        append(
+            stack,
+            &support,
+            "INBOX",
+            &customer_mail(
+                &customer.address,
+                &support.address,
+                &format!("tls-{}@example.net", crate::common::random_hex(4)),
+                "TLS",
+                "Over TLS.",
+                None,
+            ),
+        )
+        .await;
+        wait_tickets(app.store.as_ref(), 1).await;
+        let ticket = app
+            .store
+            .list_tickets(&TicketFilter::default())
+            .await
+            .unwrap()[0]
+            .id;
+        queue_reply(
+            &app.app,
+            ReplyRequest {
+                ticket,
+                agent: Agent::parse("@alice:example.com").unwrap(),
+                agent_name: None,
+                body_markdown: "Encrypted all the way.".into(),
+                attachments: vec![],
+                undo_window: Duration::ZERO,
+            },
+        )
+        .await
+        .unwrap();
+        wait_for(&format!("the reply over {smtp_tls:?}"), WAIT, || async {
+            (!fetch_all(stack, &customer, "INBOX").await.is_empty()).then_some(())
+        })
+        .await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_refused() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let mut settings = stack.imap_settings(&support, "INBOX");
+    settings.tls = mailroom::config::TlsMode::Implicit;
+    settings.port = stack.imaps_port;
+    settings.host = "localhost".into();
+    // No ca_file: the test CA is not trusted.
+    mailroom::mail::tls::install_crypto_provider();
+    let err = match mailroom::mail::imap::connect(&settings).await {
+        Ok(_) => panic!("connected without trusting the CA"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(err, mailroom::mail::imap::ImapError::Tls { .. }),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+}
