@@ -50,6 +50,7 @@ pub struct Settings {
     pub slack: Option<SlackSettings>,
     pub reactions: ReactionSettings,
     pub outbox: OutboxSettings,
+    pub commands: CommandSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +198,27 @@ pub struct MatrixSettings {
     pub user_id: String,
     pub auth: MatrixAuth,
     pub state_dir: PathBuf,
+    /// Room power level needed to claim, reply or change a ticket.
+    pub min_power_level: i64,
+    pub device_name: String,
+}
+
+/// How chat commands behave, whatever the platform.
+#[derive(Debug, Clone)]
+pub struct CommandSettings {
+    /// A reply waits this long before it is sent; `!undo` cancels it meanwhile.
+    pub undo_window: Duration,
+    /// Where `!template NAME` finds `NAME.md`.
+    pub templates_dir: PathBuf,
+}
+
+impl Default for CommandSettings {
+    fn default() -> Self {
+        CommandSettings {
+            undo_window: Duration::from_secs(10),
+            templates_dir: PathBuf::from("bot-config/templates"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -625,6 +647,7 @@ impl Walker<'_> {
                 "slack",
                 "reactions",
                 "outbox",
+                "commands",
             ],
         );
         let database = self.database(root);
@@ -642,6 +665,10 @@ impl Walker<'_> {
         let outbox = match self.opt_table(root, "", "outbox") {
             Some(t) => self.outbox(t),
             None => OutboxSettings::default(),
+        };
+        let commands = match self.opt_table(root, "", "commands") {
+            Some(t) => self.commands(t),
+            None => CommandSettings::default(),
         };
         // Chat targets need their platform configured.
         for (i, m) in mailboxes.iter().enumerate() {
@@ -665,6 +692,7 @@ impl Walker<'_> {
             slack,
             reactions,
             outbox,
+            commands,
         })
     }
 
@@ -1039,6 +1067,8 @@ impl Walker<'_> {
                 "password_env",
                 "access_token_env",
                 "state_dir",
+                "min_power_level",
+                "device_name",
             ],
         );
         let homeserver = self.req_str(t, path, "homeserver");
@@ -1084,12 +1114,35 @@ impl Walker<'_> {
         let state_dir = self
             .path_value(t, path, "state_dir")
             .unwrap_or_else(|| PathBuf::from("state/matrix"));
+        let min_power_level = self
+            .opt_int(t, path, "min_power_level", -1_000_000, 1_000_000)
+            .unwrap_or(0);
+        let device_name = self
+            .opt_str(t, path, "device_name")
+            .unwrap_or_else(|| "mailroom".to_owned());
         Some(MatrixSettings {
             homeserver: homeserver?,
             user_id: user_id?,
             auth: auth?,
             state_dir,
+            min_power_level,
+            device_name,
         })
+    }
+
+    fn commands(&mut self, t: &Table) -> CommandSettings {
+        let path = "commands";
+        self.known_keys(t, path, &["undo_secs", "templates_dir"]);
+        let d = CommandSettings::default();
+        CommandSettings {
+            undo_window: self
+                .opt_int(t, path, "undo_secs", 0, 3600)
+                .map(|s| Duration::from_secs(s as u64))
+                .unwrap_or(d.undo_window),
+            templates_dir: self
+                .path_value(t, path, "templates_dir")
+                .unwrap_or(d.templates_dir),
+        }
     }
 
     fn slack(&mut self, t: &Table) -> Option<SlackSettings> {

@@ -199,7 +199,9 @@ async fn send_reply(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, 
     };
     match mailbox.mailer.send(&envelope, &mail.raw).await {
         Ok(()) => {
-            app.store.reply_sent(job, email_id, now_ms()).await?;
+            app.store
+                .reply_sent(job, email_id, &notify, now_ms())
+                .await?;
             app.outbox_wakeup.notify_one();
             tracing::info!(message_id = %mail.message_id, "reply sent");
             Ok(StepOutcome::Done)

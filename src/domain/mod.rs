@@ -3,6 +3,7 @@
 //! about IMAP, SQL, Slack or Matrix, so every rule is unit-testable in
 //! isolation.
 
+pub mod command;
 pub mod email;
 pub mod ids;
 pub mod outbound;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
+use async_imap::types::UnsolicitedResponse;
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::TryStreamExt;
@@ -122,22 +123,35 @@ async fn session(
             return Ok(());
         }
         if use_idle {
+            // A server announces new mail (`* n EXISTS`) once, with the
+            // response to whatever command comes next; async-imap files such
+            // announcements as unsolicited. One that came during the sync's
+            // last SEARCH may describe mail that SEARCH did not see, and one
+            // that came while IDLE was starting (before "+ idling") never
+            // reaches `wait`. Either way the server will not say it again:
+            // sync again now instead of idling on a mail we already missed.
+            if announced_new_mail(|| session.unsolicited_responses.try_recv().ok()) {
+                continue;
+            }
+            let unsolicited = session.unsolicited_responses.clone();
             let mut idle = session.idle();
             timed("IDLE", COMMAND_TIMEOUT, idle.init()).await?;
-            let (wait, stop) = idle.wait_with_timeout(settings.idle_timeout);
-            let outcome = tokio::select! {
-                r = wait => Some(r),
-                _ = cancel.cancelled() => None,
-            };
-            drop(stop);
-            match outcome {
-                Some(Ok(
-                    IdleResponse::NewData(_)
-                    | IdleResponse::Timeout
-                    | IdleResponse::ManualInterrupt,
-                ))
-                | None => {}
-                Some(Err(e)) => return Err(ImapError::from(e).into()),
+            if !announced_new_mail(|| unsolicited.try_recv().ok()) {
+                let (wait, stop) = idle.wait_with_timeout(settings.idle_timeout);
+                let outcome = tokio::select! {
+                    r = wait => Some(r),
+                    _ = cancel.cancelled() => None,
+                };
+                drop(stop);
+                match outcome {
+                    Some(Ok(
+                        IdleResponse::NewData(_)
+                        | IdleResponse::Timeout
+                        | IdleResponse::ManualInterrupt,
+                    ))
+                    | None => {}
+                    Some(Err(e)) => return Err(ImapError::from(e).into()),
+                }
             }
             session = timed("DONE", COMMAND_TIMEOUT, idle.done()).await?;
         } else {
@@ -152,6 +166,18 @@ async fn session(
             return Ok(());
         }
     }
+}
+
+/// Drains the unsolicited responses; true if any announced new mail.
+fn announced_new_mail(mut next: impl FnMut() -> Option<UnsolicitedResponse>) -> bool {
+    let mut any = false;
+    while let Some(r) = next() {
+        any |= matches!(
+            r,
+            UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+        );
+    }
+    any
 }
 
 /// IMAP date for SEARCH SINCE: `1-Feb-2024`.

@@ -502,8 +502,15 @@ pub trait TicketStore: Send + Sync {
     async fn next_due_at(&self) -> StoreResult<Option<i64>>;
     async fn finish_job(&self, job: &Job, outcome: &JobOutcome, now_ms: i64) -> StoreResult<()>;
     /// The send was accepted by the SMTP server: marks the job done, the email
-    /// sent, writes the audit entry and queues filing in Sent, atomically.
-    async fn reply_sent(&self, job: &Job, email_id: i64, now_ms: i64) -> StoreResult<()>;
+    /// sent, writes the audit entry, queues filing in Sent and a "sent by"
+    /// notice for each of `notify`, atomically.
+    async fn reply_sent(
+        &self,
+        job: &Job,
+        email_id: i64,
+        notify: &[Platform],
+        now_ms: i64,
+    ) -> StoreResult<()>;
     /// The send failed for good (or is uncertain): records it on the email,
     /// the job and the audit log, and queues notices for `notify`.
     async fn reply_failed(
@@ -526,4 +533,11 @@ pub trait TicketStore: Send + Sync {
         platform: Platform,
     ) -> StoreResult<Option<ChatThread>>;
     async fn link_chat_thread(&self, ticket: TicketId, thread: &ChatThread) -> StoreResult<()>;
+    /// The ticket whose thread root is `thread_ref` in `room`.
+    async fn ticket_by_thread(
+        &self,
+        platform: Platform,
+        room: &str,
+        thread_ref: &str,
+    ) -> StoreResult<Option<TicketId>>;
 }

@@ -1029,7 +1029,13 @@ impl TicketStore for SqlStore {
         Ok(())
     }
 
-    async fn reply_sent(&self, job: &Job, email_id: i64, now_ms: i64) -> StoreResult<()> {
+    async fn reply_sent(
+        &self,
+        job: &Job,
+        email_id: i64,
+        notify: &[Platform],
+        now_ms: i64,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE outbox SET state = 'done', last_error = NULL, updated_at = $1 WHERE id = $2",
@@ -1067,6 +1073,18 @@ impl TicketStore for SqlStore {
             now_ms,
         )
         .await?;
+        let when = jiff::Timestamp::from_millisecond(now_ms)
+            .map(|t| t.strftime("%H:%M UTC").to_string())
+            .unwrap_or_default();
+        let by = author
+            .as_deref()
+            .map(|a| format!(" by {a}"))
+            .unwrap_or_default();
+        for p in notify {
+            let text = format!("✉️ Reply sent{by} at {when}.");
+            let spec = JobSpec::ChatNotice { platform: *p, text };
+            insert_job(&mut tx, Some(ticket), &spec, now_ms, now_ms).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -1179,6 +1197,26 @@ impl TicketStore for SqlStore {
             })
         })
         .transpose()
+    }
+
+    async fn ticket_by_thread(
+        &self,
+        platform: Platform,
+        room: &str,
+        thread_ref: &str,
+    ) -> StoreResult<Option<TicketId>> {
+        let row = sqlx::query(
+            "SELECT ticket_id FROM chat_threads WHERE platform = $1 AND room = $2 AND thread_ref = $3",
+        )
+        .bind(platform.as_str())
+        .bind(room)
+        .bind(thread_ref)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| r.try_get::<i64, _>("ticket_id"))
+            .transpose()?
+            .map(TicketId::new))
     }
 
     async fn link_chat_thread(&self, ticket: TicketId, thread: &ChatThread) -> StoreResult<()> {

@@ -88,13 +88,16 @@ impl Stack {
     pub fn user(&self, prefix: &str, domain: &str) -> User {
         let address = format!("{prefix}-{}@{domain}", random_hex(6));
         let password = format!("pw-{}", random_hex(8));
-        let status = std::process::Command::new(self.repo.join("scripts/stack"))
+        let out = std::process::Command::new(self.repo.join("scripts/stack"))
             .args(["add-user", &address, &password])
             .env("MAILROOM_STACK_DIR", &self.dir)
-            .stdout(std::process::Stdio::null())
-            .status()
+            .output()
             .expect("run scripts/stack add-user");
-        assert!(status.success(), "scripts/stack add-user {address} failed");
+        assert!(
+            out.status.success(),
+            "scripts/stack add-user {address} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         User { address, password }
     }
 

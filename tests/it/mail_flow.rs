@@ -991,3 +991,52 @@ async fn an_untrusted_certificate_is_refused() {
     );
     assert!(!err.is_transient());
 }
+
+/// Mail arriving while ingest moves between its sync and IDLE must not wait
+/// for the IDLE timeout (10 minutes here): bursts from several senders, right
+/// from the start, all arrive within seconds.
+#[tokio::test]
+async fn bursts_of_mail_around_idle_transitions_are_picked_up_promptly() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let db = TestDb::sqlite();
+    let app = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
+    let mut senders = Vec::new();
+    for s in 0..3 {
+        let support = support.clone();
+        senders.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let id = format!("burst-{s}-{i}@x.example");
+                append(
+                    Stack::get(),
+                    &support,
+                    "INBOX",
+                    &customer_mail(
+                        &format!("c{s}{i}@x.example"),
+                        &support.address,
+                        &id,
+                        &format!("Burst {s}-{i}"),
+                        "hi",
+                        None,
+                    ),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(37 * (s + 1) as u64)).await;
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let store = app.store.clone();
+    wait_for(
+        "30 tickets within 15 s of the last append",
+        Duration::from_secs(15),
+        || {
+            let store = store.clone();
+            async move { (ticket_count(store.as_ref()).await == 30).then_some(()) }
+        },
+    )
+    .await;
+    app.stop().await;
+}

@@ -491,7 +491,9 @@ pub async fn replies_are_sent_once_and_undo_cancels(store: Arc<SqlStore>) {
     assert!(s.next_job(5_000).await.unwrap().is_none());
     let send = s.next_job(10_000).await.unwrap().unwrap();
     assert_eq!(send.spec, JobSpec::SendReply { email_id: e2 });
-    s.reply_sent(&send, e2, 10_001).await.unwrap();
+    s.reply_sent(&send, e2, &[Platform::Matrix], 10_001)
+        .await
+        .unwrap();
     assert!(
         !s.cancel_reply(e2, &Actor::System, 10_002).await.unwrap(),
         "a sent reply cannot be undone"
@@ -502,6 +504,12 @@ pub async fn replies_are_sent_once_and_undo_cancels(store: Arc<SqlStore>) {
     );
     let file = s.next_job(10_003).await.unwrap().unwrap();
     assert_eq!(file.spec, JobSpec::FileSent { email_id: e2 });
+    // The thread is told who sent it.
+    let pending = s.jobs(&[JobState::Pending]).await.unwrap();
+    assert!(
+        pending.iter().any(|j| matches!(&j.spec, JobSpec::ChatNotice { text, .. } if text.contains("Reply sent by @alice:x"))),
+        "{pending:?}"
+    );
 }
 
 pub async fn the_audit_log_is_append_only(s: Arc<SqlStore>) {
@@ -526,6 +534,24 @@ pub async fn chat_threads_link(store: Arc<SqlStore>) {
     s.link_chat_thread(t, &th).await.unwrap();
     s.link_chat_thread(t, &th).await.unwrap();
     assert_eq!(s.chat_thread(t, Platform::Slack).await.unwrap(), Some(th));
+    assert_eq!(
+        s.ticket_by_thread(Platform::Slack, "C1", "1700000000.000100")
+            .await
+            .unwrap(),
+        Some(t)
+    );
+    assert_eq!(
+        s.ticket_by_thread(Platform::Matrix, "C1", "1700000000.000100")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.ticket_by_thread(Platform::Slack, "C2", "1700000000.000100")
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 macro_rules! conformance {
