@@ -295,21 +295,22 @@ async fn open_store(settings: &Settings) -> anyhow::Result<SqlStore> {
 }
 
 async fn run_daemon(settings: Settings) -> anyhow::Result<()> {
-    if settings.matrix.is_some() || settings.slack.is_some() {
-        bail!(
-            "[matrix] and [slack] are accepted by check-config, but this build of mailroom has no chat adapters yet; remove those sections to run the mail side on its own"
-        );
-    }
     tracing::info!("{}", settings.summary());
     let store = Arc::new(open_store(&settings).await?);
-    let app = Arc::new(App::new(settings, store.clone(), Vec::new()));
     let cancel = CancellationToken::new();
+    let chats = crate::bridge::connect_chats(&settings, &cancel)
+        .await
+        .map_err(|e| anyhow::anyhow!("chat: {e}"))?;
+    let app = Arc::new(App::new(settings, store.clone(), chats.platforms));
     let signal_cancel = cancel.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         signal_cancel.cancel();
     });
-    app.run(cancel).await;
+    app.run(cancel, Some(chats.events)).await;
+    for t in chats.tasks {
+        let _ = t.await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

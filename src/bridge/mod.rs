@@ -6,6 +6,7 @@
 //! - [`outbox`]: the worker that performs queued jobs (SMTP send, filing in
 //!   Sent, chat posts) with retries, exactly once where it matters.
 
+pub mod chat;
 pub mod ingest;
 pub mod outbox;
 pub mod reply;
@@ -78,6 +79,46 @@ impl SentFiler for ImapSentFiler {
         imap::logout(session).await;
         result
     }
+}
+
+/// The running chat adapters: what the outbox posts through, the events
+/// they deliver, and their sync tasks.
+pub struct Chats {
+    pub platforms: Vec<Arc<dyn ChatPlatform>>,
+    pub events: tokio::sync::mpsc::UnboundedReceiver<crate::chat::ChatEvent>,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Connects every configured chat platform and starts its event loop.
+pub async fn connect_chats(
+    settings: &Settings,
+    cancel: &CancellationToken,
+) -> Result<Chats, crate::chat::ChatError> {
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let mut platforms: Vec<Arc<dyn ChatPlatform>> = Vec::new();
+    let mut tasks = Vec::new();
+    if let Some(m) = &settings.matrix {
+        let rooms: Vec<String> = settings
+            .mailboxes
+            .iter()
+            .filter_map(|mb| mb.chat.matrix_room.clone())
+            .collect();
+        let matrix = Arc::new(crate::chat::matrix::MatrixChat::connect(m, &rooms).await?);
+        tracing::info!(user = %matrix.user_id(), rooms = rooms.len(), "matrix connected");
+        tasks.push(tokio::spawn(matrix.clone().run(tx.clone(), cancel.clone())));
+        platforms.push(matrix);
+    }
+    if settings.slack.is_some() {
+        return Err(crate::chat::ChatError::Permanent {
+            message: "[slack]: the Slack adapter is not part of this build yet; remove the section"
+                .into(),
+        });
+    }
+    Ok(Chats {
+        platforms,
+        events,
+        tasks,
+    })
 }
 
 /// One shared mailbox with its mail connections.
@@ -159,7 +200,12 @@ impl App {
 
     /// Runs ingest for every mailbox and the outbox worker until `cancel`
     /// fires, then waits for them to finish their current step.
-    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+    /// `chat_events` carries what the chat adapters saw teammates do.
+    pub async fn run(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        chat_events: Option<tokio::sync::mpsc::UnboundedReceiver<crate::chat::ChatEvent>>,
+    ) {
         let tracker = TaskTracker::new();
         let recovered = match self.store.recover_in_flight(now_ms()).await {
             Ok(jobs) => jobs,
@@ -184,6 +230,9 @@ impl App {
             ));
         }
         tracker.spawn(outbox::run(self.clone(), cancel.clone()));
+        if let Some(events) = chat_events {
+            tracker.spawn(chat::run(self.clone(), events, cancel.clone()));
+        }
         tracker.close();
         cancel.cancelled().await;
         tracing::info!("shutting down: finishing in-flight work");

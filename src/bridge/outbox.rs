@@ -471,7 +471,20 @@ async fn chat_status(app: &App, job: &Job, platform: Platform) -> Result<(), Cha
         state: &ticket.state,
         tags: ticket.tags.iter().map(|t| t.to_string()).collect(),
     };
-    chat.update_card(&thread, &card).await
+    // The root shows the ticket's first email; the edit must carry all of it.
+    let emails = app.store.emails(ticket_id).await.map_err(store_err)?;
+    let first = emails
+        .iter()
+        .find(|e| e.direction == crate::domain::email::Direction::Inbound)
+        .ok_or_else(|| missing("ticket has no email"))?;
+    let raw = app
+        .store
+        .raw_email(first.id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| missing("email is gone"))?;
+    chat.update_card(&thread, &card, &parse_email(&raw).view())
+        .await
 }
 
 async fn chat_notice(

@@ -5,6 +5,8 @@
 //! what teammates do. All decisions (who may claim, what a command means) are
 //! made by the bridge, never inside an adapter.
 
+pub mod matrix;
+
 use async_trait::async_trait;
 
 use crate::domain::ids::{Agent, TicketId};
@@ -41,6 +43,15 @@ pub struct TicketCard<'a> {
     pub tags: Vec<String>,
 }
 
+/// A joined member of a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Room power level (Matrix); platforms without levels report 0.
+    pub power: i64,
+    /// Shown in replies' From ("Alice via Example Support").
+    pub display_name: Option<String>,
+}
+
 /// A chat platform as the bridge sees it.
 #[async_trait]
 pub trait ChatPlatform: Send + Sync {
@@ -66,11 +77,13 @@ pub trait ChatPlatform: Send + Sync {
         idempotency_key: &str,
     ) -> Result<(), ChatError>;
 
-    /// Updates the root message's status line.
+    /// Rewrites the root message (status line, tags) in place; `email` is
+    /// the ticket's first email, which the root shows.
     async fn update_card(
         &self,
         thread: &ChatThread,
         card: &TicketCard<'_>,
+        email: &EmailView,
     ) -> Result<(), ChatError>;
 
     /// Posts a short notice into the thread.
@@ -80,17 +93,26 @@ pub trait ChatPlatform: Send + Sync {
         text: &str,
         idempotency_key: &str,
     ) -> Result<(), ChatError>;
+
+    /// Posts a short notice in the room, outside any thread (answers to
+    /// room-level commands).
+    async fn room_notice(&self, room: &str, text: &str) -> Result<(), ChatError>;
+
+    /// The member as the room knows them, or `None` if they have not joined it.
+    async fn member(&self, room: &str, agent: &Agent) -> Result<Option<Member>, ChatError>;
 }
 
 /// Something a teammate did in chat, already translated from the platform's types.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatEvent {
-    /// A reaction on a ticket's root message.
+    /// A reaction on a ticket's root message (`added: false`: taken back).
     Reaction {
         thread: ChatThread,
         agent: Agent,
         key: String,
         added: bool,
+        /// The platform's id of this event, for deduplication.
+        event_ref: String,
     },
     /// A message in a ticket's thread (internal talk or a `!command`).
     ThreadMessage {
@@ -105,5 +127,25 @@ pub enum ChatEvent {
         room: String,
         agent: Agent,
         text: String,
+        event_ref: String,
     },
+}
+
+impl ChatEvent {
+    pub fn platform(&self) -> Platform {
+        match self {
+            ChatEvent::Reaction { thread, .. } | ChatEvent::ThreadMessage { thread, .. } => {
+                thread.platform
+            }
+            ChatEvent::RoomMessage { platform, .. } => *platform,
+        }
+    }
+
+    pub fn event_ref(&self) -> &str {
+        match self {
+            ChatEvent::Reaction { event_ref, .. }
+            | ChatEvent::ThreadMessage { event_ref, .. }
+            | ChatEvent::RoomMessage { event_ref, .. } => event_ref,
+        }
+    }
 }

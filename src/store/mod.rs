@@ -533,6 +533,14 @@ pub trait TicketStore: Send + Sync {
         platform: Platform,
     ) -> StoreResult<Option<ChatThread>>;
     async fn link_chat_thread(&self, ticket: TicketId, thread: &ChatThread) -> StoreResult<()>;
+    /// Records that a chat event is being acted on. False if it already was
+    /// (a redelivery): the caller then ignores it.
+    async fn first_sighting(
+        &self,
+        platform: Platform,
+        event_ref: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
     /// The ticket whose thread root is `thread_ref` in `room`.
     async fn ticket_by_thread(
         &self,

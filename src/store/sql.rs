@@ -1199,6 +1199,24 @@ impl TicketStore for SqlStore {
         .transpose()
     }
 
+    async fn first_sighting(
+        &self,
+        platform: Platform,
+        event_ref: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO chat_events (platform, event_ref, seen_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (platform, event_ref) DO NOTHING",
+        )
+        .bind(platform.as_str())
+        .bind(event_ref)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn ticket_by_thread(
         &self,
         platform: Platform,

@@ -349,7 +349,7 @@ pub async fn start(settings: Settings, db: &TestDb) -> Running {
         Vec::new(),
     ));
     let cancel = CancellationToken::new();
-    let handle = tokio::spawn(app.clone().run(cancel.clone()));
+    let handle = tokio::spawn(app.clone().run(cancel.clone(), None));
     Running {
         app,
         store,

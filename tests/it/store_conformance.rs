@@ -552,6 +552,15 @@ pub async fn chat_threads_link(store: Arc<SqlStore>) {
             .unwrap(),
         None
     );
+    assert!(s.first_sighting(Platform::Slack, "Ev1", 1).await.unwrap());
+    assert!(
+        !s.first_sighting(Platform::Slack, "Ev1", 2).await.unwrap(),
+        "a redelivery is recognised"
+    );
+    assert!(
+        s.first_sighting(Platform::Matrix, "Ev1", 3).await.unwrap(),
+        "per platform"
+    );
 }
 
 macro_rules! conformance {

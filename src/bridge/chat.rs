@@ -1,0 +1,606 @@
+//! Chat flow: what teammates do in chat → ticket changes, replies, answers.
+//!
+//! Adapters deliver [`ChatEvent`]s; everything is decided here, the same way
+//! for every platform: who may act, what a reaction or command means, and
+//! what the thread is told. Answers to a thread go through the outbox (so
+//! they keep the room's order and survive restarts).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::reply::{ReplyFlowError, ReplyRequest, queue_reply};
+use super::{App, now_ms};
+use crate::chat::{ChatEvent, Member};
+use crate::domain::command::{ListFilter, Parsed, RoomCommand, ThreadCommand, help_text, parse};
+use crate::domain::email::Direction;
+use crate::domain::ids::{Actor, Agent, TicketId};
+use crate::domain::ticket::{Refusal, Status, TicketEvent};
+use crate::store::{Applied, ChatThread, EmailState, JobSpec, StoreError, TicketFilter};
+
+/// Handles events until the channel closes or `cancel` fires.
+pub async fn run(
+    app: Arc<App>,
+    mut events: mpsc::UnboundedReceiver<ChatEvent>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            _ = cancel.cancelled() => None,
+        };
+        let Some(ev) = ev else { break };
+        let span = tracing::info_span!(
+            "chat",
+            platform = ev.platform().as_str(),
+            event = ev.event_ref()
+        );
+        if let Err(e) = tracing::Instrument::instrument(handle(&app, ev), span).await {
+            tracing::error!(error = %e, "chat event not handled");
+        }
+    }
+}
+
+/// Tells a ticket's thread something, through the outbox.
+async fn tell(
+    app: &App,
+    ticket: TicketId,
+    thread: &ChatThread,
+    text: impl Into<String>,
+) -> Result<(), StoreError> {
+    let spec = JobSpec::ChatNotice {
+        platform: thread.platform,
+        text: text.into(),
+    };
+    let now = now_ms();
+    app.store.enqueue(Some(ticket), &spec, now, now).await?;
+    app.outbox_wakeup.notify_one();
+    Ok(())
+}
+
+/// Whether `agent` may act on tickets in `room`: a joined member with at
+/// least the configured power level.
+async fn member_allowed(
+    app: &App,
+    thread_platform: crate::store::Platform,
+    room: &str,
+    agent: &Agent,
+) -> Option<Member> {
+    let chat = app.chats.get(&thread_platform)?;
+    let min = match thread_platform {
+        crate::store::Platform::Matrix => app
+            .settings
+            .matrix
+            .as_ref()
+            .map(|m| m.min_power_level)
+            .unwrap_or(0),
+        crate::store::Platform::Slack => 0,
+    };
+    match chat.member(room, agent).await {
+        Ok(Some(m)) if m.power >= min => Some(m),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, %agent, "could not check membership; refusing");
+            None
+        }
+    }
+}
+
+/// Acts on one event. Redeliveries are recognised and ignored.
+pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
+    if !app
+        .store
+        .first_sighting(ev.platform(), ev.event_ref(), now_ms())
+        .await?
+    {
+        tracing::debug!("already handled");
+        return Ok(());
+    }
+    match ev {
+        ChatEvent::Reaction {
+            thread,
+            agent,
+            key,
+            added,
+            ..
+        } => {
+            let Some(ticket) = app
+                .store
+                .ticket_by_thread(thread.platform, &thread.room, &thread.thread_ref)
+                .await?
+            else {
+                return Ok(());
+            };
+            let r = &app.settings.reactions;
+            let event = if r.claim.contains(&key) {
+                if added {
+                    TicketEvent::Claim(agent.clone())
+                } else {
+                    TicketEvent::Unclaim(agent.clone())
+                }
+            } else if r.close.contains(&key) && added {
+                TicketEvent::Close
+            } else if r.pending.contains(&key) && added {
+                TicketEvent::MarkPending
+            } else {
+                return Ok(());
+            };
+            if member_allowed(app, thread.platform, &thread.room, &agent)
+                .await
+                .is_none()
+            {
+                tell(
+                    app,
+                    ticket,
+                    &thread,
+                    format!(
+                        "{agent} may not change tickets here (not a member with enough power)."
+                    ),
+                )
+                .await?;
+                return Ok(());
+            }
+            apply(app, ticket, &thread, &agent, event).await
+        }
+        ChatEvent::ThreadMessage {
+            thread,
+            agent,
+            text,
+            ..
+        } => {
+            let Some(ticket) = app
+                .store
+                .ticket_by_thread(thread.platform, &thread.room, &thread.thread_ref)
+                .await?
+            else {
+                return Ok(());
+            };
+            match parse(&text) {
+                Ok(Parsed::NotACommand) => Ok(()),
+                Err(e) => tell(app, ticket, &thread, format!("⚠️ {e}")).await,
+                Ok(Parsed::Room(_)) => {
+                    tell(
+                        app,
+                        ticket,
+                        &thread,
+                        "`!mailroom …` commands work in the room, outside ticket threads.",
+                    )
+                    .await
+                }
+                Ok(Parsed::Thread(cmd)) => {
+                    let Some(member) =
+                        member_allowed(app, thread.platform, &thread.room, &agent).await
+                    else {
+                        return tell(app, ticket, &thread, format!("{agent} may not act on tickets here (not a member with enough power).")).await;
+                    };
+                    thread_command(app, ticket, &thread, &agent, &member, cmd).await
+                }
+            }
+        }
+        ChatEvent::RoomMessage {
+            platform,
+            room,
+            agent,
+            text,
+            ..
+        } => {
+            let answer = match parse(&text) {
+                Ok(Parsed::NotACommand) => return Ok(()),
+                Err(e) => format!("⚠️ {e}"),
+                Ok(Parsed::Thread(_)) => "Ticket commands go in the ticket's thread.".to_owned(),
+                Ok(Parsed::Room(cmd)) => {
+                    if member_allowed(app, platform, &room, &agent).await.is_none() {
+                        format!("{agent} may not use mailroom here.")
+                    } else {
+                        room_command(app, &agent, cmd).await?
+                    }
+                }
+            };
+            if let Some(chat) = app.chats.get(&platform)
+                && let Err(e) = chat.room_notice(&room, &answer).await
+            {
+                tracing::warn!(error = %e, "could not answer in the room");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn apply(
+    app: &App,
+    ticket: TicketId,
+    thread: &ChatThread,
+    agent: &Agent,
+    event: TicketEvent,
+) -> Result<(), StoreError> {
+    let notify = match app.store.ticket(ticket).await? {
+        Some(t) => app.platforms_for(&t.mailbox),
+        None => return Ok(()),
+    };
+    match app
+        .store
+        .apply(
+            ticket,
+            &Actor::Agent(agent.clone()),
+            &event,
+            &notify,
+            now_ms(),
+        )
+        .await?
+    {
+        Applied::Changed { after, .. } => {
+            app.outbox_wakeup.notify_one();
+            tracing::info!(%ticket, %agent, action = event.action(), state = %after, "ticket changed");
+            Ok(())
+        }
+        Applied::Unchanged | Applied::NoSuchTicket => Ok(()),
+        Applied::Refused(Refusal::AlreadyClaimed { by }) => {
+            tell(
+                app,
+                ticket,
+                thread,
+                format!("{agent}: already claimed by {by}."),
+            )
+            .await
+        }
+        Applied::Refused(r) => tell(app, ticket, thread, format!("{agent}: {r}.")).await,
+    }
+}
+
+async fn thread_command(
+    app: &App,
+    ticket: TicketId,
+    thread: &ChatThread,
+    agent: &Agent,
+    member: &Member,
+    cmd: ThreadCommand,
+) -> Result<(), StoreError> {
+    match cmd {
+        ThreadCommand::Reply {
+            text,
+            force,
+            attach,
+        } => {
+            if attach {
+                return tell(app, ticket, thread, "⚠️ !reply --attach is not available yet: attach files with `mailroom tickets reply --attach`.").await;
+            }
+            reply(app, ticket, thread, agent, member, text, force).await
+        }
+        ThreadCommand::Template { name, vars } => match render_template(app, &name, &vars) {
+            Ok(text) => reply(app, ticket, thread, agent, member, text, false).await,
+            Err(e) => tell(app, ticket, thread, format!("⚠️ {e}")).await,
+        },
+        ThreadCommand::Undo => {
+            let emails = app.store.emails(ticket).await?;
+            let mine = emails.iter().rev().find(|e| {
+                e.direction == Direction::Outbound
+                    && e.state == EmailState::Queued
+                    && e.author.as_ref() == Some(agent)
+            });
+            let text = match mine {
+                Some(e)
+                    if app
+                        .store
+                        .cancel_reply(e.id, &Actor::Agent(agent.clone()), now_ms())
+                        .await? =>
+                {
+                    format!("↩️ {agent}: your reply was cancelled; nothing was sent.")
+                }
+                _ => format!("{agent}: nothing to undo (no reply of yours is waiting to be sent)."),
+            };
+            tell(app, ticket, thread, text).await
+        }
+        ThreadCommand::Close => apply(app, ticket, thread, agent, TicketEvent::Close).await,
+        ThreadCommand::Reopen => apply(app, ticket, thread, agent, TicketEvent::Reopen).await,
+        ThreadCommand::Pending => apply(app, ticket, thread, agent, TicketEvent::MarkPending).await,
+        ThreadCommand::Claim => {
+            apply(
+                app,
+                ticket,
+                thread,
+                agent,
+                TicketEvent::Claim(agent.clone()),
+            )
+            .await
+        }
+        ThreadCommand::Unclaim => {
+            apply(
+                app,
+                ticket,
+                thread,
+                agent,
+                TicketEvent::Unclaim(agent.clone()),
+            )
+            .await
+        }
+        ThreadCommand::Unassign => apply(app, ticket, thread, agent, TicketEvent::Unassign).await,
+        ThreadCommand::Assign(user) => {
+            match user.as_agent() {
+                Some(to) => {
+                    if member_allowed(app, thread.platform, &thread.room, &to)
+                        .await
+                        .is_none()
+                    {
+                        return tell(
+                            app,
+                            ticket,
+                            thread,
+                            format!("⚠️ {to} is not a member of this room who may handle tickets."),
+                        )
+                        .await;
+                    }
+                    apply(app, ticket, thread, agent, TicketEvent::Assign(to)).await
+                }
+                None => tell(
+                    app,
+                    ticket,
+                    thread,
+                    format!(
+                        "⚠️ !assign needs a full user id such as @alice:example.org, not {user}."
+                    ),
+                )
+                .await,
+            }
+        }
+        ThreadCommand::Tag(tags) => {
+            for t in tags {
+                apply(app, ticket, thread, agent, TicketEvent::AddTag(t)).await?;
+            }
+            Ok(())
+        }
+        ThreadCommand::Untag(tags) => {
+            for t in tags {
+                apply(app, ticket, thread, agent, TicketEvent::RemoveTag(t)).await?;
+            }
+            Ok(())
+        }
+        ThreadCommand::History => {
+            let log = app.store.audit_log(ticket).await?;
+            let mut text = format!("History of {ticket}:\n");
+            for a in log.iter().rev().take(30).rev() {
+                let when = jiff::Timestamp::from_millisecond(a.at_ms)
+                    .map(|t| t.strftime("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default();
+                text.push_str(&format!(
+                    "{when} · {} · {} {}\n",
+                    a.actor, a.action, a.details
+                ));
+            }
+            tell(app, ticket, thread, text.trim_end().to_owned()).await
+        }
+        ThreadCommand::Help => tell(app, ticket, thread, help_text()).await,
+    }
+}
+
+/// `!reply`: the guards, then the foundation's reply flow with the undo window.
+async fn reply(
+    app: &App,
+    ticket: TicketId,
+    thread: &ChatThread,
+    agent: &Agent,
+    member: &Member,
+    text: String,
+    force: bool,
+) -> Result<(), StoreError> {
+    let Some(record) = app.store.ticket(ticket).await? else {
+        return Ok(());
+    };
+    if !force {
+        if let Some(owner) = record.state.owner().filter(|o| *o != agent) {
+            return tell(
+                app,
+                ticket,
+                thread,
+                format!(
+                    "⚠️ {agent}: {ticket} is claimed by {owner}. Send anyway with `!reply! …`."
+                ),
+            )
+            .await;
+        }
+        // Stale-reply guard: the customer wrote after this teammate last acted.
+        let log = app.store.audit_log(ticket).await?;
+        let me = Actor::Agent(agent.clone());
+        let last_mine = log.iter().filter(|a| a.actor == me).map(|a| a.at_ms).max();
+        let since = last_mine.unwrap_or(record.created_at_ms);
+        let newer: Vec<_> = log
+            .iter()
+            .filter(|a| a.action == "customer-replied" && a.at_ms > since)
+            .collect();
+        if !newer.is_empty() {
+            let emails = app.store.emails(ticket).await?;
+            let latest = emails
+                .iter()
+                .rev()
+                .find(|e| e.direction == Direction::Inbound);
+            let what = latest
+                .map(|e| format!("“{}” from {}", e.subject, e.from))
+                .unwrap_or_else(|| "a new email".into());
+            return tell(
+                app,
+                ticket,
+                thread,
+                format!("⚠️ {agent}: the customer wrote since you last looked: {what}. Read it, then reply again, or send anyway with `!reply! …`."),
+            )
+            .await;
+        }
+    }
+    let undo = app.settings.commands.undo_window;
+    let req = ReplyRequest {
+        ticket,
+        agent: agent.clone(),
+        agent_name: member.display_name.clone(),
+        body_markdown: text,
+        attachments: Vec::new(),
+        undo_window: undo,
+    };
+    match queue_reply(app, req).await {
+        Ok(q) => {
+            let to: Vec<String> =
+                q.to.iter()
+                    .chain(q.cc.iter())
+                    .map(|p| p.address.to_string())
+                    .collect();
+            let when = if undo.is_zero() {
+                "now".to_owned()
+            } else {
+                format!("in {} s; `!undo` cancels it", undo.as_secs())
+            };
+            tell(
+                app,
+                ticket,
+                thread,
+                format!(
+                    "✉️ {agent}: reply to {} queued, sending {when}.",
+                    to.join(", ")
+                ),
+            )
+            .await
+        }
+        Err(ReplyFlowError::Store(e)) => Err(e),
+        Err(e) => {
+            tell(
+                app,
+                ticket,
+                thread,
+                format!("⚠️ {agent}: the reply was not queued: {e}"),
+            )
+            .await
+        }
+    }
+}
+
+/// `!template NAME key=value…`: `NAME.md` from the templates folder with
+/// `{{key}}` replaced. Every placeholder must get a value.
+fn render_template(
+    app: &App,
+    name: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    let dir = &app.settings.commands.templates_dir;
+    let path = dir.join(format!("{name}.md"));
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        let available: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()
+                            .and_then(|n| n.strip_suffix(".md"))
+                            .map(str::to_owned)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!(
+            "no template {name:?}; available: {}",
+            if available.is_empty() {
+                "none".to_owned()
+            } else {
+                available.join(", ")
+            }
+        )
+    })?;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    let mut missing = Vec::new();
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let key = after[..end].trim();
+        match vars.get(key) {
+            Some(v) => out.push_str(v),
+            None => {
+                if !missing.contains(&key.to_owned()) {
+                    missing.push(key.to_owned());
+                }
+            }
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    if !missing.is_empty() {
+        return Err(format!(
+            "template {name} needs {}: !template {name} {}",
+            missing.join(", "),
+            missing
+                .iter()
+                .map(|k| format!("{k}=…"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    Ok(out)
+}
+
+async fn room_command(app: &App, agent: &Agent, cmd: RoomCommand) -> Result<String, StoreError> {
+    match cmd {
+        RoomCommand::Help => Ok(help_text().to_owned()),
+        RoomCommand::List(filter) => {
+            let mut f = TicketFilter {
+                limit: Some(50),
+                ..Default::default()
+            };
+            match filter {
+                ListFilter::Open => {}
+                ListFilter::Mine => f.owner = Some(agent.clone()),
+                ListFilter::Unclaimed => f.status = Some(Status::Open),
+                ListFilter::Pending => f.status = Some(Status::Pending),
+            }
+            let list = app.store.list_tickets(&f).await?;
+            let list: Vec<_> = list
+                .into_iter()
+                .filter(|t| match filter {
+                    ListFilter::Open => matches!(t.state.status(), Status::Open | Status::Claimed),
+                    ListFilter::Mine => t.state.status() != Status::Closed,
+                    _ => true,
+                })
+                .collect();
+            if list.is_empty() {
+                return Ok(format!("No {filter} tickets."));
+            }
+            let mut text = format!(
+                "{} {filter} ticket{}:\n",
+                list.len(),
+                if list.len() == 1 { "" } else { "s" }
+            );
+            for t in list {
+                text.push_str(&format!(
+                    "{} · {} · {} · {}\n",
+                    t.id, t.state, t.customer, t.subject
+                ));
+            }
+            Ok(text.trim_end().to_owned())
+        }
+        RoomCommand::Show(id) => {
+            let Some(t) = app.store.ticket(id).await? else {
+                return Ok(format!("No ticket {id}."));
+            };
+            let emails = app.store.emails(id).await?;
+            let mut text = format!(
+                "{} · {} · {}\nCustomer: {}\n",
+                t.id, t.state, t.subject, t.customer
+            );
+            for e in emails.iter().rev().take(5).rev() {
+                let arrow = if e.direction == Direction::Inbound {
+                    "←"
+                } else {
+                    "→"
+                };
+                text.push_str(&format!(
+                    "{arrow} {} · {} · {}\n",
+                    e.from,
+                    e.subject,
+                    e.state.as_str()
+                ));
+            }
+            Ok(text.trim_end().to_owned())
+        }
+    }
+}

@@ -1,0 +1,813 @@
+//! The Matrix adapter: the only module that knows matrix-sdk.
+//!
+//! It logs in (once; the session and the end-to-end encryption keys are
+//! persisted in `state_dir`, so a restart is the same device), joins the
+//! configured rooms when invited, turns room events into [`ChatEvent`]s and
+//! implements [`ChatPlatform`] for the outbox. It decides nothing: who may do
+//! what is the bridge's business.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use matrix_sdk::authentication::matrix::MatrixSession;
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::room::Room;
+use matrix_sdk::ruma::api::error::{ErrorKind, LimitExceededErrorData, RetryAfter};
+use matrix_sdk::ruma::events::Mentions;
+use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
+use matrix_sdk::ruma::events::relation::Thread;
+use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
+use matrix_sdk::ruma::events::room::message::{
+    MessageType, OriginalSyncRoomMessageEvent, Relation, ReplacementMetadata,
+    RoomMessageEventContent,
+};
+use matrix_sdk::ruma::events::room::power_levels::UserPowerLevel;
+use matrix_sdk::ruma::events::room::redaction::OriginalSyncRoomRedactionEvent;
+use matrix_sdk::ruma::{
+    OwnedEventId, OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId, UserId,
+};
+use matrix_sdk::{Client, RoomState};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{ChatError, ChatEvent, ChatPlatform, Member, TicketCard};
+use crate::config::{MatrixAuth, MatrixSettings};
+use crate::domain::ids::Agent;
+use crate::domain::render::EmailView;
+use crate::store::{ChatThread, Platform};
+
+/// Matrix events are limited to 64 KiB; leave room for the HTML twin and JSON.
+const MAX_BODY_CHARS: usize = 12_000;
+
+/// A reaction we saw, kept so that its redaction can be told apart.
+#[derive(Debug, Clone)]
+struct SeenReaction {
+    room: OwnedRoomId,
+    target: OwnedEventId,
+    sender: OwnedUserId,
+    key: String,
+}
+
+pub struct MatrixChat {
+    client: Client,
+    state_dir: PathBuf,
+    own_user: OwnedUserId,
+    rooms: Vec<OwnedRoomId>,
+    reactions: Mutex<HashMap<OwnedEventId, SeenReaction>>,
+}
+
+fn transient(message: impl Into<String>) -> ChatError {
+    ChatError::Transient {
+        message: message.into(),
+        retry_after_ms: None,
+    }
+}
+
+fn permanent(message: impl Into<String>) -> ChatError {
+    ChatError::Permanent {
+        message: message.into(),
+    }
+}
+
+/// Classifies an SDK error: rate limits carry their delay, 4xx are final,
+/// everything else (network, 5xx) is worth retrying.
+fn classify(e: matrix_sdk::Error) -> ChatError {
+    if let Some(ErrorKind::LimitExceeded(LimitExceededErrorData { retry_after, .. })) =
+        e.client_api_error_kind()
+    {
+        let retry_after_ms = match retry_after {
+            Some(RetryAfter::Delay(d)) => Some(d.as_millis() as u64),
+            Some(RetryAfter::DateTime(t)) => Some(
+                t.duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                    .as_millis() as u64,
+            ),
+            None => Some(1_000),
+        };
+        return ChatError::Transient {
+            message: "rate limited by the homeserver (M_LIMIT_EXCEEDED)".into(),
+            retry_after_ms,
+        };
+    }
+    if let Some(api) = e.as_client_api_error() {
+        let status = api.status_code.as_u16();
+        if (400..500).contains(&status) && status != 408 {
+            return permanent(format!("homeserver refused: {e}"));
+        }
+    }
+    transient(e.to_string())
+}
+
+/// Writes a file readable by the owner only (it holds an access token).
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Plain text and HTML with line breaks kept. The email's own HTML never
+/// reaches the room: only its text rendering, escaped, so nothing the sender
+/// wrote can become markup, links or tracking pixels.
+fn text_block(text: &str) -> String {
+    escape_html(text).replace('\n', "<br>")
+}
+
+fn truncate_chars(s: &str, max: usize) -> (&str, bool) {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => (&s[..cut], true),
+        None => (s, false),
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn status_line(card: &TicketCard<'_>) -> String {
+    let mut s = format!("{} · {}", card.ticket, card.state);
+    if !card.tags.is_empty() {
+        s.push_str(&format!(" · tags: {}", card.tags.join(", ")));
+    }
+    s
+}
+
+/// The body of an email as shown in the room: plain and HTML.
+fn render_email(email: &EmailView, heading: &str) -> (String, String) {
+    let parties = |ps: &[crate::domain::email::Party]| {
+        ps.iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let date = email
+        .date
+        .and_then(|d| jiff::Timestamp::from_second(d).ok())
+        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let (body, truncated) = truncate_chars(&email.body, MAX_BODY_CHARS);
+    let mut plain = format!("{heading}\nFrom: {}\n", email.from);
+    let mut html = format!(
+        "<p><strong>{}</strong><br><b>From:</b> {}<br>",
+        escape_html(heading),
+        escape_html(&email.from.to_string())
+    );
+    if !email.to.is_empty() {
+        plain.push_str(&format!("To: {}\n", parties(&email.to)));
+        html.push_str(&format!(
+            "<b>To:</b> {}<br>",
+            escape_html(&parties(&email.to))
+        ));
+    }
+    if !email.cc.is_empty() {
+        plain.push_str(&format!("Cc: {}\n", parties(&email.cc)));
+        html.push_str(&format!(
+            "<b>Cc:</b> {}<br>",
+            escape_html(&parties(&email.cc))
+        ));
+    }
+    plain.push_str(&format!(
+        "Subject: {}\nDate: {date}\n\n{body}\n",
+        email.subject
+    ));
+    html.push_str(&format!(
+        "<b>Subject:</b> {}<br><b>Date:</b> {date}</p><p>{}</p>",
+        escape_html(&email.subject),
+        text_block(body)
+    ));
+    let mut folded = Vec::new();
+    if email.quoted_trimmed {
+        folded.push("quoted history");
+    }
+    if email.signature_trimmed {
+        folded.push("signature");
+    }
+    if truncated {
+        let note = format!(
+            "(truncated at {MAX_BODY_CHARS} characters; `mailroom tickets export` has the full mail)"
+        );
+        plain.push_str(&format!("{note}\n"));
+        html.push_str(&format!("<p><em>{}</em></p>", escape_html(&note)));
+    } else if !folded.is_empty() {
+        let note = format!("({} folded away)", folded.join(" and "));
+        plain.push_str(&format!("{note}\n"));
+        html.push_str(&format!("<p><em>{note}</em></p>"));
+    }
+    if !email.attachments.is_empty() {
+        let list: Vec<String> = email
+            .attachments
+            .iter()
+            .map(|a| format!("📎 {} ({}, {})", a.name, a.content_type, human_size(a.size)))
+            .collect();
+        plain.push_str(&format!("{}\n", list.join("\n")));
+        html.push_str(&format!(
+            "<p>{}</p>",
+            escape_html(&list.join("\n")).replace('\n', "<br>")
+        ));
+    }
+    for n in &email.notes {
+        plain.push_str(&format!("⚠️ {n}\n"));
+        html.push_str(&format!("<p>⚠️ {}</p>", escape_html(n)));
+    }
+    (plain, html)
+}
+
+fn root_content(card: &TicketCard<'_>, email: &EmailView) -> RoomMessageEventContent {
+    let heading = format!("📨 {} · {}", card.ticket, card.mailbox_display_name);
+    let (mut plain, mut html) = render_email(email, &heading);
+    let status = status_line(card);
+    plain.push_str(&format!("\nStatus: {status}"));
+    html.push_str(&format!("<p><b>Status:</b> {}</p>", escape_html(&status)));
+    RoomMessageEventContent::text_html(plain, html)
+}
+
+fn in_thread(mut content: RoomMessageEventContent, root: &OwnedEventId) -> RoomMessageEventContent {
+    content.relates_to = Some(Relation::Thread(Thread::plain(root.clone(), root.clone())));
+    content
+}
+
+impl MatrixChat {
+    /// Logs in (or restores the saved session) and prepares the rooms.
+    pub async fn connect(
+        settings: &MatrixSettings,
+        rooms: &[String],
+    ) -> Result<MatrixChat, ChatError> {
+        std::fs::create_dir_all(&settings.state_dir).map_err(|e| {
+            permanent(format!(
+                "matrix.state_dir {}: {e}",
+                settings.state_dir.display()
+            ))
+        })?;
+        restrict_dir(&settings.state_dir);
+        let client = Client::builder()
+            .homeserver_url(&settings.homeserver)
+            .sqlite_store(settings.state_dir.join("store"), None)
+            .build()
+            .await
+            .map_err(|e| permanent(format!("matrix.homeserver {}: {e}", settings.homeserver)))?;
+        let session_file = settings.state_dir.join("session.json");
+        let restored = match std::fs::read(&session_file) {
+            Ok(bytes) => match serde_json::from_slice::<MatrixSession>(&bytes) {
+                Ok(session) if session.meta.user_id.as_str() == settings.user_id => {
+                    client.restore_session(session).await.map_err(classify)?;
+                    true
+                }
+                Ok(_) => {
+                    return Err(permanent(format!(
+                        "{} holds a session for another user than matrix.user_id {}; remove it to log in again",
+                        session_file.display(),
+                        settings.user_id
+                    )));
+                }
+                Err(e) => {
+                    return Err(permanent(format!(
+                        "{} is unreadable: {e}",
+                        session_file.display()
+                    )));
+                }
+            },
+            Err(_) => false,
+        };
+        if !restored {
+            match &settings.auth {
+                MatrixAuth::Password(pw) => {
+                    client
+                        .matrix_auth()
+                        .login_username(&settings.user_id, pw.expose())
+                        .initial_device_display_name(&settings.device_name)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            let e = classify(e);
+                            match e {
+                                ChatError::Permanent { message } => permanent(format!(
+                                    "login as {} refused: {message}",
+                                    settings.user_id
+                                )),
+                                other => other,
+                            }
+                        })?;
+                }
+                MatrixAuth::AccessToken(_) => {
+                    return Err(permanent(
+                        "matrix.access_token_env: log in with password_env once to create the device; \
+                         token-only start is not supported yet",
+                    ));
+                }
+            }
+            let session = client
+                .matrix_auth()
+                .session()
+                .ok_or_else(|| permanent("login returned no session"))?;
+            let json = serde_json::to_vec(&session).map_err(|e| permanent(e.to_string()))?;
+            write_private(&session_file, &json)
+                .map_err(|e| permanent(format!("saving {}: {e}", session_file.display())))?;
+        }
+        let own_user = client
+            .user_id()
+            .map(ToOwned::to_owned)
+            .ok_or_else(|| permanent("no user id after login"))?;
+        let mut room_ids = Vec::new();
+        for r in rooms {
+            let id = if r.starts_with('#') {
+                let alias = matrix_sdk::ruma::RoomAliasId::parse(r)
+                    .map_err(|e| permanent(format!("room alias {r}: {e}")))?;
+                client
+                    .resolve_room_alias(&alias)
+                    .await
+                    .map_err(|e| classify(e.into()))?
+                    .room_id
+            } else {
+                RoomId::parse(r).map_err(|e| permanent(format!("room id {r}: {e}")))?
+            };
+            room_ids.push(id);
+        }
+        Ok(MatrixChat {
+            client,
+            state_dir: settings.state_dir.clone(),
+            own_user,
+            rooms: room_ids,
+            reactions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn user_id(&self) -> &UserId {
+        &self.own_user
+    }
+
+    fn is_ours(&self, room: &RoomId) -> bool {
+        self.rooms.iter().any(|r| r == room)
+    }
+
+    fn room(&self, room: &str) -> Result<Room, ChatError> {
+        let id = RoomId::parse(room).map_err(|e| permanent(format!("room id {room}: {e}")))?;
+        self.client
+            .get_room(&id)
+            .ok_or_else(|| transient(format!("not in room {room} yet (invite the bot)")))
+    }
+
+    async fn send(
+        &self,
+        room: &Room,
+        content: RoomMessageEventContent,
+        key: Option<&str>,
+    ) -> Result<OwnedEventId, ChatError> {
+        let mut req = room.send(content);
+        if let Some(k) = key {
+            // A stable transaction id: if the outbox retries a post whose first
+            // attempt did reach the server, the homeserver returns the same
+            // event instead of posting twice.
+            req = req.with_transaction_id(OwnedTransactionId::from(k.to_owned()));
+        }
+        let res = req.await.map_err(classify)?;
+        Ok(res.response.event_id)
+    }
+
+    /// Joins configured rooms we are invited to, then syncs until `cancel`,
+    /// forwarding events. Reconnects with backoff.
+    pub async fn run(
+        self: Arc<Self>,
+        events: mpsc::UnboundedSender<ChatEvent>,
+        cancel: CancellationToken,
+    ) {
+        // A first start has no sync token: the first sync replays recent
+        // history, which must not be acted on again. Later starts resume from
+        // the stored token and handle what happened while mailroom was down.
+        let marker = self.state_dir.join("initial-sync-done");
+        let fresh = !marker.exists();
+        let mut delay = Duration::from_millis(500);
+        if fresh {
+            loop {
+                match self.client.sync_once(SyncSettings::default()).await {
+                    Ok(_) => {
+                        if let Err(e) = std::fs::write(&marker, b"") {
+                            tracing::warn!(error = %e, "matrix: cannot record the first sync");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "matrix: first sync failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = cancel.cancelled() => return,
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(60));
+                    }
+                }
+            }
+        }
+        self.register_handlers(events);
+        for id in &self.rooms {
+            if let Some(room) = self.client.get_room(id)
+                && room.state() == RoomState::Invited
+                && let Err(e) = room.join().await
+            {
+                tracing::warn!(room = %id, error = %e, "matrix: could not join");
+            }
+        }
+        delay = Duration::from_millis(500);
+        while !cancel.is_cancelled() {
+            let settings = SyncSettings::default().timeout(Duration::from_secs(30));
+            let sync = self.client.sync_once(settings);
+            tokio::select! {
+                r = sync => match r {
+                    Ok(_) => delay = Duration::from_millis(500),
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "matrix: sync failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = cancel.cancelled() => {}
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(60));
+                    }
+                },
+                _ = cancel.cancelled() => {}
+            }
+        }
+    }
+
+    fn register_handlers(self: &Arc<Self>, events: mpsc::UnboundedSender<ChatEvent>) {
+        let me = self.clone();
+        let tx = events.clone();
+        self.client
+            .add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room| {
+                let me = me.clone();
+                let tx = tx.clone();
+                async move { me.on_message(ev, room, &tx) }
+            });
+        let me = self.clone();
+        let tx = events.clone();
+        self.client
+            .add_event_handler(move |ev: OriginalSyncReactionEvent, room: Room| {
+                let me = me.clone();
+                let tx = tx.clone();
+                async move { me.on_reaction(ev, room, &tx) }
+            });
+        let me = self.clone();
+        let tx = events;
+        self.client
+            .add_event_handler(move |ev: OriginalSyncRoomRedactionEvent, room: Room| {
+                let me = me.clone();
+                let tx = tx.clone();
+                async move { me.on_redaction(ev, room, &tx) }
+            });
+        let me = self.clone();
+        self.client
+            .add_event_handler(move |ev: StrippedRoomMemberEvent, room: Room| {
+                let me = me.clone();
+                async move { me.on_invite(ev, room).await }
+            });
+    }
+
+    fn agent(user: &UserId) -> Option<Agent> {
+        Agent::parse(user.as_str()).ok()
+    }
+
+    fn on_message(
+        &self,
+        ev: OriginalSyncRoomMessageEvent,
+        room: Room,
+        tx: &mpsc::UnboundedSender<ChatEvent>,
+    ) {
+        if ev.sender == self.own_user || !self.is_ours(room.room_id()) {
+            return;
+        }
+        let MessageType::Text(text) = &ev.content.msgtype else {
+            return;
+        };
+        let Some(agent) = Self::agent(&ev.sender) else {
+            return;
+        };
+        let event = match &ev.content.relates_to {
+            Some(Relation::Thread(thread)) => ChatEvent::ThreadMessage {
+                thread: ChatThread {
+                    platform: Platform::Matrix,
+                    room: room.room_id().to_string(),
+                    thread_ref: thread.event_id.to_string(),
+                },
+                agent,
+                text: text.body.clone(),
+                event_ref: ev.event_id.to_string(),
+            },
+            // Edits are not commands: acting on an edited "!reply" would send twice.
+            Some(Relation::Replacement(_)) => return,
+            _ => ChatEvent::RoomMessage {
+                platform: Platform::Matrix,
+                room: room.room_id().to_string(),
+                agent,
+                text: text.body.clone(),
+                event_ref: ev.event_id.to_string(),
+            },
+        };
+        let _ = tx.send(event);
+    }
+
+    fn on_reaction(
+        &self,
+        ev: OriginalSyncReactionEvent,
+        room: Room,
+        tx: &mpsc::UnboundedSender<ChatEvent>,
+    ) {
+        if ev.sender == self.own_user || !self.is_ours(room.room_id()) {
+            return;
+        }
+        let Some(agent) = Self::agent(&ev.sender) else {
+            return;
+        };
+        let target = ev.content.relates_to.event_id.clone();
+        let key = ev.content.relates_to.key.clone();
+        if let Ok(mut seen) = self.reactions.lock() {
+            seen.insert(
+                ev.event_id.clone(),
+                SeenReaction {
+                    room: room.room_id().to_owned(),
+                    target: target.clone(),
+                    sender: ev.sender.clone(),
+                    key: key.clone(),
+                },
+            );
+        }
+        let _ = tx.send(ChatEvent::Reaction {
+            thread: ChatThread {
+                platform: Platform::Matrix,
+                room: room.room_id().to_string(),
+                thread_ref: target.to_string(),
+            },
+            agent,
+            key,
+            added: true,
+            event_ref: ev.event_id.to_string(),
+        });
+    }
+
+    fn on_redaction(
+        &self,
+        ev: OriginalSyncRoomRedactionEvent,
+        room: Room,
+        tx: &mpsc::UnboundedSender<ChatEvent>,
+    ) {
+        if !self.is_ours(room.room_id()) {
+            return;
+        }
+        let Some(redacted) = ev.content.redacts.clone().or(ev.redacts.clone()) else {
+            return;
+        };
+        let seen = self
+            .reactions
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&redacted));
+        // Only the reacting user taking their own reaction back counts as an unclaim.
+        let Some(r) = seen.filter(|r| r.sender == ev.sender) else {
+            return;
+        };
+        let Some(agent) = Self::agent(&r.sender) else {
+            return;
+        };
+        let _ = tx.send(ChatEvent::Reaction {
+            thread: ChatThread {
+                platform: Platform::Matrix,
+                room: r.room.to_string(),
+                thread_ref: r.target.to_string(),
+            },
+            agent,
+            key: r.key,
+            added: false,
+            event_ref: ev.event_id.to_string(),
+        });
+    }
+
+    async fn on_invite(&self, ev: StrippedRoomMemberEvent, room: Room) {
+        if ev.state_key != self.own_user || ev.content.membership != MembershipState::Invite {
+            return;
+        }
+        if self.is_ours(room.room_id()) {
+            if let Err(e) = room.join().await {
+                tracing::warn!(room = %room.room_id(), error = %e, "matrix: could not accept invite");
+            } else {
+                tracing::info!(room = %room.room_id(), "matrix: joined");
+            }
+        } else {
+            tracing::info!(room = %room.room_id(), inviter = %ev.sender, "matrix: declining invite to a room that is not configured");
+            let _ = room.leave().await;
+        }
+    }
+}
+
+/// The state dir holds the access token and encryption keys: owner only.
+fn restrict_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+#[async_trait]
+impl ChatPlatform for MatrixChat {
+    fn platform(&self) -> Platform {
+        Platform::Matrix
+    }
+
+    async fn post_ticket(
+        &self,
+        room: &str,
+        card: &TicketCard<'_>,
+        email: &EmailView,
+        idempotency_key: &str,
+    ) -> Result<ChatThread, ChatError> {
+        let r = self.room(room)?;
+        let event_id = self
+            .send(&r, root_content(card, email), Some(idempotency_key))
+            .await?;
+        Ok(ChatThread {
+            platform: Platform::Matrix,
+            room: r.room_id().to_string(),
+            thread_ref: event_id.to_string(),
+        })
+    }
+
+    async fn post_follow_up(
+        &self,
+        thread: &ChatThread,
+        email: &EmailView,
+        owner: Option<&Agent>,
+        idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        let r = self.room(&thread.room)?;
+        let root = OwnedEventId::try_from(thread.thread_ref.as_str())
+            .map_err(|e| permanent(format!("thread {}: {e}", thread.thread_ref)))?;
+        let heading = match owner {
+            Some(o) => format!("📨 New mail from the customer ({o})"),
+            None => "📨 New mail from the customer".to_owned(),
+        };
+        let (plain, html) = render_email(email, &heading);
+        let mut content = RoomMessageEventContent::text_html(plain, html);
+        if let Some(user) = owner.and_then(|o| OwnedUserId::try_from(o.as_str()).ok()) {
+            content = content.add_mentions(Mentions::with_user_ids([user]));
+        }
+        self.send(&r, in_thread(content, &root), Some(idempotency_key))
+            .await?;
+        Ok(())
+    }
+
+    async fn update_card(
+        &self,
+        thread: &ChatThread,
+        card: &TicketCard<'_>,
+        email: &EmailView,
+    ) -> Result<(), ChatError> {
+        let r = self.room(&thread.room)?;
+        let root = OwnedEventId::try_from(thread.thread_ref.as_str())
+            .map_err(|e| permanent(format!("thread {}: {e}", thread.thread_ref)))?;
+        let content =
+            root_content(card, email).make_replacement(ReplacementMetadata::new(root, None));
+        self.send(&r, content, None).await?;
+        Ok(())
+    }
+
+    async fn notice(
+        &self,
+        thread: &ChatThread,
+        text: &str,
+        idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        let r = self.room(&thread.room)?;
+        let root = OwnedEventId::try_from(thread.thread_ref.as_str())
+            .map_err(|e| permanent(format!("thread {}: {e}", thread.thread_ref)))?;
+        let content = RoomMessageEventContent::notice_html(text, text_block(text));
+        self.send(&r, in_thread(content, &root), Some(idempotency_key))
+            .await?;
+        Ok(())
+    }
+
+    async fn room_notice(&self, room: &str, text: &str) -> Result<(), ChatError> {
+        let r = self.room(room)?;
+        let content = RoomMessageEventContent::notice_html(text, text_block(text));
+        self.send(&r, content, None).await?;
+        Ok(())
+    }
+
+    async fn member(&self, room: &str, agent: &Agent) -> Result<Option<Member>, ChatError> {
+        let r = self.room(room)?;
+        let user = OwnedUserId::try_from(agent.as_str())
+            .map_err(|e| permanent(format!("{agent}: {e}")))?;
+        let Some(member) = r.get_member(&user).await.map_err(classify)? else {
+            return Ok(None);
+        };
+        if *member.membership() != MembershipState::Join {
+            return Ok(None);
+        }
+        let power = match member.power_level() {
+            UserPowerLevel::Infinite => i64::MAX,
+            UserPowerLevel::Int(n) => i64::from(n),
+            // Newer room versions may add kinds of power; treat them as none.
+            _ => 0,
+        };
+        Ok(Some(Member {
+            power,
+            display_name: member.display_name().map(ToOwned::to_owned),
+        }))
+    }
+}
+
+/// Where the adapter keeps its state (for tests and docs).
+pub fn session_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("session.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::email::{AttachmentMeta, Party};
+    use crate::domain::ids::{EmailAddress, TicketId};
+    use crate::domain::ticket::TicketState;
+
+    fn view(body: &str) -> EmailView {
+        EmailView::new(
+            Party::new(
+                Some("Eve <script>".into()),
+                EmailAddress::parse("eve@x.example").unwrap(),
+            ),
+            vec![],
+            vec![],
+            "Hi <b>there</b> & @room".into(),
+            Some(1_700_000_000),
+            body.into(),
+            vec![AttachmentMeta {
+                name: "a.pdf".into(),
+                content_type: "application/pdf".into(),
+                size: 2048,
+                inline: false,
+            }],
+            vec![],
+        )
+    }
+
+    #[test]
+    fn email_html_is_escaped_not_passed_through() {
+        let (_, html) = render_email(
+            &view("<img src=x onerror=alert(1)> <a href=\"javascript:x\">y</a>"),
+            "h",
+        );
+        assert!(!html.contains("<img"), "{html}");
+        assert!(!html.contains("<a "), "{html}");
+        assert!(html.contains("&lt;img"), "{html}");
+        assert!(html.contains("Eve &lt;script&gt;"), "{html}");
+        assert!(
+            html.contains("📎 a.pdf (application/pdf, 2.0 KB)"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn long_bodies_are_truncated_below_the_event_limit() {
+        let long = "x".repeat(100_000);
+        let card_state = TicketState::Open;
+        let card = TicketCard {
+            ticket: TicketId::new(1),
+            mailbox_display_name: "Support",
+            state: &card_state,
+            tags: vec![],
+        };
+        let content = root_content(&card, &view(&long));
+        let json = serde_json::to_vec(&content).unwrap();
+        assert!(json.len() < 60 * 1024, "event of {} bytes", json.len());
+        assert!(content.body().contains("truncated"));
+        assert!(content.body().ends_with("Status: #1 · Open · unclaimed"));
+    }
+}
