@@ -6,4 +6,5 @@
 mod cli;
 mod common;
 mod mail_flow;
+mod matrix;
 mod store_conformance;

@@ -1,0 +1,701 @@
+//! The Matrix bridge against a real Synapse (and the real mail stack):
+//! teammates are second matrix-sdk clients.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use mailroom::bridge::{App, connect_chats};
+use mailroom::config::Settings;
+use mailroom::domain::ticket::{Status, TicketState};
+use mailroom::mail::parse::parse_email;
+use mailroom::store::{EmailState, TicketFilter, TicketStore};
+use matrix_sdk::Client;
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::room::{MessagesOptions, Room};
+use matrix_sdk::ruma::api::client::room::create_room::v3::Request as CreateRoomRequest;
+use matrix_sdk::ruma::events::reaction::ReactionEventContent;
+use matrix_sdk::ruma::events::relation::{Annotation, Thread};
+use matrix_sdk::ruma::events::room::message::{Relation, RoomMessageEventContent};
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{Stack, TestDb, User, append, customer_mail, fetch_all, random_hex, wait_for};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+/// The Synapse that `scripts/stack up` started.
+struct Synapse {
+    url: String,
+}
+
+impl Synapse {
+    fn get() -> &'static Synapse {
+        static S: OnceLock<Synapse> = OnceLock::new();
+        S.get_or_init(|| {
+            let stack = Stack::get();
+            let env = std::fs::read_to_string(stack.dir.join("stack.env")).unwrap_or_default();
+            let url = std::env::var("MAILROOM_SYNAPSE_URL").ok().or_else(|| {
+                env.lines().find_map(|l| {
+                    l.strip_prefix("export MAILROOM_SYNAPSE_URL=")
+                        .map(str::to_owned)
+                })
+            });
+            let url = url.unwrap_or_else(|| {
+                panic!("Synapse is not running: run `scripts/stack up` (scripts/test does)")
+            });
+            if std::net::TcpStream::connect(url.trim_start_matches("http://")).is_err() {
+                panic!("Synapse is not answering at {url}: run `scripts/stack up`");
+            }
+            Synapse { url }
+        })
+    }
+
+    /// A fresh Matrix account (every test has its own bot and teammates, so
+    /// parallel tests never see each other's invites).
+    fn register(&self, prefix: &str) -> (String, String) {
+        let stack = Stack::get();
+        let name = format!("{prefix}-{}", random_hex(5));
+        let password = format!("{name}-pw");
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg("source scripts/lib/synapse.sh && synapse_register \"$0\" \"$1\"")
+            .arg(&name)
+            .arg(&password)
+            .current_dir(&stack.repo)
+            .env("STATE", &stack.dir)
+            .env("REPO", &stack.repo)
+            .output()
+            .expect("run synapse_register");
+        assert!(
+            out.status.success(),
+            "registering {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (format!("@{name}:localhost"), password)
+    }
+
+    async fn login(&self, prefix: &str) -> Teammate {
+        let (user_id, password) = self.register(prefix);
+        let client = Client::builder()
+            .homeserver_url(&self.url)
+            .build()
+            .await
+            .expect("client");
+        client
+            .matrix_auth()
+            .login_username(&user_id, &password)
+            .initial_device_display_name("teammate")
+            .send()
+            .await
+            .expect("login");
+        Teammate {
+            client,
+            user_id: user_id.parse().expect("user id"),
+        }
+    }
+}
+
+struct Teammate {
+    client: Client,
+    user_id: OwnedUserId,
+}
+
+impl Teammate {
+    async fn create_room(&self, invite: &[&str]) -> Room {
+        let mut req = CreateRoomRequest::new();
+        req.invite = invite.iter().map(|u| u.parse().expect("user id")).collect();
+        req.name = Some("Support inbox".into());
+        self.client.create_room(req).await.expect("create room")
+    }
+
+    async fn join(&self, room: &OwnedRoomId) -> Room {
+        self.client
+            .sync_once(SyncSettings::default())
+            .await
+            .expect("sync");
+        self.client.join_room_by_id(room).await.expect("join")
+    }
+
+    fn room(&self, id: &OwnedRoomId) -> Room {
+        self.client.get_room(id).expect("room known")
+    }
+
+    async fn react(&self, room: &OwnedRoomId, target: &OwnedEventId, key: &str) -> OwnedEventId {
+        let content = ReactionEventContent::new(Annotation::new(target.clone(), key.to_owned()));
+        self.room(room)
+            .send(content)
+            .await
+            .expect("react")
+            .response
+            .event_id
+    }
+
+    async fn say_in_thread(&self, room: &OwnedRoomId, root: &OwnedEventId, text: &str) {
+        let mut content = RoomMessageEventContent::text_plain(text);
+        content.relates_to = Some(Relation::Thread(Thread::plain(root.clone(), root.clone())));
+        self.room(room).send(content).await.expect("send");
+    }
+
+    /// The room's recent events as JSON, oldest first.
+    async fn events(&self, room: &OwnedRoomId) -> Vec<Value> {
+        let mut opts = MessagesOptions::backward();
+        opts.limit = 200u32.into();
+        let msgs = self.room(room).messages(opts).await.expect("messages");
+        let mut out: Vec<Value> = msgs
+            .chunk
+            .iter()
+            .filter_map(|e| serde_json::from_str(e.raw().json().get()).ok())
+            .collect();
+        out.reverse();
+        out
+    }
+}
+
+fn body(ev: &Value) -> &str {
+    ev["content"]["body"].as_str().unwrap_or("")
+}
+
+fn sender(ev: &Value) -> &str {
+    ev["sender"].as_str().unwrap_or("")
+}
+
+fn in_thread_of(ev: &Value, root: &OwnedEventId) -> bool {
+    ev["content"]["m.relates_to"]["rel_type"] == "m.thread"
+        && ev["content"]["m.relates_to"]["event_id"] == root.as_str()
+}
+
+/// Waits for an event matching `pred`, as `who` sees the room.
+async fn wait_event(
+    who: &Teammate,
+    room: &OwnedRoomId,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_for(what, WAIT, || async {
+        who.events(room).await.into_iter().find(|e| pred(e))
+    })
+    .await
+}
+
+struct Running {
+    _app: Arc<App>,
+    store: Arc<mailroom::store::sql::SqlStore>,
+    cancel: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+    chat_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("stops")
+            .expect("task");
+        for t in self.chat_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+        self.store.close().await;
+    }
+}
+
+struct World {
+    stack: &'static Stack,
+    support: User,
+    customer: User,
+    alice: Teammate,
+    bob: Teammate,
+    bot: (String, String),
+    room: OwnedRoomId,
+    db: TestDb,
+    state_dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new() -> World {
+        crate::common::init_logs();
+        mailroom::mail::tls::install_crypto_provider();
+        let stack = Stack::get();
+        let syn = Synapse::get();
+        let bot = syn.register("mailroom");
+        let alice = syn.login("alice").await;
+        let bob = syn.login("bob").await;
+        let room = alice
+            .create_room(&[&bot.0, bob.user_id.as_str()])
+            .await
+            .room_id()
+            .to_owned();
+        bob.join(&room).await;
+        World {
+            stack,
+            support: stack.user("support", "example.com"),
+            customer: stack.user("customer", "example.net"),
+            alice,
+            bob,
+            bot,
+            room,
+            db: TestDb::sqlite(),
+            state_dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn settings(&self, undo_secs: u64, extra: &str) -> Settings {
+        let text = format!(
+            r#"
+[database]
+url = "{db}"
+
+[[mailbox]]
+name = "support"
+address = "{addr}"
+display_name = "Example Support"
+initial_sync = "all"
+  [mailbox.imap]
+  host = "127.0.0.1"
+  port = {imap}
+  tls = "none"
+  password = "{pw}"
+  idle_timeout_secs = 600
+  [mailbox.smtp]
+  host = "127.0.0.1"
+  port = {smtp}
+  tls = "none"
+  password = "{pw}"
+  [mailbox.chat]
+  matrix_room = "{room}"
+
+[matrix]
+homeserver = "{hs}"
+user_id = "{bot}"
+password_env = "BOT_PASSWORD"
+state_dir = "{state}"
+
+[outbox]
+retry_initial_secs = 1
+retry_max_secs = 2
+
+[commands]
+undo_secs = {undo_secs}
+templates_dir = "{templates}"
+{extra}
+"#,
+            db = self.db.url_text,
+            addr = self.support.address,
+            imap = self.stack.imap_port,
+            smtp = self.stack.smtp_port,
+            pw = self.support.password,
+            room = self.room,
+            hs = Synapse::get().url,
+            bot = self.bot.0,
+            state = self.state_dir.path().display(),
+            templates = self.stack.repo.join("bot-config/templates").display(),
+        );
+        let bot_pw = self.bot.1.clone();
+        Settings::parse(&text, &move |k| {
+            (k == "BOT_PASSWORD").then(|| bot_pw.clone())
+        })
+        .unwrap_or_else(|p| panic!("test config invalid: {p:?}"))
+    }
+
+    async fn start(&self, settings: Settings) -> Running {
+        let store = Arc::new(self.db.store().await);
+        let cancel = CancellationToken::new();
+        let chats = connect_chats(&settings, &cancel)
+            .await
+            .expect("matrix connects");
+        let app = Arc::new(App::new(
+            settings,
+            store.clone() as Arc<dyn TicketStore>,
+            chats.platforms,
+        ));
+        let handle = tokio::spawn(app.clone().run(cancel.clone(), Some(chats.events)));
+        Running {
+            _app: app,
+            store,
+            cancel,
+            handle,
+            chat_tasks: chats.tasks,
+        }
+    }
+
+    /// A customer email, and the thread root it became.
+    async fn email(&self, message_id: &str, subject: &str, text: &str) -> OwnedEventId {
+        append(
+            self.stack,
+            &self.support,
+            "INBOX",
+            &customer_mail(
+                &self.customer.address,
+                &self.support.address,
+                message_id,
+                subject,
+                text,
+                None,
+            ),
+        )
+        .await;
+        let root = wait_event(&self.alice, &self.room, "the ticket's root message", |e| {
+            sender(e) == self.bot.0
+                && body(e).contains(subject)
+                && e["content"]["m.relates_to"].is_null()
+        })
+        .await;
+        root["event_id"]
+            .as_str()
+            .expect("event id")
+            .parse()
+            .expect("event id")
+    }
+}
+
+trait MinPower {
+    fn clone_with_min_power(self, level: i64) -> Settings;
+}
+
+impl MinPower for Settings {
+    fn clone_with_min_power(mut self, level: i64) -> Settings {
+        if let Some(m) = self.matrix.as_mut() {
+            m.min_power_level = level;
+        }
+        self
+    }
+}
+
+async fn ticket_state(store: &dyn TicketStore) -> TicketState {
+    store.list_tickets(&TicketFilter::default()).await.unwrap()[0]
+        .state
+        .clone()
+}
+
+#[tokio::test]
+async fn the_whole_loop_in_a_matrix_room() {
+    let w = World::new().await;
+    let run = w.start(w.settings(1, "")).await;
+    let root = w
+        .email(
+            "loop1@example.net",
+            "Invoice 77 is wrong",
+            "Hello, invoice 77 charges twice.",
+        )
+        .await;
+    let root_ev = w
+        .alice
+        .events(&w.room)
+        .await
+        .into_iter()
+        .find(|e| e["event_id"] == root.as_str())
+        .unwrap();
+    let text = body(&root_ev);
+    assert!(
+        text.contains(&w.customer.address)
+            && text.contains("invoice 77 charges twice")
+            && text.contains("Open · unclaimed"),
+        "{text}"
+    );
+    assert!(
+        root_ev["content"]["formatted_body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("<b>Subject:</b>")
+    );
+
+    // alice claims with a reaction: the store and the root's status line say so.
+    w.alice.react(&w.room, &root, "🙋").await;
+    let alice_id = w.alice.user_id.to_string();
+    wait_event(&w.alice, &w.room, "the status edit", |e| {
+        e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+            && e["content"]["m.new_content"]["body"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("Claimed by {alice_id}"))
+    })
+    .await;
+    assert_eq!(
+        ticket_state(run.store.as_ref()).await.status(),
+        Status::Claimed
+    );
+
+    // Internal talk stays internal.
+    w.bob
+        .say_in_thread(&w.room, &root, "I think it's the VAT line again.")
+        .await;
+    // alice replies from the thread.
+    w.alice
+        .say_in_thread(
+            &w.room,
+            &root,
+            "!reply Hi,\n\nsorry, the double charge is **refunded**.",
+        )
+        .await;
+    wait_event(&w.alice, &w.room, "the queued notice", |e| {
+        in_thread_of(e, &root) && body(e).contains("queued")
+    })
+    .await;
+    let got = wait_for("the reply at the customer", WAIT, || async {
+        let m = fetch_all(w.stack, &w.customer, "INBOX").await;
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    assert_eq!(got.len(), 1, "only the !reply left the building");
+    let mail = parse_email(&got[0].raw);
+    assert_eq!(mail.from.address.as_str(), w.support.address);
+    assert!(mail.text.contains("refunded") && !mail.text.contains("VAT"));
+    assert_eq!(mail.in_reply_to[0].as_str(), "loop1@example.net");
+    wait_event(&w.alice, &w.room, "the sent notice", |e| {
+        in_thread_of(e, &root) && body(e).contains(&format!("Reply sent by {alice_id}"))
+    })
+    .await;
+
+    // The customer answers: the follow-up lands in the same thread, mentioning alice.
+    append(
+        w.stack,
+        &w.support,
+        "INBOX",
+        &customer_mail(
+            &w.customer.address,
+            &w.support.address,
+            "loop2@example.net",
+            "Re: Invoice 77 is wrong",
+            "Thanks, got it!",
+            Some(mail.message_id.as_str()),
+        ),
+    )
+    .await;
+    let follow = wait_event(&w.alice, &w.room, "the follow-up in the thread", |e| {
+        in_thread_of(e, &root) && body(e).contains("Thanks, got it!")
+    })
+    .await;
+    assert_eq!(
+        follow["content"]["m.mentions"]["user_ids"][0],
+        alice_id.as_str(),
+        "{follow}"
+    );
+    w.alice.say_in_thread(&w.room, &root, "!close").await;
+    wait_for("closed", WAIT, || async {
+        (ticket_state(run.store.as_ref()).await.status() == Status::Closed).then_some(())
+    })
+    .await;
+    let log = run
+        .store
+        .audit_log(
+            run.store
+                .list_tickets(&TicketFilter::default())
+                .await
+                .unwrap()[0]
+                .id,
+        )
+        .await
+        .unwrap();
+    let actions: Vec<&str> = log.iter().map(|a| a.action.as_str()).collect();
+    for a in [
+        "created",
+        "claim",
+        "reply-queued",
+        "reply-sent",
+        "customer-replied",
+        "close",
+    ] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn two_teammates_claiming_at_once_make_exactly_one_owner() {
+    let w = World::new().await;
+    let run = w.start(w.settings(1, "")).await;
+    let root = w.email("race1@example.net", "Race", "Who takes it?").await;
+    let (a, b) = tokio::join!(
+        w.alice.react(&w.room, &root, "🙋"),
+        w.bob.react(&w.room, &root, "👀")
+    );
+    let _ = (a, b);
+    let notice = wait_event(&w.alice, &w.room, "the loser's notice", |e| {
+        in_thread_of(e, &root) && body(e).contains("already claimed by")
+    })
+    .await;
+    let state = ticket_state(run.store.as_ref()).await;
+    let TicketState::Claimed { by } = state else {
+        panic!("not claimed: {state:?}")
+    };
+    assert!(
+        body(&notice).contains(by.as_str()),
+        "the notice names the winner: {}",
+        body(&notice)
+    );
+    let t = run
+        .store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap()[0]
+        .id;
+    let claims = run
+        .store
+        .audit_log(t)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.action == "claim")
+        .count();
+    assert_eq!(claims, 1);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn undo_within_the_window_sends_nothing_and_the_stale_guard_holds() {
+    let w = World::new().await;
+    let run = w.start(w.settings(4, "")).await;
+    let root = w.email("undo1@example.net", "Undo me", "First mail.").await;
+    w.alice.react(&w.room, &root, "🙋").await;
+    let store = run.store.clone();
+    wait_for("claimed", WAIT, || {
+        let store = store.clone();
+        async move { (ticket_state(store.as_ref()).await.status() == Status::Claimed).then_some(()) }
+    })
+    .await;
+    w.alice
+        .say_in_thread(&w.room, &root, "!reply Oops, wrong ticket")
+        .await;
+    wait_event(&w.alice, &w.room, "the queued notice", |e| {
+        in_thread_of(e, &root) && body(e).contains("queued")
+    })
+    .await;
+    w.alice.say_in_thread(&w.room, &root, "!undo").await;
+    wait_event(&w.alice, &w.room, "the undo notice", |e| {
+        in_thread_of(e, &root) && body(e).contains("cancelled")
+    })
+    .await;
+    // Well past the window: nothing went out.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        fetch_all(w.stack, &w.customer, "INBOX").await.is_empty(),
+        "an undone reply was sent"
+    );
+    let t = run
+        .store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap()[0]
+        .id;
+    let emails = run.store.emails(t).await.unwrap();
+    assert!(emails.iter().any(|e| e.state == EmailState::Cancelled));
+
+    // The customer writes again; alice's next !reply is stopped until she has seen it.
+    append(
+        w.stack,
+        &w.support,
+        "INBOX",
+        &customer_mail(
+            &w.customer.address,
+            &w.support.address,
+            "undo2@example.net",
+            "Re: Undo me",
+            "Actually, one more thing.",
+            Some("undo1@example.net"),
+        ),
+    )
+    .await;
+    wait_event(&w.alice, &w.room, "the follow-up", |e| {
+        in_thread_of(e, &root) && body(e).contains("one more thing")
+    })
+    .await;
+    w.alice
+        .say_in_thread(&w.room, &root, "!reply Here is the answer")
+        .await;
+    wait_event(&w.alice, &w.room, "the stale-reply refusal", |e| {
+        in_thread_of(e, &root) && body(e).contains("the customer wrote since you last looked")
+    })
+    .await;
+    // bob replying to alice's ticket is asked to force it.
+    w.bob
+        .say_in_thread(&w.room, &root, "!reply I can take this")
+        .await;
+    wait_event(&w.alice, &w.room, "the claimed-by refusal", |e| {
+        in_thread_of(e, &root) && body(e).contains("is claimed by") && body(e).contains("!reply!")
+    })
+    .await;
+    // Forcing sends.
+    w.alice
+        .say_in_thread(&w.room, &root, "!reply! Here is the answer")
+        .await;
+    wait_for("the forced reply at the customer", WAIT, || async {
+        (fetch_all(w.stack, &w.customer, "INBOX").await.len() == 1).then_some(())
+    })
+    .await;
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn members_below_the_power_level_cannot_claim_or_reply() {
+    let w = World::new().await;
+    // alice created the room (power 100); bob is a plain member (0).
+    let run = w.start(w.settings(0, "").clone_with_min_power(50)).await;
+    let root = w.email("power1@example.net", "Power", "Hi").await;
+    w.bob.react(&w.room, &root, "🙋").await;
+    let bob_id = w.bob.user_id.to_string();
+    wait_event(&w.alice, &w.room, "the refusal", |e| {
+        in_thread_of(e, &root) && body(e).contains(&bob_id) && body(e).contains("may not")
+    })
+    .await;
+    w.bob.say_in_thread(&w.room, &root, "!reply sneaky").await;
+    wait_for("two refusals", WAIT, || async {
+        let n = w
+            .alice
+            .events(&w.room)
+            .await
+            .iter()
+            .filter(|e| in_thread_of(e, &root) && body(e).contains("may not"))
+            .count();
+        (n >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(ticket_state(run.store.as_ref()).await, TicketState::Open);
+    assert!(fetch_all(w.stack, &w.customer, "INBOX").await.is_empty());
+    // alice has the power.
+    w.alice.react(&w.room, &root, "🙋").await;
+    let store = run.store.clone();
+    wait_for("alice's claim", WAIT, || {
+        let store = store.clone();
+        async move { (ticket_state(store.as_ref()).await.status() == Status::Claimed).then_some(()) }
+    })
+    .await;
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_the_device_and_posts_nothing_twice() {
+    let w = World::new().await;
+    let settings = w.settings(1, "");
+    let run = w.start(settings.clone()).await;
+    let root = w
+        .email("restart1@example.net", "Before restart", "One")
+        .await;
+    let session =
+        std::fs::read_to_string(w.state_dir.path().join("session.json")).expect("session saved");
+    let device: Value = serde_json::from_str(&session).unwrap();
+    run.stop().await;
+
+    let run = w.start(settings).await;
+    let root2 = w
+        .email("restart2@example.net", "After restart", "Two")
+        .await;
+    assert_ne!(root, root2);
+    let session2: Value = serde_json::from_str(
+        &std::fs::read_to_string(w.state_dir.path().join("session.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        device["meta"]["device_id"], session2["meta"]["device_id"],
+        "same device after a restart"
+    );
+    let roots = w
+        .alice
+        .events(&w.room)
+        .await
+        .into_iter()
+        .filter(|e| sender(e) == w.bot.0 && body(e).starts_with("📨"))
+        .count();
+    assert_eq!(roots, 2, "each email posted exactly once");
+    run.stop().await;
+}
