@@ -3,6 +3,9 @@
 //! `scripts/stack up` starts (Dovecot, Postfix) and the machine's PostgreSQL;
 //! `scripts/test` does both. A missing server fails loudly, never skips.
 
+// matrix-sdk's futures are deeply nested types.
+#![recursion_limit = "256"]
+
 mod cli;
 mod common;
 mod mail_flow;

@@ -54,14 +54,19 @@ impl Synapse {
     /// A fresh Matrix account (every test has its own bot and teammates, so
     /// parallel tests never see each other's invites).
     fn register(&self, prefix: &str) -> (String, String) {
+        self.register_as(prefix, false)
+    }
+
+    fn register_as(&self, prefix: &str, admin: bool) -> (String, String) {
         let stack = Stack::get();
         let name = format!("{prefix}-{}", random_hex(5));
         let password = format!("{name}-pw");
         let out = std::process::Command::new("bash")
             .arg("-c")
-            .arg("source scripts/lib/synapse.sh && synapse_register \"$0\" \"$1\"")
+            .arg("source scripts/lib/synapse.sh && synapse_register \"$0\" \"$1\" $2")
             .arg(&name)
             .arg(&password)
+            .arg(if admin { "admin" } else { "" })
             .current_dir(&stack.repo)
             .env("STATE", &stack.dir)
             .env("REPO", &stack.repo)
@@ -102,8 +107,15 @@ struct Teammate {
 }
 
 impl Teammate {
-    async fn create_room(&self, invite: &[&str]) -> Room {
+    async fn create_room(&self, invite: &[&str], encrypted: bool) -> Room {
         let mut req = CreateRoomRequest::new();
+        if encrypted {
+            let content = matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent::with_recommended_defaults();
+            req.initial_state = vec![
+                matrix_sdk::ruma::events::InitialStateEvent::with_empty_state_key(content)
+                    .to_raw_any(),
+            ];
+        }
         req.invite = invite.iter().map(|u| u.parse().expect("user id")).collect();
         req.name = Some("Support inbox".into());
         self.client.create_room(req).await.expect("create room")
@@ -214,6 +226,10 @@ struct World {
 
 impl World {
     async fn new() -> World {
+        World::with_room(false).await
+    }
+
+    async fn with_room(encrypted: bool) -> World {
         crate::common::init_logs();
         mailroom::mail::tls::install_crypto_provider();
         let stack = Stack::get();
@@ -222,7 +238,7 @@ impl World {
         let alice = syn.login("alice").await;
         let bob = syn.login("bob").await;
         let room = alice
-            .create_room(&[&bot.0, bob.user_id.as_str()])
+            .create_room(&[&bot.0, bob.user_id.as_str()], encrypted)
             .await
             .room_id()
             .to_owned();
@@ -697,5 +713,145 @@ async fn a_restart_keeps_the_device_and_posts_nothing_twice() {
         .filter(|e| sender(e) == w.bot.0 && body(e).starts_with("📨"))
         .count();
     assert_eq!(roots, 2, "each email posted exactly once");
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn an_encrypted_room_round_trip() {
+    let w = World::with_room(true).await;
+    // Teammates' clients must sync to exchange keys, as real clients do.
+    let syncing: Vec<_> = [w.alice.client.clone(), w.bob.client.clone()]
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                let _ = c
+                    .sync(SyncSettings::default().timeout(Duration::from_secs(5)))
+                    .await;
+            })
+        })
+        .collect();
+    let run = w.start(w.settings(1, "")).await;
+    let root = w
+        .email(
+            "e2ee1@example.net",
+            "Secret invoice",
+            "Encrypted all the way.",
+        )
+        .await;
+    let root_ev = w
+        .alice
+        .events(&w.room)
+        .await
+        .into_iter()
+        .find(|e| e["event_id"] == root.as_str())
+        .unwrap();
+    assert!(
+        body(&root_ev).contains("Encrypted all the way."),
+        "alice decrypts the bot's post: {root_ev}"
+    );
+    let raw_type = w
+        .alice
+        .room(&w.room)
+        .messages(MessagesOptions::backward())
+        .await
+        .unwrap()
+        .chunk
+        .iter()
+        .find(|e| e.event_id().as_deref() == Some(root.as_ref()))
+        .map(|e| e.encryption_info().is_some());
+    assert_eq!(raw_type, Some(true), "the root was sent encrypted");
+    w.alice.react(&w.room, &root, "🙋").await;
+    w.alice
+        .say_in_thread(&w.room, &root, "!reply Decrypted and answered.")
+        .await;
+    let got = wait_for("the reply at the customer", WAIT, || async {
+        let m = fetch_all(w.stack, &w.customer, "INBOX").await;
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    assert!(
+        parse_email(&got[0].raw)
+            .text
+            .contains("Decrypted and answered.")
+    );
+    assert_eq!(
+        ticket_state(run.store.as_ref()).await.status(),
+        Status::Claimed
+    );
+    run.stop().await;
+    for s in syncing {
+        s.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_burst_under_a_tight_rate_limit_all_posts_in_order() {
+    let w = World::new().await;
+    // Synapse's per-user override gives the bot a tight message limit (the
+    // stack runs with limits off for speed): 2 messages/s, bursts of 3.
+    let admin = Synapse::get().register_as("admin", true);
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"
+            set -e
+            tok=$(curl -sf --noproxy '*' -X POST "$HS/_matrix/client/v3/login" -H 'Content-Type: application/json' \
+                -d "{\"type\":\"m.login.password\",\"identifier\":{\"type\":\"m.id.user\",\"user\":\"$ADMIN\"},\"password\":\"$ADMIN_PW\"}" \
+                | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+            curl -sf --noproxy '*' -X POST "$HS/_synapse/admin/v1/users/$BOT/override_ratelimit" \
+                -H "Authorization: Bearer $tok" -H 'Content-Type: application/json' \
+                -d '{"messages_per_second": 2, "burst_count": 3}'
+        "#)
+        .env("HS", &Synapse::get().url)
+        .env("ADMIN", &admin.0)
+        .env("ADMIN_PW", &admin.1)
+        .env("BOT", &w.bot.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "admin override failed (is the admin flag supported?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = w.start(w.settings(1, "")).await;
+    const N: usize = 15;
+    for i in 0..N {
+        append(
+            w.stack,
+            &w.support,
+            "INBOX",
+            &customer_mail(
+                &w.customer.address,
+                &w.support.address,
+                &format!("burst{i}@example.net"),
+                &format!("Burst mail {i:02}"),
+                "x",
+                None,
+            ),
+        )
+        .await;
+    }
+    let roots = wait_for("every root posted", Duration::from_secs(90), || async {
+        let roots: Vec<String> = w
+            .alice
+            .events(&w.room)
+            .await
+            .into_iter()
+            .filter(|e| sender(e) == w.bot.0 && body(e).starts_with("📨"))
+            .map(|e| body(&e).to_owned())
+            .collect();
+        (roots.len() >= N).then_some(roots)
+    })
+    .await;
+    assert_eq!(roots.len(), N, "each email posted exactly once");
+    let order: Vec<usize> = roots
+        .iter()
+        .filter_map(|b| {
+            b.split("Burst mail ")
+                .nth(1)
+                .and_then(|r| r.get(..2))
+                .and_then(|n| n.parse().ok())
+        })
+        .collect();
+    assert_eq!(order, (0..N).collect::<Vec<_>>(), "posted in arrival order");
     run.stop().await;
 }
