@@ -51,6 +51,23 @@ pub struct Settings {
     pub reactions: ReactionSettings,
     pub outbox: OutboxSettings,
     pub commands: CommandSettings,
+    pub chat: ChatSettings,
+}
+
+/// Chat posting, whatever the platform.
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    /// Attachments up to this size are uploaded into the thread; larger ones
+    /// are listed with their name, type and size.
+    pub max_attachment_bytes: u64,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        ChatSettings {
+            max_attachment_bytes: 10 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -648,6 +665,7 @@ impl Walker<'_> {
                 "reactions",
                 "outbox",
                 "commands",
+                "chat",
             ],
         );
         let database = self.database(root);
@@ -669,6 +687,18 @@ impl Walker<'_> {
         let commands = match self.opt_table(root, "", "commands") {
             Some(t) => self.commands(t),
             None => CommandSettings::default(),
+        };
+        let chat = match self.opt_table(root, "", "chat") {
+            Some(t) => {
+                self.known_keys(t, "chat", &["max_attachment_mb"]);
+                ChatSettings {
+                    max_attachment_bytes: self
+                        .opt_int(t, "chat", "max_attachment_mb", 0, 1024)
+                        .map(|mb| mb as u64 * 1024 * 1024)
+                        .unwrap_or(ChatSettings::default().max_attachment_bytes),
+                }
+            }
+            None => ChatSettings::default(),
         };
         // Chat targets need their platform configured.
         for (i, m) in mailboxes.iter().enumerate() {
@@ -693,6 +723,7 @@ impl Walker<'_> {
             reactions,
             outbox,
             commands,
+            chat,
         })
     }
 

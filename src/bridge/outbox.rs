@@ -19,8 +19,8 @@ use lettre::address::Envelope;
 use tokio_util::sync::CancellationToken;
 
 use super::{App, now_ms};
-use crate::chat::{ChatError, TicketCard};
-use crate::mail::parse::parse_email;
+use crate::chat::{ChatError, FileUpload, TicketCard};
+use crate::mail::parse::{attachment_bytes, parse_email};
 use crate::mail::smtp::SendError;
 use crate::store::{EmailState, Job, JobOutcome, JobSpec, Platform, StoreError};
 
@@ -400,6 +400,21 @@ async fn chat_post(
         .map_err(store_err)?
         .ok_or_else(|| missing("email is gone"))?;
     let view = parse_email(&raw).view();
+    // Attachments under the cap are uploaded; the others are only listed.
+    let cap = app.settings.chat.max_attachment_bytes;
+    let files: Vec<FileUpload> = view
+        .attachments
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.size <= cap && !a.inline)
+        .filter_map(|(i, a)| {
+            attachment_bytes(&raw, i).map(|data| FileUpload {
+                name: a.name.clone(),
+                content_type: a.content_type.clone(),
+                data,
+            })
+        })
+        .collect();
     let key = format!("mailroom-job-{}", job.id);
     match app
         .store
@@ -408,7 +423,7 @@ async fn chat_post(
         .map_err(store_err)?
     {
         Some(thread) => {
-            chat.post_follow_up(&thread, &view, ticket.state.owner(), &key)
+            chat.post_follow_up(&thread, &view, ticket.state.owner(), &files, &key)
                 .await
         }
         None => {
@@ -432,7 +447,7 @@ async fn chat_post(
                 state: &ticket.state,
                 tags: ticket.tags.iter().map(|t| t.to_string()).collect(),
             };
-            let thread = chat.post_ticket(&room, &card, &view, &key).await?;
+            let thread = chat.post_ticket(&room, &card, &view, &files, &key).await?;
             app.store
                 .link_chat_thread(ticket_id, &thread)
                 .await

@@ -33,7 +33,7 @@ use matrix_sdk::{Client, RoomState};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{ChatError, ChatEvent, ChatPlatform, Member, TicketCard};
+use super::{ChatError, ChatEvent, ChatPlatform, FileUpload, Member, TicketCard};
 use crate::config::{MatrixAuth, MatrixSettings};
 use crate::domain::ids::Agent;
 use crate::domain::render::EmailView;
@@ -221,7 +221,7 @@ fn render_email(email: &EmailView, heading: &str) -> (String, String) {
     }
     if truncated {
         let note = format!(
-            "(truncated at {MAX_BODY_CHARS} characters; `mailroom tickets export` has the full mail)"
+            "(truncated at {MAX_BODY_CHARS} characters; the full text is attached in the thread)"
         );
         plain.push_str(&format!("{note}\n"));
         html.push_str(&format!("<p><em>{}</em></p>", escape_html(&note)));
@@ -398,6 +398,38 @@ impl MatrixChat {
         }
         let res = req.await.map_err(classify)?;
         Ok(res.response.event_id)
+    }
+
+    /// Uploads files into the thread of `root`. Each upload has its own
+    /// transaction id derived from the job's, so a retried job does not
+    /// upload twice.
+    async fn upload_into_thread(
+        &self,
+        room: &Room,
+        root: &OwnedEventId,
+        files: &[FileUpload],
+        key: &str,
+    ) -> Result<(), ChatError> {
+        use matrix_sdk::attachment::AttachmentConfig;
+        use matrix_sdk::room::reply::{EnforceThread, Reply};
+        use matrix_sdk::ruma::events::room::message::{AddMentions, ReplyWithinThread};
+        for (i, f) in files.iter().enumerate() {
+            let mime: mime::Mime = f
+                .content_type
+                .parse()
+                .unwrap_or(mime::APPLICATION_OCTET_STREAM);
+            let mut config =
+                AttachmentConfig::new().txn_id(OwnedTransactionId::from(format!("{key}-file-{i}")));
+            config.reply = Some(Reply {
+                event_id: root.clone(),
+                enforce_thread: EnforceThread::Threaded(ReplyWithinThread::No),
+                add_mentions: AddMentions::No,
+            });
+            room.send_attachment(f.name.clone(), &mime, f.data.clone(), config)
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
     }
 
     /// Joins configured rooms we are invited to, then syncs until `cancel`,
@@ -631,6 +663,23 @@ impl MatrixChat {
     }
 }
 
+/// The files to upload with a message: the attachments, plus the mail's full
+/// text when the message had to be truncated.
+fn with_full_text(email: &EmailView, files: &[FileUpload]) -> Vec<FileUpload> {
+    let mut all = files.to_vec();
+    if truncate_chars(&email.body, MAX_BODY_CHARS).1 {
+        all.insert(
+            0,
+            FileUpload {
+                name: "full-message.txt".into(),
+                content_type: "text/plain; charset=utf-8".into(),
+                data: email.full_text.as_bytes().to_vec(),
+            },
+        );
+    }
+    all
+}
+
 /// The state dir holds the access token and encryption keys: owner only.
 fn restrict_dir(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -648,11 +697,15 @@ impl ChatPlatform for MatrixChat {
         room: &str,
         card: &TicketCard<'_>,
         email: &EmailView,
+        files: &[FileUpload],
         idempotency_key: &str,
     ) -> Result<ChatThread, ChatError> {
         let r = self.room(room)?;
         let event_id = self
             .send(&r, root_content(card, email), Some(idempotency_key))
+            .await?;
+        let files = with_full_text(email, files);
+        self.upload_into_thread(&r, &event_id, &files, idempotency_key)
             .await?;
         Ok(ChatThread {
             platform: Platform::Matrix,
@@ -666,6 +719,7 @@ impl ChatPlatform for MatrixChat {
         thread: &ChatThread,
         email: &EmailView,
         owner: Option<&Agent>,
+        files: &[FileUpload],
         idempotency_key: &str,
     ) -> Result<(), ChatError> {
         let r = self.room(&thread.room)?;
@@ -682,7 +736,9 @@ impl ChatPlatform for MatrixChat {
         }
         self.send(&r, in_thread(content, &root), Some(idempotency_key))
             .await?;
-        Ok(())
+        let files = with_full_text(email, files);
+        self.upload_into_thread(&r, &root, &files, idempotency_key)
+            .await
     }
 
     async fn update_card(

@@ -43,6 +43,15 @@ pub struct TicketCard<'a> {
     pub tags: Vec<String>,
 }
 
+/// A file to upload into a thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileUpload {
+    pub name: String,
+    /// `type/subtype`.
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
 /// A joined member of a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -60,11 +69,14 @@ pub trait ChatPlatform: Send + Sync {
     /// Posts the root message of a new ticket's thread; returns where it lives.
     /// `idempotency_key` is stable per outbox job, so an adapter whose platform
     /// supports it (Matrix transaction ids) can make a retried post a no-op.
+    /// `files` are the email's attachments under the size cap, uploaded
+    /// into the thread; larger ones are only listed in the message.
     async fn post_ticket(
         &self,
         room: &str,
         card: &TicketCard<'_>,
         email: &EmailView,
+        files: &[FileUpload],
         idempotency_key: &str,
     ) -> Result<ChatThread, ChatError>;
 
@@ -74,6 +86,7 @@ pub trait ChatPlatform: Send + Sync {
         thread: &ChatThread,
         email: &EmailView,
         owner: Option<&Agent>,
+        files: &[FileUpload],
         idempotency_key: &str,
     ) -> Result<(), ChatError>;
 

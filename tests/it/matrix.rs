@@ -855,3 +855,55 @@ async fn a_burst_under_a_tight_rate_limit_all_posts_in_order() {
     assert_eq!(order, (0..N).collect::<Vec<_>>(), "posted in arrival order");
     run.stop().await;
 }
+
+#[tokio::test]
+async fn attachments_and_the_full_text_of_long_mail_go_into_the_thread() {
+    let w = World::new().await;
+    let run = w
+        .start(w.settings(1, "[chat]\nmax_attachment_mb = 1\n"))
+        .await;
+    let long_body = "All work and no play makes Jack a dull boy.\n".repeat(600);
+    let big = "A".repeat(1_500_000);
+    let raw = format!(
+        "From: Carol <{c}>\r\nTo: {s}\r\nSubject: With files\r\nMessage-ID: <files1@example.net>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{long_body}\r\n\
+--b1\r\nContent-Type: application/pdf; name=\"invoice.pdf\"\r\nContent-Disposition: attachment; filename=\"invoice.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfsj6IK\r\n\
+--b1\r\nContent-Type: application/octet-stream; name=\"huge.bin\"\r\nContent-Disposition: attachment; filename=\"huge.bin\"\r\n\r\n{big}\r\n--b1--\r\n",
+        c = w.customer.address,
+        s = w.support.address,
+    );
+    append(w.stack, &w.support, "INBOX", raw.as_bytes()).await;
+    let root = wait_event(&w.alice, &w.room, "the root", |e| {
+        sender(e) == w.bot.0 && body(e).contains("With files")
+    })
+    .await;
+    let root_id: OwnedEventId = root["event_id"].as_str().unwrap().parse().unwrap();
+    let text = body(&root);
+    assert!(
+        text.contains("truncated"),
+        "{}",
+        &text[text.len().saturating_sub(400)..]
+    );
+    assert!(
+        text.contains("📎 invoice.pdf (application/pdf") && text.contains("📎 huge.bin"),
+        "every attachment is listed"
+    );
+    let files = wait_for("the files in the thread", WAIT, || async {
+        let files: Vec<String> = w
+            .alice
+            .events(&w.room)
+            .await
+            .into_iter()
+            .filter(|e| in_thread_of(e, &root_id) && e["content"]["msgtype"] == "m.file")
+            .map(|e| body(&e).to_owned())
+            .collect();
+        (files.len() >= 2).then_some(files)
+    })
+    .await;
+    assert_eq!(
+        files,
+        vec!["full-message.txt", "invoice.pdf"],
+        "the big one is only listed"
+    );
+    run.stop().await;
+}
