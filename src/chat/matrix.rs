@@ -325,11 +325,9 @@ impl MatrixChat {
                             }
                         })?;
                 }
-                MatrixAuth::AccessToken(_) => {
-                    return Err(permanent(
-                        "matrix.access_token_env: log in with password_env once to create the device; \
-                         token-only start is not supported yet",
-                    ));
+                MatrixAuth::AccessToken(token) => {
+                    let session = token_session(settings, token.expose()).await?;
+                    client.restore_session(session).await.map_err(classify)?;
                 }
             }
             let session = client
@@ -661,6 +659,56 @@ impl MatrixChat {
             let _ = room.leave().await;
         }
     }
+}
+
+#[derive(serde::Deserialize)]
+struct WhoAmI {
+    user_id: String,
+    device_id: Option<String>,
+}
+
+/// A session for an existing access token: the homeserver says which user
+/// and device it belongs to, so the encryption store binds to that device.
+async fn token_session(settings: &MatrixSettings, token: &str) -> Result<MatrixSession, ChatError> {
+    let url = format!(
+        "{}/_matrix/client/v3/account/whoami",
+        settings.homeserver.trim_end_matches('/')
+    );
+    let resp = matrix_sdk::reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| transient(format!("matrix.homeserver: {e}")))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| transient(e.to_string()))?;
+    if !status.is_success() {
+        return Err(permanent(format!(
+            "matrix.access_token_env: the homeserver refused the token ({status})"
+        )));
+    }
+    let who: WhoAmI = serde_json::from_str(&text).map_err(|e| permanent(format!("whoami: {e}")))?;
+    if who.user_id != settings.user_id {
+        return Err(permanent(format!(
+            "matrix.access_token_env: the token belongs to {}, not matrix.user_id {}",
+            who.user_id, settings.user_id
+        )));
+    }
+    let device_id = who.device_id.ok_or_else(|| {
+        permanent(
+            "matrix.access_token_env: the token has no device (use a token from a device login)",
+        )
+    })?;
+    Ok(MatrixSession {
+        meta: matrix_sdk::SessionMeta {
+            user_id: OwnedUserId::try_from(who.user_id).map_err(|e| permanent(e.to_string()))?,
+            device_id: device_id.into(),
+        },
+        tokens: matrix_sdk::SessionTokens {
+            access_token: token.to_owned(),
+            refresh_token: None,
+        },
+    })
 }
 
 /// The files to upload with a message: the attachments, plus the mail's full

@@ -257,6 +257,10 @@ impl World {
     }
 
     fn settings(&self, undo_secs: u64, extra: &str) -> Settings {
+        self.parse(&self.settings_text(undo_secs, extra))
+    }
+
+    fn settings_text(&self, undo_secs: u64, extra: &str) -> String {
         let text = format!(
             r#"
 [database]
@@ -307,8 +311,12 @@ templates_dir = "{templates}"
             state = self.state_dir.path().display(),
             templates = self.stack.repo.join("bot-config/templates").display(),
         );
+        text
+    }
+
+    fn parse(&self, text: &str) -> Settings {
         let bot_pw = self.bot.1.clone();
-        Settings::parse(&text, &move |k| {
+        Settings::parse(text, &move |k| {
             (k == "BOT_PASSWORD").then(|| bot_pw.clone())
         })
         .unwrap_or_else(|p| panic!("test config invalid: {p:?}"))
@@ -701,8 +709,9 @@ async fn a_restart_keeps_the_device_and_posts_nothing_twice() {
         &std::fs::read_to_string(w.state_dir.path().join("session.json")).unwrap(),
     )
     .unwrap();
+    assert!(device["device_id"].is_string(), "{device}");
     assert_eq!(
-        device["meta"]["device_id"], session2["meta"]["device_id"],
+        device["device_id"], session2["device_id"],
         "same device after a restart"
     );
     let roots = w
@@ -904,6 +913,120 @@ Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text
         files,
         vec!["full-message.txt", "invoice.pdf"],
         "the big one is only listed"
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_mid_flow_loses_and_duplicates_nothing() {
+    let w = World::new().await;
+    let settings = w.settings(1, "");
+    const N: usize = 12;
+    for i in 0..N {
+        append(
+            w.stack,
+            &w.support,
+            "INBOX",
+            &customer_mail(
+                &w.customer.address,
+                &w.support.address,
+                &format!("mid{i}@example.net"),
+                &format!("Midflow {i:02}"),
+                "x",
+                None,
+            ),
+        )
+        .await;
+    }
+    let run = w.start(settings.clone()).await;
+    // Stop as soon as posting has begun: some roots are out, others queued.
+    wait_event(&w.alice, &w.room, "the first root", |e| {
+        sender(e) == w.bot.0 && body(e).contains("Midflow")
+    })
+    .await;
+    run.stop().await;
+    let run = w.start(settings).await;
+    let roots = wait_for("every root after the restart", WAIT, || async {
+        let roots: Vec<String> = w
+            .alice
+            .events(&w.room)
+            .await
+            .into_iter()
+            .filter(|e| sender(e) == w.bot.0 && body(e).starts_with("📨"))
+            .map(|e| body(&e).to_owned())
+            .collect();
+        (roots.len() >= N).then_some(roots)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = w
+        .alice
+        .events(&w.room)
+        .await
+        .into_iter()
+        .filter(|e| sender(e) == w.bot.0 && body(e).starts_with("📨"))
+        .count();
+    assert_eq!(
+        (roots.len(), again),
+        (N, N),
+        "each email posted exactly once"
+    );
+    let order: Vec<usize> = roots
+        .iter()
+        .filter_map(|b| {
+            b.split("Midflow ")
+                .nth(1)
+                .and_then(|r| r.get(..2))
+                .and_then(|n| n.parse().ok())
+        })
+        .collect();
+    assert_eq!(order, (0..N).collect::<Vec<_>>());
+    assert_eq!(
+        run.store
+            .list_tickets(&TicketFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        N
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn the_bot_can_run_from_an_access_token() {
+    let w = World::new().await;
+    // A device created elsewhere (say, by an admin), handed over as a token.
+    let device = Client::builder()
+        .homeserver_url(&Synapse::get().url)
+        .build()
+        .await
+        .unwrap();
+    device
+        .matrix_auth()
+        .login_username(&w.bot.0, &w.bot.1)
+        .initial_device_display_name("mailroom")
+        .send()
+        .await
+        .unwrap();
+    let token = device.access_token().expect("token");
+    let device_id = device.device_id().expect("device").to_string();
+    drop(device);
+    let text = w.settings_text(1, "").replace(
+        "password_env = \"BOT_PASSWORD\"",
+        "access_token_env = \"BOT_TOKEN\"",
+    );
+    let settings =
+        Settings::parse(&text, &move |k| (k == "BOT_TOKEN").then(|| token.clone())).unwrap();
+    let run = w.start(settings).await;
+    w.email("token1@example.net", "Token login", "Hi").await;
+    let session: Value = serde_json::from_str(
+        &std::fs::read_to_string(w.state_dir.path().join("session.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        session["device_id"],
+        device_id.as_str(),
+        "the token's own device is used: {session}"
     );
     run.stop().await;
 }
