@@ -1030,3 +1030,187 @@ async fn the_bot_can_run_from_an_access_token() {
     );
     run.stop().await;
 }
+
+#[tokio::test]
+async fn reactions_and_commands_drive_the_ticket_and_answer_clearly() {
+    let w = World::new().await;
+    let run = w.start(w.settings(0, "")).await;
+    let root = w
+        .email("cmd1@example.net", "Commands", "Testing commands.")
+        .await;
+    let alice_id = w.alice.user_id.to_string();
+    let store = run.store.clone();
+    let state = || {
+        let store = store.clone();
+        async move { ticket_state(store.as_ref()).await }
+    };
+
+    // Claim by reaction, unclaim by redacting that reaction.
+    let reaction = w.alice.react(&w.room, &root, "👀").await;
+    wait_for("claimed", WAIT, || async {
+        (state().await.status() == Status::Claimed).then_some(())
+    })
+    .await;
+    w.alice
+        .room(&w.room)
+        .redact(&reaction, None, None)
+        .await
+        .expect("redact");
+    wait_for("unclaimed by redaction", WAIT, || async {
+        (state().await == TicketState::Open).then_some(())
+    })
+    .await;
+
+    // The pending emoji, then a command reopening it.
+    w.alice.react(&w.room, &root, "⏳").await;
+    wait_for("pending", WAIT, || async {
+        (state().await.status() == Status::Pending).then_some(())
+    })
+    .await;
+    w.alice.say_in_thread(&w.room, &root, "!reopen").await;
+    wait_for("reopened", WAIT, || async {
+        (state().await == TicketState::Open).then_some(())
+    })
+    .await;
+
+    // Assign, tags, history, help; a bad command gets its usage; unknown !words are talk.
+    w.alice
+        .say_in_thread(&w.room, &root, &format!("!assign {}", w.bob.user_id))
+        .await;
+    let bob_id = w.bob.user_id.to_string();
+    wait_for("assigned to bob", WAIT, || async {
+        matches!(state().await, TicketState::Claimed { by } if by.as_str() == bob_id).then_some(())
+    })
+    .await;
+    w.alice
+        .say_in_thread(&w.room, &root, "!tag vip billing")
+        .await;
+    w.alice.say_in_thread(&w.room, &root, "!assign").await;
+    wait_event(&w.alice, &w.room, "the usage answer", |e| {
+        in_thread_of(e, &root) && body(e).contains("Usage: !assign")
+    })
+    .await;
+    w.alice
+        .say_in_thread(&w.room, &root, "!important: internal remark")
+        .await;
+    w.alice.say_in_thread(&w.room, &root, "!history").await;
+    let history = wait_event(&w.alice, &w.room, "the history", |e| {
+        in_thread_of(e, &root) && body(e).starts_with("History of #1")
+    })
+    .await;
+    for needle in [
+        "created", "claim", "unclaim", "pending", "reopen", "assign", "tag vip",
+    ] {
+        assert!(
+            body(&history).contains(needle),
+            "{needle} not in {}",
+            body(&history)
+        );
+    }
+    w.alice.say_in_thread(&w.room, &root, "!help").await;
+    wait_event(&w.alice, &w.room, "the help", |e| {
+        in_thread_of(e, &root) && body(e).contains("!undo")
+    })
+    .await;
+    let t = run
+        .store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        t.tags.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+        vec!["billing", "vip"]
+    );
+    let notices = w
+        .alice
+        .events(&w.room)
+        .await
+        .into_iter()
+        .filter(|e| sender(e) == w.bot.0 && body(e).contains("important"))
+        .count();
+    assert_eq!(notices, 0, "unknown !words are internal talk, not errors");
+
+    // A template reply (bob owns the ticket now, so alice must force it).
+    w.bob
+        .say_in_thread(&w.room, &root, "!template refund name=Carol")
+        .await;
+    wait_event(&w.alice, &w.room, "the missing-variable answer", |e| {
+        in_thread_of(e, &root) && body(e).contains("needs amount")
+    })
+    .await;
+    w.bob
+        .say_in_thread(
+            &w.room,
+            &root,
+            "!template refund name=Carol amount=\"42 EUR\"",
+        )
+        .await;
+    let got = wait_for("the template reply", WAIT, || async {
+        let m = fetch_all(w.stack, &w.customer, "INBOX").await;
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    let text = parse_email(&got[0].raw).text;
+    assert!(
+        text.contains("Hello Carol") && text.contains("refunded 42 EUR"),
+        "{text}"
+    );
+
+    // Room-level commands answer in the room.
+    let mut content = RoomMessageEventContent::text_plain("!mailroom list");
+    content.relates_to = None;
+    w.alice.room(&w.room).send(content).await.unwrap();
+    wait_event(&w.alice, &w.room, "the list", |e| {
+        sender(e) == w.bot.0
+            && e["content"]["m.relates_to"].is_null()
+            && body(e).contains("#1")
+            && body(e).contains("Commands")
+    })
+    .await;
+    w.alice
+        .room(&w.room)
+        .send(RoomMessageEventContent::text_plain("!mailroom show 1"))
+        .await
+        .unwrap();
+    wait_event(&w.alice, &w.room, "the show", |e| {
+        sender(e) == w.bot.0
+            && e["content"]["m.relates_to"].is_null()
+            && body(e).contains("Customer:")
+    })
+    .await;
+    let _ = alice_id;
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn invites_to_rooms_that_are_not_configured_are_declined() {
+    let w = World::new().await;
+    let run = w.start(w.settings(1, "")).await;
+    w.email("inv1@example.net", "Invites", "Hi").await;
+    let other = w
+        .alice
+        .create_room(&[&w.bot.0], false)
+        .await
+        .room_id()
+        .to_owned();
+    let bot: OwnedUserId = w.bot.0.parse().unwrap();
+    wait_for("the bot to decline", WAIT, || async {
+        w.alice
+            .client
+            .sync_once(SyncSettings::default().timeout(Duration::from_millis(200)))
+            .await
+            .ok()?;
+        let member = w
+            .alice
+            .room(&other)
+            .get_member_no_sync(&bot)
+            .await
+            .ok()
+            .flatten()?;
+        (*member.membership() == matrix_sdk::ruma::events::room::member::MembershipState::Leave)
+            .then_some(())
+    })
+    .await;
+    run.stop().await;
+}
