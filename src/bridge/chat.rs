@@ -17,6 +17,7 @@ use crate::chat::{ChatEvent, Member};
 use crate::domain::command::{ListFilter, Parsed, RoomCommand, ThreadCommand, help_text, parse};
 use crate::domain::email::Direction;
 use crate::domain::ids::{Actor, Agent, TicketId};
+use crate::domain::outbound::OutboundAttachment;
 use crate::domain::ticket::{Refusal, Status, TicketEvent};
 use crate::store::{Applied, ChatThread, EmailState, JobSpec, StoreError, TicketFilter};
 
@@ -179,6 +180,23 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
                 }
             }
         }
+        ChatEvent::ThreadFile {
+            thread,
+            agent,
+            file,
+            event_ref,
+        } => {
+            let known = app
+                .store
+                .ticket_by_thread(thread.platform, &thread.room, &thread.thread_ref)
+                .await?;
+            if known.is_some() {
+                app.store
+                    .record_chat_file(&thread, &event_ref, &agent, &file, now_ms())
+                    .await?;
+            }
+            Ok(())
+        }
         ChatEvent::RoomMessage {
             platform,
             room,
@@ -263,13 +281,23 @@ async fn thread_command(
             force,
             attach,
         } => {
-            if attach {
-                return tell(app, ticket, thread, "⚠️ !reply --attach is not available yet: attach files with `mailroom tickets reply --attach`.").await;
-            }
-            reply(app, ticket, thread, agent, member, text, force).await
+            let files = if attach {
+                match thread_files(app, ticket, thread).await? {
+                    Ok(files) if files.is_empty() => {
+                        return tell(app, ticket, thread, "⚠️ !reply --attach: no files were posted in this thread since the last reply.").await;
+                    }
+                    Ok(files) => files,
+                    Err(e) => {
+                        return tell(app, ticket, thread, format!("⚠️ !reply --attach: {e}")).await;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            reply(app, ticket, thread, agent, member, text, force, files).await
         }
         ThreadCommand::Template { name, vars } => match render_template(app, &name, &vars) {
-            Ok(text) => reply(app, ticket, thread, agent, member, text, false).await,
+            Ok(text) => reply(app, ticket, thread, agent, member, text, false, Vec::new()).await,
             Err(e) => tell(app, ticket, thread, format!("⚠️ {e}")).await,
         },
         ThreadCommand::Undo => {
@@ -374,7 +402,39 @@ async fn thread_command(
     }
 }
 
+/// The files posted in the thread since the ticket's last reply, downloaded.
+async fn thread_files(
+    app: &App,
+    ticket: TicketId,
+    thread: &ChatThread,
+) -> Result<Result<Vec<OutboundAttachment>, String>, StoreError> {
+    let emails = app.store.emails(ticket).await?;
+    let since = emails
+        .iter()
+        .filter(|e| e.direction == Direction::Outbound && e.state != EmailState::Cancelled)
+        .map(|e| e.stored_at_ms + 1)
+        .max()
+        .unwrap_or(0);
+    let shared = app.store.chat_files(thread, since).await?;
+    let Some(chat) = app.chats.get(&thread.platform) else {
+        return Ok(Err("chat platform not connected".into()));
+    };
+    let mut out = Vec::new();
+    for f in shared {
+        match chat.download(&f).await {
+            Ok(data) => out.push(OutboundAttachment {
+                name: f.name.replace(['/', '\\'], "_"),
+                content_type: f.content_type,
+                data,
+            }),
+            Err(e) => return Ok(Err(format!("could not fetch {}: {e}", f.name))),
+        }
+    }
+    Ok(Ok(out))
+}
+
 /// `!reply`: the guards, then the foundation's reply flow with the undo window.
+#[allow(clippy::too_many_arguments)]
 async fn reply(
     app: &App,
     ticket: TicketId,
@@ -383,6 +443,7 @@ async fn reply(
     member: &Member,
     text: String,
     force: bool,
+    attachments: Vec<OutboundAttachment>,
 ) -> Result<(), StoreError> {
     let Some(record) = app.store.ticket(ticket).await? else {
         return Ok(());
@@ -432,7 +493,7 @@ async fn reply(
         agent: agent.clone(),
         agent_name: member.display_name.clone(),
         body_markdown: text,
-        attachments: Vec::new(),
+        attachments,
         undo_window: undo,
     };
     match queue_reply(app, req).await {

@@ -33,7 +33,7 @@ use matrix_sdk::{Client, RoomState};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{ChatError, ChatEvent, ChatPlatform, FileUpload, Member, TicketCard};
+use super::{ChatError, ChatEvent, ChatPlatform, FileUpload, Member, SharedFile, TicketCard};
 use crate::config::{MatrixAuth, MatrixSettings};
 use crate::domain::ids::Agent;
 use crate::domain::render::EmailView;
@@ -539,10 +539,25 @@ impl MatrixChat {
         if ev.sender == self.own_user || !self.is_ours(room.room_id()) {
             return;
         }
-        let MessageType::Text(text) = &ev.content.msgtype else {
+        let Some(agent) = Self::agent(&ev.sender) else {
             return;
         };
-        let Some(agent) = Self::agent(&ev.sender) else {
+        if let Some(file) = shared_file(&ev.content.msgtype) {
+            if let Some(Relation::Thread(thread)) = &ev.content.relates_to {
+                let _ = tx.send(ChatEvent::ThreadFile {
+                    thread: ChatThread {
+                        platform: Platform::Matrix,
+                        room: room.room_id().to_string(),
+                        thread_ref: thread.event_id.to_string(),
+                    },
+                    agent,
+                    file,
+                    event_ref: ev.event_id.to_string(),
+                });
+            }
+            return;
+        }
+        let MessageType::Text(text) = &ev.content.msgtype else {
             return;
         };
         let event = match &ev.content.relates_to {
@@ -728,6 +743,55 @@ fn with_full_text(email: &EmailView, files: &[FileUpload]) -> Vec<FileUpload> {
     all
 }
 
+/// A file, image, video or audio message as a [`SharedFile`]; its source
+/// (plain or encrypted media) is kept as JSON for [`ChatPlatform::download`].
+fn shared_file(msg: &MessageType) -> Option<SharedFile> {
+    use matrix_sdk::ruma::events::room::MediaSource;
+    let (body, filename, source, mimetype, size): (
+        &str,
+        Option<&str>,
+        &MediaSource,
+        Option<&str>,
+        Option<u64>,
+    ) = match msg {
+        MessageType::File(c) => (
+            &c.body,
+            c.filename.as_deref(),
+            &c.source,
+            c.info.as_ref().and_then(|i| i.mimetype.as_deref()),
+            c.info.as_ref().and_then(|i| i.size).map(u64::from),
+        ),
+        MessageType::Image(c) => (
+            &c.body,
+            c.filename.as_deref(),
+            &c.source,
+            c.info.as_ref().and_then(|i| i.mimetype.as_deref()),
+            c.info.as_ref().and_then(|i| i.size).map(u64::from),
+        ),
+        MessageType::Video(c) => (
+            &c.body,
+            c.filename.as_deref(),
+            &c.source,
+            c.info.as_ref().and_then(|i| i.mimetype.as_deref()),
+            c.info.as_ref().and_then(|i| i.size).map(u64::from),
+        ),
+        MessageType::Audio(c) => (
+            &c.body,
+            c.filename.as_deref(),
+            &c.source,
+            c.info.as_ref().and_then(|i| i.mimetype.as_deref()),
+            c.info.as_ref().and_then(|i| i.size).map(u64::from),
+        ),
+        _ => return None,
+    };
+    Some(SharedFile {
+        name: filename.unwrap_or(body).to_owned(),
+        content_type: mimetype.unwrap_or("application/octet-stream").to_owned(),
+        size: size.unwrap_or(0),
+        source: serde_json::to_string(source).ok()?,
+    })
+}
+
 /// The state dir holds the access token and encryption keys: owner only.
 fn restrict_dir(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -824,6 +888,24 @@ impl ChatPlatform for MatrixChat {
         let content = RoomMessageEventContent::notice_html(text, text_block(text));
         self.send(&r, content, None).await?;
         Ok(())
+    }
+
+    async fn download(&self, file: &SharedFile) -> Result<Vec<u8>, ChatError> {
+        use matrix_sdk::media::{MediaFormat, MediaRequestParameters};
+        use matrix_sdk::ruma::events::room::MediaSource;
+        let source: MediaSource = serde_json::from_str(&file.source)
+            .map_err(|e| permanent(format!("file {}: bad media source: {e}", file.name)))?;
+        self.client
+            .media()
+            .get_media_content(
+                &MediaRequestParameters {
+                    source,
+                    format: MediaFormat::File,
+                },
+                false,
+            )
+            .await
+            .map_err(classify)
     }
 
     async fn member(&self, room: &str, agent: &Agent) -> Result<Option<Member>, ChatError> {

@@ -52,6 +52,16 @@ pub struct FileUpload {
     pub data: Vec<u8>,
 }
 
+/// A file a teammate shared in chat, not yet downloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFile {
+    pub name: String,
+    pub content_type: String,
+    pub size: u64,
+    /// The platform's handle to download it (see [`ChatPlatform::download`]).
+    pub source: String,
+}
+
 /// A joined member of a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -111,6 +121,9 @@ pub trait ChatPlatform: Send + Sync {
     /// room-level commands).
     async fn room_notice(&self, room: &str, text: &str) -> Result<(), ChatError>;
 
+    /// Downloads a file shared in chat (decrypting it if it was encrypted).
+    async fn download(&self, file: &SharedFile) -> Result<Vec<u8>, ChatError>;
+
     /// The member as the room knows them, or `None` if they have not joined it.
     async fn member(&self, room: &str, agent: &Agent) -> Result<Option<Member>, ChatError>;
 }
@@ -134,6 +147,13 @@ pub enum ChatEvent {
         text: String,
         event_ref: String,
     },
+    /// A file posted in a ticket's thread (for `!reply --attach`).
+    ThreadFile {
+        thread: ChatThread,
+        agent: Agent,
+        file: SharedFile,
+        event_ref: String,
+    },
     /// A message in the room outside any ticket thread.
     RoomMessage {
         platform: Platform,
@@ -147,9 +167,9 @@ pub enum ChatEvent {
 impl ChatEvent {
     pub fn platform(&self) -> Platform {
         match self {
-            ChatEvent::Reaction { thread, .. } | ChatEvent::ThreadMessage { thread, .. } => {
-                thread.platform
-            }
+            ChatEvent::Reaction { thread, .. }
+            | ChatEvent::ThreadMessage { thread, .. }
+            | ChatEvent::ThreadFile { thread, .. } => thread.platform,
             ChatEvent::RoomMessage { platform, .. } => *platform,
         }
     }
@@ -158,6 +178,7 @@ impl ChatEvent {
         match self {
             ChatEvent::Reaction { event_ref, .. }
             | ChatEvent::ThreadMessage { event_ref, .. }
+            | ChatEvent::ThreadFile { event_ref, .. }
             | ChatEvent::RoomMessage { event_ref, .. } => event_ref,
         }
     }

@@ -541,6 +541,21 @@ pub trait TicketStore: Send + Sync {
         event_ref: &str,
         now_ms: i64,
     ) -> StoreResult<bool>;
+    /// Remembers a file posted in a ticket's thread.
+    async fn record_chat_file(
+        &self,
+        thread: &ChatThread,
+        event_ref: &str,
+        agent: &Agent,
+        file: &crate::chat::SharedFile,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// Files posted in a thread at or after `since_ms`, oldest first.
+    async fn chat_files(
+        &self,
+        thread: &ChatThread,
+        since_ms: i64,
+    ) -> StoreResult<Vec<crate::chat::SharedFile>>;
     /// The ticket whose thread root is `thread_ref` in `room`.
     async fn ticket_by_thread(
         &self,

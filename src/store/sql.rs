@@ -1217,6 +1217,60 @@ impl TicketStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn record_chat_file(
+        &self,
+        thread: &ChatThread,
+        event_ref: &str,
+        agent: &Agent,
+        file: &crate::chat::SharedFile,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO chat_files (platform, room, thread_ref, event_ref, agent, name, content_type, size, source, posted_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (platform, event_ref) DO NOTHING",
+        )
+        .bind(thread.platform.as_str())
+        .bind(&thread.room)
+        .bind(&thread.thread_ref)
+        .bind(event_ref)
+        .bind(agent.as_str())
+        .bind(&file.name)
+        .bind(&file.content_type)
+        .bind(file.size.min(i64::MAX as u64) as i64)
+        .bind(&file.source)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn chat_files(
+        &self,
+        thread: &ChatThread,
+        since_ms: i64,
+    ) -> StoreResult<Vec<crate::chat::SharedFile>> {
+        let rows = sqlx::query(
+            "SELECT name, content_type, size, source FROM chat_files \
+             WHERE platform = $1 AND room = $2 AND thread_ref = $3 AND posted_at >= $4 ORDER BY posted_at, event_ref",
+        )
+        .bind(thread.platform.as_str())
+        .bind(&thread.room)
+        .bind(&thread.thread_ref)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::chat::SharedFile {
+                    name: r.try_get("name")?,
+                    content_type: r.try_get("content_type")?,
+                    size: r.try_get::<i64, _>("size")?.max(0) as u64,
+                    source: r.try_get("source")?,
+                })
+            })
+            .collect()
+    }
+
     async fn ticket_by_thread(
         &self,
         platform: Platform,

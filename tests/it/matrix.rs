@@ -1214,3 +1214,69 @@ async fn invites_to_rooms_that_are_not_configured_are_declined() {
     .await;
     run.stop().await;
 }
+
+#[tokio::test]
+async fn reply_attach_sends_the_files_posted_in_the_thread() {
+    use matrix_sdk::attachment::AttachmentConfig;
+    use matrix_sdk::room::reply::{EnforceThread, Reply};
+    use matrix_sdk::ruma::events::room::message::{AddMentions, ReplyWithinThread};
+    let w = World::new().await;
+    let run = w.start(w.settings(0, "")).await;
+    let root = w
+        .email("att1@example.net", "Need the form", "Please send the form.")
+        .await;
+    w.alice.react(&w.room, &root, "🙋").await;
+    let mut config = AttachmentConfig::new();
+    config.reply = Some(Reply {
+        event_id: root.clone(),
+        enforce_thread: EnforceThread::Threaded(ReplyWithinThread::No),
+        add_mentions: AddMentions::No,
+    });
+    w.alice
+        .room(&w.room)
+        .send_attachment(
+            "form.pdf",
+            &"application/pdf".parse().unwrap(),
+            b"%PDF-1.4 the form".to_vec(),
+            config,
+        )
+        .await
+        .expect("upload");
+    // Give the bot a moment to see the file before the command.
+    let store = run.store.clone();
+    let thread = mailroom::store::ChatThread {
+        platform: mailroom::store::Platform::Matrix,
+        room: w.room.to_string(),
+        thread_ref: root.to_string(),
+    };
+    wait_for("the file recorded", WAIT, || {
+        let store = store.clone();
+        let thread = thread.clone();
+        async move { (!store.chat_files(&thread, 0).await.unwrap().is_empty()).then_some(()) }
+    })
+    .await;
+    w.alice
+        .say_in_thread(&w.room, &root, "!reply --attach Here is the form.")
+        .await;
+    let got = wait_for("the reply with the file", WAIT, || async {
+        let m = fetch_all(w.stack, &w.customer, "INBOX").await;
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    let mail = parse_email(&got[0].raw);
+    assert_eq!(mail.attachments.len(), 1, "{:?}", mail.attachments);
+    assert_eq!(mail.attachments[0].name, "form.pdf");
+    assert_eq!(
+        mailroom::mail::parse::attachment_bytes(&got[0].raw, 0).unwrap(),
+        b"%PDF-1.4 the form"
+    );
+    // Nothing new since that reply: a second --attach is refused.
+    w.alice
+        .say_in_thread(&w.room, &root, "!reply --attach again")
+        .await;
+    wait_event(&w.alice, &w.room, "the refusal", |e| {
+        in_thread_of(e, &root) && body(e).contains("no files were posted")
+    })
+    .await;
+    run.stop().await;
+}
