@@ -9,7 +9,11 @@ fn main() {
     let cli = Cli::parse();
     // The daemon logs its work; one-shot commands only say what went wrong.
     let default_filter = match cli.command {
-        mailroom::cli::Command::Run => "info,sqlx=warn",
+        // matrix-sdk narrates every sync at info, warns about key backups
+        // mailroom does not use, and logs expected 404s at error.
+        mailroom::cli::Command::Run => {
+            "info,sqlx=warn,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=error,matrix_sdk::http_client=off"
+        }
         _ => "warn",
     };
     tracing_subscriber::fmt()
