@@ -22,7 +22,7 @@ use super::{App, now_ms};
 use crate::chat::{ChatError, FileUpload, TicketCard};
 use crate::mail::parse::{attachment_bytes, parse_email};
 use crate::mail::smtp::SendError;
-use crate::store::{EmailState, Job, JobOutcome, JobSpec, Platform, StoreError};
+use crate::store::{EmailState, Job, JobOutcome, JobSpec, Platform, StoreError, TicketRecord};
 
 /// What one step of the worker did (for tests and logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,12 +376,12 @@ fn store_err(e: StoreError) -> ChatError {
     }
 }
 
-async fn chat_post(
-    app: &App,
+/// The platform and the ticket a chat job is about.
+async fn chat_target<'a>(
+    app: &'a App,
     job: &Job,
     platform: Platform,
-    email_id: i64,
-) -> Result<(), ChatError> {
+) -> Result<(&'a Arc<dyn crate::chat::ChatPlatform>, TicketRecord), ChatError> {
     let chat = app
         .chats
         .get(&platform)
@@ -393,6 +393,30 @@ async fn chat_post(
         .await
         .map_err(store_err)?
         .ok_or_else(|| missing("ticket is gone"))?;
+    Ok((chat, ticket))
+}
+
+/// What a ticket's root message shows of it.
+fn card<'a>(app: &'a App, ticket: &'a TicketRecord) -> Result<TicketCard<'a>, ChatError> {
+    let mailbox = app
+        .mailbox(&ticket.mailbox)
+        .ok_or_else(|| missing("mailbox is not configured"))?;
+    Ok(TicketCard {
+        ticket: ticket.id,
+        mailbox_display_name: &mailbox.settings.display_name,
+        state: &ticket.state,
+        tags: ticket.tags.iter().map(|t| t.to_string()).collect(),
+    })
+}
+
+async fn chat_post(
+    app: &App,
+    job: &Job,
+    platform: Platform,
+    email_id: i64,
+) -> Result<(), ChatError> {
+    let (chat, ticket) = chat_target(app, job, platform).await?;
+    let ticket_id = ticket.id;
     let raw = app
         .store
         .raw_email(email_id)
@@ -441,13 +465,9 @@ async fn chat_post(
                     platform.as_str()
                 ))
             })?;
-            let card = TicketCard {
-                ticket: ticket_id,
-                mailbox_display_name: &mailbox.settings.display_name,
-                state: &ticket.state,
-                tags: ticket.tags.iter().map(|t| t.to_string()).collect(),
-            };
-            let thread = chat.post_ticket(&room, &card, &view, &files, &key).await?;
+            let thread = chat
+                .post_ticket(&room, &card(app, &ticket)?, &view, &files, &key)
+                .await?;
             app.store
                 .link_chat_thread(ticket_id, &thread)
                 .await
@@ -457,17 +477,8 @@ async fn chat_post(
 }
 
 async fn chat_status(app: &App, job: &Job, platform: Platform) -> Result<(), ChatError> {
-    let chat = app
-        .chats
-        .get(&platform)
-        .ok_or_else(|| missing(format!("{} is not configured", platform.as_str())))?;
-    let ticket_id = job.ticket.ok_or_else(|| missing("job has no ticket"))?;
-    let ticket = app
-        .store
-        .ticket(ticket_id)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| missing("ticket is gone"))?;
+    let (chat, ticket) = chat_target(app, job, platform).await?;
+    let ticket_id = ticket.id;
     let Some(thread) = app
         .store
         .chat_thread(ticket_id, platform)
@@ -476,15 +487,6 @@ async fn chat_status(app: &App, job: &Job, platform: Platform) -> Result<(), Cha
     else {
         // The root is not posted yet: it will show the current status when it is.
         return Ok(());
-    };
-    let mailbox = app
-        .mailbox(&ticket.mailbox)
-        .ok_or_else(|| missing("mailbox is not configured"))?;
-    let card = TicketCard {
-        ticket: ticket_id,
-        mailbox_display_name: &mailbox.settings.display_name,
-        state: &ticket.state,
-        tags: ticket.tags.iter().map(|t| t.to_string()).collect(),
     };
     // The root shows the ticket's first email; the edit must carry all of it.
     let emails = app.store.emails(ticket_id).await.map_err(store_err)?;
@@ -498,7 +500,7 @@ async fn chat_status(app: &App, job: &Job, platform: Platform) -> Result<(), Cha
         .await
         .map_err(store_err)?
         .ok_or_else(|| missing("email is gone"))?;
-    chat.update_card(&thread, &card, &parse_email(&raw).view())
+    chat.update_card(&thread, &card(app, &ticket)?, &parse_email(&raw).view())
         .await
 }
 

@@ -746,42 +746,23 @@ fn with_full_text(email: &EmailView, files: &[FileUpload]) -> Vec<FileUpload> {
 /// A file, image, video or audio message as a [`SharedFile`]; its source
 /// (plain or encrypted media) is kept as JSON for [`ChatPlatform::download`].
 fn shared_file(msg: &MessageType) -> Option<SharedFile> {
-    use matrix_sdk::ruma::events::room::MediaSource;
-    let (body, filename, source, mimetype, size): (
-        &str,
-        Option<&str>,
-        &MediaSource,
-        Option<&str>,
-        Option<u64>,
-    ) = match msg {
-        MessageType::File(c) => (
-            &c.body,
-            c.filename.as_deref(),
-            &c.source,
-            c.info.as_ref().and_then(|i| i.mimetype.as_deref()),
-            c.info.as_ref().and_then(|i| i.size).map(u64::from),
-        ),
-        MessageType::Image(c) => (
-            &c.body,
-            c.filename.as_deref(),
-            &c.source,
-            c.info.as_ref().and_then(|i| i.mimetype.as_deref()),
-            c.info.as_ref().and_then(|i| i.size).map(u64::from),
-        ),
-        MessageType::Video(c) => (
-            &c.body,
-            c.filename.as_deref(),
-            &c.source,
-            c.info.as_ref().and_then(|i| i.mimetype.as_deref()),
-            c.info.as_ref().and_then(|i| i.size).map(u64::from),
-        ),
-        MessageType::Audio(c) => (
-            &c.body,
-            c.filename.as_deref(),
-            &c.source,
-            c.info.as_ref().and_then(|i| i.mimetype.as_deref()),
-            c.info.as_ref().and_then(|i| i.size).map(u64::from),
-        ),
+    // The four media contents have the same fields under different types.
+    macro_rules! media {
+        ($c:expr) => {
+            (
+                $c.body.as_str(),
+                $c.filename.as_deref(),
+                &$c.source,
+                $c.info.as_ref().and_then(|i| i.mimetype.as_deref()),
+                $c.info.as_ref().and_then(|i| i.size).map(u64::from),
+            )
+        };
+    }
+    let (body, filename, source, mimetype, size) = match msg {
+        MessageType::File(c) => media!(c),
+        MessageType::Image(c) => media!(c),
+        MessageType::Video(c) => media!(c),
+        MessageType::Audio(c) => media!(c),
         _ => return None,
     };
     Some(SharedFile {

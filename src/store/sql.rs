@@ -165,15 +165,7 @@ fn corrupt(table: &'static str, reason: impl ToString) -> StoreError {
 }
 
 fn ticket_from_row(row: &AnyRow, tags: BTreeSet<Tag>) -> StoreResult<TicketRecord> {
-    let status: String = row.try_get("status")?;
-    let owner: Option<String> = row.try_get("owner")?;
-    let status =
-        Status::parse(&status).ok_or_else(|| corrupt("tickets", format!("status {status:?}")))?;
-    let owner = owner
-        .map(|o| Agent::parse(&o))
-        .transpose()
-        .map_err(|e| corrupt("tickets", e))?;
-    let state = TicketState::from_parts(status, owner).map_err(|e| corrupt("tickets", e))?;
+    let state = state_from_row(row)?;
     Ok(TicketRecord {
         id: TicketId::new(row.try_get("id")?),
         mailbox: MailboxName::parse(&row.try_get::<String, _>("mailbox")?)
@@ -189,6 +181,19 @@ fn ticket_from_row(row: &AnyRow, tags: BTreeSet<Tag>) -> StoreResult<TicketRecor
         updated_at_ms: row.try_get("updated_at")?,
         last_customer_at_ms: row.try_get("last_customer_at")?,
     })
+}
+
+/// A ticket's state from its `status` and `owner` columns.
+fn state_from_row(row: &AnyRow) -> StoreResult<TicketState> {
+    let status: String = row.try_get("status")?;
+    let owner: Option<String> = row.try_get("owner")?;
+    let status =
+        Status::parse(&status).ok_or_else(|| corrupt("tickets", format!("status {status:?}")))?;
+    let owner = owner
+        .map(|o| Agent::parse(&o))
+        .transpose()
+        .map_err(|e| corrupt("tickets", e))?;
+    TicketState::from_parts(status, owner).map_err(|e| corrupt("tickets", e))
 }
 
 const EMAIL_COLUMNS: &str = "id, ticket_id, direction, message_id, from_addr, from_name, subject, sent_at, stored_at, author, state, LENGTH(raw) AS size";
@@ -498,17 +503,7 @@ impl TicketStore for SqlStore {
                     .ok_or_else(|| {
                         corrupt("tickets", format!("follow-up for missing ticket {ticket}"))
                     })?;
-                let status: String = row.try_get("status")?;
-                let owner: Option<String> = row.try_get("owner")?;
-                let state = TicketState::from_parts(
-                    Status::parse(&status)
-                        .ok_or_else(|| corrupt("tickets", format!("status {status:?}")))?,
-                    owner
-                        .map(|o| Agent::parse(&o))
-                        .transpose()
-                        .map_err(|e| corrupt("tickets", e))?,
-                )
-                .map_err(|e| corrupt("tickets", e))?;
+                let state = state_from_row(&row)?;
                 insert_audit(
                     &mut tx,
                     Some(*ticket),
@@ -753,18 +748,8 @@ impl TicketStore for SqlStore {
             else {
                 return Ok(Applied::NoSuchTicket);
             };
-            let status: String = row.try_get("status")?;
-            let owner: Option<String> = row.try_get("owner")?;
             let version: i64 = row.try_get("version")?;
-            let state = TicketState::from_parts(
-                Status::parse(&status)
-                    .ok_or_else(|| corrupt("tickets", format!("status {status:?}")))?,
-                owner
-                    .map(|o| Agent::parse(&o))
-                    .transpose()
-                    .map_err(|e| corrupt("tickets", e))?,
-            )
-            .map_err(|e| corrupt("tickets", e))?;
+            let state = state_from_row(&row)?;
             let tags = load_tags(&mut *tx, ticket).await?;
             let current = Ticket { state, tags };
             let next = match current.apply(event) {
