@@ -211,14 +211,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             run_daemon(settings).await.map(|_| 0)
         }
         Command::Migrate => {
-            let settings = load(&cli.config)?;
+            let settings = load_offline(&cli.config)?;
             let store = open_store(&settings).await?;
             println!("database {} is up to date", settings.database.url);
             store.close().await;
             Ok(0)
         }
         Command::Tickets(cmd) => {
-            let settings = load(&cli.config)?;
+            let settings = load_offline(&cli.config)?;
             let store = Arc::new(open_store(&settings).await?);
             let app = App::new(settings, store.clone(), Vec::new());
             let mut out = std::io::stdout().lock();
@@ -227,7 +227,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             r.map(|_| 0)
         }
         Command::Outbox(OutboxCommand::List { all }) => {
-            let settings = load(&cli.config)?;
+            let settings = load_offline(&cli.config)?;
             let store = open_store(&settings).await?;
             let states: &[JobState] = if all {
                 &[]
@@ -271,6 +271,11 @@ pub struct ConfigInvalid(pub crate::config::ConfigErrors);
 
 fn load(path: &Path) -> anyhow::Result<Settings> {
     Settings::load(path).map_err(|e| anyhow::Error::new(ConfigInvalid(e)))
+}
+
+/// Commands that only use the database need no server secrets.
+fn load_offline(path: &Path) -> anyhow::Result<Settings> {
+    Settings::load_offline(path).map_err(|e| anyhow::Error::new(ConfigInvalid(e)))
 }
 
 fn check_config(path: &Path) -> i32 {

@@ -94,7 +94,20 @@ pub async fn run_once(app: &App) -> Result<Option<Step>, StoreError> {
         return Ok(None);
     };
     let span = tracing::info_span!("job", id = job.id, kind = job.spec.kind(), ticket = ?job.ticket.map(|t| t.get()));
-    let outcome = tracing::Instrument::instrument(perform(app, &job), span).await?;
+    let outcome = tracing::Instrument::instrument(perform(app, &job), span.clone()).await?;
+    // Every job that did not simply succeed is said in the log, with why.
+    let _enter = span.enter();
+    match &outcome {
+        StepOutcome::Done => {}
+        StepOutcome::Retry { error, in_ms } => {
+            tracing::warn!(%error, retry_in_ms = in_ms, attempt = job.attempts, "job will be retried")
+        }
+        StepOutcome::Failed { error } => tracing::error!(%error, "job failed; not retried"),
+        StepOutcome::Uncertain { error } => {
+            tracing::error!(%error, "job outcome uncertain; not retried")
+        }
+    }
+    drop(_enter);
     Ok(Some(Step { job, outcome }))
 }
 
@@ -396,6 +409,14 @@ async fn chat_target<'a>(
     Ok((chat, ticket))
 }
 
+/// A key that is the same for every attempt of one job and never the same
+/// for two jobs. Job ids alone restart at 1 with a new database while the
+/// chat device (and the homeserver's memory of its transaction ids) lives
+/// on; the ticket's random token keeps keys from two databases apart.
+fn idempotency_key(ticket: &TicketRecord, job: &Job) -> String {
+    format!("mailroom-{}-{}", ticket.token, job.id)
+}
+
 /// What a ticket's root message shows of it.
 fn card<'a>(app: &'a App, ticket: &'a TicketRecord) -> Result<TicketCard<'a>, ChatError> {
     let mailbox = app
@@ -439,7 +460,7 @@ async fn chat_post(
             })
         })
         .collect();
-    let key = format!("mailroom-job-{}", job.id);
+    let key = idempotency_key(&ticket, job);
     match app
         .store
         .chat_thread(ticket_id, platform)
@@ -510,11 +531,8 @@ async fn chat_notice(
     platform: Platform,
     text: &str,
 ) -> Result<(), ChatError> {
-    let chat = app
-        .chats
-        .get(&platform)
-        .ok_or_else(|| missing(format!("{} is not configured", platform.as_str())))?;
-    let ticket_id = job.ticket.ok_or_else(|| missing("job has no ticket"))?;
+    let (chat, ticket) = chat_target(app, job, platform).await?;
+    let ticket_id = ticket.id;
     let Some(thread) = app
         .store
         .chat_thread(ticket_id, platform)
@@ -526,7 +544,7 @@ async fn chat_notice(
             retry_after_ms: Some(2_000),
         });
     };
-    chat.notice(&thread, text, &format!("mailroom-job-{}", job.id))
+    chat.notice(&thread, text, &idempotency_key(&ticket, job))
         .await
 }
 

@@ -56,6 +56,8 @@ pub struct MatrixChat {
     state_dir: PathBuf,
     own_user: OwnedUserId,
     rooms: Vec<OwnedRoomId>,
+    /// Configured `#alias:server` → the room id it resolved to at start.
+    aliases: HashMap<String, OwnedRoomId>,
     reactions: Mutex<HashMap<OwnedEventId, SeenReaction>>,
 }
 
@@ -343,15 +345,18 @@ impl MatrixChat {
             .map(ToOwned::to_owned)
             .ok_or_else(|| permanent("no user id after login"))?;
         let mut room_ids = Vec::new();
+        let mut aliases = HashMap::new();
         for r in rooms {
             let id = if r.starts_with('#') {
                 let alias = matrix_sdk::ruma::RoomAliasId::parse(r)
                     .map_err(|e| permanent(format!("room alias {r}: {e}")))?;
-                client
+                let id = client
                     .resolve_room_alias(&alias)
                     .await
                     .map_err(|e| classify(e.into()))?
-                    .room_id
+                    .room_id;
+                aliases.insert(r.clone(), id.clone());
+                id
             } else {
                 RoomId::parse(r).map_err(|e| permanent(format!("room id {r}: {e}")))?
             };
@@ -362,6 +367,7 @@ impl MatrixChat {
             state_dir: settings.state_dir.clone(),
             own_user,
             rooms: room_ids,
+            aliases,
             reactions: Mutex::new(HashMap::new()),
         })
     }
@@ -374,8 +380,12 @@ impl MatrixChat {
         self.rooms.iter().any(|r| r == room)
     }
 
+    /// A room by id, or by one of the configured aliases.
     fn room(&self, room: &str) -> Result<Room, ChatError> {
-        let id = RoomId::parse(room).map_err(|e| permanent(format!("room id {room}: {e}")))?;
+        let id = match self.aliases.get(room) {
+            Some(id) => id.clone(),
+            None => RoomId::parse(room).map_err(|e| permanent(format!("room id {room}: {e}")))?,
+        };
         self.client
             .get_room(&id)
             .ok_or_else(|| transient(format!("not in room {room} yet (invite the bot)")))

@@ -291,3 +291,42 @@ fn the_sqlite_database_is_created_owner_only() {
         0o700
     );
 }
+
+#[test]
+fn database_commands_need_no_server_secrets_but_run_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mailroom.toml");
+    std::fs::write(
+        &cfg,
+        "[database]\nurl = \"sqlite://state/x.db\"\n[[mailbox]]\nname = \"support\"\naddress = \"s@example.com\"\ndisplay_name = \"S\"\n\
+         [mailbox.imap]\nhost = \"127.0.0.1\"\npassword_env = \"MAILROOM_TEST_UNSET_IMAP\"\n[mailbox.smtp]\nhost = \"127.0.0.1\"\n\
+         [mailbox.chat]\nmatrix_room = \"!room\"\n[matrix]\nhomeserver = \"http://127.0.0.1:1\"\nuser_id = \"@bot:localhost\"\npassword_env = \"MAILROOM_TEST_UNSET_MX\"\n",
+    )
+    .unwrap();
+    let out = mailroom()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["tickets", "list"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 tickets"));
+    let run = mailroom()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("MAILROOM_TEST_UNSET_IMAP") && stderr.contains("MAILROOM_TEST_UNSET_MX"),
+        "{stderr}"
+    );
+}

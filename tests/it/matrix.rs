@@ -1282,3 +1282,55 @@ async fn reply_attach_sends_the_files_posted_in_the_thread() {
     .await;
     run.stop().await;
 }
+
+#[tokio::test]
+async fn a_room_alias_works_and_a_new_database_with_the_same_device_still_posts() {
+    let mut w = World::new().await;
+    let alias_name = format!("support-{}", random_hex(4));
+    let alias: matrix_sdk::ruma::OwnedRoomAliasId =
+        format!("#{alias_name}:localhost").parse().unwrap();
+    w.alice
+        .client
+        .create_room_alias(&alias, &w.room)
+        .await
+        .expect("alias");
+    let text = w.settings_text(1, "").replace(
+        &format!("matrix_room = \"{}\"", w.room),
+        &format!("matrix_room = \"{alias}\""),
+    );
+    assert!(text.contains(alias.as_str()));
+    let run = w.start(w.parse(&text)).await;
+    w.email("alias1@example.net", "Via alias", "One").await;
+    run.stop().await;
+
+    // Same bot device (state_dir kept), brand-new database: job ids start
+    // again at 1, yet nothing may be mistaken for the earlier posts.
+    w.db = TestDb::sqlite();
+    let text = w.settings_text(1, "").replace(
+        &format!("matrix_room = \"{}\"", w.room),
+        &format!("matrix_room = \"{alias}\""),
+    );
+    let run = w.start(w.parse(&text)).await;
+    w.email("alias2@example.net", "After a new database", "Two")
+        .await;
+    let roots: Vec<String> = w
+        .alice
+        .events(&w.room)
+        .await
+        .into_iter()
+        .filter(|e| sender(e) == w.bot.0 && body(e).starts_with("📨"))
+        .map(|e| body(&e).to_owned())
+        .collect();
+    // The new database imports the whole folder (initial_sync = "all"), so
+    // the first mail is posted again for it: three roots, none swallowed.
+    assert_eq!(roots.len(), 3, "{roots:#?}");
+    assert_eq!(roots.iter().filter(|r| r.contains("Via alias")).count(), 2);
+    assert_eq!(
+        roots
+            .iter()
+            .filter(|r| r.contains("After a new database"))
+            .count(),
+        1
+    );
+    run.stop().await;
+}
