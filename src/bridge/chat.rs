@@ -107,11 +107,7 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
             added,
             ..
         } => {
-            let Some(ticket) = app
-                .store
-                .ticket_by_thread(thread.platform, &thread.room, &thread.thread_ref)
-                .await?
-            else {
+            let Some(ticket) = app.store.ticket_by_thread(&thread).await? else {
                 return Ok(());
             };
             let r = &app.settings.reactions;
@@ -151,11 +147,7 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
             text,
             ..
         } => {
-            let Some(ticket) = app
-                .store
-                .ticket_by_thread(thread.platform, &thread.room, &thread.thread_ref)
-                .await?
-            else {
+            let Some(ticket) = app.store.ticket_by_thread(&thread).await? else {
                 return Ok(());
             };
             match parse(&text) {
@@ -186,10 +178,7 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
             file,
             event_ref,
         } => {
-            let known = app
-                .store
-                .ticket_by_thread(thread.platform, &thread.room, &thread.thread_ref)
-                .await?;
+            let known = app.store.ticket_by_thread(&thread).await?;
             if known.is_some() {
                 app.store
                     .record_chat_file(&thread, &event_ref, &agent, &file, now_ms())

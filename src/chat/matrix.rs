@@ -555,11 +555,7 @@ impl MatrixChat {
         if let Some(file) = shared_file(&ev.content.msgtype) {
             if let Some(Relation::Thread(thread)) = &ev.content.relates_to {
                 let _ = tx.send(ChatEvent::ThreadFile {
-                    thread: ChatThread {
-                        platform: Platform::Matrix,
-                        room: room.room_id().to_string(),
-                        thread_ref: thread.event_id.to_string(),
-                    },
+                    thread: matrix_thread(room.room_id(), &thread.event_id),
                     agent,
                     file,
                     event_ref: ev.event_id.to_string(),
@@ -572,11 +568,7 @@ impl MatrixChat {
         };
         let event = match &ev.content.relates_to {
             Some(Relation::Thread(thread)) => ChatEvent::ThreadMessage {
-                thread: ChatThread {
-                    platform: Platform::Matrix,
-                    room: room.room_id().to_string(),
-                    thread_ref: thread.event_id.to_string(),
-                },
+                thread: matrix_thread(room.room_id(), &thread.event_id),
                 agent,
                 text: text.body.clone(),
                 event_ref: ev.event_id.to_string(),
@@ -620,11 +612,7 @@ impl MatrixChat {
             );
         }
         let _ = tx.send(ChatEvent::Reaction {
-            thread: ChatThread {
-                platform: Platform::Matrix,
-                room: room.room_id().to_string(),
-                thread_ref: target.to_string(),
-            },
+            thread: matrix_thread(room.room_id(), &target),
             agent,
             key,
             added: true,
@@ -657,11 +645,7 @@ impl MatrixChat {
             return;
         };
         let _ = tx.send(ChatEvent::Reaction {
-            thread: ChatThread {
-                platform: Platform::Matrix,
-                room: r.room.to_string(),
-                thread_ref: r.target.to_string(),
-            },
+            thread: matrix_thread(&r.room, &r.target),
             agent,
             key: r.key,
             added: false,
@@ -783,6 +767,15 @@ fn shared_file(msg: &MessageType) -> Option<SharedFile> {
     })
 }
 
+/// A ticket thread in a Matrix room: the room and the root event.
+fn matrix_thread(room: &RoomId, root: &matrix_sdk::ruma::EventId) -> ChatThread {
+    ChatThread {
+        platform: Platform::Matrix,
+        room: room.to_string(),
+        thread_ref: root.to_string(),
+    }
+}
+
 /// The state dir holds the access token and encryption keys: owner only.
 fn restrict_dir(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -810,11 +803,7 @@ impl ChatPlatform for MatrixChat {
         let files = with_full_text(email, files);
         self.upload_into_thread(&r, &event_id, &files, idempotency_key)
             .await?;
-        Ok(ChatThread {
-            platform: Platform::Matrix,
-            room: r.room_id().to_string(),
-            thread_ref: event_id.to_string(),
-        })
+        Ok(matrix_thread(r.room_id(), &event_id))
     }
 
     async fn post_follow_up(

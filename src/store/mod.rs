@@ -557,10 +557,5 @@ pub trait TicketStore: Send + Sync {
         since_ms: i64,
     ) -> StoreResult<Vec<crate::chat::SharedFile>>;
     /// The ticket whose thread root is `thread_ref` in `room`.
-    async fn ticket_by_thread(
-        &self,
-        platform: Platform,
-        room: &str,
-        thread_ref: &str,
-    ) -> StoreResult<Option<TicketId>>;
+    async fn ticket_by_thread(&self, thread: &ChatThread) -> StoreResult<Option<TicketId>>;
 }

@@ -1256,18 +1256,13 @@ impl TicketStore for SqlStore {
             .collect()
     }
 
-    async fn ticket_by_thread(
-        &self,
-        platform: Platform,
-        room: &str,
-        thread_ref: &str,
-    ) -> StoreResult<Option<TicketId>> {
+    async fn ticket_by_thread(&self, thread: &ChatThread) -> StoreResult<Option<TicketId>> {
         let row = sqlx::query(
             "SELECT ticket_id FROM chat_threads WHERE platform = $1 AND room = $2 AND thread_ref = $3",
         )
-        .bind(platform.as_str())
-        .bind(room)
-        .bind(thread_ref)
+        .bind(thread.platform.as_str())
+        .bind(&thread.room)
+        .bind(&thread.thread_ref)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row

@@ -373,6 +373,17 @@ templates_dir = "{templates}"
     }
 }
 
+/// The bodies of the bot's ticket root messages, oldest first.
+async fn bot_roots(w: &World) -> Vec<String> {
+    w.alice
+        .events(&w.room)
+        .await
+        .into_iter()
+        .filter(|e| sender(e) == w.bot.0 && body(e).starts_with("📨"))
+        .map(|e| body(&e).to_owned())
+        .collect()
+}
+
 trait MinPower {
     fn clone_with_min_power(self, level: i64) -> Settings;
 }
@@ -714,13 +725,7 @@ async fn a_restart_keeps_the_device_and_posts_nothing_twice() {
         device["device_id"], session2["device_id"],
         "same device after a restart"
     );
-    let roots = w
-        .alice
-        .events(&w.room)
-        .await
-        .into_iter()
-        .filter(|e| sender(e) == w.bot.0 && body(e).starts_with("📨"))
-        .count();
+    let roots = bot_roots(&w).await.len();
     assert_eq!(roots, 2, "each email posted exactly once");
     run.stop().await;
 }
@@ -855,14 +860,7 @@ async fn a_burst_of_50_under_synapse_rate_limits_all_posts_once_in_order() {
         .await;
     }
     let roots = wait_for("every root posted", bound, || async {
-        let roots: Vec<String> = w
-            .alice
-            .events(&w.room)
-            .await
-            .into_iter()
-            .filter(|e| sender(e) == w.bot.0 && body(e).starts_with("📨"))
-            .map(|e| body(&e).to_owned())
-            .collect();
+        let roots: Vec<String> = bot_roots(&w).await;
         (roots.len() >= N).then_some(roots)
     })
     .await;
@@ -962,25 +960,12 @@ async fn a_restart_mid_flow_loses_and_duplicates_nothing() {
     run.stop().await;
     let run = w.start(settings).await;
     let roots = wait_for("every root after the restart", WAIT, || async {
-        let roots: Vec<String> = w
-            .alice
-            .events(&w.room)
-            .await
-            .into_iter()
-            .filter(|e| sender(e) == w.bot.0 && body(e).starts_with("📨"))
-            .map(|e| body(&e).to_owned())
-            .collect();
+        let roots: Vec<String> = bot_roots(&w).await;
         (roots.len() >= N).then_some(roots)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let again = w
-        .alice
-        .events(&w.room)
-        .await
-        .into_iter()
-        .filter(|e| sender(e) == w.bot.0 && body(e).starts_with("📨"))
-        .count();
+    let again = bot_roots(&w).await.len();
     assert_eq!(
         (roots.len(), again),
         (N, N),
@@ -1326,14 +1311,7 @@ async fn a_room_alias_works_and_a_new_database_with_the_same_device_still_posts(
     let run = w.start(w.parse(&text)).await;
     w.email("alias2@example.net", "After a new database", "Two")
         .await;
-    let roots: Vec<String> = w
-        .alice
-        .events(&w.room)
-        .await
-        .into_iter()
-        .filter(|e| sender(e) == w.bot.0 && body(e).starts_with("📨"))
-        .map(|e| body(&e).to_owned())
-        .collect();
+    let roots: Vec<String> = bot_roots(&w).await;
     // The new database imports the whole folder (initial_sync = "all"), so
     // the first mail is posted again for it: three roots, none swallowed.
     assert_eq!(roots.len(), 3, "{roots:#?}");

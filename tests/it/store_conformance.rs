@@ -535,21 +535,33 @@ pub async fn chat_threads_link(store: Arc<SqlStore>) {
     s.link_chat_thread(t, &th).await.unwrap();
     assert_eq!(s.chat_thread(t, Platform::Slack).await.unwrap(), Some(th));
     assert_eq!(
-        s.ticket_by_thread(Platform::Slack, "C1", "1700000000.000100")
-            .await
-            .unwrap(),
+        s.ticket_by_thread(&ChatThread {
+            platform: Platform::Slack,
+            room: "C1".into(),
+            thread_ref: "1700000000.000100".into()
+        })
+        .await
+        .unwrap(),
         Some(t)
     );
     assert_eq!(
-        s.ticket_by_thread(Platform::Matrix, "C1", "1700000000.000100")
-            .await
-            .unwrap(),
+        s.ticket_by_thread(&ChatThread {
+            platform: Platform::Matrix,
+            room: "C1".into(),
+            thread_ref: "1700000000.000100".into()
+        })
+        .await
+        .unwrap(),
         None
     );
     assert_eq!(
-        s.ticket_by_thread(Platform::Slack, "C2", "1700000000.000100")
-            .await
-            .unwrap(),
+        s.ticket_by_thread(&ChatThread {
+            platform: Platform::Slack,
+            room: "C2".into(),
+            thread_ref: "1700000000.000100".into()
+        })
+        .await
+        .unwrap(),
         None
     );
     assert!(s.first_sighting(Platform::Slack, "Ev1", 1).await.unwrap());
