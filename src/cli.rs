@@ -35,8 +35,17 @@ pub struct Cli {
         default_value = "bot-config/mailroom.toml"
     )]
     pub config: PathBuf,
+    /// Log format on standard error.
+    #[arg(long, global = true, env = "MAILROOM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

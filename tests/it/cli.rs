@@ -330,3 +330,50 @@ fn database_commands_need_no_server_secrets_but_run_does() {
         "{stderr}"
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mailroom.toml");
+    // IMAP on a closed port: run logs its start and the failed connection, then retries.
+    std::fs::write(
+        &cfg,
+        "[database]\nurl = \"sqlite://state/x.db\"\n[[mailbox]]\nname = \"support\"\naddress = \"s@example.com\"\ndisplay_name = \"S\"\n\
+         [mailbox.imap]\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\npassword = \"secret-imap-pw\"\n[mailbox.smtp]\nhost = \"127.0.0.1\"\n",
+    )
+    .unwrap();
+    let mut child = mailroom()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--log-format", "json", "run"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        let done = line.contains("reconnecting");
+        lines.push(line);
+        if done || lines.len() > 50 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines.iter().any(|l| l.contains("reconnecting")),
+        "{lines:#?}"
+    );
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+        assert!(
+            !l.contains("secret-imap-pw"),
+            "a secret reached the log: {l}"
+        );
+    }
+}
