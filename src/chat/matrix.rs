@@ -490,7 +490,17 @@ impl MatrixChat {
                 r = sync => match r {
                     Ok(_) => delay = Duration::from_millis(500),
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "matrix: sync failed; retrying");
+                        if matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_))) {
+                            // Retrying cannot help: the device was logged out
+                            // (or deleted) on the homeserver. Say what to do.
+                            tracing::error!(
+                                session = %self.state_dir.join("session.json").display(),
+                                "matrix: the homeserver no longer accepts this session (M_UNKNOWN_TOKEN); \
+                                 stop mailroom, remove matrix.state_dir to log in as a new device, and start again"
+                            );
+                        } else {
+                            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "matrix: sync failed; retrying");
+                        }
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
                             _ = cancel.cancelled() => {}
