@@ -1,0 +1,523 @@
+//! `mailroom-bench`: figures for mailroom on the local stack (see
+//! `scripts/bench`). Prints a table and one `METRIC <name> <value> <unit>`
+//! line per figure.
+//!
+//! This first version measures the floors (the mail server's and the chat
+//! server's own delays), mailroom's end-to-end latency and its own ingest
+//! cost; backlog throughput, reply latency, memory and startup come next.
+
+// matrix-sdk's futures are deeply nested types.
+#![recursion_limit = "256"]
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use mailroom::bridge::ingest::MailboxIngest;
+use mailroom::bridge::{App, connect_chats};
+use mailroom::config::{DatabaseUrl, ImapSettings, Secret, Settings, TlsMode};
+use mailroom::mail::imap;
+use mailroom::store::sql::SqlStore;
+use mailroom::store::{Checkpoint, TicketStore};
+use matrix_sdk::Client;
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::ruma::api::client::room::create_room::v3::Request as CreateRoomRequest;
+use matrix_sdk::ruma::events::room::message::{
+    OriginalSyncRoomMessageEvent, RoomMessageEventContent,
+};
+use tokio_util::sync::CancellationToken;
+
+struct Env {
+    repo: std::path::PathBuf,
+    stack_dir: std::path::PathBuf,
+    imap_port: u16,
+    smtp_port: u16,
+    synapse: String,
+}
+
+fn env() -> anyhow::Result<Env> {
+    let repo = std::env::current_dir()?;
+    let stack_dir = std::env::var("MAILROOM_STACK_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|_| repo.join(".stack"));
+    let text = std::fs::read_to_string(stack_dir.join("stack.env")).with_context(|| {
+        format!(
+            "{}: run scripts/stack up",
+            stack_dir.join("stack.env").display()
+        )
+    })?;
+    let get = |k: &str| -> anyhow::Result<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {k}=")).map(str::to_owned))
+            .ok_or_else(|| anyhow!("{k} missing from stack.env"))
+    };
+    Ok(Env {
+        imap_port: get("MAILROOM_IMAP_PORT")?.parse()?,
+        smtp_port: get("MAILROOM_SMTP_PORT")?.parse()?,
+        synapse: get("MAILROOM_SYNAPSE_URL")?,
+        repo,
+        stack_dir,
+    })
+}
+
+fn hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Runs a scripts/stack or synapse.sh helper.
+fn sh(env: &Env, script: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .current_dir(&env.repo)
+        .env("STATE", &env.stack_dir)
+        .env("REPO", &env.repo)
+        .env("MAILROOM_STACK_DIR", &env.stack_dir)
+        .output()?;
+    if !out.status.success() {
+        bail!("{script}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn mail_user(env: &Env, prefix: &str) -> anyhow::Result<(String, String)> {
+    let address = format!("{prefix}-{}@example.com", hex(5));
+    let password = format!("pw-{}", hex(6));
+    sh(
+        env,
+        "scripts/stack add-user \"$0\" \"$1\" >/dev/null 2>&1",
+        &[&address, &password],
+    )?;
+    Ok((address, password))
+}
+
+fn matrix_user(env: &Env, prefix: &str) -> anyhow::Result<(String, String)> {
+    let name = format!("{prefix}-{}", hex(4));
+    let password = format!("{name}-pw");
+    sh(
+        env,
+        "source scripts/lib/synapse.sh && synapse_register \"$0\" \"$1\" >/dev/null",
+        &[&name, &password],
+    )?;
+    Ok((format!("@{name}:localhost"), password))
+}
+
+async fn login(env: &Env, user: &(String, String)) -> anyhow::Result<Client> {
+    let c = Client::builder()
+        .homeserver_url(&env.synapse)
+        .build()
+        .await?;
+    c.matrix_auth()
+        .login_username(&user.0, &user.1)
+        .send()
+        .await?;
+    Ok(c)
+}
+
+fn imap_settings(env: &Env, user: &(String, String)) -> ImapSettings {
+    ImapSettings {
+        host: "127.0.0.1".into(),
+        port: env.imap_port,
+        tls: TlsMode::None,
+        username: user.0.clone(),
+        password: Secret::new(user.1.clone()),
+        folder: "INBOX".into(),
+        ca_file: None,
+        idle: true,
+        poll_interval: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(600),
+    }
+}
+
+fn mail(from: &str, to: &str, id: &str, subject: &str) -> Vec<u8> {
+    format!(
+        "From: Bench <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nHello,\r\n\r\nmy order {id} has not arrived yet. Could you check?\r\n\r\n-- \r\nBench\r\n"
+    )
+    .into_bytes()
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * (samples.len() as f64 - 1.0)).round() as usize;
+    samples[rank.min(samples.len() - 1)]
+}
+
+/// APPEND on one connection → `* EXISTS` on another, in IDLE.
+async fn imap_floor(env: &Env, samples: usize) -> anyhow::Result<Vec<f64>> {
+    let user = mail_user(env, "floor")?;
+    let settings = imap_settings(env, &user);
+    let mut out = Vec::new();
+    for i in 0..samples {
+        let mut watcher = imap::connect(&settings).await?;
+        imap::examine(&mut watcher, "INBOX").await?;
+        let mut idle = watcher.idle();
+        idle.init().await?;
+        let mut writer = imap::connect(&settings).await?;
+        let (wait, _stop) = idle.wait_with_timeout(Duration::from_secs(10));
+        let start = Instant::now();
+        let append = async {
+            writer
+                .append(
+                    "INBOX",
+                    None,
+                    None,
+                    mail(&user.0, &user.0, &format!("floor{i}@bench"), "floor"),
+                )
+                .await
+        };
+        let (r, a) = tokio::join!(wait, append);
+        a?;
+        r?;
+        out.push(start.elapsed().as_secs_f64() * 1000.0);
+        imap::logout(writer).await;
+    }
+    Ok(out)
+}
+
+/// A plain client posts → another client's sync sees it.
+async fn chat_floor(env: &Env, samples: usize) -> anyhow::Result<Vec<f64>> {
+    let a = login(env, &matrix_user(env, "floora")?).await?;
+    let b_user = matrix_user(env, "floorb")?;
+    let b = login(env, &b_user).await?;
+    let mut req = CreateRoomRequest::new();
+    req.invite = vec![b_user.0.parse()?];
+    let room = a.create_room(req).await?;
+    b.sync_once(SyncSettings::default()).await?;
+    b.join_room_by_id(room.room_id()).await?;
+    let seen: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let s = seen.clone();
+    b.add_event_handler(move |ev: OriginalSyncRoomMessageEvent| {
+        let s = s.clone();
+        async move {
+            if let Ok(mut v) = s.lock() {
+                v.push((ev.content.body().to_owned(), Instant::now()));
+            }
+        }
+    });
+    let bc = b.clone();
+    let syncing = tokio::spawn(async move {
+        // Long-poll the way mailroom's adapter does. (`Client::sync` showed
+        // about a second of extra delay per event here.)
+        loop {
+            if bc
+                .sync_once(SyncSettings::default().timeout(Duration::from_secs(5)))
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut out = Vec::new();
+    for i in 0..samples {
+        let text = format!("floor {i}");
+        let start = Instant::now();
+        room.send(RoomMessageEventContent::text_plain(&text))
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let hit = seen
+                .lock()
+                .ok()
+                .and_then(|v| v.iter().find(|(t, _)| *t == text).map(|(_, at)| *at));
+            if let Some(at) = hit {
+                out.push(at.duration_since(start).as_secs_f64() * 1000.0);
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("chat floor: message {i} not seen within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    syncing.abort();
+    Ok(out)
+}
+
+/// APPEND → the ticket's root message seen by another Matrix client.
+async fn latency(env: &Env, emails: usize, pace: Duration) -> anyhow::Result<Vec<f64>> {
+    let support = mail_user(env, "support")?;
+    let bot = matrix_user(env, "bot")?;
+    let alice_user = matrix_user(env, "alice")?;
+    let alice = login(env, &alice_user).await?;
+    let mut req = CreateRoomRequest::new();
+    req.invite = vec![bot.0.parse()?];
+    let room = alice.create_room(req).await?;
+    let dir = tempfile_dir()?;
+    let text = format!(
+        "[database]\nurl = \"sqlite://{db}\"\n[[mailbox]]\nname = \"support\"\naddress = \"{addr}\"\ndisplay_name = \"Bench\"\ninitial_sync = \"all\"\n\
+         [mailbox.imap]\nhost = \"127.0.0.1\"\nport = {imap}\ntls = \"none\"\npassword = \"{pw}\"\n\
+         [mailbox.smtp]\nhost = \"127.0.0.1\"\nport = {smtp}\ntls = \"none\"\npassword = \"{pw}\"\n\
+         [mailbox.chat]\nmatrix_room = \"{room}\"\n[matrix]\nhomeserver = \"{hs}\"\nuser_id = \"{bot}\"\npassword_env = \"BOT\"\nstate_dir = \"{state}\"\n",
+        db = dir.join("bench.db").display(),
+        addr = support.0,
+        imap = env.imap_port,
+        smtp = env.smtp_port,
+        pw = support.1,
+        room = room.room_id(),
+        hs = env.synapse,
+        bot = bot.0,
+        state = dir.join("matrix").display(),
+    );
+    let bot_pw = bot.1.clone();
+    let settings = Settings::parse(&text, &move |k| (k == "BOT").then(|| bot_pw.clone()))
+        .map_err(|p| anyhow!("{p:?}"))?;
+    let (app, cancel, handles) = start(settings).await?;
+
+    let seen: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let s = seen.clone();
+    alice.add_event_handler(move |ev: OriginalSyncRoomMessageEvent| {
+        let s = s.clone();
+        async move {
+            if let Ok(mut v) = s.lock() {
+                v.push((ev.content.body().to_owned(), Instant::now()));
+            }
+        }
+    });
+    let ac = alice.clone();
+    let syncing = tokio::spawn(async move {
+        loop {
+            if ac
+                .sync_once(SyncSettings::default().timeout(Duration::from_secs(5)))
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    // Warm up: the bot must have joined and posted once.
+    let writer_settings = imap_settings(env, &support);
+    let mut writer = imap::connect(&writer_settings).await?;
+    writer
+        .append(
+            "INBOX",
+            None,
+            None,
+            mail("c@bench.example", &support.0, "warm@bench", "Warm-up"),
+        )
+        .await?;
+    wait_seen(&seen, "Warm-up", Duration::from_secs(60)).await?;
+    let mut sent = Vec::new();
+    for i in 0..emails {
+        let subject = format!("Latency {i:04}");
+        writer
+            .append(
+                "INBOX",
+                None,
+                None,
+                mail(
+                    &format!("c{i}@bench.example"),
+                    &support.0,
+                    &format!("lat{i}@bench"),
+                    &subject,
+                ),
+            )
+            .await?;
+        sent.push((subject, Instant::now()));
+        tokio::time::sleep(pace).await;
+    }
+    let mut out = Vec::new();
+    for (subject, at) in &sent {
+        let seen_at = wait_seen(&seen, subject, Duration::from_secs(60)).await?;
+        out.push(seen_at.duration_since(*at).as_secs_f64() * 1000.0);
+    }
+    imap::logout(writer).await;
+    syncing.abort();
+    stop(app, cancel, handles).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(out)
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("mailroom-bench-{}", hex(4)));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn wait_seen(
+    seen: &Mutex<Vec<(String, Instant)>>,
+    needle: &str,
+    limit: Duration,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let hit = seen.lock().ok().and_then(|v| {
+            v.iter()
+                .find(|(t, _)| t.starts_with("📨") && t.contains(needle))
+                .map(|(_, at)| *at)
+        });
+        if let Some(at) = hit {
+            return Ok(at);
+        }
+        if Instant::now() > deadline {
+            bail!("{needle:?} never reached the room");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+type Handles = (
+    tokio::task::JoinHandle<()>,
+    Vec<tokio::task::JoinHandle<()>>,
+);
+
+async fn start(settings: Settings) -> anyhow::Result<(Arc<App>, CancellationToken, Handles)> {
+    let store = Arc::new(SqlStore::connect(&settings.database.url, 4).await?);
+    store.migrate().await?;
+    let cancel = CancellationToken::new();
+    let chats = connect_chats(&settings, &cancel)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let app = Arc::new(App::new(
+        settings,
+        store as Arc<dyn TicketStore>,
+        chats.platforms,
+    ));
+    let run = tokio::spawn(app.clone().run(cancel.clone(), Some(chats.events)));
+    Ok((app, cancel, (run, chats.tasks)))
+}
+
+async fn stop(_app: Arc<App>, cancel: CancellationToken, handles: Handles) {
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), handles.0).await;
+    for h in handles.1 {
+        let _ = tokio::time::timeout(Duration::from_secs(20), h).await;
+    }
+}
+
+/// mailroom's own cost per email: parse + thread + store (+ the rendering a
+/// chat post does), chat posting left out.
+async fn ingest(url: &str, emails: usize) -> anyhow::Result<f64> {
+    let text = format!(
+        "[database]\nurl = \"{url}\"\n[[mailbox]]\nname = \"support\"\naddress = \"support@bench.example\"\ndisplay_name = \"Bench\"\n\
+         [mailbox.imap]\nhost = \"127.0.0.1\"\npassword = \"x\"\n[mailbox.smtp]\nhost = \"127.0.0.1\"\n"
+    );
+    let settings = Settings::parse(&text, &|_| None).map_err(|p| anyhow!("{p:?}"))?;
+    let url = DatabaseUrl::parse(url).map_err(|e| anyhow!(e))?;
+    let store = Arc::new(SqlStore::connect(&url, 4).await?);
+    store.migrate().await?;
+    let app = Arc::new(App::new(
+        settings,
+        store.clone() as Arc<dyn TicketStore>,
+        Vec::new(),
+    ));
+    let sink = MailboxIngest::new(
+        app.clone(),
+        mailroom::domain::ids::MailboxName::parse("support")?,
+    );
+    let raws: Vec<Vec<u8>> = (0..emails)
+        .map(|i| {
+            mail(
+                &format!("c{}@bench.example", i % 500),
+                "support@bench.example",
+                &format!("in{i}@bench"),
+                &format!("Order {}", i % 700),
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    for (i, raw) in raws.into_iter().enumerate() {
+        let view_cost = mailroom::mail::parse::parse_email(&raw).view();
+        std::hint::black_box(view_cost);
+        sink.ingest(
+            raw,
+            Some(Checkpoint {
+                uid_validity: 1,
+                last_uid: i as u32 + 1,
+            }),
+        )
+        .await?;
+    }
+    let rate = emails as f64 / start.elapsed().as_secs_f64();
+    store.close().await;
+    Ok(rate)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    mailroom::mail::tls::install_crypto_provider();
+    let quick = std::env::args().any(|a| a == "--quick");
+    let env = env()?;
+    let (floor_n, lat_n, ingest_n) = if quick {
+        (10, 30, 1_000)
+    } else {
+        (30, 200, 5_000)
+    };
+    let mut metrics: Vec<(&str, f64, &str)> = Vec::new();
+
+    let mut f = imap_floor(&env, floor_n).await.context("imap floor")?;
+    let imap_p50 = percentile(&mut f, 50.0);
+    metrics.push(("imap_floor_p50_ms", imap_p50, "ms"));
+
+    let mut c = chat_floor(&env, floor_n).await.context("chat floor")?;
+    let chat_p50 = percentile(&mut c, 50.0);
+    metrics.push(("chat_floor_p50_ms", chat_p50, "ms"));
+
+    let mut l = latency(&env, lat_n, Duration::from_millis(250))
+        .await
+        .context("latency")?;
+    let p50 = percentile(&mut l, 50.0);
+    metrics.push(("latency_p50_ms", p50, "ms"));
+    metrics.push(("latency_p99_ms", percentile(&mut l, 99.0), "ms"));
+    metrics.push(("latency_overhead_p50_ms", p50 - imap_p50 - chat_p50, "ms"));
+
+    let dir = tempfile_dir()?;
+    let sqlite = format!("sqlite://{}", dir.join("ingest.db").display());
+    metrics.push((
+        "ingest_emails_per_s_sqlite",
+        ingest(&sqlite, ingest_n).await.context("ingest sqlite")?,
+        "emails/s",
+    ));
+    let pg_admin = std::env::var("MAILROOM_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let pg_db = format!("mailroom_bench_{}", hex(4));
+    {
+        use sqlx::Connection;
+        use sqlx::Executor;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&pg_admin)
+            .await
+            .context("PostgreSQL")?;
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {pg_db}")))
+            .await?;
+    }
+    let base = pg_admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or(pg_admin.clone());
+    let pg_rate = ingest(&format!("{base}/{pg_db}"), ingest_n)
+        .await
+        .context("ingest postgres")?;
+    metrics.push(("ingest_emails_per_s_postgres", pg_rate, "emails/s"));
+    {
+        use sqlx::Connection;
+        use sqlx::Executor;
+        if let Ok(mut conn) = sqlx::AnyConnection::connect(&pg_admin).await {
+            let _ = conn
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"
+                )))
+                .await;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!("{:<30} {:>12}  unit", "metric", "value");
+    for (name, value, unit) in &metrics {
+        println!("{name:<30} {value:>12.1}  {unit}");
+    }
+    for (name, value, unit) in &metrics {
+        println!("METRIC {name} {value:.1} {unit}");
+    }
+    Ok(())
+}
