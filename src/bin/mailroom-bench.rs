@@ -2,9 +2,10 @@
 //! `scripts/bench`). Prints a table and one `METRIC <name> <value> <unit>`
 //! line per figure.
 //!
-//! This first version measures the floors (the mail server's and the chat
-//! server's own delays), mailroom's end-to-end latency and its own ingest
-//! cost; backlog throughput, reply latency, memory and startup come next.
+//! Measured: the floors (the mail server's and the chat server's own delays),
+//! mailroom's end-to-end latency, backlog throughput against the chat
+//! server's own posting rate, and mailroom's own ingest cost. Reply latency,
+//! memory and startup come next.
 
 // matrix-sdk's futures are deeply nested types.
 #![recursion_limit = "256"]
@@ -243,12 +244,21 @@ async fn chat_floor(env: &Env, samples: usize) -> anyhow::Result<Vec<f64>> {
     Ok(out)
 }
 
-/// APPEND → the ticket's root message seen by another Matrix client.
-async fn latency(env: &Env, emails: usize, pace: Duration) -> anyhow::Result<Vec<f64>> {
+/// A mailbox, a bot account, a room and an observing teammate (alice) whose
+/// client long-polls and timestamps every message it sees.
+struct Bridge {
+    support: (String, String),
+    alice: Client,
+    settings: Settings,
+    dir: std::path::PathBuf,
+    seen: Arc<Mutex<Vec<(String, Instant)>>>,
+    syncing: tokio::task::JoinHandle<()>,
+}
+
+async fn bridge(env: &Env) -> anyhow::Result<Bridge> {
     let support = mail_user(env, "support")?;
     let bot = matrix_user(env, "bot")?;
-    let alice_user = matrix_user(env, "alice")?;
-    let alice = login(env, &alice_user).await?;
+    let alice = login(env, &matrix_user(env, "alice")?).await?;
     let mut req = CreateRoomRequest::new();
     req.invite = vec![bot.0.parse()?];
     let room = alice.create_room(req).await?;
@@ -271,8 +281,6 @@ async fn latency(env: &Env, emails: usize, pace: Duration) -> anyhow::Result<Vec
     let bot_pw = bot.1.clone();
     let settings = Settings::parse(&text, &move |k| (k == "BOT").then(|| bot_pw.clone()))
         .map_err(|p| anyhow!("{p:?}"))?;
-    let (app, cancel, handles) = start(settings).await?;
-
     let seen: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
     let s = seen.clone();
     alice.add_event_handler(move |ev: OriginalSyncRoomMessageEvent| {
@@ -285,6 +293,8 @@ async fn latency(env: &Env, emails: usize, pace: Duration) -> anyhow::Result<Vec
     });
     let ac = alice.clone();
     let syncing = tokio::spawn(async move {
+        // Long-poll the way mailroom's adapter does. (`Client::sync` showed
+        // about a second of extra delay per event here.)
         loop {
             if ac
                 .sync_once(SyncSettings::default().timeout(Duration::from_secs(5)))
@@ -295,47 +305,117 @@ async fn latency(env: &Env, emails: usize, pace: Duration) -> anyhow::Result<Vec
             }
         }
     });
+    Ok(Bridge {
+        support,
+        alice,
+        settings,
+        dir,
+        seen,
+        syncing,
+    })
+}
+
+impl Bridge {
+    fn roots_seen(&self, prefix: &str) -> usize {
+        self.seen
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|(t, _)| t.starts_with("📨") && t.contains(prefix))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    fn finish(self) {
+        self.syncing.abort();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// APPEND → the ticket's root message seen by another Matrix client.
+async fn latency(env: &Env, emails: usize, pace: Duration) -> anyhow::Result<Vec<f64>> {
+    let b = bridge(env).await?;
+    let (app, cancel, handles) = start(b.settings.clone()).await?;
     // Warm up: the bot must have joined and posted once.
-    let writer_settings = imap_settings(env, &support);
-    let mut writer = imap::connect(&writer_settings).await?;
+    let mut writer = imap::connect(&imap_settings(env, &b.support)).await?;
     writer
         .append(
             "INBOX",
             None,
             None,
-            mail("c@bench.example", &support.0, "warm@bench", "Warm-up"),
+            mail("c@bench.example", &b.support.0, "warm@bench", "Warm-up"),
         )
         .await?;
-    wait_seen(&seen, "Warm-up", Duration::from_secs(60)).await?;
+    wait_seen(&b.seen, "Warm-up", Duration::from_secs(60)).await?;
     let mut sent = Vec::new();
     for i in 0..emails {
         let subject = format!("Latency {i:04}");
-        writer
-            .append(
-                "INBOX",
-                None,
-                None,
-                mail(
-                    &format!("c{i}@bench.example"),
-                    &support.0,
-                    &format!("lat{i}@bench"),
-                    &subject,
-                ),
-            )
-            .await?;
+        let raw = mail(
+            &format!("c{i}@bench.example"),
+            &b.support.0,
+            &format!("lat{i}@bench"),
+            &subject,
+        );
+        writer.append("INBOX", None, None, raw).await?;
         sent.push((subject, Instant::now()));
         tokio::time::sleep(pace).await;
     }
     let mut out = Vec::new();
     for (subject, at) in &sent {
-        let seen_at = wait_seen(&seen, subject, Duration::from_secs(60)).await?;
+        let seen_at = wait_seen(&b.seen, subject, Duration::from_secs(60)).await?;
         out.push(seen_at.duration_since(*at).as_secs_f64() * 1000.0);
     }
     imap::logout(writer).await;
-    syncing.abort();
     stop(app, cancel, handles).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    b.finish();
     Ok(out)
+}
+
+/// A backlog already in the mailbox when mailroom starts, turned into
+/// threads; and, for comparison, the same number of plain posts by a client,
+/// one at a time (as mailroom must, to keep a room's order).
+async fn backlog(env: &Env, emails: usize) -> anyhow::Result<(f64, f64)> {
+    let b = bridge(env).await?;
+    let mut writer = imap::connect(&imap_settings(env, &b.support)).await?;
+    for i in 0..emails {
+        let raw = mail(
+            &format!("c{i}@bench.example"),
+            &b.support.0,
+            &format!("bl{i}@bench"),
+            &format!("Backlog {i:05}"),
+        );
+        writer.append("INBOX", None, None, raw).await?;
+    }
+    imap::logout(writer).await;
+
+    let mut req = CreateRoomRequest::new();
+    req.name = Some("raw".into());
+    let raw_room = b.alice.create_room(req).await?;
+    let start_raw = Instant::now();
+    for i in 0..emails {
+        raw_room
+            .send(RoomMessageEventContent::text_plain(format!("raw {i}")))
+            .await?;
+    }
+    let raw_rate = emails as f64 / start_raw.elapsed().as_secs_f64();
+
+    let start_app = Instant::now();
+    let (app, cancel, handles) = start(b.settings.clone()).await?;
+    let deadline = Instant::now() + Duration::from_secs(60 + emails as u64);
+    while b.roots_seen("Backlog ") < emails {
+        if Instant::now() > deadline {
+            bail!(
+                "backlog: {} of {emails} threads after the deadline",
+                b.roots_seen("Backlog ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = emails as f64 / start_app.elapsed().as_secs_f64();
+    stop(app, cancel, handles).await;
+    b.finish();
+    Ok((rate, raw_rate))
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
@@ -448,10 +528,10 @@ async fn main() -> anyhow::Result<()> {
     mailroom::mail::tls::install_crypto_provider();
     let quick = std::env::args().any(|a| a == "--quick");
     let env = env()?;
-    let (floor_n, lat_n, ingest_n) = if quick {
-        (10, 30, 1_000)
+    let (floor_n, lat_n, ingest_n, backlog_n) = if quick {
+        (10, 30, 1_000, 1_000)
     } else {
-        (30, 200, 5_000)
+        (30, 200, 5_000, 10_000)
     };
     let mut metrics: Vec<(&str, f64, &str)> = Vec::new();
 
@@ -470,6 +550,11 @@ async fn main() -> anyhow::Result<()> {
     metrics.push(("latency_p50_ms", p50, "ms"));
     metrics.push(("latency_p99_ms", percentile(&mut l, 99.0), "ms"));
     metrics.push(("latency_overhead_p50_ms", p50 - imap_p50 - chat_p50, "ms"));
+
+    let (backlog_rate, raw_rate) = backlog(&env, backlog_n).await.context("backlog")?;
+    metrics.push(("backlog_emails_per_s", backlog_rate, "emails/s"));
+    metrics.push(("synapse_raw_posts_per_s", raw_rate, "posts/s"));
+    metrics.push(("backlog_vs_raw", backlog_rate / raw_rate, "ratio"));
 
     let dir = tempfile_dir()?;
     let sqlite = format!("sqlite://{}", dir.join("ingest.db").display());
