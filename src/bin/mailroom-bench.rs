@@ -4,8 +4,9 @@
 //!
 //! Measured: the floors (the mail server's and the chat server's own delays),
 //! mailroom's end-to-end latency, backlog throughput against the chat
-//! server's own posting rate, and mailroom's own ingest cost. Reply latency,
-//! memory and startup come next.
+//! server's own posting rate, mailroom's own ingest cost, and, from a
+//! separate `mailroom run` process, startup time and memory (idle, backlog
+//! peak, a 25 MB attachment's peak). Reply latency comes next.
 
 // matrix-sdk's futures are deeply nested types.
 #![recursion_limit = "256"]
@@ -250,6 +251,9 @@ struct Bridge {
     support: (String, String),
     alice: Client,
     settings: Settings,
+    /// The same configuration as a file, for a `mailroom run` process.
+    config_text: String,
+    bot_password: String,
     dir: std::path::PathBuf,
     seen: Arc<Mutex<Vec<(String, Instant)>>>,
     syncing: tokio::task::JoinHandle<()>,
@@ -309,13 +313,120 @@ async fn bridge(env: &Env) -> anyhow::Result<Bridge> {
         support,
         alice,
         settings,
+        config_text: text,
+        bot_password: bot.1.clone(),
         dir,
         seen,
         syncing,
     })
 }
 
+/// A `mailroom run` process, for figures only a separate process shows
+/// (startup, memory).
+struct Daemon {
+    child: std::process::Child,
+    started: Instant,
+    log: Arc<Mutex<Vec<(String, Instant)>>>,
+}
+
+impl Daemon {
+    fn rss_kb(&self, field: &str) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(field).map(|v| {
+                    v.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<f64>()
+                        .unwrap_or(f64::NAN)
+                })
+            })
+            .unwrap_or(f64::NAN)
+    }
+
+    /// Current resident memory, MiB.
+    fn rss_mb(&self) -> f64 {
+        self.rss_kb("VmRSS:") / 1024.0
+    }
+
+    /// Peak resident memory so far, MiB.
+    fn peak_mb(&self) -> f64 {
+        self.rss_kb("VmHWM:") / 1024.0
+    }
+
+    async fn wait_log(&self, needle: &str, limit: Duration) -> anyhow::Result<Instant> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let hit = self.log.lock().ok().and_then(|v| {
+                v.iter()
+                    .find(|(l, _)| l.contains(needle))
+                    .map(|(_, at)| *at)
+            });
+            if let Some(at) = hit {
+                return Ok(at);
+            }
+            if Instant::now() > deadline {
+                bail!("mailroom run never logged {needle:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// SIGTERM, then wait: mailroom stops cleanly.
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
 impl Bridge {
+    fn spawn(&self) -> anyhow::Result<Daemon> {
+        use std::io::BufRead;
+        let config = self.dir.join("mailroom.toml");
+        std::fs::write(&config, &self.config_text)?;
+        let exe = std::env::current_exe()?.with_file_name("mailroom");
+        let started = Instant::now();
+        let mut child = std::process::Command::new(&exe)
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env("BOT", &self.bot_password)
+            .env(
+                "MAILROOM_LOG",
+                "info,sqlx=warn,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=error",
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| {
+                format!("starting {} (build it with --bin mailroom)", exe.display())
+            })?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        let log: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(mut v) = l.lock() {
+                    v.push((line, Instant::now()));
+                }
+            }
+        });
+        Ok(Daemon {
+            child,
+            started,
+            log,
+        })
+    }
+
     fn roots_seen(&self, prefix: &str) -> usize {
         self.seen
             .lock()
@@ -372,10 +483,49 @@ async fn latency(env: &Env, emails: usize, pace: Duration) -> anyhow::Result<Vec
     Ok(out)
 }
 
+/// `mailroom run` as a process: time to IMAP IDLE and Matrix connected, idle
+/// memory, and the peak while a mail with a 25 MB attachment goes through.
+async fn process_figures(env: &Env) -> anyhow::Result<(f64, f64, f64)> {
+    let b = bridge(env).await?;
+    let d = b.spawn()?;
+    let imap = d
+        .wait_log("IMAP connected", Duration::from_secs(60))
+        .await?;
+    let matrix = d
+        .wait_log("matrix connected", Duration::from_secs(60))
+        .await?;
+    let startup = imap.max(matrix).duration_since(d.started).as_secs_f64() * 1000.0;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = d.rss_mb();
+    let big = "A".repeat(25 * 1024 * 1024 / 76 * 76);
+    let mut body = String::with_capacity(big.len() + big.len() / 76 * 2 + 1024);
+    for chunk in big.as_bytes().chunks(76) {
+        body.push_str(std::str::from_utf8(chunk).unwrap_or(""));
+        body.push_str("\r\n");
+    }
+    let raw = format!(
+        "From: Big <big@bench.example>\r\nTo: {to}\r\nSubject: Big attachment\r\nMessage-ID: <big@bench>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n\
+         --b\r\nContent-Type: application/octet-stream; name=\"big.bin\"\r\nContent-Disposition: attachment; filename=\"big.bin\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{body}--b--\r\n",
+        to = b.support.0
+    );
+    let mut writer = imap::connect(&imap_settings(env, &b.support)).await?;
+    writer.append("INBOX", None, None, raw.into_bytes()).await?;
+    imap::logout(writer).await;
+    wait_seen(&b.seen, "Big attachment", Duration::from_secs(120)).await?;
+    // Let the upload of the attachment into the thread finish too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let peak = d.peak_mb();
+    d.stop();
+    b.finish();
+    Ok((startup, idle, peak))
+}
+
 /// A backlog already in the mailbox when mailroom starts, turned into
 /// threads; and, for comparison, the same number of plain posts by a client,
 /// one at a time (as mailroom must, to keep a room's order).
-async fn backlog(env: &Env, emails: usize) -> anyhow::Result<(f64, f64)> {
+async fn backlog(env: &Env, emails: usize) -> anyhow::Result<(f64, f64, f64)> {
     let b = bridge(env).await?;
     let mut writer = imap::connect(&imap_settings(env, &b.support)).await?;
     for i in 0..emails {
@@ -400,8 +550,8 @@ async fn backlog(env: &Env, emails: usize) -> anyhow::Result<(f64, f64)> {
     }
     let raw_rate = emails as f64 / start_raw.elapsed().as_secs_f64();
 
-    let start_app = Instant::now();
-    let (app, cancel, handles) = start(b.settings.clone()).await?;
+    let d = b.spawn()?;
+    let start_app = d.started;
     let deadline = Instant::now() + Duration::from_secs(60 + emails as u64);
     while b.roots_seen("Backlog ") < emails {
         if Instant::now() > deadline {
@@ -413,9 +563,10 @@ async fn backlog(env: &Env, emails: usize) -> anyhow::Result<(f64, f64)> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rate = emails as f64 / start_app.elapsed().as_secs_f64();
-    stop(app, cancel, handles).await;
+    let peak = d.peak_mb();
+    d.stop();
     b.finish();
-    Ok((rate, raw_rate))
+    Ok((rate, raw_rate, peak))
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
@@ -551,10 +702,17 @@ async fn main() -> anyhow::Result<()> {
     metrics.push(("latency_p99_ms", percentile(&mut l, 99.0), "ms"));
     metrics.push(("latency_overhead_p50_ms", p50 - imap_p50 - chat_p50, "ms"));
 
-    let (backlog_rate, raw_rate) = backlog(&env, backlog_n).await.context("backlog")?;
+    let (backlog_rate, raw_rate, backlog_peak) =
+        backlog(&env, backlog_n).await.context("backlog")?;
     metrics.push(("backlog_emails_per_s", backlog_rate, "emails/s"));
     metrics.push(("synapse_raw_posts_per_s", raw_rate, "posts/s"));
     metrics.push(("backlog_vs_raw", backlog_rate / raw_rate, "ratio"));
+    metrics.push(("rss_backlog_peak_mb", backlog_peak, "MiB"));
+
+    let (startup, idle, big_peak) = process_figures(&env).await.context("startup and memory")?;
+    metrics.push(("startup_ms", startup, "ms"));
+    metrics.push(("rss_idle_mb", idle, "MiB"));
+    metrics.push(("rss_25mb_attachment_peak_mb", big_peak, "MiB"));
 
     let dir = tempfile_dir()?;
     let sqlite = format!("sqlite://{}", dir.join("ingest.db").display());
