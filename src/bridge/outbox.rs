@@ -468,7 +468,7 @@ async fn chat_post(
         .map_err(store_err)?
     {
         Some(thread) => {
-            chat.post_follow_up(&thread, &view, ticket.state.owner(), &files, &key)
+            chat.post_follow_up(&thread, &view, ticket.state.owner(), files, &key)
                 .await
         }
         None => {
@@ -487,7 +487,7 @@ async fn chat_post(
                 ))
             })?;
             let thread = chat
-                .post_ticket(&room, &card(app, &ticket)?, &view, &files, &key)
+                .post_ticket(&room, &card(app, &ticket)?, &view, files, &key)
                 .await?;
             app.store
                 .link_chat_thread(ticket_id, &thread)

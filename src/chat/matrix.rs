@@ -415,13 +415,15 @@ impl MatrixChat {
         &self,
         room: &Room,
         root: &OwnedEventId,
-        files: &[FileUpload],
+        files: Vec<FileUpload>,
         key: &str,
     ) -> Result<(), ChatError> {
         use matrix_sdk::attachment::AttachmentConfig;
         use matrix_sdk::room::reply::{EnforceThread, Reply};
         use matrix_sdk::ruma::events::room::message::{AddMentions, ReplyWithinThread};
-        for (i, f) in files.iter().enumerate() {
+        // Files are moved into the upload, not copied: a 25 MB attachment
+        // should be in memory as few times as possible.
+        for (i, f) in files.into_iter().enumerate() {
             let mime: mime::Mime = f
                 .content_type
                 .parse()
@@ -433,7 +435,7 @@ impl MatrixChat {
                 enforce_thread: EnforceThread::Threaded(ReplyWithinThread::No),
                 add_mentions: AddMentions::No,
             });
-            room.send_attachment(f.name.clone(), &mime, f.data.clone(), config)
+            room.send_attachment(f.name, &mime, f.data, config)
                 .await
                 .map_err(classify)?;
         }
@@ -732,8 +734,8 @@ async fn token_session(settings: &MatrixSettings, token: &str) -> Result<MatrixS
 
 /// The files to upload with a message: the attachments, plus the mail's full
 /// text when the message had to be truncated.
-fn with_full_text(email: &EmailView, files: &[FileUpload]) -> Vec<FileUpload> {
-    let mut all = files.to_vec();
+fn with_full_text(email: &EmailView, files: Vec<FileUpload>) -> Vec<FileUpload> {
+    let mut all = files;
     if truncate_chars(&email.body, MAX_BODY_CHARS).1 {
         all.insert(
             0,
@@ -803,7 +805,7 @@ impl ChatPlatform for MatrixChat {
         room: &str,
         card: &TicketCard<'_>,
         email: &EmailView,
-        files: &[FileUpload],
+        files: Vec<FileUpload>,
         idempotency_key: &str,
     ) -> Result<ChatThread, ChatError> {
         let r = self.room(room)?;
@@ -811,7 +813,7 @@ impl ChatPlatform for MatrixChat {
             .send(&r, root_content(card, email), Some(idempotency_key))
             .await?;
         let files = with_full_text(email, files);
-        self.upload_into_thread(&r, &event_id, &files, idempotency_key)
+        self.upload_into_thread(&r, &event_id, files, idempotency_key)
             .await?;
         Ok(matrix_thread(r.room_id(), &event_id))
     }
@@ -821,7 +823,7 @@ impl ChatPlatform for MatrixChat {
         thread: &ChatThread,
         email: &EmailView,
         owner: Option<&Agent>,
-        files: &[FileUpload],
+        files: Vec<FileUpload>,
         idempotency_key: &str,
     ) -> Result<(), ChatError> {
         let r = self.room(&thread.room)?;
@@ -839,7 +841,7 @@ impl ChatPlatform for MatrixChat {
         self.send(&r, in_thread(content, &root), Some(idempotency_key))
             .await?;
         let files = with_full_text(email, files);
-        self.upload_into_thread(&r, &root, &files, idempotency_key)
+        self.upload_into_thread(&r, &root, files, idempotency_key)
             .await
     }
 

@@ -86,7 +86,7 @@ pub trait ChatPlatform: Send + Sync {
         room: &str,
         card: &TicketCard<'_>,
         email: &EmailView,
-        files: &[FileUpload],
+        files: Vec<FileUpload>,
         idempotency_key: &str,
     ) -> Result<ChatThread, ChatError>;
 
@@ -96,7 +96,7 @@ pub trait ChatPlatform: Send + Sync {
         thread: &ChatThread,
         email: &EmailView,
         owner: Option<&Agent>,
-        files: &[FileUpload],
+        files: Vec<FileUpload>,
         idempotency_key: &str,
     ) -> Result<(), ChatError>;
 
