@@ -552,16 +552,22 @@ impl MatrixChat {
         Agent::parse(user.as_str()).ok()
     }
 
+    /// The sender as a teammate, if the event is someone else's (never the
+    /// bot's own) in one of the configured rooms.
+    fn teammate(&self, sender: &UserId, room: &Room) -> Option<Agent> {
+        if sender == self.own_user || !self.is_ours(room.room_id()) {
+            return None;
+        }
+        Self::agent(sender)
+    }
+
     fn on_message(
         &self,
         ev: OriginalSyncRoomMessageEvent,
         room: Room,
         tx: &mpsc::UnboundedSender<ChatEvent>,
     ) {
-        if ev.sender == self.own_user || !self.is_ours(room.room_id()) {
-            return;
-        }
-        let Some(agent) = Self::agent(&ev.sender) else {
+        let Some(agent) = self.teammate(&ev.sender, &room) else {
             return;
         };
         if let Some(file) = shared_file(&ev.content.msgtype) {
@@ -604,10 +610,7 @@ impl MatrixChat {
         room: Room,
         tx: &mpsc::UnboundedSender<ChatEvent>,
     ) {
-        if ev.sender == self.own_user || !self.is_ours(room.room_id()) {
-            return;
-        }
-        let Some(agent) = Self::agent(&ev.sender) else {
+        let Some(agent) = self.teammate(&ev.sender, &room) else {
             return;
         };
         let target = ev.content.relates_to.event_id.clone();

@@ -25,6 +25,16 @@ async fn ticket_count(store: &dyn TicketStore) -> usize {
         .len()
 }
 
+/// Waits until ingest has recorded its first position in the folder.
+async fn first_checkpoint(store: &dyn TicketStore) {
+    let mb = mailroom::domain::ids::MailboxName::parse("support").unwrap();
+    wait_for("the first checkpoint", WAIT, || {
+        let mb = mb.clone();
+        async move { store.checkpoint(&mb).await.unwrap() }
+    })
+    .await;
+}
+
 async fn wait_tickets(store: &dyn TicketStore, n: usize) {
     wait_for(&format!("{n} tickets"), WAIT, || async move {
         (ticket_count(store).await >= n).then_some(())
@@ -805,14 +815,7 @@ async fn first_start_new_only_skips_old_mail_and_polling_works_without_idle() {
     )
     .await;
     let app = start(settings, &db).await;
-    let mb = mailroom::domain::ids::MailboxName::parse("support").unwrap();
-    let store = app.store.clone();
-    wait_for("the first checkpoint", WAIT, || {
-        let store = store.clone();
-        let mb = mb.clone();
-        async move { store.checkpoint(&mb).await.unwrap() }
-    })
-    .await;
+    first_checkpoint(app.store.as_ref()).await;
     append(
         stack,
         &support,
@@ -887,14 +890,7 @@ async fn first_start_since_a_day_imports_from_that_day() {
     )
     .await;
     let app = start(later, &db2).await;
-    let mb = mailroom::domain::ids::MailboxName::parse("support").unwrap();
-    let store = app.store.clone();
-    wait_for("the first checkpoint", WAIT, || {
-        let store = store.clone();
-        let mb = mb.clone();
-        async move { store.checkpoint(&mb).await.unwrap() }
-    })
-    .await;
+    first_checkpoint(app.store.as_ref()).await;
     assert_eq!(ticket_count(app.store.as_ref()).await, 0);
     app.stop().await;
 }
