@@ -6,7 +6,7 @@
 //! one, as serde's `deny_unknown_fields` would. Values become domain types here
 //! (addresses, mailbox names, secrets), so nothing downstream re-validates.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -257,7 +257,15 @@ pub struct SlackSettings {
     pub app_token: Option<Secret>,
     pub signing_secret: Option<Secret>,
     pub listen: SocketAddr,
+    /// Web API base without a trailing slash; `None`: Slack's own.
     pub api_url: Option<String>,
+    /// Posts per second into one channel (Slack allows about 1), and how
+    /// many may go at once after a quiet spell. Bursts wait, never drop.
+    pub posts_per_second: u32,
+    pub post_burst: u32,
+    /// Slack user id → the name outgoing mail is signed with
+    /// ("Alice Martin via Example Support"); others use their Slack name.
+    pub signature_names: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -1204,6 +1212,9 @@ impl Walker<'_> {
                 "signing_secret_env",
                 "listen",
                 "api_url",
+                "posts_per_second",
+                "post_burst",
+                "signature_names",
             ],
         );
         let mode = match self.opt_str(t, path, "mode").as_deref() {
@@ -1240,6 +1251,34 @@ impl Walker<'_> {
                 format!("expected an http:// or https:// URL, got {u:?}"),
             );
         }
+        let api_url = api_url.map(|u| u.trim_end_matches('/').to_owned());
+        let posts_per_second = self
+            .opt_int(t, path, "posts_per_second", 1, 1000)
+            .unwrap_or(1) as u32;
+        let post_burst = self.opt_int(t, path, "post_burst", 1, 1000).unwrap_or(4) as u32;
+        let mut signature_names = BTreeMap::new();
+        if let Some(names) = self.opt_table(t, path, "signature_names") {
+            for (user, name) in names {
+                let key = format!("slack.signature_names.{user}");
+                let valid_id = user.len() >= 2
+                    && user.starts_with(['U', 'W'])
+                    && user
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+                if !valid_id {
+                    self.problem(
+                        &key,
+                        "expected a Slack user id such as U024BE7LH as the key",
+                    );
+                }
+                match name {
+                    Value::String(n) if !n.trim().is_empty() && !n.contains(['\r', '\n']) => {
+                        signature_names.insert(user.clone(), n.trim().to_owned());
+                    }
+                    _ => self.problem(&key, "expected a non-empty one-line name"),
+                }
+            }
+        }
         Some(SlackSettings {
             mode,
             bot_token: bot_token?,
@@ -1247,6 +1286,9 @@ impl Walker<'_> {
             signing_secret,
             listen,
             api_url,
+            posts_per_second,
+            post_burst,
+            signature_names,
         })
     }
 
@@ -1254,10 +1296,17 @@ impl Walker<'_> {
         let path = "reactions";
         self.known_keys(t, path, &["claim", "close", "pending"]);
         let d = ReactionSettings::default();
+        // `:shortcode:` entries become their emoji, so one list serves
+        // Matrix (emoji keys) and Slack (names); custom emoji stay `:name:`.
+        let keys = |l: Vec<String>| -> Vec<String> {
+            l.iter()
+                .map(|e| crate::domain::command::reaction_key(e))
+                .collect()
+        };
         let r = ReactionSettings {
-            claim: self.str_list(t, path, "claim").unwrap_or(d.claim),
-            close: self.str_list(t, path, "close").unwrap_or(d.close),
-            pending: self.str_list(t, path, "pending").unwrap_or(d.pending),
+            claim: keys(self.str_list(t, path, "claim").unwrap_or(d.claim)),
+            close: keys(self.str_list(t, path, "close").unwrap_or(d.close)),
+            pending: keys(self.str_list(t, path, "pending").unwrap_or(d.pending)),
         };
         let mut seen = BTreeSet::new();
         for (key, list) in [

@@ -14,7 +14,10 @@ use tokio_util::sync::CancellationToken;
 use super::reply::{ReplyFlowError, ReplyRequest, queue_reply};
 use super::{App, now_ms};
 use crate::chat::{ChatEvent, Member};
-use crate::domain::command::{ListFilter, Parsed, RoomCommand, ThreadCommand, help_text, parse};
+use crate::domain::command::{
+    ListFilter, Parsed, RoomCommand, SlashCommand, ThreadCommand, help_text, parse, parse_slash,
+    reaction_key, slash_help_text,
+};
 use crate::domain::email::Direction;
 use crate::domain::ids::{Actor, Agent, TicketId};
 use crate::domain::outbound::OutboundAttachment;
@@ -59,6 +62,63 @@ async fn tell(
     app.store.enqueue(Some(ticket), &spec, now, now).await?;
     app.outbox_wakeup.notify_one();
     Ok(())
+}
+
+/// What the bridge says back about a teammate's action: public answers go
+/// to the thread, private ones (refusals, help) only to that teammate where
+/// the platform can whisper, and to the thread where it cannot.
+struct Answer {
+    text: String,
+    public: bool,
+}
+
+impl Answer {
+    fn public(text: impl Into<String>) -> Answer {
+        Answer {
+            text: text.into(),
+            public: true,
+        }
+    }
+    fn private(text: impl Into<String>) -> Answer {
+        Answer {
+            text: text.into(),
+            public: false,
+        }
+    }
+}
+
+async fn say(
+    app: &App,
+    ticket: TicketId,
+    thread: &ChatThread,
+    agent: &Agent,
+    answer: Answer,
+) -> Result<(), StoreError> {
+    if !answer.public
+        && let Some(chat) = app.chats.get(&thread.platform)
+    {
+        match chat.whisper(thread, agent, &answer.text).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, %agent, "could not answer privately; telling the thread")
+            }
+        }
+    }
+    tell(app, ticket, thread, answer.text).await
+}
+
+async fn say_opt(
+    app: &App,
+    ticket: TicketId,
+    thread: &ChatThread,
+    agent: &Agent,
+    answer: Option<Answer>,
+) -> Result<(), StoreError> {
+    match answer {
+        Some(a) => say(app, ticket, thread, agent, a).await,
+        None => Ok(()),
+    }
 }
 
 /// Whether `agent` may act on tickets in `room`: a joined member with at
@@ -110,6 +170,7 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
             let Some(ticket) = app.store.ticket_by_thread(&thread).await? else {
                 return Ok(());
             };
+            let key = reaction_key(&key);
             let r = &app.settings.reactions;
             let event = if r.claim.contains(&key) {
                 if added {
@@ -128,18 +189,13 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
                 .await
                 .is_none()
             {
-                tell(
-                    app,
-                    ticket,
-                    &thread,
-                    format!(
-                        "{agent} may not change tickets here (not a member with enough power)."
-                    ),
-                )
-                .await?;
-                return Ok(());
+                let no = Answer::private(format!(
+                    "{agent} may not change tickets here (not a member with enough power)."
+                ));
+                return say(app, ticket, &thread, &agent, no).await;
             }
-            apply(app, ticket, &thread, &agent, event).await
+            let answer = apply(app, ticket, &agent, event).await?;
+            say_opt(app, ticket, &thread, &agent, answer).await
         }
         ChatEvent::ThreadMessage {
             thread,
@@ -150,27 +206,54 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
             let Some(ticket) = app.store.ticket_by_thread(&thread).await? else {
                 return Ok(());
             };
-            match parse(&text) {
-                Ok(Parsed::NotACommand) => Ok(()),
-                Err(e) => tell(app, ticket, &thread, format!("⚠️ {e}")).await,
-                Ok(Parsed::Room(_)) => {
-                    tell(
-                        app,
-                        ticket,
-                        &thread,
-                        "`!mailroom …` commands work in the room, outside ticket threads.",
-                    )
-                    .await
+            let answer = match parse(&text) {
+                Ok(Parsed::NotACommand) => None,
+                Err(e) => Some(Answer::private(format!("⚠️ {e}"))),
+                Ok(Parsed::Room(_)) => Some(Answer::private(
+                    "`!mailroom …` commands work in the room, outside ticket threads.",
+                )),
+                Ok(Parsed::Thread(cmd)) => act(app, ticket, &thread, &agent, cmd).await?,
+            };
+            say_opt(app, ticket, &thread, &agent, answer).await
+        }
+        ChatEvent::ThreadAction {
+            thread,
+            agent,
+            command,
+            ..
+        } => {
+            let Some(ticket) = app.store.ticket_by_thread(&thread).await? else {
+                if let Some(chat) = app.chats.get(&thread.platform)
+                    && let Err(e) = chat
+                        .whisper(
+                            &thread,
+                            &agent,
+                            "⚠️ That message is not a ticket's thread; nothing was sent.",
+                        )
+                        .await
+                {
+                    tracing::warn!(error = %e, "could not answer privately");
                 }
-                Ok(Parsed::Thread(cmd)) => {
-                    let Some(member) =
-                        member_allowed(app, thread.platform, &thread.room, &agent).await
-                    else {
-                        return tell(app, ticket, &thread, format!("{agent} may not act on tickets here (not a member with enough power).")).await;
-                    };
-                    thread_command(app, ticket, &thread, &agent, &member, cmd).await
-                }
+                return Ok(());
+            };
+            let answer = act(app, ticket, &thread, &agent, command).await?;
+            say_opt(app, ticket, &thread, &agent, answer).await
+        }
+        ChatEvent::Command {
+            platform,
+            room,
+            agent,
+            text,
+            respond_to,
+            ..
+        } => {
+            let answer = slash_command(app, platform, &room, &agent, &text).await?;
+            if let Some(chat) = app.chats.get(&platform)
+                && let Err(e) = chat.respond(&respond_to, &answer).await
+            {
+                tracing::warn!(error = %e, "could not answer the command");
             }
+            Ok(())
         }
         ChatEvent::ThreadFile {
             thread,
@@ -215,16 +298,73 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
     }
 }
 
-async fn apply(
+/// A thread command from a member allowed to give it.
+async fn act(
     app: &App,
     ticket: TicketId,
     thread: &ChatThread,
     agent: &Agent,
+    cmd: ThreadCommand,
+) -> Result<Option<Answer>, StoreError> {
+    match member_allowed(app, thread.platform, &thread.room, agent).await {
+        Some(member) => thread_command(app, ticket, thread, agent, &member, cmd).await,
+        None => Ok(Some(Answer::private(format!(
+            "{agent} may not act on tickets here (not a member with enough power)."
+        )))),
+    }
+}
+
+/// `/mailroom …`: the answer, for the teammate alone. A reply's public
+/// confirmation also goes to the ticket's thread.
+async fn slash_command(
+    app: &App,
+    platform: crate::store::Platform,
+    room: &str,
+    agent: &Agent,
+    text: &str,
+) -> Result<String, StoreError> {
+    match parse_slash(text) {
+        Err(e) => Ok(format!("⚠️ {e}")),
+        Ok(SlashCommand::Room(RoomCommand::Help)) => Ok(slash_help_text()),
+        Ok(SlashCommand::Room(cmd)) => {
+            if member_allowed(app, platform, room, agent).await.is_none() {
+                return Ok(format!(
+                    "{agent} may not use mailroom here (not a member of this channel)."
+                ));
+            }
+            room_command(app, agent, cmd).await
+        }
+        Ok(SlashCommand::Reply {
+            ticket,
+            text,
+            force,
+        }) => {
+            let Some(thread) = app.store.chat_thread(ticket, platform).await? else {
+                return Ok(format!("⚠️ {ticket} has no thread here; nothing was sent."));
+            };
+            let Some(member) = member_allowed(app, platform, &thread.room, agent).await else {
+                return Ok(format!(
+                    "{agent} may not act on {ticket} (not a member of its channel)."
+                ));
+            };
+            let answer = reply(app, ticket, agent, &member, text, force, Vec::new()).await?;
+            if answer.public {
+                tell(app, ticket, &thread, answer.text.clone()).await?;
+            }
+            Ok(format!("{ticket}: {}", answer.text))
+        }
+    }
+}
+
+async fn apply(
+    app: &App,
+    ticket: TicketId,
+    agent: &Agent,
     event: TicketEvent,
-) -> Result<(), StoreError> {
+) -> Result<Option<Answer>, StoreError> {
     let notify = match app.store.ticket(ticket).await? {
         Some(t) => app.platforms_for(&t.mailbox),
-        None => return Ok(()),
+        None => return Ok(None),
     };
     match app
         .store
@@ -240,19 +380,13 @@ async fn apply(
         Applied::Changed { after, .. } => {
             app.outbox_wakeup.notify_one();
             tracing::info!(%ticket, %agent, action = event.action(), state = %after, "ticket changed");
-            Ok(())
+            Ok(None)
         }
-        Applied::Unchanged | Applied::NoSuchTicket => Ok(()),
-        Applied::Refused(Refusal::AlreadyClaimed { by }) => {
-            tell(
-                app,
-                ticket,
-                thread,
-                format!("{agent}: already claimed by {by}."),
-            )
-            .await
-        }
-        Applied::Refused(r) => tell(app, ticket, thread, format!("{agent}: {r}.")).await,
+        Applied::Unchanged | Applied::NoSuchTicket => Ok(None),
+        Applied::Refused(Refusal::AlreadyClaimed { by }) => Ok(Some(Answer::private(format!(
+            "{agent}: already claimed by {by}."
+        )))),
+        Applied::Refused(r) => Ok(Some(Answer::private(format!("{agent}: {r}.")))),
     }
 }
 
@@ -263,8 +397,8 @@ async fn thread_command(
     agent: &Agent,
     member: &Member,
     cmd: ThreadCommand,
-) -> Result<(), StoreError> {
-    match cmd {
+) -> Result<Option<Answer>, StoreError> {
+    let answer = match cmd {
         ThreadCommand::Reply {
             text,
             force,
@@ -273,21 +407,23 @@ async fn thread_command(
             let files = if attach {
                 match thread_files(app, ticket, thread).await? {
                     Ok(files) if files.is_empty() => {
-                        return tell(app, ticket, thread, "⚠️ !reply --attach: no files were posted in this thread since the last reply.").await;
+                        return Ok(Some(Answer::private(
+                            "⚠️ !reply --attach: no files were posted in this thread since the last reply.",
+                        )));
                     }
                     Ok(files) => files,
                     Err(e) => {
-                        return tell(app, ticket, thread, format!("⚠️ !reply --attach: {e}")).await;
+                        return Ok(Some(Answer::private(format!("⚠️ !reply --attach: {e}"))));
                     }
                 }
             } else {
                 Vec::new()
             };
-            reply(app, ticket, thread, agent, member, text, force, files).await
+            reply(app, ticket, agent, member, text, force, files).await?
         }
         ThreadCommand::Template { name, vars } => match render_template(app, &name, &vars) {
-            Ok(text) => reply(app, ticket, thread, agent, member, text, false, Vec::new()).await,
-            Err(e) => tell(app, ticket, thread, format!("⚠️ {e}")).await,
+            Ok(text) => reply(app, ticket, agent, member, text, false, Vec::new()).await?,
+            Err(e) => Answer::private(format!("⚠️ {e}")),
         },
         ThreadCommand::Undo => {
             let emails = app.store.emails(ticket).await?;
@@ -296,82 +432,64 @@ async fn thread_command(
                     && e.state == EmailState::Queued
                     && e.author.as_ref() == Some(agent)
             });
-            let text = match mine {
+            match mine {
                 Some(e)
                     if app
                         .store
                         .cancel_reply(e.id, &Actor::Agent(agent.clone()), now_ms())
                         .await? =>
                 {
-                    format!("↩️ {agent}: your reply was cancelled; nothing was sent.")
+                    Answer::public(format!(
+                        "↩️ {agent}: your reply was cancelled; nothing was sent."
+                    ))
                 }
-                _ => format!("{agent}: nothing to undo (no reply of yours is waiting to be sent)."),
-            };
-            tell(app, ticket, thread, text).await
+                _ => Answer::private(format!(
+                    "{agent}: nothing to undo (no reply of yours is waiting to be sent)."
+                )),
+            }
         }
-        ThreadCommand::Close => apply(app, ticket, thread, agent, TicketEvent::Close).await,
-        ThreadCommand::Reopen => apply(app, ticket, thread, agent, TicketEvent::Reopen).await,
-        ThreadCommand::Pending => apply(app, ticket, thread, agent, TicketEvent::MarkPending).await,
+        ThreadCommand::Close => return apply(app, ticket, agent, TicketEvent::Close).await,
+        ThreadCommand::Reopen => return apply(app, ticket, agent, TicketEvent::Reopen).await,
+        ThreadCommand::Pending => return apply(app, ticket, agent, TicketEvent::MarkPending).await,
         ThreadCommand::Claim => {
-            apply(
-                app,
-                ticket,
-                thread,
-                agent,
-                TicketEvent::Claim(agent.clone()),
-            )
-            .await
+            return apply(app, ticket, agent, TicketEvent::Claim(agent.clone())).await;
         }
         ThreadCommand::Unclaim => {
-            apply(
-                app,
-                ticket,
-                thread,
-                agent,
-                TicketEvent::Unclaim(agent.clone()),
-            )
-            .await
+            return apply(app, ticket, agent, TicketEvent::Unclaim(agent.clone())).await;
         }
-        ThreadCommand::Unassign => apply(app, ticket, thread, agent, TicketEvent::Unassign).await,
-        ThreadCommand::Assign(user) => {
-            match user.as_agent() {
-                Some(to) => {
-                    if member_allowed(app, thread.platform, &thread.room, &to)
-                        .await
-                        .is_none()
-                    {
-                        return tell(
-                            app,
-                            ticket,
-                            thread,
-                            format!("⚠️ {to} is not a member of this room who may handle tickets."),
-                        )
-                        .await;
-                    }
-                    apply(app, ticket, thread, agent, TicketEvent::Assign(to)).await
+        ThreadCommand::Unassign => return apply(app, ticket, agent, TicketEvent::Unassign).await,
+        ThreadCommand::Assign(user) => match user.as_agent() {
+            Some(to) => {
+                if member_allowed(app, thread.platform, &thread.room, &to)
+                    .await
+                    .is_none()
+                {
+                    Answer::private(format!(
+                        "⚠️ {to} is not a member of this room who may handle tickets."
+                    ))
+                } else {
+                    return apply(app, ticket, agent, TicketEvent::Assign(to)).await;
                 }
-                None => tell(
-                    app,
-                    ticket,
-                    thread,
-                    format!(
-                        "⚠️ !assign needs a full user id such as @alice:example.org, not {user}."
-                    ),
-                )
-                .await,
             }
-        }
+            None => Answer::private(format!(
+                "⚠️ !assign needs a full user id such as @alice:example.org (or a Slack mention), not {user}."
+            )),
+        },
         ThreadCommand::Tag(tags) => {
             for t in tags {
-                apply(app, ticket, thread, agent, TicketEvent::AddTag(t)).await?;
+                if let Some(refused) = apply(app, ticket, agent, TicketEvent::AddTag(t)).await? {
+                    return Ok(Some(refused));
+                }
             }
-            Ok(())
+            return Ok(None);
         }
         ThreadCommand::Untag(tags) => {
             for t in tags {
-                apply(app, ticket, thread, agent, TicketEvent::RemoveTag(t)).await?;
+                if let Some(refused) = apply(app, ticket, agent, TicketEvent::RemoveTag(t)).await? {
+                    return Ok(Some(refused));
+                }
             }
-            Ok(())
+            return Ok(None);
         }
         ThreadCommand::History => {
             let log = app.store.audit_log(ticket).await?;
@@ -385,10 +503,11 @@ async fn thread_command(
                     a.actor, a.action, a.details
                 ));
             }
-            tell(app, ticket, thread, text.trim_end().to_owned()).await
+            Answer::private(text.trim_end().to_owned())
         }
-        ThreadCommand::Help => tell(app, ticket, thread, help_text()).await,
-    }
+        ThreadCommand::Help => Answer::private(help_text()),
+    };
+    Ok(Some(answer))
 }
 
 /// The files posted in the thread since the ticket's last reply, downloaded.
@@ -427,27 +546,20 @@ async fn thread_files(
 async fn reply(
     app: &App,
     ticket: TicketId,
-    thread: &ChatThread,
     agent: &Agent,
     member: &Member,
     text: String,
     force: bool,
     attachments: Vec<OutboundAttachment>,
-) -> Result<(), StoreError> {
+) -> Result<Answer, StoreError> {
     let Some(record) = app.store.ticket(ticket).await? else {
-        return Ok(());
+        return Ok(Answer::private(format!("⚠️ {ticket} no longer exists.")));
     };
     if !force {
         if let Some(owner) = record.state.owner().filter(|o| *o != agent) {
-            return tell(
-                app,
-                ticket,
-                thread,
-                format!(
-                    "⚠️ {agent}: {ticket} is claimed by {owner}. Send anyway with `!reply! …`."
-                ),
-            )
-            .await;
+            return Ok(Answer::private(format!(
+                "⚠️ {agent}: {ticket} is claimed by {owner}. Send anyway with `!reply! …`."
+            )));
         }
         // Stale-reply guard: the customer wrote after this teammate last acted.
         let log = app.store.audit_log(ticket).await?;
@@ -467,13 +579,9 @@ async fn reply(
             let what = latest
                 .map(|e| format!("“{}” from {}", e.subject, e.from))
                 .unwrap_or_else(|| "a new email".into());
-            return tell(
-                app,
-                ticket,
-                thread,
-                format!("⚠️ {agent}: the customer wrote since you last looked: {what}. Read it, then reply again, or send anyway with `!reply! …`."),
-            )
-            .await;
+            return Ok(Answer::private(format!(
+                "⚠️ {agent}: the customer wrote since you last looked: {what}. Read it, then reply again, or send anyway with `!reply! …`."
+            )));
         }
     }
     let undo = app.settings.commands.undo_window;
@@ -497,27 +605,15 @@ async fn reply(
             } else {
                 format!("in {} s; `!undo` cancels it", undo.as_secs())
             };
-            tell(
-                app,
-                ticket,
-                thread,
-                format!(
-                    "✉️ {agent}: reply to {} queued, sending {when}.",
-                    to.join(", ")
-                ),
-            )
-            .await
+            Ok(Answer::public(format!(
+                "✉️ {agent}: reply to {} queued, sending {when}.",
+                to.join(", ")
+            )))
         }
         Err(ReplyFlowError::Store(e)) => Err(e),
-        Err(e) => {
-            tell(
-                app,
-                ticket,
-                thread,
-                format!("⚠️ {agent}: the reply was not queued: {e}"),
-            )
-            .await
-        }
+        Err(e) => Ok(Answer::private(format!(
+            "⚠️ {agent}: the reply was not queued: {e}"
+        ))),
     }
 }
 

@@ -108,11 +108,15 @@ pub async fn connect_chats(
         tasks.push(tokio::spawn(matrix.clone().run(tx.clone(), cancel.clone())));
         platforms.push(matrix);
     }
-    if settings.slack.is_some() {
-        return Err(crate::chat::ChatError::Permanent {
-            message: "[slack]: the Slack adapter is not part of this build yet; remove the section"
-                .into(),
-        });
+    if let Some(s) = &settings.slack {
+        let slack =
+            crate::chat::slack::SlackChat::connect(s, settings.commands.templates_dir.clone())
+                .await?;
+        tracing::info!(bot = slack.bot_user(), mode = ?s.mode, "slack connected");
+        tasks.push(
+            crate::chat::slack::intake::start(slack.clone(), tx.clone(), cancel.clone()).await?,
+        );
+        platforms.push(slack);
     }
     Ok(Chats {
         platforms,

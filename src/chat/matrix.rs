@@ -33,7 +33,10 @@ use matrix_sdk::{Client, RoomState};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{ChatError, ChatEvent, ChatPlatform, FileUpload, Member, SharedFile, TicketCard};
+use super::{
+    ChatError, ChatEvent, ChatPlatform, FileUpload, Member, SharedFile, TicketCard, human_size,
+    status_line, truncate_chars, with_full_text,
+};
 use crate::config::{MatrixAuth, MatrixSettings};
 use crate::domain::ids::Agent;
 use crate::domain::render::EmailView;
@@ -139,36 +142,6 @@ fn escape_html(s: &str) -> String {
 /// wrote can become markup, links or tracking pixels.
 fn text_block(text: &str) -> String {
     escape_html(text).replace('\n', "<br>")
-}
-
-fn truncate_chars(s: &str, max: usize) -> (&str, bool) {
-    match s.char_indices().nth(max) {
-        Some((cut, _)) => (&s[..cut], true),
-        None => (s, false),
-    }
-}
-
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-fn status_line(card: &TicketCard<'_>) -> String {
-    let mut s = format!("{} · {}", card.ticket, card.state);
-    if !card.tags.is_empty() {
-        s.push_str(&format!(" · tags: {}", card.tags.join(", ")));
-    }
-    s
 }
 
 /// The body of an email as shown in the room: plain and HTML.
@@ -735,23 +708,6 @@ async fn token_session(settings: &MatrixSettings, token: &str) -> Result<MatrixS
     })
 }
 
-/// The files to upload with a message: the attachments, plus the mail's full
-/// text when the message had to be truncated.
-fn with_full_text(email: &EmailView, files: Vec<FileUpload>) -> Vec<FileUpload> {
-    let mut all = files;
-    if truncate_chars(&email.body, MAX_BODY_CHARS).1 {
-        all.insert(
-            0,
-            FileUpload {
-                name: "full-message.txt".into(),
-                content_type: "text/plain; charset=utf-8".into(),
-                data: email.full_text.as_bytes().to_vec(),
-            },
-        );
-    }
-    all
-}
-
 /// A file, image, video or audio message as a [`SharedFile`]; its source
 /// (plain or encrypted media) is kept as JSON for [`ChatPlatform::download`].
 fn shared_file(msg: &MessageType) -> Option<SharedFile> {
@@ -815,7 +771,7 @@ impl ChatPlatform for MatrixChat {
         let event_id = self
             .send(&r, root_content(card, email), Some(idempotency_key))
             .await?;
-        let files = with_full_text(email, files);
+        let files = with_full_text(email, files, MAX_BODY_CHARS);
         self.upload_into_thread(&r, &event_id, files, idempotency_key)
             .await?;
         Ok(matrix_thread(r.room_id(), &event_id))
@@ -843,7 +799,7 @@ impl ChatPlatform for MatrixChat {
         }
         self.send(&r, in_thread(content, &root), Some(idempotency_key))
             .await?;
-        let files = with_full_text(email, files);
+        let files = with_full_text(email, files, MAX_BODY_CHARS);
         self.upload_into_thread(&r, &root, files, idempotency_key)
             .await
     }

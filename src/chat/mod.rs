@@ -6,9 +6,11 @@
 //! made by the bridge, never inside an adapter.
 
 pub mod matrix;
+pub mod slack;
 
 use async_trait::async_trait;
 
+use crate::domain::command::ThreadCommand;
 use crate::domain::ids::{Agent, TicketId};
 use crate::domain::render::EmailView;
 use crate::domain::ticket::TicketState;
@@ -126,6 +128,25 @@ pub trait ChatPlatform: Send + Sync {
 
     /// The member as the room knows them, or `None` if they have not joined it.
     async fn member(&self, room: &str, agent: &Agent) -> Result<Option<Member>, ChatError>;
+
+    /// Tells one teammate something in the thread that only they see (a
+    /// refusal, an answer to their command). `Ok(false)`: the platform has no
+    /// such messages, and the caller posts a notice instead.
+    async fn whisper(
+        &self,
+        _thread: &ChatThread,
+        _agent: &Agent,
+        _text: &str,
+    ) -> Result<bool, ChatError> {
+        Ok(false)
+    }
+
+    /// Answers a [`ChatEvent::Command`] through the handle it came with.
+    async fn respond(&self, _respond_to: &str, _text: &str) -> Result<(), ChatError> {
+        Err(ChatError::Permanent {
+            message: format!("{} has no command answers", self.platform().as_str()),
+        })
+    }
 }
 
 /// Something a teammate did in chat, already translated from the platform's types.
@@ -154,6 +175,27 @@ pub enum ChatEvent {
         file: SharedFile,
         event_ref: String,
     },
+    /// A command given outside any thread, naming its ticket itself (Slack's
+    /// `/mailroom …`); answered privately through [`ChatPlatform::respond`].
+    Command {
+        platform: Platform,
+        /// Where it was typed.
+        room: String,
+        agent: Agent,
+        /// What follows the command's name.
+        text: String,
+        /// The platform's handle for the answer.
+        respond_to: String,
+        event_ref: String,
+    },
+    /// A thread command given through a form rather than typed (Slack's
+    /// "Reply by email" dialog).
+    ThreadAction {
+        thread: ChatThread,
+        agent: Agent,
+        command: ThreadCommand,
+        event_ref: String,
+    },
     /// A message in the room outside any ticket thread.
     RoomMessage {
         platform: Platform,
@@ -169,8 +211,11 @@ impl ChatEvent {
         match self {
             ChatEvent::Reaction { thread, .. }
             | ChatEvent::ThreadMessage { thread, .. }
-            | ChatEvent::ThreadFile { thread, .. } => thread.platform,
-            ChatEvent::RoomMessage { platform, .. } => *platform,
+            | ChatEvent::ThreadFile { thread, .. }
+            | ChatEvent::ThreadAction { thread, .. } => thread.platform,
+            ChatEvent::RoomMessage { platform, .. } | ChatEvent::Command { platform, .. } => {
+                *platform
+            }
         }
     }
 
@@ -179,7 +224,65 @@ impl ChatEvent {
             ChatEvent::Reaction { event_ref, .. }
             | ChatEvent::ThreadMessage { event_ref, .. }
             | ChatEvent::ThreadFile { event_ref, .. }
+            | ChatEvent::ThreadAction { event_ref, .. }
+            | ChatEvent::Command { event_ref, .. }
             | ChatEvent::RoomMessage { event_ref, .. } => event_ref,
         }
     }
+}
+
+// Rendering helpers every adapter uses.
+
+/// `s` cut to at most `max` characters, and whether it was cut.
+pub(crate) fn truncate_chars(s: &str, max: usize) -> (&str, bool) {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => (&s[..cut], true),
+        None => (s, false),
+    }
+}
+
+/// `1.5 MB`-style sizes for attachment lists.
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// `#12 · claimed by … · tags: …`, the ticket's one-line status.
+pub(crate) fn status_line(card: &TicketCard<'_>) -> String {
+    let mut s = format!("{} · {}", card.ticket, card.state);
+    if !card.tags.is_empty() {
+        s.push_str(&format!(" · tags: {}", card.tags.join(", ")));
+    }
+    s
+}
+
+/// The files to upload with a message: the attachments, plus the mail's full
+/// text when the message had to be truncated.
+pub(crate) fn with_full_text(
+    email: &EmailView,
+    files: Vec<FileUpload>,
+    max_chars: usize,
+) -> Vec<FileUpload> {
+    let mut all = files;
+    if truncate_chars(&email.body, max_chars).1 {
+        all.insert(
+            0,
+            FileUpload {
+                name: "full-message.txt".into(),
+                content_type: "text/plain; charset=utf-8".into(),
+                data: email.full_text.as_bytes().to_vec(),
+            },
+        );
+    }
+    all
 }

@@ -250,6 +250,39 @@ In the room:
   !mailroom help                 show this list"
 }
 
+/// The key a reaction is matched by: an emoji as itself, a `:shortcode:` or
+/// bare Slack name (`raising_hand`, `+1::skin-tone-2`) as its emoji when it
+/// names a standard one, and a custom emoji as `:name:`. Variation selectors
+/// and skin tones do not change what a reaction means.
+pub fn reaction_key(reaction: &str) -> String {
+    let r = reaction.trim();
+    let name = r
+        .strip_prefix(':')
+        .and_then(|n| n.strip_suffix(':'))
+        .unwrap_or(r);
+    let name = name.split("::").next().unwrap_or(name);
+    let is_name = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '\''));
+    if is_name {
+        return match emojis::get_by_shortcode(name) {
+            Some(e) => strip_variation(e.as_str()),
+            None => format!(":{name}:"),
+        };
+    }
+    strip_variation(r)
+}
+
+fn strip_variation(emoji: &str) -> String {
+    emojis::get(emoji)
+        .map(|e| e.as_str())
+        .unwrap_or(emoji)
+        .chars()
+        .filter(|c| !matches!(c, '\u{fe0f}' | '\u{1f3fb}'..='\u{1f3ff}'))
+        .collect()
+}
+
 /// Undoes Slack's escaping of message text (`&amp;`, `&lt;`, `&gt;`; Slack
 /// escapes nothing else). One left-to-right pass, so `&amp;lt;` (a teammate
 /// who typed `&lt;`) becomes `&lt;`, not `<`.
@@ -673,6 +706,80 @@ fn quoted_value(src: &str, close: char) -> Result<(String, &str), String> {
     Err(format!("the quote is never closed (missing {close})"))
 }
 
+/// What `/mailroom …` asks for (Slack's slash command, typed anywhere:
+/// Slack does not allow slash commands in threads, so a reply names its
+/// ticket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlashCommand {
+    Room(RoomCommand),
+    Reply {
+        ticket: TicketId,
+        text: String,
+        force: bool,
+    },
+}
+
+const SLASH_USAGE: &str = "/mailroom reply <ticket> <text> | /mailroom list [open|mine|unclaimed|pending] | /mailroom show <ticket> | /mailroom help";
+
+/// Reads the text after `/mailroom`. Errors are sentences for the teammate,
+/// naming the slash command's own forms.
+pub fn parse_slash(text: &str) -> Result<SlashCommand, String> {
+    let slash = |e: CommandError| e.to_string().replace("!mailroom", "/mailroom");
+    let t = text.trim_start();
+    let end = t.find(char::is_whitespace).unwrap_or(t.len());
+    let (word, rest) = t.split_at(end);
+    let force = match word.to_ascii_lowercase().as_str() {
+        "reply" => false,
+        "reply!" => true,
+        _ => return parse_mailroom(text).map(SlashCommand::Room).map_err(slash),
+    };
+    let rest = rest.trim_start();
+    let id_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    let (arg, body) = rest.split_at(id_end);
+    if arg.is_empty() {
+        return Err(format!(
+            "/mailroom {0} needs a ticket number and the text (usage: /mailroom {0} <ticket> <text>)",
+            word.to_ascii_lowercase()
+        ));
+    }
+    let ticket = TicketId::parse(arg).map_err(|e| {
+        format!(
+            "{} is not a ticket: {} (usage: {SLASH_USAGE})",
+            quoted(arg),
+            e.reason
+        )
+    })?;
+    match parse_reply(body, force) {
+        Ok(ThreadCommand::Reply { attach: true, .. }) => Err(
+            "--attach works in the ticket's thread only (!reply --attach), where the files are"
+                .to_owned(),
+        ),
+        Ok(ThreadCommand::Reply { text, force, .. }) => Ok(SlashCommand::Reply {
+            ticket,
+            text,
+            force,
+        }),
+        Ok(_) => Err(format!("usage: {SLASH_USAGE}")),
+        Err(e) => Err(e
+            .to_string()
+            .replace("!reply! ", "/mailroom reply! <ticket> ")
+            .replace("!reply ", "/mailroom reply <ticket> ")),
+    }
+}
+
+/// What `/mailroom help` answers.
+pub fn slash_help_text() -> String {
+    format!(
+        "/mailroom reply <ticket> <text>   reply to the customer from the shared address\n\
+/mailroom reply! <ticket> <text>  reply even if someone else claimed it or new mail came\n\
+/mailroom list [open|mine|unclaimed|pending]   list tickets\n\
+/mailroom show <ticket>           show a ticket\n\
+/mailroom help                    show this list\n\
+Or use the \u{201c}Reply by email\u{201d} shortcut on a ticket's message.\n\n{}",
+        help_text()
+    )
+}
+
 fn parse_mailroom(rest: &str) -> Result<RoomCommand, CommandError> {
     let mut words = rest.split_whitespace();
     // A bare `!mailroom` is someone asking what it can do.
@@ -801,6 +908,64 @@ fn edit_distance(a: &[char], b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn slash_commands_name_their_ticket() {
+        assert_eq!(
+            parse_slash("reply #12 Thanks,\nwe refunded you."),
+            Ok(SlashCommand::Reply {
+                ticket: TicketId::parse("12").unwrap(),
+                text: "Thanks,\nwe refunded you.".into(),
+                force: false
+            })
+        );
+        assert!(matches!(
+            parse_slash("REPLY! 3 ok"),
+            Ok(SlashCommand::Reply { force: true, .. })
+        ));
+        assert_eq!(
+            parse_slash("list mine"),
+            Ok(SlashCommand::Room(RoomCommand::List(ListFilter::Mine)))
+        );
+        assert_eq!(parse_slash(""), Ok(SlashCommand::Room(RoomCommand::Help)));
+        assert_eq!(
+            parse_slash("show 4"),
+            Ok(SlashCommand::Room(RoomCommand::Show(
+                TicketId::parse("4").unwrap()
+            )))
+        );
+        let e = parse_slash("reply").unwrap_err();
+        assert!(e.contains("needs a ticket number"), "{e}");
+        let e = parse_slash("reply abc hi").unwrap_err();
+        assert!(e.contains("\"abc\" is not a ticket"), "{e}");
+        let e = parse_slash("reply 4").unwrap_err();
+        assert!(e.contains("/mailroom reply <ticket>"), "{e}");
+        let e = parse_slash("reply 4 --attach hi").unwrap_err();
+        assert!(e.contains("thread"), "{e}");
+        let e = parse_slash("lst").unwrap_err();
+        assert!(
+            e.contains("/mailroom list") && !e.contains("!mailroom"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reactions_match_by_meaning_not_spelling() {
+        // Slack names, shortcodes, skin tones and variation selectors.
+        assert_eq!(reaction_key("raising_hand"), "🙋");
+        assert_eq!(reaction_key(":raising_hand:"), "🙋");
+        assert_eq!(reaction_key("raising_hand::skin-tone-3"), "🙋");
+        assert_eq!(reaction_key("🙋🏽"), "🙋");
+        assert_eq!(reaction_key("eyes"), "👀");
+        assert_eq!(reaction_key("white_check_mark"), "✅");
+        assert_eq!(reaction_key("hourglass_flowing_sand"), "⏳");
+        assert_eq!(reaction_key("✅\u{fe0f}"), "✅");
+        assert_eq!(reaction_key("+1"), "👍");
+        // Custom emoji keep their name; other text is itself.
+        assert_eq!(reaction_key("team_claim"), ":team_claim:");
+        assert_eq!(reaction_key(":team_claim:"), ":team_claim:");
+        assert_ne!(reaction_key("eyes"), reaction_key("raising_hand"));
+    }
     use super::*;
     use proptest::prelude::*;
 

@@ -1,0 +1,677 @@
+//! The Slack adapter: slack-morphism's Web API client and Socket Mode
+//! listener, or the Events API over HTTP (see [`intake`]).
+//!
+//! A ticket's thread is a channel message (`thread_ref` = its `ts`). Posts
+//! into a channel are paced (about one a second, as Slack allows) so that a
+//! burst waits instead of meeting 429s; a 429 that comes anyway is handed to
+//! the outbox with its `Retry-After`. Channel history is never read: Slack
+//! throttles it to one call a minute for internal apps, and mailroom keeps
+//! its own state.
+
+pub mod intake;
+pub mod render;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+use slack_morphism::errors::*;
+use slack_morphism::prelude::*;
+
+use super::{ChatError, ChatPlatform, FileUpload, Member, SharedFile, TicketCard, with_full_text};
+use crate::config::SlackSettings;
+use crate::domain::ids::Agent;
+use crate::domain::render::EmailView;
+use crate::store::{ChatThread, Platform};
+
+pub(crate) type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
+pub(crate) type Client = SlackClient<Connector>;
+
+/// How long what Slack said about people stays trusted.
+const USER_TTL: Duration = Duration::from_secs(600);
+const MEMBERS_TTL: Duration = Duration::from_secs(60);
+/// A member not in the cached list triggers a fresh list at most this often.
+const MEMBERS_MIN_REFRESH: Duration = Duration::from_secs(5);
+/// Posts remembered by idempotency key, so a retried job reuses them.
+const POSTED_KEYS: usize = 4_096;
+
+/// Mailroom's name for a Slack user (`slack:U024BE7LH`).
+pub fn agent(user_id: &str) -> Option<Agent> {
+    Agent::parse(&format!("slack:{user_id}")).ok()
+}
+
+/// The Slack user id of one of mailroom's agents, if it is a Slack one.
+pub fn user_id(agent: &Agent) -> Option<&str> {
+    agent.as_str().strip_prefix("slack:")
+}
+
+#[derive(Debug, Clone)]
+struct UserInfo {
+    name: String,
+    active: bool,
+}
+
+struct Cached<T> {
+    at: Instant,
+    value: T,
+}
+
+/// Idempotency key → the message it produced, oldest forgotten first.
+#[derive(Default)]
+struct Posted {
+    by_key: HashMap<String, String>,
+    order: VecDeque<String>,
+}
+
+impl Posted {
+    fn get(&self, key: &str) -> Option<String> {
+        self.by_key.get(key).cloned()
+    }
+    fn put(&mut self, key: String, ts: String) {
+        if self.by_key.insert(key.clone(), ts).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > POSTED_KEYS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_key.remove(&old);
+            }
+        }
+    }
+}
+
+pub struct SlackChat {
+    client: Arc<Client>,
+    token: SlackApiToken,
+    settings: SlackSettings,
+    bot_user: String,
+    http: reqwest::Client,
+    pacer: DefaultKeyedRateLimiter<String>,
+    users: Mutex<HashMap<String, Cached<Option<UserInfo>>>>,
+    members: Mutex<HashMap<String, Cached<HashSet<String>>>>,
+    posted: Mutex<Posted>,
+    templates_dir: PathBuf,
+}
+
+fn transient(message: impl Into<String>, retry_after_ms: Option<u64>) -> ChatError {
+    ChatError::Transient {
+        message: message.into(),
+        retry_after_ms,
+    }
+}
+
+fn permanent(message: impl Into<String>) -> ChatError {
+    ChatError::Permanent {
+        message: message.into(),
+    }
+}
+
+/// Slack's errors that a later try may not meet.
+const TRANSIENT_CODES: &[&str] = &[
+    "internal_error",
+    "fatal_error",
+    "service_unavailable",
+    "request_timeout",
+    "ratelimited",
+    "rate_limited",
+];
+
+fn classify(method: &str, e: SlackClientError) -> ChatError {
+    match e {
+        SlackClientError::RateLimitError(r) => transient(
+            format!("{method}: rate limited"),
+            // Slack always says when; if a proxy ate the header, wait a second.
+            Some(r.retry_after.map(|d| d.as_millis() as u64).unwrap_or(1_000)),
+        ),
+        SlackClientError::ApiError(a) => {
+            if TRANSIENT_CODES.contains(&a.code.as_str()) {
+                transient(format!("{method}: {}", a.code), None)
+            } else {
+                permanent(format!("{method}: {}", a.code))
+            }
+        }
+        SlackClientError::HttpError(h) if h.status_code.is_server_error() => {
+            transient(format!("{method}: HTTP {}", h.status_code), None)
+        }
+        SlackClientError::HttpError(h) => permanent(format!("{method}: HTTP {}", h.status_code)),
+        SlackClientError::HttpProtocolError(p) => transient(format!("{method}: {p}"), None),
+        SlackClientError::EndOfStream(p) => transient(format!("{method}: {p}"), None),
+        other => permanent(format!("{method}: {other}")),
+    }
+}
+
+fn str_field<'v>(v: &'v Value, method: &str, field: &str) -> Result<&'v str, ChatError> {
+    v[field]
+        .as_str()
+        .ok_or_else(|| permanent(format!("{method}: the answer has no {field:?}")))
+}
+
+impl SlackChat {
+    /// Builds the client and asks Slack who the bot is (`auth.test`), which
+    /// also proves the token.
+    pub async fn connect(
+        settings: &SlackSettings,
+        templates_dir: PathBuf,
+    ) -> Result<Arc<SlackChat>, ChatError> {
+        let roots = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| permanent(format!("slack: no system TLS roots: {e}")))?;
+        // Plain HTTP only when slack.api_url asks for it (a local test server).
+        let https = if settings
+            .api_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("http://"))
+        {
+            roots.https_or_http().enable_http1().build()
+        } else {
+            roots.https_only().enable_http1().build()
+        };
+        let mut connector = SlackClientHyperConnector::with_connector(https);
+        if let Some(url) = &settings.api_url {
+            connector = connector.with_slack_api_url(url);
+        }
+        let client = Arc::new(SlackClient::new(connector));
+        let token = SlackApiToken::new(settings.bot_token.expose().into());
+        let session = client.open_session(&token);
+        let me = session
+            .auth_test()
+            .await
+            .map_err(|e| match classify("auth.test", e) {
+                ChatError::Permanent { message } => permanent(format!(
+                    "slack.bot_token_env: Slack refused the bot token ({message})"
+                )),
+                t => t,
+            })?;
+        let per_second = NonZeroU32::new(settings.posts_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(settings.post_burst).unwrap_or(NonZeroU32::MIN);
+        Ok(Arc::new(SlackChat {
+            client,
+            token,
+            settings: settings.clone(),
+            bot_user: me.user_id.to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .map_err(|e| permanent(format!("slack: HTTP client: {e}")))?,
+            pacer: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+            users: Mutex::new(HashMap::new()),
+            members: Mutex::new(HashMap::new()),
+            posted: Mutex::new(Posted::default()),
+            templates_dir,
+        }))
+    }
+
+    /// The bot's own user id.
+    pub fn bot_user(&self) -> &str {
+        &self.bot_user
+    }
+
+    pub(crate) fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    pub(crate) fn settings(&self) -> &SlackSettings {
+        &self.settings
+    }
+
+    pub(crate) fn templates_dir(&self) -> &PathBuf {
+        &self.templates_dir
+    }
+
+    /// A Web API call with a JSON body.
+    pub(crate) async fn call(&self, method: &str, body: &Value) -> Result<Value, ChatError> {
+        let session = self.client.open_session(&self.token);
+        session
+            .http_session_api
+            .http_post(method, body, None)
+            .await
+            .map_err(|e| classify(method, e))
+    }
+
+    /// A read-only Web API call with query parameters.
+    async fn get(&self, method: &str, params: &[(&str, &str)]) -> Result<Value, ChatError> {
+        let session = self.client.open_session(&self.token);
+        let params: Vec<(&str, Option<&&str>)> =
+            params.iter().map(|(k, v)| (*k, Some(v))).collect();
+        session
+            .http_session_api
+            .http_get(method, &params, None)
+            .await
+            .map_err(|e| classify(method, e))
+    }
+
+    /// Posts a message (a thread reply with `thread_ts`), paced per channel.
+    async fn post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        text: &str,
+        blocks: Option<Value>,
+    ) -> Result<String, ChatError> {
+        self.pacer.until_key_ready(&channel.to_owned()).await;
+        let mut body = json!({
+            "channel": channel,
+            "text": text,
+            "unfurl_links": false,
+            "unfurl_media": false,
+        });
+        if let Some(b) = blocks {
+            body["blocks"] = b;
+        }
+        if let Some(t) = thread_ts {
+            body["thread_ts"] = json!(t);
+        }
+        let r = self.call("chat.postMessage", &body).await?;
+        Ok(str_field(&r, "chat.postMessage", "ts")?.to_owned())
+    }
+
+    /// Posts once per idempotency key within this process: a job retried
+    /// after its post went through (but its bookkeeping did not) reuses it.
+    async fn post_once(
+        &self,
+        key: &str,
+        channel: &str,
+        thread_ts: Option<&str>,
+        text: &str,
+        blocks: Option<Value>,
+    ) -> Result<String, ChatError> {
+        if let Some(ts) = self.posted.lock().map_err(poisoned)?.get(key) {
+            return Ok(ts);
+        }
+        let ts = self.post(channel, thread_ts, text, blocks).await?;
+        self.posted
+            .lock()
+            .map_err(poisoned)?
+            .put(key.to_owned(), ts.clone());
+        Ok(ts)
+    }
+
+    /// Uploads files into a thread: an upload URL per file, the bytes, then
+    /// one `files.completeUploadExternal` that shares them all.
+    async fn upload_into_thread(
+        &self,
+        channel: &str,
+        thread_ts: &str,
+        files: Vec<FileUpload>,
+        key: &str,
+    ) -> Result<(), ChatError> {
+        let done_key = format!("{key}/files");
+        if files.is_empty()
+            || self
+                .posted
+                .lock()
+                .map_err(poisoned)?
+                .get(&done_key)
+                .is_some()
+        {
+            return Ok(());
+        }
+        let session = self.client.open_session(&self.token);
+        let mut ids = Vec::with_capacity(files.len());
+        for f in files {
+            let name = if f.name.trim().is_empty() {
+                "attachment".to_owned()
+            } else {
+                f.name.clone()
+            };
+            let url = session
+                .get_upload_url_external(&SlackApiFilesGetUploadUrlExternalRequest::new(
+                    name.clone(),
+                    f.data.len(),
+                ))
+                .await
+                .map_err(|e| classify("files.getUploadURLExternal", e))?;
+            session
+                .files_upload_via_url(&SlackApiFilesUploadViaUrlRequest::new(
+                    url.upload_url,
+                    f.data,
+                    f.content_type.clone(),
+                ))
+                .await
+                .map_err(|e| classify("files.upload", e))?;
+            ids.push(SlackApiFilesComplete::new(url.file_id).with_title(name));
+        }
+        self.pacer.until_key_ready(&channel.to_owned()).await;
+        session
+            .files_complete_upload_external(
+                &SlackApiFilesCompleteUploadExternalRequest::new(ids)
+                    .with_channel_id(SlackChannelId(channel.to_owned()))
+                    .with_thread_ts(SlackTs(thread_ts.to_owned())),
+            )
+            .await
+            .map_err(|e| classify("files.completeUploadExternal", e))?;
+        self.posted
+            .lock()
+            .map_err(poisoned)?
+            .put(done_key, String::new());
+        Ok(())
+    }
+
+    async fn user(&self, user: &str) -> Result<Option<UserInfo>, ChatError> {
+        if let Some(c) = self.users.lock().map_err(poisoned)?.get(user)
+            && c.at.elapsed() < USER_TTL
+        {
+            return Ok(c.value.clone());
+        }
+        let info = match self.get("users.info", &[("user", user)]).await {
+            Ok(v) => {
+                let u = &v["user"];
+                let profile = &u["profile"];
+                let name = [
+                    &profile["real_name"],
+                    &u["real_name"],
+                    &profile["display_name"],
+                    &u["name"],
+                ]
+                .into_iter()
+                .filter_map(|v| v.as_str())
+                .find(|s| !s.trim().is_empty())
+                .unwrap_or(user)
+                .to_owned();
+                let active = !u["deleted"].as_bool().unwrap_or(false)
+                    && !u["is_bot"].as_bool().unwrap_or(false);
+                Some(UserInfo { name, active })
+            }
+            Err(ChatError::Permanent { message }) if message.ends_with("user_not_found") => None,
+            Err(e) => return Err(e),
+        };
+        self.users.lock().map_err(poisoned)?.insert(
+            user.to_owned(),
+            Cached {
+                at: Instant::now(),
+                value: info.clone(),
+            },
+        );
+        Ok(info)
+    }
+
+    async fn channel_members(&self, channel: &str) -> Result<HashSet<String>, ChatError> {
+        let mut all = HashSet::new();
+        let mut cursor = String::new();
+        loop {
+            let mut params = vec![("channel", channel), ("limit", "500")];
+            if !cursor.is_empty() {
+                params.push(("cursor", cursor.as_str()));
+            }
+            let v = self.get("conversations.members", &params).await?;
+            for m in v["members"].as_array().into_iter().flatten() {
+                if let Some(id) = m.as_str() {
+                    all.insert(id.to_owned());
+                }
+            }
+            match v["response_metadata"]["next_cursor"].as_str() {
+                Some(c) if !c.is_empty() => cursor = c.to_owned(),
+                _ => break,
+            }
+        }
+        Ok(all)
+    }
+
+    async fn is_member(&self, channel: &str, user: &str) -> Result<bool, ChatError> {
+        let cached = {
+            let members = self.members.lock().map_err(poisoned)?;
+            members
+                .get(channel)
+                .map(|c| (c.value.contains(user), c.at.elapsed()))
+        };
+        match cached {
+            Some((true, age)) if age < MEMBERS_TTL => return Ok(true),
+            Some((false, age)) if age < MEMBERS_MIN_REFRESH => return Ok(false),
+            _ => {}
+        }
+        let fresh = self.channel_members(channel).await?;
+        let yes = fresh.contains(user);
+        self.members.lock().map_err(poisoned)?.insert(
+            channel.to_owned(),
+            Cached {
+                at: Instant::now(),
+                value: fresh,
+            },
+        );
+        Ok(yes)
+    }
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> ChatError {
+    permanent("slack: internal state lock poisoned")
+}
+
+#[async_trait]
+impl ChatPlatform for SlackChat {
+    fn platform(&self) -> Platform {
+        Platform::Slack
+    }
+
+    async fn post_ticket(
+        &self,
+        room: &str,
+        card: &TicketCard<'_>,
+        email: &EmailView,
+        files: Vec<FileUpload>,
+        idempotency_key: &str,
+    ) -> Result<ChatThread, ChatError> {
+        let (text, blocks) = render::root_message(card, email);
+        let ts = self
+            .post_once(idempotency_key, room, None, &text, Some(blocks))
+            .await?;
+        let files = with_full_text(email, files, render::MAX_BODY_CHARS);
+        self.upload_into_thread(room, &ts, files, idempotency_key)
+            .await?;
+        Ok(ChatThread {
+            platform: Platform::Slack,
+            room: room.to_owned(),
+            thread_ref: ts,
+        })
+    }
+
+    async fn post_follow_up(
+        &self,
+        thread: &ChatThread,
+        email: &EmailView,
+        owner: Option<&Agent>,
+        files: Vec<FileUpload>,
+        idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        let (text, blocks) = render::follow_up_message(email, owner.map(|o| o.as_str()));
+        self.post_once(
+            idempotency_key,
+            &thread.room,
+            Some(&thread.thread_ref),
+            &text,
+            Some(blocks),
+        )
+        .await?;
+        let files = with_full_text(email, files, render::MAX_BODY_CHARS);
+        self.upload_into_thread(&thread.room, &thread.thread_ref, files, idempotency_key)
+            .await
+    }
+
+    async fn update_card(
+        &self,
+        thread: &ChatThread,
+        card: &TicketCard<'_>,
+        email: &EmailView,
+    ) -> Result<(), ChatError> {
+        let (text, blocks) = render::root_message(card, email);
+        self.call(
+            "chat.update",
+            &json!({
+                "channel": thread.room,
+                "ts": thread.thread_ref,
+                "text": text,
+                "blocks": blocks,
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn notice(
+        &self,
+        thread: &ChatThread,
+        text: &str,
+        idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        self.post_once(
+            idempotency_key,
+            &thread.room,
+            Some(&thread.thread_ref),
+            &render::mrkdwn(text),
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn room_notice(&self, room: &str, text: &str) -> Result<(), ChatError> {
+        self.post(room, None, &render::mrkdwn(text), None).await?;
+        Ok(())
+    }
+
+    async fn download(&self, file: &SharedFile) -> Result<Vec<u8>, ChatError> {
+        let resp = self
+            .http
+            .get(&file.source)
+            .bearer_auth(self.settings.bot_token.expose())
+            .send()
+            .await
+            .map_err(|e| transient(format!("download {}: {e}", file.name), None))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let msg = format!("download {}: HTTP {status}", file.name);
+            return Err(if status.is_server_error() {
+                transient(msg, None)
+            } else {
+                permanent(msg)
+            });
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| transient(format!("download {}: {e}", file.name), None))?;
+        Ok(bytes.to_vec())
+    }
+
+    async fn member(&self, room: &str, agent: &Agent) -> Result<Option<Member>, ChatError> {
+        let Some(user) = user_id(agent) else {
+            return Ok(None);
+        };
+        let Some(info) = self.user(user).await? else {
+            return Ok(None);
+        };
+        if !info.active || !self.is_member(room, user).await? {
+            return Ok(None);
+        }
+        let display_name = self
+            .settings
+            .signature_names
+            .get(user)
+            .cloned()
+            .unwrap_or(info.name);
+        Ok(Some(Member {
+            power: 0,
+            display_name: Some(display_name),
+        }))
+    }
+
+    async fn whisper(
+        &self,
+        thread: &ChatThread,
+        agent: &Agent,
+        text: &str,
+    ) -> Result<bool, ChatError> {
+        let Some(user) = user_id(agent) else {
+            return Ok(false);
+        };
+        self.call(
+            "chat.postEphemeral",
+            &json!({
+                "channel": thread.room,
+                "user": user,
+                "thread_ts": thread.thread_ref,
+                "text": render::mrkdwn(text),
+            }),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    async fn respond(&self, respond_to: &str, text: &str) -> Result<(), ChatError> {
+        let url: url::Url = respond_to
+            .parse()
+            .map_err(|e| permanent(format!("response_url {respond_to:?}: {e}")))?;
+        let session = self.client.open_session(&self.token);
+        let _: Value = session
+            .http_session_api
+            .http_post_uri(
+                url,
+                &json!({"response_type": "ephemeral", "text": render::mrkdwn(text)}),
+                None,
+            )
+            .await
+            .map_err(|e| classify("response_url", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_round_trip_through_slack_ids() {
+        let a = agent("U024BE7LH").unwrap();
+        assert_eq!(a.as_str(), "slack:U024BE7LH");
+        assert_eq!(user_id(&a), Some("U024BE7LH"));
+        assert_eq!(user_id(&Agent::parse("@alice:example.org").unwrap()), None);
+    }
+
+    #[test]
+    fn remembered_posts_are_bounded() {
+        let mut p = Posted::default();
+        for i in 0..(POSTED_KEYS + 10) {
+            p.put(format!("k{i}"), format!("{i}"));
+        }
+        assert_eq!(p.by_key.len(), POSTED_KEYS);
+        assert!(p.get("k0").is_none());
+        assert_eq!(
+            p.get(&format!("k{}", POSTED_KEYS + 9)).as_deref(),
+            Some("4105")
+        );
+    }
+
+    #[test]
+    fn rate_limits_and_outages_are_retried_with_slacks_delay() {
+        let e = classify(
+            "chat.postMessage",
+            SlackClientError::RateLimitError(
+                SlackRateLimitError::new().with_retry_after(Duration::from_secs(3)),
+            ),
+        );
+        assert!(matches!(
+            e,
+            ChatError::Transient {
+                retry_after_ms: Some(3_000),
+                ..
+            }
+        ));
+        let e = classify(
+            "chat.postMessage",
+            SlackClientError::ApiError(SlackClientApiError::new("channel_not_found".into())),
+        );
+        assert!(
+            matches!(e, ChatError::Permanent { ref message } if message == "chat.postMessage: channel_not_found")
+        );
+        let e = classify(
+            "chat.postMessage",
+            SlackClientError::ApiError(SlackClientApiError::new("service_unavailable".into())),
+        );
+        assert!(e.is_transient());
+    }
+}

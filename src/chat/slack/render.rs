@@ -1,0 +1,360 @@
+//! What mailroom posts to Slack, as Block Kit JSON, and how Slack's message
+//! markup reads back. Pure functions, tested on their own.
+
+use serde_json::{Value, json};
+
+use crate::chat::{TicketCard, human_size, status_line, truncate_chars};
+use crate::domain::email::Party;
+use crate::domain::render::EmailView;
+
+/// Slack refuses a section whose text is longer than this.
+pub const SECTION_CHARS: usize = 3_000;
+/// How much of a body is shown in the message; the rest is in
+/// `full-message.txt` in the thread. Eight sections keep the message far
+/// below Slack's 50-block limit.
+pub const MAX_BODY_CHARS: usize = SECTION_CHARS * 8;
+const HEADER_CHARS: usize = 150;
+
+/// Escapes text for mrkdwn: Slack gives `&`, `<` and `>` meaning (links,
+/// mentions, `<!channel>`), so customer text must never carry them raw.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escaped text in which mailroom's own names for Slack teammates
+/// (`slack:U024BE7LH`) become mentions (`<@U024BE7LH>`).
+pub fn mrkdwn(text: &str) -> String {
+    let escaped = escape(text);
+    let mut out = String::with_capacity(escaped.len());
+    let mut rest = escaped.as_str();
+    while let Some(at) = rest.find("slack:") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + "slack:".len()..];
+        let id_len = tail
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit()))
+            .unwrap_or(tail.len());
+        let id = &tail[..id_len];
+        if id.len() >= 2 && id.starts_with(['U', 'W']) {
+            out.push_str(&format!("<@{id}>"));
+        } else {
+            out.push_str("slack:");
+            out.push_str(id);
+        }
+        rest = &tail[id_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Splits `text` into pieces of at most `max` characters, preferring line
+/// breaks, then blanks, so that a section never ends mid-word if it can help it.
+pub fn split_chars(text: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (head, cut) = truncate_chars(rest, max);
+        if !cut {
+            out.push(head);
+            break;
+        }
+        let at = head
+            .rfind('\n')
+            .filter(|&i| i > head.len() / 2)
+            .or_else(|| head.rfind(' ').filter(|&i| i > head.len() / 2))
+            .map(|i| i + 1)
+            .unwrap_or(head.len());
+        out.push(&rest[..at]);
+        rest = &rest[at..];
+    }
+    out
+}
+
+fn parties(ps: &[Party]) -> String {
+    ps.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn section(text: String) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+}
+
+fn context(text: String) -> Value {
+    json!({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
+}
+
+/// The blocks of one email: who, what, the body in sections, what was
+/// folded away, attachments and reading problems.
+fn email_blocks(email: &EmailView, blocks: &mut Vec<Value>) {
+    let date = email
+        .date
+        .and_then(|d| jiff::Timestamp::from_second(d).ok())
+        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let mut head = format!("*From:* {}\n", escape(&email.from.to_string()));
+    if !email.to.is_empty() {
+        head.push_str(&format!("*To:* {}\n", escape(&parties(&email.to))));
+    }
+    if !email.cc.is_empty() {
+        head.push_str(&format!("*Cc:* {}\n", escape(&parties(&email.cc))));
+    }
+    head.push_str(&format!(
+        "*Subject:* {}\n*Date:* {date}",
+        escape(&email.subject)
+    ));
+    blocks.push(section(truncate_chars(&head, SECTION_CHARS).0.to_owned()));
+    let (body, truncated) = truncate_chars(&email.body, MAX_BODY_CHARS);
+    // Escaping lengthens the text, so split the escaped form.
+    let body = escape(body);
+    for piece in split_chars(body.trim(), SECTION_CHARS) {
+        blocks.push(section(piece.to_owned()));
+    }
+    let mut folded = Vec::new();
+    if email.quoted_trimmed {
+        folded.push("quoted history");
+    }
+    if email.signature_trimmed {
+        folded.push("signature");
+    }
+    let mut notes = Vec::new();
+    if truncated {
+        notes.push(format!(
+            "_Truncated at {MAX_BODY_CHARS} characters; the full text is attached in the thread._"
+        ));
+    } else if !folded.is_empty() {
+        notes.push(format!("_({} folded away)_", folded.join(" and ")));
+    }
+    for a in &email.attachments {
+        notes.push(format!(
+            "📎 {} ({}, {})",
+            escape(&a.name),
+            escape(&a.content_type),
+            human_size(a.size)
+        ));
+    }
+    for n in &email.notes {
+        notes.push(format!("⚠️ {}", escape(n)));
+    }
+    if !notes.is_empty() {
+        let text = notes.join("\n");
+        blocks.push(context(truncate_chars(&text, SECTION_CHARS).0.to_owned()));
+    }
+}
+
+/// A ticket's root message: header, the first email, and a status line
+/// (kept current with `chat.update`). Returns the notification text and blocks.
+pub fn root_message(card: &TicketCard<'_>, email: &EmailView) -> (String, Value) {
+    let heading = format!("📨 {} · {}", card.ticket, email.subject);
+    let mut blocks = vec![json!({
+        "type": "header",
+        "text": {"type": "plain_text", "text": truncate_chars(&heading, HEADER_CHARS).0, "emoji": true}
+    })];
+    email_blocks(email, &mut blocks);
+    blocks.push(json!({"type": "divider"}));
+    blocks.push(context(format!(
+        "*{}* · {}",
+        escape(card.mailbox_display_name),
+        mrkdwn(&status_line(card))
+    )));
+    let text = format!(
+        "{} · {} · from {}",
+        card.ticket, email.subject, email.from.address
+    );
+    (escape(&text), Value::Array(blocks))
+}
+
+/// A customer's follow-up in the thread; mentions the owner so they hear of it.
+pub fn follow_up_message(email: &EmailView, owner: Option<&str>) -> (String, Value) {
+    let heading = match owner {
+        Some(o) => format!("📨 *New mail from the customer* ({})", mrkdwn(o)),
+        None => "📨 *New mail from the customer*".to_owned(),
+    };
+    let mut blocks = vec![section(heading)];
+    email_blocks(email, &mut blocks);
+    let text = format!("New mail from {}: {}", email.from.address, email.subject);
+    (escape(&text), Value::Array(blocks))
+}
+
+/// Slack's markup in a message teammates typed, read back as plain text:
+/// links become Markdown links (or bare addresses), channel and group
+/// references their names, entities unescaped. User mentions stay
+/// `<@U…>`, the form `!assign` reads.
+pub fn read_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        let tail = &rest[open + 1..];
+        let Some(close) = tail.find('>') else {
+            out.push_str(&rest[open..]);
+            rest = "";
+            break;
+        };
+        let inner = &tail[..close];
+        let (target, label) = match inner.split_once('|') {
+            Some((t, l)) => (t, Some(l)),
+            None => (inner, None),
+        };
+        if target.starts_with('@') {
+            out.push('<');
+            out.push_str(target);
+            out.push('>');
+        } else if let Some(ch) = target.strip_prefix('#') {
+            out.push('#');
+            out.push_str(label.unwrap_or(ch));
+        } else if let Some(special) = target.strip_prefix('!') {
+            let name = special.split('^').next().unwrap_or(special);
+            out.push('@');
+            out.push_str(label.unwrap_or(name).trim_start_matches('@'));
+        } else if let Some(addr) = target.strip_prefix("mailto:") {
+            out.push_str(label.unwrap_or(addr));
+        } else {
+            match label {
+                Some(l) if l != target => out.push_str(&format!("[{l}]({target})")),
+                _ => out.push_str(target),
+            }
+        }
+        rest = &tail[close + 1..];
+    }
+    out.push_str(rest);
+    crate::domain::command::unescape_slack(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::email::Party;
+    use crate::domain::ids::{EmailAddress, TicketId};
+    use crate::domain::ticket::TicketState;
+
+    fn view(body: &str) -> EmailView {
+        EmailView::new(
+            Party::new(
+                Some("Eve <script>".into()),
+                EmailAddress::parse("eve@example.com").unwrap(),
+            ),
+            vec![],
+            vec![],
+            "Help & <b>now</b> @channel".into(),
+            Some(1_700_000_000),
+            body.into(),
+            vec![],
+            vec![],
+        )
+    }
+
+    fn texts(blocks: &Value) -> Vec<String> {
+        blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                let mut t: Vec<String> = b["text"]["text"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .into_iter()
+                    .collect();
+                for e in b["elements"].as_array().into_iter().flatten() {
+                    t.extend(e["text"].as_str().map(str::to_owned));
+                }
+                t
+            })
+            .collect()
+    }
+
+    #[test]
+    fn customer_text_cannot_mention_or_link() {
+        let state = TicketState::Open;
+        let card = TicketCard {
+            ticket: TicketId::new(7),
+            mailbox_display_name: "Support",
+            state: &state,
+            tags: vec![],
+        };
+        let (text, blocks) = root_message(&card, &view("Hi <!channel> and <@U123> <http://x|y>"));
+        let all = texts(&blocks).join("\n") + text.as_str();
+        assert!(!all.contains("<!channel>"), "{all}");
+        assert!(!all.contains("<@U123>"), "{all}");
+        assert!(!all.contains("<http"), "{all}");
+        assert!(all.contains("&lt;!channel&gt;"));
+        assert!(all.contains("Help &amp; &lt;b&gt;now&lt;/b&gt;"));
+    }
+
+    #[test]
+    fn long_bodies_fit_slack_limits_and_say_they_were_cut() {
+        let state = TicketState::Open;
+        let card = TicketCard {
+            ticket: TicketId::new(7),
+            mailbox_display_name: "Support",
+            state: &state,
+            tags: vec![],
+        };
+        let body = "word & more <x> ".repeat(4_000); // 64 000 chars, more once escaped
+        let (_, blocks) = root_message(&card, &view(&body));
+        let blocks = blocks.as_array().unwrap();
+        assert!(blocks.len() <= 50);
+        for b in blocks {
+            if let Some(t) = b["text"]["text"].as_str() {
+                assert!(t.chars().count() <= SECTION_CHARS, "{}", t.len());
+            }
+        }
+        let all = texts(&Value::Array(blocks.clone())).join("");
+        assert!(all.contains("Truncated at"));
+        let header = blocks[0]["text"]["text"].as_str().unwrap();
+        assert!(header.chars().count() <= 150);
+    }
+
+    #[test]
+    fn teammates_become_mentions_in_status_and_notices() {
+        assert_eq!(
+            mrkdwn("claimed by slack:U024BE7LH & slack:x"),
+            "claimed by <@U024BE7LH> &amp; slack:x"
+        );
+        assert_eq!(mrkdwn("@alice:example.org"), "@alice:example.org");
+    }
+
+    #[test]
+    fn splitting_prefers_line_breaks_and_loses_nothing() {
+        let text = format!("{}\n{}", "a".repeat(2_000), "b".repeat(2_000));
+        let parts = split_chars(&text, 3_000);
+        assert_eq!(parts.len(), 2);
+        assert!(parts[0].ends_with('\n'));
+        assert_eq!(parts.concat(), text);
+        let solid = "c".repeat(7_000);
+        let parts = split_chars(&solid, 3_000);
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [3_000, 3_000, 1_000]
+        );
+    }
+
+    #[test]
+    fn typed_markup_reads_back_as_plain_text() {
+        assert_eq!(
+            read_markup(
+                "!reply see <https://ex.com/a?b=1&amp;c=2|the docs> &amp; <mailto:a@b.c|a@b.c>"
+            ),
+            "!reply see [the docs](https://ex.com/a?b=1&c=2) & a@b.c"
+        );
+        assert_eq!(read_markup("!assign <@U024BE7LH>"), "!assign <@U024BE7LH>");
+        assert_eq!(
+            read_markup("in <#C123|general> <!here>"),
+            "in #general @here"
+        );
+        assert_eq!(
+            read_markup("1 &lt; 2 <https://x.org>"),
+            "1 < 2 https://x.org"
+        );
+        assert_eq!(read_markup("broken <tag"), "broken <tag");
+    }
+}
