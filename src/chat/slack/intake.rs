@@ -236,9 +236,7 @@ impl Intake {
     }
 
     fn reply_submitted(&self, s: SlackInteractionViewSubmissionEvent) -> Option<Value> {
-        let Some(agent) = agent(&s.user.id.0) else {
-            return None;
-        };
+        let agent = agent(&s.user.id.0)?;
         let meta: Value = modal(&s.view)
             .and_then(|m| m.private_metadata.as_deref())
             .and_then(|m| serde_json::from_str(m).ok())
@@ -500,20 +498,24 @@ struct Http {
 }
 
 /// Slack's signature over the raw body, and a timestamp within 5 minutes.
-fn verified(http: &Http, headers: &HeaderMap, body: &str) -> Result<(), Response> {
+fn verified(
+    http: &Http,
+    headers: &HeaderMap,
+    body: &str,
+) -> Result<(), (StatusCode, &'static str)> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (Some(signature), Some(timestamp)) = (
         header(SlackEventSignatureVerifier::SLACK_SIGNED_HASH_HEADER),
         header(SlackEventSignatureVerifier::SLACK_SIGNED_TIMESTAMP),
     ) else {
         tracing::warn!("slack: request without a signature refused");
-        return Err((StatusCode::UNAUTHORIZED, "missing signature").into_response());
+        return Err((StatusCode::UNAUTHORIZED, "missing signature"));
     };
     http.verifier
         .verify(signature, body, timestamp)
         .map_err(|e| {
             tracing::warn!(error = %e, "slack: request with a bad signature refused");
-            (StatusCode::UNAUTHORIZED, "invalid signature").into_response()
+            (StatusCode::UNAUTHORIZED, "invalid signature")
         })
 }
 
@@ -523,8 +525,8 @@ fn bad_request(what: &str, e: impl std::fmt::Display) -> Response {
 }
 
 async fn http_events(State(http): State<Arc<Http>>, headers: HeaderMap, body: String) -> Response {
-    if let Err(r) = verified(&http, &headers, &body) {
-        return r;
+    if let Err(refused) = verified(&http, &headers, &body) {
+        return refused.into_response();
     }
     match serde_json::from_str::<SlackPushEvent>(&body) {
         Ok(SlackPushEvent::UrlVerification(v)) => {
@@ -547,8 +549,8 @@ async fn http_commands(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Err(r) = verified(&http, &headers, &body) {
-        return r;
+    if let Err(refused) = verified(&http, &headers, &body) {
+        return refused.into_response();
     }
     match serde_urlencoded::from_str::<SlackCommandEvent>(&body) {
         Ok(c) => {
@@ -569,8 +571,8 @@ async fn http_interactive(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Err(r) = verified(&http, &headers, &body) {
-        return r;
+    if let Err(refused) = verified(&http, &headers, &body) {
+        return refused.into_response();
     }
     let event = serde_urlencoded::from_str::<InteractiveForm>(&body)
         .map_err(|e| e.to_string())
