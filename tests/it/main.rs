@@ -8,6 +8,9 @@
 
 mod cli;
 mod common;
+#[path = "../fake_slack/mod.rs"]
+mod fake_slack;
 mod mail_flow;
 mod matrix;
+mod slack;
 mod store_conformance;
