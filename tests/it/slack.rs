@@ -837,3 +837,153 @@ async fn a_dropped_socket_reconnects_and_nothing_is_lost() {
     .await;
     run.stop().await;
 }
+
+#[tokio::test]
+async fn attachments_go_into_the_thread_and_reply_attach_sends_files_back() {
+    let w = World::new(Mode::Socket).await;
+    let run = w
+        .start(w.settings(Mode::Socket, "[chat]\nmax_attachment_mb = 1\n"))
+        .await;
+    let long_body = "All work and no play makes Jack a dull boy.\n".repeat(700);
+    let big = "A".repeat(1_500_000);
+    let raw = format!(
+        "From: Carol <{c}>\r\nTo: {s}\r\nSubject: With files\r\nMessage-ID: <files1@example.net>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{long_body}\r\n\
+--b1\r\nContent-Type: application/pdf; name=\"invoice.pdf\"\r\nContent-Disposition: attachment; filename=\"invoice.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfsj6IK\r\n\
+--b1\r\nContent-Type: application/octet-stream; name=\"huge.bin\"\r\nContent-Disposition: attachment; filename=\"huge.bin\"\r\n\r\n{big}\r\n--b1--\r\n",
+        c = w.customer.address,
+        s = w.support.address,
+    );
+    append(w.stack, &w.support, "INBOX", raw.as_bytes()).await;
+    let root = w
+        .wait("the root", |w| {
+            w.roots()
+                .into_iter()
+                .find(|m| all_text(m).contains("With files"))
+        })
+        .await;
+    let text = all_text(&root);
+    assert!(text.contains("Truncated at"), "long mail is cut");
+    assert!(text.contains("📎 invoice.pdf (application/pdf") && text.contains("📎 huge.bin"));
+    let files = w
+        .wait("the files in the thread", |w| {
+            let files: Vec<_> = w.thread(&root).into_iter().flat_map(|m| m.files).collect();
+            (files.len() >= 2).then_some(files)
+        })
+        .await;
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["full-message.txt", "invoice.pdf"],
+        "the big one is only listed"
+    );
+    assert_eq!(files[1].data, b"%PDF-1.4\n%\xc7\xec\x8f\xa2\n");
+    assert_eq!(
+        String::from_utf8(files[0].data.clone()).unwrap().trim_end(),
+        long_body.trim_end()
+    );
+
+    // alice posts a file in the thread, then replies with it attached.
+    w.slack
+        .react(&w.alice, &w.channel, &root.ts, "raising_hand")
+        .await
+        .unwrap();
+    w.slack
+        .post_file(
+            &w.alice,
+            &w.channel,
+            Some(&root.ts),
+            "form.pdf",
+            "application/pdf",
+            b"%PDF-form".to_vec(),
+            "",
+        )
+        .await
+        .unwrap();
+    w.slack
+        .post_message(
+            &w.alice,
+            &w.channel,
+            Some(&root.ts),
+            "!reply --attach Here is the form.",
+        )
+        .await
+        .unwrap();
+    let got = w.customer_inbox(1).await;
+    let mail = parse_email(&got[0].raw);
+    assert_eq!(mail.attachments.len(), 1, "{:?}", mail.attachments);
+    assert_eq!(mail.attachments[0].name, "form.pdf");
+    assert_eq!(
+        mailroom::mail::parse::attachment_bytes(&got[0].raw, 0).unwrap(),
+        b"%PDF-form"
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn posts_are_paced_per_channel_so_a_burst_waits_instead_of_meeting_429s() {
+    // Slack's own limit: about one post a second per channel, short bursts allowed.
+    let w = World::with(
+        Mode::Socket,
+        FakeSlackOptions {
+            pace_posts: true,
+            ..FakeSlackOptions::default()
+        },
+    )
+    .await;
+    let mut settings = w.settings(Mode::Socket, "");
+    if let Some(s) = settings.slack.as_mut() {
+        s.posts_per_second = 1;
+        s.post_burst = 3;
+    }
+    let run = w.start(settings).await;
+    let started = std::time::Instant::now();
+    for i in 0..7 {
+        append(
+            w.stack,
+            &w.support,
+            "INBOX",
+            &w.mail(
+                &format!("pace{i}@example.net"),
+                &format!("Pace {i}"),
+                "Hi",
+                None,
+            ),
+        )
+        .await;
+    }
+    w.slack
+        .wait_until("7 roots", Duration::from_secs(60), |s| {
+            s.messages(&w.channel)
+                .iter()
+                .filter(|m| m.bot && m.thread_ts.is_none())
+                .count()
+                >= 7
+        })
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "4 posts beyond the burst wait a second each: {took:?}"
+    );
+    assert_eq!(
+        w.slack.calls("chat.postMessage"),
+        7,
+        "paced: not one post met Slack's rate limit"
+    );
+    let subjects: Vec<String> = w
+        .roots()
+        .iter()
+        .map(|m| {
+            let t = all_text(m);
+            let at = t.find("Pace ").expect("subject");
+            t[at..at + 6].to_owned()
+        })
+        .collect();
+    assert_eq!(
+        subjects,
+        (0..7).map(|i| format!("Pace {i}")).collect::<Vec<_>>()
+    );
+    run.stop().await;
+}
