@@ -6,10 +6,17 @@
 //! mailroom's end-to-end latency, backlog throughput against the chat
 //! server's own posting rate, mailroom's own ingest cost, and, from a
 //! separate `mailroom run` process, startup time and memory (idle, backlog
-//! peak, a 25 MB attachment's peak). Reply latency comes next.
+//! peak, a 25 MB attachment's peak), and the same latency into the fake
+//! Slack of the tests. Reply latency comes next.
 
 // matrix-sdk's futures are deeply nested types.
 #![recursion_limit = "256"]
+
+/// The fake Slack the integration tests use (Slack's documented wire format),
+/// here as the chat server for `slack_latency_*`.
+#[path = "../../tests/fake_slack/mod.rs"]
+#[allow(dead_code)]
+mod fake_slack;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -483,6 +490,95 @@ async fn latency(env: &Env, emails: usize, pace: Duration) -> anyhow::Result<Vec
     Ok(out)
 }
 
+/// When a root message with `subject` first shows in the fake Slack's
+/// channel; re-checked on every change there.
+async fn seen_in(
+    slack: fake_slack::FakeSlack,
+    channel: String,
+    subject: String,
+) -> anyhow::Result<Instant> {
+    slack
+        .wait_until(&subject, Duration::from_secs(60), |s| {
+            s.messages(&channel)
+                .iter()
+                .any(|m| m.thread_ts.is_none() && m.text.contains(&subject))
+        })
+        .await?;
+    Ok(Instant::now())
+}
+
+/// APPEND → the ticket's root message in the fake Slack's channel, over
+/// Socket Mode, mails at a steady pace under Slack's one post a second.
+async fn slack_latency(env: &Env, emails: usize, pace: Duration) -> anyhow::Result<Vec<f64>> {
+    let slack = fake_slack::FakeSlack::start(fake_slack::FakeSlackOptions::default()).await;
+    let channel = slack.add_channel("support", &[slack.bot_user_id()]);
+    let support = mail_user(env, "support")?;
+    let dir = tempfile_dir()?;
+    let text = format!(
+        "[database]\nurl = \"sqlite://{db}\"\n[[mailbox]]\nname = \"support\"\naddress = \"{addr}\"\ndisplay_name = \"Bench\"\ninitial_sync = \"all\"\n\
+         [mailbox.imap]\nhost = \"127.0.0.1\"\nport = {imap}\ntls = \"none\"\npassword = \"{pw}\"\n\
+         [mailbox.smtp]\nhost = \"127.0.0.1\"\nport = {smtp}\ntls = \"none\"\npassword = \"{pw}\"\n\
+         [mailbox.chat]\nslack_channel = \"{channel}\"\n[slack]\nbot_token_env = \"BOT\"\napp_token_env = \"APP\"\napi_url = \"{api}\"\n",
+        db = dir.join("bench.db").display(),
+        addr = support.0,
+        imap = env.imap_port,
+        smtp = env.smtp_port,
+        pw = support.1,
+        api = slack.api_url(),
+    );
+    let (bot, app) = (slack.bot_token().to_owned(), slack.app_token().to_owned());
+    let settings = Settings::parse(&text, &move |k| match k {
+        "BOT" => Some(bot.clone()),
+        "APP" => Some(app.clone()),
+        _ => None,
+    })
+    .map_err(|p| anyhow!("{p:?}"))?;
+    let (app, cancel, handles) = start(settings).await?;
+    let mut writer = imap::connect(&imap_settings(env, &support)).await?;
+    writer
+        .append(
+            "INBOX",
+            None,
+            None,
+            mail("c@bench.example", &support.0, "warm@bench", "Warm-up"),
+        )
+        .await?;
+    seen_in(slack.clone(), channel.clone(), "Warm-up".into()).await?;
+    let subjects: Vec<String> = (0..emails).map(|i| format!("Slack {i:04}")).collect();
+    let watcher = {
+        let (subjects, slack, channel) = (subjects.clone(), slack.clone(), channel.clone());
+        tokio::spawn(async move {
+            let mut at = Vec::new();
+            for s in subjects {
+                at.push(seen_in(slack.clone(), channel.clone(), s).await?);
+            }
+            anyhow::Ok(at)
+        })
+    };
+    let mut sent = Vec::new();
+    for (i, subject) in subjects.iter().enumerate() {
+        let raw = mail(
+            &format!("c{i}@bench.example"),
+            &support.0,
+            &format!("slack{i}@bench"),
+            subject,
+        );
+        writer.append("INBOX", None, None, raw).await?;
+        sent.push(Instant::now());
+        tokio::time::sleep(pace).await;
+    }
+    let seen = watcher.await??;
+    imap::logout(writer).await;
+    stop(app, cancel, handles).await;
+    slack.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(sent
+        .iter()
+        .zip(seen)
+        .map(|(s, at)| at.duration_since(*s).as_secs_f64() * 1000.0)
+        .collect())
+}
+
 /// `mailroom run` as a process: time to IMAP IDLE and Matrix connected, idle
 /// memory, and the peak while a mail with a 25 MB attachment goes through.
 async fn process_figures(env: &Env) -> anyhow::Result<(f64, f64, f64)> {
@@ -701,6 +797,14 @@ async fn main() -> anyhow::Result<()> {
     metrics.push(("latency_p50_ms", p50, "ms"));
     metrics.push(("latency_p99_ms", percentile(&mut l, 99.0), "ms"));
     metrics.push(("latency_overhead_p50_ms", p50 - imap_p50 - chat_p50, "ms"));
+
+    // Slack allows about one post a second per channel: a steady stream
+    // just under it.
+    let mut sl = slack_latency(&env, lat_n, Duration::from_millis(1_100))
+        .await
+        .context("slack latency")?;
+    metrics.push(("slack_latency_p50_ms", percentile(&mut sl, 50.0), "ms"));
+    metrics.push(("slack_latency_p99_ms", percentile(&mut sl, 99.0), "ms"));
 
     let (backlog_rate, raw_rate, backlog_peak) =
         backlog(&env, backlog_n).await.context("backlog")?;

@@ -1,17 +1,33 @@
 //! A fake Slack for integration tests: the Web API, Socket Mode and the
 //! Events API, speaking Slack's documented wire format on 127.0.0.1.
 //!
-//! Teammates act through [`FakeSlack`] methods (post, react, run a slash
-//! command, ...); each produces the payload Slack would send and delivers it
-//! to the app, over Socket Mode by default or as signed HTTP POSTs once
-//! [`FakeSlack::set_events_url`] names the app's endpoint. What the app does
-//! through the Web API is recorded and can be inspected.
+//! Teammates act through [`FakeSlack`] methods (post, upload, react, run a
+//! slash command or a message shortcut, submit a modal); each produces the
+//! payload Slack would send and delivers it to the app, over Socket Mode by
+//! default or as signed HTTP POSTs once [`FakeSlack::set_events_url`] names
+//! the app's endpoint, and returns once the app acknowledged it. What the app
+//! does through the Web API is recorded and can be inspected.
 //!
-//! It rejects what real Slack rejects (auth, membership, Block Kit limits,
-//! trigger expiry, rate limits), so the app's mistakes show up in tests.
-//! Deliberate simplifications: redeliveries follow each other immediately
-//! (Slack waits up to minutes between Events API retries), only the Web API
-//! methods listed in `web.rs` exist, and there are no private channels or DMs.
+//! It rejects what real Slack rejects (auth and token types, membership,
+//! Block Kit and modal limits, trigger expiry and reuse, rate limits), so the
+//! app's mistakes show up in tests.
+//!
+//! Web API methods: auth.test, apps.connections.open, chat.postMessage,
+//! chat.update, chat.postEphemeral, chat.getPermalink, users.info,
+//! conversations.members/.info/.history/.replies (the last two: one call a
+//! minute), files.getUploadURLExternal, files.completeUploadExternal,
+//! views.open, views.update, reactions.add/.remove; anything else answers
+//! `unknown_method`.
+//!
+//! Deliberate simplifications:
+//! - redeliveries follow each other at once (Slack waits up to minutes
+//!   between Events API retries); only events are redelivered, slash commands
+//!   and interactivity payloads are not (Slack shows the user an error);
+//! - `disconnect_sockets` closes the connections right after the
+//!   `disconnect` envelope, whatever the reason (Slack keeps a "warning"ed
+//!   connection open for a while);
+//! - message metadata is returned by the Web API but not put in events;
+//! - public channels only: no private channels, DMs or Enterprise Grid.
 
 #![allow(dead_code)]
 
@@ -79,6 +95,19 @@ pub struct OpenedView {
     pub view_id: String,
     pub user: String,
     pub view: Value,
+}
+
+impl OpenedView {
+    /// Whether the modal is still shown (a submission the app answers without
+    /// `response_action` errors/update/push closes it).
+    pub fn is_open(&self, slack: &FakeSlack) -> bool {
+        slack
+            .inner
+            .lock()
+            .views
+            .iter()
+            .any(|v| v.view_id == self.view_id && v.open)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +218,15 @@ impl Drop for ShutdownGuard {
 pub struct FakeSlack {
     inner: Arc<Inner>,
     _guard: Arc<ShutdownGuard>,
+}
+
+impl std::fmt::Debug for FakeSlack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeSlack")
+            .field("api_url", &self.api_url())
+            .field("team_id", &self.inner.team_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FakeSlack {
@@ -645,6 +683,12 @@ impl FakeSlack {
                 .iter()
                 .find(|v| v.view_id == view_id)
                 .ok_or_else(|| anyhow!("no view {view_id} was opened"))?;
+            if rec.user != user {
+                bail!("view {view_id} is open for {}, not {user}", rec.user);
+            }
+            if !rec.open {
+                bail!("view {view_id} was already closed");
+            }
             let mut view = rec.view.clone();
             view["state"] = json!({ "values": values });
             let trigger_id = self.inner.new_trigger(&mut st, user);
@@ -669,18 +713,28 @@ impl FakeSlack {
                 payload,
             )
             .await?;
-        if ack.get("response_action").and_then(Value::as_str) == Some("update") {
-            let new = ack.get("view").cloned().unwrap_or(Value::Null);
-            blocks::validate_view(&new).map_err(|e| {
-                anyhow!(
-                    "response_action update with an invalid view: {}",
-                    e.join("; ")
-                )
-            })?;
-            let stored = self.inner.stored_view(view_id, new);
+        let action = ack.get("response_action").and_then(Value::as_str);
+        let replacement = match action {
+            Some("update") => {
+                let new = ack.get("view").cloned().unwrap_or(Value::Null);
+                blocks::validate_view(&new).map_err(|e| {
+                    anyhow!(
+                        "response_action update with an invalid view: {}",
+                        e.join("; ")
+                    )
+                })?;
+                Some(self.inner.stored_view(view_id, new))
+            }
+            _ => None,
+        };
+        {
             let mut st = self.inner.lock();
             if let Some(rec) = st.views.iter_mut().find(|v| v.view_id == view_id) {
-                rec.view = stored;
+                match (action, replacement) {
+                    (Some("errors"), _) | (Some("push"), _) => {}
+                    (_, Some(view)) => rec.view = view,
+                    _ => rec.open = false,
+                }
             }
         }
         self.inner.touched();

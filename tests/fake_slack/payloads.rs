@@ -107,29 +107,22 @@ impl Inner {
             }
         }
         // Thread parents carry reply bookkeeping.
-        let replies: Vec<&StoredMessage> = st
-            .messages
-            .get(&m.channel)
-            .map(|all| {
-                all.iter()
-                    .filter(|r| r.thread_ts.as_deref() == Some(m.ts.as_str()) && r.ts != m.ts)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let no_replies = Vec::new();
+        let replies = st
+            .replies
+            .get(&format!("{}/{}", m.channel, m.ts))
+            .unwrap_or(&no_replies);
         if !replies.is_empty() {
-            let mut users: Vec<String> = Vec::new();
-            for r in &replies {
-                if !users.contains(&r.user) {
-                    users.push(r.user.clone());
+            let mut users: Vec<&String> = Vec::new();
+            for (_, user) in replies {
+                if !users.contains(&user) {
+                    users.push(user);
                 }
             }
             o.insert("thread_ts".into(), json!(m.ts));
             o.insert("reply_count".into(), json!(replies.len()));
             o.insert("reply_users_count".into(), json!(users.len()));
-            o.insert(
-                "latest_reply".into(),
-                json!(replies.last().map(|r| r.ts.clone())),
-            );
+            o.insert("latest_reply".into(), json!(replies.last().map(|r| &r.0)));
             o.insert("reply_users".into(), json!(users));
             o.insert("is_locked".into(), json!(false));
             o.insert("subscribed".into(), json!(false));

@@ -75,6 +75,9 @@ pub(crate) struct ViewRec {
     pub view_id: String,
     pub user: String,
     pub view: Value,
+    /// Still on the user's screen (a submission closes it unless the app
+    /// answers with `response_action` errors/update/push).
+    pub open: bool,
 }
 
 pub(crate) enum ConnCmd {
@@ -117,6 +120,8 @@ pub(crate) struct State {
     pub outbox: VecDeque<Envelope>,
     pub inflight: HashMap<String, Inflight>,
     pub events_url: Option<String>,
+    /// "channel/thread_ts" -> (ts, user) of its replies, in order.
+    pub replies: HashMap<String, Vec<(String, String)>>,
     last_ts_micros: u64,
     seq: u64,
 }
@@ -158,6 +163,12 @@ impl State {
     }
 
     pub fn push_message(&mut self, m: StoredMessage) {
+        if let Some(t) = m.thread_ts.as_ref().filter(|t| **t != m.ts) {
+            self.replies
+                .entry(format!("{}/{t}", m.channel))
+                .or_default()
+                .push((m.ts.clone(), m.user.clone()));
+        }
         self.messages.entry(m.channel.clone()).or_default().push(m);
     }
 

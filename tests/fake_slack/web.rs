@@ -743,6 +743,7 @@ impl Inner {
             view_id: id,
             user,
             view: stored.clone(),
+            open: true,
         });
         Ok(json!({"view": stored}))
     }
@@ -751,11 +752,11 @@ impl Inner {
         let view = self.checked_view(p)?;
         let mut st = self.lock();
         let idx = match (p.str("view_id"), p.str("external_id")) {
-            (Some(id), _) => st.views.iter().position(|v| v.view_id == id),
+            (Some(id), _) => st.views.iter().position(|v| v.open && v.view_id == id),
             (None, Some(ext)) => st
                 .views
                 .iter()
-                .position(|v| v.view["external_id"].as_str() == Some(ext.as_str())),
+                .position(|v| v.open && v.view["external_id"].as_str() == Some(ext.as_str())),
             (None, None) => return Err(err("invalid_arguments")),
         }
         .ok_or_else(|| err("not_found"))?;
