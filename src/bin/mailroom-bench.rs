@@ -15,7 +15,6 @@
 /// The fake Slack the integration tests use (Slack's documented wire format),
 /// here as the chat server for `slack_latency_*`.
 #[path = "../../tests/fake_slack/mod.rs"]
-#[allow(dead_code)]
 mod fake_slack;
 
 use std::sync::Arc;
