@@ -561,6 +561,44 @@ async fn the_reply_dialog_sends_through_the_same_guards() {
         mail.from.name.as_deref(),
         Some("Bob Stone via Example Support")
     );
+
+    // The overviews answer privately; a mistake is named in the slash form.
+    let id = only_ticket(&run.store).await.id;
+    for (text, expect) in [
+        ("list mine".to_owned(), "Where is my parcel".to_owned()),
+        (format!("show {id}"), "Where is my parcel".to_owned()),
+        ("lsit".to_owned(), "/mailroom list".to_owned()),
+        // Escaped for mrkdwn; Slack shows `<ticket>`.
+        (
+            "help".to_owned(),
+            "/mailroom reply &lt;ticket&gt; &lt;text&gt;".to_owned(),
+        ),
+    ] {
+        let before = w.slack.ephemerals(&w.bob).len();
+        w.slack
+            .slash_command(&w.bob, &w.channel, "/mailroom", &text)
+            .await
+            .unwrap();
+        w.wait(&format!("the answer to /mailroom {text}"), |w| {
+            w.slack
+                .ephemerals(&w.bob)
+                .into_iter()
+                .skip(before)
+                .find(|e| e.text.contains(&expect))
+        })
+        .await;
+    }
+    let mistake = w
+        .slack
+        .ephemerals(&w.bob)
+        .into_iter()
+        .find(|e| e.text.contains("unknown subcommand"))
+        .expect("the answer to the typo");
+    assert!(
+        !mistake.text.contains("!mailroom"),
+        "the slash form is named: {}",
+        mistake.text
+    );
     run.stop().await;
 }
 
