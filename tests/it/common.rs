@@ -283,6 +283,41 @@ impl TestDb {
     }
 }
 
+/// `[database]` and one `[[mailbox]]` on the local stack, its
+/// `[mailbox.chat]` holding `chat` (e.g. `matrix_room = "!id"`).
+pub fn mailbox_toml(stack: &Stack, support: &User, db: &TestDb, chat: &str) -> String {
+    format!(
+        r#"
+[database]
+url = "{db}"
+
+[[mailbox]]
+name = "support"
+address = "{addr}"
+display_name = "Example Support"
+initial_sync = "all"
+  [mailbox.imap]
+  host = "127.0.0.1"
+  port = {imap}
+  tls = "none"
+  password = "{pw}"
+  idle_timeout_secs = 600
+  [mailbox.smtp]
+  host = "127.0.0.1"
+  port = {smtp}
+  tls = "none"
+  password = "{pw}"
+  [mailbox.chat]
+  {chat}
+"#,
+        db = db.url_text,
+        addr = support.address,
+        imap = stack.imap_port,
+        smtp = stack.smtp_port,
+        pw = support.password,
+    )
+}
+
 /// A mailroom configuration for the local stack.
 pub fn config(stack: &Stack, support: &User, db: &TestDb, smtp_port: u16, extra: &str) -> Settings {
     let text = format!(

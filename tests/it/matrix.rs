@@ -262,28 +262,7 @@ impl World {
 
     fn settings_text(&self, undo_secs: u64, extra: &str) -> String {
         let text = format!(
-            r#"
-[database]
-url = "{db}"
-
-[[mailbox]]
-name = "support"
-address = "{addr}"
-display_name = "Example Support"
-initial_sync = "all"
-  [mailbox.imap]
-  host = "127.0.0.1"
-  port = {imap}
-  tls = "none"
-  password = "{pw}"
-  idle_timeout_secs = 600
-  [mailbox.smtp]
-  host = "127.0.0.1"
-  port = {smtp}
-  tls = "none"
-  password = "{pw}"
-  [mailbox.chat]
-  matrix_room = "{room}"
+            r#"{mailbox}
 
 [matrix]
 homeserver = "{hs}"
@@ -300,12 +279,12 @@ undo_secs = {undo_secs}
 templates_dir = "{templates}"
 {extra}
 "#,
-            db = self.db.url_text,
-            addr = self.support.address,
-            imap = self.stack.imap_port,
-            smtp = self.stack.smtp_port,
-            pw = self.support.password,
-            room = self.room,
+            mailbox = crate::common::mailbox_toml(
+                self.stack,
+                &self.support,
+                &self.db,
+                &format!("matrix_room = \"{}\"", self.room),
+            ),
             hs = Synapse::get().url,
             bot = self.bot.0,
             state = self.state_dir.path().display(),

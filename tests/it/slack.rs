@@ -99,28 +99,7 @@ impl World {
 
     fn settings(&self, mode: Mode, extra: &str) -> Settings {
         let text = format!(
-            r#"
-[database]
-url = "{db}"
-
-[[mailbox]]
-name = "support"
-address = "{addr}"
-display_name = "Example Support"
-initial_sync = "all"
-  [mailbox.imap]
-  host = "127.0.0.1"
-  port = {imap}
-  tls = "none"
-  password = "{pw}"
-  idle_timeout_secs = 600
-  [mailbox.smtp]
-  host = "127.0.0.1"
-  port = {smtp}
-  tls = "none"
-  password = "{pw}"
-  [mailbox.chat]
-  slack_channel = "{channel}"
+            r#"{mailbox}
 
 [slack]
 mode = "{mode}"
@@ -143,12 +122,12 @@ undo_secs = 0
 templates_dir = "{templates}"
 {extra}
 "#,
-            db = self.db.url_text,
-            addr = self.support.address,
-            imap = self.stack.imap_port,
-            smtp = self.stack.smtp_port,
-            pw = self.support.password,
-            channel = self.channel,
+            mailbox = crate::common::mailbox_toml(
+                self.stack,
+                &self.support,
+                &self.db,
+                &format!("slack_channel = \"{}\"", self.channel),
+            ),
             mode = if mode == Mode::Socket {
                 "socket"
             } else {
