@@ -286,6 +286,24 @@ impl TestDb {
 /// `[database]` and one `[[mailbox]]` on the local stack, its
 /// `[mailbox.chat]` holding `chat` (e.g. `matrix_room = "!id"`).
 pub fn mailbox_toml(stack: &Stack, support: &User, db: &TestDb, chat: &str) -> String {
+    mailbox_section(
+        stack,
+        support,
+        db,
+        stack.smtp_port,
+        &format!("  [mailbox.chat]\n  {chat}"),
+    )
+}
+
+/// `[database]` and one `[[mailbox]]` sending through `smtp_port`; `tail`
+/// ends the mailbox (sub-tables, more SMTP keys).
+fn mailbox_section(
+    stack: &Stack,
+    support: &User,
+    db: &TestDb,
+    smtp_port: u16,
+    tail: &str,
+) -> String {
     format!(
         r#"
 [database]
@@ -307,13 +325,12 @@ initial_sync = "all"
   port = {smtp}
   tls = "none"
   password = "{pw}"
-  [mailbox.chat]
-  {chat}
+{tail}
 "#,
         db = db.url_text,
         addr = support.address,
         imap = stack.imap_port,
-        smtp = stack.smtp_port,
+        smtp = smtp_port,
         pw = support.password,
     )
 }
@@ -321,38 +338,13 @@ initial_sync = "all"
 /// A mailroom configuration for the local stack.
 pub fn config(stack: &Stack, support: &User, db: &TestDb, smtp_port: u16, extra: &str) -> Settings {
     let text = format!(
-        r#"
-[database]
-url = "{db}"
-
-[[mailbox]]
-name = "support"
-address = "{addr}"
-display_name = "Example Support"
-initial_sync = "all"
-  [mailbox.imap]
-  host = "127.0.0.1"
-  port = {imap}
-  tls = "none"
-  password = "{pw}"
-  idle_timeout_secs = 600
-  [mailbox.smtp]
-  host = "127.0.0.1"
-  port = {smtp}
-  tls = "none"
-  password = "{pw}"
-  timeout_secs = 5
-
+        r#"{mailbox}
 [outbox]
 retry_initial_secs = 1
 retry_max_secs = 2
 {extra}
 "#,
-        db = db.url_text,
-        addr = support.address,
-        imap = stack.imap_port,
-        pw = support.password,
-        smtp = smtp_port,
+        mailbox = mailbox_section(stack, support, db, smtp_port, "  timeout_secs = 5"),
     );
     Settings::parse(&text, &|_| None).unwrap_or_else(|p| panic!("test config invalid: {p:?}"))
 }
