@@ -62,6 +62,11 @@ pub struct MatrixChat {
     /// Configured `#alias:server` → the room id it resolved to at start.
     aliases: HashMap<String, OwnedRoomId>,
     reactions: Mutex<HashMap<OwnedEventId, SeenReaction>>,
+    /// Set once the first sync is done and the configured rooms we were
+    /// invited to are joined. Until then a post to a room we do not know yet
+    /// is retried soon, not after the outbox's backoff: on a first start the
+    /// outbox would otherwise sit out seconds of backlog waiting for a join.
+    settled: std::sync::atomic::AtomicBool,
 }
 
 fn transient(message: impl Into<String>) -> ChatError {
@@ -342,6 +347,7 @@ impl MatrixChat {
             rooms: room_ids,
             aliases,
             reactions: Mutex::new(HashMap::new()),
+            settled: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -359,9 +365,17 @@ impl MatrixChat {
             Some(id) => id.clone(),
             None => RoomId::parse(room).map_err(|e| permanent(format!("room id {room}: {e}")))?,
         };
-        self.client
-            .get_room(&id)
-            .ok_or_else(|| transient(format!("not in room {room} yet (invite the bot)")))
+        let settled = self.settled.load(std::sync::atomic::Ordering::Acquire);
+        match self.client.get_room(&id) {
+            Some(r) if r.state() == RoomState::Joined => Ok(r),
+            _ if !settled => Err(ChatError::Transient {
+                message: format!("room {room}: still connecting"),
+                retry_after_ms: Some(200),
+            }),
+            _ => Err(transient(format!(
+                "not in room {room} yet (invite the bot)"
+            ))),
+        }
     }
 
     async fn send(
@@ -457,6 +471,8 @@ impl MatrixChat {
                 tracing::warn!(room = %id, error = %e, "matrix: could not join");
             }
         }
+        self.settled
+            .store(true, std::sync::atomic::Ordering::Release);
         delay = Duration::from_millis(500);
         while !cancel.is_cancelled() {
             let settings = SyncSettings::default().timeout(Duration::from_secs(30));
