@@ -7,7 +7,7 @@
 //! server's own posting rate, mailroom's own ingest cost, and, from a
 //! separate `mailroom run` process, startup time and memory (idle, backlog
 //! peak, a 25 MB attachment's peak), and the same latency into the fake
-//! Slack of the tests. Reply latency comes next.
+//! Slack of the tests, and reply latency (`!reply` queued → sent and filed).
 
 // matrix-sdk's futures are deeply nested types.
 #![recursion_limit = "256"]
@@ -27,7 +27,7 @@ use mailroom::bridge::{App, connect_chats};
 use mailroom::config::{DatabaseUrl, ImapSettings, Secret, Settings, TlsMode};
 use mailroom::mail::imap;
 use mailroom::store::sql::SqlStore;
-use mailroom::store::{Checkpoint, TicketStore};
+use mailroom::store::{Checkpoint, JobSpec, TicketStore};
 use matrix_sdk::Client;
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::ruma::api::client::room::create_room::v3::Request as CreateRoomRequest;
@@ -277,7 +277,7 @@ async fn bridge(env: &Env) -> anyhow::Result<Bridge> {
         "[database]\nurl = \"sqlite://{db}\"\n[[mailbox]]\nname = \"support\"\naddress = \"{addr}\"\ndisplay_name = \"Bench\"\ninitial_sync = \"all\"\n\
          [mailbox.imap]\nhost = \"127.0.0.1\"\nport = {imap}\ntls = \"none\"\npassword = \"{pw}\"\n\
          [mailbox.smtp]\nhost = \"127.0.0.1\"\nport = {smtp}\ntls = \"none\"\npassword = \"{pw}\"\n\
-         [mailbox.chat]\nmatrix_room = \"{room}\"\n[matrix]\nhomeserver = \"{hs}\"\nuser_id = \"{bot}\"\npassword_env = \"BOT\"\nstate_dir = \"{state}\"\n",
+         [mailbox.chat]\nmatrix_room = \"{room}\"\n[commands]\nundo_secs = 0\n[matrix]\nhomeserver = \"{hs}\"\nuser_id = \"{bot}\"\npassword_env = \"BOT\"\nstate_dir = \"{state}\"\n",
         db = dir.join("bench.db").display(),
         addr = support.0,
         imap = env.imap_port,
@@ -381,8 +381,19 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM, then wait: mailroom stops cleanly.
+    /// SIGTERM, then wait: mailroom stops cleanly. With
+    /// `MAILROOM_BENCH_LOG=1` its log is printed, each line with the
+    /// milliseconds since start, to see where the time went
+    /// (`MAILROOM_BENCH_DAEMON_LOG` sets its filter).
     fn stop(mut self) {
+        if std::env::var_os("MAILROOM_BENCH_LOG").is_some()
+            && let Ok(lines) = self.log.lock()
+        {
+            for (line, at) in lines.iter() {
+                let ms = at.duration_since(self.started).as_millis();
+                eprintln!("{ms:>8} {line}");
+            }
+        }
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -405,7 +416,10 @@ impl Bridge {
             .env("BOT", &self.bot_password)
             .env(
                 "MAILROOM_LOG",
-                "info,sqlx=warn,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=error",
+                std::env::var("MAILROOM_BENCH_DAEMON_LOG").unwrap_or_else(|_| {
+                    "info,sqlx=warn,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=error"
+                        .into()
+                }),
             )
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -578,6 +592,154 @@ async fn slack_latency(env: &Env, emails: usize, pace: Duration) -> anyhow::Resu
         .collect())
 }
 
+/// `!reply` accepted (the reply queued in the outbox) → SMTP accepted and
+/// the copy APPENDed to Sent, for replies sent at a steady pace from the
+/// tickets' Matrix threads (undo window 0). The times come from the outbox's
+/// own rows; the customer's inbox and the Sent folder are then counted to
+/// check every reply left once.
+async fn reply_latency(env: &Env, replies: usize, pace: Duration) -> anyhow::Result<Vec<f64>> {
+    use matrix_sdk::ruma::events::relation::Thread;
+    use matrix_sdk::ruma::events::room::message::Relation;
+    let b = bridge(env).await?;
+    let customer = mail_user(env, "customer")?;
+    let roots: Arc<Mutex<Vec<(String, matrix_sdk::ruma::OwnedEventId)>>> = Arc::default();
+    let r = roots.clone();
+    b.alice
+        .add_event_handler(move |ev: OriginalSyncRoomMessageEvent| {
+            let r = r.clone();
+            async move {
+                let body = ev.content.body();
+                if body.starts_with("📨")
+                    && let Ok(mut v) = r.lock()
+                {
+                    v.push((body.to_owned(), ev.event_id.clone()));
+                }
+            }
+        });
+    let (app, cancel, handles) = start(b.settings.clone()).await?;
+    let mut writer = imap::connect(&imap_settings(env, &b.support)).await?;
+    for i in 0..replies {
+        let raw = mail(
+            &customer.0,
+            &b.support.0,
+            &format!("rq{i}@bench"),
+            &format!("Question {i:04}"),
+        );
+        writer.append("INBOX", None, None, raw).await?;
+    }
+    imap::logout(writer).await;
+    let deadline = Instant::now() + Duration::from_secs(60 + replies as u64);
+    let targets = loop {
+        let found: Vec<_> = roots
+            .lock()
+            .map(|v| {
+                (0..replies)
+                    .filter_map(|i| {
+                        let subject = format!("Question {i:04}");
+                        v.iter()
+                            .find(|(t, _)| t.contains(&subject))
+                            .map(|(_, id)| id.clone())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if found.len() == replies {
+            break found;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "replies: {} of {replies} tickets reached the room",
+                found.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let room_id: matrix_sdk::ruma::OwnedRoomId = b.settings.mailboxes[0]
+        .chat
+        .matrix_room
+        .as_deref()
+        .ok_or_else(|| anyhow!("no room"))?
+        .parse()?;
+    let room = b
+        .alice
+        .get_room(&room_id)
+        .ok_or_else(|| anyhow!("alice is not in the room"))?;
+    for (i, root) in targets.iter().enumerate() {
+        let mut content =
+            RoomMessageEventContent::text_plain(format!("!reply Hello,\n\nanswer number {i}."));
+        content.relates_to = Some(Relation::Thread(Thread::plain(root.clone(), root.clone())));
+        room.send(content).await?;
+        tokio::time::sleep(pace).await;
+    }
+    // Every reply sent and filed: the outbox's rows say when.
+    let db = b.dir.join("bench.db");
+    let rows = loop {
+        let rows = outbox_rows(&db).await?;
+        let filed = rows
+            .iter()
+            .filter(|(spec, state, ..)| matches!(spec, JobSpec::FileSent { .. }) && state == "done")
+            .count();
+        if filed >= replies {
+            break rows;
+        }
+        if Instant::now() > deadline {
+            bail!("replies: {filed} of {replies} filed in Sent after the deadline");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop(app, cancel, handles).await;
+    let mut out = Vec::new();
+    for (spec, _, created, _) in &rows {
+        let JobSpec::SendReply { email_id } = spec else {
+            continue;
+        };
+        let filed = rows.iter().find_map(|(s, state, _, updated)| {
+            (matches!(s, JobSpec::FileSent { email_id: e } if e == email_id) && state == "done")
+                .then_some(*updated)
+        });
+        let filed = filed.ok_or_else(|| anyhow!("reply {email_id} was never filed in Sent"))?;
+        out.push((filed - created) as f64);
+    }
+    // From the outside: the customer got each reply once, and Sent holds each.
+    let mut inbox = imap::connect(&imap_settings(env, &customer)).await?;
+    let got = inbox.select("INBOX").await?.exists as usize;
+    imap::logout(inbox).await;
+    let mut sent = imap::connect(&imap_settings(env, &b.support)).await?;
+    let filed = sent.select("Sent").await?.exists as usize;
+    imap::logout(sent).await;
+    b.finish();
+    if got != replies || filed != replies || out.len() != replies {
+        bail!(
+            "replies: {replies} asked, {} queued, {got} at the customer, {filed} in Sent",
+            out.len()
+        );
+    }
+    Ok(out)
+}
+
+async fn outbox_rows(db: &std::path::Path) -> anyhow::Result<Vec<(JobSpec, String, i64, i64)>> {
+    use sqlx::{Connection, Row};
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", db.display())).await?;
+    let rows = sqlx::query(
+        "SELECT payload, state, created_at, updated_at FROM outbox WHERE kind IN ('send_reply', 'file_sent')",
+    )
+    .fetch_all(&mut conn)
+    .await?;
+    conn.close().await?;
+    rows.iter()
+        .map(|r| {
+            let payload: String = r.try_get("payload")?;
+            Ok((
+                serde_json::from_str(&payload)?,
+                r.try_get("state")?,
+                r.try_get("created_at")?,
+                r.try_get("updated_at")?,
+            ))
+        })
+        .collect()
+}
+
 /// `mailroom run` as a process: time to IMAP IDLE and Matrix connected, idle
 /// memory, and the peak while a mail with a 25 MB attachment goes through.
 async fn process_figures(env: &Env) -> anyhow::Result<(f64, f64, f64)> {
@@ -658,6 +820,14 @@ async fn backlog(env: &Env, emails: usize) -> anyhow::Result<(f64, f64, f64)> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rate = emails as f64 / start_app.elapsed().as_secs_f64();
+    if std::env::var_os("MAILROOM_BENCH_LOG").is_some()
+        && let Ok(seen) = b.seen.lock()
+    {
+        for (t, at) in seen.iter().filter(|(t, _)| t.contains("Backlog ")) {
+            let ms = at.saturating_duration_since(start_app).as_millis();
+            eprintln!("seen {ms:>8} {}", t.lines().next().unwrap_or(""));
+        }
+    }
     let peak = d.peak_mb();
     d.stop();
     b.finish();
@@ -769,95 +939,152 @@ async fn ingest(url: &str, emails: usize) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
+/// Runs one stage, saying so on stderr, and stops it if it outlives every
+/// reasonable duration (the full run's longest stage takes about 10 minutes,
+/// a smoke run's a few seconds):
+/// the bench always ends by itself.
+async fn bounded<T>(
+    limit: Duration,
+    name: &str,
+    stage: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    eprintln!("mailroom-bench: {name}…");
+    let started = Instant::now();
+    let out = tokio::time::timeout(limit, stage)
+        .await
+        .map_err(|_| anyhow!("{name}: still running after {} s; stopped", limit.as_secs()))?
+        .context(name.to_owned())?;
+    eprintln!(
+        "mailroom-bench: {name} done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(out)
+}
+
+const STAGES: &[&str] = &[
+    "floors", "latency", "slack", "backlog", "reply", "process", "ingest",
+];
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     mailroom::mail::tls::install_crypto_provider();
-    let quick = std::env::args().any(|a| a == "--quick");
+    let mut only: Option<Vec<String>> = None;
+    let (mut smoke, mut quick) = (false, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--smoke" => smoke = true,
+            "--quick" => quick = true,
+            "--only" => {
+                let list = args.next().unwrap_or_default();
+                let names: Vec<String> = list.split(',').map(str::to_owned).collect();
+                if let Some(bad) = names.iter().find(|n| !STAGES.contains(&n.as_str())) {
+                    bail!("--only: no stage {bad:?}; stages: {}", STAGES.join(", "));
+                }
+                only = Some(names);
+            }
+            _ => bail!(
+                "mailroom-bench: unknown argument {a:?} (expected --quick, --smoke or --only STAGE,…)"
+            ),
+        }
+    }
+    let run = |stage: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == stage));
     let env = env()?;
-    let (floor_n, lat_n, ingest_n, backlog_n) = if quick {
+    // --smoke: every stage with a handful of emails, to check the bench
+    // itself works (scripts/test runs it); its figures mean little.
+    let (floor_n, lat_n, ingest_n, backlog_n) = if smoke {
+        (3, 5, 50, 20)
+    } else if quick {
         (10, 30, 1_000, 1_000)
     } else {
         (30, 200, 5_000, 10_000)
     };
+    let limit = Duration::from_secs(if smoke { 180 } else { 1_800 });
     let mut metrics: Vec<(&str, f64, &str)> = Vec::new();
 
-    let mut f = imap_floor(&env, floor_n).await.context("imap floor")?;
-    let imap_p50 = percentile(&mut f, 50.0);
-    metrics.push(("imap_floor_p50_ms", imap_p50, "ms"));
-
-    let mut c = chat_floor(&env, floor_n).await.context("chat floor")?;
-    let chat_p50 = percentile(&mut c, 50.0);
-    metrics.push(("chat_floor_p50_ms", chat_p50, "ms"));
-
-    let mut l = latency(&env, lat_n, Duration::from_millis(250))
-        .await
-        .context("latency")?;
-    let p50 = percentile(&mut l, 50.0);
-    metrics.push(("latency_p50_ms", p50, "ms"));
-    metrics.push(("latency_p99_ms", percentile(&mut l, 99.0), "ms"));
-    metrics.push(("latency_overhead_p50_ms", p50 - imap_p50 - chat_p50, "ms"));
-
-    // Slack allows about one post a second per channel: a steady stream
-    // just under it.
-    let mut sl = slack_latency(&env, lat_n, Duration::from_millis(1_100))
-        .await
-        .context("slack latency")?;
-    metrics.push(("slack_latency_p50_ms", percentile(&mut sl, 50.0), "ms"));
-    metrics.push(("slack_latency_p99_ms", percentile(&mut sl, 99.0), "ms"));
-
-    let (backlog_rate, raw_rate, backlog_peak) =
-        backlog(&env, backlog_n).await.context("backlog")?;
-    metrics.push(("backlog_emails_per_s", backlog_rate, "emails/s"));
-    metrics.push(("synapse_raw_posts_per_s", raw_rate, "posts/s"));
-    metrics.push(("backlog_vs_raw", backlog_rate / raw_rate, "ratio"));
-    metrics.push(("rss_backlog_peak_mb", backlog_peak, "MiB"));
-
-    let (startup, idle, big_peak) = process_figures(&env).await.context("startup and memory")?;
-    metrics.push(("startup_ms", startup, "ms"));
-    metrics.push(("rss_idle_mb", idle, "MiB"));
-    metrics.push(("rss_25mb_attachment_peak_mb", big_peak, "MiB"));
-
-    let dir = tempfile_dir()?;
-    let sqlite = format!("sqlite://{}", dir.join("ingest.db").display());
-    metrics.push((
-        "ingest_emails_per_s_sqlite",
-        ingest(&sqlite, ingest_n).await.context("ingest sqlite")?,
-        "emails/s",
-    ));
-    let pg_admin = std::env::var("MAILROOM_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let pg_db = format!("mailroom_bench_{}", hex(4));
-    {
-        use sqlx::Connection;
-        use sqlx::Executor;
-        sqlx::any::install_default_drivers();
-        let mut conn = sqlx::AnyConnection::connect(&pg_admin)
-            .await
-            .context("PostgreSQL")?;
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {pg_db}")))
-            .await?;
+    let mut floors = None;
+    if run("floors") {
+        let mut f = bounded(limit, "imap floor", imap_floor(&env, floor_n)).await?;
+        let imap_p50 = percentile(&mut f, 50.0);
+        metrics.push(("imap_floor_p50_ms", imap_p50, "ms"));
+        let mut c = bounded(limit, "chat floor", chat_floor(&env, floor_n)).await?;
+        let chat_p50 = percentile(&mut c, 50.0);
+        metrics.push(("chat_floor_p50_ms", chat_p50, "ms"));
+        floors = Some(imap_p50 + chat_p50);
     }
-    let base = pg_admin
-        .rsplit_once('/')
-        .map(|(b, _)| b.to_owned())
-        .unwrap_or(pg_admin.clone());
-    let pg_rate = ingest(&format!("{base}/{pg_db}"), ingest_n)
-        .await
-        .context("ingest postgres")?;
-    metrics.push(("ingest_emails_per_s_postgres", pg_rate, "emails/s"));
-    {
-        use sqlx::Connection;
-        use sqlx::Executor;
-        if let Ok(mut conn) = sqlx::AnyConnection::connect(&pg_admin).await {
-            let _ = conn
-                .execute(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"
-                )))
-                .await;
+
+    if run("latency") {
+        let mut l = bounded(
+            limit,
+            "latency",
+            latency(&env, lat_n, Duration::from_millis(250)),
+        )
+        .await?;
+        let p50 = percentile(&mut l, 50.0);
+        metrics.push(("latency_p50_ms", p50, "ms"));
+        metrics.push(("latency_p99_ms", percentile(&mut l, 99.0), "ms"));
+        if let Some(floors) = floors {
+            metrics.push(("latency_overhead_p50_ms", p50 - floors, "ms"));
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 
+    if run("slack") {
+        // Slack allows about one post a second per channel: a steady stream
+        // just under it.
+        let mut sl = bounded(
+            limit,
+            "slack latency",
+            slack_latency(&env, lat_n, Duration::from_millis(1_100)),
+        )
+        .await?;
+        metrics.push(("slack_latency_p50_ms", percentile(&mut sl, 50.0), "ms"));
+        metrics.push(("slack_latency_p99_ms", percentile(&mut sl, 99.0), "ms"));
+    }
+
+    if run("backlog") {
+        let (backlog_rate, raw_rate, backlog_peak) =
+            bounded(limit, "backlog", backlog(&env, backlog_n)).await?;
+        metrics.push(("backlog_emails_per_s", backlog_rate, "emails/s"));
+        metrics.push(("synapse_raw_posts_per_s", raw_rate, "posts/s"));
+        metrics.push(("backlog_vs_raw", backlog_rate / raw_rate, "ratio"));
+        metrics.push(("rss_backlog_peak_mb", backlog_peak, "MiB"));
+    }
+
+    if run("reply") {
+        let mut r = bounded(
+            limit,
+            "reply latency",
+            reply_latency(&env, lat_n, Duration::from_millis(300)),
+        )
+        .await?;
+        metrics.push(("reply_p50_ms", percentile(&mut r, 50.0), "ms"));
+        metrics.push(("reply_p99_ms", percentile(&mut r, 99.0), "ms"));
+    }
+
+    if run("process") {
+        let (startup, idle, big_peak) =
+            bounded(limit, "startup and memory", process_figures(&env)).await?;
+        metrics.push(("startup_ms", startup, "ms"));
+        metrics.push(("rss_idle_mb", idle, "MiB"));
+        metrics.push(("rss_25mb_attachment_peak_mb", big_peak, "MiB"));
+    }
+
+    if run("ingest") {
+        let dir = tempfile_dir()?;
+        let sqlite = format!("sqlite://{}", dir.join("ingest.db").display());
+        metrics.push((
+            "ingest_emails_per_s_sqlite",
+            bounded(limit, "ingest sqlite", ingest(&sqlite, ingest_n)).await?,
+            "emails/s",
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let pg_rate = bounded(limit, "ingest postgres", ingest_postgres(ingest_n)).await?;
+        metrics.push(("ingest_emails_per_s_postgres", pg_rate, "emails/s"));
+    }
+
+    if let Some((name, ..)) = metrics.iter().find(|(_, v, _)| !v.is_finite()) {
+        bail!("{name}: no figure (is /proc mounted?)");
+    }
     println!("{:<30} {:>12}  unit", "metric", "value");
     for (name, value, unit) in &metrics {
         println!("{name:<30} {value:>12.1}  {unit}");
@@ -866,4 +1093,31 @@ async fn main() -> anyhow::Result<()> {
         println!("METRIC {name} {value:.1} {unit}");
     }
     Ok(())
+}
+
+/// The ingest figure on a fresh PostgreSQL database (MAILROOM_TEST_PG_URL's
+/// server, as the tests use), dropped afterwards.
+async fn ingest_postgres(emails: usize) -> anyhow::Result<f64> {
+    use sqlx::Connection;
+    use sqlx::Executor;
+    let pg_admin = std::env::var("MAILROOM_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let pg_db = format!("mailroom_bench_{}", hex(4));
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&pg_admin)
+        .await
+        .context("PostgreSQL")?;
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {pg_db}")))
+        .await?;
+    let base = pg_admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or(pg_admin.clone());
+    let rate = ingest(&format!("{base}/{pg_db}"), emails).await;
+    let _ = conn
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"
+        )))
+        .await;
+    rate
 }
