@@ -768,12 +768,46 @@ async fn process_figures(env: &Env) -> anyhow::Result<(f64, f64, f64)> {
         to = b.support.0
     );
     let mut writer = imap::connect(&imap_settings(env, &b.support)).await?;
+    // With MAILROOM_BENCH_LOG set, the daemon's memory is sampled every
+    // 10 ms and printed as lines beside its log, to see which step peaks.
+    let sampling = std::env::var_os("MAILROOM_BENCH_LOG").is_some().then(|| {
+        let (pid, log, started) = (d.child.id(), d.log.clone(), d.started);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let handle = std::thread::spawn(move || {
+            let mut last = 0.0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|st| {
+                        st.lines()
+                            .find_map(|l| l.strip_prefix("VmRSS:"))
+                            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    })
+                    .unwrap_or(0.0)
+                    / 1024.0;
+                if (rss - last as f64).abs() >= 4.0 {
+                    last = rss;
+                    if let Ok(mut v) = log.lock() {
+                        v.push((format!("[rss {rss:.0} MiB]"), Instant::now()));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = started;
+        });
+        (done, handle)
+    });
     writer.append("INBOX", None, None, raw.into_bytes()).await?;
     imap::logout(writer).await;
     wait_seen(&b.seen, "Big attachment", Duration::from_secs(120)).await?;
     // Let the upload of the attachment into the thread finish too.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let peak = d.peak_mb();
+    if let Some((done, handle)) = sampling {
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = handle.join();
+    }
     d.stop();
     b.finish();
     Ok((startup, idle, peak))

@@ -444,7 +444,10 @@ impl TicketStore for SqlStore {
         })
     }
 
-    async fn record_inbound(&self, new: NewInbound) -> StoreResult<Recorded> {
+    async fn record_inbound(&self, mut new: NewInbound) -> StoreResult<Recorded> {
+        // Moved into the query rather than borrowed: sqlx would copy a
+        // borrowed slice, and a raw email can be tens of megabytes.
+        let raw = std::mem::take(&mut new.email.raw);
         let mut tx = self.pool.begin().await?;
         let dup = sqlx::query("SELECT 1 AS one FROM emails WHERE mailbox = $1 AND message_id = $2 AND content_hash = $3")
             .bind(new.mailbox.as_str())
@@ -575,7 +578,7 @@ impl TicketStore for SqlStore {
         .bind(&new.email.subject)
         .bind(new.email.sent_at)
         .bind(new.now_ms)
-        .bind(new.email.raw.as_slice())
+        .bind(raw)
         .fetch_one(&mut *tx)
         .await?;
         let email_id: i64 = row.try_get("id")?;
