@@ -311,6 +311,16 @@ async fn open_store(settings: &Settings) -> anyhow::Result<SqlStore> {
 async fn run_daemon(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("{}", settings.summary());
     let store = Arc::new(open_store(&settings).await?);
+    // Bound before anything connects, so a taken port stops the start with
+    // the key to change rather than surfacing later in a task's log.
+    let ops = match settings.ops.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("ops.listen {addr}: cannot listen"))?,
+        ),
+        None => None,
+    };
     let cancel = CancellationToken::new();
     let chats = crate::bridge::connect_chats(&settings, &cancel)
         .await
@@ -321,7 +331,7 @@ async fn run_daemon(settings: Settings) -> anyhow::Result<()> {
         wait_for_signal().await;
         signal_cancel.cancel();
     });
-    app.run(cancel, Some(chats.events)).await;
+    app.run_with_ops(cancel, Some(chats.events), ops).await;
     for t in chats.tasks {
         let _ = t.await;
     }
