@@ -211,6 +211,26 @@ pub enum OutboxCommand {
     },
 }
 
+/// Log targets that stay off whatever `MAILROOM_LOG` asks for, because they
+/// write credentials: async-imap's stream logs every command it sends at
+/// trace level, `LOGIN` with its password included.
+pub const NEVER_LOGGED: &[&str] = &["async_imap::imap_stream=off"];
+
+/// The log filter: `MAILROOM_LOG` (`from_env`) if it parses, else `default`;
+/// [`NEVER_LOGGED`] on top either way.
+pub fn log_filter(from_env: Option<&str>, default: &str) -> tracing_subscriber::EnvFilter {
+    let mut filter = from_env
+        .and_then(|s| tracing_subscriber::EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
+    for d in NEVER_LOGGED {
+        match d.parse() {
+            Ok(d) => filter = filter.add_directive(d),
+            Err(e) => eprintln!("mailroom: bad built-in log directive {d}: {e}"),
+        }
+    }
+    filter
+}
+
 /// Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
@@ -311,6 +331,16 @@ async fn open_store(settings: &Settings) -> anyhow::Result<SqlStore> {
 async fn run_daemon(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("{}", settings.summary());
     let store = Arc::new(open_store(&settings).await?);
+    // Bound before anything connects, so a taken port stops the start with
+    // the key to change rather than surfacing later in a task's log.
+    let ops = match settings.ops.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("ops.listen {addr}: cannot listen"))?,
+        ),
+        None => None,
+    };
     let cancel = CancellationToken::new();
     let chats = crate::bridge::connect_chats(&settings, &cancel)
         .await
@@ -321,7 +351,7 @@ async fn run_daemon(settings: Settings) -> anyhow::Result<()> {
         wait_for_signal().await;
         signal_cancel.cancel();
     });
-    app.run(cancel, Some(chats.events)).await;
+    app.run_with_ops(cancel, Some(chats.events), ops).await;
     for t in chats.tasks {
         let _ = t.await;
     }
@@ -665,6 +695,45 @@ mod tests {
         assert!(text.contains("\n>>From there\n"));
         assert!(text.ends_with("\n\n"));
         assert!(!text.contains('\r'));
+    }
+
+    #[test]
+    fn the_imap_wire_log_stays_off_even_when_asked_for() {
+        use std::io::Write;
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl Write for Capture {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        for asked in [
+            "trace",
+            "async_imap=trace",
+            "async_imap::imap_stream=trace,trace",
+        ] {
+            let out = Capture::default();
+            let writer = out.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(log_filter(Some(asked), "info"))
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::trace!(target: "async_imap::imap_stream", "LOGIN \"u\" \"hunter2\"");
+                tracing::trace!(target: "async_imap::client", "still logged");
+            });
+            let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+            assert!(!text.contains("hunter2"), "{asked}: {text}");
+            assert!(
+                text.contains("still logged"),
+                "{asked}: other targets work: {text}"
+            );
+        }
     }
 
     #[test]

@@ -52,6 +52,35 @@ pub struct Settings {
     pub outbox: OutboxSettings,
     pub commands: CommandSettings,
     pub chat: ChatSettings,
+    pub ops: OpsSettings,
+}
+
+/// Operations: the `/metrics` and `/healthz` endpoints and the mailbox watchdog.
+#[derive(Debug, Clone)]
+pub struct OpsSettings {
+    /// Where `/metrics` and `/healthz` are served; `None`: not served.
+    pub listen: Option<SocketAddr>,
+    /// A mailbox not checked successfully for this long is stale: the chat
+    /// is told once, and `/healthz` answers 503 until it recovers.
+    pub stale_after: Duration,
+}
+
+impl OpsSettings {
+    /// How often a healthy IMAP session proves itself (a re-issued IDLE or a
+    /// poll): well inside `stale_after`, so one slow check never makes a
+    /// working mailbox look stale.
+    pub fn check_every(&self) -> Duration {
+        self.stale_after / 3
+    }
+}
+
+impl Default for OpsSettings {
+    fn default() -> Self {
+        OpsSettings {
+            listen: None,
+            stale_after: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Chat posting, whatever the platform.
@@ -690,6 +719,7 @@ impl Walker<'_> {
                 "outbox",
                 "commands",
                 "chat",
+                "ops",
             ],
         );
         let database = self.database(root);
@@ -724,6 +754,10 @@ impl Walker<'_> {
             }
             None => ChatSettings::default(),
         };
+        let ops = match self.opt_table(root, "", "ops") {
+            Some(t) => self.ops(t),
+            None => OpsSettings::default(),
+        };
         // Chat targets need their platform configured.
         for (i, m) in mailboxes.iter().enumerate() {
             if m.chat.matrix_room.is_some() && !root.contains_key("matrix") {
@@ -748,7 +782,54 @@ impl Walker<'_> {
             outbox,
             commands,
             chat,
+            ops,
         })
+    }
+
+    fn ops(&mut self, t: &Table) -> OpsSettings {
+        let path = "ops";
+        self.known_keys(
+            t,
+            path,
+            &["listen", "allow_non_loopback", "stale_after_secs"],
+        );
+        let allow_non_loopback = self
+            .opt_bool(t, path, "allow_non_loopback")
+            .unwrap_or(false);
+        let listen = self.opt_str(t, path, "listen").and_then(|s| {
+            match s.parse::<SocketAddr>() {
+                Err(_) => {
+                    self.problem(
+                        "ops.listen",
+                        format!("expected ADDRESS:PORT such as 127.0.0.1:9480, got {s:?}"),
+                    );
+                    None
+                }
+                // The endpoints have no authentication and /healthz names the
+                // mailboxes and their errors: anything beyond this machine
+                // must be asked for explicitly.
+                Ok(addr) if !addr.ip().is_loopback() && !allow_non_loopback => {
+                    self.problem(
+                        "ops.listen",
+                        format!(
+                            "{addr} is not a loopback address, and /metrics and /healthz have no \
+                             authentication: listen on 127.0.0.1 (behind a proxy), or set \
+                             ops.allow_non_loopback = true"
+                        ),
+                    );
+                    None
+                }
+                Ok(addr) => Some(addr),
+            }
+        });
+        let stale_after = self
+            .opt_int(t, path, "stale_after_secs", 2, 86_400)
+            .map(|s| Duration::from_secs(s as u64))
+            .unwrap_or(OpsSettings::default().stale_after);
+        OpsSettings {
+            listen,
+            stale_after,
+        }
     }
 
     fn database(&mut self, root: &Table) -> Option<DatabaseSettings> {
@@ -1512,6 +1593,57 @@ claim = ["✅"]
                 .any(|t| t.starts_with("mailbox[1].address: duplicate")),
             "{text:#?}"
         );
+    }
+
+    #[test]
+    fn ops_is_optional_and_its_keys_are_checked() {
+        let s = Settings::parse(GOOD, &env).unwrap();
+        assert_eq!(s.ops.listen, None);
+        assert_eq!(s.ops.stale_after, Duration::from_secs(300));
+        assert_eq!(s.ops.check_every(), Duration::from_secs(100));
+
+        let on = format!("{GOOD}\n[ops]\nlisten = \"127.0.0.1:9480\"\nstale_after_secs = 60\n");
+        let s = Settings::parse(&on, &env).unwrap();
+        assert_eq!(s.ops.listen, Some("127.0.0.1:9480".parse().unwrap()));
+        assert_eq!(s.ops.stale_after, Duration::from_secs(60));
+        let v6 = format!("{GOOD}\n[ops]\nlisten = \"[::1]:9480\"\n");
+        assert!(Settings::parse(&v6, &env).is_ok());
+
+        let bad =
+            format!("{GOOD}\n[ops]\nlisten = \"localhost\"\nstale_after_secs = 1\nport = 9\n");
+        let text: Vec<String> = Settings::parse(&bad, &env)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        for e in [
+            "ops.listen: expected ADDRESS:PORT",
+            "ops.stale_after_secs: expected 2-86400",
+            "ops.port: unknown key",
+        ] {
+            assert!(
+                text.iter().any(|t| t.starts_with(e)),
+                "missing {e:?} in {text:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ops_refuses_a_public_address_unless_allowed() {
+        let public = format!("{GOOD}\n[ops]\nlisten = \"0.0.0.0:9480\"\n");
+        let problems = Settings::parse(&public, &env).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "ops.listen");
+        assert!(
+            problems[0]
+                .message
+                .contains("ops.allow_non_loopback = true"),
+            "the message says how to allow it: {}",
+            problems[0].message
+        );
+        let allowed = public.replace("[ops]", "[ops]\nallow_non_loopback = true");
+        let s = Settings::parse(&allowed, &env).unwrap();
+        assert_eq!(s.ops.listen, Some("0.0.0.0:9480".parse().unwrap()));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`chat`]: the [`chat::ChatPlatform`] seam that Matrix and Slack adapters plug into.
 //! - [`bridge`]: the flows (ingest → ticket, reply → outbox → SMTP) and the
 //!   [`bridge::App`] that runs them with graceful shutdown.
+//! - [`ops`]: `/metrics`, `/healthz` and mailbox health for operators.
 //! - [`cli`]: the `mailroom` command line.
 
 pub mod bridge;
@@ -20,4 +21,5 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod mail;
+pub mod ops;
 pub mod store;

@@ -17,8 +17,10 @@ fn main() {
         }
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILROOM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let filter = mailroom::cli::log_filter(
+        std::env::var("MAILROOM_LOG").ok().as_deref(),
+        default_filter,
+    );
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

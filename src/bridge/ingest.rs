@@ -1,13 +1,14 @@
 //! Ingest flow: a raw email from IMAP → a ticket (new or existing).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 
 use super::{App, now_ms};
 use crate::domain::ids::{EmailAddress, MailboxName, TicketToken};
 use crate::domain::threading::{ThreadDecision, ThreadKeys, decide};
-use crate::mail::ingest::IngestSink;
+use crate::mail::ingest::{IngestError, IngestSink};
 use crate::mail::parse::{InboundEmail, parse_email};
 use crate::store::{Checkpoint, Destination, NewEmail, NewInbound, Recorded, StoreError};
 
@@ -149,7 +150,30 @@ impl IngestSink for MailboxIngest {
             .await
     }
 
-    async fn accept(&self, cp: Checkpoint, raw: Vec<u8>) -> Result<(), StoreError> {
-        self.ingest(raw, Some(cp)).await.map(|_| ())
+    async fn accept(
+        &self,
+        cp: Checkpoint,
+        raw: Vec<u8>,
+        fetched: Instant,
+    ) -> Result<(), StoreError> {
+        let recorded = self.ingest(raw, Some(cp)).await?;
+        if !matches!(recorded, Recorded::Duplicate) {
+            self.app
+                .metrics
+                .email_ingested(&self.mailbox, fetched.elapsed());
+        }
+        // A stored message proves the mailbox is being read, even in the
+        // middle of a long backlog that delays the end of the pass.
+        self.app.health.checked(&self.mailbox);
+        Ok(())
+    }
+
+    fn synced(&self) {
+        self.app.health.checked(&self.mailbox);
+    }
+
+    fn reconnecting(&self, error: &IngestError) {
+        self.app.metrics.imap_reconnect(&self.mailbox);
+        self.app.health.failed(&self.mailbox, error.to_string());
     }
 }

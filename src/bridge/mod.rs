@@ -5,11 +5,14 @@
 //! - [`reply`]: a teammate's reply → built, composed, stored and queued.
 //! - [`outbox`]: the worker that performs queued jobs (SMTP send, filing in
 //!   Sent, chat posts) with retries, exactly once where it matters.
+//! - [`watchdog`]: tells a mailbox's room when it has not been checked for
+//!   too long, and when it recovers.
 
 pub mod chat;
 pub mod ingest;
 pub mod outbox;
 pub mod reply;
+pub mod watchdog;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +28,8 @@ use crate::config::{ImapSettings, MailboxSettings, Settings};
 use crate::domain::ids::{MailboxName, MessageId};
 use crate::mail::imap::{self, ImapError};
 use crate::mail::smtp::{Mailer, SmtpMailer};
+use crate::ops::health::Health;
+use crate::ops::metrics::Metrics;
 use crate::store::{Platform, TicketStore};
 
 /// Unix time in milliseconds.
@@ -140,6 +145,10 @@ pub struct App {
     pub chats: BTreeMap<Platform, Arc<dyn ChatPlatform>>,
     /// Wakes the outbox worker when a job is queued.
     pub outbox_wakeup: Notify,
+    /// What `/metrics` shows; the flows count into it.
+    pub metrics: Metrics,
+    /// When each mailbox was last checked (`/healthz`, the watchdog).
+    pub health: Health,
 }
 
 impl App {
@@ -174,12 +183,15 @@ impl App {
         mailboxes: BTreeMap<MailboxName, MailboxRuntime>,
         chats: Vec<Arc<dyn ChatPlatform>>,
     ) -> App {
+        let health = Health::new(mailboxes.keys().cloned(), settings.ops.stale_after);
         App {
             settings: Arc::new(settings),
             store,
             mailboxes,
             chats: chats.into_iter().map(|c| (c.platform(), c)).collect(),
             outbox_wakeup: Notify::new(),
+            metrics: Metrics::new(),
+            health,
         }
     }
 
@@ -202,13 +214,25 @@ impl App {
         out
     }
 
-    /// Runs ingest for every mailbox and the outbox worker until `cancel`
-    /// fires, then waits for them to finish their current step.
-    /// `chat_events` carries what the chat adapters saw teammates do.
+    /// Runs ingest for every mailbox, the outbox worker and the watchdog
+    /// until `cancel` fires, then waits for them to finish their current
+    /// step. `chat_events` carries what the chat adapters saw teammates do.
     pub async fn run(
         self: Arc<Self>,
         cancel: CancellationToken,
         chat_events: Option<tokio::sync::mpsc::UnboundedReceiver<crate::chat::ChatEvent>>,
+    ) {
+        self.run_with_ops(cancel, chat_events, None).await
+    }
+
+    /// [`App::run`], also serving `/metrics` and `/healthz` on `ops` (bound
+    /// by the caller, so a taken address is a startup error naming
+    /// `ops.listen`).
+    pub async fn run_with_ops(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        chat_events: Option<tokio::sync::mpsc::UnboundedReceiver<crate::chat::ChatEvent>>,
+        ops: Option<tokio::net::TcpListener>,
     ) {
         let tracker = TaskTracker::new();
         let recovered = match self.store.recover_in_flight(now_ms()).await {
@@ -227,13 +251,22 @@ impl App {
             let imap = m.settings.imap.clone();
             let initial = m.settings.initial_sync.clone();
             let cancel = cancel.clone();
+            let check_every = self.settings.ops.check_every();
             let span = tracing::info_span!("ingest", mailbox = %name);
             tracker.spawn(tracing::Instrument::instrument(
-                crate::mail::ingest::run(imap, initial, sink, cancel),
+                crate::mail::ingest::run(imap, initial, check_every, sink, cancel),
                 span,
             ));
         }
         tracker.spawn(outbox::run(self.clone(), cancel.clone()));
+        tracker.spawn(watchdog::run(self.clone(), cancel.clone()));
+        if let Some(listener) = ops {
+            tracker.spawn(crate::ops::http::serve(
+                self.clone(),
+                listener,
+                cancel.clone(),
+            ));
+        }
         if let Some(events) = chat_events {
             tracker.spawn(chat::run(self.clone(), events, cancel.clone()));
         }

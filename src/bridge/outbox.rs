@@ -22,6 +22,7 @@ use super::{App, now_ms};
 use crate::chat::{ChatError, FileUpload, TicketCard};
 use crate::mail::parse::{attachment_bytes, parse_email};
 use crate::mail::smtp::SendError;
+use crate::ops::metrics::{ChatErrorKind, ReplyFailure};
 use crate::store::{EmailState, Job, JobOutcome, JobSpec, Platform, StoreError, TicketRecord};
 
 /// What one step of the worker did (for tests and logs).
@@ -37,6 +38,12 @@ pub enum StepOutcome {
     Retry { error: String, in_ms: i64 },
     Failed { error: String },
     Uncertain { error: String },
+}
+
+/// Time since `at_ms` (Unix ms), for latency metrics; zero if the clock
+/// went back.
+fn since(at_ms: i64) -> Duration {
+    Duration::from_millis((now_ms() - at_ms).max(0) as u64)
 }
 
 /// Delay before attempt `attempts + 1`.
@@ -117,15 +124,26 @@ async fn perform(app: &App, job: &Job) -> Result<StepOutcome, StoreError> {
         JobSpec::FileSent { email_id } => file_sent(app, job, *email_id).await,
         JobSpec::ChatPost { platform, email_id } => {
             let r = chat_post(app, job, *platform, *email_id).await;
-            finish_chat(app, job, r).await
+            finish_chat(app, job, *platform, r).await
         }
         JobSpec::ChatStatus { platform } => {
             let r = chat_status(app, job, *platform).await;
-            finish_chat(app, job, r).await
+            finish_chat(app, job, *platform, r).await
         }
         JobSpec::ChatNotice { platform, text } => {
             let r = chat_notice(app, job, *platform, text).await;
-            finish_chat(app, job, r).await
+            finish_chat(app, job, *platform, r).await
+        }
+        JobSpec::ChatRoomNotice {
+            platform,
+            room,
+            text,
+        } => {
+            let r = match app.chats.get(platform) {
+                Some(chat) => chat.room_notice(room, text).await,
+                None => Err(missing(format!("{} is not configured", platform.as_str()))),
+            };
+            finish_chat(app, job, *platform, r).await
         }
     }
 }
@@ -146,6 +164,7 @@ async fn retry_or_fail(app: &App, job: &Job, error: String) -> Result<StepOutcom
         return Ok(StepOutcome::Failed { error });
     }
     let in_ms = retry_delay(app, job.attempts).as_millis() as i64;
+    app.metrics.job_retried(job.spec.kind());
     app.store
         .finish_job(
             job,
@@ -185,6 +204,8 @@ async fn send_reply(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, 
         app.store
             .reply_failed(job, email_id, EmailState::Failed, &error, &notify, now)
             .await?;
+        app.metrics
+            .reply_failed(&mail.mailbox, ReplyFailure::Unsendable);
         return Ok(StepOutcome::Failed { error });
     };
     let parsed = parse_email(&mail.raw);
@@ -207,6 +228,8 @@ async fn send_reply(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, 
             app.store
                 .reply_failed(job, email_id, EmailState::Failed, &error, &notify, now)
                 .await?;
+            app.metrics
+                .reply_failed(&mail.mailbox, ReplyFailure::Unsendable);
             return Ok(StepOutcome::Failed { error });
         }
     };
@@ -216,6 +239,8 @@ async fn send_reply(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, 
                 .reply_sent(job, email_id, &notify, now_ms())
                 .await?;
             app.outbox_wakeup.notify_one();
+            app.metrics
+                .reply_sent(&mail.mailbox, since(job.created_at_ms));
             tracing::info!(message_id = %mail.message_id, "reply sent");
             Ok(StepOutcome::Done)
         }
@@ -226,6 +251,8 @@ async fn send_reply(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, 
                 app.store
                     .reply_failed(job, email_id, EmailState::Failed, error, &notify, now_ms())
                     .await?;
+                app.metrics
+                    .reply_failed(&mail.mailbox, ReplyFailure::RetriesExhausted);
             }
             Ok(outcome)
         }
@@ -234,6 +261,8 @@ async fn send_reply(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, 
             app.store
                 .reply_failed(job, email_id, EmailState::Failed, &error, &notify, now_ms())
                 .await?;
+            app.metrics
+                .reply_failed(&mail.mailbox, ReplyFailure::Refused);
             Ok(StepOutcome::Failed { error })
         }
         Err(SendError::Uncertain(error)) => {
@@ -248,6 +277,8 @@ async fn send_reply(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, 
                     now_ms(),
                 )
                 .await?;
+            app.metrics
+                .reply_failed(&mail.mailbox, ReplyFailure::Uncertain);
             Ok(StepOutcome::Uncertain { error })
         }
     }
@@ -321,8 +352,18 @@ async fn file_sent(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, S
 async fn finish_chat(
     app: &App,
     job: &Job,
+    platform: Platform,
     r: Result<(), ChatError>,
 ) -> Result<StepOutcome, StoreError> {
+    match &r {
+        Ok(()) => {}
+        Err(ChatError::Transient { .. }) => {
+            app.metrics.chat_error(platform, ChatErrorKind::Transient)
+        }
+        Err(ChatError::Permanent { .. }) => {
+            app.metrics.chat_error(platform, ChatErrorKind::Permanent)
+        }
+    }
     match r {
         Ok(()) => {
             app.store
@@ -338,6 +379,7 @@ async fn finish_chat(
                 // The platform told us when: honour it exactly, not our backoff.
                 let now = now_ms();
                 let at_ms = now + after as i64;
+                app.metrics.job_retried(job.spec.kind());
                 app.store
                     .finish_job(
                         job,
@@ -469,7 +511,10 @@ async fn chat_post(
     {
         Some(thread) => {
             chat.post_follow_up(&thread, &view, ticket.state.owner(), files, &key)
-                .await
+                .await?;
+            // The job was queued in the transaction that stored the email.
+            app.metrics.posted(platform, since(job.created_at_ms));
+            Ok(())
         }
         None => {
             let mailbox = app
@@ -489,6 +534,8 @@ async fn chat_post(
             let thread = chat
                 .post_ticket(&room, &card(app, &ticket)?, &view, files, &key)
                 .await?;
+            app.metrics.thread_posted(platform);
+            app.metrics.posted(platform, since(job.created_at_ms));
             app.store
                 .link_chat_thread(ticket_id, &thread)
                 .await

@@ -12,9 +12,13 @@
 //! - IDLE when the server has it (re-issued every `idle_timeout`, below
 //!   RFC 2177's 29 minutes), polling otherwise; reconnects with exponential
 //!   backoff and jitter.
+//! - Every pass over the folder is reported to the sink ([`IngestSink::synced`])
+//!   and happens at least every `check_every` (IDLE re-issued, or a poll),
+//!   even when no mail comes: a quiet mailbox and a dead connection look the
+//!   same from inside IDLE, and only a fresh round trip tells them apart.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_imap::extensions::idle::IdleResponse;
 use async_imap::types::UnsolicitedResponse;
@@ -33,7 +37,13 @@ pub trait IngestSink: Send + Sync {
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
     async fn save_checkpoint(&self, cp: Checkpoint) -> Result<(), StoreError>;
     /// Stores one message and advances the checkpoint to `cp`, atomically.
-    async fn accept(&self, cp: Checkpoint, raw: Vec<u8>) -> Result<(), StoreError>;
+    /// `fetched` is when the FETCH that brought it was issued (latency metrics).
+    async fn accept(
+        &self,
+        cp: Checkpoint,
+        raw: Vec<u8>,
+        fetched: Instant,
+    ) -> Result<(), StoreError>;
     /// Called after each successful pass over the folder (health reporting).
     fn synced(&self) {}
     /// Called when the connection is lost and will be retried.
@@ -61,10 +71,12 @@ impl IngestError {
 const BATCH_BYTES: u64 = 8 * 1024 * 1024;
 const BATCH_MESSAGES: usize = 200;
 
-/// Watches one folder until `cancel` fires.
+/// Watches one folder until `cancel` fires, passing over it at least every
+/// `check_every`.
 pub async fn run(
     settings: ImapSettings,
     initial: InitialSync,
+    check_every: Duration,
     sink: Arc<dyn IngestSink>,
     cancel: CancellationToken,
 ) {
@@ -79,9 +91,14 @@ pub async fn run(
     };
     let mut delays = backoff();
     while !cancel.is_cancelled() {
-        match session(&settings, &initial, sink.as_ref(), &cancel, &mut || {
-            delays = backoff()
-        })
+        match session(
+            &settings,
+            &initial,
+            check_every,
+            sink.as_ref(),
+            &cancel,
+            &mut || delays = backoff(),
+        )
         .await
         {
             Ok(()) => break,
@@ -106,6 +123,7 @@ pub async fn run(
 async fn session(
     settings: &ImapSettings,
     initial: &InitialSync,
+    check_every: Duration,
     sink: &dyn IngestSink,
     cancel: &CancellationToken,
     connected: &mut (dyn FnMut() + Send),
@@ -137,7 +155,7 @@ async fn session(
             let mut idle = session.idle();
             timed("IDLE", COMMAND_TIMEOUT, idle.init()).await?;
             if !announced_new_mail(|| unsolicited.try_recv().ok()) {
-                let (wait, stop) = idle.wait_with_timeout(settings.idle_timeout);
+                let (wait, stop) = idle.wait_with_timeout(settings.idle_timeout.min(check_every));
                 let outcome = tokio::select! {
                     r = wait => Some(r),
                     _ = cancel.cancelled() => None,
@@ -155,8 +173,11 @@ async fn session(
             }
             session = timed("DONE", COMMAND_TIMEOUT, idle.done()).await?;
         } else {
+            // The poll waits at most `check_every` too, so that a long
+            // `poll_interval_secs` never lets the watchdog call a working
+            // mailbox stale.
             tokio::select! {
-                _ = tokio::time::sleep(settings.poll_interval) => {}
+                _ = tokio::time::sleep(settings.poll_interval.min(check_every)) => {}
                 _ = cancel.cancelled() => {}
             }
             timed("NOOP", COMMAND_TIMEOUT, session.noop()).await?;
@@ -310,6 +331,7 @@ async fn fetch_bodies(
     sink: &dyn IngestSink,
 ) -> Result<(), IngestError> {
     let set = uid_set(uids);
+    let fetched = Instant::now();
     let mut bodies: Vec<(u32, Vec<u8>)> = timed("UID FETCH bodies", COMMAND_TIMEOUT, async {
         let stream = session.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
         let fetched: Vec<_> = stream.try_collect().await?;
@@ -329,6 +351,7 @@ async fn fetch_bodies(
                 last_uid: uid,
             },
             raw,
+            fetched,
         )
         .await?;
     }

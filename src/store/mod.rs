@@ -119,6 +119,12 @@ pub enum JobSpec {
     ChatStatus { platform: Platform },
     /// Tell the thread something (a failure, a refusal).
     ChatNotice { platform: Platform, text: String },
+    /// Tell a room something outside any ticket (the mailbox watchdog).
+    ChatRoomNotice {
+        platform: Platform,
+        room: String,
+        text: String,
+    },
     /// Send a queued reply over SMTP.
     SendReply { email_id: i64 },
     /// After a send: APPEND the reply to the Sent folder and flag the answered
@@ -132,6 +138,7 @@ impl JobSpec {
             JobSpec::ChatPost { .. } => "chat_post",
             JobSpec::ChatStatus { .. } => "chat_status",
             JobSpec::ChatNotice { .. } => "chat_notice",
+            JobSpec::ChatRoomNotice { .. } => "chat_room_notice",
             JobSpec::SendReply { .. } => "send_reply",
             JobSpec::FileSent { .. } => "file_sent",
         }
@@ -144,7 +151,8 @@ impl JobSpec {
         match self {
             JobSpec::ChatPost { platform, .. }
             | JobSpec::ChatStatus { platform }
-            | JobSpec::ChatNotice { platform, .. } => format!("chat:{}", platform.as_str()),
+            | JobSpec::ChatNotice { platform, .. }
+            | JobSpec::ChatRoomNotice { platform, .. } => format!("chat:{}", platform.as_str()),
             JobSpec::SendReply { .. } | JobSpec::FileSent { .. } => format!("mail:{t}"),
         }
     }
@@ -205,6 +213,8 @@ pub struct Job {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub not_before_ms: i64,
+    /// When it was queued (for latency metrics).
+    pub created_at_ms: i64,
 }
 
 /// How a job attempt ended.
@@ -526,6 +536,8 @@ pub trait TicketStore: Send + Sync {
     /// `uncertain` and are not retried; the others go back to pending.
     async fn recover_in_flight(&self, now_ms: i64) -> StoreResult<Vec<Job>>;
     async fn jobs(&self, states: &[JobState]) -> StoreResult<Vec<Job>>;
+    /// How many outbox jobs are in each state (states without jobs are left out).
+    async fn count_jobs(&self) -> StoreResult<Vec<(JobState, u64)>>;
 
     async fn chat_thread(
         &self,

@@ -240,6 +240,7 @@ fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
         attempts: row.try_get::<i64, _>("attempts")?.clamp(0, u32::MAX as i64) as u32,
         last_error: row.try_get("last_error")?,
         not_before_ms: row.try_get("not_before")?,
+        created_at_ms: row.try_get("created_at")?,
     })
 }
 
@@ -1161,6 +1162,21 @@ impl TicketStore for SqlStore {
             if states.is_empty() || states.contains(&job.state) {
                 out.push(job);
             }
+        }
+        Ok(out)
+    }
+
+    async fn count_jobs(&self) -> StoreResult<Vec<(JobState, u64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::new();
+        for row in rows {
+            let state: String = row.try_get("state")?;
+            let n: i64 = row.try_get("n")?;
+            let state = JobState::parse(&state)
+                .ok_or_else(|| corrupt("outbox", format!("state {state:?}")))?;
+            out.push((state, n.max(0) as u64));
         }
         Ok(out)
     }

@@ -86,8 +86,13 @@ impl Stack {
 
     /// A fresh mail account `prefix-<random>@domain`, so tests never share a mailbox.
     pub fn user(&self, prefix: &str, domain: &str) -> User {
+        self.user_with_password(prefix, domain, &format!("pw-{}", random_hex(8)))
+    }
+
+    /// A fresh mail account with a password of the test's choosing.
+    pub fn user_with_password(&self, prefix: &str, domain: &str, password: &str) -> User {
         let address = format!("{prefix}-{}@{domain}", random_hex(6));
-        let password = format!("pw-{}", random_hex(8));
+        let password = password.to_owned();
         let out = std::process::Command::new(self.repo.join("scripts/stack"))
             .args(["add-user", &address, &password])
             .env("MAILROOM_STACK_DIR", &self.dir)

@@ -12,5 +12,6 @@ mod common;
 mod fake_slack;
 mod mail_flow;
 mod matrix;
+mod ops;
 mod slack;
 mod store_conformance;

@@ -25,12 +25,12 @@ use crate::common::{Stack, TestDb, User, append, customer_mail, fetch_all, rando
 const WAIT: Duration = Duration::from_secs(40);
 
 /// The Synapse that `scripts/stack up` started.
-struct Synapse {
-    url: String,
+pub(crate) struct Synapse {
+    pub(crate) url: String,
 }
 
 impl Synapse {
-    fn get() -> &'static Synapse {
+    pub(crate) fn get() -> &'static Synapse {
         static S: OnceLock<Synapse> = OnceLock::new();
         S.get_or_init(|| {
             let stack = Stack::get();
@@ -53,14 +53,23 @@ impl Synapse {
 
     /// A fresh Matrix account (every test has its own bot and teammates, so
     /// parallel tests never see each other's invites).
-    fn register(&self, prefix: &str) -> (String, String) {
+    pub(crate) fn register(&self, prefix: &str) -> (String, String) {
         self.register_as(prefix, false)
     }
 
     fn register_as(&self, prefix: &str, admin: bool) -> (String, String) {
+        self.register_full(prefix, admin, None)
+    }
+
+    /// A fresh account with a password of the test's choosing.
+    pub(crate) fn register_with_password(&self, prefix: &str, password: &str) -> (String, String) {
+        self.register_full(prefix, false, Some(password))
+    }
+
+    fn register_full(&self, prefix: &str, admin: bool, password: Option<&str>) -> (String, String) {
         let stack = Stack::get();
         let name = format!("{prefix}-{}", random_hex(5));
-        let password = format!("{name}-pw");
+        let password = password.map_or_else(|| format!("{name}-pw"), str::to_owned);
         let out = std::process::Command::new("bash")
             .arg("-c")
             .arg("source scripts/lib/synapse.sh && synapse_register \"$0\" \"$1\" $2")
@@ -80,7 +89,7 @@ impl Synapse {
         (format!("@{name}:localhost"), password)
     }
 
-    async fn login(&self, prefix: &str) -> Teammate {
+    pub(crate) async fn login(&self, prefix: &str) -> Teammate {
         let (user_id, password) = self.register(prefix);
         let client = Client::builder()
             .homeserver_url(&self.url)
@@ -101,13 +110,13 @@ impl Synapse {
     }
 }
 
-struct Teammate {
-    client: Client,
-    user_id: OwnedUserId,
+pub(crate) struct Teammate {
+    pub(crate) client: Client,
+    pub(crate) user_id: OwnedUserId,
 }
 
 impl Teammate {
-    async fn create_room(&self, invite: &[&str], encrypted: bool) -> Room {
+    pub(crate) async fn create_room(&self, invite: &[&str], encrypted: bool) -> Room {
         let mut req = CreateRoomRequest::new();
         if encrypted {
             let content = matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent::with_recommended_defaults();
@@ -150,7 +159,7 @@ impl Teammate {
     }
 
     /// The room's recent events as JSON, oldest first.
-    async fn events(&self, room: &OwnedRoomId) -> Vec<Value> {
+    pub(crate) async fn events(&self, room: &OwnedRoomId) -> Vec<Value> {
         let mut opts = MessagesOptions::backward();
         opts.limit = 200u32.into();
         let msgs = self.room(room).messages(opts).await.expect("messages");
@@ -164,11 +173,11 @@ impl Teammate {
     }
 }
 
-fn body(ev: &Value) -> &str {
+pub(crate) fn body(ev: &Value) -> &str {
     ev["content"]["body"].as_str().unwrap_or("")
 }
 
-fn sender(ev: &Value) -> &str {
+pub(crate) fn sender(ev: &Value) -> &str {
     ev["sender"].as_str().unwrap_or("")
 }
 
@@ -178,7 +187,7 @@ fn in_thread_of(ev: &Value, root: &OwnedEventId) -> bool {
 }
 
 /// Waits for an event matching `pred`, as `who` sees the room.
-async fn wait_event(
+pub(crate) async fn wait_event(
     who: &Teammate,
     room: &OwnedRoomId,
     what: &str,
@@ -212,20 +221,20 @@ impl Running {
     }
 }
 
-struct World {
-    stack: &'static Stack,
-    support: User,
-    customer: User,
-    alice: Teammate,
+pub(crate) struct World {
+    pub(crate) stack: &'static Stack,
+    pub(crate) support: User,
+    pub(crate) customer: User,
+    pub(crate) alice: Teammate,
     bob: Teammate,
-    bot: (String, String),
-    room: OwnedRoomId,
-    db: TestDb,
+    pub(crate) bot: (String, String),
+    pub(crate) room: OwnedRoomId,
+    pub(crate) db: TestDb,
     state_dir: tempfile::TempDir,
 }
 
 impl World {
-    async fn new() -> World {
+    pub(crate) async fn new() -> World {
         World::with_room(false).await
     }
 
@@ -260,7 +269,7 @@ impl World {
         self.parse(&self.settings_text(undo_secs, extra))
     }
 
-    fn settings_text(&self, undo_secs: u64, extra: &str) -> String {
+    pub(crate) fn settings_text(&self, undo_secs: u64, extra: &str) -> String {
         let text = format!(
             r#"{mailbox}
 
@@ -293,7 +302,7 @@ templates_dir = "{templates}"
         text
     }
 
-    fn parse(&self, text: &str) -> Settings {
+    pub(crate) fn parse(&self, text: &str) -> Settings {
         let bot_pw = self.bot.1.clone();
         Settings::parse(text, &move |k| {
             (k == "BOT_PASSWORD").then(|| bot_pw.clone())
@@ -323,7 +332,7 @@ templates_dir = "{templates}"
     }
 
     /// A customer email, and the thread root it became.
-    async fn email(&self, message_id: &str, subject: &str, text: &str) -> OwnedEventId {
+    pub(crate) async fn email(&self, message_id: &str, subject: &str, text: &str) -> OwnedEventId {
         append(
             self.stack,
             &self.support,

@@ -575,6 +575,39 @@ pub async fn chat_threads_link(store: Arc<SqlStore>) {
     );
 }
 
+/// `count_jobs` (the outbox depth on /metrics) counts per state, and a room
+/// notice with no ticket round-trips through the outbox.
+pub async fn outbox_depth_counts_jobs_by_state(store: Arc<SqlStore>) {
+    let s: &dyn TicketStore = store.as_ref();
+    assert_eq!(s.count_jobs().await.unwrap(), vec![], "an empty outbox");
+    let notice = JobSpec::ChatRoomNotice {
+        platform: Platform::Matrix,
+        room: "!room:x".into(),
+        text: "mailbox support is stale".into(),
+    };
+    for at in [10, 20, 30] {
+        s.enqueue(None, &notice, at, at).await.unwrap();
+    }
+    let first = s.next_job(100).await.unwrap().unwrap();
+    assert_eq!(first.spec, notice);
+    assert_eq!(first.ticket, None);
+    assert_eq!(first.created_at_ms, 10, "queued time is kept for latency");
+    let mut counts = s.count_jobs().await.unwrap();
+    counts.sort_by_key(|(state, _)| state.as_str());
+    assert_eq!(
+        counts,
+        vec![(JobState::InFlight, 1), (JobState::Pending, 2)]
+    );
+    s.finish_job(&first, &JobOutcome::Done, 101).await.unwrap();
+    let counts = s.count_jobs().await.unwrap();
+    assert!(counts.contains(&(JobState::Done, 1)), "{counts:?}");
+    assert!(counts.contains(&(JobState::Pending, 2)), "{counts:?}");
+    assert!(
+        !counts.iter().any(|(st, _)| *st == JobState::InFlight),
+        "{counts:?}"
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -612,4 +645,5 @@ conformance!(
     replies_are_sent_once_and_undo_cancels,
     the_audit_log_is_append_only,
     chat_threads_link,
+    outbox_depth_counts_jobs_by_state,
 );

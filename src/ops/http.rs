@@ -1,0 +1,93 @@
+//! `/metrics` and `/healthz` over HTTP (`[ops] listen`).
+//!
+//! No authentication: the address must be loopback unless the operator set
+//! `ops.allow_non_loopback` (see [`crate::config::OpsSettings`]).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::health::{CheckState, MailboxReport};
+use crate::bridge::App;
+
+/// The endpoints' routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(app)
+}
+
+/// Serves until `cancel` fires.
+pub async fn serve(app: Arc<App>, listener: TcpListener, cancel: CancellationToken) {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%addr, "serving /metrics and /healthz");
+    let shutdown = async move { cancel.cancelled().await };
+    if let Err(e) = axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, %addr, "the /metrics and /healthz server stopped");
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    // Gauges that describe a current state are read when scraped.
+    match app.store.count_jobs().await {
+        Ok(counts) => app.metrics.set_outbox_depth(&counts),
+        // The other metrics are still worth serving; the stale depth gauge
+        // keeps its last value and the log says why.
+        Err(e) => tracing::warn!(error = %e, "/metrics: cannot count outbox jobs"),
+    }
+    for r in app.health.report() {
+        app.metrics.set_check_age(&r.mailbox, r.unchecked_for);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[derive(Serialize)]
+struct HealthBody {
+    status: &'static str,
+    stale_after_secs: u64,
+    /// Names of the stale mailboxes (empty when healthy).
+    stale: Vec<String>,
+    mailboxes: Vec<MailboxReport>,
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let mailboxes = app.health.report();
+    let stale: Vec<String> = mailboxes
+        .iter()
+        .filter(|m| m.state == CheckState::Stale)
+        .map(|m| m.mailbox.as_str().to_owned())
+        .collect();
+    let (code, status) = if stale.is_empty() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "stale")
+    };
+    let body = HealthBody {
+        status,
+        stale_after_secs: app.health.stale_after().as_secs(),
+        stale,
+        mailboxes,
+    };
+    (code, axum::Json(body)).into_response()
+}

@@ -1,0 +1,11 @@
+//! Operations: what an operator watches mailroom through.
+//!
+//! - [`metrics`]: counters, gauges and latency histograms (Prometheus).
+//! - [`health`]: when each mailbox was last checked, and whether that is
+//!   recent enough (`/healthz`, and the watchdog in
+//!   [`crate::bridge::watchdog`]).
+//! - [`http`]: the `/metrics` and `/healthz` endpoints (`[ops] listen`).
+
+pub mod health;
+pub mod http;
+pub mod metrics;
