@@ -558,7 +558,8 @@ impl TicketStore for SqlStore {
                 (*ticket, reopened, false)
             }
         };
-        if new.automatic.is_none() {
+        // A new ticket was inserted with last_customer_at = now already.
+        if new.automatic.is_none() && !is_new {
             sqlx::query("UPDATE tickets SET last_customer_at = $1 WHERE id = $2")
                 .bind(new.now_ms)
                 .bind(ticket.get())
