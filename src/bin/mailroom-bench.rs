@@ -754,6 +754,14 @@ async fn process_figures(env: &Env) -> anyhow::Result<(f64, f64, f64)> {
     let startup = imap.max(matrix).duration_since(d.started).as_secs_f64() * 1000.0;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = d.rss_mb();
+    if std::env::var_os("MAILROOM_BENCH_LOG").is_some() {
+        eprintln!(
+            "idle: RssAnon {:.1} MiB, RssFile {:.1} MiB, threads {}",
+            d.rss_kb("RssAnon:") / 1024.0,
+            d.rss_kb("RssFile:") / 1024.0,
+            d.rss_kb("Threads:")
+        );
+    }
     let big = "A".repeat(25 * 1024 * 1024 / 76 * 76);
     let mut body = String::with_capacity(big.len() + big.len() / 76 * 2 + 1024);
     for chunk in big.as_bytes().chunks(76) {

@@ -258,7 +258,16 @@ impl MatrixChat {
         restrict_dir(&settings.state_dir);
         let client = Client::builder()
             .homeserver_url(&settings.homeserver)
-            .sqlite_store(settings.state_dir.join("store"), None)
+            // The bot is one client in a few rooms: matrix-sdk's low-memory
+            // store profile (a connection per core, small page caches)
+            // instead of its default of four connections per core with 2 MB
+            // caches in each of its four databases.
+            .sqlite_store_with_config_and_cache_path(
+                matrix_sdk::SqliteStoreConfig::with_low_memory_config(
+                    settings.state_dir.join("store"),
+                ),
+                None::<PathBuf>,
+            )
             .build()
             .await
             .map_err(|e| permanent(format!("matrix.homeserver {}: {e}", settings.homeserver)))?;
