@@ -70,10 +70,19 @@ fuzz_target!(|input: Input| {
         subject_key: subject_key(&c.subject),
         last_customer_at: c.last_customer_at,
     };
+    // A ticket has one set of facts: the first description of an id wins,
+    // wherever else the id is offered (the store cannot disagree with itself).
+    let mut tickets: std::collections::BTreeMap<u8, CandidateTicket> = Default::default();
+    for c in input.by_reference.iter().chain(&input.by_token).chain(&input.by_subject) {
+        tickets.entry(c.id).or_insert_with(|| candidate(c));
+    }
+    let offered = |list: &[Candidate]| -> Vec<CandidateTicket> {
+        list.iter().filter_map(|c| tickets.get(&c.id).cloned()).collect()
+    };
     let found = Candidates {
-        by_reference: input.by_reference.iter().map(candidate).collect(),
-        by_token: input.by_token.iter().map(candidate).collect(),
-        by_subject: input.by_subject.iter().map(candidate).collect(),
+        by_reference: offered(&input.by_reference),
+        by_token: offered(&input.by_token),
+        by_subject: offered(&input.by_subject),
     };
     let window = input.window.checked_abs().unwrap_or(i64::MAX);
     match decide(&keys, &found, window) {

@@ -133,11 +133,14 @@ pub fn decide(keys: &ThreadKeys, found: &Candidates, window_secs: i64) -> Thread
         }
     }
     let key = keys.subject_key();
+    // `abs_diff`, not `(a - b).abs()`: the times are plain i64s and the
+    // subtraction overflows at the extremes (found by fuzzing).
+    let window = u64::try_from(window_secs).unwrap_or(0);
     if !key.is_empty() {
         let hit = found.by_subject.iter().find(|c| {
             c.customer == keys.from
                 && c.subject_key == key
-                && (keys.at - c.last_customer_at).abs() <= window_secs
+                && keys.at.abs_diff(c.last_customer_at) <= window
         });
         if let Some(c) = hit {
             return ThreadDecision::FollowUp {
@@ -256,6 +259,35 @@ mod tests {
             assert!(key.len() <= 1, "{}", key.len());
             assert!(reply.len() >= hostile.trim().len());
         }
+    }
+
+    #[test]
+    fn subject_window_at_extreme_times_neither_overflows_nor_matches() {
+        let mut k = keys("bob@customer.example");
+        k.at = i64::MIN;
+        let mut c = cand(7, "bob@customer.example", &[]);
+        c.subject_key = k.subject_key();
+        c.last_customer_at = i64::MAX;
+        let found = Candidates {
+            by_subject: vec![c.clone()],
+            ..Candidates::default()
+        };
+        assert_eq!(
+            decide(&k, &found, 14 * 86_400),
+            ThreadDecision::NewTicket { refused: vec![] }
+        );
+        assert_eq!(
+            decide(&k, &found, i64::MAX),
+            ThreadDecision::NewTicket { refused: vec![] }
+        );
+        k.at = i64::MAX - 5;
+        assert_eq!(
+            decide(&k, &found, 5),
+            ThreadDecision::FollowUp {
+                ticket: TicketId::new(7),
+                by: MatchKind::Subject
+            }
+        );
     }
 
     #[test]
