@@ -11,7 +11,10 @@ fuzz_target!(|text: &str| {
     if let Ok(Parsed::Thread(ThreadCommand::Tag(tags) | ThreadCommand::Untag(tags))) = parse(text) {
         // Tags end up in the audit log and the status line: one line each.
         for t in tags {
-            assert!(!t.as_str().contains(['\r', '\n']), "tag with a line break: {t:?}");
+            assert!(
+                !t.as_str().contains(['\r', '\n']),
+                "tag with a line break: {t:?}"
+            );
         }
     }
     let _ = parse_slash(text);

@@ -35,12 +35,19 @@ fuzz_target!(|raw: &[u8]| {
     let (text, blocks) = slack::root_message(&card, &view);
     let (follow_text, follow_blocks) = slack::follow_up_message(&view, Some("slack:U1"));
     for (text, blocks) in [(text, blocks), (follow_text, follow_blocks)] {
-        assert!(text.chars().count() <= 4_000, "Slack text of {} chars", text.len());
+        assert!(
+            text.chars().count() <= 4_000,
+            "Slack text of {} chars",
+            text.len()
+        );
         let blocks = blocks.as_array().map(Vec::as_slice).unwrap_or_default();
         assert!(blocks.len() <= 50, "{} Slack blocks", blocks.len());
         for b in blocks {
             if let Some(t) = b["text"]["text"].as_str() {
-                assert!(t.chars().count() <= slack::SECTION_CHARS, "section too long");
+                assert!(
+                    t.chars().count() <= slack::SECTION_CHARS,
+                    "section too long"
+                );
             }
         }
     }
@@ -48,7 +55,10 @@ fuzz_target!(|raw: &[u8]| {
     // Attachment numbering agrees between the listing and the export.
     if parsed.attachments.len() < 64 {
         for i in 0..parsed.attachments.len() {
-            assert!(attachment_bytes(raw, i).is_some(), "attachment {i} has no bytes");
+            assert!(
+                attachment_bytes(raw, i).is_some(),
+                "attachment {i} has no bytes"
+            );
         }
     }
 });

@@ -53,19 +53,41 @@ fuzz_target!(|input: Input| {
         .filter_map(|a| EmailAddress::parse(a).ok())
         .collect();
     book.push(EmailAddress::parse("customer@example.org").expect("literal address"));
-    let ids: Vec<MessageId> = input.ids.iter().filter_map(|i| MessageId::parse(i).ok()).collect();
-    let Some(from) = pick(&book, input.from) else { return };
+    let ids: Vec<MessageId> = input
+        .ids
+        .iter()
+        .filter_map(|i| MessageId::parse(i).ok())
+        .collect();
+    let Some(from) = pick(&book, input.from) else {
+        return;
+    };
     let keys = ThreadKeys {
         from: from.clone(),
-        in_reply_to: input.in_reply_to.iter().filter_map(|&i| pick(&ids, i)).collect(),
-        references: input.references.iter().filter_map(|&i| pick(&ids, i)).collect(),
-        tokens: input.tokens.iter().filter_map(|t| TicketToken::parse(t).ok()).collect(),
+        in_reply_to: input
+            .in_reply_to
+            .iter()
+            .filter_map(|&i| pick(&ids, i))
+            .collect(),
+        references: input
+            .references
+            .iter()
+            .filter_map(|&i| pick(&ids, i))
+            .collect(),
+        tokens: input
+            .tokens
+            .iter()
+            .filter_map(|t| TicketToken::parse(t).ok())
+            .collect(),
         subject: input.subject.clone(),
         at: input.at,
     };
     let candidate = |c: &Candidate| CandidateTicket {
         id: TicketId::new(i64::from(c.id)),
-        participants: c.participants.iter().filter_map(|&i| pick(&book, i)).collect::<BTreeSet<_>>(),
+        participants: c
+            .participants
+            .iter()
+            .filter_map(|&i| pick(&book, i))
+            .collect::<BTreeSet<_>>(),
         customer: pick(&book, c.customer).unwrap_or_else(|| from.clone()),
         subject_key: subject_key(&c.subject),
         last_customer_at: c.last_customer_at,
@@ -73,11 +95,18 @@ fuzz_target!(|input: Input| {
     // A ticket has one set of facts: the first description of an id wins,
     // wherever else the id is offered (the store cannot disagree with itself).
     let mut tickets: std::collections::BTreeMap<u8, CandidateTicket> = Default::default();
-    for c in input.by_reference.iter().chain(&input.by_token).chain(&input.by_subject) {
+    for c in input
+        .by_reference
+        .iter()
+        .chain(&input.by_token)
+        .chain(&input.by_subject)
+    {
         tickets.entry(c.id).or_insert_with(|| candidate(c));
     }
     let offered = |list: &[Candidate]| -> Vec<CandidateTicket> {
-        list.iter().filter_map(|c| tickets.get(&c.id).cloned()).collect()
+        list.iter()
+            .filter_map(|c| tickets.get(&c.id).cloned())
+            .collect()
     };
     let found = Candidates {
         by_reference: offered(&input.by_reference),
@@ -92,19 +121,32 @@ fuzz_target!(|input: Input| {
                 MatchKind::Token => &found.by_token,
                 MatchKind::Subject => &found.by_subject,
             };
-            let c = list.iter().find(|c| c.id == ticket).expect("joined a ticket it was not offered");
+            let c = list
+                .iter()
+                .find(|c| c.id == ticket)
+                .expect("joined a ticket it was not offered");
             match by {
                 MatchKind::Subject => {
-                    assert_eq!(c.customer, from, "joined another customer's ticket by subject");
+                    assert_eq!(
+                        c.customer, from,
+                        "joined another customer's ticket by subject"
+                    );
                     assert_eq!(c.subject_key, keys.subject_key());
                 }
-                _ => assert!(c.participants.contains(&from), "joined a ticket without the sender"),
+                _ => assert!(
+                    c.participants.contains(&from),
+                    "joined a ticket without the sender"
+                ),
             }
         }
         ThreadDecision::NewTicket { refused } => {
             for t in refused {
                 assert!(
-                    found.by_reference.iter().chain(&found.by_token).any(|c| c.id == t),
+                    found
+                        .by_reference
+                        .iter()
+                        .chain(&found.by_token)
+                        .any(|c| c.id == t),
                     "refused a ticket nobody offered"
                 );
             }
@@ -118,12 +160,19 @@ fuzz_target!(|input: Input| {
     let ours = reply_subject(&input.subject);
     let key = subject_key(&input.subject);
     if !key.is_empty() {
-        assert_eq!(subject_key(&ours), key, "reply subject {ours:?} changed the key");
+        assert_eq!(
+            subject_key(&ours),
+            key,
+            "reply subject {ours:?} changed the key"
+        );
     }
     if let Some(parent) = pick(&ids, input.from) {
         let chain = reply_references(&keys.references, &parent);
         assert!(chain.len() <= 21, "References grows without bound");
-        assert!(chain.contains(&parent), "the parent is missing from References");
+        assert!(
+            chain.contains(&parent),
+            "the parent is missing from References"
+        );
         if !keys.references.contains(&parent) {
             assert_eq!(chain.last(), Some(&parent), "the parent must come last");
         }
