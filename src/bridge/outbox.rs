@@ -486,7 +486,15 @@ async fn chat_post(
         .await
         .map_err(store_err)?
         .ok_or_else(|| missing("email is gone"))?;
-    let view = parse_email(&raw).view();
+    let parsed = parse_email(&raw);
+    // Automatic mail (auto-replies, bounces, list mail) is filed in the thread
+    // but calls nobody: RFC 3834 says it must not trigger anything automatic,
+    // and an out-of-office is no reason to ping the ticket's owner.
+    let owner = match parsed.auto {
+        Some(_) => None,
+        None => ticket.state.owner(),
+    };
+    let view = parsed.view();
     // Attachments under the cap are uploaded; the others are only listed.
     let cap = app.settings.chat.max_attachment_bytes;
     let files: Vec<FileUpload> = view
@@ -510,7 +518,7 @@ async fn chat_post(
         .map_err(store_err)?
     {
         Some(thread) => {
-            chat.post_follow_up(&thread, &view, ticket.state.owner(), files, &key)
+            chat.post_follow_up(&thread, &view, owner, files, &key)
                 .await?;
             // The job was queued in the transaction that stored the email.
             app.metrics.posted(platform, since(job.created_at_ms));

@@ -34,8 +34,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ChatError, ChatEvent, ChatPlatform, FileUpload, Member, SharedFile, TicketCard, human_size,
-    status_line, truncate_chars, with_full_text,
+    ChatError, ChatEvent, ChatPlatform, EMPTY_BODY, FileUpload, MAX_FIELD_CHARS, Member,
+    SharedFile, TicketCard, clip, human_size, listed, status_line, truncate_chars, with_full_text,
 };
 use crate::config::{MatrixAuth, MatrixSettings};
 use crate::domain::ids::Agent;
@@ -152,22 +152,31 @@ fn text_block(text: &str) -> String {
 /// The body of an email as shown in the room: plain and HTML.
 fn render_email(email: &EmailView, heading: &str) -> (String, String) {
     let parties = |ps: &[crate::domain::email::Party]| {
-        ps.iter()
+        let all = ps
+            .iter()
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", ");
+        clip(&all, MAX_FIELD_CHARS).into_owned()
     };
+    let from = clip(&email.from.to_string(), MAX_FIELD_CHARS).into_owned();
+    let subject = clip(&email.subject, MAX_FIELD_CHARS).into_owned();
     let date = email
         .date
         .and_then(|d| jiff::Timestamp::from_second(d).ok())
         .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_else(|| "unknown".into());
     let (body, truncated) = truncate_chars(&email.body, MAX_BODY_CHARS);
-    let mut plain = format!("{heading}\nFrom: {}\n", email.from);
+    let body = if body.trim().is_empty() {
+        EMPTY_BODY
+    } else {
+        body
+    };
+    let mut plain = format!("{heading}\nFrom: {from}\n");
     let mut html = format!(
         "<p><strong>{}</strong><br><b>From:</b> {}<br>",
         escape_html(heading),
-        escape_html(&email.from.to_string())
+        escape_html(&from)
     );
     if !email.to.is_empty() {
         plain.push_str(&format!("To: {}\n", parties(&email.to)));
@@ -183,13 +192,10 @@ fn render_email(email: &EmailView, heading: &str) -> (String, String) {
             escape_html(&parties(&email.cc))
         ));
     }
-    plain.push_str(&format!(
-        "Subject: {}\nDate: {date}\n\n{body}\n",
-        email.subject
-    ));
+    plain.push_str(&format!("Subject: {subject}\nDate: {date}\n\n{body}\n"));
     html.push_str(&format!(
         "<b>Subject:</b> {}<br><b>Date:</b> {date}</p><p>{}</p>",
-        escape_html(&email.subject),
+        escape_html(&subject),
         text_block(body)
     ));
     let mut folded = Vec::new();
@@ -211,31 +217,66 @@ fn render_email(email: &EmailView, heading: &str) -> (String, String) {
         html.push_str(&format!("<p><em>{note}</em></p>"));
     }
     if !email.attachments.is_empty() {
-        let list: Vec<String> = email
-            .attachments
-            .iter()
-            .map(|a| format!("📎 {} ({}, {})", a.name, a.content_type, human_size(a.size)))
-            .collect();
+        let list = listed(
+            email
+                .attachments
+                .iter()
+                .map(|a| {
+                    format!(
+                        "📎 {} ({}, {})",
+                        clip(&a.name, MAX_FIELD_CHARS),
+                        clip(&a.content_type, MAX_FIELD_CHARS),
+                        human_size(a.size)
+                    )
+                })
+                .collect(),
+            "attachments",
+        );
         plain.push_str(&format!("{}\n", list.join("\n")));
         html.push_str(&format!(
             "<p>{}</p>",
             escape_html(&list.join("\n")).replace('\n', "<br>")
         ));
     }
-    for n in &email.notes {
+    let notes = listed(
+        email
+            .notes
+            .iter()
+            .map(|n| clip(n, MAX_FIELD_CHARS).into_owned())
+            .collect(),
+        "reading problems",
+    );
+    for n in &notes {
         plain.push_str(&format!("⚠️ {n}\n"));
         html.push_str(&format!("<p>⚠️ {}</p>", escape_html(n)));
     }
     (plain, html)
 }
 
-fn root_content(card: &TicketCard<'_>, email: &EmailView) -> RoomMessageEventContent {
+/// A ticket's root message (also its replacement when the status changes).
+/// Public so tests can check what reaches the room without a homeserver.
+pub fn root_content(card: &TicketCard<'_>, email: &EmailView) -> RoomMessageEventContent {
     let heading = format!("📨 {} · {}", card.ticket, card.mailbox_display_name);
     let (mut plain, mut html) = render_email(email, &heading);
     let status = status_line(card);
     plain.push_str(&format!("\nStatus: {status}"));
     html.push_str(&format!("<p><b>Status:</b> {}</p>", escape_html(&status)));
     RoomMessageEventContent::text_html(plain, html)
+}
+
+/// A customer's follow-up as posted in the thread, mentioning `owner` so
+/// they hear of it.
+pub fn follow_up_content(email: &EmailView, owner: Option<&Agent>) -> RoomMessageEventContent {
+    let heading = match owner {
+        Some(o) => format!("📨 New mail from the customer ({o})"),
+        None => "📨 New mail from the customer".to_owned(),
+    };
+    let (plain, html) = render_email(email, &heading);
+    let content = RoomMessageEventContent::text_html(plain, html);
+    match owner.and_then(|o| OwnedUserId::try_from(o.as_str()).ok()) {
+        Some(user) => content.add_mentions(Mentions::with_user_ids([user])),
+        None => content,
+    }
 }
 
 fn in_thread(mut content: RoomMessageEventContent, root: &OwnedEventId) -> RoomMessageEventContent {
@@ -813,15 +854,7 @@ impl ChatPlatform for MatrixChat {
         let r = self.room(&thread.room)?;
         let root = OwnedEventId::try_from(thread.thread_ref.as_str())
             .map_err(|e| permanent(format!("thread {}: {e}", thread.thread_ref)))?;
-        let heading = match owner {
-            Some(o) => format!("📨 New mail from the customer ({o})"),
-            None => "📨 New mail from the customer".to_owned(),
-        };
-        let (plain, html) = render_email(email, &heading);
-        let mut content = RoomMessageEventContent::text_html(plain, html);
-        if let Some(user) = owner.and_then(|o| OwnedUserId::try_from(o.as_str()).ok()) {
-            content = content.add_mentions(Mentions::with_user_ids([user]));
-        }
+        let content = follow_up_content(email, owner);
         self.send(&r, in_thread(content, &root), Some(idempotency_key))
             .await?;
         let files = with_full_text(email, files, MAX_BODY_CHARS);

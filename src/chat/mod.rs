@@ -241,6 +241,37 @@ pub(crate) fn truncate_chars(s: &str, max: usize) -> (&str, bool) {
     }
 }
 
+/// Shown instead of an email's text when it has none (a bare invitation, an
+/// attachment alone), so an empty post is never mistaken for a lost body.
+pub(crate) const EMPTY_BODY: &str = "(no text in this mail)";
+
+/// Header values (subject, address lists) are cut to this many characters:
+/// a hostile 1 MB Subject must not make the post too big for the platform,
+/// which would refuse it and leave the ticket without a thread.
+pub(crate) const MAX_FIELD_CHARS: usize = 1_000;
+
+/// At most this many attachments and reading problems are listed one by one;
+/// the rest are counted. A mail can carry thousands of either.
+pub(crate) const MAX_LISTED: usize = 30;
+
+/// `s` cut to at most `max` characters, with `…` when something was cut.
+pub(crate) fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match truncate_chars(s, max) {
+        (head, false) => std::borrow::Cow::Borrowed(head),
+        (head, true) => std::borrow::Cow::Owned(format!("{head}…")),
+    }
+}
+
+/// The first [`MAX_LISTED`] lines, and a count of the rest when there are more.
+pub(crate) fn listed(lines: Vec<String>, what: &str) -> Vec<String> {
+    let total = lines.len();
+    let mut shown: Vec<String> = lines.into_iter().take(MAX_LISTED).collect();
+    if total > MAX_LISTED {
+        shown.push(format!("… and {} more {what}", total - MAX_LISTED));
+    }
+    shown
+}
+
 /// `1.5 MB`-style sizes for attachment lists.
 pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];

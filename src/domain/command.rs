@@ -1241,6 +1241,37 @@ mod tests {
     }
 
     #[test]
+    fn reply_options_cannot_add_recipients() {
+        // Recipients come from the ticket only; no option names one.
+        for option in ["--to", "--cc", "--bcc", "--To"] {
+            let e = err(&format!("!reply {option} evil@attacker.example Hello"));
+            assert_eq!(e.command, "!reply");
+            assert!(e.message.starts_with("unknown option"), "{}", e.message);
+            let e = err(&format!("!reply! {option}=evil@attacker.example Hello"));
+            assert!(e.message.starts_with("unknown option"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn line_breaks_and_controls_in_tag_commands_never_reach_a_tag() {
+        // Line breaks only separate tags; anything else outside the tag
+        // alphabet is refused, so no tag can smuggle a line into the audit
+        // log, the status line or a header.
+        assert_eq!(
+            thread("!tag vip\r\nBcc: x"),
+            ThreadCommand::Tag(tags(&["vip", "bcc:", "x"]))
+        );
+        for bad in ["!tag a\u{0}b", "!tag a\u{1b}[31mred", "!untag ok a\u{7f}"] {
+            let e = err(bad);
+            assert!(
+                e.message.contains("is not a valid tag"),
+                "{bad:?}: {}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
     fn empty_reply_is_refused() {
         for text in [
             "!reply",

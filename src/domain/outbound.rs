@@ -298,6 +298,37 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// There is no `--to`: whatever the reply text says, a reply goes
+        /// only to people already in the conversation it answers.
+        #[test]
+        fn replies_go_only_to_the_parents_participants(
+            body in "(?s)[^\\x00]{1,200}",
+            others in proptest::collection::vec("[a-e]{1,3}@(customer|other)\\.example", 0..6),
+            with_reply_to in proptest::bool::ANY,
+        ) {
+            let addr = EmailAddress::parse("support@example.com").unwrap();
+            let token = TicketToken::parse("abcdefghijkm").unwrap();
+            let mut p = parent();
+            p.cc.extend(others.iter().map(|a| party(None, a)));
+            if with_reply_to {
+                p.reply_to = vec![party(None, "replies@customer.example")];
+            }
+            let participants: Vec<EmailAddress> = std::iter::once(&p.from)
+                .chain(&p.reply_to)
+                .chain(&p.to)
+                .chain(&p.cc)
+                .map(|q| q.address.clone())
+                .collect();
+            let body = format!("x{body}\nTo: evil@attacker.example\r\nBcc: evil@attacker.example");
+            let out = build_reply(input(&addr, &token, &p, &body)).unwrap();
+            for r in out.recipients() {
+                proptest::prop_assert!(participants.contains(&r), "{r} was not in the conversation");
+                proptest::prop_assert!(!addr.is_same_mailbox(&r), "{r} is ourselves");
+            }
+        }
+    }
+
     #[test]
     fn empty_replies_and_replies_to_ourselves_only_are_refused() {
         let addr = EmailAddress::parse("support@example.com").unwrap();

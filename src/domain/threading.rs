@@ -10,7 +10,7 @@
 //! include its sender: a different customer quoting or forwarding an old
 //! thread gets a ticket of their own, never someone else's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use super::ids::{EmailAddress, MessageId, TicketId, TicketToken};
 
@@ -29,15 +29,16 @@ pub struct ThreadKeys {
 
 impl ThreadKeys {
     /// Referenced ids, most specific first: In-Reply-To, then References from
-    /// the newest (last) to the oldest.
+    /// the newest (last) to the oldest; at most [`MAX_REFERENCED_IDS`].
     pub fn referenced_ids(&self) -> Vec<MessageId> {
-        let mut out: Vec<MessageId> = Vec::new();
-        for id in self.in_reply_to.iter().chain(self.references.iter().rev()) {
-            if !out.contains(id) {
-                out.push(id.clone());
-            }
-        }
-        out
+        let mut seen: HashSet<&MessageId> = HashSet::new();
+        self.in_reply_to
+            .iter()
+            .chain(self.references.iter().rev())
+            .filter(|id| seen.insert(id))
+            .take(MAX_REFERENCED_IDS)
+            .cloned()
+            .collect()
     }
 
     /// The normalised subject key used by the subject heuristic.
@@ -45,6 +46,17 @@ impl ThreadKeys {
         subject_key(&self.subject)
     }
 }
+
+/// How many referenced ids threading looks up. Each is a store query, and a
+/// hostile References header can name 25,000; the newest ones are the ones
+/// that find the ticket (a thread's own ids are at its end), and mail clients
+/// trim References to about this length anyway.
+pub const MAX_REFERENCED_IDS: usize = 100;
+
+/// A reply or forward prefix (`Re:`, `Antw:`, `Re[12] :`) or a ticket marker
+/// (`[#42]`) is found within this many bytes. Looking no further keeps
+/// [`subject_key`] linear on a hostile 1 MB subject of a thousand markers.
+const PREFIX_SCAN_BYTES: usize = 24;
 
 /// What the store knows of a ticket that might be the one.
 #[derive(Debug, Clone)]
@@ -121,11 +133,14 @@ pub fn decide(keys: &ThreadKeys, found: &Candidates, window_secs: i64) -> Thread
         }
     }
     let key = keys.subject_key();
+    // `abs_diff`, not `(a - b).abs()`: the times are plain i64s and the
+    // subtraction overflows at the extremes (found by fuzzing).
+    let window = u64::try_from(window_secs).unwrap_or(0);
     if !key.is_empty() {
         let hit = found.by_subject.iter().find(|c| {
             c.customer == keys.from
                 && c.subject_key == key
-                && (keys.at - c.last_customer_at).abs() <= window_secs
+                && keys.at.abs_diff(c.last_customer_at) <= window
         });
         if let Some(c) = hit {
             return ThreadDecision::FollowUp {
@@ -145,15 +160,17 @@ const PREFIXES: &[&str] = &[
 /// Strips reply/forward prefixes (`Re:`, `Fwd:`, `AW:`, `Re[2]:`), ticket
 /// markers like `[#42]`, and folds case and whitespace.
 pub fn subject_key(subject: &str) -> String {
-    let mut s = subject.trim().to_lowercase();
+    let lower = subject.trim().to_lowercase();
+    // Slices, not copies: each round only moves the start forward.
+    let mut s = lower.as_str();
     loop {
         let before = s.len();
-        s = s.trim_start().to_owned();
-        if let Some(rest) = strip_bracket_tag(&s) {
-            s = rest.to_owned();
+        s = s.trim_start();
+        if let Some(rest) = strip_bracket_tag(s) {
+            s = rest;
         }
-        if let Some(rest) = strip_prefix_word(&s) {
-            s = rest.to_owned();
+        if let Some(rest) = strip_prefix_word(s) {
+            s = rest;
         }
         if s.len() == before {
             break;
@@ -162,15 +179,21 @@ pub fn subject_key(subject: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The byte offset of the first `needle` (ASCII) within [`PREFIX_SCAN_BYTES`].
+/// An ASCII byte is always a char boundary, so slicing there is safe.
+fn find_near_start(s: &str, needle: u8) -> Option<usize> {
+    s.bytes().take(PREFIX_SCAN_BYTES).position(|b| b == needle)
+}
+
 fn strip_bracket_tag(s: &str) -> Option<&str> {
     let rest = s.strip_prefix('[')?;
-    let end = rest.find(']')?;
+    let end = find_near_start(rest, b']')?;
     // Only short markers such as "[#42]" or "[ext]": a long bracket is content.
     (end <= 16).then(|| &rest[end + 1..])
 }
 
 fn strip_prefix_word(s: &str) -> Option<&str> {
-    let colon = s.find(':')?;
+    let colon = find_near_start(s, b':')?;
     let head = s[..colon].trim_end();
     // "re[2]" / "re(2)" / "re*2" counters.
     let word = head.split(['[', '(', '*']).next().unwrap_or(head);
@@ -196,12 +219,13 @@ pub fn reply_subject(subject: &str) -> String {
 /// trimmed to the first id and the last 20 (RFC 5322 §3.6.4 allows trimming;
 /// mail clients need the root and the recent ancestors).
 pub fn reply_references(parent_references: &[MessageId], parent_id: &MessageId) -> Vec<MessageId> {
-    let mut chain: Vec<MessageId> = Vec::new();
-    for id in parent_references.iter().chain(std::iter::once(parent_id)) {
-        if !chain.contains(id) {
-            chain.push(id.clone());
-        }
-    }
+    let mut seen: HashSet<&MessageId> = HashSet::new();
+    let mut chain: Vec<MessageId> = parent_references
+        .iter()
+        .chain(std::iter::once(parent_id))
+        .filter(|id| seen.insert(id))
+        .cloned()
+        .collect();
     const KEEP_TAIL: usize = 20;
     if chain.len() > KEEP_TAIL + 1 {
         let tail = chain.split_off(chain.len() - KEEP_TAIL);
@@ -215,6 +239,77 @@ pub fn reply_references(parent_references: &[MessageId], parent_id: &MessageId) 
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::time::{Duration, Instant};
+
+    /// Generous: the work below takes milliseconds when linear and hours
+    /// when quadratic, so the bound only catches the latter.
+    const LINEAR: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_1_mb_subject_of_markers_is_keyed_in_linear_time() {
+        for hostile in [
+            "[a]".repeat(350_000),
+            "re: ".repeat(260_000),
+            format!("{}x", "[#1] Re: ".repeat(110_000)),
+        ] {
+            let started = Instant::now();
+            let key = subject_key(&hostile);
+            let reply = reply_subject(&hostile);
+            assert!(started.elapsed() < LINEAR, "took {:?}", started.elapsed());
+            assert!(key.len() <= 1, "{}", key.len());
+            assert!(reply.len() >= hostile.trim().len());
+        }
+    }
+
+    #[test]
+    fn subject_window_at_extreme_times_neither_overflows_nor_matches() {
+        let mut k = keys("bob@customer.example");
+        k.at = i64::MIN;
+        let mut c = cand(7, "bob@customer.example", &[]);
+        c.subject_key = k.subject_key();
+        c.last_customer_at = i64::MAX;
+        let found = Candidates {
+            by_subject: vec![c.clone()],
+            ..Candidates::default()
+        };
+        assert_eq!(
+            decide(&k, &found, 14 * 86_400),
+            ThreadDecision::NewTicket { refused: vec![] }
+        );
+        assert_eq!(
+            decide(&k, &found, i64::MAX),
+            ThreadDecision::NewTicket { refused: vec![] }
+        );
+        k.at = i64::MAX - 5;
+        assert_eq!(
+            decide(&k, &found, 5),
+            ThreadDecision::FollowUp {
+                ticket: TicketId::new(7),
+                by: MatchKind::Subject
+            }
+        );
+    }
+
+    #[test]
+    fn a_25000_id_references_header_is_looked_up_newest_first_and_capped() {
+        let refs: Vec<MessageId> = (0..25_000)
+            .map(|i| mid(&format!("old-{i}@far.example")))
+            .collect();
+        let mut k = keys("bob@customer.example");
+        k.in_reply_to = vec![mid("parent@x.example")];
+        k.references = refs.clone();
+        k.references.push(mid("parent@x.example"));
+        let started = Instant::now();
+        let ids = k.referenced_ids();
+        let chain = reply_references(&refs, &mid("parent@x.example"));
+        assert!(started.elapsed() < LINEAR, "took {:?}", started.elapsed());
+        assert_eq!(ids.len(), MAX_REFERENCED_IDS);
+        assert_eq!(ids[0], mid("parent@x.example"));
+        assert_eq!(ids[1], mid("old-24999@far.example"));
+        assert_eq!(chain.len(), 21);
+        assert_eq!(chain[0], mid("old-0@far.example"));
+        assert_eq!(chain.last(), Some(&mid("parent@x.example")));
+    }
 
     fn addr(s: &str) -> EmailAddress {
         EmailAddress::parse(s).unwrap()

@@ -162,6 +162,115 @@ mod tests {
         );
     }
 
+    /// The header section of a composed mail, unfolded.
+    fn header_section(raw: &[u8]) -> String {
+        let text = String::from_utf8_lossy(raw);
+        let head = text.split("\r\n\r\n").next().unwrap_or_default();
+        head.replace("\r\n ", " ").replace("\r\n\t", " ")
+    }
+
+    /// A hostile customer mail through the real path: parsed, answered with
+    /// the reply rules, composed. Returns the composed reply.
+    fn reply_to_raw(customer_mail: &[u8], body: &str) -> Composed {
+        use crate::domain::ids::TicketToken;
+        use crate::domain::outbound::{Parent, ReplyInput, build_reply};
+        let parsed = crate::mail::parse::parse_email(customer_mail);
+        let parent = Parent {
+            message_id: parsed.message_id.clone(),
+            references: parsed.references.clone(),
+            subject: parsed.subject.clone(),
+            from: parsed.from.clone(),
+            reply_to: parsed.reply_to.clone(),
+            to: parsed.to.clone(),
+            cc: parsed.cc.clone(),
+        };
+        let shared = EmailAddress::parse("support@example.com").unwrap();
+        let token = TicketToken::parse("abcdefghijkm").unwrap();
+        let out = build_reply(ReplyInput {
+            mailbox_address: &shared,
+            mailbox_display_name: "Example Support",
+            from_name_template: "{agent} via {display_name}",
+            agent_name: Some("Alice"),
+            token: &token,
+            parent: &parent,
+            message_id: MessageId::parse("<r9@example.com>").unwrap(),
+            body_markdown: body,
+            attachments: vec![],
+        })
+        .expect("the reply rules accept a neutralised mail");
+        compose(&out).unwrap()
+    }
+
+    fn envelope_recipients(c: &Composed) -> Vec<String> {
+        c.envelope.to().iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn header_injection_in_the_reply_text_stays_in_the_body() {
+        let customer = b"Message-ID: <m1@customer.example>\nFrom: carol@customer.example\n\
+To: support@example.com\nSubject: Invoice\n\nHello\n";
+        let c = reply_to_raw(
+            customer,
+            "Done.\r\nBcc: victim@evil.example\r\nSubject: pwned\r\n\r\n<b>x</b>\nTo: x@evil.example",
+        );
+        let head = header_section(&c.raw);
+        assert!(!head.to_ascii_lowercase().contains("bcc"), "{head}");
+        assert!(!head.contains("evil.example"), "{head}");
+        assert!(!head.contains("pwned"), "{head}");
+        assert_eq!(envelope_recipients(&c), ["carol@customer.example"]);
+        let back = crate::mail::parse::parse_email(&c.raw);
+        assert_eq!(back.subject, "Re: Invoice");
+        assert!(
+            back.text.contains("Bcc: victim@evil.example"),
+            "{}",
+            back.text
+        );
+    }
+
+    #[test]
+    fn encoded_line_breaks_and_controls_in_subject_and_names_are_neutralised_in_the_reply() {
+        // RFC 2047 words decode to CR, LF, NUL and ESC: the parser must not
+        // hand them to the reply, which would otherwise either carry them
+        // into headers or refuse to answer this customer at all.
+        let customer = b"Message-ID: <m2@customer.example>\n\
+From: =?utf-8?Q?Carol=0D=0ABcc:_victim@evil.example=00?= <carol@customer.example>\n\
+Cc: =?utf-8?B?RGF2ZQ0KVG86IHZpY3RpbUBldmlsLmV4YW1wbGUb?= <dave@customer.example>\n\
+To: support@example.com\n\
+Subject: =?utf-8?Q?Invoice=0D=0ABcc:_victim@evil.example=0D=0A=00=1B?=\n\nHello\n";
+        let parsed = crate::mail::parse::parse_email(customer);
+        for value in [
+            parsed.subject.as_str(),
+            parsed.from.name.as_deref().unwrap_or_default(),
+            parsed.cc[0].name.as_deref().unwrap_or_default(),
+        ] {
+            assert!(!value.chars().any(char::is_control), "{value:?}");
+        }
+        let c = reply_to_raw(customer, "Fixed.");
+        let head = header_section(&c.raw);
+        for line in head.lines() {
+            let name = line
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            assert!(name != "bcc", "injected header: {line}");
+            assert!(
+                !line.chars().any(|c| c.is_control() && c != '\t'),
+                "{line:?}"
+            );
+        }
+        assert_eq!(
+            envelope_recipients(&c),
+            ["carol@customer.example", "dave@customer.example"]
+        );
+        let back = crate::mail::parse::parse_email(&c.raw);
+        assert!(
+            back.subject.starts_with("Re: Invoice Bcc: victim"),
+            "{}",
+            back.subject
+        );
+    }
+
     #[test]
     fn raw_html_in_markdown_is_escaped() {
         let html = markdown_to_html("<script>alert(1)</script> and <b onclick=x>hi</b>");

@@ -146,12 +146,14 @@ pub fn parse_email(raw: &[u8]) -> InboundEmail {
         }
     };
     let in_reply_to = parse_ids(&message, HeaderName::InReplyTo, "In-Reply-To", &mut notes);
-    let mut references = Vec::new();
-    for id in parse_ids(&message, HeaderName::References, "References", &mut notes) {
-        if !references.contains(&id) {
-            references.push(id);
-        }
-    }
+    // A set, not `Vec::contains`: a hostile References header holds tens of
+    // thousands of ids, and a quadratic dedup would stall ingest on it.
+    let mut seen = std::collections::HashSet::new();
+    let references: Vec<MessageId> =
+        parse_ids(&message, HeaderName::References, "References", &mut notes)
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
 
     // --- people ---
     let from_candidates = addresses(&message, HeaderName::From);
@@ -878,23 +880,53 @@ fn looks_like_bounce_subject(subject: &str) -> bool {
 // ---------------------------------------------------------------------------
 // Small helpers
 
-/// Notes without repeats (several parts can have the same problem).
+/// Notes without repeats (several parts can have the same problem), at most
+/// [`MAX_NOTES`] of them: a hostile mail can have a problem in each of
+/// 25,000 References ids, and nobody reads past the first few.
 #[derive(Default)]
-struct Notes(Vec<String>);
+struct Notes {
+    notes: Vec<String>,
+    seen: std::collections::HashSet<String>,
+    /// Distinct notes beyond [`MAX_NOTES`], counted only.
+    dropped: usize,
+}
+
+/// See [`Notes`].
+const MAX_NOTES: usize = 50;
 
 impl Notes {
     fn push(&mut self, note: String) {
-        if !self.0.contains(&note) {
-            self.0.push(note);
+        if self.seen.contains(&note) {
+            return;
+        }
+        if self.notes.len() < MAX_NOTES {
+            self.seen.insert(note.clone());
+            self.notes.push(note);
+        } else {
+            self.seen.insert(note);
+            self.dropped += 1;
         }
     }
-    fn into_vec(self) -> Vec<String> {
-        self.0
+    fn into_vec(mut self) -> Vec<String> {
+        if self.dropped > 0 {
+            self.notes
+                .push(format!("… and {} more problems not listed", self.dropped));
+        }
+        self.notes
     }
 }
 
+/// Whitespace runs (folded lines, encoded CR LF) become one space and other
+/// control characters are dropped: a subject or name decoded from
+/// `=?utf-8?Q?Hi=0D=0ABcc:_x=00?=` must reach neither a reply's headers
+/// (where the reply rules would refuse it and leave the ticket unanswerable)
+/// nor a chat message as anything but plain text.
 fn collapse_whitespace(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    s.split_whitespace()
+        .map(|word| word.chars().filter(|c| !c.is_control()).collect::<String>())
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A raw value for a note: in single quotes, control characters escaped,
@@ -1415,6 +1447,26 @@ mod tests {
         let raw = format!("From: a@b.example\nContent-Type: text/html\n\n{html}\n");
         let m = parse_email(raw.as_bytes());
         assert!(m.html.is_some());
+    }
+
+    #[test]
+    fn a_1_mb_references_header_parses_in_linear_time_with_capped_notes() {
+        let mut raw = String::from("From: a@b.example\nSubject: s\nReferences:");
+        for i in 0..25_000 {
+            // Every other id is unusable, so each one also makes a note.
+            raw.push_str(&format!(" <id-{i}@x.example>\n <bad {i}@x>\n"));
+        }
+        raw.push_str("\nbody\n");
+        let started = std::time::Instant::now();
+        let m = parse_email(raw.as_bytes());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(m.references.len(), 25_000);
+        assert_eq!(m.notes.len(), MAX_NOTES + 1, "{:?}", m.notes.last());
+        assert!(m.notes.last().unwrap().contains("more problems not listed"));
     }
 
     // --- robustness ------------------------------------------------------------

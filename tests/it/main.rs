@@ -8,6 +8,7 @@
 
 mod cli;
 mod common;
+mod corpus;
 #[path = "../fake_slack/mod.rs"]
 mod fake_slack;
 mod mail_flow;

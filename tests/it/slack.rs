@@ -582,7 +582,7 @@ async fn the_reply_dialog_sends_through_the_same_guards() {
 }
 
 #[tokio::test]
-async fn forged_and_stale_requests_are_refused() {
+async fn forged_tampered_stale_and_unsigned_slack_requests_get_401_and_change_nothing() {
     let w = World::new(Mode::Events).await;
     let run = w.start(w.settings(Mode::Events, "")).await;
     let (status, body) = w.slack.send_url_verification().await.unwrap();

@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::chat::{TicketCard, human_size, status_line, truncate_chars};
+use crate::chat::{
+    EMPTY_BODY, MAX_FIELD_CHARS, TicketCard, clip, human_size, listed, status_line, truncate_chars,
+};
 use crate::domain::email::Party;
 use crate::domain::render::EmailView;
 
@@ -79,10 +81,12 @@ pub fn split_chars(text: &str, max: usize) -> Vec<&str> {
 }
 
 fn parties(ps: &[Party]) -> String {
-    ps.iter()
+    let all = ps
+        .iter()
         .map(|p| p.to_string())
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    clip(&all, MAX_FIELD_CHARS).into_owned()
 }
 
 fn section(text: String) -> Value {
@@ -101,21 +105,23 @@ fn email_blocks(email: &EmailView, blocks: &mut Vec<Value>) {
         .and_then(|d| jiff::Timestamp::from_second(d).ok())
         .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_else(|| "unknown".into());
-    let mut head = format!("*From:* {}\n", escape(&email.from.to_string()));
+    let subject = clip(&email.subject, MAX_FIELD_CHARS);
+    let from = clip(&email.from.to_string(), MAX_FIELD_CHARS).into_owned();
+    let mut head = format!("*From:* {}\n", escape(&from));
     if !email.to.is_empty() {
         head.push_str(&format!("*To:* {}\n", escape(&parties(&email.to))));
     }
     if !email.cc.is_empty() {
         head.push_str(&format!("*Cc:* {}\n", escape(&parties(&email.cc))));
     }
-    head.push_str(&format!(
-        "*Subject:* {}\n*Date:* {date}",
-        escape(&email.subject)
-    ));
+    head.push_str(&format!("*Subject:* {}\n*Date:* {date}", escape(&subject)));
     blocks.push(section(truncate_chars(&head, SECTION_CHARS).0.to_owned()));
     let (body, truncated) = truncate_chars(&email.body, MAX_BODY_CHARS);
     // Escaping lengthens the text, so split the escaped form.
     let body = escape(body);
+    if body.trim().is_empty() {
+        blocks.push(section(format!("_{EMPTY_BODY}_")));
+    }
     for piece in split_chars(body.trim(), SECTION_CHARS) {
         blocks.push(section(piece.to_owned()));
     }
@@ -134,17 +140,29 @@ fn email_blocks(email: &EmailView, blocks: &mut Vec<Value>) {
     } else if !folded.is_empty() {
         notes.push(format!("_({} folded away)_", folded.join(" and ")));
     }
-    for a in &email.attachments {
-        notes.push(format!(
-            "📎 {} ({}, {})",
-            escape(&a.name),
-            escape(&a.content_type),
-            human_size(a.size)
-        ));
-    }
-    for n in &email.notes {
-        notes.push(format!("⚠️ {}", escape(n)));
-    }
+    notes.extend(listed(
+        email
+            .attachments
+            .iter()
+            .map(|a| {
+                format!(
+                    "📎 {} ({}, {})",
+                    escape(&clip(&a.name, MAX_FIELD_CHARS)),
+                    escape(&clip(&a.content_type, MAX_FIELD_CHARS)),
+                    human_size(a.size)
+                )
+            })
+            .collect(),
+        "attachments",
+    ));
+    notes.extend(listed(
+        email
+            .notes
+            .iter()
+            .map(|n| format!("⚠️ {}", escape(&clip(n, MAX_FIELD_CHARS))))
+            .collect(),
+        "reading problems",
+    ));
     if !notes.is_empty() {
         let text = notes.join("\n");
         blocks.push(context(truncate_chars(&text, SECTION_CHARS).0.to_owned()));
@@ -166,9 +184,13 @@ pub fn root_message(card: &TicketCard<'_>, email: &EmailView) -> (String, Value)
         escape(card.mailbox_display_name),
         mrkdwn(&status_line(card))
     )));
+    // The notification text: Slack cuts anything past 40,000 characters
+    // and clients show one line of it, so the subject is clipped like the header.
     let text = format!(
         "{} · {} · from {}",
-        card.ticket, email.subject, email.from.address
+        card.ticket,
+        clip(&email.subject, HEADER_CHARS),
+        email.from.address
     );
     (escape(&text), Value::Array(blocks))
 }
@@ -181,7 +203,11 @@ pub fn follow_up_message(email: &EmailView, owner: Option<&str>) -> (String, Val
     };
     let mut blocks = vec![section(heading)];
     email_blocks(email, &mut blocks);
-    let text = format!("New mail from {}: {}", email.from.address, email.subject);
+    let text = format!(
+        "New mail from {}: {}",
+        email.from.address,
+        clip(&email.subject, HEADER_CHARS)
+    );
     (escape(&text), Value::Array(blocks))
 }
 
