@@ -798,7 +798,7 @@ async fn process_figures(env: &Env) -> anyhow::Result<(f64, f64, f64, f64)> {
                     })
                     .unwrap_or(0.0)
                     / 1024.0;
-                if (rss - last as f64).abs() >= 4.0 {
+                if (rss - last).abs() >= 4.0 {
                     last = rss;
                     if let Ok(mut v) = log.lock() {
                         v.push((format!("[rss {rss:.0} MiB]"), Instant::now()));
