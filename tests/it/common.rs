@@ -302,7 +302,7 @@ pub fn mailbox_toml(stack: &Stack, support: &User, db: &TestDb, chat: &str) -> S
 
 /// `[database]` and one `[[mailbox]]` sending through `smtp_port`; `tail`
 /// ends the mailbox (sub-tables, more SMTP keys).
-fn mailbox_section(
+pub fn mailbox_section(
     stack: &Stack,
     support: &User,
     db: &TestDb,
@@ -372,13 +372,22 @@ pub fn init_logs() {
 }
 
 pub async fn start(settings: Settings, db: &TestDb) -> Running {
+    start_with_chats(settings, db, Vec::new()).await
+}
+
+/// [`start`] with chat platforms (e.g. a recording one) wired in.
+pub async fn start_with_chats(
+    settings: Settings,
+    db: &TestDb,
+    chats: Vec<Arc<dyn mailroom::chat::ChatPlatform>>,
+) -> Running {
     init_logs();
     mailroom::mail::tls::install_crypto_provider();
     let store = Arc::new(db.store().await);
     let app = Arc::new(App::new(
         settings,
         store.clone() as Arc<dyn TicketStore>,
-        Vec::new(),
+        chats,
     ));
     let cancel = CancellationToken::new();
     let handle = tokio::spawn(app.clone().run(cancel.clone(), None));

@@ -10,6 +10,7 @@ mod cli;
 mod common;
 #[path = "../fake_slack/mod.rs"]
 mod fake_slack;
+mod faults;
 mod mail_flow;
 mod matrix;
 mod ops;
