@@ -244,9 +244,14 @@ impl TestDb {
 
     /// Creates a fresh database on the machine's PostgreSQL.
     pub async fn postgres() -> TestDb {
+        TestDb::postgres_at(&pg_admin_url()).await
+    }
+
+    /// Creates a fresh database on the server `admin` points at.
+    pub async fn postgres_at(admin: &str) -> TestDb {
         use sqlx::Executor;
         sqlx::any::install_default_drivers();
-        let admin = pg_admin_url();
+        let admin = admin.to_owned();
         let name = format!("mailroom_test_{}", random_hex(6));
         let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap_or_else(|e| {
             panic!("PostgreSQL at {admin} is not reachable ({e}): start it (scripts/test does) or set MAILROOM_TEST_PG_URL")
