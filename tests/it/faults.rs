@@ -989,6 +989,24 @@ async fn sqlite_write_lock_longer_than_busy_timeout_loses_no_mail_and_no_sent_re
         append(stack, &support, "INBOX", &raw).await;
         expected.push(mid);
     }
+    // A teammate queues another reply meanwhile.
+    let app = run.app.clone();
+    let second_ticket = tickets[&first];
+    let queued_meanwhile = tokio::spawn(async move {
+        queue_reply(
+            &app,
+            ReplyRequest {
+                ticket: second_ticket,
+                agent: agent(),
+                agent_name: None,
+                body_markdown: "A second answer, queued while locked.".into(),
+                attachments: vec![],
+                undo_window: Duration::ZERO,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())
+    });
     // Fault injection: the lock is held for `hold`, whatever happens.
     tokio::time::sleep(hold).await;
     sqlx::raw_sql("ROLLBACK")
@@ -998,18 +1016,55 @@ async fn sqlite_write_lock_longer_than_busy_timeout_loses_no_mail_and_no_sent_re
     locker.close().await.unwrap();
     let released = Instant::now();
 
+    // Queueing waited out busy_timeout and then told its caller (the chat
+    // command answers with the error); nothing was half-queued. Asked again,
+    // as a teammate would, it goes through.
+    let second = match queued_meanwhile.await.unwrap() {
+        Ok(q) => q,
+        Err(e) => {
+            assert!(e.contains("database"), "a store error: {e}");
+            println!("sqlite-locked: queueing during the lock failed ({e}); queued again");
+            reply(
+                &run,
+                second_ticket,
+                "A second answer, queued after the lock.",
+            )
+            .await
+            .unwrap()
+        }
+    };
     wait_ingested(run.store.as_ref(), &expected).await;
     let store = run.store.clone();
-    wait_for("the held reply recorded as sent", WAIT, || async {
-        (email_state(store.as_ref(), q.email_id).await == EmailState::Sent).then_some(())
+    wait_for("the replies recorded as sent", WAIT, || async {
+        for id in [q.email_id, second.email_id] {
+            if email_state(store.as_ref(), id).await != EmailState::Sent {
+                return None;
+            }
+        }
+        Some(())
     })
     .await;
     wait_outbox_idle(run.store.as_ref()).await;
     let recovery = released.elapsed();
-    let ids = vec![q.message_id.as_str().to_owned()];
-    assert_eq!(wait_copies(stack, &support, "Sent", &ids).await, vec![1]);
-    assert_eq!(copies(stack, &customer, "INBOX", &ids).await, vec![1]);
-    assert_eq!(proxy.accepted(), 1);
+    let ids = vec![
+        q.message_id.as_str().to_owned(),
+        second.message_id.as_str().to_owned(),
+    ];
+    assert_eq!(wait_copies(stack, &support, "Sent", &ids).await, vec![1, 1]);
+    assert_eq!(
+        wait_copies(stack, &customer, "INBOX", &ids).await,
+        vec![1, 1]
+    );
+    assert_eq!(proxy.accepted(), 2);
+    let outbound = run
+        .store
+        .emails(second_ticket)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.direction == Direction::Outbound)
+        .count();
+    assert_eq!(outbound, 2, "no reply queued twice");
     let (lost, duplicated) = lost_and_duplicated(run.store.as_ref(), &expected).await;
     // The checkpoint is at the last UID of the folder, after every commit.
     let last_uid = fetch_all(stack, &support, "INBOX")
