@@ -10,6 +10,12 @@
 //! - **Everything else is at-least-once with idempotent handlers**: filing in
 //!   Sent checks the folder for the Message-ID first; chat posts carry a
 //!   stable idempotency key.
+//! - **A failing store never loses an answer nor repeats a send.** A store
+//!   error before a job's outcome is known puts the job back in the queue.
+//!   The server's answer to a send is retried into the store (busy, locked,
+//!   reconnecting) for up to [`OUTCOME_PATIENCE`] and never handed back to
+//!   the queue; if it still cannot be written, the job stays in flight and
+//!   the next start marks it uncertain.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +66,32 @@ pub fn retry_delay(app: &App, attempts: u32) -> Duration {
         .unwrap_or(o.retry_max)
 }
 
+/// How long the outcome of a send is retried into an unavailable store.
+const OUTCOME_PATIENCE: Duration = Duration::from_secs(300);
+/// How long a job interrupted by a store error is retried back into the queue.
+const RELEASE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `write` until it succeeds, retrying transient store errors (busy,
+/// locked, connection lost) with backoff for up to `patience`.
+async fn record<T, F, Fut>(what: &str, patience: Duration, mut write: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Err(e) if e.is_transient() && started.elapsed() < patience => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "recording {what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Runs until `cancel` fires. Sleeps until the next job is due or a new one
 /// is queued; the step in progress at cancellation is finished first.
 pub async fn run(app: Arc<App>, cancel: CancellationToken) {
@@ -101,7 +133,28 @@ pub async fn run_once(app: &App) -> Result<Option<Step>, StoreError> {
         return Ok(None);
     };
     let span = tracing::info_span!("job", id = job.id, kind = job.spec.kind(), ticket = ?job.ticket.map(|t| t.get()));
-    let outcome = tracing::Instrument::instrument(perform(app, &job), span.clone()).await?;
+    let outcome = match tracing::Instrument::instrument(perform(app, &job), span.clone()).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // The store failed before the job's outcome was known, so
+            // nothing irreversible is unrecorded (a send's outcome never
+            // lands here, see `send_reply`). Put the job back in the queue:
+            // left in flight it would block its lane until the next start,
+            // which would then call a reply that was never sent "uncertain".
+            let release = JobOutcome::Retry {
+                at_ms: now_ms(),
+                error: e.to_string(),
+            };
+            let released = record("a job's release", RELEASE_PATIENCE, || {
+                app.store.finish_job(&job, &release, now_ms())
+            })
+            .await;
+            if let Err(e) = released {
+                tracing::error!(job = job.id, error = %e, "could not put an interrupted job back; the next start will");
+            }
+            return Err(e);
+        }
+    };
     // Every job that did not simply succeed is said in the log, with why.
     let _enter = span.enter();
     match &outcome {
@@ -233,53 +286,102 @@ async fn send_reply(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, 
             return Ok(StepOutcome::Failed { error });
         }
     };
-    match mailbox.mailer.send(&envelope, &mail.raw).await {
-        Ok(()) => {
-            app.store
-                .reply_sent(job, email_id, &notify, now_ms())
-                .await?;
+    let sent = mailbox.mailer.send(&envelope, &mail.raw).await;
+    // The server has answered (or the line went dead): that answer is the
+    // only truth about the reply, so it must reach the store. A database
+    // busy or restarting for a while must not lose it — the job would stay
+    // in flight, nothing would be filed in Sent, and the next start would
+    // report a delivered reply "uncertain". So store errors are retried, and
+    // never hand the job back to the queue (that could send it twice).
+    let outcome = match record("a send's outcome", OUTCOME_PATIENCE, || {
+        settle_send(app, job, email_id, &notify, &sent)
+    })
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // Still in flight in the store: the next start marks it uncertain.
+            let error =
+                format!("the mail server answered, but the answer could not be recorded: {e}");
+            tracing::error!(%error, "reply outcome not recorded; left in flight");
+            return Ok(StepOutcome::Uncertain { error });
+        }
+    };
+    match (&sent, &outcome) {
+        (Ok(()), _) => {
             app.outbox_wakeup.notify_one();
             app.metrics
                 .reply_sent(&mail.mailbox, since(job.created_at_ms));
             tracing::info!(message_id = %mail.message_id, "reply sent");
+        }
+        (Err(SendError::Transient(error)), outcome) => {
+            tracing::warn!(%error, attempt = job.attempts, "reply not sent yet; will retry");
+            if matches!(outcome, StepOutcome::Failed { .. }) {
+                app.metrics
+                    .reply_failed(&mail.mailbox, ReplyFailure::RetriesExhausted);
+            }
+        }
+        (Err(SendError::Permanent(error)), _) => {
+            tracing::warn!(%error, "reply refused by the mail server");
+            app.metrics
+                .reply_failed(&mail.mailbox, ReplyFailure::Refused);
+        }
+        (Err(SendError::Uncertain(error)), _) => {
+            tracing::error!(%error, "connection lost after the reply was handed over; not retrying");
+            app.metrics
+                .reply_failed(&mail.mailbox, ReplyFailure::Uncertain);
+        }
+    }
+    Ok(outcome)
+}
+
+/// Records the server's answer to a send. Safe to run again after a store
+/// error: each write is one transaction that either happened or did not.
+async fn settle_send(
+    app: &App,
+    job: &Job,
+    email_id: i64,
+    notify: &[Platform],
+    sent: &Result<(), SendError>,
+) -> Result<StepOutcome, StoreError> {
+    match sent {
+        Ok(()) => {
+            app.store
+                .reply_sent(job, email_id, notify, now_ms())
+                .await?;
             Ok(StepOutcome::Done)
         }
         Err(SendError::Transient(error)) => {
-            tracing::warn!(%error, attempt = job.attempts, "reply not sent yet; will retry");
-            let outcome = retry_or_fail(app, job, error).await?;
+            let outcome = retry_or_fail(app, job, error.clone()).await?;
             if let StepOutcome::Failed { error } = &outcome {
                 app.store
-                    .reply_failed(job, email_id, EmailState::Failed, error, &notify, now_ms())
+                    .reply_failed(job, email_id, EmailState::Failed, error, notify, now_ms())
                     .await?;
-                app.metrics
-                    .reply_failed(&mail.mailbox, ReplyFailure::RetriesExhausted);
             }
             Ok(outcome)
         }
         Err(SendError::Permanent(error)) => {
-            tracing::warn!(%error, "reply refused by the mail server");
             app.store
-                .reply_failed(job, email_id, EmailState::Failed, &error, &notify, now_ms())
+                .reply_failed(job, email_id, EmailState::Failed, error, notify, now_ms())
                 .await?;
-            app.metrics
-                .reply_failed(&mail.mailbox, ReplyFailure::Refused);
-            Ok(StepOutcome::Failed { error })
+            Ok(StepOutcome::Failed {
+                error: error.clone(),
+            })
         }
         Err(SendError::Uncertain(error)) => {
-            tracing::error!(%error, "connection lost after the reply was handed over; not retrying");
             app.store
                 .reply_failed(
                     job,
                     email_id,
                     EmailState::Uncertain,
-                    &error,
-                    &notify,
+                    error,
+                    notify,
                     now_ms(),
                 )
                 .await?;
-            app.metrics
-                .reply_failed(&mail.mailbox, ReplyFailure::Uncertain);
-            Ok(StepOutcome::Uncertain { error })
+            Ok(StepOutcome::Uncertain {
+                error: error.clone(),
+            })
         }
     }
 }

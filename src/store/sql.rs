@@ -1027,13 +1027,21 @@ impl TicketStore for SqlStore {
         now_ms: i64,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE outbox SET state = 'done', last_error = NULL, updated_at = $1 WHERE id = $2",
+        // Only while the job is in flight: the outbox retries this write when
+        // the store fails, and if an earlier try committed but its answer was
+        // lost (connection cut after COMMIT), the retry must change nothing —
+        // no second audit line, notice or filing job.
+        let taken = sqlx::query(
+            "UPDATE outbox SET state = 'done', last_error = NULL, updated_at = $1 WHERE id = $2 AND state = 'in_flight'",
         )
         .bind(now_ms)
         .bind(job.id)
         .execute(&mut *tx)
         .await?;
+        if taken.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(());
+        }
         let row = sqlx::query("UPDATE emails SET state = 'sent', sent_at = $1 WHERE id = $2 RETURNING ticket_id, author, message_id")
             .bind(now_ms / 1000)
             .bind(email_id)

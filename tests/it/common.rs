@@ -244,9 +244,14 @@ impl TestDb {
 
     /// Creates a fresh database on the machine's PostgreSQL.
     pub async fn postgres() -> TestDb {
+        TestDb::postgres_at(&pg_admin_url()).await
+    }
+
+    /// Creates a fresh database on the server `admin` points at.
+    pub async fn postgres_at(admin: &str) -> TestDb {
         use sqlx::Executor;
         sqlx::any::install_default_drivers();
-        let admin = pg_admin_url();
+        let admin = admin.to_owned();
         let name = format!("mailroom_test_{}", random_hex(6));
         let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap_or_else(|e| {
             panic!("PostgreSQL at {admin} is not reachable ({e}): start it (scripts/test does) or set MAILROOM_TEST_PG_URL")
@@ -302,7 +307,7 @@ pub fn mailbox_toml(stack: &Stack, support: &User, db: &TestDb, chat: &str) -> S
 
 /// `[database]` and one `[[mailbox]]` sending through `smtp_port`; `tail`
 /// ends the mailbox (sub-tables, more SMTP keys).
-fn mailbox_section(
+pub fn mailbox_section(
     stack: &Stack,
     support: &User,
     db: &TestDb,
@@ -372,13 +377,22 @@ pub fn init_logs() {
 }
 
 pub async fn start(settings: Settings, db: &TestDb) -> Running {
+    start_with_chats(settings, db, Vec::new()).await
+}
+
+/// [`start`] with chat platforms (e.g. a recording one) wired in.
+pub async fn start_with_chats(
+    settings: Settings,
+    db: &TestDb,
+    chats: Vec<Arc<dyn mailroom::chat::ChatPlatform>>,
+) -> Running {
     init_logs();
     mailroom::mail::tls::install_crypto_provider();
     let store = Arc::new(db.store().await);
     let app = Arc::new(App::new(
         settings,
         store.clone() as Arc<dyn TicketStore>,
-        Vec::new(),
+        chats,
     ));
     let cancel = CancellationToken::new();
     let handle = tokio::spawn(app.clone().run(cancel.clone(), None));

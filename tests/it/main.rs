@@ -11,6 +11,7 @@ mod common;
 mod corpus;
 #[path = "../fake_slack/mod.rs"]
 mod fake_slack;
+mod faults;
 mod mail_flow;
 mod matrix;
 mod ops;

@@ -494,6 +494,26 @@ pub async fn replies_are_sent_once_and_undo_cancels(store: Arc<SqlStore>) {
     s.reply_sent(&send, e2, &[Platform::Matrix], 10_001)
         .await
         .unwrap();
+    // Recorded again (the outbox retries when the first answer was lost):
+    // nothing changes.
+    let before = s.jobs(&[]).await.unwrap().len();
+    s.reply_sent(&send, e2, &[Platform::Matrix], 10_001)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.jobs(&[]).await.unwrap().len(),
+        before,
+        "no second notice or filing"
+    );
+    let t2 = s.outgoing(e2).await.unwrap().unwrap().ticket;
+    let sent_lines = s
+        .audit_log(t2)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|a| a.action == "reply-sent")
+        .count();
+    assert_eq!(sent_lines, 1);
     assert!(
         !s.cancel_reply(e2, &Actor::System, 10_002).await.unwrap(),
         "a sent reply cannot be undone"

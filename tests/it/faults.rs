@@ -1,0 +1,1394 @@
+//! The fault suite (issue #5, part 2): SMTP and database faults against the
+//! real stack, each on SQLite and PostgreSQL, judged from the outside — the
+//! customer's INBOX and the shared Sent folder over IMAP, the thread, the
+//! audit log, the store.
+//!
+//! SMTP faults come from [`SmtpProxy`], an SMTP-aware proxy in front of the
+//! stack's real Postfix: it forwards the conversation line by line and, for
+//! the connections its script names, answers a command itself (a 4xx/5xx at
+//! the greeting, RCPT, DATA or after the message) or holds back Postfix's
+//! answer to the message. Postfix's configuration is never touched, so these
+//! tests run alongside every other test that uses it.
+//!
+//! Each test prints `FAULT <scenario> <db> emails=… lost=… duplicated=…
+//! recovery_ms=…` (run with `--nocapture`). Sizes are small by default;
+//! `MAILROOM_FAULTS_EMAILS`, `MAILROOM_FAULTS_REPLIES`,
+//! `MAILROOM_FAULTS_SMTP_4XX`, `MAILROOM_FAULTS_LOCK_SECS` and
+//! `MAILROOM_FAULTS_KILL_SECS` make them longer.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mailroom::bridge::reply::{QueuedReply, ReplyRequest, queue_reply};
+use mailroom::chat::{ChatError, ChatPlatform, FileUpload, Member, SharedFile, TicketCard};
+use mailroom::config::Settings;
+use mailroom::domain::email::Direction;
+use mailroom::domain::ids::{Agent, MailboxName, TicketId};
+use mailroom::domain::render::EmailView;
+use mailroom::mail::parse::parse_email;
+use mailroom::store::{ChatThread, EmailState, JobState, Platform, TicketFilter, TicketStore};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::common::{
+    Running, Stack, TestDb, User, append, customer_mail, fetch_all, mailbox_section, pg_admin_url,
+    random_hex, start_with_chats, wait_for,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn report(
+    scenario: &str,
+    db: Db,
+    emails: usize,
+    lost: usize,
+    duplicated: usize,
+    recovery: Duration,
+) {
+    println!(
+        "FAULT {scenario} {} emails={emails} lost={lost} duplicated={duplicated} recovery_ms={}",
+        db.name(),
+        recovery.as_millis()
+    );
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+impl Db {
+    fn name(self) -> &'static str {
+        match self {
+            Db::Sqlite => "sqlite",
+            Db::Postgres => "postgres",
+        }
+    }
+
+    async fn make(self) -> TestDb {
+        match self {
+            Db::Sqlite => TestDb::sqlite(),
+            Db::Postgres => TestDb::postgres().await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The SMTP fault proxy
+
+/// What the proxy does to one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Forward everything.
+    Pass,
+    /// Answer the greeting with this code and close.
+    Greeting(u16),
+    /// Answer RCPT TO with this code (Postfix never sees it).
+    Rcpt(u16),
+    /// Answer DATA with this code.
+    Data(u16),
+    /// Swallow the end of the message, answer this code, and drop the
+    /// connection to Postfix mid-DATA, so Postfix discards the message.
+    EndOfData(u16),
+    /// Forward the message; hold Postfix's answer to it until released.
+    HoldEndOfData,
+}
+
+fn answer(code: u16, what: &str) -> Vec<u8> {
+    let class = code / 100;
+    format!("{code} {class}.3.0 fault proxy: {what}\r\n").into_bytes()
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// Faults for the next connections, in order; `Pass` once empty.
+    script: Mutex<VecDeque<Fault>>,
+    connections: AtomicU32,
+    /// Messages Postfix answered 250 to after the data: what was delivered.
+    accepted: AtomicU32,
+    /// Faults played.
+    faults: AtomicU32,
+    /// Postfix answers being held back right now or earlier.
+    held: AtomicU32,
+    last_fault: Mutex<Option<Instant>>,
+}
+
+impl ProxyState {
+    fn faulted(&self) {
+        self.faults.fetch_add(1, Ordering::SeqCst);
+        *self.last_fault.lock().unwrap() = Some(Instant::now());
+    }
+}
+
+struct SmtpProxy {
+    port: u16,
+    state: Arc<ProxyState>,
+    release: watch::Sender<bool>,
+    accept: AbortHandle,
+}
+
+impl SmtpProxy {
+    async fn start(upstream: u16, script: Vec<Fault>) -> SmtpProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(ProxyState::default());
+        state.script.lock().unwrap().extend(script);
+        let (release, released) = watch::channel(false);
+        let st = state.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                st.connections.fetch_add(1, Ordering::SeqCst);
+                let fault = st.script.lock().unwrap().pop_front().unwrap_or(Fault::Pass);
+                let (st, released) = (st.clone(), released.clone());
+                tokio::spawn(async move {
+                    let _ = serve(client, upstream, fault, st, released).await;
+                });
+            }
+        })
+        .abort_handle();
+        SmtpProxy {
+            port,
+            state,
+            release,
+            accept,
+        }
+    }
+
+    fn accepted(&self) -> u32 {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    fn connections(&self) -> u32 {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Lets held answers through (and every later one).
+    fn release(&self) {
+        let _ = self.release.send(true);
+    }
+
+    async fn wait_held(&self, n: u32) {
+        let st = self.state.clone();
+        wait_for("Postfix's answer to the message held back", WAIT, || {
+            let st = st.clone();
+            async move { (st.held.load(Ordering::SeqCst) >= n).then_some(()) }
+        })
+        .await;
+    }
+}
+
+impl Drop for SmtpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        let _ = self.release.send(true);
+    }
+}
+
+/// One SMTP reply (all lines of a multi-line one).
+async fn read_reply(r: &mut BufReader<OwnedReadHalf>) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let start = out.len();
+        if r.read_until(b'\n', &mut out).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let line = &out[start..];
+        if line.len() < 4 || line[3] != b'-' {
+            return Ok(out);
+        }
+    }
+}
+
+/// Lock-step relay: one client line, one server reply (lettre does not
+/// pipeline), with the connection's fault applied.
+async fn serve(
+    client: TcpStream,
+    upstream: u16,
+    fault: Fault,
+    st: Arc<ProxyState>,
+    mut released: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let (cr, mut cw) = client.into_split();
+    if let Fault::Greeting(code) = fault {
+        st.faulted();
+        cw.write_all(&answer(code, "service not available")).await?;
+        return cw.shutdown().await;
+    }
+    let (sr, mut sw) = TcpStream::connect(("127.0.0.1", upstream))
+        .await?
+        .into_split();
+    let (mut cr, mut sr) = (BufReader::new(cr), BufReader::new(sr));
+    cw.write_all(&read_reply(&mut sr).await?).await?;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if cr.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(());
+        }
+        let verb = String::from_utf8_lossy(&line[..line.len().min(4)]).to_ascii_uppercase();
+        match (fault, verb.as_str()) {
+            (Fault::Rcpt(code), "RCPT") => {
+                st.faulted();
+                cw.write_all(&answer(code, "recipient not taken")).await?;
+                continue;
+            }
+            (Fault::Data(code), "DATA") => {
+                st.faulted();
+                cw.write_all(&answer(code, "no data now")).await?;
+                continue;
+            }
+            _ => {}
+        }
+        sw.write_all(&line).await?;
+        let reply = read_reply(&mut sr).await?;
+        cw.write_all(&reply).await?;
+        if verb == "QUIT" {
+            return Ok(());
+        }
+        if verb != "DATA" || !reply.starts_with(b"354") {
+            continue;
+        }
+        // The message, up to the lone dot.
+        loop {
+            line.clear();
+            if cr.read_until(b'\n', &mut line).await? == 0 {
+                return Ok(());
+            }
+            let end = line == b".\r\n";
+            if end && let Fault::EndOfData(code) = fault {
+                st.faulted();
+                cw.write_all(&answer(code, "message not taken")).await?;
+                // Dropping `sw` mid-DATA: Postfix discards the message.
+                return Ok(());
+            }
+            sw.write_all(&line).await?;
+            if end {
+                break;
+            }
+        }
+        let reply = read_reply(&mut sr).await?;
+        if reply.starts_with(b"250") {
+            st.accepted.fetch_add(1, Ordering::SeqCst);
+        }
+        if fault == Fault::HoldEndOfData {
+            st.held.fetch_add(1, Ordering::SeqCst);
+            let _ = tokio::time::timeout(WAIT, released.wait_for(|r| *r)).await;
+        }
+        cw.write_all(&reply).await?;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A chat that records what the thread is told
+
+#[derive(Default)]
+struct RecordingChat {
+    notices: Mutex<Vec<(TicketId, String)>>,
+}
+
+impl RecordingChat {
+    fn notices(&self, ticket: TicketId) -> Vec<String> {
+        self.notices
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t == ticket)
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+}
+
+fn thread_ticket(thread: &ChatThread) -> TicketId {
+    TicketId::new(
+        thread
+            .thread_ref
+            .trim_start_matches("$root-")
+            .parse()
+            .unwrap(),
+    )
+}
+
+#[async_trait]
+impl ChatPlatform for RecordingChat {
+    fn platform(&self) -> Platform {
+        Platform::Matrix
+    }
+
+    async fn post_ticket(
+        &self,
+        room: &str,
+        card: &TicketCard<'_>,
+        _email: &EmailView,
+        _files: Vec<FileUpload>,
+        _key: &str,
+    ) -> Result<ChatThread, ChatError> {
+        Ok(ChatThread {
+            platform: Platform::Matrix,
+            room: room.to_owned(),
+            thread_ref: format!("$root-{}", card.ticket.get()),
+        })
+    }
+
+    async fn post_follow_up(
+        &self,
+        _thread: &ChatThread,
+        _email: &EmailView,
+        _owner: Option<&Agent>,
+        _files: Vec<FileUpload>,
+        _key: &str,
+    ) -> Result<(), ChatError> {
+        Ok(())
+    }
+
+    async fn update_card(
+        &self,
+        _thread: &ChatThread,
+        _card: &TicketCard<'_>,
+        _email: &EmailView,
+    ) -> Result<(), ChatError> {
+        Ok(())
+    }
+
+    async fn notice(&self, thread: &ChatThread, text: &str, _key: &str) -> Result<(), ChatError> {
+        self.notices
+            .lock()
+            .unwrap()
+            .push((thread_ticket(thread), text.to_owned()));
+        Ok(())
+    }
+
+    async fn room_notice(&self, _room: &str, _text: &str) -> Result<(), ChatError> {
+        Ok(())
+    }
+
+    async fn download(&self, _file: &SharedFile) -> Result<Vec<u8>, ChatError> {
+        Err(ChatError::Permanent {
+            message: "no files in the fault suite".into(),
+        })
+    }
+
+    async fn member(&self, _room: &str, _agent: &Agent) -> Result<Option<Member>, ChatError> {
+        Ok(Some(Member {
+            power: 0,
+            display_name: None,
+        }))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// Configuration text: the stack's mailbox sending through `smtp_port`,
+/// optionally posting to a (recording) Matrix room.
+fn config_text(stack: &Stack, support: &User, db: &TestDb, smtp_port: u16, chat: bool) -> String {
+    let tail = if chat {
+        "  timeout_secs = 5\n  [mailbox.chat]\n  matrix_room = \"!faults:localhost\"\n"
+    } else {
+        "  timeout_secs = 5\n"
+    };
+    let matrix = if chat {
+        "[matrix]\nhomeserver = \"http://127.0.0.1:1\"\nuser_id = \"@mailroom:localhost\"\npassword_env = \"MAILROOM_FAULTS_UNUSED_MX\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "{}\n{matrix}[outbox]\nretry_initial_secs = 1\nretry_max_secs = 2\n",
+        mailbox_section(stack, support, db, smtp_port, tail)
+    )
+}
+
+fn parse(text: &str) -> Settings {
+    // The Matrix password is never used: the recording chat stands in.
+    Settings::parse(text, &|k| {
+        (k == "MAILROOM_FAULTS_UNUSED_MX").then(|| "unused".to_owned())
+    })
+    .unwrap_or_else(|p| panic!("test config invalid: {p:?}"))
+}
+
+async fn start_recording(settings: Settings, db: &TestDb) -> (Running, Arc<RecordingChat>) {
+    let chat = Arc::new(RecordingChat::default());
+    let run = start_with_chats(settings, db, vec![chat.clone() as Arc<dyn ChatPlatform>]).await;
+    (run, chat)
+}
+
+fn mail(from: &str, to: &str, tag: &str, i: usize) -> (String, Vec<u8>) {
+    let mid = format!("{tag}-{i}-{}@faults.example", random_hex(4));
+    let raw = customer_mail(
+        from,
+        to,
+        &mid,
+        &format!("Fault {tag} case {i} {}", random_hex(3)),
+        "Hello, this is about my order.",
+        None,
+    );
+    (mid, raw)
+}
+
+/// Inbound Message-IDs per ticket, as the store has them.
+async fn inbound_ids(store: &dyn TicketStore) -> Vec<(TicketId, String)> {
+    let mut out = Vec::new();
+    for t in store.list_tickets(&TicketFilter::default()).await.unwrap() {
+        for e in store.emails(t.id).await.unwrap() {
+            if e.direction == Direction::Inbound {
+                out.push((t.id, e.message_id.as_str().to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// Waits until every expected Message-ID is stored; returns ticket by id.
+async fn wait_ingested(store: &dyn TicketStore, expected: &[String]) -> BTreeMap<String, TicketId> {
+    let want: BTreeSet<&str> = expected.iter().map(|s| s.as_str()).collect();
+    wait_for(&format!("{} emails stored", want.len()), WAIT, || async {
+        let got = inbound_ids(store).await;
+        let have: BTreeSet<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+        want.is_subset(&have)
+            .then(|| got.iter().map(|(t, m)| (m.clone(), *t)).collect())
+    })
+    .await
+}
+
+/// (lost, duplicated) Message-IDs against what was appended.
+async fn lost_and_duplicated(store: &dyn TicketStore, expected: &[String]) -> (usize, usize) {
+    let got = inbound_ids(store).await;
+    let have: BTreeSet<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+    let lost = expected
+        .iter()
+        .filter(|m| !have.contains(m.as_str()))
+        .count();
+    let tickets: BTreeSet<TicketId> = got.iter().map(|(t, _)| *t).collect();
+    // Each email is its own ticket here (distinct senders or subjects).
+    let duplicated = (got.len() - have.len()) + expected.len().saturating_sub(tickets.len());
+    (lost, duplicated)
+}
+
+fn agent() -> Agent {
+    Agent::parse("@alice:localhost").unwrap()
+}
+
+async fn reply(run: &Running, ticket: TicketId, text: &str) -> Result<QueuedReply, String> {
+    queue_reply(
+        &run.app,
+        ReplyRequest {
+            ticket,
+            agent: agent(),
+            agent_name: Some("Alice".into()),
+            body_markdown: text.into(),
+            attachments: vec![],
+            undo_window: Duration::ZERO,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+async fn email_state(store: &dyn TicketStore, email_id: i64) -> EmailState {
+    store.outgoing(email_id).await.unwrap().unwrap().state
+}
+
+/// Waits until nothing is left to do in the outbox.
+async fn wait_outbox_idle(store: &dyn TicketStore) {
+    wait_for("the outbox to drain", WAIT, || async {
+        store
+            .jobs(&[JobState::Pending, JobState::InFlight])
+            .await
+            .ok()
+            .filter(|j| j.is_empty())
+            .map(|_| ())
+    })
+    .await;
+}
+
+/// How often each of `ids` is in a folder.
+async fn copies(stack: &Stack, user: &User, folder: &str, ids: &[String]) -> Vec<usize> {
+    let msgs = fetch_all(stack, user, folder).await;
+    ids.iter()
+        .map(|id| {
+            msgs.iter()
+                .filter(|m| parse_email(&m.raw).message_id.as_str() == id)
+                .count()
+        })
+        .collect()
+}
+
+/// Waits until each of `ids` is in the folder at least once; returns the counts.
+async fn wait_copies(stack: &Stack, user: &User, folder: &str, ids: &[String]) -> Vec<usize> {
+    wait_for(
+        &format!("{} messages in {folder}", ids.len()),
+        WAIT,
+        || async {
+            let c = copies(stack, user, folder, ids).await;
+            c.iter().all(|n| *n >= 1).then_some(c)
+        },
+    )
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// 1. SMTP 4xx for a while, then OK
+
+async fn smtp_4xx_then_ok(db_kind: Db) {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let customer = stack.user("customer", "example.net");
+    let n = env_num("MAILROOM_FAULTS_REPLIES", 3) as usize;
+    let faults = env_num("MAILROOM_FAULTS_SMTP_4XX", 8) as usize;
+    // Every stage of the transaction, with the codes servers really use.
+    let kinds = [
+        Fault::Greeting(421),
+        Fault::Rcpt(451),
+        Fault::Data(452),
+        Fault::EndOfData(451),
+    ];
+    let script: Vec<Fault> = (0..faults).map(|i| kinds[i % kinds.len()]).collect();
+    let proxy = SmtpProxy::start(stack.smtp_port, script).await;
+    let db = db_kind.make().await;
+    let mut text = config_text(stack, &support, &db, proxy.port, false);
+    text.push_str("max_attempts = 1000\n");
+    let run = crate::common::start(parse(&text), &db).await;
+
+    let mut expected = Vec::new();
+    for i in 0..n {
+        let (mid, raw) = mail(&customer.address, &support.address, "smtp4xx", i);
+        append(stack, &support, "INBOX", &raw).await;
+        expected.push(mid);
+    }
+    let tickets = wait_ingested(run.store.as_ref(), &expected).await;
+    let mut replies = Vec::new();
+    for mid in &expected {
+        let q = reply(&run, tickets[mid], "We are on it.").await.unwrap();
+        replies.push(q);
+    }
+    let reply_ids: Vec<String> = replies
+        .iter()
+        .map(|q| q.message_id.as_str().to_owned())
+        .collect();
+    let store = run.store.clone();
+    wait_for("every reply sent", WAIT, || async {
+        for q in &replies {
+            if email_state(store.as_ref(), q.email_id).await != EmailState::Sent {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let recovery = proxy
+        .state
+        .last_fault
+        .lock()
+        .unwrap()
+        .map(|t| t.elapsed())
+        .unwrap_or_default();
+    assert_eq!(
+        proxy.state.faults.load(Ordering::SeqCst) as usize,
+        faults,
+        "every scripted 4xx was played"
+    );
+    wait_outbox_idle(run.store.as_ref()).await;
+    let inbox = wait_copies(stack, &customer, "INBOX", &reply_ids).await;
+    let sent = wait_copies(stack, &support, "Sent", &reply_ids).await;
+    // Postfix took exactly one message per reply: nothing more can arrive.
+    assert_eq!(
+        proxy.accepted() as usize,
+        n,
+        "Postfix accepted each reply once"
+    );
+    assert_eq!(inbox, vec![1; n], "each reply reached the customer once");
+    assert_eq!(sent, vec![1; n], "each reply is filed in Sent once");
+    for q in &replies {
+        let t = run
+            .store
+            .outgoing(q.email_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .ticket;
+        let actions: Vec<String> = run
+            .store
+            .audit_log(t)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.action)
+            .collect();
+        assert_eq!(
+            actions.iter().filter(|a| *a == "reply-sent").count(),
+            1,
+            "{actions:?}"
+        );
+        assert!(!actions.iter().any(|a| a == "reply-failed"), "{actions:?}");
+    }
+    let duplicated = inbox.iter().map(|c| c - 1).sum();
+    report("smtp-4xx-then-ok", db_kind, n, 0, duplicated, recovery);
+    run.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn smtp_4xx_at_every_stage_then_ok_delivers_each_reply_exactly_once_on_sqlite() {
+    smtp_4xx_then_ok(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn smtp_4xx_at_every_stage_then_ok_delivers_each_reply_exactly_once_on_postgres() {
+    smtp_4xx_then_ok(Db::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------
+// 2. SMTP 5xx
+
+async fn smtp_5xx(db_kind: Db) {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let customer = stack.user("customer", "example.net");
+    // One refusal before the data, one after it.
+    let proxy = SmtpProxy::start(
+        stack.smtp_port,
+        vec![Fault::Rcpt(550), Fault::EndOfData(554)],
+    )
+    .await;
+    let db = db_kind.make().await;
+    let (run, chat) = start_recording(
+        parse(&config_text(stack, &support, &db, proxy.port, true)),
+        &db,
+    )
+    .await;
+    let mut expected = Vec::new();
+    for i in 0..2 {
+        let (mid, raw) = mail(&customer.address, &support.address, "smtp5xx", i);
+        append(stack, &support, "INBOX", &raw).await;
+        expected.push(mid);
+    }
+    let tickets = wait_ingested(run.store.as_ref(), &expected).await;
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    for (i, mid) in expected.iter().enumerate() {
+        let ticket = tickets[mid];
+        let q = reply(&run, ticket, "Here you go.").await.unwrap();
+        // One at a time, so each meets its own refusal.
+        let store = run.store.clone();
+        wait_for("the send to fail", WAIT, || async {
+            (email_state(store.as_ref(), q.email_id).await == EmailState::Failed).then_some(())
+        })
+        .await;
+        let code = if i == 0 { "550" } else { "554" };
+        let notice = wait_for("the thread told why", WAIT, || async {
+            chat.notices(ticket)
+                .into_iter()
+                .find(|n| n.contains("could not be sent"))
+        })
+        .await;
+        assert!(notice.contains(code), "the notice says why: {notice}");
+        let log = run.store.audit_log(ticket).await.unwrap();
+        let entry = log
+            .iter()
+            .find(|a| a.action == "reply-failed")
+            .expect("reply-failed in the audit log");
+        assert!(entry.details.contains(code), "{}", entry.details);
+        let jobs = run.store.jobs(&[]).await.unwrap();
+        let send = jobs
+            .iter()
+            .find(|j| j.spec.kind() == "send_reply" && j.ticket == Some(ticket))
+            .unwrap();
+        assert_eq!(send.state, JobState::Failed);
+        assert_eq!(send.attempts, 1, "a 5xx is not retried");
+        failed.push(q.message_id.as_str().to_owned());
+    }
+    let recovery = started.elapsed();
+    wait_outbox_idle(run.store.as_ref()).await;
+    // Nothing more went to the server, nothing was delivered.
+    assert_eq!(proxy.connections(), 2, "one attempt per reply");
+    assert_eq!(proxy.accepted(), 0);
+    assert_eq!(copies(stack, &customer, "INBOX", &failed).await, vec![0, 0]);
+    assert_eq!(copies(stack, &support, "Sent", &failed).await, vec![0, 0]);
+    report("smtp-5xx", db_kind, 2, 0, 0, recovery);
+    run.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn smtp_5xx_is_not_retried_and_the_thread_and_audit_log_say_why_on_sqlite() {
+    smtp_5xx(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn smtp_5xx_is_not_retried_and_the_thread_and_audit_log_say_why_on_postgres() {
+    smtp_5xx(Db::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------
+// 3. kill -9 of the real binary around a send
+
+/// `mailroom` as built for this test run (or `MAILROOM_FAULTS_BIN`: with a
+/// target directory shared between checkouts, a pinned copy), in `dir`.
+fn mailroom_cmd(dir: &Path) -> std::process::Command {
+    let bin = std::env::var("MAILROOM_FAULTS_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_mailroom").to_owned());
+    let mut c = std::process::Command::new(bin);
+    c.env_remove("MAILROOM_CONFIG")
+        .arg("--config")
+        .arg(dir.join("mailroom.toml"))
+        .current_dir(dir);
+    c
+}
+
+fn cli(dir: &Path, args: &[&str]) -> String {
+    let out = mailroom_cmd(dir).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "mailroom {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A running `mailroom run`, SIGKILLed when dropped (a failing test leaves
+/// no process behind).
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_run(dir: &Path, n: usize) -> Daemon {
+    let log = std::fs::File::create(dir.join(format!("run-{n}.log"))).unwrap();
+    let child = mailroom_cmd(dir)
+        .arg("run")
+        .env("MAILROOM_LOG", "info,sqlx=warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Daemon(child)
+}
+
+/// SIGKILL, and wait for it to be gone.
+fn kill9(daemon: &mut Daemon) {
+    daemon.0.kill().unwrap();
+    let status = daemon.0.wait().unwrap();
+    assert!(!status.success());
+}
+
+async fn send_job(store: &dyn TicketStore) -> Option<mailroom::store::Job> {
+    store
+        .jobs(&[])
+        .await
+        .ok()?
+        .into_iter()
+        .find(|j| j.spec.kind() == "send_reply")
+}
+
+/// `during_send`: killed while Postfix has the message and mailroom waits
+/// for its answer; otherwise killed between attempts, before the send.
+async fn kill9_around_send(db_kind: Db, during_send: bool) {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let customer = stack.user("customer", "example.net");
+    let script = if during_send {
+        vec![Fault::HoldEndOfData]
+    } else {
+        vec![Fault::Greeting(421)]
+    };
+    let proxy = SmtpProxy::start(stack.smtp_port, script).await;
+    let db = db_kind.make().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = config_text(stack, &support, &db, proxy.port, false);
+    if !during_send {
+        // Room between the refused attempt and the next one to kill it in.
+        text = text.replace("retry_initial_secs = 1", "retry_initial_secs = 4");
+        text = text.replace("retry_max_secs = 2", "retry_max_secs = 4");
+    }
+    std::fs::write(dir.path().join("mailroom.toml"), text).unwrap();
+    cli(dir.path(), &["migrate"]);
+    let store = db.store().await;
+    let mut child = spawn_run(dir.path(), 1);
+
+    let (mid, raw) = mail(&customer.address, &support.address, "kill9", 0);
+    append(stack, &support, "INBOX", &raw).await;
+    let tickets = wait_ingested(&store, std::slice::from_ref(&mid)).await;
+    let ticket = tickets[&mid];
+    let out = cli(
+        dir.path(),
+        &[
+            "tickets",
+            "reply",
+            &ticket.get().to_string(),
+            "--as",
+            "@alice:localhost",
+            "--message",
+            "Refund on its way.",
+        ],
+    );
+    assert!(out.contains("queued"), "{out}");
+
+    if during_send {
+        proxy.wait_held(1).await;
+        let job = send_job(&store).await.unwrap();
+        assert_eq!(job.state, JobState::InFlight, "{job:?}");
+    } else {
+        wait_for(
+            "the first attempt refused, the next not begun",
+            WAIT,
+            || async {
+                send_job(&store).await.filter(|j| {
+                    j.state == JobState::Pending
+                        && j.last_error.as_deref().unwrap_or("").contains("421")
+                })
+            },
+        )
+        .await;
+    }
+    kill9(&mut child);
+    proxy.release();
+    let restarted = Instant::now();
+    let mut child = spawn_run(dir.path(), 2);
+
+    let email_id = store
+        .emails(ticket)
+        .await
+        .unwrap()
+        .iter()
+        .find(|e| e.direction == Direction::Outbound)
+        .unwrap()
+        .id;
+    let reply_id = store.outgoing(email_id).await.unwrap().unwrap().message_id;
+    let ids = vec![reply_id.as_str().to_owned()];
+    let scenario;
+    let recovery;
+    if during_send {
+        scenario = "kill9-during-send";
+        wait_for("the interrupted send marked uncertain", WAIT, || async {
+            send_job(&store)
+                .await
+                .filter(|j| j.state == JobState::Uncertain)
+        })
+        .await;
+        recovery = restarted.elapsed();
+        assert_eq!(email_state(&store, email_id).await, EmailState::Uncertain);
+        let list = cli(dir.path(), &["outbox", "list"]);
+        assert!(
+            list.lines()
+                .any(|l| l.contains("uncertain") && l.contains("send_reply")),
+            "the CLI shows it: {list}"
+        );
+        let show = cli(dir.path(), &["tickets", "show", &ticket.get().to_string()]);
+        assert!(show.contains("reply-uncertain"), "{show}");
+        // Postfix had it before the kill: it arrives, once, and is never re-sent.
+        let inbox = wait_copies(stack, &customer, "INBOX", &ids).await;
+        assert_eq!(inbox, vec![1]);
+        wait_outbox_idle(&store).await;
+        assert_eq!(
+            proxy.connections(),
+            1,
+            "no second attempt after the restart"
+        );
+        assert_eq!(proxy.accepted(), 1);
+    } else {
+        scenario = "kill9-before-send";
+        let inbox = wait_copies(stack, &customer, "INBOX", &ids).await;
+        recovery = restarted.elapsed();
+        let store2 = &store;
+        wait_for("the reply marked sent", WAIT, || async move {
+            (email_state(store2, email_id).await == EmailState::Sent).then_some(())
+        })
+        .await;
+        wait_outbox_idle(&store).await;
+        assert_eq!(proxy.accepted(), 1, "sent exactly once");
+        assert_eq!(inbox, vec![1]);
+        assert_eq!(wait_copies(stack, &support, "Sent", &ids).await, vec![1]);
+    }
+    let duplicated = copies(stack, &customer, "INBOX", &ids).await[0].saturating_sub(1);
+    assert_eq!(duplicated, 0);
+    report(scenario, db_kind, 1, 0, duplicated, recovery);
+    kill9(&mut child);
+    store.close().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn kill9_while_the_smtp_server_holds_the_reply_marks_it_uncertain_never_resent_on_sqlite() {
+    kill9_around_send(Db::Sqlite, true).await;
+}
+
+#[tokio::test]
+async fn kill9_while_the_smtp_server_holds_the_reply_marks_it_uncertain_never_resent_on_postgres() {
+    kill9_around_send(Db::Postgres, true).await;
+}
+
+#[tokio::test]
+async fn kill9_before_the_send_began_sends_it_exactly_once_after_restart_on_sqlite() {
+    kill9_around_send(Db::Sqlite, false).await;
+}
+
+#[tokio::test]
+async fn kill9_before_the_send_began_sends_it_exactly_once_after_restart_on_postgres() {
+    kill9_around_send(Db::Postgres, false).await;
+}
+
+// ---------------------------------------------------------------------------
+// 4. SQLite write lock held by another connection
+
+#[tokio::test]
+async fn sqlite_write_lock_longer_than_busy_timeout_loses_no_mail_and_no_sent_reply() {
+    use sqlx::Connection;
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let customer = stack.user("customer", "example.net");
+    let n = env_num("MAILROOM_FAULTS_EMAILS", 4) as usize;
+    // Longer than the store's 10 s busy_timeout.
+    let hold = Duration::from_secs(env_num("MAILROOM_FAULTS_LOCK_SECS", 13));
+    let proxy = SmtpProxy::start(stack.smtp_port, vec![Fault::HoldEndOfData]).await;
+    let db = Db::Sqlite.make().await;
+    let run = crate::common::start(
+        parse(&config_text(stack, &support, &db, proxy.port, false)),
+        &db,
+    )
+    .await;
+
+    // Before the lock: one ticket, its reply handed to Postfix and held there.
+    let (first, raw) = mail(&customer.address, &support.address, "lock", 0);
+    append(stack, &support, "INBOX", &raw).await;
+    let tickets = wait_ingested(run.store.as_ref(), std::slice::from_ref(&first)).await;
+    let q = reply(&run, tickets[&first], "Sent while the database is locked.")
+        .await
+        .unwrap();
+    proxy.wait_held(1).await;
+
+    let mut locker = sqlx::AnyConnection::connect(&db.url_text).await.unwrap();
+    sqlx::raw_sql("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    // The send completes now: recording it meets the lock.
+    proxy.release();
+    let mut expected = vec![first.clone()];
+    for i in 1..n {
+        let sender = format!("sender{i}-{}@faults.example", random_hex(3));
+        let (mid, raw) = mail(&sender, &support.address, "lock", i);
+        append(stack, &support, "INBOX", &raw).await;
+        expected.push(mid);
+    }
+    // A teammate queues another reply meanwhile.
+    let app = run.app.clone();
+    let second_ticket = tickets[&first];
+    let queued_meanwhile = tokio::spawn(async move {
+        queue_reply(
+            &app,
+            ReplyRequest {
+                ticket: second_ticket,
+                agent: agent(),
+                agent_name: None,
+                body_markdown: "A second answer, queued while locked.".into(),
+                attachments: vec![],
+                undo_window: Duration::ZERO,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())
+    });
+    // Fault injection: the lock is held for `hold`, whatever happens.
+    tokio::time::sleep(hold).await;
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    locker.close().await.unwrap();
+    let released = Instant::now();
+
+    // Queueing waited out busy_timeout and then told its caller (the chat
+    // command answers with the error); nothing was half-queued. Asked again,
+    // as a teammate would, it goes through.
+    let second = match queued_meanwhile.await.unwrap() {
+        Ok(q) => q,
+        Err(e) => {
+            assert!(e.contains("database"), "a store error: {e}");
+            println!("sqlite-locked: queueing during the lock failed ({e}); queued again");
+            reply(
+                &run,
+                second_ticket,
+                "A second answer, queued after the lock.",
+            )
+            .await
+            .unwrap()
+        }
+    };
+    wait_ingested(run.store.as_ref(), &expected).await;
+    let store = run.store.clone();
+    wait_for("the replies recorded as sent", WAIT, || async {
+        for id in [q.email_id, second.email_id] {
+            if email_state(store.as_ref(), id).await != EmailState::Sent {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    wait_outbox_idle(run.store.as_ref()).await;
+    let recovery = released.elapsed();
+    let ids = vec![
+        q.message_id.as_str().to_owned(),
+        second.message_id.as_str().to_owned(),
+    ];
+    assert_eq!(wait_copies(stack, &support, "Sent", &ids).await, vec![1, 1]);
+    assert_eq!(
+        wait_copies(stack, &customer, "INBOX", &ids).await,
+        vec![1, 1]
+    );
+    assert_eq!(proxy.accepted(), 2);
+    let outbound = run
+        .store
+        .emails(second_ticket)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.direction == Direction::Outbound)
+        .count();
+    assert_eq!(outbound, 2, "no reply queued twice");
+    let (lost, duplicated) = lost_and_duplicated(run.store.as_ref(), &expected).await;
+    // The checkpoint is at the last UID of the folder, after every commit.
+    let last_uid = fetch_all(stack, &support, "INBOX")
+        .await
+        .iter()
+        .map(|m| m.uid)
+        .max()
+        .unwrap();
+    let mb = MailboxName::parse("support").unwrap();
+    let cp = run.store.checkpoint(&mb).await.unwrap().unwrap();
+    assert_eq!(cp.last_uid, last_uid);
+    report("sqlite-locked", Db::Sqlite, n, lost, duplicated, recovery);
+    assert_eq!((lost, duplicated), (0, 0));
+    run.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// 5. PostgreSQL connections terminated (what a restart looks like)
+
+#[tokio::test]
+async fn postgres_connections_terminated_during_ingest_and_replies_lose_and_duplicate_nothing() {
+    use sqlx::{Connection, Row};
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let customer = stack.user("customer", "example.net");
+    let n = env_num("MAILROOM_FAULTS_EMAILS", 8) as usize;
+    let r = (env_num("MAILROOM_FAULTS_REPLIES", 3) as usize).min(n);
+    let storm = Duration::from_secs(env_num("MAILROOM_FAULTS_KILL_SECS", 6));
+    let proxy = SmtpProxy::start(stack.smtp_port, vec![]).await;
+    let db = Db::Postgres.make().await;
+    let run = crate::common::start(
+        parse(&config_text(stack, &support, &db, proxy.port, false)),
+        &db,
+    )
+    .await;
+    let name = db.url_text.rsplit('/').next().unwrap().to_owned();
+
+    // The storm: every 250 ms, every connection to the test database is cut.
+    let (stop, mut stopped) = watch::channel(false);
+    let killer = tokio::spawn(async move {
+        let mut admin = sqlx::AnyConnection::connect(&pg_admin_url()).await.unwrap();
+        let mut terminated = 0i64;
+        let sql = format!(
+            "SELECT COUNT(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        );
+        loop {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+            terminated += row.try_get::<i64, _>("n").unwrap();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stopped.wait_for(|s| *s) => break,
+            }
+        }
+        terminated
+    });
+    let storm_start = Instant::now();
+    let mut expected = Vec::new();
+    for i in 0..n {
+        // The first `r` from the customer (they get replies), the rest from others.
+        let from = if i < r {
+            customer.address.clone()
+        } else {
+            format!("sender{i}-{}@faults.example", random_hex(3))
+        };
+        let (mid, raw) = mail(&from, &support.address, "pgkill", i);
+        append(stack, &support, "INBOX", &raw).await;
+        expected.push(mid);
+    }
+    let tickets = wait_ingested(run.store.as_ref(), &expected[..r]).await;
+    let mut replies = Vec::new();
+    let mut queue_errors = 0;
+    for mid in &expected[..r] {
+        // An agent whose command failed tries again; a queued reply is
+        // never queued twice because queueing either commits or fails.
+        let q = loop {
+            match reply(&run, tickets[mid], "Thanks, fixed.").await {
+                Ok(q) => break q,
+                Err(e) => {
+                    queue_errors += 1;
+                    assert!(queue_errors < 50, "queueing keeps failing: {e}");
+                }
+            }
+        };
+        replies.push(q);
+    }
+    let until = storm.saturating_sub(storm_start.elapsed());
+    tokio::time::sleep(until).await;
+    let _ = stop.send(true);
+    let terminated = killer.await.unwrap();
+    let calm = Instant::now();
+    assert!(terminated > 0, "the storm cut connections");
+
+    wait_ingested(run.store.as_ref(), &expected).await;
+    let reply_ids: Vec<String> = replies
+        .iter()
+        .map(|q| q.message_id.as_str().to_owned())
+        .collect();
+    let store = run.store.clone();
+    wait_for("every reply sent", WAIT, || async {
+        for q in &replies {
+            if email_state(store.as_ref(), q.email_id).await != EmailState::Sent {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    wait_outbox_idle(run.store.as_ref()).await;
+    let recovery = calm.elapsed();
+    let inbox = wait_copies(stack, &customer, "INBOX", &reply_ids).await;
+    let sent = wait_copies(stack, &support, "Sent", &reply_ids).await;
+    assert_eq!(proxy.accepted() as usize, r, "each reply handed over once");
+    let (lost, mut duplicated) = lost_and_duplicated(run.store.as_ref(), &expected).await;
+    duplicated += inbox.iter().map(|c| c - 1).sum::<usize>();
+    println!("pg storm: terminated={terminated} queue_errors={queue_errors}");
+    report(
+        "postgres-terminated",
+        Db::Postgres,
+        n,
+        lost,
+        duplicated,
+        recovery,
+    );
+    assert_eq!((lost, duplicated), (0, 0));
+    assert_eq!(sent, vec![1; r]);
+    run.stop().await;
+    db.cleanup().await;
+}
+
+/// A PostgreSQL server of the test's own (initdb + pg_ctl on a temp dir and
+/// a free port), so it can really be stopped and started without touching
+/// the machine's server. initdb refuses to run as root: then it runs as the
+/// `postgres` user.
+struct PrivatePg {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: std::path::PathBuf,
+    as_postgres: bool,
+}
+
+impl PrivatePg {
+    fn tool(&self, tool: &str) -> std::process::Command {
+        let path = self.bin.join(tool);
+        if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            std::process::Command::new(path)
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self.tool(tool).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    async fn create() -> PrivatePg {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("pg_ctl").exists())
+            .max()
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql/*/bin (apt-get install postgresql)");
+        let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+        let as_postgres = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+        let dir = tempfile::tempdir().unwrap();
+        if as_postgres {
+            let out = std::process::Command::new("chown")
+                .arg("postgres:")
+                .arg(dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PrivatePg {
+            dir,
+            port,
+            bin,
+            as_postgres,
+        };
+        let data = pg.data();
+        tokio::task::block_in_place(|| {
+            pg.run(
+                "initdb",
+                &[
+                    "-D",
+                    &data,
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+            )
+        });
+        pg.start().await;
+        pg
+    }
+
+    async fn start(&self) {
+        let (data, log) = (
+            self.data(),
+            self.dir.path().join("log").display().to_string(),
+        );
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        tokio::task::block_in_place(|| {
+            self.run(
+                "pg_ctl",
+                &[
+                    "-D", &data, "-l", &log, "-o", &opts, "-w", "-t", "30", "start",
+                ],
+            )
+        });
+    }
+
+    async fn stop(&self) {
+        let data = self.data();
+        tokio::task::block_in_place(|| {
+            self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"])
+        });
+    }
+
+    fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = self
+            .tool("pg_ctl")
+            .args(["-D", &data, "-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_really_stopped_mid_send_and_mid_ingest_loses_nothing_and_sends_once() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let customer = stack.user("customer", "example.net");
+    let n = env_num("MAILROOM_FAULTS_EMAILS", 4) as usize;
+    let down = Duration::from_secs(env_num("MAILROOM_FAULTS_PG_DOWN_SECS", 10));
+    let pg = PrivatePg::create().await;
+    let db = TestDb::postgres_at(&pg.admin_url()).await;
+    let proxy = SmtpProxy::start(stack.smtp_port, vec![Fault::HoldEndOfData]).await;
+    let run = crate::common::start(
+        parse(&config_text(stack, &support, &db, proxy.port, false)),
+        &db,
+    )
+    .await;
+
+    let (first, raw) = mail(&customer.address, &support.address, "pgdown", 0);
+    append(stack, &support, "INBOX", &raw).await;
+    let tickets = wait_ingested(run.store.as_ref(), std::slice::from_ref(&first)).await;
+    let q = reply(&run, tickets[&first], "Sent while the database is down.")
+        .await
+        .unwrap();
+    proxy.wait_held(1).await;
+
+    pg.stop().await;
+    let stopped = Instant::now();
+    // Postfix's 250 reaches mailroom while its database is gone.
+    proxy.release();
+    let mut expected = vec![first];
+    for i in 1..n {
+        let sender = format!("sender{i}-{}@faults.example", random_hex(3));
+        let (mid, raw) = mail(&sender, &support.address, "pgdown", i);
+        append(stack, &support, "INBOX", &raw).await;
+        expected.push(mid);
+    }
+    // Fault injection: the server stays down for `down`.
+    tokio::time::sleep(down.saturating_sub(stopped.elapsed())).await;
+    pg.start().await;
+    let back = Instant::now();
+
+    wait_ingested(run.store.as_ref(), &expected).await;
+    let store = run.store.clone();
+    wait_for("the held reply recorded as sent", WAIT, || async {
+        (email_state(store.as_ref(), q.email_id).await == EmailState::Sent).then_some(())
+    })
+    .await;
+    wait_outbox_idle(run.store.as_ref()).await;
+    let recovery = back.elapsed();
+    let ids = vec![q.message_id.as_str().to_owned()];
+    assert_eq!(wait_copies(stack, &support, "Sent", &ids).await, vec![1]);
+    assert_eq!(copies(stack, &customer, "INBOX", &ids).await, vec![1]);
+    assert_eq!(proxy.accepted(), 1);
+    let (lost, duplicated) = lost_and_duplicated(run.store.as_ref(), &expected).await;
+    report(
+        "postgres-stopped",
+        Db::Postgres,
+        n,
+        lost,
+        duplicated,
+        recovery,
+    );
+    assert_eq!((lost, duplicated), (0, 0));
+    run.stop().await;
+}
