@@ -787,7 +787,7 @@ async fn process_figures(env: &Env) -> anyhow::Result<(f64, f64, f64, f64)> {
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = done.clone();
         let handle = std::thread::spawn(move || {
-            let mut last = 0.0;
+            let mut last: f64 = 0.0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
                     .ok()
