@@ -499,6 +499,23 @@ async fn reply(run: &Running, ticket: TicketId, text: &str) -> Result<QueuedRepl
     .map_err(|e| e.to_string())
 }
 
+/// Waits until every reply is sent; their Message-IDs.
+async fn wait_replies_sent(store: &dyn TicketStore, replies: &[QueuedReply]) -> Vec<String> {
+    wait_for("every reply sent", WAIT, || async {
+        for q in replies {
+            if email_state(store, q.email_id).await != EmailState::Sent {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    replies
+        .iter()
+        .map(|q| q.message_id.as_str().to_owned())
+        .collect()
+}
+
 async fn email_state(store: &dyn TicketStore, email_id: i64) -> EmailState {
     store.outgoing(email_id).await.unwrap().unwrap().state
 }
@@ -576,20 +593,7 @@ async fn smtp_4xx_then_ok(db_kind: Db) {
         let q = reply(&run, tickets[mid], "We are on it.").await.unwrap();
         replies.push(q);
     }
-    let reply_ids: Vec<String> = replies
-        .iter()
-        .map(|q| q.message_id.as_str().to_owned())
-        .collect();
-    let store = run.store.clone();
-    wait_for("every reply sent", WAIT, || async {
-        for q in &replies {
-            if email_state(store.as_ref(), q.email_id).await != EmailState::Sent {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    let reply_ids = wait_replies_sent(run.store.as_ref(), &replies).await;
     let recovery = proxy
         .state
         .last_fault
@@ -1162,20 +1166,7 @@ async fn postgres_connections_terminated_during_ingest_and_replies_lose_and_dupl
     assert!(terminated > 0, "the storm cut connections");
 
     wait_ingested(run.store.as_ref(), &expected).await;
-    let reply_ids: Vec<String> = replies
-        .iter()
-        .map(|q| q.message_id.as_str().to_owned())
-        .collect();
-    let store = run.store.clone();
-    wait_for("every reply sent", WAIT, || async {
-        for q in &replies {
-            if email_state(store.as_ref(), q.email_id).await != EmailState::Sent {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    let reply_ids = wait_replies_sent(run.store.as_ref(), &replies).await;
     wait_outbox_idle(run.store.as_ref()).await;
     let recovery = calm.elapsed();
     let inbox = wait_copies(stack, &customer, "INBOX", &reply_ids).await;
