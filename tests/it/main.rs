@@ -8,6 +8,7 @@
 
 mod cli;
 mod common;
+mod cuttable;
 #[path = "../fake_slack/mod.rs"]
 mod fake_slack;
 mod mail_flow;
