@@ -22,7 +22,6 @@ pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 pub struct Sizes {
     pub emails: usize,
     pub kills: usize,
-    #[allow(dead_code)] // until the outage scenarios land
     pub outage: Duration,
 }
 
@@ -118,32 +117,42 @@ pub fn subject(tag: &str, i: usize) -> String {
     format!("Chaos {tag} #{i:05}")
 }
 
-pub fn chaos_mail(customer: &User, support: &User, tag: &str, i: usize) -> Vec<u8> {
+/// Email `i` of a run; `pad` bytes of filler text make it as large as a
+/// scenario needs.
+pub fn chaos_mail(customer: &User, support: &User, tag: &str, i: usize, pad: usize) -> Vec<u8> {
+    let filler = "All work and no play makes Jack a dull boy.\r\n".repeat(pad / 44);
     customer_mail(
         &customer.address,
         &support.address,
         &format!("{tag}-{i}@example.net"),
         &subject(tag, i),
-        &format!("Message {i} of a chaos run."),
+        &format!("Message {i} of a chaos run.\r\n{filler}"),
         None,
     )
 }
 
-/// APPENDs `range` of a run's emails over one IMAP session, in order (so
-/// UID order is arrival order).
+/// APPENDs `range` of a run's emails to `folder` over one IMAP session, in
+/// order (so UID order is arrival order).
 pub async fn append_many(
     stack: &Stack,
     support: &User,
     customer: &User,
     tag: &str,
+    folder: &str,
     range: std::ops::Range<usize>,
+    pad: usize,
 ) {
-    let settings = stack.imap_settings(support, "INBOX");
+    let settings = stack.imap_settings(support, folder);
     let mut s = imap::connect(&settings).await.expect("IMAP login");
     for i in range {
-        s.append("INBOX", None, None, &chaos_mail(customer, support, tag, i))
-            .await
-            .expect("APPEND");
+        s.append(
+            folder,
+            None,
+            None,
+            &chaos_mail(customer, support, tag, i, pad),
+        )
+        .await
+        .expect("APPEND");
     }
     imap::logout(s).await;
 }
@@ -210,7 +219,8 @@ impl StoreProbe {
         StoreProbe { pool }
     }
 
-    async fn count(&self, sql: &str) -> Option<i64> {
+    /// The first column of the first row of `sql`, an integer.
+    pub async fn count(&self, sql: &str) -> Option<i64> {
         let row = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
             .fetch_one(&self.pool)
             .await
@@ -226,6 +236,11 @@ impl StoreProbe {
     /// Chat threads recorded (posts the daemon knows it made).
     pub async fn threads(&self) -> Option<i64> {
         self.count("SELECT COUNT(*) FROM chat_threads").await
+    }
+
+    /// The stored IMAP checkpoint's UIDVALIDITY.
+    pub async fn uid_validity(&self) -> Option<i64> {
+        self.count("SELECT uid_validity FROM checkpoints").await
     }
 
     /// Outbox jobs that gave up.
@@ -329,6 +344,15 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Lines of the daemon log containing `needle`.
+pub fn log_count(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
 }
 
 /// A uniform random number in `0..n` (n > 0).
@@ -527,6 +551,8 @@ pub struct MatrixWorld {
     pub support: User,
     pub customer: User,
     pub bot: (String, String),
+    /// An access token of the bot's own (see `config_in`).
+    pub bot_token: String,
     pub reader_token: String,
     pub room: String,
     pub db: TestDb,
@@ -541,6 +567,7 @@ impl MatrixWorld {
         let bot = hs.register(stack, "mailroom");
         let (alice, alice_pw) = hs.register(stack, "alice");
         let reader_token = hs.login(&alice, &alice_pw).await;
+        let bot_token = hs.login(&bot.0, &bot.1).await;
         let room = hs.create_room(&reader_token, &[&bot.0]).await;
         MatrixWorld {
             stack,
@@ -548,6 +575,7 @@ impl MatrixWorld {
             support: stack.user("support", "example.com"),
             customer: stack.user("customer", "example.net"),
             bot,
+            bot_token,
             reader_token,
             room,
             db: db.fresh().await,
@@ -559,6 +587,16 @@ impl MatrixWorld {
     /// Writes the config file; `homeserver_port` and `imap_port` let a
     /// forwarder stand in front of Synapse or Dovecot.
     pub fn config(&self, homeserver_port: u16, imap_port: u16) -> PathBuf {
+        self.config_in(homeserver_port, imap_port, "INBOX")
+    }
+
+    /// The same, watching `folder`.
+    ///
+    /// The bot uses an access token (`access_token_env`), not a password:
+    /// a password login takes the homeserver's advertised base URL from the
+    /// login answer (matrix-sdk follows `well_known`), which would route
+    /// every later request around a forwarder standing in front of Synapse.
+    pub fn config_in(&self, homeserver_port: u16, imap_port: u16, folder: &str) -> PathBuf {
         let mailbox = crate::common::mailbox_toml(
             self.stack,
             &self.support,
@@ -567,14 +605,14 @@ impl MatrixWorld {
         )
         .replace(
             &format!("port = {}\n", self.stack.imap_port),
-            &format!("port = {imap_port}\n"),
+            &format!("port = {imap_port}\n  folder = \"{folder}\"\n"),
         );
         let text = format!(
             r#"{mailbox}
 [matrix]
 homeserver = "http://127.0.0.1:{homeserver_port}"
 user_id = "{bot}"
-password_env = "BOT_PASSWORD"
+access_token_env = "BOT_TOKEN"
 state_dir = "{state}"
 
 # Retries come quickly so recovery is measured in seconds, and outlast
@@ -593,11 +631,7 @@ max_attempts = 1000
     }
 
     pub fn spawn(&self, config: &Path) -> Daemon {
-        Daemon::spawn(
-            config,
-            &[("BOT_PASSWORD", &self.bot.1)],
-            &self.dir.path().join("mailroom.log"),
-        )
+        Daemon::spawn(config, &[("BOT_TOKEN", &self.bot_token)], &self.log())
     }
 
     pub async fn roots(&self) -> Option<Vec<String>> {
@@ -607,7 +641,29 @@ max_attempts = 1000
     }
 
     pub async fn append(&self, range: std::ops::Range<usize>) {
-        append_many(self.stack, &self.support, &self.customer, &self.tag, range).await;
+        self.append_to("INBOX", range, 0).await;
+    }
+
+    pub async fn append_to(&self, folder: &str, range: std::ops::Range<usize>, pad: usize) {
+        append_many(
+            self.stack,
+            &self.support,
+            &self.customer,
+            &self.tag,
+            folder,
+            range,
+            pad,
+        )
+        .await;
+    }
+
+    /// The daemon's log: in the run's temp dir, or kept in
+    /// `MAILROOM_CHAOS_LOG_DIR` when that is set.
+    pub fn log(&self) -> PathBuf {
+        match std::env::var_os("MAILROOM_CHAOS_LOG_DIR") {
+            Some(dir) => PathBuf::from(dir).join(format!("mailroom-{}.log", self.tag)),
+            None => self.dir.path().join("mailroom.log"),
+        }
     }
 
     /// Waits until the room shows at least `n` roots of this run and the

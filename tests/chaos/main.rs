@@ -16,8 +16,14 @@
 mod common;
 #[path = "../it/cuttable.rs"]
 mod cuttable;
+#[path = "../fake_slack/mod.rs"]
+mod fake_slack;
 mod harness;
+mod imap_cuts;
 mod kill;
+mod outage;
+mod slack;
+mod uidvalidity;
 
 use harness::Db;
 
@@ -34,4 +40,44 @@ async fn kill9_during_ingest_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_during_ingest_postgres() {
     kill::run(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_outage_mid_ingest_sqlite() {
+    outage::run(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_outage_mid_ingest_postgres() {
+    outage::run(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_cuts_mid_fetch_and_idle_sqlite() {
+    imap_cuts::run(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_cuts_mid_fetch_and_idle_postgres() {
+    imap_cuts::run(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uidvalidity_change_sqlite() {
+    uidvalidity::run(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uidvalidity_change_postgres() {
+    uidvalidity::run(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_faults_500_429_socket_drop_sqlite() {
+    slack::run(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_faults_500_429_socket_drop_postgres() {
+    slack::run(Db::Postgres).await;
 }
