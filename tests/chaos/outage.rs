@@ -86,7 +86,7 @@ pub async fn run(db: Db) {
             ("all_posted_after_ms".into(), all_posted_ms.to_string()),
             ("in_order".into(), t.in_order.to_string()),
             (
-                "chat_errors_logged".into(),
+                "warn_lines_logged".into(),
                 log_count(&w.log(), "WARN").to_string(),
             ),
         ],

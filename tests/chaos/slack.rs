@@ -113,23 +113,38 @@ max_attempts = 1000
         .expect("reaction");
     append(half..n).await;
 
-    let socket_ms = poll("a new Socket Mode connection", limit, EVERY, || async {
-        (slack.socket_connections_opened() > opened_before && slack.socket_connections_open() > 0)
-            .then(|| faulted.elapsed().as_millis())
-    })
-    .await;
-    let post_ms = poll("a post after the errors", limit, EVERY, || async {
-        (probe.threads().await.unwrap_or(0) > before).then(|| faulted.elapsed().as_millis())
-    })
-    .await;
-    let claim_ms = poll("the claim made during the drop", limit, EVERY, || async {
-        (probe
-            .count("SELECT COUNT(*) FROM tickets WHERE id = 1 AND status = 'claimed'")
-            .await
-            == Some(1))
-        .then(|| faulted.elapsed().as_millis())
-    })
-    .await;
+    // The three recoveries are watched together, each timed when first seen.
+    let (mut socket_ms, mut post_ms, mut claim_ms) = (None, None, None);
+    while socket_ms.is_none() || post_ms.is_none() || claim_ms.is_none() {
+        let at = faulted.elapsed().as_millis();
+        if socket_ms.is_none()
+            && slack.socket_connections_opened() > opened_before
+            && slack.socket_connections_open() > 0
+        {
+            socket_ms = Some(at);
+        }
+        if post_ms.is_none() && probe.threads().await.unwrap_or(0) > before {
+            post_ms = Some(at);
+        }
+        if claim_ms.is_none()
+            && probe
+                .count("SELECT COUNT(*) FROM tickets WHERE id = 1 AND status = 'claimed'")
+                .await
+                == Some(1)
+        {
+            claim_ms = Some(at);
+        }
+        assert!(
+            faulted.elapsed() < limit,
+            "no recovery within {limit:?}: socket {socket_ms:?}, post {post_ms:?}, claim {claim_ms:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (socket_ms, post_ms, claim_ms) = (
+        socket_ms.unwrap_or_default(),
+        post_ms.unwrap_or_default(),
+        claim_ms.unwrap_or_default(),
+    );
 
     // Settle: every root out and the count steady for two seconds.
     let mut steady: Option<(usize, Instant)> = None;
