@@ -49,14 +49,16 @@ pub async fn run(db: Db) {
         s.create(FOLDER).await.expect("CREATE");
         for i in 0..n {
             let raw = chaos_mail(&w.customer, &w.support, &w.tag, i, 0);
-            // Dovecot may answer "Mailbox was deleted under us" to an APPEND
+            // Dovecot may answer "Mailbox was deleted under us" to APPENDs
             // right after the re-CREATE while mailroom's session reopens the
-            // folder (its mailbox list index catching up): retry, bounded.
+            // folder (its mailbox list index catching up), and the session
+            // is unusable after that: retry on a new session, bounded.
             let mut tries = 0;
             while let Err(e) = s.append(FOLDER, None, None, &raw).await {
                 tries += 1;
                 assert!(tries < 20, "APPEND: {e:?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                s = imap::connect(&imap_settings).await.expect("IMAP login");
             }
         }
         let st = imap::examine(&mut s, FOLDER).await.expect("EXAMINE");
