@@ -1459,6 +1459,32 @@ fn decode(s: &str) -> String {
 }
 
 #[tokio::test]
+async fn injected_server_errors() {
+    let t = team(FakeSlackOptions::default()).await;
+    let s = &t.slack;
+    s.inject_500("chat.postMessage", 2);
+    for _ in 0..2 {
+        let a = post_json(
+            s,
+            "chat.postMessage",
+            json!({"channel": t.support, "text": "x"}),
+        )
+        .await;
+        assert_eq!(a.status, 500);
+    }
+    assert!(s.messages(&t.support).is_empty(), "a 500 posts nothing");
+    assert_ok(
+        &post_json(
+            s,
+            "chat.postMessage",
+            json!({"channel": t.support, "text": "x"}),
+        )
+        .await,
+    );
+    assert_eq!(s.messages(&t.support).len(), 1);
+}
+
+#[tokio::test]
 async fn rate_limits() {
     let t = team(FakeSlackOptions {
         pace_posts: true,

@@ -908,6 +908,15 @@ impl FakeSlack {
             .insert(method.to_string(), (count, retry_after_secs));
     }
 
+    /// The next `count` calls to `method` get HTTP 500 (plain text body),
+    /// without doing anything: a Slack-side failure, to be retried.
+    pub fn inject_500(&self, method: &str, count: u32) {
+        self.inner
+            .lock()
+            .injected_500
+            .insert(method.to_string(), count);
+    }
+
     /// Sends every Socket Mode connection a `disconnect` envelope with
     /// `reason` (e.g. "refresh_requested", "warning", "link_disabled"), then
     /// closes it. Returns once they are closed (at most ~2 s).

@@ -105,6 +105,8 @@ pub(crate) struct State {
     pub calls: HashMap<String, usize>,
     /// method -> (remaining count, Retry-After seconds)
     pub injected_429: HashMap<String, (u32, u64)>,
+    /// method -> remaining count of injected HTTP 500s
+    pub injected_500: HashMap<String, u32>,
     pub buckets: HashMap<String, Bucket>,
     /// method -> start of its current one-minute window.
     pub minute_windows: HashMap<String, Instant>,

@@ -30,6 +30,9 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
 pub(crate) enum ApiError {
     Slack(String, Map<String, Value>),
     RateLimited(u64),
+    /// HTTP 500 with a plain-text body, before the method did anything (an
+    /// injected server failure).
+    ServerError,
 }
 
 fn err(code: &str) -> ApiError {
@@ -230,6 +233,12 @@ async fn api(
             json_response(StatusCode::OK, Value::Object(o))
         }
         Err(ApiError::RateLimited(secs)) => rate_limited(secs),
+        Err(ApiError::ServerError) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(axum::http::header::CONTENT_TYPE, "text/plain")],
+            "Internal Server Error",
+        )
+            .into_response(),
     }
 }
 
@@ -310,6 +319,12 @@ impl Inner {
             {
                 *left -= 1;
                 return Err(ApiError::RateLimited(*secs));
+            }
+            if let Some(left) = st.injected_500.get_mut(name)
+                && *left > 0
+            {
+                *left -= 1;
+                return Err(ApiError::ServerError);
             }
         }
         let Some(kind) = required_token(name) else {

@@ -9,6 +9,7 @@
 mod cli;
 mod common;
 mod corpus;
+mod cuttable;
 #[path = "../fake_slack/mod.rs"]
 mod fake_slack;
 mod faults;

@@ -5,7 +5,6 @@
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,11 +12,11 @@ use mailroom::bridge::{App, connect_chats};
 use mailroom::config::Settings;
 use mailroom::store::TicketStore;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{Stack, append, customer_mail, fetch_all, random_hex, wait_for};
+use crate::cuttable::Cuttable;
 use crate::matrix::{Synapse, World, body, sender, wait_event};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -192,65 +191,6 @@ async fn metrics_count_an_email_from_imap_to_its_matrix_thread() {
     run.stop().await;
 }
 
-/// A TCP forwarder in front of Dovecot that the test can cut (every
-/// connection dropped, new ones closed on arrival) and restore: the mail
-/// server stays real, only the path to it breaks.
-struct Cuttable {
-    port: u16,
-    down: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
-    accept: AbortHandle,
-}
-
-impl Cuttable {
-    async fn start(target: u16) -> Cuttable {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("address").port();
-        let down = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (d, c) = (down.clone(), conns.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if d.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                c.lock().unwrap().push(task.abort_handle());
-            }
-        })
-        .abort_handle();
-        Cuttable {
-            port,
-            down,
-            conns,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        self.down.store(true, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.down.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Cuttable {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
-
 fn is_stale_notice(ev: &Value, bot: &str) -> bool {
     sender(ev) == bot && body(ev).contains("cannot check the mailbox support")
 }
@@ -329,7 +269,7 @@ async fn an_unreachable_mailbox_turns_healthz_503_and_the_room_is_told_once_unti
         ),
     )
     .await;
-    proxy.restore();
+    proxy.restore().await;
     wait_for("/healthz to say 200 again", WAIT, || async {
         ops.healthz().await.filter(|(s, _)| *s == 200)
     })
