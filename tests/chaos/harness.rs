@@ -616,7 +616,7 @@ access_token_env = "BOT_TOKEN"
 state_dir = "{state}"
 
 # Retries come quickly so recovery is measured in seconds, and outlast
-# any outage the scenarios make (see docs/RELIABILITY-chaos.md).
+# any outage the scenarios make (see docs/RELIABILITY.md).
 [outbox]
 retry_initial_secs = 1
 retry_max_secs = 2

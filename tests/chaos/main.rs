@@ -1,4 +1,4 @@
-//! The fault suite (issue #5): mailroom against the real stack while things
+//! The fault suite (docs/RELIABILITY.md): mailroom against the real stack while things
 //! break — the process SIGKILLed, the homeserver or Slack unreachable or
 //! failing, the IMAP connection cut, the mailbox recreated. Every scenario
 //! runs on SQLite and on PostgreSQL, checks the end state from the outside
@@ -7,7 +7,7 @@
 //! line. Sizes come from `MAILROOM_CHAOS_EMAILS`, `MAILROOM_CHAOS_KILLS` and
 //! `MAILROOM_CHAOS_OUTAGE_SECS` (defaults: a fast subset); `scripts/chaos`
 //! runs the full sizes. Scenarios run one at a time (`harness::SERIAL`).
-//! See docs/RELIABILITY-chaos.md.
+//! See docs/RELIABILITY.md.
 
 // matrix-sdk's futures are deeply nested types (common.rs links the bridge).
 #![recursion_limit = "256"]
