@@ -582,7 +582,7 @@ async fn the_reply_dialog_sends_through_the_same_guards() {
 }
 
 #[tokio::test]
-async fn forged_tampered_stale_and_unsigned_slack_requests_get_401_and_change_nothing() {
+async fn forged_tampered_stale_replayed_and_unsigned_slack_requests_get_401_and_change_nothing() {
     let w = World::new(Mode::Events).await;
     let run = w.start(w.settings(Mode::Events, "")).await;
     let (status, body) = w.slack.send_url_verification().await.unwrap();
@@ -697,6 +697,15 @@ async fn forged_tampered_stale_and_unsigned_slack_requests_get_401_and_change_no
         (only_ticket(&run.store).await.state.status() == Status::Claimed).then_some(())
     })
     .await;
+    // The same request again, signature and all, while its timestamp is still
+    // fresh: a replay, refused.
+    assert_eq!(
+        w.slack
+            .post_raw_events("/slack/events", &reaction("EvGood1"), ct, now, None)
+            .await
+            .unwrap(),
+        401
+    );
     run.stop().await;
 }
 

@@ -410,6 +410,7 @@ pub async fn start(
                 verifier: SlackEventSignatureVerifier::new(&SlackSigningSecret::new(
                     secret.expose().into(),
                 )),
+                seen: std::sync::Mutex::default(),
             });
             let app = Router::new()
                 .route("/slack/events", post(http_events))
@@ -495,9 +496,18 @@ async fn socket_interaction(
 struct Http {
     intake: Arc<Intake>,
     verifier: SlackEventSignatureVerifier,
+    /// Signatures accepted within the last [`REPLAY_WINDOW`]: a request
+    /// captured and sent again while its timestamp is still fresh carries the
+    /// same signature, and is refused. Slack's own retries are new requests,
+    /// signed with their own timestamp.
+    seen: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
-/// Slack's signature over the raw body, and a timestamp within 5 minutes.
+/// How long a timestamp is fresh: slack-morphism's verifier refuses older ones.
+const REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(5 * 60 + 30);
+
+/// Slack's signature over the raw body, a timestamp within 5 minutes, and a
+/// signature not seen before.
 fn verified(
     http: &Http,
     headers: &HeaderMap,
@@ -516,7 +526,17 @@ fn verified(
         .map_err(|e| {
             tracing::warn!(error = %e, "slack: request with a bad signature refused");
             (StatusCode::UNAUTHORIZED, "invalid signature")
-        })
+        })?;
+    let now = std::time::Instant::now();
+    let mut seen = http.seen.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.len() >= 1024 {
+        seen.retain(|_, at| now.duration_since(*at) < REPLAY_WINDOW);
+    }
+    if seen.insert(signature.to_owned(), now).is_some() {
+        tracing::warn!("slack: replayed request refused");
+        return Err((StatusCode::UNAUTHORIZED, "replayed request"));
+    }
+    Ok(())
 }
 
 fn bad_request(what: &str, e: impl std::fmt::Display) -> Response {
