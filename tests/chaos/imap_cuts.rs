@@ -1,4 +1,5 @@
-//! Scenario 3: the IMAP connection cut mid-FETCH and mid-IDLE.
+//! Scenario 3: the IMAP connection cut mid-FETCH and mid-IDLE, and Dovecot
+//! restarted.
 //!
 //! mailroom reaches Dovecot through a forwarder. Mid-FETCH: the forwarder
 //! cuts itself once Dovecot has sent half the bytes of a backlog of large
@@ -8,10 +9,11 @@
 //! server still there): recovery is the time from the cut to the next
 //! email stored, i.e. how fast mailroom notices and reconnects.
 //!
-//! Restarting Dovecot itself is not done: the stack's Dovecot is shared by
-//! every worktree's tests running at the same time, so the forwarder cut
-//! stands in for it (to mailroom both are a dropped connection followed by a
-//! reconnect; a restarted Dovecot keeps UIDVALIDITY and UIDs).
+//! Then Dovecot itself is restarted (`scripts/stack restart-dovecot`) while
+//! mailroom idles: the connection drops and the port stays closed until the
+//! new Dovecot answers; recovery is the time from Dovecot answering again to
+//! the next email stored. (Other test binaries never run at the same time as
+//! this one, and scenarios within it are serialised.)
 
 use std::time::{Duration, Instant};
 
@@ -58,21 +60,7 @@ pub async fn run(db: Db) {
     d.assert_running();
 
     // Mid-IDLE: wait until the connection is quiet (mailroom idling).
-    let mut last = (proxy.downstream_bytes(), Instant::now());
-    poll(
-        "the IMAP connection to go quiet",
-        limit,
-        Duration::from_millis(100),
-        || {
-            let now = proxy.downstream_bytes();
-            if now != last.0 {
-                last = (now, Instant::now());
-            }
-            let quiet = last.1.elapsed() >= Duration::from_secs(1);
-            async move { quiet.then_some(()) }
-        },
-    )
-    .await;
+    wait_quiet(&proxy, limit).await;
     proxy.cut();
     let cut_at = Instant::now();
     proxy.restore().await;
@@ -81,7 +69,25 @@ pub async fn run(db: Db) {
         (probe.tickets().await.unwrap_or(0) as usize > n).then(|| cut_at.elapsed().as_millis())
     })
     .await;
-    let total = n + more;
+
+    // Dovecot restarted while mailroom idles.
+    let before = n + more;
+    poll("the mail of the IDLE cut stored", limit, EVERY, || async {
+        (probe.tickets().await.unwrap_or(0) as usize >= before).then_some(())
+    })
+    .await;
+    wait_quiet(&proxy, limit).await;
+    let restart_began = Instant::now();
+    w.stack.restart_dovecot().await;
+    let up_again = Instant::now();
+    let restart_ms = up_again.duration_since(restart_began).as_millis();
+    w.append_to("INBOX", before..before + more, 0).await;
+    let restart_recovery = poll("ingest after the Dovecot restart", limit, EVERY, || async {
+        (probe.tickets().await.unwrap_or(0) as usize > before)
+            .then(|| up_again.elapsed().as_millis())
+    })
+    .await;
+    let total = before + more;
     let t = w.settle(total, limit).await;
     let tickets = probe.tickets().await.unwrap_or(-1);
     let failed = probe.failed_jobs().await.unwrap_or(-1);
@@ -94,10 +100,15 @@ pub async fn run(db: Db) {
         emails: total,
         lost: t.lost,
         duplicated: t.duplicated,
-        recovery_ms: fetch_recovery.max(idle_recovery),
+        recovery_ms: fetch_recovery.max(idle_recovery).max(restart_recovery),
         extra: vec![
             ("fetch_cut_recovery_ms".into(), fetch_recovery.to_string()),
             ("idle_cut_recovery_ms".into(), idle_recovery.to_string()),
+            ("dovecot_restart_ms".into(), restart_ms.to_string()),
+            (
+                "dovecot_restart_recovery_ms".into(),
+                restart_recovery.to_string(),
+            ),
             ("stored_at_fetch_cut".into(), stored_at_cut.to_string()),
             (
                 "reconnects_logged".into(),
@@ -121,9 +132,29 @@ pub async fn run(db: Db) {
     assert_eq!((tickets, failed), (total as i64, 0), "the store");
     // "Within seconds": the reconnect backoff starts at 0.5 s.
     assert!(
-        fetch_recovery < 10_000 && idle_recovery < 10_000,
+        fetch_recovery < 10_000 && idle_recovery < 10_000 && restart_recovery < 10_000,
         "reconnected within seconds"
     );
     assert_eq!(code, Some(0));
     w.db.cleanup().await;
+}
+
+/// Waits until the IMAP connection has carried nothing for a second
+/// (mailroom idling).
+async fn wait_quiet(proxy: &Cuttable, limit: Duration) {
+    let mut last = (proxy.downstream_bytes(), Instant::now());
+    poll(
+        "the IMAP connection to go quiet",
+        limit,
+        Duration::from_millis(100),
+        || {
+            let now = proxy.downstream_bytes();
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            let quiet = last.1.elapsed() >= Duration::from_secs(1);
+            async move { quiet.then_some(()) }
+        },
+    )
+    .await;
 }

@@ -89,6 +89,28 @@ impl Stack {
         self.user_with_password(prefix, domain, &format!("pw-{}", random_hex(8)))
     }
 
+    /// Stops and starts the stack's Dovecot (`scripts/stack restart-dovecot`):
+    /// every IMAP connection drops; mailboxes, UIDVALIDITY and UIDs stay. On a
+    /// blocking thread, so forwarders running in the test's runtime go on.
+    #[allow(dead_code)] // used by the fault suite (tests/chaos) only
+    pub async fn restart_dovecot(&self) {
+        let (script, dir) = (self.repo.join("scripts/stack"), self.dir.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(script)
+                .arg("restart-dovecot")
+                .env("MAILROOM_STACK_DIR", dir)
+                .output()
+        })
+        .await
+        .expect("join")
+        .expect("run scripts/stack restart-dovecot");
+        assert!(
+            out.status.success(),
+            "scripts/stack restart-dovecot failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A fresh mail account with a password of the test's choosing.
     pub fn user_with_password(&self, prefix: &str, domain: &str, password: &str) -> User {
         let address = format!("{prefix}-{}@{domain}", random_hex(6));
