@@ -78,7 +78,7 @@ pub async fn run(db: Db) {
     .await;
     wait_quiet(&proxy, limit).await;
     let restart_began = Instant::now();
-    w.stack.restart_dovecot().await;
+    w.stack.control(&["restart-dovecot"]).await;
     let up_again = Instant::now();
     let restart_ms = up_again.duration_since(restart_began).as_millis();
     w.append_to("INBOX", before..before + more, 0).await;

@@ -1,15 +1,15 @@
-//! Scenario 2a: the Matrix homeserver unreachable for T seconds mid-ingest.
+//! Scenario 2a: the Matrix homeserver stopped for T seconds mid-ingest.
 //!
-//! mailroom talks to Synapse through a forwarder; the outage closes the
-//! forwarder's port and drops its connections, which is how a homeserver
-//! that is down looks to mailroom (connection refused). Half the emails are
+//! Synapse itself is stopped (`scripts/stack stop-synapse`) and started again
+//! after T seconds (`start-synapse`, which returns once it answers). Other
+//! test binaries never run at the same time as this one, and scenarios
+//! within it are serialised. Half the emails are
 //! in the mailbox at the start, the other half arrive during the outage:
 //! ingest must go on (tickets stored), posting must resume after the
 //! outage, each email once and in arrival order.
 
 use std::time::{Duration, Instant};
 
-use crate::cuttable::Cuttable;
 use crate::harness::{Db, Figures, MatrixWorld, SERIAL, StoreProbe, log_count, poll, sizes, tail};
 
 const EVERY: Duration = Duration::from_millis(50);
@@ -21,8 +21,7 @@ pub async fn run(db: Db) {
     let (n, outage) = (sz.emails.max(8), sz.outage);
     let limit = Duration::from_secs(120 + n as u64);
     let w = MatrixWorld::new(db).await;
-    let proxy = Cuttable::start(w.hs.port).await;
-    let config = w.config(proxy.port, w.stack.imap_port);
+    let config = w.config(w.hs.port, w.stack.imap_port);
     let half = n / 2;
     w.append(0..half).await;
     let mut d = w.spawn(&config);
@@ -34,7 +33,7 @@ pub async fn run(db: Db) {
     })
     .await;
     d.assert_running();
-    proxy.cut();
+    w.stack.control(&["stop-synapse"]).await;
     let cut_at = Instant::now();
     let posted_before = probe.threads().await.unwrap_or(0);
     w.append(half..n).await;
@@ -56,14 +55,13 @@ pub async fn run(db: Db) {
     }
     d.assert_running();
     let posted_during = probe.threads().await.unwrap_or(0) - posted_before;
-    proxy.restore().await;
+    w.stack.control(&["start-synapse"]).await;
     let restored = Instant::now();
     let recovery = poll("the first post after the outage", limit, EVERY, || async {
         (probe.threads().await.unwrap_or(0) > posted_before + posted_during)
             .then(|| restored.elapsed().as_millis())
     })
     .await;
-    // The room is read directly from Synapse, not through the forwarder.
     let t = w.settle(n, limit).await;
     let all_posted_ms = restored.elapsed().as_millis();
     let tickets = probe.tickets().await.unwrap_or(-1);
@@ -101,7 +99,7 @@ pub async fn run(db: Db) {
     assert!(t.in_order, "roots in arrival order");
     assert_eq!(
         posted_during, 0,
-        "nothing can be posted while Synapse is unreachable"
+        "nothing can be posted while Synapse is stopped"
     );
     assert_eq!(ingested_during, n, "ingest went on during the outage");
     assert_eq!(

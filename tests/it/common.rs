@@ -89,24 +89,26 @@ impl Stack {
         self.user_with_password(prefix, domain, &format!("pw-{}", random_hex(8)))
     }
 
-    /// Stops and starts the stack's Dovecot (`scripts/stack restart-dovecot`):
-    /// every IMAP connection drops; mailboxes, UIDVALIDITY and UIDs stay. On a
-    /// blocking thread, so forwarders running in the test's runtime go on.
+    /// Runs `scripts/stack ARGS…` for this stack (the fault suite restarts and
+    /// stops servers with it), on a blocking thread so forwarders running in
+    /// the test's runtime go on.
     #[allow(dead_code)] // used by the fault suite (tests/chaos) only
-    pub async fn restart_dovecot(&self) {
+    pub async fn control(&self, args: &[&str]) {
         let (script, dir) = (self.repo.join("scripts/stack"), self.dir.clone());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let shown = args.join(" ");
         let out = tokio::task::spawn_blocking(move || {
             std::process::Command::new(script)
-                .arg("restart-dovecot")
+                .args(args)
                 .env("MAILROOM_STACK_DIR", dir)
                 .output()
         })
         .await
         .expect("join")
-        .expect("run scripts/stack restart-dovecot");
+        .expect("run scripts/stack");
         assert!(
             out.status.success(),
-            "scripts/stack restart-dovecot failed: {}",
+            "scripts/stack {shown} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
