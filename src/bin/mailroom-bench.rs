@@ -353,6 +353,33 @@ impl Daemon {
             .unwrap_or(f64::NAN)
     }
 
+    /// Resident memory by mapping (`/proc/PID/smaps`), largest first, as
+    /// lines for the diagnostics `MAILROOM_BENCH_LOG` prints.
+    fn rss_by_mapping(&self) -> Vec<String> {
+        let smaps =
+            std::fs::read_to_string(format!("/proc/{}/smaps", self.child.id())).unwrap_or_default();
+        let mut maps: Vec<(u64, String)> = Vec::new();
+        let mut current = String::new();
+        for line in smaps.lines() {
+            let mut fields = line.split_whitespace();
+            let first = fields.next().unwrap_or_default();
+            if first.contains('-') && !first.ends_with(':') {
+                // "start-end perms offset dev inode [path]"
+                let perms = fields.next().unwrap_or_default();
+                let path = fields.nth(3).unwrap_or("[anon]");
+                current = format!("{perms} {path}");
+            } else if first == "Rss:" {
+                let kb = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                maps.push((kb, current.clone()));
+            }
+        }
+        maps.sort_by_key(|m| std::cmp::Reverse(m.0));
+        maps.into_iter()
+            .take(8)
+            .map(|(kb, m)| format!("{:>8.1} MiB  {m}", kb as f64 / 1024.0))
+            .collect()
+    }
+
     /// Current resident memory, MiB.
     fn rss_mb(&self) -> f64 {
         self.rss_kb("VmRSS:") / 1024.0
@@ -765,6 +792,9 @@ async fn process_figures(env: &Env) -> anyhow::Result<(f64, f64, f64, f64)> {
             d.rss_kb("RssFile:") / 1024.0,
             d.rss_kb("Threads:")
         );
+        for line in d.rss_by_mapping() {
+            eprintln!("  {line}");
+        }
     }
     let big = "A".repeat(25 * 1024 * 1024 / 76 * 76);
     let mut body = String::with_capacity(big.len() + big.len() / 76 * 2 + 1024);

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{App, now_ms};
 use crate::chat::{ChatError, FileUpload, TicketCard};
-use crate::mail::parse::{attachment_bytes, parse_email};
+use crate::mail::parse::{attachments_bytes, parse_email};
 use crate::mail::smtp::SendError;
 use crate::ops::metrics::{ChatErrorKind, ReplyFailure};
 use crate::store::{EmailState, Job, JobOutcome, JobSpec, Platform, StoreError, TicketRecord};
@@ -599,19 +599,30 @@ async fn chat_post(
     let view = parsed.view();
     // Attachments under the cap are uploaded; the others are only listed.
     let cap = app.settings.chat.max_attachment_bytes;
-    let files: Vec<FileUpload> = view
+    let wanted: Vec<usize> = view
         .attachments
         .iter()
         .enumerate()
         .filter(|(_, a)| a.size <= cap && !a.inline)
-        .filter_map(|(i, a)| {
-            attachment_bytes(&raw, i).map(|data| FileUpload {
-                name: a.name.clone(),
-                content_type: a.content_type.clone(),
-                data,
-            })
-        })
+        .map(|(i, _)| i)
         .collect();
+    let files: Vec<FileUpload> = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        attachments_bytes(&raw, &wanted, cap)
+            .into_iter()
+            .filter_map(|(i, data)| {
+                let a = view.attachments.get(i)?;
+                Some(FileUpload {
+                    name: a.name.clone(),
+                    content_type: a.content_type.clone(),
+                    data,
+                })
+            })
+            .collect()
+    };
+    // The raw mail is not needed for posting: free it before the uploads.
+    drop(raw);
     let key = idempotency_key(&ticket, job);
     match app
         .store

@@ -70,6 +70,11 @@ impl IngestError {
 /// Largest total of message bytes fetched in one `UID FETCH`.
 const BATCH_BYTES: u64 = 8 * 1024 * 1024;
 const BATCH_MESSAGES: usize = 200;
+/// Messages larger than this are fetched alone, in pieces of this size.
+const PIECE_BYTES: u64 = 1024 * 1024;
+/// A buffer is sized from RFC822.SIZE up to this; beyond, it grows as needed
+/// (a hostile server cannot make mailroom reserve memory by announcing).
+const MAX_PRESIZE: usize = 256 * 1024 * 1024;
 
 /// Watches one folder until `cancel` fires, passing over it at least every
 /// `check_every`.
@@ -307,11 +312,23 @@ async fn fetch_and_accept(
         sizes.sort_unstable();
         let mut batch: Vec<u32> = Vec::new();
         let mut batch_bytes = 0u64;
-        for (i, (uid, size)) in sizes.iter().enumerate() {
+        for (uid, size) in &sizes {
+            if *size > PIECE_BYTES {
+                // UID order holds: what is batched before it goes first.
+                if !batch.is_empty() {
+                    fetch_bodies(session, uv, &batch, sink).await?;
+                    batch.clear();
+                    batch_bytes = 0;
+                }
+                fetch_in_pieces(session, uv, *uid, *size, sink).await?;
+                if cancel.is_cancelled() {
+                    return Ok(());
+                }
+                continue;
+            }
             batch.push(*uid);
             batch_bytes += size;
-            let last = i + 1 == sizes.len();
-            if last || batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_MESSAGES {
+            if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_MESSAGES {
                 fetch_bodies(session, uv, &batch, sink).await?;
                 batch.clear();
                 batch_bytes = 0;
@@ -319,6 +336,9 @@ async fn fetch_and_accept(
                     return Ok(());
                 }
             }
+        }
+        if !batch.is_empty() {
+            fetch_bodies(session, uv, &batch, sink).await?;
         }
     }
     Ok(())
@@ -355,6 +375,68 @@ async fn fetch_bodies(
         )
         .await?;
     }
+    Ok(())
+}
+
+/// Fetches one large message a piece at a time (`BODY.PEEK[]<offset.length>`,
+/// RFC 3501 §6.4.5) into a buffer sized once, so that the connection's read
+/// buffer never holds a second copy of it.
+async fn fetch_in_pieces(
+    session: &mut Session,
+    uv: u32,
+    uid: u32,
+    size: u64,
+    sink: &dyn IngestSink,
+) -> Result<(), IngestError> {
+    let fetched = Instant::now();
+    let set = uid.to_string();
+    // RFC822.SIZE is a hint (a server may count line ends differently), so
+    // the pieces run until one comes back short.
+    let mut raw: Vec<u8> = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(MAX_PRESIZE));
+    loop {
+        let query = format!("(UID BODY.PEEK[]<{}.{PIECE_BYTES}>)", raw.len());
+        let piece = timed("UID FETCH piece", COMMAND_TIMEOUT, async {
+            let stream = session.uid_fetch(&set, &query).await?;
+            let fetched: Vec<_> = stream.try_collect().await?;
+            let mut got = None;
+            for f in &fetched {
+                if f.uid == Some(uid)
+                    && let Some(body) = f.body()
+                {
+                    raw.extend_from_slice(body);
+                    got = Some(body.len() as u64);
+                }
+            }
+            Ok::<_, async_imap::error::Error>(got)
+        })
+        .await?;
+        match piece {
+            // Expunged since the SEARCH: nothing to store, as in a batch.
+            None if raw.is_empty() => return Ok(()),
+            Some(n) if n == PIECE_BYTES => {
+                // A server that never comes back short is not followed forever.
+                if raw.len() as u64 > size.saturating_mul(2).saturating_add(PIECE_BYTES) {
+                    tracing::warn!(
+                        uid,
+                        size,
+                        fetched = raw.len(),
+                        "message keeps growing past its RFC822.SIZE; storing what came"
+                    );
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    sink.accept(
+        Checkpoint {
+            uid_validity: uv,
+            last_uid: uid,
+        },
+        raw,
+        fetched,
+    )
+    .await?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The mail side: IMAP ingest, MIME parsing, composing and sending replies.
 
 pub mod compose;
+pub mod elide;
 pub mod imap;
 pub mod ingest;
 pub mod parse;

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::email::{AttachmentMeta, AutoKind, ContentHash, Party};
 use crate::domain::ids::{EmailAddress, MessageId};
 use crate::domain::render::{EmailView, unflow};
+use crate::mail::elide;
 
 /// A received email, reduced to what mailroom needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,8 +92,13 @@ pub fn parse_email(raw: &[u8]) -> InboundEmail {
     // mail-parser promises not to panic, but it is a large state machine with
     // debug assertions; a crash in it must cost one mail's structure, not the
     // ingest loop.
+    //
+    // A large mail is parsed without the bulk of its long encoded bodies
+    // (see `elide`): rendering needs their sizes, not their bytes.
+    let skeleton = elide::skeleton(raw, elide::MIN_RUN);
+    let source = skeleton.as_ref().map_or(raw, |s| s.bytes.as_slice());
     let parser = MessageParser::default();
-    let message = match catch_unwind(AssertUnwindSafe(|| parser.parse(raw))) {
+    let message = match catch_unwind(AssertUnwindSafe(|| parser.parse(source))) {
         Ok(Some(message)) => Some(message),
         Ok(None) => {
             notes.push("no parseable headers; showing the raw message as text".to_owned());
@@ -236,10 +242,18 @@ pub fn parse_email(raw: &[u8]) -> InboundEmail {
     let html = if htmls.is_empty() {
         None
     } else {
-        Some(htmls.join("\n"))
+        let html = htmls.join("\n");
+        Some(match &skeleton {
+            Some(s) => s.describe(&html),
+            None => html,
+        })
     };
     let text = if !texts.is_empty() {
-        join_texts(texts)
+        let text = join_texts(texts);
+        match &skeleton {
+            Some(s) => s.describe(&text),
+            None => text,
+        }
     } else if let Some(html) = &html {
         match html_to_text(html) {
             Some(text) => text,
@@ -263,7 +277,10 @@ pub fn parse_email(raw: &[u8]) -> InboundEmail {
         .into_iter()
         .enumerate()
     {
-        let meta = attachment_meta(part, n + 1, &html_lower);
+        let mut meta = attachment_meta(part, n + 1, &html_lower);
+        if let Some(s) = &skeleton {
+            meta.size = s.true_len(part.contents());
+        }
         note_part_problems(
             part,
             &format!("attachment {}", quoted(&meta.name)),
@@ -323,12 +340,46 @@ pub fn content_hash(raw: &[u8]) -> ContentHash {
         hasher.update(b"\n");
     }
     hasher.update(b"\n");
-    hasher.update(normalise_body(body));
+    hash_normalised_body(&mut hasher, body);
     ContentHash::from_digest(hasher.finalize().into())
 }
 
+/// The decoded bytes of the attachments numbered in `wanted` (the order of
+/// [`InboundEmail::attachments`]), from one parse, for upload. Encoded
+/// bodies too long to decode to `max_len` bytes or less are left out before
+/// parsing: none of them can be wanted, and decoding them would only cost
+/// memory.
+pub fn attachments_bytes(raw: &[u8], wanted: &[usize], max_len: u64) -> Vec<(usize, Vec<u8>)> {
+    // Base64 takes 4 characters per 3 bytes, plus a line break per 76.
+    let longest = usize::try_from(max_len.saturating_mul(4) / 3 / 76 * 78 + 4096)
+        .unwrap_or(usize::MAX)
+        .max(elide::MIN_RUN);
+    let skeleton = elide::skeleton(raw, longest);
+    let source = skeleton.as_ref().map_or(raw, |s| s.bytes.as_slice());
+    let Some(message) = catch_unwind(AssertUnwindSafe(|| MessageParser::default().parse(source)))
+        .ok()
+        .flatten()
+    else {
+        return Vec::new();
+    };
+    let body_parts = body_part_ids(&message);
+    attachment_parts(&message, &body_parts)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| wanted.contains(i))
+        .filter_map(|(i, part)| {
+            let contents = part.contents();
+            // A part that lost bytes to the skeleton is never handed out cut.
+            let whole = skeleton
+                .as_ref()
+                .is_none_or(|s| s.true_len(contents) == contents.len() as u64);
+            (whole && contents.len() as u64 <= max_len).then(|| (i, contents.to_vec()))
+        })
+        .collect()
+}
+
 /// The decoded bytes of attachment number `index` (the order of
-/// [`InboundEmail::attachments`]), for export or upload.
+/// [`InboundEmail::attachments`]), for export.
 pub fn attachment_bytes(raw: &[u8], index: usize) -> Option<Vec<u8>> {
     let message = catch_unwind(AssertUnwindSafe(|| MessageParser::default().parse(raw))).ok()??;
     let body_parts = body_part_ids(&message);
@@ -410,19 +461,18 @@ fn raw_header_text(headers: &[RawHeader<'_>], name: &str) -> Option<String> {
     first_header(headers, name).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// The body as hashed: CRLF → LF, trailing whitespace removed.
-fn normalise_body(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len());
-    let mut bytes = body.iter().peekable();
-    while let Some(&b) = bytes.next() {
-        if b == b'\r' && bytes.peek() == Some(&&b'\n') {
-            continue;
-        }
-        out.push(b);
+/// Feeds `body` to the hash with CRLF normalised to LF and trailing
+/// whitespace trimmed, without copying it (a body can be tens of megabytes).
+fn hash_normalised_body(hasher: &mut Sha256, body: &[u8]) {
+    // Trimming first gives the same bytes: what normalising removes is
+    // whitespace, and the trimmed end is not whitespace.
+    let body = body.trim_ascii_end();
+    let mut from = 0;
+    for cr in memchr::memmem::find_iter(body, b"\r\n") {
+        hasher.update(&body[from..cr]);
+        from = cr + 1;
     }
-    let end = out.trim_ascii_end().len();
-    out.truncate(end);
-    out
+    hasher.update(&body[from..]);
 }
 
 // ---------------------------------------------------------------------------
@@ -1593,5 +1643,115 @@ mod tests {
             assert_eq!(lf.text, crlf_.text);
             assert_eq!(lf.attachments.len(), crlf_.attachments.len());
         }
+    }
+
+    /// The body normalisation as first written: copy, drop CR before LF, trim.
+    fn normalise_body_by_copy(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(body.len());
+        let mut bytes = body.iter().peekable();
+        while let Some(&b) = bytes.next() {
+            if b == b'\r' && bytes.peek() == Some(&&b'\n') {
+                continue;
+            }
+            out.push(b);
+        }
+        let end = out.trim_ascii_end().len();
+        out.truncate(end);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn streamed_body_hash_equals_hash_of_normalised_copy(
+            body in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b' '), Just(b'a')], 0..64)
+        ) {
+            let mut streamed = Sha256::new();
+            hash_normalised_body(&mut streamed, &body);
+            let mut copied = Sha256::new();
+            copied.update(normalise_body_by_copy(&body));
+            prop_assert_eq!(streamed.finalize(), copied.finalize());
+        }
+    }
+
+    fn big_mail(attachment: usize, text_body_b64: Option<usize>) -> Vec<u8> {
+        use base64::Engine as _;
+        let data: Vec<u8> = (0..attachment).map(|i| (i % 253) as u8).collect();
+        let enc = base64::engine::general_purpose::STANDARD.encode(&data);
+        let lines = |enc: &str| {
+            enc.as_bytes()
+                .chunks(76)
+                .map(|c| format!("{}\r\n", std::str::from_utf8(c).unwrap()))
+                .collect::<String>()
+        };
+        let text = match text_body_b64 {
+            Some(n) => {
+                let t: String = "Hello, the log follows.\n"
+                    .chars()
+                    .chain(std::iter::repeat_n("line of the log\n", n / 16).flat_map(str::chars))
+                    .collect();
+                format!(
+                    "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+                    lines(&base64::engine::general_purpose::STANDARD.encode(t))
+                )
+            }
+            None => "Content-Type: text/plain\r\n\r\nPlease see the report.\r\n".to_owned(),
+        };
+        format!(
+            "From: Ann <ann@customer.example>\r\nTo: support@example.com\r\nSubject: Report\r\n\
+             Message-ID: <big@customer.example>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n\
+             --XX\r\n{text}--XX\r\nContent-Type: application/pdf; name=\"report.pdf\"\r\n\
+             Content-Disposition: attachment; filename=\"report.pdf\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}--XX\r\n\
+             Content-Type: text/csv; name=\"small.csv\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}--XX--\r\n",
+            lines(&enc),
+            lines(&base64::engine::general_purpose::STANDARD.encode("a,b\n1,2\n"))
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn large_attachments_are_sized_without_being_decoded() {
+        let raw = big_mail(3_000_001, None);
+        assert!(elide::skeleton(&raw, elide::MIN_RUN).is_some());
+        let m = parse_email(&raw);
+        assert_eq!(m.text, "Please see the report.");
+        let sizes: Vec<(&str, u64)> = m
+            .attachments
+            .iter()
+            .map(|a| (a.name.as_str(), a.size))
+            .collect();
+        assert_eq!(sizes, [("report.pdf", 3_000_001), ("small.csv", 8)]);
+        assert!(m.notes.is_empty(), "{:?}", m.notes);
+        // The full parse agrees on the bytes.
+        assert_eq!(attachment_bytes(&raw, 0).unwrap().len(), 3_000_001);
+        // Uploads under a 1 MB cap get the small file in one parse, and never
+        // a cut piece of the large one, even when asked for it.
+        let got = attachments_bytes(&raw, &[0, 1], 1024 * 1024);
+        assert_eq!(got, vec![(1, b"a,b\n1,2\n".to_vec())]);
+        // With a cap above its size, the large one comes whole.
+        let got = attachments_bytes(&raw, &[0], 4 * 1024 * 1024);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, attachment_bytes(&raw, 0).unwrap());
+    }
+
+    #[test]
+    fn a_long_encoded_text_body_shows_its_beginning_and_what_was_left_out() {
+        let raw = big_mail(10, Some(2_000_000));
+        let m = parse_email(&raw);
+        assert!(
+            m.text
+                .starts_with("Hello, the log follows.\nline of the log\n"),
+            "{}",
+            &m.text[..80]
+        );
+        assert!(m.text.len() < 100_000, "{}", m.text.len());
+        assert!(
+            m.text.trim_end().ends_with("more not shown]"),
+            "{}",
+            &m.text[m.text.len() - 80..]
+        );
+        assert!(!m.text.contains("mailroom-elided"));
+        assert_eq!(m.content_hash, content_hash(&raw));
     }
 }

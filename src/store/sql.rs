@@ -12,6 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
@@ -196,7 +197,7 @@ fn state_from_row(row: &AnyRow) -> StoreResult<TicketState> {
     TicketState::from_parts(status, owner).map_err(|e| corrupt("tickets", e))
 }
 
-const EMAIL_COLUMNS: &str = "id, ticket_id, direction, message_id, from_addr, from_name, subject, sent_at, stored_at, author, state, LENGTH(raw) AS size";
+const EMAIL_COLUMNS: &str = "id, ticket_id, direction, message_id, from_addr, from_name, subject, sent_at, stored_at, author, state, COALESCE(raw_size, LENGTH(raw)) AS size";
 
 fn email_from_row(row: &AnyRow) -> StoreResult<EmailRecord> {
     let direction: String = row.try_get("direction")?;
@@ -302,6 +303,61 @@ where
             Tag::parse(&t).map_err(|e| corrupt("ticket_tags", e))
         })
         .collect()
+}
+
+/// Raw emails are stored in pieces of this size (migration 0004).
+const RAW_PIECE: usize = 1024 * 1024;
+
+/// The part of `raw` that goes in `emails.raw`.
+fn first_piece(raw: &[u8]) -> &[u8] {
+    &raw[..raw.len().min(RAW_PIECE)]
+}
+
+/// Stores the pieces of `raw` after the first.
+async fn insert_later_pieces(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    email_id: i64,
+    raw: &[u8],
+) -> StoreResult<()> {
+    let rest = raw.get(RAW_PIECE..).unwrap_or_default();
+    for (seq, piece) in rest.chunks(RAW_PIECE).enumerate() {
+        sqlx::query("INSERT INTO email_raw_pieces (email_id, seq, bytes) VALUES ($1, $2, $3)")
+            .bind(email_id)
+            .bind(seq as i64 + 1)
+            .bind(piece)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The whole raw email of a row holding `raw` and `raw_size`: the first
+/// piece, then the others read one at a time into a buffer sized once.
+async fn whole_raw(pool: &AnyPool, email_id: i64, row: &AnyRow) -> StoreResult<Vec<u8>> {
+    let first: Vec<u8> = row.try_get("raw")?;
+    let size: Option<i64> = row.try_get("raw_size")?;
+    let size = size.map_or(first.len(), |s| usize::try_from(s).unwrap_or(0));
+    if size <= first.len() {
+        return Ok(first);
+    }
+    let mut raw = Vec::with_capacity(size);
+    raw.extend_from_slice(&first);
+    drop(first);
+    let mut pieces =
+        sqlx::query("SELECT bytes FROM email_raw_pieces WHERE email_id = $1 ORDER BY seq")
+            .bind(email_id)
+            .fetch(pool);
+    while let Some(row) = pieces.try_next().await? {
+        let piece: Vec<u8> = row.try_get("bytes")?;
+        raw.extend_from_slice(&piece);
+    }
+    if raw.len() != size {
+        return Err(corrupt(
+            "email_raw_pieces",
+            format!("email {email_id} has {} of its {size} raw bytes", raw.len()),
+        ));
+    }
+    Ok(raw)
 }
 
 async fn candidates_for(pool: &AnyPool, ids: &[i64]) -> StoreResult<Vec<CandidateTicket>> {
@@ -446,8 +502,6 @@ impl TicketStore for SqlStore {
     }
 
     async fn record_inbound(&self, mut new: NewInbound) -> StoreResult<Recorded> {
-        // Moved into the query rather than borrowed: sqlx would copy a
-        // borrowed slice, and a raw email can be tens of megabytes.
         let raw = std::mem::take(&mut new.email.raw);
         let mut tx = self.pool.begin().await?;
         let dup = sqlx::query("SELECT 1 AS one FROM emails WHERE mailbox = $1 AND message_id = $2 AND content_hash = $3")
@@ -567,8 +621,8 @@ impl TicketStore for SqlStore {
                 .await?;
         }
         let row = sqlx::query(
-            "INSERT INTO emails (mailbox, ticket_id, direction, message_id, content_hash, imap_uid, from_addr, from_name, subject, sent_at, stored_at, author, state, raw) \
-             VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, NULL, 'received', $11) RETURNING id",
+            "INSERT INTO emails (mailbox, ticket_id, direction, message_id, content_hash, imap_uid, from_addr, from_name, subject, sent_at, stored_at, author, state, raw, raw_size) \
+             VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, NULL, 'received', $11, $12) RETURNING id",
         )
         .bind(new.mailbox.as_str())
         .bind(ticket.get())
@@ -580,10 +634,13 @@ impl TicketStore for SqlStore {
         .bind(&new.email.subject)
         .bind(new.email.sent_at)
         .bind(new.now_ms)
-        .bind(raw)
+        .bind(first_piece(&raw))
+        .bind(raw.len() as i64)
         .fetch_one(&mut *tx)
         .await?;
         let email_id: i64 = row.try_get("id")?;
+        insert_later_pieces(&mut tx, email_id, &raw).await?;
+        drop(raw);
         for p in &new.email.participants {
             let sql = "INSERT INTO participants (ticket_id, address) VALUES ($1, $2) ON CONFLICT (ticket_id, address) DO NOTHING";
             sqlx::query(sql)
@@ -694,11 +751,14 @@ impl TicketStore for SqlStore {
     }
 
     async fn raw_email(&self, email_id: i64) -> StoreResult<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT raw FROM emails WHERE id = $1")
+        let row = sqlx::query("SELECT raw, raw_size FROM emails WHERE id = $1")
             .bind(email_id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| r.try_get("raw")).transpose()?)
+        match row {
+            Some(row) => Ok(Some(whole_raw(&self.pool, email_id, &row).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn audit_log(&self, ticket: TicketId) -> StoreResult<Vec<AuditEntry>> {
@@ -835,20 +895,24 @@ impl TicketStore for SqlStore {
         ticket: TicketId,
     ) -> StoreResult<Option<(EmailRecord, Vec<u8>)>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {EMAIL_COLUMNS}, raw FROM emails WHERE ticket_id = $1 AND direction = 'inbound' ORDER BY id DESC LIMIT 1"
+            "SELECT {EMAIL_COLUMNS}, raw, raw_size FROM emails WHERE ticket_id = $1 AND direction = 'inbound' ORDER BY id DESC LIMIT 1"
         )))
         .bind(ticket.get())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| Ok((email_from_row(&r)?, r.try_get("raw")?)))
-            .transpose()
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let email = email_from_row(&row)?;
+        let raw = whole_raw(&self.pool, email.id, &row).await?;
+        Ok(Some((email, raw)))
     }
 
     async fn queue_reply(&self, reply: NewReply) -> StoreResult<i64> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "INSERT INTO emails (mailbox, ticket_id, direction, message_id, content_hash, imap_uid, from_addr, from_name, subject, sent_at, stored_at, author, state, raw) \
-             VALUES ($1, $2, 'outbound', $3, $4, NULL, $5, $6, $7, $8, $9, $10, 'queued', $11) RETURNING id",
+            "INSERT INTO emails (mailbox, ticket_id, direction, message_id, content_hash, imap_uid, from_addr, from_name, subject, sent_at, stored_at, author, state, raw, raw_size) \
+             VALUES ($1, $2, 'outbound', $3, $4, NULL, $5, $6, $7, $8, $9, $10, 'queued', $11, $12) RETURNING id",
         )
         .bind(reply.mailbox.as_str())
         .bind(reply.ticket.get())
@@ -860,10 +924,12 @@ impl TicketStore for SqlStore {
         .bind(reply.send_at_ms / 1000)
         .bind(reply.now_ms)
         .bind(reply.author.as_str())
-        .bind(reply.raw.as_slice())
+        .bind(first_piece(&reply.raw))
+        .bind(reply.raw.len() as i64)
         .fetch_one(&mut *tx)
         .await?;
         let email_id: i64 = row.try_get("id")?;
+        insert_later_pieces(&mut tx, email_id, &reply.raw).await?;
         insert_job(
             &mut tx,
             Some(reply.ticket),
@@ -886,7 +952,7 @@ impl TicketStore for SqlStore {
     }
 
     async fn outgoing(&self, email_id: i64) -> StoreResult<Option<OutgoingMail>> {
-        let Some(row) = sqlx::query("SELECT id, ticket_id, mailbox, message_id, raw, state FROM emails WHERE id = $1 AND direction = 'outbound'")
+        let Some(row) = sqlx::query("SELECT id, ticket_id, mailbox, message_id, raw, raw_size, state FROM emails WHERE id = $1 AND direction = 'outbound'")
             .bind(email_id)
             .fetch_optional(&self.pool)
             .await?
@@ -910,7 +976,7 @@ impl TicketStore for SqlStore {
                 .map_err(|e| corrupt("emails", e))?,
             message_id: MessageId::parse(&row.try_get::<String, _>("message_id")?)
                 .map_err(|e| corrupt("emails", e))?,
-            raw: row.try_get("raw")?,
+            raw: whole_raw(&self.pool, email_id, &row).await?,
             state: EmailState::parse(&state)
                 .ok_or_else(|| corrupt("emails", format!("state {state:?}")))?,
             answers,

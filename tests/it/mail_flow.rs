@@ -134,6 +134,110 @@ async fn appended_mail_becomes_one_ticket_and_a_restart_imports_nothing_twice() 
     }
 }
 
+/// A mail of exactly `size` bytes: headers, a short text and an attachment of
+/// varied bytes, base64 in 76-column lines, padded with a trailing comment.
+fn large_mail(to: &str, id: &str, subject: &str, size: usize) -> Vec<u8> {
+    use base64::Engine as _;
+    let head = format!(
+        "From: Fay <fay@customer.example>\r\nTo: {to}\r\nSubject: {subject}\r\n\
+         Message-ID: <{id}>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"zz\"\r\n\r\n\
+         --zz\r\nContent-Type: text/plain\r\n\r\nThe dump is attached.\r\n\
+         --zz\r\nContent-Type: application/octet-stream; name=\"dump.bin\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n"
+    );
+    let tail = "--zz--\r\n";
+    // Leave room for the padding line after the attachment.
+    let data_len = (size - head.len() - tail.len() - 200) / 78 * 57;
+    let data: Vec<u8> = (0..data_len).map(|i| (i * 131 % 256) as u8).collect();
+    let mut raw = head.into_bytes();
+    let enc = base64::engine::general_purpose::STANDARD.encode(&data);
+    for line in enc.as_bytes().chunks(76) {
+        raw.extend_from_slice(line);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(tail.as_bytes());
+    // The epilogue after the closing boundary brings it to the exact size.
+    let pad = size - raw.len();
+    raw.extend(std::iter::repeat_n(b'.', pad - 2));
+    raw.extend_from_slice(b"\r\n");
+    assert_eq!(raw.len(), size);
+    raw
+}
+
+#[tokio::test]
+async fn large_mail_is_fetched_in_pieces_byte_for_byte_and_in_order() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let db = TestDb::sqlite();
+    let settings = config(stack, &support, &db, stack.smtp_port, "");
+    const MIB: usize = 1024 * 1024;
+    let mails: Vec<Vec<u8>> = vec![
+        customer_mail(
+            "a@customer.example",
+            &support.address,
+            "s1@customer.example",
+            "Small one",
+            "Hi.",
+            None,
+        ),
+        large_mail(
+            &support.address,
+            "l1@customer.example",
+            "Large one",
+            3 * MIB + 4321,
+        ),
+        customer_mail(
+            "b@customer.example",
+            &support.address,
+            "s2@customer.example",
+            "Small two",
+            "Hi.",
+            None,
+        ),
+        // Exactly two pieces: the last piece comes back full, the next empty.
+        large_mail(
+            &support.address,
+            "l2@customer.example",
+            "Large two",
+            2 * MIB,
+        ),
+    ];
+    for raw in &mails {
+        append(stack, &support, "INBOX", raw).await;
+    }
+    let app = start(settings, &db).await;
+    wait_tickets(app.store.as_ref(), 4).await;
+    let mut tickets = app
+        .store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap();
+    tickets.sort_by_key(|t| t.id);
+    let subjects: Vec<&str> = tickets.iter().map(|t| t.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        ["Small one", "Large one", "Small two", "Large two"],
+        "UID order"
+    );
+    for (t, sent) in tickets.iter().zip(&mails) {
+        let emails = app.store.emails(t.id).await.unwrap();
+        assert_eq!(emails.len(), 1);
+        let stored = app.store.raw_email(emails[0].id).await.unwrap().unwrap();
+        assert_eq!(stored.len(), sent.len(), "{}", t.subject);
+        assert!(&stored == sent, "{}: bytes differ", t.subject);
+    }
+    let dump = parse_email(mails[1].as_slice());
+    assert_eq!(dump.attachments.len(), 1);
+    assert_eq!(
+        dump.attachments[0].size as usize,
+        mailroom::mail::parse::attachment_bytes(&mails[1], 0)
+            .unwrap()
+            .len()
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_follow_up_with_in_reply_to_joins_its_ticket_and_reopens_it() {
     let stack = Stack::get();
