@@ -998,17 +998,21 @@ async fn ingest(url: &str, emails: usize) -> anyhow::Result<f64> {
         })
         .collect();
     let start = Instant::now();
+    // In batches of up to 200, one transaction each, as ingest stores what
+    // one IMAP FETCH brought (src/mail/ingest.rs).
+    let mut batch = Vec::with_capacity(200);
+    let last = raws.len();
     for (i, raw) in raws.into_iter().enumerate() {
         let view_cost = mailroom::mail::parse::parse_email(&raw).view();
         std::hint::black_box(view_cost);
-        sink.ingest(
-            raw,
-            Some(Checkpoint {
-                uid_validity: 1,
-                last_uid: i as u32 + 1,
-            }),
-        )
-        .await?;
+        let cp = Checkpoint {
+            uid_validity: 1,
+            last_uid: i as u32 + 1,
+        };
+        batch.push((raw, Some(cp)));
+        if batch.len() == 200 || i + 1 == last {
+            sink.ingest_many(std::mem::take(&mut batch)).await?;
+        }
     }
     let rate = emails as f64 / start.elapsed().as_secs_f64();
     store.close().await;

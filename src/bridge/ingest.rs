@@ -6,7 +6,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{App, now_ms};
-use crate::domain::ids::{EmailAddress, MailboxName, TicketToken};
+use crate::domain::ids::{EmailAddress, MailboxName, MessageId, TicketToken};
 use crate::domain::threading::{ThreadDecision, ThreadKeys, decide};
 use crate::mail::ingest::{IngestError, IngestSink};
 use crate::mail::parse::{InboundEmail, parse_email};
@@ -44,7 +44,18 @@ impl MailboxIngest {
         raw: Vec<u8>,
         checkpoint: Option<Checkpoint>,
     ) -> Result<Recorded, StoreError> {
-        let store = &self.app.store;
+        let mut recorded = self.ingest_many(vec![(raw, checkpoint)]).await?;
+        recorded
+            .pop()
+            .ok_or_else(|| StoreError::Open("ingest recorded nothing".into()))
+    }
+
+    /// Stores raw emails, each with the checkpoint (folder position) it
+    /// advances to, in order and in one transaction: all of them or none.
+    pub async fn ingest_many(
+        &self,
+        mails: Vec<(Vec<u8>, Option<Checkpoint>)>,
+    ) -> Result<Vec<Recorded>, StoreError> {
         let Some(mailbox) = self.app.mailbox(&self.mailbox) else {
             return Err(StoreError::Open(format!(
                 "mailbox {} is not configured",
@@ -52,69 +63,82 @@ impl MailboxIngest {
             )));
         };
         let shared = &mailbox.settings.address;
-        let parsed = parse_email(&raw);
-        let now = now_ms();
-        let keys = thread_keys(&parsed, shared, now);
-        let found = store.thread_candidates(&self.mailbox, &keys).await?;
         let window = mailbox.settings.subject_window.as_secs() as i64;
-        let (destination, refused) = match decide(&keys, &found, window) {
-            ThreadDecision::FollowUp { ticket, by } => (
-                Destination::FollowUp {
-                    ticket,
-                    matched_by: by.as_str(),
+        let count = mails.len();
+        let mut batch = self.app.store.begin_ingest().await?;
+        let mut done: Vec<(Recorded, MessageId)> = Vec::with_capacity(count);
+        for (n, (raw, checkpoint)) in mails.into_iter().enumerate() {
+            let parsed = parse_email(&raw);
+            let now = now_ms();
+            let keys = thread_keys(&parsed, shared, now);
+            let found = batch.thread_candidates(&self.mailbox, &keys).await?;
+            let (destination, refused) = match decide(&keys, &found, window) {
+                ThreadDecision::FollowUp { ticket, by } => (
+                    Destination::FollowUp {
+                        ticket,
+                        matched_by: by.as_str(),
+                    },
+                    Vec::new(),
+                ),
+                ThreadDecision::NewTicket { refused } => {
+                    (Destination::New { token: new_token() }, refused)
+                }
+            };
+            let mut participants: Vec<EmailAddress> = Vec::new();
+            for p in std::iter::once(&parsed.from)
+                .chain(parsed.reply_to.iter())
+                .chain(parsed.to.iter())
+                .chain(parsed.cc.iter())
+            {
+                if !shared.is_same_mailbox(&p.address) && !participants.contains(&p.address) {
+                    participants.push(p.address.clone());
+                }
+            }
+            let new = NewInbound {
+                mailbox: self.mailbox.clone(),
+                // Written once, with the last email: they come in UID order.
+                checkpoint: checkpoint.filter(|_| n + 1 == count),
+                imap_uid: checkpoint.map(|c| c.last_uid),
+                email: NewEmail {
+                    message_id: parsed.message_id.clone(),
+                    content_hash: parsed.content_hash.clone(),
+                    from: parsed.from.clone(),
+                    subject: parsed.subject.clone(),
+                    sent_at: parsed.date,
+                    raw,
+                    participants,
                 },
-                Vec::new(),
-            ),
-            ThreadDecision::NewTicket { refused } => {
-                (Destination::New { token: new_token() }, refused)
-            }
-        };
-        let mut participants: Vec<EmailAddress> = Vec::new();
-        for p in std::iter::once(&parsed.from)
-            .chain(parsed.reply_to.iter())
-            .chain(parsed.to.iter())
-            .chain(parsed.cc.iter())
-        {
-            if !shared.is_same_mailbox(&p.address) && !participants.contains(&p.address) {
-                participants.push(p.address.clone());
+                destination,
+                automatic: parsed.auto.map(|a| a.as_str()),
+                refused_merges: refused,
+                post_to: self.app.platforms_for(&self.mailbox),
+                now_ms: now,
+            };
+            done.push((batch.record_inbound(new).await?, parsed.message_id));
+        }
+        batch.commit().await?;
+        let mut posted = false;
+        for (recorded, message_id) in &done {
+            match recorded {
+                Recorded::Duplicate => {
+                    tracing::debug!(%message_id, "already stored; skipped")
+                }
+                Recorded::NewTicket { ticket, .. } => {
+                    tracing::info!(%ticket, %message_id, "new ticket");
+                    posted = true;
+                }
+                Recorded::FollowUp {
+                    ticket, reopened, ..
+                } => {
+                    tracing::info!(%ticket, reopened, %message_id, "follow-up");
+                    posted = true;
+                }
             }
         }
-        let new = NewInbound {
-            mailbox: self.mailbox.clone(),
-            checkpoint,
-            imap_uid: checkpoint.map(|c| c.last_uid),
-            email: NewEmail {
-                message_id: parsed.message_id.clone(),
-                content_hash: parsed.content_hash.clone(),
-                from: parsed.from.clone(),
-                subject: parsed.subject.clone(),
-                sent_at: parsed.date,
-                raw,
-                participants,
-            },
-            destination,
-            automatic: parsed.auto.map(|a| a.as_str()),
-            refused_merges: refused,
-            post_to: self.app.platforms_for(&self.mailbox),
-            now_ms: now,
-        };
-        let recorded = store.record_inbound(new).await?;
-        match recorded {
-            Recorded::Duplicate => {
-                tracing::debug!(message_id = %parsed.message_id, "already stored; skipped")
-            }
-            Recorded::NewTicket { ticket, .. } => {
-                tracing::info!(%ticket, message_id = %parsed.message_id, "new ticket");
-                self.app.outbox_wakeup.notify_one();
-            }
-            Recorded::FollowUp {
-                ticket, reopened, ..
-            } => {
-                tracing::info!(%ticket, reopened, message_id = %parsed.message_id, "follow-up");
-                self.app.outbox_wakeup.notify_one();
-            }
+        if posted {
+            self.app.outbox_wakeup.notify_one();
         }
-        Ok(recorded)
+        Ok(done.into_iter().map(|(r, _)| r).collect())
     }
 }
 
@@ -152,15 +176,17 @@ impl IngestSink for MailboxIngest {
 
     async fn accept(
         &self,
-        cp: Checkpoint,
-        raw: Vec<u8>,
+        mails: Vec<(Checkpoint, Vec<u8>)>,
         fetched: Instant,
     ) -> Result<(), StoreError> {
-        let recorded = self.ingest(raw, Some(cp)).await?;
-        if !matches!(recorded, Recorded::Duplicate) {
-            self.app
-                .metrics
-                .email_ingested(&self.mailbox, fetched.elapsed());
+        let mails = mails.into_iter().map(|(cp, raw)| (raw, Some(cp))).collect();
+        let recorded = self.ingest_many(mails).await?;
+        for r in &recorded {
+            if !matches!(r, Recorded::Duplicate) {
+                self.app
+                    .metrics
+                    .email_ingested(&self.mailbox, fetched.elapsed());
+            }
         }
         // A stored message proves the mailbox is being read, even in the
         // middle of a long backlog that delays the end of the pass.

@@ -36,12 +36,12 @@ use crate::store::{Checkpoint, StoreError};
 pub trait IngestSink: Send + Sync {
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
     async fn save_checkpoint(&self, cp: Checkpoint) -> Result<(), StoreError>;
-    /// Stores one message and advances the checkpoint to `cp`, atomically.
-    /// `fetched` is when the FETCH that brought it was issued (latency metrics).
+    /// Stores messages, each with the checkpoint it advances to (in UID
+    /// order), atomically: a fetch batch is one transaction. `fetched` is
+    /// when the FETCH that brought them was issued (latency metrics).
     async fn accept(
         &self,
-        cp: Checkpoint,
-        raw: Vec<u8>,
+        mails: Vec<(Checkpoint, Vec<u8>)>,
         fetched: Instant,
     ) -> Result<(), StoreError>;
     /// Called after each successful pass over the folder (health reporting).
@@ -364,17 +364,20 @@ async fn fetch_bodies(
     })
     .await?;
     bodies.sort_unstable_by_key(|(uid, _)| *uid);
-    for (uid, raw) in bodies {
-        sink.accept(
-            Checkpoint {
+    if bodies.is_empty() {
+        return Ok(());
+    }
+    let mails = bodies
+        .into_iter()
+        .map(|(uid, raw)| {
+            let cp = Checkpoint {
                 uid_validity: uv,
                 last_uid: uid,
-            },
-            raw,
-            fetched,
-        )
-        .await?;
-    }
+            };
+            (cp, raw)
+        })
+        .collect();
+    sink.accept(mails, fetched).await?;
     Ok(())
 }
 
@@ -428,15 +431,11 @@ async fn fetch_in_pieces(
             _ => break,
         }
     }
-    sink.accept(
-        Checkpoint {
-            uid_validity: uv,
-            last_uid: uid,
-        },
-        raw,
-        fetched,
-    )
-    .await?;
+    let cp = Checkpoint {
+        uid_validity: uv,
+        last_uid: uid,
+    };
+    sink.accept(vec![(cp, raw)], fetched).await?;
     Ok(())
 }
 

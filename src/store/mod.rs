@@ -429,6 +429,22 @@ pub struct ChatThread {
     pub thread_ref: String,
 }
 
+/// Incoming emails stored in one transaction: a fetch batch of a backlog
+/// costs one commit and one checkpoint write rather than one per email.
+/// Threading looks up inside the transaction, so an email sees the ones
+/// before it in the same batch. Dropped without [`IngestBatch::commit`],
+/// nothing of it is stored.
+#[async_trait]
+pub trait IngestBatch: Send {
+    async fn thread_candidates(
+        &mut self,
+        mailbox: &MailboxName,
+        keys: &ThreadKeys,
+    ) -> StoreResult<Candidates>;
+    async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Recorded>;
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
 /// The ticket store. Methods are shaped after the flows that use them, not
 /// after tables.
 #[async_trait]
@@ -459,6 +475,8 @@ pub trait TicketStore: Send + Sync {
     ) -> StoreResult<Candidates>;
     /// Stores an incoming email with everything that follows from it, atomically.
     async fn record_inbound(&self, new: NewInbound) -> StoreResult<Recorded>;
+    /// Starts storing several incoming emails in one transaction.
+    async fn begin_ingest(&self) -> StoreResult<Box<dyn IngestBatch>>;
 
     async fn ticket(&self, id: TicketId) -> StoreResult<Option<TicketRecord>>;
     async fn list_tickets(&self, filter: &TicketFilter) -> StoreResult<Vec<TicketRecord>>;

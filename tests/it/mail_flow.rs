@@ -239,6 +239,63 @@ async fn large_mail_is_fetched_in_pieces_byte_for_byte_and_in_order() {
 }
 
 #[tokio::test]
+async fn a_follow_up_fetched_in_the_same_batch_as_its_root_joins_it() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let db = TestDb::sqlite();
+    let settings = config(stack, &support, &db, stack.smtp_port, "");
+    // Both in the mailbox before mailroom starts: one FETCH, one transaction.
+    for (id, subject, parent) in [
+        ("root@customer.example", "Broken invoice", None),
+        (
+            "more@customer.example",
+            "Re: Broken invoice",
+            Some("root@customer.example"),
+        ),
+        ("other@customer.example", "Another matter", None),
+    ] {
+        let raw = customer_mail(
+            "carol@customer.example",
+            &support.address,
+            id,
+            subject,
+            "Hello.",
+            parent,
+        );
+        append(stack, &support, "INBOX", &raw).await;
+    }
+    let app = start(settings, &db).await;
+    wait_for("3 emails stored", WAIT, || {
+        let store = app.store.clone();
+        async move {
+            let tickets = store.list_tickets(&TicketFilter::default()).await.unwrap();
+            let mut n = 0;
+            for t in &tickets {
+                n += store.emails(t.id).await.unwrap().len();
+            }
+            (n == 3).then_some(tickets)
+        }
+    })
+    .await;
+    let mut tickets = app
+        .store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap();
+    tickets.sort_by_key(|t| t.id);
+    assert_eq!(tickets.len(), 2, "{tickets:?}");
+    assert_eq!(tickets[0].subject, "Broken invoice");
+    assert_eq!(app.store.emails(tickets[0].id).await.unwrap().len(), 2);
+    assert_eq!(app.store.emails(tickets[1].id).await.unwrap().len(), 1);
+    let mb = mailroom::domain::ids::MailboxName::parse("support").unwrap();
+    assert_eq!(
+        app.store.checkpoint(&mb).await.unwrap().map(|c| c.last_uid),
+        Some(3)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_follow_up_with_in_reply_to_joins_its_ticket_and_reopens_it() {
     let stack = Stack::get();
     let support = stack.user("support", "example.com");

@@ -697,6 +697,84 @@ pub async fn raw_emails_round_trip_in_pieces(store: Arc<SqlStore>) {
     assert_eq!(s.emails(t).await.unwrap()[0].size, raw.len() as i64);
 }
 
+/// A batch is one transaction: dropped, nothing of it is stored; committed,
+/// all of it, and threading inside it sees the emails before.
+pub async fn ingest_batches_commit_together_and_see_their_own_mail(store: Arc<SqlStore>) {
+    let s: &dyn TicketStore = store.as_ref();
+    let carol = "carol@customer.example";
+    let mut b = s.begin_ingest().await.unwrap();
+    b.record_inbound(inbound(
+        "drop@x",
+        "hd",
+        carol,
+        Destination::New { token: token(50) },
+        Some(3),
+    ))
+    .await
+    .unwrap();
+    drop(b);
+    assert_eq!(s.checkpoint(&mb()).await.unwrap(), None);
+    assert!(
+        s.list_tickets(&TicketFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut b = s.begin_ingest().await.unwrap();
+    let Recorded::NewTicket { ticket, .. } = b
+        .record_inbound(inbound(
+            "b1@x",
+            "hb1",
+            carol,
+            Destination::New { token: token(51) },
+            None,
+        ))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new ticket");
+    };
+    let keys = ThreadKeys {
+        from: addr(carol),
+        in_reply_to: vec![MessageId::parse("b1@x").unwrap()],
+        references: vec![],
+        tokens: vec![],
+        subject: "Re: Invoice 42".into(),
+        at: 1_700_000_100,
+    };
+    let found = b.thread_candidates(&mb(), &keys).await.unwrap();
+    assert_eq!(
+        found.by_reference.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![ticket]
+    );
+    let follow_up = Destination::FollowUp {
+        ticket,
+        matched_by: "in-reply-to",
+    };
+    let r = b
+        .record_inbound(inbound("b2@x", "hb2", carol, follow_up, Some(9)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Recorded::FollowUp { ticket: t, .. } if t == ticket),
+        "{r:?}"
+    );
+    b.commit().await.unwrap();
+    assert_eq!(
+        s.checkpoint(&mb()).await.unwrap().map(|c| c.last_uid),
+        Some(9)
+    );
+    assert_eq!(s.emails(ticket).await.unwrap().len(), 2);
+    assert_eq!(
+        s.list_tickets(&TicketFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -736,4 +814,5 @@ conformance!(
     chat_threads_link,
     outbox_depth_counts_jobs_by_state,
     raw_emails_round_trip_in_pieces,
+    ingest_batches_commit_together_and_see_their_own_mail,
 );
