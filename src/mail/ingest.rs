@@ -7,8 +7,10 @@
 //!   batches bounded by bytes, so a backlog costs few round trips and memory
 //!   stays bounded whatever the mail sizes.
 //! - The checkpoint (UIDVALIDITY, last UID) is written by the sink in the same
-//!   transaction as the message, so a crash at any point re-fetches at most
-//!   the message in flight, which the store recognises as a duplicate.
+//!   transaction as the messages of a fetch batch, so a crash at any point
+//!   re-fetches at most the batch in flight, none of which was stored.
+//! - A message over 1 MiB is fetched alone, in pieces, so that it is held
+//!   once (see `fetch_in_pieces`).
 //! - IDLE when the server has it (re-issued every `idle_timeout`, below
 //!   RFC 2177's 29 minutes), polling otherwise; reconnects with exponential
 //!   backoff and jitter.
