@@ -15,6 +15,8 @@ use async_trait::async_trait;
 use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::room::Room;
+use matrix_sdk::ruma::api::client::filter::{FilterDefinition, RoomEventFilter, RoomFilter};
+use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::api::error::{ErrorKind, LimitExceededErrorData, RetryAfter};
 use matrix_sdk::ruma::events::Mentions;
 use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
@@ -150,6 +152,20 @@ fn text_block(text: &str) -> String {
 }
 
 /// The body of an email as shown in the room: plain and HTML.
+/// The long-poll sync leaves the bot's own events out of the timeline: it
+/// learns their ids when it sends them. Without this, each post woke the
+/// bot's sync for nothing, one more /sync for the homeserver to answer per
+/// post, and the homeserver is what bounds a backlog (docs/PERFORMANCE.md).
+fn sync_filter(me: &matrix_sdk::ruma::UserId) -> Filter {
+    let mut timeline = RoomEventFilter::default();
+    timeline.not_senders = vec![me.to_owned()];
+    let mut room = RoomFilter::default();
+    room.timeline = timeline;
+    let mut definition = FilterDefinition::default();
+    definition.room = room;
+    Filter::FilterDefinition(definition)
+}
+
 fn render_email(email: &EmailView, heading: &str) -> (String, String) {
     let parties = |ps: &[crate::domain::email::Party]| {
         let all = ps
@@ -525,7 +541,10 @@ impl MatrixChat {
             .store(true, std::sync::atomic::Ordering::Release);
         delay = Duration::from_millis(500);
         while !cancel.is_cancelled() {
-            let settings = SyncSettings::default().timeout(Duration::from_secs(30));
+            let mut settings = SyncSettings::default().timeout(Duration::from_secs(30));
+            if let Some(me) = self.client.user_id() {
+                settings = settings.filter(sync_filter(me));
+            }
             let sync = self.client.sync_once(settings);
             tokio::select! {
                 r = sync => match r {

@@ -568,6 +568,11 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
     insert_later_pieces(tx, email_id, &raw).await?;
     drop(raw);
     for p in &new.email.participants {
+        // A ticket's customer is a participant by definition (threading adds
+        // `tickets.customer`): a new ticket's sender needs no row of its own.
+        if is_new && *p == new.email.from.address {
+            continue;
+        }
         let sql = "INSERT INTO participants (ticket_id, address) VALUES ($1, $2) ON CONFLICT (ticket_id, address) DO NOTHING";
         sqlx::query(sql)
             .bind(ticket.get())
