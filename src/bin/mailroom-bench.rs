@@ -998,9 +998,10 @@ async fn ingest(url: &str, emails: usize) -> anyhow::Result<f64> {
         })
         .collect();
     let start = Instant::now();
-    // In batches of up to 200, one transaction each, as ingest stores what
-    // one IMAP FETCH brought (src/mail/ingest.rs).
-    let mut batch = Vec::with_capacity(200);
+    // In batches, one transaction each, as ingest stores what one IMAP FETCH
+    // brought.
+    let most = mailroom::mail::ingest::BATCH_MESSAGES;
+    let mut batch = Vec::with_capacity(most);
     let last = raws.len();
     for (i, raw) in raws.into_iter().enumerate() {
         let view_cost = mailroom::mail::parse::parse_email(&raw).view();
@@ -1010,7 +1011,7 @@ async fn ingest(url: &str, emails: usize) -> anyhow::Result<f64> {
             last_uid: i as u32 + 1,
         };
         batch.push((raw, Some(cp)));
-        if batch.len() == 200 || i + 1 == last {
+        if batch.len() == most || i + 1 == last {
             sink.ingest_many(std::mem::take(&mut batch)).await?;
         }
     }

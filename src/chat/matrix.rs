@@ -540,12 +540,12 @@ impl MatrixChat {
         self.settled
             .store(true, std::sync::atomic::Ordering::Release);
         delay = Duration::from_millis(500);
+        let mut long_poll = SyncSettings::default().timeout(Duration::from_secs(30));
+        if let Some(me) = self.client.user_id() {
+            long_poll = long_poll.filter(sync_filter(me));
+        }
         while !cancel.is_cancelled() {
-            let mut settings = SyncSettings::default().timeout(Duration::from_secs(30));
-            if let Some(me) = self.client.user_id() {
-                settings = settings.filter(sync_filter(me));
-            }
-            let sync = self.client.sync_once(settings);
+            let sync = self.client.sync_once(long_poll.clone());
             tokio::select! {
                 r = sync => match r {
                     Ok(_) => delay = Duration::from_millis(500),

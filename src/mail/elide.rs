@@ -175,7 +175,8 @@ impl Skeleton {
     }
 
     /// How many runs were cut.
-    pub fn runs(&self) -> usize {
+    #[cfg(test)]
+    fn runs(&self) -> usize {
         self.elided.len()
     }
 }

@@ -71,7 +71,8 @@ impl IngestError {
 
 /// Largest total of message bytes fetched in one `UID FETCH`.
 const BATCH_BYTES: u64 = 8 * 1024 * 1024;
-const BATCH_MESSAGES: usize = 200;
+/// Most messages fetched in one `UID FETCH` (and stored in one transaction).
+pub const BATCH_MESSAGES: usize = 200;
 /// Messages larger than this are fetched alone, in pieces of this size.
 const PIECE_BYTES: u64 = 1024 * 1024;
 /// A buffer is sized from RFC822.SIZE up to this; beyond, it grows as needed
