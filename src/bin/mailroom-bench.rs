@@ -1167,12 +1167,14 @@ async fn main() -> anyhow::Result<()> {
     if let Some((name, ..)) = metrics.iter().find(|(_, v, _)| !v.is_finite()) {
         bail!("{name}: no figure (is /proc mounted?)");
     }
+    // A ratio with one decimal would print 0.75 as 0.8, the target itself.
+    let digits = |unit: &str| if unit == "ratio" { 2 } else { 1 };
     println!("{:<30} {:>12}  unit", "metric", "value");
     for (name, value, unit) in &metrics {
-        println!("{name:<30} {value:>12.1}  {unit}");
+        println!("{name:<30} {value:>12.d$}  {unit}", d = digits(unit));
     }
     for (name, value, unit) in &metrics {
-        println!("METRIC {name} {value:.1} {unit}");
+        println!("METRIC {name} {value:.d$} {unit}", d = digits(unit));
     }
     Ok(())
 }

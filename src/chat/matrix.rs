@@ -18,7 +18,6 @@ use matrix_sdk::room::Room;
 use matrix_sdk::ruma::api::client::filter::{FilterDefinition, RoomEventFilter, RoomFilter};
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::api::error::{ErrorKind, LimitExceededErrorData, RetryAfter};
-use matrix_sdk::ruma::events::Mentions;
 use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
 use matrix_sdk::ruma::events::relation::Thread;
 use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
@@ -28,6 +27,8 @@ use matrix_sdk::ruma::events::room::message::{
 };
 use matrix_sdk::ruma::events::room::power_levels::UserPowerLevel;
 use matrix_sdk::ruma::events::room::redaction::OriginalSyncRoomRedactionEvent;
+use matrix_sdk::ruma::events::{GlobalAccountDataEventType, Mentions};
+use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{
     OwnedEventId, OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId, UserId,
 };
@@ -43,6 +44,13 @@ use crate::config::{MatrixAuth, MatrixSettings};
 use crate::domain::ids::Agent;
 use crate::domain::render::EmailView;
 use crate::store::{ChatThread, Platform};
+
+mod pace;
+use pace::{POLL_EVERY, Pace, SyncMode};
+
+/// The account data the bot sets on itself to end its own long-poll when a
+/// burst of posts starts.
+const NUDGE_EVENT_TYPE: &str = "io.mailroom.sync_pace";
 
 /// Matrix events are limited to 64 KiB; leave room for the HTML twin and JSON.
 const MAX_BODY_CHARS: usize = 12_000;
@@ -69,6 +77,11 @@ pub struct MatrixChat {
     /// is retried soon, not after the outbox's backoff: on a first start the
     /// outbox would otherwise sit out seconds of backlog waiting for a join.
     settled: std::sync::atomic::AtomicBool,
+    /// The bot's recent posts: during a burst it polls instead of
+    /// long-polling (see `pace`).
+    pace: Mutex<Pace>,
+    /// Woken when a burst starts, to end the long-poll then open.
+    burst: tokio::sync::Notify,
 }
 
 fn transient(message: impl Into<String>) -> ChatError {
@@ -414,6 +427,8 @@ impl MatrixChat {
             aliases,
             reactions: Mutex::new(HashMap::new()),
             settled: std::sync::atomic::AtomicBool::new(false),
+            pace: Mutex::new(Pace::default()),
+            burst: tokio::sync::Notify::new(),
         })
     }
 
@@ -459,6 +474,50 @@ impl MatrixChat {
         }
         let res = req.await.map_err(classify)?;
         Ok(res.response.event_id)
+    }
+
+    /// Counts a mail posted (a root or a follow-up): bursts of those make
+    /// the bot poll. Notices and edits answering teammates do not count; a
+    /// busy conversation should not slow the bot's answers.
+    fn posted(&self) {
+        let starts = self
+            .pace
+            .lock()
+            .is_ok_and(|mut p| p.posted(std::time::Instant::now()));
+        if starts {
+            self.burst.notify_one();
+        }
+    }
+
+    fn sync_mode(&self) -> SyncMode {
+        self.pace.lock().map_or(SyncMode::LongPoll, |mut p| {
+            p.mode(std::time::Instant::now())
+        })
+    }
+
+    /// Ends the bot's open long-poll without dropping it: a change to the
+    /// bot's own account data is something its sync must return. (Dropping
+    /// the request instead could cut matrix-sdk off while it handles a
+    /// response, and lose the reactions in it.)
+    async fn end_long_poll(&self) {
+        let content = serde_json::value::to_raw_value(&serde_json::json!({
+            "burst_at_ms": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }));
+        let Ok(content) = content else { return };
+        if let Err(e) = self
+            .client
+            .account()
+            .set_account_data_raw(
+                GlobalAccountDataEventType::from(NUDGE_EVENT_TYPE),
+                Raw::from_json(content),
+            )
+            .await
+        {
+            // The long-poll then ends by itself, within its timeout.
+            tracing::debug!(error = %e, "matrix: could not end the long-poll early");
+        }
     }
 
     /// Uploads files into the thread of `root`. Each upload has its own
@@ -541,34 +600,69 @@ impl MatrixChat {
             .store(true, std::sync::atomic::Ordering::Release);
         delay = Duration::from_millis(500);
         let mut long_poll = SyncSettings::default().timeout(Duration::from_secs(30));
+        let mut poll = SyncSettings::default().timeout(Duration::ZERO);
         if let Some(me) = self.client.user_id() {
             long_poll = long_poll.filter(sync_filter(me));
+            poll = poll.filter(sync_filter(me));
         }
+        let mut mode = SyncMode::LongPoll;
         while !cancel.is_cancelled() {
-            let sync = self.client.sync_once(long_poll.clone());
-            tokio::select! {
-                r = sync => match r {
-                    Ok(_) => delay = Duration::from_millis(500),
-                    Err(e) => {
-                        if matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_))) {
-                            // Retrying cannot help: the device was logged out
-                            // (or deleted) on the homeserver. Say what to do.
-                            tracing::error!(
-                                session = %self.state_dir.join("session.json").display(),
-                                "matrix: the homeserver no longer accepts this session (M_UNKNOWN_TOKEN); \
-                                 stop mailroom, remove matrix.state_dir to log in as a new device, and start again"
-                            );
-                        } else {
-                            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "matrix: sync failed; retrying");
-                        }
+            let was = mode;
+            mode = self.sync_mode();
+            if mode != was {
+                tracing::debug!(?mode, "matrix: sync mode");
+            }
+            let started = tokio::time::Instant::now();
+            let result = match mode {
+                SyncMode::Poll => tokio::select! {
+                    r = self.client.sync_once(poll.clone()) => Some(r),
+                    _ = cancel.cancelled() => None,
+                },
+                SyncMode::LongPoll => {
+                    let sync = self.client.sync_once(long_poll.clone());
+                    tokio::pin!(sync);
+                    loop {
                         tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
+                            r = &mut sync => break Some(r),
+                            _ = self.burst.notified() => {
+                                if self.sync_mode() == SyncMode::Poll {
+                                    self.end_long_poll().await;
+                                }
+                            }
+                            _ = cancel.cancelled() => break None,
+                        }
+                    }
+                }
+            };
+            let Some(result) = result else { break };
+            match result {
+                Ok(_) => {
+                    delay = Duration::from_millis(500);
+                    if mode == SyncMode::Poll {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(started + POLL_EVERY) => {}
                             _ = cancel.cancelled() => {}
                         }
-                        delay = (delay * 2).min(Duration::from_secs(60));
                     }
-                },
-                _ = cancel.cancelled() => {}
+                }
+                Err(e) => {
+                    if matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_))) {
+                        // Retrying cannot help: the device was logged out
+                        // (or deleted) on the homeserver. Say what to do.
+                        tracing::error!(
+                            session = %self.state_dir.join("session.json").display(),
+                            "matrix: the homeserver no longer accepts this session (M_UNKNOWN_TOKEN); \
+                             stop mailroom, remove matrix.state_dir to log in as a new device, and start again"
+                        );
+                    } else {
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "matrix: sync failed; retrying");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = cancel.cancelled() => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                }
             }
         }
     }
@@ -859,6 +953,7 @@ impl ChatPlatform for MatrixChat {
         let files = with_full_text(email, files, MAX_BODY_CHARS);
         self.upload_into_thread(&r, &event_id, files, idempotency_key)
             .await?;
+        self.posted();
         Ok(matrix_thread(r.room_id(), &event_id))
     }
 
@@ -878,7 +973,9 @@ impl ChatPlatform for MatrixChat {
             .await?;
         let files = with_full_text(email, files, MAX_BODY_CHARS);
         self.upload_into_thread(&r, &root, files, idempotency_key)
-            .await
+            .await?;
+        self.posted();
+        Ok(())
     }
 
     async fn update_card(

@@ -1313,3 +1313,99 @@ async fn a_room_alias_works_and_a_new_database_with_the_same_device_still_posts(
     );
     run.stop().await;
 }
+
+/// The edit that puts "Claimed by <who>" on a root.
+fn claimed_edit(e: &Value, root: &OwnedEventId, who: &str) -> bool {
+    e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+        && e["content"]["m.relates_to"]["event_id"] == root.as_str()
+        && e["content"]["m.new_content"]["body"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("Claimed by {who}"))
+}
+
+#[tokio::test]
+async fn claims_during_a_burst_of_posts_and_after_it_are_acted_on() {
+    let w = World::new().await;
+    let run = w.start(w.settings(1, "")).await;
+    const N: usize = 40;
+    for i in 0..N {
+        append(
+            w.stack,
+            &w.support,
+            "INBOX",
+            &customer_mail(
+                &w.customer.address,
+                &w.support.address,
+                &format!("pace{i}@example.net"),
+                &format!("Paced mail {i:02}"),
+                "x",
+                None,
+            ),
+        )
+        .await;
+    }
+    let root_of = |n: usize| {
+        let subject = format!("Paced mail {n:02}");
+        let w = &w;
+        async move {
+            let ev = wait_event(&w.alice, &w.room, "a burst root", |e| {
+                sender(e) == w.bot.0
+                    && body(e).contains(&subject)
+                    && e["content"]["m.relates_to"].is_null()
+            })
+            .await;
+            ev["event_id"]
+                .as_str()
+                .expect("event id")
+                .parse::<OwnedEventId>()
+                .expect("event id")
+        }
+    };
+    // The bot is posting a burst: it polls instead of long-polling, and it
+    // ended the long-poll it had open through its own account data.
+    let first = root_of(0).await;
+    w.alice.react(&w.room, &first, "🙋").await;
+    let alice_id = w.alice.user_id.to_string();
+    wait_event(&w.alice, &w.room, "the claim made during the burst", |e| {
+        claimed_edit(e, &first, &alice_id)
+    })
+    .await;
+    let roots = wait_for("every root posted", WAIT, || async {
+        let roots = bot_roots(&w).await;
+        (roots.len() >= N).then_some(roots)
+    })
+    .await;
+    assert_eq!(roots.len(), N, "each email posted exactly once");
+    let bot = Client::builder()
+        .homeserver_url(&Synapse::get().url)
+        .build()
+        .await
+        .expect("client");
+    bot.matrix_auth()
+        .login_username(&w.bot.0, &w.bot.1)
+        .send()
+        .await
+        .expect("bot login");
+    let pace = bot
+        .account()
+        .fetch_account_data(matrix_sdk::ruma::events::GlobalAccountDataEventType::from(
+            "io.mailroom.sync_pace",
+        ))
+        .await
+        .expect("account data");
+    assert!(
+        pace.is_some(),
+        "the burst ended the bot's long-poll through its account data"
+    );
+    // Past the burst the bot long-polls again, and still acts on claims.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let last = root_of(N - 1).await;
+    w.bob.react(&w.room, &last, "🙋").await;
+    let bob_id = w.bob.user_id.to_string();
+    wait_event(&w.alice, &w.room, "the claim made after the burst", |e| {
+        claimed_edit(e, &last, &bob_id)
+    })
+    .await;
+    run.stop().await;
+}
