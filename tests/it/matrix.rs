@@ -347,6 +347,11 @@ templates_dir = "{templates}"
             ),
         )
         .await;
+        self.root(subject).await
+    }
+
+    /// The root message of the ticket with `subject`, once posted.
+    async fn root(&self, subject: &str) -> OwnedEventId {
         let root = wait_event(&self.alice, &self.room, "the ticket's root message", |e| {
             sender(e) == self.bot.0
                 && body(e).contains(subject)
@@ -358,6 +363,27 @@ templates_dir = "{templates}"
             .expect("event id")
             .parse()
             .expect("event id")
+    }
+
+    /// `n` customer emails appended at once, `<tag>{i}@example.net` with
+    /// the subject `<subject> {i:02}`.
+    async fn burst(&self, n: usize, tag: &str, subject: &str) {
+        for i in 0..n {
+            append(
+                self.stack,
+                &self.support,
+                "INBOX",
+                &customer_mail(
+                    &self.customer.address,
+                    &self.support.address,
+                    &format!("{tag}{i}@example.net"),
+                    &format!("{subject} {i:02}"),
+                    "x",
+                    None,
+                ),
+            )
+            .await;
+        }
     }
 }
 
@@ -427,11 +453,7 @@ async fn the_whole_loop_in_a_matrix_room() {
     w.alice.react(&w.room, &root, "🙋").await;
     let alice_id = w.alice.user_id.to_string();
     wait_event(&w.alice, &w.room, "the status edit", |e| {
-        e["content"]["m.relates_to"]["rel_type"] == "m.replace"
-            && e["content"]["m.new_content"]["body"]
-                .as_str()
-                .unwrap_or("")
-                .contains(&format!("Claimed by {alice_id}"))
+        claimed_edit(e, &root, &alice_id)
     })
     .await;
     assert_eq!(
@@ -831,22 +853,7 @@ async fn a_burst_of_50_under_synapse_rate_limits_all_posts_once_in_order() {
     }
     let run = w.start(w.settings(1, "")).await;
     const N: usize = 50;
-    for i in 0..N {
-        append(
-            w.stack,
-            &w.support,
-            "INBOX",
-            &customer_mail(
-                &w.customer.address,
-                &w.support.address,
-                &format!("burst{i}@example.net"),
-                &format!("Burst mail {i:02}"),
-                "x",
-                None,
-            ),
-        )
-        .await;
-    }
+    w.burst(N, "burst", "Burst mail").await;
     let roots = wait_for("every root posted", bound, || async {
         let roots: Vec<String> = bot_roots(&w).await;
         (roots.len() >= N).then_some(roots)
@@ -1329,42 +1336,10 @@ async fn claims_during_a_burst_of_posts_and_after_it_are_acted_on() {
     let w = World::new().await;
     let run = w.start(w.settings(1, "")).await;
     const N: usize = 40;
-    for i in 0..N {
-        append(
-            w.stack,
-            &w.support,
-            "INBOX",
-            &customer_mail(
-                &w.customer.address,
-                &w.support.address,
-                &format!("pace{i}@example.net"),
-                &format!("Paced mail {i:02}"),
-                "x",
-                None,
-            ),
-        )
-        .await;
-    }
-    let root_of = |n: usize| {
-        let subject = format!("Paced mail {n:02}");
-        let w = &w;
-        async move {
-            let ev = wait_event(&w.alice, &w.room, "a burst root", |e| {
-                sender(e) == w.bot.0
-                    && body(e).contains(&subject)
-                    && e["content"]["m.relates_to"].is_null()
-            })
-            .await;
-            ev["event_id"]
-                .as_str()
-                .expect("event id")
-                .parse::<OwnedEventId>()
-                .expect("event id")
-        }
-    };
+    w.burst(N, "pace", "Paced mail").await;
     // The bot is posting a burst: it polls instead of long-polling, and it
     // ended the long-poll it had open through its own account data.
-    let first = root_of(0).await;
+    let first = w.root("Paced mail 00").await;
     w.alice.react(&w.room, &first, "🙋").await;
     let alice_id = w.alice.user_id.to_string();
     wait_event(&w.alice, &w.room, "the claim made during the burst", |e| {
@@ -1400,7 +1375,7 @@ async fn claims_during_a_burst_of_posts_and_after_it_are_acted_on() {
     );
     // Past the burst the bot long-polls again, and still acts on claims.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let last = root_of(N - 1).await;
+    let last = w.root(&format!("Paced mail {:02}", N - 1)).await;
     w.bob.react(&w.room, &last, "🙋").await;
     let bob_id = w.bob.user_id.to_string();
     wait_event(&w.alice, &w.room, "the claim made after the burst", |e| {
