@@ -736,15 +736,24 @@ impl TicketStore for SqlStore {
     }
 
     async fn ticket(&self, id: TicketId) -> StoreResult<Option<TicketRecord>> {
-        let Some(row) = sqlx::query("SELECT * FROM tickets WHERE id = $1")
-            .bind(id.get())
-            .fetch_optional(&self.pool)
-            .await?
-        else {
+        // One round trip: a row per tag (or one with no tag). The outbox
+        // reads a ticket before every chat post.
+        let rows = sqlx::query(
+            "SELECT t.*, g.tag AS tag_name FROM tickets t \
+             LEFT JOIN ticket_tags g ON g.ticket_id = t.id WHERE t.id = $1",
+        )
+        .bind(id.get())
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let tags = load_tags(&self.pool, id).await?;
-        Ok(Some(ticket_from_row(&row, tags)?))
+        let tags = rows
+            .iter()
+            .filter_map(|r| r.try_get::<Option<String>, _>("tag_name").transpose())
+            .map(|t| Tag::parse(&t?).map_err(|e| corrupt("ticket_tags", e)))
+            .collect::<StoreResult<BTreeSet<Tag>>>()?;
+        Ok(Some(ticket_from_row(first, tags)?))
     }
 
     async fn list_tickets(&self, filter: &TicketFilter) -> StoreResult<Vec<TicketRecord>> {
@@ -1075,30 +1084,39 @@ impl TicketStore for SqlStore {
     }
 
     async fn next_job(&self, now_ms: i64) -> StoreResult<Option<Job>> {
-        loop {
-            let Some(row) = sqlx::query(
-                "SELECT o.* FROM outbox o WHERE o.state = 'pending' AND o.not_before <= $1 \
+        // The head of each lane that is due: no earlier job of its lane
+        // pending or in flight, and none in flight at all.
+        macro_rules! due {
+            () => {
+                "SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.not_before <= $1 \
                  AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.lane = o.lane AND p.id < o.id AND p.state IN ('pending', 'in_flight')) \
                  AND NOT EXISTS (SELECT 1 FROM outbox f WHERE f.lane = o.lane AND f.state = 'in_flight') \
-                 ORDER BY o.not_before, o.id LIMIT 1",
-            )
+                 ORDER BY o.not_before, o.id LIMIT 1"
+            };
+        }
+        loop {
+            // Chosen and taken in one statement (one round trip per job).
+            // The `state` condition is checked again on the row itself, so
+            // of two workers choosing the same job only one takes it.
+            let taken = sqlx::query(concat!(
+                "UPDATE outbox SET state = 'in_flight', attempts = attempts + 1, updated_at = $1 WHERE id = (",
+                due!(),
+                ") AND state = 'pending' RETURNING *"
+            ))
             .bind(now_ms)
             .fetch_optional(&self.pool)
-            .await?
-            else {
-                return Ok(None);
-            };
-            let mut job = job_from_row(&row)?;
-            // Conditional: another worker may have taken it between the two statements.
-            let taken = sqlx::query("UPDATE outbox SET state = 'in_flight', attempts = attempts + 1, updated_at = $1 WHERE id = $2 AND state = 'pending'")
+            .await?;
+            if let Some(row) = taken {
+                return Ok(Some(job_from_row(&row)?));
+            }
+            // Nothing taken: nothing is due, or another worker took the
+            // chosen job first and another may be due.
+            let due = sqlx::query(due!())
                 .bind(now_ms)
-                .bind(job.id)
-                .execute(&self.pool)
+                .fetch_optional(&self.pool)
                 .await?;
-            if taken.rows_affected() == 1 {
-                job.state = JobState::InFlight;
-                job.attempts += 1;
-                return Ok(Some(job));
+            if due.is_none() {
+                return Ok(None);
             }
         }
     }

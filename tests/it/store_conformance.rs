@@ -287,6 +287,17 @@ pub async fn events_tags_and_refusals(store: Arc<SqlStore>) {
         s.ticket(t).await.unwrap().unwrap().tags,
         BTreeSet::from([vip.clone()])
     );
+    // Two tags: the ticket is still one ticket, with both.
+    let billing = Tag::parse("billing").unwrap();
+    s.apply(t, &bob, &TicketEvent::AddTag(billing.clone()), &[], 2)
+        .await
+        .unwrap();
+    let both = s.ticket(t).await.unwrap().unwrap();
+    assert_eq!(both.tags, BTreeSet::from([vip.clone(), billing.clone()]));
+    assert_eq!(both.id, t);
+    s.apply(t, &bob, &TicketEvent::RemoveTag(billing), &[], 2)
+        .await
+        .unwrap();
     assert_eq!(
         s.apply(t, &bob, &TicketEvent::Unclaim(agent("@bob:x")), &[], 3)
             .await
@@ -316,7 +327,7 @@ pub async fn events_tags_and_refusals(store: Arc<SqlStore>) {
         .into_iter()
         .map(|a| a.action)
         .collect();
-    assert_eq!(actions, vec!["created", "tag", "untag"]);
+    assert_eq!(actions, vec!["created", "tag", "tag", "untag", "untag"]);
     let filter = TicketFilter {
         status: Some(Status::Open),
         mailbox: Some(mb()),
@@ -376,6 +387,50 @@ pub async fn outbox_lanes_run_in_order_and_one_at_a_time(store: Arc<SqlStore>) {
     assert_eq!(
         (again.id, again.attempts, again.last_error.as_deref()),
         (a, 2, Some("429"))
+    );
+}
+
+/// Several workers taking jobs at once: each due job is taken once, and a
+/// lane gives out one job at a time.
+pub async fn concurrent_workers_take_each_job_once(store: Arc<SqlStore>) {
+    let mut tickets = Vec::new();
+    for n in 0..24u8 {
+        let t = new_ticket(store.as_ref(), &format!("race{n}@x"), n).await;
+        // A lane of its own per ticket, beside the shared chat lane.
+        store
+            .enqueue(Some(t), &JobSpec::SendReply { email_id: n.into() }, 1, 1)
+            .await
+            .unwrap();
+        tickets.push(t);
+    }
+    let workers = (0..8).map(|_| {
+        let s = store.clone();
+        tokio::spawn(async move {
+            let mut taken = Vec::new();
+            while let Some(job) = s.next_job(100).await.unwrap() {
+                assert_eq!(job.state, JobState::InFlight);
+                assert_eq!(job.attempts, 1);
+                taken.push(job.id);
+            }
+            taken
+        })
+    });
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    let distinct: BTreeSet<i64> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "a job was taken twice: {all:?}");
+    // Every mail lane's job, and the head of the chat lane only.
+    assert_eq!(all.len(), tickets.len() + 1, "{all:?}");
+    let in_flight = store.jobs(&[JobState::InFlight]).await.unwrap();
+    assert_eq!(in_flight.len(), all.len());
+    assert_eq!(
+        in_flight
+            .iter()
+            .filter(|j| j.spec.kind() == "chat_post")
+            .count(),
+        1
     );
 }
 
@@ -808,6 +863,7 @@ conformance!(
     concurrent_claims_have_exactly_one_winner,
     events_tags_and_refusals,
     outbox_lanes_run_in_order_and_one_at_a_time,
+    concurrent_workers_take_each_job_once,
     crash_recovery_never_resends,
     replies_are_sent_once_and_undo_cancels,
     the_audit_log_is_append_only,
