@@ -347,7 +347,17 @@ async fn slash_command(
                     "{agent} may not act on {ticket} (not a member of its channel)."
                 ));
             };
-            let answer = reply(app, ticket, agent, &member, text, force, Vec::new()).await?;
+            let answer = reply(
+                app,
+                platform,
+                ticket,
+                agent,
+                &member,
+                text,
+                force,
+                Vec::new(),
+            )
+            .await?;
             if answer.public {
                 tell(app, ticket, &thread, answer.text.clone()).await?;
             }
@@ -419,10 +429,32 @@ async fn thread_command(
             } else {
                 Vec::new()
             };
-            reply(app, ticket, agent, member, text, force, files).await?
+            reply(
+                app,
+                thread.platform,
+                ticket,
+                agent,
+                member,
+                text,
+                force,
+                files,
+            )
+            .await?
         }
         ThreadCommand::Template { name, vars } => match render_template(app, &name, &vars) {
-            Ok(text) => reply(app, ticket, agent, member, text, false, Vec::new()).await?,
+            Ok(text) => {
+                reply(
+                    app,
+                    thread.platform,
+                    ticket,
+                    agent,
+                    member,
+                    text,
+                    false,
+                    Vec::new(),
+                )
+                .await?
+            }
             Err(e) => Answer::private(format!("⚠️ {e}")),
         },
         ThreadCommand::Undo => {
@@ -545,6 +577,7 @@ async fn thread_files(
 #[allow(clippy::too_many_arguments)]
 async fn reply(
     app: &App,
+    platform: crate::store::Platform,
     ticket: TicketId,
     agent: &Agent,
     member: &Member,
@@ -584,6 +617,11 @@ async fn reply(
             )));
         }
     }
+    // The customer reads names, not the platform's ids of people.
+    let text = match app.chats.get(&platform) {
+        Some(chat) => chat.names_for_mail(&text).await,
+        None => text,
+    };
     let undo = app.settings.commands.undo_window;
     let req = ReplyRequest {
         ticket,

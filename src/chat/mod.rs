@@ -141,6 +141,14 @@ pub trait ChatPlatform: Send + Sync {
         Ok(false)
     }
 
+    /// A teammate's text as a customer should read it, with the platform's
+    /// references to people (`<@U…>` on Slack) replaced by their names.
+    /// Never fails: a name that cannot be looked up is left readable as
+    /// `@` and the id.
+    async fn names_for_mail(&self, text: &str) -> String {
+        text.to_owned()
+    }
+
     /// Answers a [`ChatEvent::Command`] through the handle it came with.
     async fn respond(&self, _respond_to: &str, _text: &str) -> Result<(), ChatError> {
         Err(ChatError::Permanent {

@@ -400,7 +400,10 @@ async fn whole_loop(mode: Mode) {
             &w.alice,
             &w.channel,
             Some(&root.ts),
-            "!reply! Sure &amp; ask away: <https://example.com/faq|our FAQ>.",
+            &format!(
+                "!reply! Sure &amp; ask away: <https://example.com/faq|our FAQ>. <@{}> or <@U0NOBODY> will call.",
+                w.bob
+            ),
         )
         .await
         .unwrap();
@@ -418,6 +421,14 @@ async fn whole_loop(mode: Mode) {
         "{}",
         second.text
     );
+    // People are named, not given as Slack's ids; one Slack does not know
+    // stays readable.
+    assert!(
+        second.text.contains("Bob Stone or @U0NOBODY will call."),
+        "{}",
+        second.text
+    );
+    assert!(!second.text.contains("<@"), "{}", second.text);
     w.slack
         .post_message(&w.alice, &w.channel, Some(&root.ts), "!close")
         .await

@@ -580,6 +580,30 @@ impl ChatPlatform for SlackChat {
         }))
     }
 
+    async fn names_for_mail(&self, text: &str) -> String {
+        let mut names = HashMap::new();
+        for id in render::mentioned_users(text) {
+            if names.contains_key(id) {
+                continue;
+            }
+            let name = match self.user(id).await {
+                Ok(Some(info)) => self
+                    .settings
+                    .signature_names
+                    .get(id)
+                    .cloned()
+                    .unwrap_or(info.name),
+                Ok(None) => format!("@{id}"),
+                Err(e) => {
+                    tracing::warn!(user = id, error = %e, "could not look up a mentioned user's name for a reply");
+                    format!("@{id}")
+                }
+            };
+            names.insert(id, name);
+        }
+        render::name_mentions(text, &names)
+    }
+
     async fn whisper(
         &self,
         thread: &ChatThread,

@@ -1,6 +1,8 @@
 //! What mailroom posts to Slack, as Block Kit JSON, and how Slack's message
 //! markup reads back. Pure functions, tested on their own.
 
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 
 use crate::chat::{
@@ -256,6 +258,55 @@ pub fn read_markup(text: &str) -> String {
     crate::domain::command::unescape_slack(&out)
 }
 
+/// The user ids of the `<@U…>` mentions in text [`read_markup`] returned,
+/// in order (repeats included).
+pub fn mentioned_users(text: &str) -> Vec<&str> {
+    mentions(text).map(|(_, id)| id).collect()
+}
+
+/// Text with each `<@U…>` mention replaced by the name `names` gives for
+/// its id, or `@` and the id where it gives none.
+pub fn name_mentions(text: &str, names: &HashMap<&str, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (range, id) in mentions(text) {
+        out.push_str(&text[at..range.start]);
+        match names.get(id) {
+            Some(name) => out.push_str(name),
+            None => {
+                out.push('@');
+                out.push_str(id);
+            }
+        }
+        at = range.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// Each `<@ID>` in text, with its byte range and the id (Slack user ids are
+/// upper-case letters and digits).
+fn mentions(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, &str)> {
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        while let Some(i) = text[from..].find("<@") {
+            let start = from + i;
+            let id_start = start + 2;
+            let len = text[id_start..]
+                .bytes()
+                .take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+                .count();
+            let id_end = id_start + len;
+            from = id_start;
+            if len > 0 && text[id_end..].starts_with('>') {
+                from = id_end + 1;
+                return Some((start..from, &text[id_start..id_end]));
+            }
+        }
+        None
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,5 +433,22 @@ mod tests {
             "1 < 2 https://x.org"
         );
         assert_eq!(read_markup("broken <tag"), "broken <tag");
+    }
+
+    #[test]
+    fn mentions_become_names_for_the_customer() {
+        let text = read_markup("!reply <@U1AB> and <@W2> will call; <@U1AB> again, <@U9>.");
+        assert_eq!(mentioned_users(&text), ["U1AB", "W2", "U1AB", "U9"]);
+        let names = HashMap::from([("U1AB", "Ann Lee".to_owned()), ("W2", "Bo".to_owned())]);
+        assert_eq!(
+            name_mentions(&text, &names),
+            "!reply Ann Lee and Bo will call; Ann Lee again, @U9."
+        );
+        // Not mentions: left as they are.
+        for plain in ["a <@> b", "<@u1>", "<@U1 x>", "<@U1", "x <@@U1> y", "<@U1|"] {
+            assert!(mentioned_users(plain).is_empty(), "{plain}");
+            assert_eq!(name_mentions(plain, &names), plain);
+        }
+        assert_eq!(name_mentions("<@<@W2>>", &names), "<@Bo>");
     }
 }
