@@ -37,6 +37,10 @@ struct Input {
     subject: String,
     at: i64,
     window: i64,
+    /// A bounce's returned id (an index into `ids`), and the ticket the
+    /// store holds our mail of that id in.
+    returned: Option<u8>,
+    by_returned: Option<u8>,
     by_reference: Vec<Candidate>,
     by_token: Vec<Candidate>,
     by_subject: Vec<Candidate>,
@@ -80,6 +84,7 @@ fuzz_target!(|input: Input| {
             .collect(),
         subject: input.subject.clone(),
         at: input.at,
+        returned: input.returned.and_then(|i| pick(&ids, i)),
     };
     let candidate = |c: &Candidate| CandidateTicket {
         id: TicketId::new(i64::from(c.id)),
@@ -112,14 +117,28 @@ fuzz_target!(|input: Input| {
         by_reference: offered(&input.by_reference),
         by_token: offered(&input.by_token),
         by_subject: offered(&input.by_subject),
+        // The store finds a ticket for a returned id only when there is one.
+        by_returned: input
+            .by_returned
+            .filter(|_| keys.returned.is_some())
+            .map(|t| TicketId::new(i64::from(t))),
     };
     let window = input.window.checked_abs().unwrap_or(i64::MAX);
     match decide(&keys, &found, window) {
+        ThreadDecision::FollowUp {
+            ticket,
+            by: MatchKind::Returned,
+        } => assert_eq!(
+            Some(ticket),
+            found.by_returned,
+            "a bounce joined a ticket other than its reply's"
+        ),
         ThreadDecision::FollowUp { ticket, by } => {
             let list = match by {
                 MatchKind::Reference => &found.by_reference,
                 MatchKind::Token => &found.by_token,
                 MatchKind::Subject => &found.by_subject,
+                MatchKind::Returned => unreachable!("handled above"),
             };
             let c = list
                 .iter()
@@ -140,6 +159,10 @@ fuzz_target!(|input: Input| {
             }
         }
         ThreadDecision::NewTicket { refused } => {
+            assert!(
+                found.by_returned.is_none(),
+                "a bounce of our reply opened a ticket"
+            );
             for t in refused {
                 assert!(
                     found

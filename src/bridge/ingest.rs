@@ -158,6 +158,7 @@ pub fn thread_keys(parsed: &InboundEmail, shared: &EmailAddress, now_ms: i64) ->
         tokens,
         subject: parsed.subject.clone(),
         at: now_ms / 1000,
+        returned: parsed.returned_id.clone(),
     }
 }
 

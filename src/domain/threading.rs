@@ -9,6 +9,11 @@
 //! Whatever matched, an email is only added to a ticket whose participants
 //! include its sender: a different customer quoting or forwarding an old
 //! thread gets a ticket of their own, never someone else's.
+//!
+//! One exception comes first: a bounce (a delivery report from a mail
+//! server, never a participant) joins the ticket of the reply it returns,
+//! found by that reply's Message-ID among the mail *we* sent. It is filed
+//! as automatic mail: it reopens nothing and calls nobody.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -25,6 +30,8 @@ pub struct ThreadKeys {
     pub subject: String,
     /// Unix seconds the email arrived (or claims to have been sent).
     pub at: i64,
+    /// For a bounce: the Message-ID of the mail it returns.
+    pub returned: Option<MessageId>,
 }
 
 impl ThreadKeys {
@@ -80,6 +87,8 @@ pub struct Candidates {
     pub by_token: Vec<CandidateTicket>,
     /// Tickets of the same sender with the same subject key, newest first.
     pub by_subject: Vec<CandidateTicket>,
+    /// For a bounce: the ticket of the outbound mail it returns.
+    pub by_returned: Option<TicketId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +96,8 @@ pub enum MatchKind {
     Reference,
     Token,
     Subject,
+    /// A bounce of a mail we sent.
+    Returned,
 }
 
 impl MatchKind {
@@ -95,6 +106,7 @@ impl MatchKind {
             MatchKind::Reference => "references",
             MatchKind::Token => "reply-to token",
             MatchKind::Subject => "same sender and subject",
+            MatchKind::Returned => "bounce of our reply",
         }
     }
 }
@@ -114,6 +126,12 @@ pub enum ThreadDecision {
 
 /// Applies the rules in order. `window_secs` bounds the subject heuristic.
 pub fn decide(keys: &ThreadKeys, found: &Candidates, window_secs: i64) -> ThreadDecision {
+    if let Some(ticket) = found.by_returned {
+        return ThreadDecision::FollowUp {
+            ticket,
+            by: MatchKind::Returned,
+        };
+    }
     let mut refused = Vec::new();
     let rules = [
         (MatchKind::Reference, &found.by_reference),
@@ -325,6 +343,7 @@ mod tests {
             tokens: vec![],
             subject: "Re: Invoice 42".into(),
             at: 1_000_000,
+            returned: None,
         }
     }
     fn cand(id: i64, customer: &str, others: &[&str]) -> CandidateTicket {
@@ -337,6 +356,36 @@ mod tests {
             subject_key: "invoice 42".into(),
             last_customer_at: 1_000_000 - 3600,
         }
+    }
+
+    #[test]
+    fn a_bounce_of_our_mail_joins_its_ticket_though_the_daemon_is_no_participant() {
+        let mut k = keys("mailer-daemon@mx.example");
+        k.returned = Some(mid("out-1@example.com"));
+        let found = Candidates {
+            by_returned: Some(TicketId::new(4)),
+            // The same daemon's other matches would be refused.
+            by_reference: vec![cand(9, "c@x.com", &[])],
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&k, &found, 86_400),
+            ThreadDecision::FollowUp {
+                ticket: TicketId::new(4),
+                by: MatchKind::Returned
+            }
+        );
+        // Without a ticket for the returned mail, the usual rules apply.
+        let found = Candidates {
+            by_reference: vec![cand(9, "c@x.com", &[])],
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&k, &found, 86_400),
+            ThreadDecision::NewTicket {
+                refused: vec![TicketId::new(9)]
+            }
+        );
     }
 
     #[test]
@@ -373,6 +422,7 @@ mod tests {
             by_reference: vec![other.clone()],
             by_token: vec![other.clone()],
             by_subject: vec![other],
+            by_returned: None,
         };
         assert_eq!(
             decide(&keys("stranger@y.com"), &found, 86_400),
@@ -511,6 +561,7 @@ mod tests {
                 by_reference: (0..n).map(mk).collect(),
                 by_token: (0..m).map(mk).collect(),
                 by_subject: (0..k).map(mk).collect(),
+                by_returned: None,
             };
             let d = decide(&keys("outsider@y.com"), &found, i64::MAX / 2);
             prop_assert!(matches!(d, ThreadDecision::NewTicket { .. }), "non-participant merged");

@@ -50,6 +50,10 @@ pub struct InboundEmail {
     /// Every non-body part, in the order [`attachment_bytes`] uses.
     pub attachments: Vec<AttachmentMeta>,
     pub auto: Option<AutoKind>,
+    /// For a bounce: the Message-ID of the mail that could not be delivered,
+    /// from the copy the report returns (RFC 3464), so the bounce joins that
+    /// mail's ticket.
+    pub returned_id: Option<MessageId>,
     /// Human-readable problems met while parsing.
     pub notes: Vec<String>,
     /// Raw length in bytes.
@@ -132,6 +136,7 @@ pub fn parse_email(raw: &[u8]) -> InboundEmail {
             html: None,
             attachments: Vec::new(),
             auto: None,
+            returned_id: None,
             notes: notes.into_vec(),
             size: raw.len(),
         };
@@ -290,6 +295,10 @@ pub fn parse_email(raw: &[u8]) -> InboundEmail {
     }
 
     let auto = auto_kind(&message, &headers, &from, &sender_raw, &subject);
+    let returned_id = match auto {
+        Some(AutoKind::Bounce) => returned_message_id(&message),
+        _ => None,
+    };
 
     InboundEmail {
         message_id,
@@ -308,6 +317,7 @@ pub fn parse_email(raw: &[u8]) -> InboundEmail {
         html,
         attachments,
         auto,
+        returned_id,
         notes: notes.into_vec(),
         size: raw.len(),
     }
@@ -505,6 +515,30 @@ fn ids_of(message: &Message<'_>, name: HeaderName<'static>) -> Vec<String> {
         }
     }
     ids
+}
+
+/// The Message-ID of the copy a delivery report returns: a `message/rfc822`
+/// part (the whole mail) or an `rfc822-headers` part (its header only).
+fn returned_message_id(message: &Message<'_>) -> Option<MessageId> {
+    message.parts.iter().find_map(|part| {
+        let ids = match &part.body {
+            PartType::Message(returned) => ids_of(returned, HeaderName::MessageId),
+            _ => {
+                let ct = part.content_type()?;
+                let headers_only = (ct.ctype().eq_ignore_ascii_case("text")
+                    || ct.ctype().eq_ignore_ascii_case("message"))
+                    && ct
+                        .subtype()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("rfc822-headers"));
+                if !headers_only {
+                    return None;
+                }
+                let returned = MessageParser::default().parse_headers(part.contents())?;
+                ids_of(&returned, HeaderName::MessageId)
+            }
+        };
+        ids.iter().find_map(|id| MessageId::parse(id).ok())
+    })
 }
 
 fn parse_ids(
@@ -1310,6 +1344,34 @@ mod tests {
             .map(|a| a.content_type.as_str())
             .collect();
         assert_eq!(types, ["message/delivery-status", "text/rfc822-headers"]);
+        // The returned header names the mail that bounced.
+        assert_eq!(m.returned_id, Some(id("out-7@mailroom.example")));
+    }
+
+    #[test]
+    fn a_bounce_returning_the_whole_mail_names_it_and_other_mail_names_none() {
+        let whole = crlf(
+            b"From: MAILER-DAEMON@mx.example\nTo: support@example.com\nSubject: Undelivered Mail Returned to Sender\n\
+              Content-Type: multipart/report; report-type=delivery-status; boundary=B\n\n\
+              --B\nContent-Type: text/plain\n\nUser unknown\n\
+              --B\nContent-Type: message/delivery-status\n\nAction: failed\n\
+              --B\nContent-Type: message/rfc822\n\n\
+              Message-ID: <out-9@example.com>\nFrom: support@example.com\nSubject: Re: x\n\nHello\n\
+              --B--\n",
+        );
+        let m = parse_email(&whole);
+        assert_eq!(m.auto, Some(AutoKind::Bounce));
+        assert_eq!(m.returned_id, Some(id("out-9@example.com")));
+        // A forwarded mail is not a bounce: its inner Message-ID threads nothing.
+        let forward = crlf(
+            b"From: carol@customer.example\nTo: support@example.com\nSubject: Fwd: x\n\
+              Content-Type: multipart/mixed; boundary=B\n\n\
+              --B\nContent-Type: text/plain\n\nSee below\n\
+              --B\nContent-Type: message/rfc822\n\nMessage-ID: <other@example.com>\nSubject: x\n\nHi\n\
+              --B--\n",
+        );
+        assert_eq!(parse_email(&forward).returned_id, None);
+        assert_eq!(parse_email(REPLY).returned_id, None);
     }
 
     #[test]

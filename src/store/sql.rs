@@ -429,10 +429,25 @@ async fn thread_candidates_on(
             push_unique(&mut by_subject, r.try_get("id")?);
         }
     }
+    // A bounce: the ticket of the mail it returns, if we sent that mail.
+    let by_returned = match &keys.returned {
+        Some(id) => sqlx::query(
+            "SELECT ticket_id FROM emails WHERE mailbox = $1 AND message_id = $2 AND direction = 'outbound' LIMIT 1",
+        )
+        .bind(mailbox.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| r.try_get::<i64, _>("ticket_id"))
+        .transpose()?
+        .map(TicketId::new),
+        None => None,
+    };
     Ok(Candidates {
         by_reference: candidates_for(&mut *conn, &by_reference).await?,
         by_token: candidates_for(&mut *conn, &by_token).await?,
         by_subject: candidates_for(&mut *conn, &by_subject).await?,
+        by_returned,
     })
 }
 

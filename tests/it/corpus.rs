@@ -740,7 +740,7 @@ Subject: Re: Question about my order\r\n{headers}\r\nautomatic text\r\n"
         ..
     } = bridge.ingest.ingest(bounce, None).await.unwrap()
     else {
-        panic!("a bounce from a stranger joins no ticket");
+        panic!("a bounce of a mail this mailbox never sent joins no ticket");
     };
     bridge.drain_outbox().await;
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::time::Duration;
 
 use mailroom::bridge::reply::{ReplyRequest, queue_reply};
+use mailroom::domain::email::Direction;
 use mailroom::domain::ids::{Actor, Agent};
 use mailroom::domain::ticket::{Status, TicketEvent, TicketState};
 use mailroom::mail::parse::parse_email;
@@ -772,6 +773,80 @@ async fn a_permanent_smtp_refusal_is_recorded_not_retried() {
         failed.details.contains("5"),
         "the reason is kept: {}",
         failed.details
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_bounce_of_a_reply_joins_its_ticket_without_reopening_it() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let db = TestDb::sqlite();
+    let app = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
+    // A customer address in a test domain that Dovecot does not know:
+    // Postfix accepts the reply, LMTP refuses it, and Postfix mails a
+    // delivery report back to the shared address.
+    let ghost = format!("ghost-{}@example.com", std::process::id());
+    append(
+        stack,
+        &support,
+        "INBOX",
+        &customer_mail(
+            &ghost,
+            &support.address,
+            "g1@example.com",
+            "Ghost",
+            "Hi",
+            None,
+        ),
+    )
+    .await;
+    wait_tickets(app.store.as_ref(), 1).await;
+    let ticket = app
+        .store
+        .list_tickets(&TicketFilter::default())
+        .await
+        .unwrap()[0]
+        .id;
+    let queued = queue_reply(
+        &app.app,
+        ReplyRequest {
+            ticket,
+            agent: Agent::parse("@bob:example.com").unwrap(),
+            agent_name: None,
+            body_markdown: "Hello".into(),
+            attachments: vec![],
+            undo_window: Duration::ZERO,
+        },
+    )
+    .await
+    .unwrap();
+    let store = app.store.clone();
+    let bounce = wait_for("the bounce to join the ticket", WAIT, || {
+        let store = store.clone();
+        async move {
+            store.emails(ticket).await.unwrap().into_iter().find(|e| {
+                e.direction == Direction::Inbound
+                    && e.from.address.local().eq_ignore_ascii_case("mailer-daemon")
+            })
+        }
+    })
+    .await;
+    // The reply itself went out (Postfix took it); the bounce came after.
+    let reply = app.store.outgoing(queued.email_id).await.unwrap().unwrap();
+    assert_eq!(reply.state, EmailState::Sent);
+    assert_eq!(
+        ticket_count(app.store.as_ref()).await,
+        1,
+        "the bounce opened a ticket"
+    );
+    let log = app.store.audit_log(ticket).await.unwrap();
+    assert!(log.iter().any(|a| a.action == "automatic-mail"), "{log:?}");
+    assert!(!log.iter().any(|a| a.action == "reopen"), "{log:?}");
+    assert!(
+        bounce.subject.to_ascii_lowercase().contains("undeliver"),
+        "{}",
+        bounce.subject
     );
     app.stop().await;
 }

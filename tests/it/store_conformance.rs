@@ -156,10 +156,19 @@ pub async fn follow_ups_thread_and_reopen(store: Arc<SqlStore>) {
         tokens: vec![token(1)],
         subject: "Re: Invoice 42".into(),
         at: 1_700_000_100,
+        returned: None,
     };
     let found = s.thread_candidates(&mb(), &keys).await.unwrap();
     assert_eq!(found.by_reference.len(), 1);
     assert_eq!(found.by_reference[0].id, t);
+    // A bounce returning a mail we did not send (the customer's) finds no
+    // ticket by it.
+    let bounce = ThreadKeys {
+        returned: Some(MessageId::parse("root@x").unwrap()),
+        ..keys.clone()
+    };
+    let found = s.thread_candidates(&mb(), &bounce).await.unwrap();
+    assert_eq!(found.by_returned, None);
     assert!(
         found.by_reference[0]
             .participants
@@ -458,6 +467,18 @@ pub async fn crash_recovery_never_resends(store: Arc<SqlStore>) {
     let out = s.outgoing(email_id).await.unwrap().unwrap();
     assert_eq!(out.state, EmailState::Queued);
     assert_eq!(out.answers, Some(MessageId::parse("crash@x").unwrap()));
+    // A bounce returning this reply finds its ticket.
+    let bounce = ThreadKeys {
+        from: addr("mailer-daemon@mx.example"),
+        in_reply_to: vec![],
+        references: vec![],
+        tokens: vec![],
+        subject: "Undelivered Mail Returned to Sender".into(),
+        at: 1,
+        returned: Some(MessageId::parse("r1@example.com").unwrap()),
+    };
+    let found = s.thread_candidates(&mb(), &bounce).await.unwrap();
+    assert_eq!(found.by_returned, Some(t));
     // Take both the chat post and the send, then "crash".
     let j1 = s.next_job(1).await.unwrap().unwrap();
     let j2 = s.next_job(1).await.unwrap().unwrap();
@@ -797,6 +818,7 @@ pub async fn ingest_batches_commit_together_and_see_their_own_mail(store: Arc<Sq
         tokens: vec![],
         subject: "Re: Invoice 42".into(),
         at: 1_700_000_100,
+        returned: None,
     };
     let found = b.thread_candidates(&mb(), &keys).await.unwrap();
     assert_eq!(
