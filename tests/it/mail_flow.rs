@@ -14,7 +14,9 @@ use mailroom::store::{EmailState, JobState, TicketFilter, TicketStore};
 use tokio::io::{AsyncWriteExt, copy_bidirectional};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::{Stack, TestDb, append, config, customer_mail, fetch_all, start, wait_for};
+use crate::common::{
+    Running, Stack, TestDb, User, append, config, customer_mail, fetch_all, start, wait_for,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -708,25 +710,21 @@ async fn while_smtp_is_down_the_outbox_retries_and_delivers_exactly_once() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_permanent_smtp_refusal_is_recorded_not_retried() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
-    let db = TestDb::sqlite();
-    let app = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
-    // Postfix refuses destinations outside the test domains with a 5xx.
+/// A customer's mail becomes the only ticket, and bob answers it at once
+/// ("Hello", no undo window). Returns the ticket and the reply's email id.
+async fn open_and_answer(
+    stack: &Stack,
+    support: &User,
+    app: &Running,
+    from: &str,
+    message_id: &str,
+    subject: &str,
+) -> (mailroom::domain::ids::TicketId, i64) {
     append(
         stack,
-        &support,
+        support,
         "INBOX",
-        &customer_mail(
-            "someone@nowhere.invalid",
-            &support.address,
-            "p1@nowhere.invalid",
-            "Bounce me",
-            "Hi",
-            None,
-        ),
+        &customer_mail(from, &support.address, message_id, subject, "Hi", None),
     )
     .await;
     wait_tickets(app.store.as_ref(), 1).await;
@@ -749,16 +747,30 @@ async fn a_permanent_smtp_refusal_is_recorded_not_retried() {
     )
     .await
     .unwrap();
+    (ticket, queued.email_id)
+}
+
+#[tokio::test]
+async fn a_permanent_smtp_refusal_is_recorded_not_retried() {
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let db = TestDb::sqlite();
+    let app = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
+    // Postfix refuses destinations outside the test domains with a 5xx.
+    let (ticket, reply_id) = open_and_answer(
+        stack,
+        &support,
+        &app,
+        "someone@nowhere.invalid",
+        "p1@nowhere.invalid",
+        "Bounce me",
+    )
+    .await;
     let store = app.store.clone();
     let state = wait_for("the send to settle", WAIT, || {
         let store = store.clone();
         async move {
-            let s = store
-                .outgoing(queued.email_id)
-                .await
-                .unwrap()
-                .unwrap()
-                .state;
+            let s = store.outgoing(reply_id).await.unwrap().unwrap().state;
             (s != EmailState::Queued).then_some(s)
         }
     })
@@ -787,40 +799,8 @@ async fn a_bounce_of_a_reply_joins_its_ticket_without_reopening_it() {
     // Postfix accepts the reply, LMTP refuses it, and Postfix mails a
     // delivery report back to the shared address.
     let ghost = format!("ghost-{}@example.com", std::process::id());
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            &ghost,
-            &support.address,
-            "g1@example.com",
-            "Ghost",
-            "Hi",
-            None,
-        ),
-    )
-    .await;
-    wait_tickets(app.store.as_ref(), 1).await;
-    let ticket = app
-        .store
-        .list_tickets(&TicketFilter::default())
-        .await
-        .unwrap()[0]
-        .id;
-    let queued = queue_reply(
-        &app.app,
-        ReplyRequest {
-            ticket,
-            agent: Agent::parse("@bob:example.com").unwrap(),
-            agent_name: None,
-            body_markdown: "Hello".into(),
-            attachments: vec![],
-            undo_window: Duration::ZERO,
-        },
-    )
-    .await
-    .unwrap();
+    let (ticket, reply_id) =
+        open_and_answer(stack, &support, &app, &ghost, "g1@example.com", "Ghost").await;
     let store = app.store.clone();
     let bounce = wait_for("the bounce to join the ticket", WAIT, || {
         let store = store.clone();
@@ -833,7 +813,7 @@ async fn a_bounce_of_a_reply_joins_its_ticket_without_reopening_it() {
     })
     .await;
     // The reply itself went out (Postfix took it); the bounce came after.
-    let reply = app.store.outgoing(queued.email_id).await.unwrap().unwrap();
+    let reply = app.store.outgoing(reply_id).await.unwrap().unwrap();
     assert_eq!(reply.state, EmailState::Sent);
     assert_eq!(
         ticket_count(app.store.as_ref()).await,
