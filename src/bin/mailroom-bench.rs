@@ -887,17 +887,17 @@ async fn backlog(env: &Env, emails: usize) -> anyhow::Result<Backlog> {
     let raw_room = b.alice.create_room(req).await?;
     let raw_room = poster.join_room_by_id(raw_room.room_id()).await?;
     let first_half = emails / 2;
+    // Seconds the plain client takes for these posts.
     let plain = async |range: std::ops::Range<usize>| -> anyhow::Result<f64> {
-        let n = range.len();
         let start = Instant::now();
         for i in range {
             raw_room
                 .send(RoomMessageEventContent::text_plain(format!("raw {i}")))
                 .await?;
         }
-        Ok(n as f64 / start.elapsed().as_secs_f64())
+        Ok(start.elapsed().as_secs_f64())
     };
-    let raw_before = plain(0..first_half).await?;
+    let before = plain(0..first_half).await?;
 
     let d = b.spawn()?;
     let start_app = d.started;
@@ -923,15 +923,13 @@ async fn backlog(env: &Env, emails: usize) -> anyhow::Result<Backlog> {
     let peak = d.peak_mb();
     d.stop();
 
-    let raw_after = plain(first_half..emails).await?;
-    // The whole plain run's rate: all its posts over all its time.
-    let raw_time = first_half as f64 / raw_before + (emails - first_half) as f64 / raw_after;
+    let after = plain(first_half..emails).await?;
     b.finish();
     Ok(Backlog {
         rate,
-        raw_rate: emails as f64 / raw_time,
-        raw_before,
-        raw_after,
+        raw_rate: emails as f64 / (before + after),
+        raw_before: first_half as f64 / before,
+        raw_after: (emails - first_half) as f64 / after,
         peak,
     })
 }

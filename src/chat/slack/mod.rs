@@ -391,6 +391,16 @@ impl SlackChat {
         Ok(info)
     }
 
+    /// The name a teammate's replies are signed with, which a reply that
+    /// mentions them shows too: `[slack.signature_names]`, else Slack's.
+    fn signature_name(&self, user: &str, info: UserInfo) -> String {
+        self.settings
+            .signature_names
+            .get(user)
+            .cloned()
+            .unwrap_or(info.name)
+    }
+
     async fn channel_members(&self, channel: &str) -> Result<HashSet<String>, ChatError> {
         let mut all = HashSet::new();
         let mut cursor = String::new();
@@ -568,38 +578,26 @@ impl ChatPlatform for SlackChat {
         if !info.active || !self.is_member(room, user).await? {
             return Ok(None);
         }
-        let display_name = self
-            .settings
-            .signature_names
-            .get(user)
-            .cloned()
-            .unwrap_or(info.name);
         Ok(Some(Member {
             power: 0,
-            display_name: Some(display_name),
+            display_name: Some(self.signature_name(user, info)),
         }))
     }
 
     async fn names_for_mail(&self, text: &str) -> String {
+        let ids: HashSet<&str> = render::mentioned_users(text).into_iter().collect();
         let mut names = HashMap::new();
-        for id in render::mentioned_users(text) {
-            if names.contains_key(id) {
-                continue;
-            }
-            let name = match self.user(id).await {
-                Ok(Some(info)) => self
-                    .settings
-                    .signature_names
-                    .get(id)
-                    .cloned()
-                    .unwrap_or(info.name),
-                Ok(None) => format!("@{id}"),
-                Err(e) => {
-                    tracing::warn!(user = id, error = %e, "could not look up a mentioned user's name for a reply");
-                    format!("@{id}")
+        for id in ids {
+            match self.user(id).await {
+                Ok(Some(info)) => {
+                    names.insert(id, self.signature_name(id, info));
                 }
-            };
-            names.insert(id, name);
+                // Unknown to Slack: `name_mentions` leaves `@` and the id.
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(user = id, error = %e, "could not look up a mentioned user's name for a reply")
+                }
+            }
         }
         render::name_mentions(text, &names)
     }
