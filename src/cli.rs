@@ -18,7 +18,7 @@ use crate::domain::ticket::Status;
 use crate::domain::ticket::TicketEvent;
 use crate::store::Applied;
 use crate::store::sql::SqlStore;
-use crate::store::{JobState, TicketFilter, TicketStore};
+use crate::store::{JobState, Requeued, TicketFilter, TicketStore};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -151,16 +151,21 @@ pub struct ActArgs {
     pub actor: Option<String>,
 }
 
+/// `--as WHO`, or `cli:$USER` when it is not given.
+fn cli_agent(actor: Option<&str>) -> anyhow::Result<Agent> {
+    let who = match actor {
+        Some(a) => a.to_owned(),
+        None => format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "operator".into())
+        ),
+    };
+    Agent::parse(&who).map_err(|e| anyhow::anyhow!("--as: {e}"))
+}
+
 impl ActArgs {
     fn agent(&self) -> anyhow::Result<Agent> {
-        let who = match &self.actor {
-            Some(a) => a.clone(),
-            None => format!(
-                "cli:{}",
-                std::env::var("USER").unwrap_or_else(|_| "operator".into())
-            ),
-        };
-        Agent::parse(&who).map_err(|e| anyhow::anyhow!("--as: {e}"))
+        cli_agent(self.actor.as_deref())
     }
     fn ticket(&self) -> anyhow::Result<TicketId> {
         TicketId::parse(&self.id).map_err(|e| anyhow::anyhow!("{e}"))
@@ -208,6 +213,15 @@ pub enum OutboxCommand {
     List {
         #[arg(long)]
         all: bool,
+    },
+    /// Queue a failed job again (after fixing what made it fail), e.g. an
+    /// email that could not be posted to chat. The running daemon does it.
+    Retry {
+        /// The job's number, as `outbox list` shows it.
+        id: i64,
+        /// Who asks, for the audit log (default: cli:$USER).
+        #[arg(long = "as")]
+        actor: Option<String>,
     },
 }
 
@@ -272,16 +286,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
-                "{:>6}  {:<10}  {:<12}  {:>7}  {:>8}  ERROR",
-                "JOB", "STATE", "KIND", "TICKET", "ATTEMPTS"
+                "{:>6}  {:<10}  {:<16}  {:<8}  {:>7}  {:>8}  ERROR",
+                "JOB", "STATE", "KIND", "CHAT", "TICKET", "ATTEMPTS"
             )?;
             for j in jobs {
                 writeln!(
                     out,
-                    "{:>6}  {:<10}  {:<12}  {:>7}  {:>8}  {}",
+                    "{:>6}  {:<10}  {:<16}  {:<8}  {:>7}  {:>8}  {}",
                     j.id,
                     j.state.as_str(),
                     j.spec.kind(),
+                    j.spec.platform().map_or("", |p| p.as_str()),
                     j.ticket.map(|t| t.to_string()).unwrap_or_default(),
                     j.attempts,
                     j.last_error.unwrap_or_default()
@@ -289,6 +304,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             store.close().await;
             Ok(0)
+        }
+        Command::Outbox(OutboxCommand::Retry { id, actor }) => {
+            let settings = load_offline(&cli.config)?;
+            let store = open_store(&settings).await?;
+            let actor = Actor::Agent(cli_agent(actor.as_deref())?);
+            let requeued = store.requeue_job(id, &actor, now_ms()).await?;
+            store.close().await;
+            match requeued {
+                Requeued::Queued(job) => {
+                    println!(
+                        "job {id} ({}{}) queued again; the running daemon picks it up within a second",
+                        job.spec.kind(),
+                        job.ticket
+                            .map(|t| format!(", ticket {t}"))
+                            .unwrap_or_default()
+                    );
+                    Ok(0)
+                }
+                Requeued::NoSuchJob => {
+                    eprintln!(
+                        "outbox retry: there is no job {id} (see `mailroom outbox list --all`)"
+                    );
+                    Ok(1)
+                }
+                Requeued::NotFailed(state) => {
+                    eprintln!(
+                        "outbox retry: job {id} is {}, not failed; only failed jobs are queued again",
+                        state.as_str()
+                    );
+                    Ok(1)
+                }
+                Requeued::Reply => {
+                    eprintln!(
+                        "outbox retry: job {id} is a reply; a reply is never sent again from the outbox. \
+                         Check the thread (or `mailroom tickets show`) for why it failed, and answer again with a new reply."
+                    );
+                    Ok(1)
+                }
+            }
         }
     }
 }

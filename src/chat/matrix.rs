@@ -18,6 +18,7 @@ use matrix_sdk::room::Room;
 use matrix_sdk::ruma::api::client::filter::{FilterDefinition, RoomEventFilter, RoomFilter};
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::api::error::{ErrorKind, LimitExceededErrorData, RetryAfter};
+use matrix_sdk::ruma::events::GlobalAccountDataEventType;
 use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
 use matrix_sdk::ruma::events::relation::Thread;
 use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
@@ -27,7 +28,6 @@ use matrix_sdk::ruma::events::room::message::{
 };
 use matrix_sdk::ruma::events::room::power_levels::UserPowerLevel;
 use matrix_sdk::ruma::events::room::redaction::OriginalSyncRoomRedactionEvent;
-use matrix_sdk::ruma::events::{GlobalAccountDataEventType, Mentions};
 use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{
     OwnedEventId, OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId, UserId,
@@ -37,23 +37,22 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ChatError, ChatEvent, ChatPlatform, EMPTY_BODY, FileUpload, MAX_FIELD_CHARS, Member,
-    SharedFile, TicketCard, clip, human_size, listed, status_line, truncate_chars, with_full_text,
+    ChatError, ChatEvent, ChatPlatform, FileUpload, Member, SharedFile, TicketCard, human_size,
 };
 use crate::config::{MatrixAuth, MatrixSettings};
-use crate::domain::ids::Agent;
-use crate::domain::render::EmailView;
+use crate::domain::ids::{Agent, TicketId};
+use crate::domain::render::{EmailView, Rendering};
 use crate::store::{ChatThread, Platform};
 
 mod pace;
+mod render;
 use pace::{POLL_EVERY, Pace, SyncMode};
+use render::text_block;
+pub use render::{MAX_BODY_CHARS, follow_up_content, root_content};
 
 /// The account data the bot sets on itself to end its own long-poll when a
 /// burst of posts starts.
 const NUDGE_EVENT_TYPE: &str = "io.mailroom.sync_pace";
-
-/// Matrix events are limited to 64 KiB; leave room for the HTML twin and JSON.
-const MAX_BODY_CHARS: usize = 12_000;
 
 /// A reaction we saw, kept so that its redaction can be told apart.
 #[derive(Debug, Clone)]
@@ -100,6 +99,17 @@ fn permanent(message: impl Into<String>) -> ChatError {
 /// Classifies an SDK error: rate limits carry their delay, 4xx are final,
 /// everything else (network, 5xx) is worth retrying.
 fn classify(e: matrix_sdk::Error) -> ChatError {
+    if let matrix_sdk::Error::Media(matrix_sdk::media::MediaError::MediaTooLargeToUpload {
+        max,
+        current,
+    }) = &e
+    {
+        return permanent(format!(
+            "{} is over the homeserver's upload limit (m.upload.size) of {}",
+            human_size(u64::from(*current)),
+            human_size(u64::from(*max))
+        ));
+    }
     if let Some(ErrorKind::LimitExceeded(LimitExceededErrorData { retry_after, .. })) =
         e.client_api_error_kind()
     {
@@ -142,29 +152,6 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
-fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-/// Plain text and HTML with line breaks kept. The email's own HTML never
-/// reaches the room: only its text rendering, escaped, so nothing the sender
-/// wrote can become markup, links or tracking pixels.
-fn text_block(text: &str) -> String {
-    escape_html(text).replace('\n', "<br>")
-}
-
-/// The body of an email as shown in the room: plain and HTML.
 /// The long-poll sync leaves the bot's own events out of the timeline: it
 /// learns their ids when it sends them. Without this, each post woke the
 /// bot's sync for nothing, one more /sync for the homeserver to answer per
@@ -177,135 +164,6 @@ fn sync_filter(me: &matrix_sdk::ruma::UserId) -> Filter {
     let mut definition = FilterDefinition::default();
     definition.room = room;
     Filter::FilterDefinition(definition)
-}
-
-fn render_email(email: &EmailView, heading: &str) -> (String, String) {
-    let parties = |ps: &[crate::domain::email::Party]| {
-        let all = ps
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        clip(&all, MAX_FIELD_CHARS).into_owned()
-    };
-    let from = clip(&email.from.to_string(), MAX_FIELD_CHARS).into_owned();
-    let subject = clip(&email.subject, MAX_FIELD_CHARS).into_owned();
-    let date = email
-        .date
-        .and_then(|d| jiff::Timestamp::from_second(d).ok())
-        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let (body, truncated) = truncate_chars(&email.body, MAX_BODY_CHARS);
-    let body = if body.trim().is_empty() {
-        EMPTY_BODY
-    } else {
-        body
-    };
-    let mut plain = format!("{heading}\nFrom: {from}\n");
-    let mut html = format!(
-        "<p><strong>{}</strong><br><b>From:</b> {}<br>",
-        escape_html(heading),
-        escape_html(&from)
-    );
-    if !email.to.is_empty() {
-        plain.push_str(&format!("To: {}\n", parties(&email.to)));
-        html.push_str(&format!(
-            "<b>To:</b> {}<br>",
-            escape_html(&parties(&email.to))
-        ));
-    }
-    if !email.cc.is_empty() {
-        plain.push_str(&format!("Cc: {}\n", parties(&email.cc)));
-        html.push_str(&format!(
-            "<b>Cc:</b> {}<br>",
-            escape_html(&parties(&email.cc))
-        ));
-    }
-    plain.push_str(&format!("Subject: {subject}\nDate: {date}\n\n{body}\n"));
-    html.push_str(&format!(
-        "<b>Subject:</b> {}<br><b>Date:</b> {date}</p><p>{}</p>",
-        escape_html(&subject),
-        text_block(body)
-    ));
-    let mut folded = Vec::new();
-    if email.quoted_trimmed {
-        folded.push("quoted history");
-    }
-    if email.signature_trimmed {
-        folded.push("signature");
-    }
-    if truncated {
-        let note = format!(
-            "(truncated at {MAX_BODY_CHARS} characters; the full text is attached in the thread)"
-        );
-        plain.push_str(&format!("{note}\n"));
-        html.push_str(&format!("<p><em>{}</em></p>", escape_html(&note)));
-    } else if !folded.is_empty() {
-        let note = format!("({} folded away)", folded.join(" and "));
-        plain.push_str(&format!("{note}\n"));
-        html.push_str(&format!("<p><em>{note}</em></p>"));
-    }
-    if !email.attachments.is_empty() {
-        let list = listed(
-            email
-                .attachments
-                .iter()
-                .map(|a| {
-                    format!(
-                        "📎 {} ({}, {})",
-                        clip(&a.name, MAX_FIELD_CHARS),
-                        clip(&a.content_type, MAX_FIELD_CHARS),
-                        human_size(a.size)
-                    )
-                })
-                .collect(),
-            "attachments",
-        );
-        plain.push_str(&format!("{}\n", list.join("\n")));
-        html.push_str(&format!(
-            "<p>{}</p>",
-            escape_html(&list.join("\n")).replace('\n', "<br>")
-        ));
-    }
-    let notes = listed(
-        email
-            .notes
-            .iter()
-            .map(|n| clip(n, MAX_FIELD_CHARS).into_owned())
-            .collect(),
-        "reading problems",
-    );
-    for n in &notes {
-        plain.push_str(&format!("⚠️ {n}\n"));
-        html.push_str(&format!("<p>⚠️ {}</p>", escape_html(n)));
-    }
-    (plain, html)
-}
-
-/// A ticket's root message (also its replacement when the status changes).
-/// Public so tests can check what reaches the room without a homeserver.
-pub fn root_content(card: &TicketCard<'_>, email: &EmailView) -> RoomMessageEventContent {
-    let heading = format!("📨 {} · {}", card.ticket, card.mailbox_display_name);
-    let (mut plain, mut html) = render_email(email, &heading);
-    let status = status_line(card);
-    plain.push_str(&format!("\nStatus: {status}"));
-    html.push_str(&format!("<p><b>Status:</b> {}</p>", escape_html(&status)));
-    RoomMessageEventContent::text_html(plain, html)
-}
-
-/// A customer's follow-up as posted in the thread, mentioning `owner` so
-/// they hear of it.
-pub fn follow_up_content(email: &EmailView, owner: Option<&Agent>) -> RoomMessageEventContent {
-    let heading = match owner {
-        Some(o) => format!("📨 New mail from the customer ({o})"),
-        None => "📨 New mail from the customer".to_owned(),
-    };
-    let (plain, html) = render_email(email, &heading);
-    let content = RoomMessageEventContent::text_html(plain, html);
-    match owner.and_then(|o| OwnedUserId::try_from(o.as_str()).ok()) {
-        Some(user) => content.add_mentions(Mentions::with_user_ids([user])),
-        None => content,
-    }
 }
 
 fn in_thread(mut content: RoomMessageEventContent, root: &OwnedEventId) -> RoomMessageEventContent {
@@ -520,37 +378,38 @@ impl MatrixChat {
         }
     }
 
-    /// Uploads files into the thread of `root`. Each upload has its own
-    /// transaction id derived from the job's, so a retried job does not
-    /// upload twice.
+    /// Uploads one file into the thread of `root`, with a transaction id
+    /// derived from the job's, so a retried job does not post it twice.
     async fn upload_into_thread(
         &self,
         room: &Room,
         root: &OwnedEventId,
-        files: Vec<FileUpload>,
+        file: FileUpload,
         key: &str,
     ) -> Result<(), ChatError> {
         use matrix_sdk::attachment::AttachmentConfig;
         use matrix_sdk::room::reply::{EnforceThread, Reply};
         use matrix_sdk::ruma::events::room::message::{AddMentions, ReplyWithinThread};
-        // Files are moved into the upload, not copied: a 25 MB attachment
-        // should be in memory as few times as possible.
-        for (i, f) in files.into_iter().enumerate() {
-            let mime: mime::Mime = f
-                .content_type
-                .parse()
-                .unwrap_or(mime::APPLICATION_OCTET_STREAM);
-            let mut config =
-                AttachmentConfig::new().txn_id(OwnedTransactionId::from(format!("{key}-file-{i}")));
-            config.reply = Some(Reply {
-                event_id: root.clone(),
-                enforce_thread: EnforceThread::Threaded(ReplyWithinThread::No),
-                add_mentions: AddMentions::No,
-            });
-            room.send_attachment(f.name, &mime, f.data, config)
-                .await
-                .map_err(classify)?;
+        if file.data.is_empty() {
+            // Synapse refuses a body-less upload ("Request must specify a
+            // Content-Length"), and there is nothing to show anyway.
+            return Err(permanent("the file is empty"));
         }
+        let mime: mime::Mime = file
+            .content_type
+            .parse()
+            .unwrap_or(mime::APPLICATION_OCTET_STREAM);
+        let mut config = AttachmentConfig::new().txn_id(OwnedTransactionId::from(key.to_owned()));
+        config.reply = Some(Reply {
+            event_id: root.clone(),
+            enforce_thread: EnforceThread::Threaded(ReplyWithinThread::No),
+            add_mentions: AddMentions::No,
+        });
+        // The file is moved into the upload, not copied: a 25 MB attachment
+        // should be in memory as few times as possible.
+        room.send_attachment(file.name, &mime, file.data, config)
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -918,6 +777,12 @@ fn shared_file(msg: &MessageType) -> Option<SharedFile> {
 }
 
 /// A ticket thread in a Matrix room: the room and the root event.
+/// The root event of a thread.
+fn thread_root(thread: &ChatThread) -> Result<OwnedEventId, ChatError> {
+    OwnedEventId::try_from(thread.thread_ref.as_str())
+        .map_err(|e| permanent(format!("thread {}: {e}", thread.thread_ref)))
+}
+
 fn matrix_thread(room: &RoomId, root: &matrix_sdk::ruma::EventId) -> ChatThread {
     ChatThread {
         platform: Platform::Matrix,
@@ -943,15 +808,16 @@ impl ChatPlatform for MatrixChat {
         room: &str,
         card: &TicketCard<'_>,
         email: &EmailView,
-        files: Vec<FileUpload>,
+        rendering: Rendering,
         idempotency_key: &str,
     ) -> Result<ChatThread, ChatError> {
         let r = self.room(room)?;
         let event_id = self
-            .send(&r, root_content(card, email), Some(idempotency_key))
-            .await?;
-        let files = with_full_text(email, files, MAX_BODY_CHARS);
-        self.upload_into_thread(&r, &event_id, files, idempotency_key)
+            .send(
+                &r,
+                root_content(card, email, rendering),
+                Some(idempotency_key),
+            )
             .await?;
         self.posted();
         Ok(matrix_thread(r.room_id(), &event_id))
@@ -960,19 +826,16 @@ impl ChatPlatform for MatrixChat {
     async fn post_follow_up(
         &self,
         thread: &ChatThread,
+        ticket: TicketId,
         email: &EmailView,
         owner: Option<&Agent>,
-        files: Vec<FileUpload>,
+        rendering: Rendering,
         idempotency_key: &str,
     ) -> Result<(), ChatError> {
         let r = self.room(&thread.room)?;
-        let root = OwnedEventId::try_from(thread.thread_ref.as_str())
-            .map_err(|e| permanent(format!("thread {}: {e}", thread.thread_ref)))?;
-        let content = follow_up_content(email, owner);
+        let root = thread_root(thread)?;
+        let content = follow_up_content(ticket, email, owner, rendering);
         self.send(&r, in_thread(content, &root), Some(idempotency_key))
-            .await?;
-        let files = with_full_text(email, files, MAX_BODY_CHARS);
-        self.upload_into_thread(&r, &root, files, idempotency_key)
             .await?;
         self.posted();
         Ok(())
@@ -983,14 +846,30 @@ impl ChatPlatform for MatrixChat {
         thread: &ChatThread,
         card: &TicketCard<'_>,
         email: &EmailView,
+        rendering: Rendering,
     ) -> Result<(), ChatError> {
         let r = self.room(&thread.room)?;
-        let root = OwnedEventId::try_from(thread.thread_ref.as_str())
-            .map_err(|e| permanent(format!("thread {}: {e}", thread.thread_ref)))?;
-        let content =
-            root_content(card, email).make_replacement(ReplacementMetadata::new(root, None));
+        let root = thread_root(thread)?;
+        let content = root_content(card, email, rendering)
+            .make_replacement(ReplacementMetadata::new(root, None));
         self.send(&r, content, None).await?;
         Ok(())
+    }
+
+    async fn upload(
+        &self,
+        thread: &ChatThread,
+        file: FileUpload,
+        idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        let r = self.room(&thread.room)?;
+        let root = thread_root(thread)?;
+        self.upload_into_thread(&r, &root, file, idempotency_key)
+            .await
+    }
+
+    fn body_limit(&self) -> usize {
+        MAX_BODY_CHARS
     }
 
     async fn notice(
@@ -1000,8 +879,7 @@ impl ChatPlatform for MatrixChat {
         idempotency_key: &str,
     ) -> Result<(), ChatError> {
         let r = self.room(&thread.room)?;
-        let root = OwnedEventId::try_from(thread.thread_ref.as_str())
-            .map_err(|e| permanent(format!("thread {}: {e}", thread.thread_ref)))?;
+        let root = thread_root(thread)?;
         let content = RoomMessageEventContent::notice_html(text, text_block(text));
         self.send(&r, in_thread(content, &root), Some(idempotency_key))
             .await?;
@@ -1059,66 +937,4 @@ impl ChatPlatform for MatrixChat {
 /// Where the adapter keeps its state (for tests and docs).
 pub fn session_file(state_dir: &Path) -> PathBuf {
     state_dir.join("session.json")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::email::{AttachmentMeta, Party};
-    use crate::domain::ids::{EmailAddress, TicketId};
-    use crate::domain::ticket::TicketState;
-
-    fn view(body: &str) -> EmailView {
-        EmailView::new(
-            Party::new(
-                Some("Eve <script>".into()),
-                EmailAddress::parse("eve@x.example").unwrap(),
-            ),
-            vec![],
-            vec![],
-            "Hi <b>there</b> & @room".into(),
-            Some(1_700_000_000),
-            body.into(),
-            vec![AttachmentMeta {
-                name: "a.pdf".into(),
-                content_type: "application/pdf".into(),
-                size: 2048,
-                inline: false,
-            }],
-            vec![],
-        )
-    }
-
-    #[test]
-    fn email_html_is_escaped_not_passed_through() {
-        let (_, html) = render_email(
-            &view("<img src=x onerror=alert(1)> <a href=\"javascript:x\">y</a>"),
-            "h",
-        );
-        assert!(!html.contains("<img"), "{html}");
-        assert!(!html.contains("<a "), "{html}");
-        assert!(html.contains("&lt;img"), "{html}");
-        assert!(html.contains("Eve &lt;script&gt;"), "{html}");
-        assert!(
-            html.contains("📎 a.pdf (application/pdf, 2.0 KB)"),
-            "{html}"
-        );
-    }
-
-    #[test]
-    fn long_bodies_are_truncated_below_the_event_limit() {
-        let long = "x".repeat(100_000);
-        let card_state = TicketState::Open;
-        let card = TicketCard {
-            ticket: TicketId::new(1),
-            mailbox_display_name: "Support",
-            state: &card_state,
-            tags: vec![],
-        };
-        let content = root_content(&card, &view(&long));
-        let json = serde_json::to_vec(&content).unwrap();
-        assert!(json.len() < 60 * 1024, "event of {} bytes", json.len());
-        assert!(content.body().contains("truncated"));
-        assert!(content.body().ends_with("Status: #1 · Open · unclaimed"));
-    }
 }

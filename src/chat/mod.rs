@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use crate::domain::command::ThreadCommand;
 use crate::domain::ids::{Agent, TicketId};
-use crate::domain::render::EmailView;
+use crate::domain::render::{EmailView, Rendering};
 use crate::domain::ticket::TicketState;
 use crate::store::{ChatThread, Platform};
 
@@ -79,16 +79,17 @@ pub trait ChatPlatform: Send + Sync {
     fn platform(&self) -> Platform;
 
     /// Posts the root message of a new ticket's thread; returns where it lives.
-    /// `idempotency_key` is stable per outbox job, so an adapter whose platform
-    /// supports it (Matrix transaction ids) can make a retried post a no-op.
-    /// `files` are the email's attachments under the size cap, uploaded
-    /// into the thread; larger ones are only listed in the message.
+    /// `idempotency_key` is stable per outbox job and rendering, so an
+    /// adapter whose platform supports it (Matrix transaction ids) can make a
+    /// retried post a no-op. Attachments are not part of it: the outbox
+    /// uploads each one on its own with [`ChatPlatform::upload`], so a file
+    /// the server refuses can never keep the ticket out of the room.
     async fn post_ticket(
         &self,
         room: &str,
         card: &TicketCard<'_>,
         email: &EmailView,
-        files: Vec<FileUpload>,
+        rendering: Rendering,
         idempotency_key: &str,
     ) -> Result<ChatThread, ChatError>;
 
@@ -96,9 +97,10 @@ pub trait ChatPlatform: Send + Sync {
     async fn post_follow_up(
         &self,
         thread: &ChatThread,
+        ticket: TicketId,
         email: &EmailView,
         owner: Option<&Agent>,
-        files: Vec<FileUpload>,
+        rendering: Rendering,
         idempotency_key: &str,
     ) -> Result<(), ChatError>;
 
@@ -109,7 +111,22 @@ pub trait ChatPlatform: Send + Sync {
         thread: &ChatThread,
         card: &TicketCard<'_>,
         email: &EmailView,
+        rendering: Rendering,
     ) -> Result<(), ChatError>;
+
+    /// Uploads one file into the thread. A refusal that concerns this file
+    /// (too large for the server, a type it will not take) is
+    /// [`ChatError::Permanent`]; the outbox then says so in the thread.
+    async fn upload(
+        &self,
+        thread: &ChatThread,
+        file: FileUpload,
+        idempotency_key: &str,
+    ) -> Result<(), ChatError>;
+
+    /// How many characters of an email's text a post shows; past that the
+    /// outbox uploads the full text as a file.
+    fn body_limit(&self) -> usize;
 
     /// Posts a short notice into the thread.
     async fn notice(
@@ -305,23 +322,126 @@ pub(crate) fn status_line(card: &TicketCard<'_>) -> String {
     s
 }
 
-/// The files to upload with a message: the attachments, plus the mail's full
-/// text when the message had to be truncated.
-pub(crate) fn with_full_text(
-    email: &EmailView,
-    files: Vec<FileUpload>,
-    max_chars: usize,
-) -> Vec<FileUpload> {
-    let mut all = files;
-    if truncate_chars(&email.body, max_chars).1 {
-        all.insert(
-            0,
-            FileUpload {
-                name: "full-message.txt".into(),
-                content_type: "text/plain; charset=utf-8".into(),
-                data: email.full_text.as_bytes().to_vec(),
+/// An email's parts as every rendering shows them, each clipped so that a
+/// hostile header cannot blow up a post: adapters wrap these in their markup.
+pub(crate) struct EmailText<'a> {
+    pub from: String,
+    pub to: Option<String>,
+    pub cc: Option<String>,
+    pub subject: String,
+    pub date: String,
+    /// The text, cut at the platform's limit, or [`EMPTY_BODY`].
+    pub body: &'a str,
+    /// Whether the text was cut at the platform's limit.
+    pub truncated: bool,
+    /// Why the text is shorter than the mail's (truncated, folded away).
+    pub note: Option<String>,
+    /// `📎 name (type, size)` lines.
+    pub attachments: Vec<String>,
+    /// Reading problems, one a line.
+    pub problems: Vec<String>,
+}
+
+impl<'a> EmailText<'a> {
+    pub fn new(email: &'a EmailView, max_body_chars: usize) -> EmailText<'a> {
+        let parties = |ps: &[crate::domain::email::Party]| {
+            (!ps.is_empty()).then(|| {
+                let all = ps.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+                clip(&all.join(", "), MAX_FIELD_CHARS).into_owned()
+            })
+        };
+        let (body, truncated) = truncate_chars(&email.body, max_body_chars);
+        let mut folded = Vec::new();
+        if email.quoted_trimmed {
+            folded.push("quoted history");
+        }
+        if email.signature_trimmed {
+            folded.push("signature");
+        }
+        let note = if truncated {
+            Some(format!(
+                "(truncated at {max_body_chars} characters; the full text is attached in the thread)"
+            ))
+        } else {
+            (!folded.is_empty()).then(|| format!("({} folded away)", folded.join(" and ")))
+        };
+        EmailText {
+            from: clip(&email.from.to_string(), MAX_FIELD_CHARS).into_owned(),
+            to: parties(&email.to),
+            cc: parties(&email.cc),
+            subject: clip(&email.subject, MAX_FIELD_CHARS).into_owned(),
+            date: email
+                .date
+                .and_then(|d| jiff::Timestamp::from_second(d).ok())
+                .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            body: if body.trim().is_empty() {
+                EMPTY_BODY
+            } else {
+                body
             },
-        );
+            truncated,
+            note,
+            attachments: listed(
+                email
+                    .attachments
+                    .iter()
+                    .map(|a| {
+                        format!(
+                            "📎 {} ({}, {})",
+                            clip(&a.name, MAX_FIELD_CHARS),
+                            clip(&a.content_type, MAX_FIELD_CHARS),
+                            human_size(a.size)
+                        )
+                    })
+                    .collect(),
+                "attachments",
+            ),
+            problems: listed(
+                email
+                    .notes
+                    .iter()
+                    .map(|n| clip(n, MAX_FIELD_CHARS).into_owned())
+                    .collect(),
+                "reading problems",
+            ),
+        }
     }
-    all
+
+    /// The whole email as plain text under `heading`.
+    pub fn plain(&self, heading: &str) -> String {
+        let mut plain = format!("{heading}\nFrom: {}\n", self.from);
+        if let Some(to) = &self.to {
+            plain.push_str(&format!("To: {to}\n"));
+        }
+        if let Some(cc) = &self.cc {
+            plain.push_str(&format!("Cc: {cc}\n"));
+        }
+        plain.push_str(&format!(
+            "Subject: {}\nDate: {}\n\n{}\n",
+            self.subject, self.date, self.body
+        ));
+        if let Some(note) = &self.note {
+            plain.push_str(&format!("{note}\n"));
+        }
+        if !self.attachments.is_empty() {
+            plain.push_str(&format!("{}\n", self.attachments.join("\n")));
+        }
+        for n in &self.problems {
+            plain.push_str(&format!("⚠️ {n}\n"));
+        }
+        plain
+    }
+}
+
+/// A minimal card: who wrote and what about, and where to read the rest.
+/// Short and without markup, so that a server that refused everything
+/// fuller still takes it.
+pub(crate) fn minimal_text(heading: &str, ticket: TicketId, email: &EmailView) -> String {
+    format!(
+        "{heading}\nFrom: {}\nSubject: {}\nThis mail could not be shown here in full: read it with `mailroom tickets show {}` (its text follows as a file).",
+        clip(&email.from.to_string(), 200),
+        clip(&email.subject, 200),
+        ticket.get()
+    )
 }

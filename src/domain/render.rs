@@ -222,6 +222,86 @@ impl EmailView {
     }
 }
 
+/// How much of an email a chat post carries.
+///
+/// A chat server may refuse a post for something inside the email (a
+/// formatted body it will not take, a rendering over its event size limit).
+/// The ticket must still reach the team, so the post is tried again one
+/// level down ([`Rendering::fallback`]) and the thread is told what was left
+/// out. Attachments are never part of a post: each is uploaded on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rendering {
+    /// Formatted (HTML on Matrix, Block Kit on Slack): headers, the text,
+    /// the attachments listed, reading problems.
+    Full,
+    /// The same content as plain text, without any markup.
+    Plain,
+    /// Who wrote, the subject, and how to read the rest
+    /// (`mailroom tickets show N`); the full text follows as a file.
+    Minimal,
+}
+
+impl Rendering {
+    /// The levels, in the order they are tried.
+    pub const ALL: [Rendering; 3] = [Rendering::Full, Rendering::Plain, Rendering::Minimal];
+
+    /// The next level down, if any.
+    pub fn fallback(self) -> Option<Rendering> {
+        match self {
+            Rendering::Full => Some(Rendering::Plain),
+            Rendering::Plain => Some(Rendering::Minimal),
+            Rendering::Minimal => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rendering::Full => "full",
+            Rendering::Plain => "plain",
+            Rendering::Minimal => "minimal",
+        }
+    }
+
+    /// Appended to a post's idempotency key: each level is its own request,
+    /// so a refused level never shadows the next one's transaction id.
+    pub fn key_suffix(self) -> &'static str {
+        match self {
+            Rendering::Full => "",
+            Rendering::Plain => "-plain",
+            Rendering::Minimal => "-minimal",
+        }
+    }
+
+    /// What a post at this level leaves out, for the thread's notice.
+    pub fn left_out(self) -> &'static str {
+        match self {
+            Rendering::Full => "nothing",
+            Rendering::Plain => "the formatting",
+            Rendering::Minimal => {
+                "the text, the address lists and the attachment list (the full text is attached as a file)"
+            }
+        }
+    }
+}
+
+/// The thread's notice after a post had to fall back: what is shown, what
+/// was left out, and each level's refusal.
+pub fn fallback_notice(shown: Rendering, refusals: &[(Rendering, String)]) -> String {
+    let mut out = format!(
+        "ℹ️ This mail is shown {} because the chat server refused the fuller version; left out: {}.",
+        match shown {
+            Rendering::Full => "in full",
+            Rendering::Plain => "as plain text",
+            Rendering::Minimal => "as a short card",
+        },
+        shown.left_out()
+    );
+    for (level, why) in refusals {
+        out.push_str(&format!("\n• {} version refused: {why}", level.as_str()));
+    }
+    out
+}
+
 /// A short one-line preview for lists: the first non-blank line of `body`,
 /// whitespace collapsed, cut to at most `max_chars` characters plus `…`.
 pub fn preview(body: &str, max_chars: usize) -> String {

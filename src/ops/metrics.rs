@@ -15,6 +15,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::domain::ids::MailboxName;
+use crate::domain::render::Rendering;
 use crate::store::{JobState, Platform};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -25,6 +26,12 @@ struct MailboxLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PlatformLabel {
     platform: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RenderingLabels {
+    platform: &'static str,
+    rendering: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,6 +115,9 @@ pub struct Metrics {
     job_retries: Family<KindLabel, Counter>,
     imap_reconnects: Family<MailboxLabel, Counter>,
     chat_errors: Family<ChatErrorLabels, Counter>,
+    posts_failed: Family<PlatformLabel, Counter>,
+    posts_degraded: Family<RenderingLabels, Counter>,
+    files_refused: Family<PlatformLabel, Counter>,
     ingest_latency: HistogramFamily<MailboxLabel>,
     post_latency: HistogramFamily<PlatformLabel>,
     reply_latency: HistogramFamily<MailboxLabel>,
@@ -138,6 +148,9 @@ impl Metrics {
             job_retries: Family::default(),
             imap_reconnects: Family::default(),
             chat_errors: Family::default(),
+            posts_failed: Family::default(),
+            posts_degraded: Family::default(),
+            files_refused: Family::default(),
             ingest_latency: Family::new_with_constructor(latency_histogram),
             post_latency: Family::new_with_constructor(latency_histogram),
             reply_latency: Family::new_with_constructor(latency_histogram),
@@ -184,6 +197,21 @@ impl Metrics {
             "chat_errors",
             "Chat platform errors met by outbox jobs, by kind",
             m.chat_errors.clone(),
+        );
+        registry.register(
+            "chat_posts_failed",
+            "Emails (new tickets or follow-ups) that could not be posted to chat at all; each is in `mailroom outbox list`",
+            m.posts_failed.clone(),
+        );
+        registry.register(
+            "chat_posts_degraded",
+            "Emails posted to chat at a lower rendering (plain, minimal) after the fuller one was refused",
+            m.posts_degraded.clone(),
+        );
+        registry.register(
+            "chat_files_refused",
+            "Attachments (or full texts) that could not be uploaded into a thread; the thread says which",
+            m.files_refused.clone(),
         );
         registry.register_with_unit(
             "ingest_latency",
@@ -280,6 +308,30 @@ impl Metrics {
                     ChatErrorKind::Permanent => "permanent",
                 },
             })
+            .inc();
+    }
+
+    /// An email that could not be posted at all.
+    pub fn post_failed(&self, platform: Platform) {
+        self.posts_failed
+            .get_or_create(&Metrics::platform(platform))
+            .inc();
+    }
+
+    /// An email posted at `rendering`, below the full one.
+    pub fn post_degraded(&self, platform: Platform, rendering: Rendering) {
+        self.posts_degraded
+            .get_or_create(&RenderingLabels {
+                platform: platform.as_str(),
+                rendering: rendering.as_str(),
+            })
+            .inc();
+    }
+
+    /// A file that could not be uploaded into its thread.
+    pub fn file_refused(&self, platform: Platform) {
+        self.files_refused
+            .get_or_create(&Metrics::platform(platform))
             .inc();
     }
 

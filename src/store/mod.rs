@@ -125,6 +125,13 @@ pub enum JobSpec {
         room: String,
         text: String,
     },
+    /// Upload one file of an email into the ticket's thread (queued by the
+    /// post of that email, once it is in the room).
+    ChatFile {
+        platform: Platform,
+        email_id: i64,
+        part: FilePart,
+    },
     /// Send a queued reply over SMTP.
     SendReply { email_id: i64 },
     /// After a send: APPEND the reply to the Sent folder and flag the answered
@@ -139,6 +146,7 @@ impl JobSpec {
             JobSpec::ChatStatus { .. } => "chat_status",
             JobSpec::ChatNotice { .. } => "chat_notice",
             JobSpec::ChatRoomNotice { .. } => "chat_room_notice",
+            JobSpec::ChatFile { .. } => "chat_file",
             JobSpec::SendReply { .. } => "send_reply",
             JobSpec::FileSent { .. } => "file_sent",
         }
@@ -152,7 +160,8 @@ impl JobSpec {
             JobSpec::ChatPost { platform, .. }
             | JobSpec::ChatStatus { platform }
             | JobSpec::ChatNotice { platform, .. }
-            | JobSpec::ChatRoomNotice { platform, .. } => format!("chat:{}", platform.as_str()),
+            | JobSpec::ChatRoomNotice { platform, .. }
+            | JobSpec::ChatFile { platform, .. } => format!("chat:{}", platform.as_str()),
             JobSpec::SendReply { .. } | JobSpec::FileSent { .. } => format!("mail:{t}"),
         }
     }
@@ -164,6 +173,68 @@ impl JobSpec {
     pub fn at_most_once(&self) -> bool {
         matches!(self, JobSpec::SendReply { .. })
     }
+}
+
+/// Which file of an email a [`JobSpec::ChatFile`] uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "file", rename_all = "snake_case")]
+pub enum FilePart {
+    /// The email's whole text, when the post could not show all of it.
+    FullText,
+    /// The attachment at this index of the parsed email's attachment list.
+    Attachment { index: usize },
+}
+
+impl JobSpec {
+    /// The platform a chat job talks to.
+    pub fn platform(&self) -> Option<Platform> {
+        match self {
+            JobSpec::ChatPost { platform, .. }
+            | JobSpec::ChatStatus { platform }
+            | JobSpec::ChatNotice { platform, .. }
+            | JobSpec::ChatRoomNotice { platform, .. }
+            | JobSpec::ChatFile { platform, .. } => Some(*platform),
+            JobSpec::SendReply { .. } | JobSpec::FileSent { .. } => None,
+        }
+    }
+}
+
+/// How a job ended, and what it leaves behind in the same transaction: the
+/// ticket's chat thread (a root just posted), follow-on jobs (its files, a
+/// notice) and an audit line. So a crash never leaves a posted root
+/// unrecorded, nor its files or notices unqueued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub outcome: JobOutcome,
+    pub thread: Option<ChatThread>,
+    /// Queued for the job's ticket, due at once, in this order.
+    pub follow_ons: Vec<JobSpec>,
+    /// `(action, details)` for the job's ticket, by the system.
+    pub audit: Option<(&'static str, String)>,
+}
+
+impl Settlement {
+    pub fn new(outcome: JobOutcome) -> Settlement {
+        Settlement {
+            outcome,
+            thread: None,
+            follow_ons: Vec::new(),
+            audit: None,
+        }
+    }
+}
+
+/// What `mailroom outbox retry` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requeued {
+    /// Queued again, due now, with its attempts reset.
+    Queued(Job),
+    NoSuchJob,
+    /// Only failed jobs are retried; this one is not.
+    NotFailed(JobState),
+    /// A reply is never re-sent from the outbox (its failure was told in
+    /// the thread; a new `!reply` is the way to send it again).
+    Reply,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -529,6 +600,13 @@ pub trait TicketStore: Send + Sync {
     /// Earliest `not_before` among pending jobs, to sleep until.
     async fn next_due_at(&self) -> StoreResult<Option<i64>>;
     async fn finish_job(&self, job: &Job, outcome: &JobOutcome, now_ms: i64) -> StoreResult<()>;
+    /// Ends an in-flight job with everything it leaves behind, in one
+    /// transaction (see [`Settlement`]). A job no longer in flight (this
+    /// write already happened) is left as it is.
+    async fn settle_job(&self, job: &Job, settlement: &Settlement, now_ms: i64) -> StoreResult<()>;
+    /// Puts a failed job back in the queue, due now, attempts reset; the
+    /// audit log records who did it.
+    async fn requeue_job(&self, id: i64, actor: &Actor, now_ms: i64) -> StoreResult<Requeued>;
     /// The send was accepted by the SMTP server: marks the job done, the email
     /// sent, writes the audit entry, queues filing in Sent and a "sent by"
     /// notice for each of `notify`, atomically.

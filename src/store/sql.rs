@@ -1164,6 +1164,86 @@ impl TicketStore for SqlStore {
         Ok(())
     }
 
+    async fn settle_job(&self, job: &Job, settlement: &Settlement, now_ms: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let (state, not_before, error) = match &settlement.outcome {
+            JobOutcome::Done => ("done", None, None),
+            JobOutcome::Retry { at_ms, error } => ("pending", Some(*at_ms), Some(error.clone())),
+            JobOutcome::Failed { error } => ("failed", None, Some(error.clone())),
+        };
+        // Only while in flight: a retry of this write after a lost answer
+        // must not queue the follow-on jobs twice.
+        let taken = sqlx::query(
+            "UPDATE outbox SET state = $1, not_before = COALESCE($2, not_before), last_error = $3, updated_at = $4 \
+             WHERE id = $5 AND state = 'in_flight'",
+        )
+        .bind(state)
+        .bind(not_before)
+        .bind(error)
+        .bind(now_ms)
+        .bind(job.id)
+        .execute(&mut *tx)
+        .await?;
+        if taken.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        if let (Some(ticket), Some(thread)) = (job.ticket, &settlement.thread) {
+            link_thread(&mut *tx, ticket, thread).await?;
+        }
+        for spec in &settlement.follow_ons {
+            insert_job(&mut tx, job.ticket, spec, now_ms, now_ms).await?;
+        }
+        if let Some((action, details)) = &settlement.audit {
+            insert_audit(&mut tx, job.ticket, &Actor::System, action, details, now_ms).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn requeue_job(&self, id: i64, actor: &Actor, now_ms: i64) -> StoreResult<Requeued> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM outbox WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(Requeued::NoSuchJob);
+        };
+        let job = job_from_row(&row)?;
+        if job.state != JobState::Failed {
+            return Ok(Requeued::NotFailed(job.state));
+        }
+        if matches!(job.spec, JobSpec::SendReply { .. }) {
+            return Ok(Requeued::Reply);
+        }
+        let taken = sqlx::query(
+            "UPDATE outbox SET state = 'pending', attempts = 0, not_before = $1, updated_at = $1 \
+             WHERE id = $2 AND state = 'failed'",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if taken.rows_affected() == 0 {
+            // Another retry got there first.
+            return Ok(Requeued::NotFailed(JobState::Pending));
+        }
+        let details = format!(
+            "outbox job {id} ({}) queued again; it had failed: {}",
+            job.spec.kind(),
+            job.last_error.as_deref().unwrap_or("no error recorded")
+        );
+        insert_audit(&mut tx, job.ticket, actor, "job-retried", &details, now_ms).await?;
+        tx.commit().await?;
+        Ok(Requeued::Queued(Job {
+            state: JobState::Pending,
+            attempts: 0,
+            not_before_ms: now_ms,
+            ..job
+        }))
+    }
+
     async fn reply_sent(
         &self,
         job: &Job,
@@ -1445,18 +1525,25 @@ impl TicketStore for SqlStore {
     }
 
     async fn link_chat_thread(&self, ticket: TicketId, thread: &ChatThread) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO chat_threads (ticket_id, platform, room, thread_ref) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (ticket_id, platform) DO UPDATE SET room = excluded.room, thread_ref = excluded.thread_ref",
-        )
-        .bind(ticket.get())
-        .bind(thread.platform.as_str())
-        .bind(&thread.room)
-        .bind(&thread.thread_ref)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        link_thread(&self.pool, ticket, thread).await
     }
+}
+
+async fn link_thread<'e, E>(exec: E, ticket: TicketId, thread: &ChatThread) -> StoreResult<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "INSERT INTO chat_threads (ticket_id, platform, room, thread_ref) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (ticket_id, platform) DO UPDATE SET room = excluded.room, thread_ref = excluded.thread_ref",
+    )
+    .bind(ticket.get())
+    .bind(thread.platform.as_str())
+    .bind(&thread.room)
+    .bind(&thread.thread_ref)
+    .execute(exec)
+    .await?;
+    Ok(())
 }
 
 async fn upsert_checkpoint<'e, E>(

@@ -20,7 +20,7 @@ use mailroom::chat::slack::render as slack_render;
 use mailroom::chat::{ChatError, ChatPlatform, FileUpload, Member, SharedFile, TicketCard};
 use mailroom::config::{DatabaseUrl, Settings};
 use mailroom::domain::ids::{Actor, Agent, MailboxName, TicketId};
-use mailroom::domain::render::EmailView;
+use mailroom::domain::render::{EmailView, Rendering};
 use mailroom::domain::ticket::{Status, TicketEvent};
 use mailroom::store::sql::SqlStore;
 use mailroom::store::{ChatThread, Platform, Recorded, TicketFilter, TicketStore};
@@ -80,15 +80,13 @@ impl RenderingChat {
         format!("t{}", posts.len())
     }
 
-    fn render_root(&self, card: &TicketCard<'_>, email: &EmailView) -> Post {
+    fn render_root(&self, card: &TicketCard<'_>, email: &EmailView, rendering: Rendering) -> Post {
         match self.platform {
-            Platform::Matrix => {
-                matrix_post(mailroom::chat::matrix::root_content(card, email), None)
-            }
-            Platform::Slack => {
-                let (text, blocks) = slack_render::root_message(card, email);
-                slack_post(text, blocks, None)
-            }
+            Platform::Matrix => matrix_post(
+                mailroom::chat::matrix::root_content(card, email, rendering),
+                None,
+            ),
+            Platform::Slack => slack_post(slack_render::root_post(card, email, rendering), None),
         }
     }
 }
@@ -139,8 +137,17 @@ fn slack_texts(blocks: &Value) -> Vec<(String, bool)> {
     out
 }
 
-fn slack_post(text: String, blocks: Value, in_thread: Option<String>) -> Post {
-    let texts = slack_texts(&blocks);
+fn slack_post(post: slack_render::Post, in_thread: Option<String>) -> Post {
+    let slack_render::Post {
+        text,
+        blocks,
+        mrkdwn,
+    } = post;
+    // Without blocks, the text is the message, read as mrkdwn unless turned off.
+    let (texts, blocks) = match blocks {
+        Some(blocks) => (slack_texts(&blocks), blocks),
+        None => (vec![(text.clone(), mrkdwn)], Value::Null),
+    };
     let mrkdwn: Vec<String> = texts
         .iter()
         .filter(|(_, m)| *m)
@@ -186,15 +193,10 @@ impl ChatPlatform for RenderingChat {
         room: &str,
         card: &TicketCard<'_>,
         email: &EmailView,
-        files: Vec<FileUpload>,
+        rendering: Rendering,
         _idempotency_key: &str,
     ) -> Result<ChatThread, ChatError> {
-        let mut post = self.render_root(card, email);
-        post.files = files
-            .iter()
-            .map(|f| (f.name.clone(), f.data.len()))
-            .collect();
-        let thread_ref = self.record(post);
+        let thread_ref = self.record(self.render_root(card, email, rendering));
         Ok(ChatThread {
             platform: self.platform,
             room: room.to_owned(),
@@ -205,27 +207,24 @@ impl ChatPlatform for RenderingChat {
     async fn post_follow_up(
         &self,
         thread: &ChatThread,
+        ticket: TicketId,
         email: &EmailView,
         owner: Option<&Agent>,
-        files: Vec<FileUpload>,
+        rendering: Rendering,
         _idempotency_key: &str,
     ) -> Result<(), ChatError> {
         let at = Some(thread.thread_ref.clone());
         let mut post = match self.platform {
-            Platform::Matrix => {
-                matrix_post(mailroom::chat::matrix::follow_up_content(email, owner), at)
-            }
-            Platform::Slack => {
-                let (text, blocks) =
-                    slack_render::follow_up_message(email, owner.map(|o| o.as_str()));
-                slack_post(text, blocks, at)
-            }
+            Platform::Matrix => matrix_post(
+                mailroom::chat::matrix::follow_up_content(ticket, email, owner, rendering),
+                at,
+            ),
+            Platform::Slack => slack_post(
+                slack_render::follow_up_post(ticket, email, owner.map(|o| o.as_str()), rendering),
+                at,
+            ),
         };
         post.kind = PostKind::FollowUp;
-        post.files = files
-            .iter()
-            .map(|f| (f.name.clone(), f.data.len()))
-            .collect();
         self.record(post);
         Ok(())
     }
@@ -235,12 +234,37 @@ impl ChatPlatform for RenderingChat {
         thread: &ChatThread,
         card: &TicketCard<'_>,
         email: &EmailView,
+        rendering: Rendering,
     ) -> Result<(), ChatError> {
-        let mut post = self.render_root(card, email);
+        let mut post = self.render_root(card, email, rendering);
         post.kind = PostKind::CardUpdate;
         post.in_thread = Some(thread.thread_ref.clone());
         self.record(post);
         Ok(())
+    }
+
+    /// Files are recorded on the root post of their thread.
+    async fn upload(
+        &self,
+        thread: &ChatThread,
+        file: FileUpload,
+        _idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        let index: usize = thread
+            .thread_ref
+            .trim_start_matches('t')
+            .parse()
+            .expect("a recorded thread");
+        let mut posts = self.posts.lock().expect("posts lock");
+        posts[index - 1].files.push((file.name, file.data.len()));
+        Ok(())
+    }
+
+    fn body_limit(&self) -> usize {
+        match self.platform {
+            Platform::Matrix => mailroom::chat::matrix::MAX_BODY_CHARS,
+            Platform::Slack => slack_render::MAX_BODY_CHARS,
+        }
     }
 
     async fn notice(

@@ -29,7 +29,7 @@ use mailroom::chat::{ChatError, ChatPlatform, FileUpload, Member, SharedFile, Ti
 use mailroom::config::Settings;
 use mailroom::domain::email::Direction;
 use mailroom::domain::ids::{Agent, MailboxName, TicketId};
-use mailroom::domain::render::EmailView;
+use mailroom::domain::render::{EmailView, Rendering};
 use mailroom::mail::parse::parse_email;
 use mailroom::store::{ChatThread, EmailState, JobState, Platform, TicketFilter, TicketStore};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -335,7 +335,7 @@ impl ChatPlatform for RecordingChat {
         room: &str,
         card: &TicketCard<'_>,
         _email: &EmailView,
-        _files: Vec<FileUpload>,
+        _rendering: Rendering,
         _key: &str,
     ) -> Result<ChatThread, ChatError> {
         Ok(ChatThread {
@@ -348,9 +348,10 @@ impl ChatPlatform for RecordingChat {
     async fn post_follow_up(
         &self,
         _thread: &ChatThread,
+        _ticket: TicketId,
         _email: &EmailView,
         _owner: Option<&Agent>,
-        _files: Vec<FileUpload>,
+        _rendering: Rendering,
         _key: &str,
     ) -> Result<(), ChatError> {
         Ok(())
@@ -361,8 +362,22 @@ impl ChatPlatform for RecordingChat {
         _thread: &ChatThread,
         _card: &TicketCard<'_>,
         _email: &EmailView,
+        _rendering: Rendering,
     ) -> Result<(), ChatError> {
         Ok(())
+    }
+
+    async fn upload(
+        &self,
+        _thread: &ChatThread,
+        file: FileUpload,
+        _key: &str,
+    ) -> Result<(), ChatError> {
+        panic!("unexpected upload of {} in the fault suite", file.name);
+    }
+
+    fn body_limit(&self) -> usize {
+        12_000
     }
 
     async fn notice(&self, thread: &ChatThread, text: &str, _key: &str) -> Result<(), ChatError> {

@@ -25,10 +25,10 @@ use serde_json::{Value, json};
 use slack_morphism::errors::*;
 use slack_morphism::prelude::*;
 
-use super::{ChatError, ChatPlatform, FileUpload, Member, SharedFile, TicketCard, with_full_text};
+use super::{ChatError, ChatPlatform, FileUpload, Member, SharedFile, TicketCard};
 use crate::config::SlackSettings;
-use crate::domain::ids::Agent;
-use crate::domain::render::EmailView;
+use crate::domain::ids::{Agent, TicketId};
+use crate::domain::render::{EmailView, Rendering};
 use crate::store::{ChatThread, Platform};
 
 pub(crate) type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
@@ -251,18 +251,20 @@ impl SlackChat {
         &self,
         channel: &str,
         thread_ts: Option<&str>,
-        text: &str,
-        blocks: Option<Value>,
+        post: &render::Post,
     ) -> Result<String, ChatError> {
         self.pacer.until_key_ready(&channel.to_owned()).await;
         let mut body = json!({
             "channel": channel,
-            "text": text,
+            "text": post.text,
             "unfurl_links": false,
             "unfurl_media": false,
         });
-        if let Some(b) = blocks {
-            body["blocks"] = b;
+        if let Some(b) = &post.blocks {
+            body["blocks"] = b.clone();
+        }
+        if !post.mrkdwn {
+            body["mrkdwn"] = json!(false);
         }
         if let Some(t) = thread_ts {
             body["thread_ts"] = json!(t);
@@ -278,13 +280,12 @@ impl SlackChat {
         key: &str,
         channel: &str,
         thread_ts: Option<&str>,
-        text: &str,
-        blocks: Option<Value>,
+        post: &render::Post,
     ) -> Result<String, ChatError> {
         if let Some(ts) = self.posted.lock().map_err(poisoned)?.get(key) {
             return Ok(ts);
         }
-        let ts = self.post(channel, thread_ts, text, blocks).await?;
+        let ts = self.post(channel, thread_ts, post).await?;
         self.posted
             .lock()
             .map_err(poisoned)?
@@ -292,64 +293,59 @@ impl SlackChat {
         Ok(ts)
     }
 
-    /// Uploads files into a thread: an upload URL per file, the bytes, then
-    /// one `files.completeUploadExternal` that shares them all.
+    /// Uploads one file into a thread: an upload URL, the bytes, then
+    /// `files.completeUploadExternal` to share it there. Once per
+    /// idempotency key within this process, like posts.
     async fn upload_into_thread(
         &self,
         channel: &str,
         thread_ts: &str,
-        files: Vec<FileUpload>,
+        file: FileUpload,
         key: &str,
     ) -> Result<(), ChatError> {
-        let done_key = format!("{key}/files");
-        if files.is_empty()
-            || self
-                .posted
-                .lock()
-                .map_err(poisoned)?
-                .get(&done_key)
-                .is_some()
-        {
+        if self.posted.lock().map_err(poisoned)?.get(key).is_some() {
             return Ok(());
         }
-        let session = self.client.open_session(&self.token);
-        let mut ids = Vec::with_capacity(files.len());
-        for f in files {
-            let name = if f.name.trim().is_empty() {
-                "attachment".to_owned()
-            } else {
-                f.name.clone()
-            };
-            let url = session
-                .get_upload_url_external(&SlackApiFilesGetUploadUrlExternalRequest::new(
-                    name.clone(),
-                    f.data.len(),
-                ))
-                .await
-                .map_err(|e| classify("files.getUploadURLExternal", e))?;
-            session
-                .files_upload_via_url(&SlackApiFilesUploadViaUrlRequest::new(
-                    url.upload_url,
-                    f.data,
-                    f.content_type.clone(),
-                ))
-                .await
-                .map_err(|e| classify("files.upload", e))?;
-            ids.push(SlackApiFilesComplete::new(url.file_id).with_title(name));
+        if file.data.is_empty() {
+            // files.getUploadURLExternal wants a length of at least 1.
+            return Err(permanent("the file is empty"));
         }
+        let session = self.client.open_session(&self.token);
+        let name = if file.name.trim().is_empty() {
+            "attachment".to_owned()
+        } else {
+            file.name.clone()
+        };
+        let url = session
+            .get_upload_url_external(&SlackApiFilesGetUploadUrlExternalRequest::new(
+                name.clone(),
+                file.data.len(),
+            ))
+            .await
+            .map_err(|e| classify("files.getUploadURLExternal", e))?;
+        session
+            .files_upload_via_url(&SlackApiFilesUploadViaUrlRequest::new(
+                url.upload_url,
+                file.data,
+                file.content_type.clone(),
+            ))
+            .await
+            .map_err(|e| classify("files.upload", e))?;
         self.pacer.until_key_ready(&channel.to_owned()).await;
         session
             .files_complete_upload_external(
-                &SlackApiFilesCompleteUploadExternalRequest::new(ids)
-                    .with_channel_id(SlackChannelId(channel.to_owned()))
-                    .with_thread_ts(SlackTs(thread_ts.to_owned())),
+                &SlackApiFilesCompleteUploadExternalRequest::new(vec![
+                    SlackApiFilesComplete::new(url.file_id).with_title(name),
+                ])
+                .with_channel_id(SlackChannelId(channel.to_owned()))
+                .with_thread_ts(SlackTs(thread_ts.to_owned())),
             )
             .await
             .map_err(|e| classify("files.completeUploadExternal", e))?;
         self.posted
             .lock()
             .map_err(poisoned)?
-            .put(done_key, String::new());
+            .put(key.to_owned(), String::new());
         Ok(())
     }
 
@@ -463,16 +459,11 @@ impl ChatPlatform for SlackChat {
         room: &str,
         card: &TicketCard<'_>,
         email: &EmailView,
-        files: Vec<FileUpload>,
+        rendering: Rendering,
         idempotency_key: &str,
     ) -> Result<ChatThread, ChatError> {
-        let (text, blocks) = render::root_message(card, email);
-        let ts = self
-            .post_once(idempotency_key, room, None, &text, Some(blocks))
-            .await?;
-        let files = with_full_text(email, files, render::MAX_BODY_CHARS);
-        self.upload_into_thread(room, &ts, files, idempotency_key)
-            .await?;
+        let post = render::root_post(card, email, rendering);
+        let ts = self.post_once(idempotency_key, room, None, &post).await?;
         Ok(ChatThread {
             platform: Platform::Slack,
             room: room.to_owned(),
@@ -483,23 +474,21 @@ impl ChatPlatform for SlackChat {
     async fn post_follow_up(
         &self,
         thread: &ChatThread,
+        ticket: TicketId,
         email: &EmailView,
         owner: Option<&Agent>,
-        files: Vec<FileUpload>,
+        rendering: Rendering,
         idempotency_key: &str,
     ) -> Result<(), ChatError> {
-        let (text, blocks) = render::follow_up_message(email, owner.map(|o| o.as_str()));
+        let post = render::follow_up_post(ticket, email, owner.map(|o| o.as_str()), rendering);
         self.post_once(
             idempotency_key,
             &thread.room,
             Some(&thread.thread_ref),
-            &text,
-            Some(blocks),
+            &post,
         )
         .await?;
-        let files = with_full_text(email, files, render::MAX_BODY_CHARS);
-        self.upload_into_thread(&thread.room, &thread.thread_ref, files, idempotency_key)
-            .await
+        Ok(())
     }
 
     async fn update_card(
@@ -507,19 +496,35 @@ impl ChatPlatform for SlackChat {
         thread: &ChatThread,
         card: &TicketCard<'_>,
         email: &EmailView,
+        rendering: Rendering,
     ) -> Result<(), ChatError> {
-        let (text, blocks) = render::root_message(card, email);
-        self.call(
-            "chat.update",
-            &json!({
-                "channel": thread.room,
-                "ts": thread.thread_ref,
-                "text": text,
-                "blocks": blocks,
-            }),
-        )
-        .await?;
+        let post = render::root_post(card, email, rendering);
+        let mut body = json!({
+            "channel": thread.room,
+            "ts": thread.thread_ref,
+            "text": post.text,
+        });
+        // An update without blocks must say so, or Slack keeps the old ones.
+        body["blocks"] = post.blocks.unwrap_or_else(|| json!([]));
+        if !post.mrkdwn {
+            body["mrkdwn"] = json!(false);
+        }
+        self.call("chat.update", &body).await?;
         Ok(())
+    }
+
+    async fn upload(
+        &self,
+        thread: &ChatThread,
+        file: FileUpload,
+        idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        self.upload_into_thread(&thread.room, &thread.thread_ref, file, idempotency_key)
+            .await
+    }
+
+    fn body_limit(&self) -> usize {
+        render::MAX_BODY_CHARS
     }
 
     async fn notice(
@@ -528,19 +533,28 @@ impl ChatPlatform for SlackChat {
         text: &str,
         idempotency_key: &str,
     ) -> Result<(), ChatError> {
+        let post = render::Post {
+            text: render::mrkdwn(text),
+            blocks: None,
+            mrkdwn: true,
+        };
         self.post_once(
             idempotency_key,
             &thread.room,
             Some(&thread.thread_ref),
-            &render::mrkdwn(text),
-            None,
+            &post,
         )
         .await?;
         Ok(())
     }
 
     async fn room_notice(&self, room: &str, text: &str) -> Result<(), ChatError> {
-        self.post(room, None, &render::mrkdwn(text), None).await?;
+        let post = render::Post {
+            text: render::mrkdwn(text),
+            blocks: None,
+            mrkdwn: true,
+        };
+        self.post(room, None, &post).await?;
         Ok(())
     }
 

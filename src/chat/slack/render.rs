@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use crate::chat::{
-    EMPTY_BODY, MAX_FIELD_CHARS, TicketCard, clip, human_size, listed, status_line, truncate_chars,
+    EMPTY_BODY, EmailText, TicketCard, clip, minimal_text, status_line, truncate_chars,
 };
-use crate::domain::email::Party;
-use crate::domain::render::EmailView;
+use crate::domain::ids::TicketId;
+use crate::domain::render::{EmailView, Rendering};
 
 /// Slack refuses a section whose text is longer than this.
 pub const SECTION_CHARS: usize = 3_000;
@@ -82,15 +82,6 @@ pub fn split_chars(text: &str, max: usize) -> Vec<&str> {
     out
 }
 
-fn parties(ps: &[Party]) -> String {
-    let all = ps
-        .iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    clip(&all, MAX_FIELD_CHARS).into_owned()
-}
-
 fn section(text: String) -> Value {
     json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
 }
@@ -102,72 +93,135 @@ fn context(text: String) -> Value {
 /// The blocks of one email: who, what, the body in sections, what was
 /// folded away, attachments and reading problems.
 fn email_blocks(email: &EmailView, blocks: &mut Vec<Value>) {
-    let date = email
-        .date
-        .and_then(|d| jiff::Timestamp::from_second(d).ok())
-        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let subject = clip(&email.subject, MAX_FIELD_CHARS);
-    let from = clip(&email.from.to_string(), MAX_FIELD_CHARS).into_owned();
-    let mut head = format!("*From:* {}\n", escape(&from));
-    if !email.to.is_empty() {
-        head.push_str(&format!("*To:* {}\n", escape(&parties(&email.to))));
+    let t = EmailText::new(email, MAX_BODY_CHARS);
+    let mut head = format!("*From:* {}\n", escape(&t.from));
+    if let Some(to) = &t.to {
+        head.push_str(&format!("*To:* {}\n", escape(to)));
     }
-    if !email.cc.is_empty() {
-        head.push_str(&format!("*Cc:* {}\n", escape(&parties(&email.cc))));
+    if let Some(cc) = &t.cc {
+        head.push_str(&format!("*Cc:* {}\n", escape(cc)));
     }
-    head.push_str(&format!("*Subject:* {}\n*Date:* {date}", escape(&subject)));
+    head.push_str(&format!(
+        "*Subject:* {}\n*Date:* {}",
+        escape(&t.subject),
+        t.date
+    ));
     blocks.push(section(truncate_chars(&head, SECTION_CHARS).0.to_owned()));
-    let (body, truncated) = truncate_chars(&email.body, MAX_BODY_CHARS);
-    // Escaping lengthens the text, so split the escaped form.
-    let body = escape(body);
-    if body.trim().is_empty() {
+    if t.body == EMPTY_BODY {
         blocks.push(section(format!("_{EMPTY_BODY}_")));
-    }
-    for piece in split_chars(body.trim(), SECTION_CHARS) {
-        blocks.push(section(piece.to_owned()));
-    }
-    let mut folded = Vec::new();
-    if email.quoted_trimmed {
-        folded.push("quoted history");
-    }
-    if email.signature_trimmed {
-        folded.push("signature");
+    } else {
+        // Escaping lengthens the text, so split the escaped form.
+        let body = escape(t.body);
+        for piece in split_chars(body.trim(), SECTION_CHARS) {
+            blocks.push(section(piece.to_owned()));
+        }
     }
     let mut notes = Vec::new();
-    if truncated {
+    if t.truncated {
         notes.push(format!(
             "_Truncated at {MAX_BODY_CHARS} characters; the full text is attached in the thread._"
         ));
-    } else if !folded.is_empty() {
-        notes.push(format!("_({} folded away)_", folded.join(" and ")));
+    } else if let Some(note) = &t.note {
+        notes.push(format!("_{}_", escape(note)));
     }
-    notes.extend(listed(
-        email
-            .attachments
-            .iter()
-            .map(|a| {
-                format!(
-                    "📎 {} ({}, {})",
-                    escape(&clip(&a.name, MAX_FIELD_CHARS)),
-                    escape(&clip(&a.content_type, MAX_FIELD_CHARS)),
-                    human_size(a.size)
-                )
-            })
-            .collect(),
-        "attachments",
-    ));
-    notes.extend(listed(
-        email
-            .notes
-            .iter()
-            .map(|n| format!("⚠️ {}", escape(&clip(n, MAX_FIELD_CHARS))))
-            .collect(),
-        "reading problems",
-    ));
+    notes.extend(t.attachments.iter().map(|a| escape(a)));
+    notes.extend(t.problems.iter().map(|n| format!("⚠️ {}", escape(n))));
     if !notes.is_empty() {
         let text = notes.join("\n");
         blocks.push(context(truncate_chars(&text, SECTION_CHARS).0.to_owned()));
+    }
+}
+
+/// A message as `chat.postMessage` takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Post {
+    /// The notification text, or the whole message when there are no blocks.
+    pub text: String,
+    pub blocks: Option<Value>,
+    /// Whether Slack reads `text` as mrkdwn; the plain renderings turn it
+    /// off so that nothing in them can format.
+    pub mrkdwn: bool,
+}
+
+/// Slack refuses a `text` over 40,000 characters; escaping may lengthen.
+const PLAIN_CHARS: usize = 30_000;
+
+/// The plain renderings: the email as text, or the minimal card.
+fn plain_post(
+    rendering: Rendering,
+    heading: &str,
+    ticket: TicketId,
+    email: &EmailView,
+    status: Option<&str>,
+) -> Post {
+    let mut text = match rendering {
+        Rendering::Minimal => minimal_text(heading, ticket, email),
+        Rendering::Full | Rendering::Plain => clip(
+            &EmailText::new(email, MAX_BODY_CHARS).plain(heading),
+            PLAIN_CHARS,
+        )
+        .into_owned(),
+    };
+    if let Some(s) = status {
+        text.push_str(&format!("\nStatus: {s}"));
+    }
+    Post {
+        text: escape(&text),
+        blocks: None,
+        mrkdwn: false,
+    }
+}
+
+/// A ticket's root message at `rendering`.
+pub fn root_post(card: &TicketCard<'_>, email: &EmailView, rendering: Rendering) -> Post {
+    match rendering {
+        Rendering::Full => {
+            let (text, blocks) = root_message(card, email);
+            Post {
+                text,
+                blocks: Some(blocks),
+                mrkdwn: true,
+            }
+        }
+        _ => plain_post(
+            rendering,
+            &format!("📨 {} · {}", card.ticket, card.mailbox_display_name),
+            card.ticket,
+            email,
+            Some(&status_line(card)),
+        ),
+    }
+}
+
+/// A customer's follow-up at `rendering`.
+pub fn follow_up_post(
+    ticket: TicketId,
+    email: &EmailView,
+    owner: Option<&str>,
+    rendering: Rendering,
+) -> Post {
+    match rendering {
+        Rendering::Full => {
+            let (text, blocks) = follow_up_message(email, owner);
+            Post {
+                text,
+                blocks: Some(blocks),
+                mrkdwn: true,
+            }
+        }
+        _ => {
+            let heading = match owner {
+                Some(o) => format!("📨 New mail from the customer ({o})"),
+                None => "📨 New mail from the customer".to_owned(),
+            };
+            let mut post = plain_post(rendering, &heading, ticket, email, None);
+            // The owner is still called: a mention is the one markup kept.
+            if let Some(o) = owner {
+                post.text = format!("{}\n{}", mrkdwn(o), post.text);
+                post.mrkdwn = true;
+            }
+            post
+        }
     }
 }
 
@@ -311,7 +365,7 @@ fn mentions(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, &str)> 
 mod tests {
     use super::*;
     use crate::domain::email::Party;
-    use crate::domain::ids::{EmailAddress, TicketId};
+    use crate::domain::ids::EmailAddress;
     use crate::domain::ticket::TicketState;
 
     fn view(body: &str) -> EmailView {
