@@ -28,6 +28,8 @@
 #   MAILROOM_SYNAPSE_PORT       client API port on 127.0.0.1                 default 18008
 #   MAILROOM_SYNAPSE_RATELIMIT  off (every rc_* limit raised to 1000/s, burst 10000)
 #                               or default (Synapse's own limits)            default off
+# Uploads are limited to 2 MB (max_upload_size, the homeserver's m.upload.size),
+# far below a production server's, so that the tests can go over it cheaply.
 # `synapse_up` takes port and rate-limit mode from the environment (the port
 # falls back to the one last used in this state dir); when either differs from
 # the running server's, it rewrites the override and restarts Synapse. The other
@@ -49,6 +51,7 @@
 SYNAPSE_VERSION=1.163.2      # newest release; requires Python >= 3.10
 SYNAPSE_SERVER_NAME=localhost
 SYNAPSE_READY_TIMEOUT=60     # seconds `synapse_up` waits for /_matrix/client/versions
+SYNAPSE_MAX_UPLOAD=2M        # max_upload_size; the tests upload an attachment over it
 SYNAPSE_STOP_TIMEOUT=15      # seconds `synapse_down` waits before SIGKILL
 
 _synapse_err()  { printf 'stack: error: synapse: %s\n' "$*" >&2; }
@@ -329,7 +332,9 @@ database:
   args:
     database: "$SYN_DIR/homeserver.db"
 media_store_path: "$SYN_DIR/media_store"
-max_upload_size: 50M
+# Small on purpose: the tests post an attachment over it and check that the
+# ticket still reaches the room, with a line saying what was not uploaded.
+max_upload_size: $SYNAPSE_MAX_UPLOAD
 registration_shared_secret: "$secret"
 enable_registration: false
 report_stats: false

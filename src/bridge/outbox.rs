@@ -834,6 +834,9 @@ async fn chat_file(
     drop(raw);
     let key = idempotency_key(&ticket, job);
     let (name, size, why) = match file {
+        // An empty file has nothing to show, and servers refuse it (Synapse:
+        // "Request must specify a Content-Length"; Slack wants a length).
+        Ok(file) if file.data.is_empty() => (file.name, 0, "the file is empty".to_owned()),
         Ok(file) => {
             let (name, size) = (file.name.clone(), file.data.len() as u64);
             match chat.upload(&thread, file, &key).await {

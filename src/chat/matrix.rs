@@ -390,11 +390,6 @@ impl MatrixChat {
         use matrix_sdk::attachment::AttachmentConfig;
         use matrix_sdk::room::reply::{EnforceThread, Reply};
         use matrix_sdk::ruma::events::room::message::{AddMentions, ReplyWithinThread};
-        if file.data.is_empty() {
-            // Synapse refuses a body-less upload ("Request must specify a
-            // Content-Length"), and there is nothing to show anyway.
-            return Err(permanent("the file is empty"));
-        }
         let mime: mime::Mime = file
             .content_type
             .parse()

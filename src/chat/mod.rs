@@ -336,9 +336,10 @@ pub(crate) struct EmailText<'a> {
     pub truncated: bool,
     /// Why the text is shorter than the mail's (truncated, folded away).
     pub note: Option<String>,
-    /// `📎 name (type, size)` lines.
+    /// `📎 name (type, size)` lines, every one (renderers list at most
+    /// [`MAX_LISTED`] and count the rest).
     pub attachments: Vec<String>,
-    /// Reading problems, one a line.
+    /// Reading problems, one a line, every one.
     pub problems: Vec<String>,
 }
 
@@ -382,29 +383,23 @@ impl<'a> EmailText<'a> {
             },
             truncated,
             note,
-            attachments: listed(
-                email
-                    .attachments
-                    .iter()
-                    .map(|a| {
-                        format!(
-                            "📎 {} ({}, {})",
-                            clip(&a.name, MAX_FIELD_CHARS),
-                            clip(&a.content_type, MAX_FIELD_CHARS),
-                            human_size(a.size)
-                        )
-                    })
-                    .collect(),
-                "attachments",
-            ),
-            problems: listed(
-                email
-                    .notes
-                    .iter()
-                    .map(|n| clip(n, MAX_FIELD_CHARS).into_owned())
-                    .collect(),
-                "reading problems",
-            ),
+            attachments: email
+                .attachments
+                .iter()
+                .map(|a| {
+                    format!(
+                        "📎 {} ({}, {})",
+                        clip(&a.name, MAX_FIELD_CHARS),
+                        clip(&a.content_type, MAX_FIELD_CHARS),
+                        human_size(a.size)
+                    )
+                })
+                .collect(),
+            problems: email
+                .notes
+                .iter()
+                .map(|n| clip(n, MAX_FIELD_CHARS).into_owned())
+                .collect(),
         }
     }
 
@@ -425,9 +420,10 @@ impl<'a> EmailText<'a> {
             plain.push_str(&format!("{note}\n"));
         }
         if !self.attachments.is_empty() {
-            plain.push_str(&format!("{}\n", self.attachments.join("\n")));
+            let list = listed(self.attachments.clone(), "attachments");
+            plain.push_str(&format!("{}\n", list.join("\n")));
         }
-        for n in &self.problems {
+        for n in listed(self.problems.clone(), "reading problems") {
             plain.push_str(&format!("⚠️ {n}\n"));
         }
         plain

@@ -118,6 +118,9 @@ pub struct FakeSlackOptions {
     /// How long an envelope (Socket Mode) or POST (Events API) may stay
     /// unacknowledged before Slack gives up on that attempt.
     pub ack_timeout: Duration,
+    /// A workspace that restricts uploads of large files: a longer
+    /// `files.getUploadURLExternal` gets `file_upload_size_restricted`.
+    pub max_upload_bytes: Option<usize>,
 }
 
 impl Default for FakeSlackOptions {
@@ -125,6 +128,7 @@ impl Default for FakeSlackOptions {
         FakeSlackOptions {
             pace_posts: false,
             ack_timeout: Duration::from_secs(3),
+            max_upload_bytes: None,
         }
     }
 }
@@ -915,6 +919,15 @@ impl FakeSlack {
             .lock()
             .injected_500
             .insert(method.to_string(), count);
+    }
+
+    /// The next `count` calls to `method` answer `{"ok": false, "error":
+    /// code}` without doing anything (a refusal, e.g. `msg_too_long`).
+    pub fn inject_error(&self, method: &str, count: u32, code: &str) {
+        self.inner
+            .lock()
+            .injected_errors
+            .insert(method.to_string(), (count, code.to_string()));
     }
 
     /// Sends every Socket Mode connection a `disconnect` envelope with

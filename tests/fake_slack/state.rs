@@ -107,6 +107,8 @@ pub(crate) struct State {
     pub injected_429: HashMap<String, (u32, u64)>,
     /// method -> remaining count of injected HTTP 500s
     pub injected_500: HashMap<String, u32>,
+    /// method -> (remaining count, Slack error code): `ok: false` answers
+    pub injected_errors: HashMap<String, (u32, String)>,
     pub buckets: HashMap<String, Bucket>,
     /// method -> start of its current one-minute window.
     pub minute_windows: HashMap<String, Instant>,

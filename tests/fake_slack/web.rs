@@ -326,6 +326,12 @@ impl Inner {
                 *left -= 1;
                 return Err(ApiError::ServerError);
             }
+            if let Some((left, code)) = st.injected_errors.get_mut(name)
+                && *left > 0
+            {
+                *left -= 1;
+                return Err(err(code.as_str()));
+            }
         }
         let Some(kind) = required_token(name) else {
             return Err(err("unknown_method"));
@@ -635,6 +641,13 @@ impl Inner {
             .str("length")
             .and_then(|l| l.parse().ok())
             .ok_or_else(|| err("invalid_arguments"))?;
+        if length == 0 {
+            return Err(err("invalid_arguments"));
+        }
+        if self.opts.max_upload_bytes.is_some_and(|max| length > max) {
+            // The workspace restricts uploads of large files.
+            return Err(err("file_upload_size_restricted"));
+        }
         let mut st = self.lock();
         let id = st.next_id("F");
         let (mimetype, filetype) = guess_type(&filename);

@@ -46,6 +46,8 @@ struct Post {
     files: Vec<(String, usize)>,
     /// The payload's size in bytes, as serialised for the wire.
     wire_bytes: usize,
+    /// Slack: the post came with blocks (Matrix: with HTML).
+    has_blocks: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,25 @@ impl RenderingChat {
 
     fn posts(&self) -> Vec<Post> {
         self.posts.lock().expect("posts lock").clone()
+    }
+
+    /// What the real server says to a post that does not fit it: Synapse
+    /// answers 413 M_TOO_LARGE over 65,536 bytes, Slack `msg_too_long` or
+    /// `invalid_blocks`.
+    fn refuse_unfit(&self, post: &Post) -> Result<(), ChatError> {
+        let fits = match self.platform {
+            Platform::Matrix => post.wire_bytes <= 65_536,
+            Platform::Slack => {
+                post.markup.chars().count() <= 40_000 && post.wire_bytes < 200 * 1024
+            }
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(ChatError::Permanent {
+                message: format!("too large: {} bytes", post.wire_bytes),
+            })
+        }
     }
 
     fn record(&self, post: Post) -> String {
@@ -112,8 +133,9 @@ fn matrix_post(
         in_thread,
         kind: PostKind::Root,
         plain: content.body().to_owned(),
-        markup,
         mrkdwn: String::new(),
+        has_blocks: !markup.is_empty(),
+        markup,
         mentions,
         files: Vec::new(),
         wire_bytes: json.len(),
@@ -144,6 +166,7 @@ fn slack_post(post: slack_render::Post, in_thread: Option<String>) -> Post {
         mrkdwn,
     } = post;
     // Without blocks, the text is the message, read as mrkdwn unless turned off.
+    let has_blocks = blocks.is_some();
     let (texts, blocks) = match blocks {
         Some(blocks) => (slack_texts(&blocks), blocks),
         None => (vec![(text.clone(), mrkdwn)], Value::Null),
@@ -179,6 +202,7 @@ fn slack_post(post: slack_render::Post, in_thread: Option<String>) -> Post {
         mentions,
         files: Vec::new(),
         wire_bytes,
+        has_blocks,
     }
 }
 
@@ -196,7 +220,9 @@ impl ChatPlatform for RenderingChat {
         rendering: Rendering,
         _idempotency_key: &str,
     ) -> Result<ChatThread, ChatError> {
-        let thread_ref = self.record(self.render_root(card, email, rendering));
+        let post = self.render_root(card, email, rendering);
+        self.refuse_unfit(&post)?;
+        let thread_ref = self.record(post);
         Ok(ChatThread {
             platform: self.platform,
             room: room.to_owned(),
@@ -225,6 +251,7 @@ impl ChatPlatform for RenderingChat {
             ),
         };
         post.kind = PostKind::FollowUp;
+        self.refuse_unfit(&post)?;
         self.record(post);
         Ok(())
     }
@@ -239,6 +266,7 @@ impl ChatPlatform for RenderingChat {
         let mut post = self.render_root(card, email, rendering);
         post.kind = PostKind::CardUpdate;
         post.in_thread = Some(thread.thread_ref.clone());
+        self.refuse_unfit(&post)?;
         self.record(post);
         Ok(())
     }
@@ -282,6 +310,7 @@ impl ChatPlatform for RenderingChat {
             mentions: Vec::new(),
             files: Vec::new(),
             wire_bytes: text.len(),
+            has_blocks: false,
         });
         Ok(())
     }
@@ -501,7 +530,15 @@ fn assert_renders(name: &str, platform: &str, shown: &str, email: &EmailView) {
     } else {
         assert!(shown.contains(body.trim()), "body missing: {}", ctx());
     }
-    for a in &email.attachments {
+    // Posts list the first 30 and count the rest.
+    if email.attachments.len() > 30 {
+        assert!(
+            shown.contains("more attachments"),
+            "the rest uncounted: {}",
+            ctx()
+        );
+    }
+    for a in email.attachments.iter().take(30) {
         let shown_name = plain_prefix(&a.name, 60);
         assert!(
             shown.contains(&format!("📎 {shown_name}")),
@@ -530,8 +567,11 @@ fn assert_fits_the_platform(name: &str, post: &Post, platform: Platform) {
             post.wire_bytes
         ),
         Platform::Slack => {
+            // The notification text beside blocks is one line; without
+            // blocks it is the message, up to Slack's 40,000 characters.
+            let max = if post.has_blocks { 4_000 } else { 40_000 };
             assert!(
-                post.markup.chars().count() <= 4_000,
+                post.markup.chars().count() <= max,
                 "{name}: Slack text of {} chars",
                 post.markup.chars().count()
             );
@@ -575,15 +615,20 @@ async fn every_corpus_mail_becomes_exactly_one_ticket_rendered_in_both_chats() {
     bridge.drain_outbox().await;
 
     for (chat, label) in [(&bridge.matrix, "Matrix"), (&bridge.slack, "Slack")] {
-        let posts = chat.posts();
+        let all = chat.posts();
+        let posts: Vec<&Post> = all.iter().filter(|p| p.kind == PostKind::Root).collect();
         assert_eq!(
             posts.len(),
             mails.len(),
-            "{label}: one root post per mail and nothing else: {:?}",
-            posts.iter().map(|p| p.kind).collect::<Vec<_>>()
+            "{label}: one root post per mail: {:?}",
+            all.iter().map(|p| p.kind).collect::<Vec<_>>()
         );
+        // Besides the roots, only notices: each a root that had to fall
+        // back, or a file that could not be uploaded.
+        for p in all.iter().filter(|p| p.kind != PostKind::Root) {
+            assert_eq!(p.kind, PostKind::Notice, "{label}: {p:?}");
+        }
         for (post, (name, ticket, view)) in posts.iter().zip(&tickets) {
-            assert_eq!(post.kind, PostKind::Root, "{name}");
             assert!(post.in_thread.is_none(), "{name}");
             assert!(
                 post.plain.contains(&format!("#{}", ticket.get())),
@@ -596,11 +641,49 @@ async fn every_corpus_mail_becomes_exactly_one_ticket_rendered_in_both_chats() {
             );
             assert_fits_the_platform(name, post, chat.platform);
             assert_renders(name, label, &post.plain, view);
-            if chat.platform == Platform::Matrix {
+            if chat.platform == Platform::Matrix && post.has_blocks {
                 assert_renders(name, "Matrix HTML", &post.markup, view);
             }
         }
     }
+    // The mail whose formatted rendering is over Matrix's event limit is
+    // posted as plain text, and the thread says what was left out.
+    let over = tickets
+        .iter()
+        .position(|(n, ..)| n == "rendering_over_event_limit.eml")
+        .expect("in the corpus");
+    let matrix_posts = bridge.matrix.posts();
+    let roots: Vec<&Post> = matrix_posts
+        .iter()
+        .filter(|p| p.kind == PostKind::Root)
+        .collect();
+    assert!(!roots[over].has_blocks, "posted without HTML");
+    let thread = format!(
+        "t{}",
+        matrix_posts
+            .iter()
+            .position(|p| std::ptr::eq(p, roots[over]))
+            .unwrap()
+            + 1
+    );
+    let notices: Vec<&Post> = matrix_posts
+        .iter()
+        .filter(|p| p.kind == PostKind::Notice && p.in_thread.as_deref() == Some(&thread))
+        .collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].plain.contains("as plain text") && notices[0].plain.contains("too large"),
+        "{}",
+        notices[0].plain
+    );
+    // Slack takes its full rendering (sections are cut to Slack's limits).
+    let slack_roots: Vec<Post> = bridge
+        .slack
+        .posts()
+        .into_iter()
+        .filter(|p| p.kind == PostKind::Root)
+        .collect();
+    assert!(slack_roots[over].has_blocks);
 
     // The two mails sharing a Message-ID are both kept, each its own ticket.
     let by_name = |n: &str| {
@@ -617,7 +700,7 @@ async fn every_corpus_mail_becomes_exactly_one_ticket_rendered_in_both_chats() {
     assert!(second_view.body.contains("order 77"));
 
     // The 25 MB attachment is above the upload cap: listed, not uploaded.
-    let big = bridge.matrix.posts()[tickets
+    let big = roots[tickets
         .iter()
         .position(|(n, ..)| n == "generated: 25 MB attachment")
         .unwrap()]
@@ -628,7 +711,7 @@ async fn every_corpus_mail_becomes_exactly_one_ticket_rendered_in_both_chats() {
     );
     assert!(big.files.is_empty(), "{:?}", big.files);
     // Files under the cap are uploaded into the thread.
-    let tnef = &bridge.slack.posts()[tickets
+    let tnef = &slack_roots[tickets
         .iter()
         .position(|(n, ..)| n == "tnef_winmail.eml")
         .unwrap()];

@@ -5,7 +5,7 @@ use matrix_sdk::ruma::OwnedUserId;
 use matrix_sdk::ruma::events::Mentions;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 
-use crate::chat::{EmailText, TicketCard, minimal_text, status_line};
+use crate::chat::{EmailText, TicketCard, listed, minimal_text, status_line};
 use crate::domain::ids::{Agent, TicketId};
 use crate::domain::render::{EmailView, Rendering};
 
@@ -58,9 +58,10 @@ fn render_email(email: &EmailView, heading: &str) -> (String, String) {
         html.push_str(&format!("<p><em>{}</em></p>", escape_html(note)));
     }
     if !t.attachments.is_empty() {
-        html.push_str(&format!("<p>{}</p>", text_block(&t.attachments.join("\n"))));
+        let list = listed(t.attachments.clone(), "attachments");
+        html.push_str(&format!("<p>{}</p>", text_block(&list.join("\n"))));
     }
-    for n in &t.problems {
+    for n in &listed(t.problems.clone(), "reading problems") {
         html.push_str(&format!("<p>⚠️ {}</p>", escape_html(n)));
     }
     (t.plain(heading), html)

@@ -306,10 +306,6 @@ impl SlackChat {
         if self.posted.lock().map_err(poisoned)?.get(key).is_some() {
             return Ok(());
         }
-        if file.data.is_empty() {
-            // files.getUploadURLExternal wants a length of at least 1.
-            return Err(permanent("the file is empty"));
-        }
         let session = self.client.open_session(&self.token);
         let name = if file.name.trim().is_empty() {
             "attachment".to_owned()

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use crate::chat::{
-    EMPTY_BODY, EmailText, TicketCard, clip, minimal_text, status_line, truncate_chars,
+    EMPTY_BODY, EmailText, MAX_LISTED, TicketCard, clip, minimal_text, status_line, truncate_chars,
 };
 use crate::domain::ids::TicketId;
 use crate::domain::render::{EmailView, Rendering};
@@ -124,12 +124,60 @@ fn email_blocks(email: &EmailView, blocks: &mut Vec<Value>) {
     } else if let Some(note) = &t.note {
         notes.push(format!("_{}_", escape(note)));
     }
-    notes.extend(t.attachments.iter().map(|a| escape(a)));
-    notes.extend(t.problems.iter().map(|n| format!("⚠️ {}", escape(n))));
-    if !notes.is_empty() {
-        let text = notes.join("\n");
-        blocks.push(context(truncate_chars(&text, SECTION_CHARS).0.to_owned()));
+    let notes = [
+        ("notes", notes),
+        (
+            "attachments",
+            t.attachments.iter().map(|a| escape(a)).collect(),
+        ),
+        (
+            "reading problems",
+            t.problems
+                .iter()
+                .map(|n| format!("⚠️ {}", escape(n)))
+                .collect(),
+        ),
+    ];
+    if notes.iter().any(|(_, lines)| !lines.is_empty()) {
+        blocks.push(context(fit_lines(&notes, SECTION_CHARS)));
     }
+}
+
+/// Groups of lines (the note, the attachments, the reading problems) in at
+/// most `max` characters: at most [`MAX_LISTED`] lines of a group, as many
+/// whole lines as fit, and for each group a count of the lines left out,
+/// so that a long attachment list is never cut off silently.
+fn fit_lines(groups: &[(&str, Vec<String>)], max: usize) -> String {
+    // Room for the count lines.
+    let budget = max.saturating_sub(40 * groups.len());
+    let mut shown: Vec<&str> = Vec::new();
+    let mut counts = Vec::new();
+    let mut used = 0;
+    let mut full = false;
+    for (kind, lines) in groups {
+        let mut left_out = 0;
+        for (i, line) in lines.iter().enumerate() {
+            let len = line.chars().count() + 1;
+            if full || i >= MAX_LISTED || used + len > budget {
+                full |= used + len > budget;
+                left_out += 1;
+            } else {
+                shown.push(line);
+                used += len;
+            }
+        }
+        if left_out > 0 {
+            counts.push(format!("… and {left_out} more {kind}"));
+        }
+    }
+    let mut out = shown.join("\n");
+    for c in counts {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&c);
+    }
+    out
 }
 
 /// A message as `chat.postMessage` takes it.
@@ -504,5 +552,34 @@ mod tests {
             assert_eq!(name_mentions(plain, &names), plain);
         }
         assert_eq!(name_mentions("<@<@W2>>", &names), "<@Bo>");
+    }
+
+    #[test]
+    fn long_lists_show_what_fits_and_count_the_rest_exactly() {
+        let lines: Vec<String> = (0..40)
+            .map(|i| format!("📎 {i:02} {}", "x".repeat(200)))
+            .collect();
+        let out = fit_lines(
+            &[
+                ("notes", vec!["_note_".into()]),
+                ("attachments", lines),
+                ("reading problems", vec!["⚠️ p".into()]),
+            ],
+            SECTION_CHARS,
+        );
+        assert!(out.chars().count() <= SECTION_CHARS, "{}", out.len());
+        let shown = out.lines().filter(|l| l.starts_with("📎")).count();
+        assert!(shown > 5 && shown < 40, "{shown}");
+        assert!(
+            out.contains(&format!("… and {} more attachments", 40 - shown)),
+            "{out}"
+        );
+        assert!(out.contains("… and 1 more reading problems"), "{out}");
+        assert!(out.starts_with("_note_\n"));
+        // Short lists are shown whole, at most MAX_LISTED lines of a kind.
+        let few: Vec<String> = (0..35).map(|i| format!("a{i}")).collect();
+        let out = fit_lines(&[("attachments", few)], SECTION_CHARS);
+        assert_eq!(out.lines().count(), MAX_LISTED + 1);
+        assert!(out.ends_with("… and 5 more attachments"));
     }
 }
