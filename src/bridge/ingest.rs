@@ -7,10 +7,11 @@ use async_trait::async_trait;
 
 use super::{App, now_ms};
 use crate::domain::ids::{EmailAddress, MailboxName, MessageId, TicketToken};
+use crate::domain::mailbox::Checkpoint;
 use crate::domain::threading::{ThreadDecision, ThreadKeys, decide};
 use crate::mail::ingest::{IngestError, IngestSink};
 use crate::mail::parse::{InboundEmail, parse_email};
-use crate::store::{Checkpoint, Destination, NewEmail, NewInbound, Recorded, StoreError};
+use crate::store::{Destination, NewEmail, NewInbound, Recorded, StoreError};
 
 /// A fresh random ticket token.
 pub fn new_token() -> TicketToken {

@@ -25,12 +25,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::chat::ChatPlatform;
 use crate::config::{ImapSettings, MailboxSettings, Settings};
+use crate::domain::chat::Platform;
 use crate::domain::ids::{MailboxName, MessageId};
 use crate::mail::imap::{self, ImapError};
 use crate::mail::smtp::{Mailer, SmtpMailer};
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
-use crate::store::{Platform, TicketStore};
+use crate::store::TicketStore;
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {

@@ -26,10 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{App, now_ms};
 use crate::chat::{ChatError, FileUpload, TicketCard};
+use crate::domain::chat::Platform;
 use crate::mail::parse::{attachments_bytes, parse_email};
 use crate::mail::smtp::SendError;
 use crate::ops::metrics::{ChatErrorKind, ReplyFailure};
-use crate::store::{EmailState, Job, JobOutcome, JobSpec, Platform, StoreError, TicketRecord};
+use crate::store::{EmailState, Job, JobOutcome, JobSpec, StoreError, TicketRecord};
 
 /// What one step of the worker did (for tests and logs).
 #[derive(Debug, Clone, PartialEq, Eq)]

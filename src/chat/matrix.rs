@@ -38,12 +38,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     ChatError, ChatEvent, ChatPlatform, EMPTY_BODY, FileUpload, MAX_FIELD_CHARS, Member,
-    SharedFile, TicketCard, clip, human_size, listed, status_line, truncate_chars, with_full_text,
+    TicketCard, clip, human_size, listed, status_line, truncate_chars, with_full_text,
 };
 use crate::config::{MatrixAuth, MatrixSettings};
+use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::ids::Agent;
 use crate::domain::render::EmailView;
-use crate::store::{ChatThread, Platform};
 
 mod pace;
 use pace::{POLL_EVERY, Pace, SyncMode};

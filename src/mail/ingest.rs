@@ -30,8 +30,9 @@ use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ImapSettings, InitialSync};
+use crate::domain::mailbox::Checkpoint;
 use crate::mail::imap::{self, COMMAND_TIMEOUT, ImapError, Session, timed};
-use crate::store::{Checkpoint, StoreError};
+use crate::store::StoreError;
 
 /// Where fetched messages go (the bridge's ingest flow).
 #[async_trait]

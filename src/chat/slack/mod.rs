@@ -25,11 +25,11 @@ use serde_json::{Value, json};
 use slack_morphism::errors::*;
 use slack_morphism::prelude::*;
 
-use super::{ChatError, ChatPlatform, FileUpload, Member, SharedFile, TicketCard, with_full_text};
+use super::{ChatError, ChatPlatform, FileUpload, Member, TicketCard, with_full_text};
 use crate::config::SlackSettings;
+use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::ids::Agent;
 use crate::domain::render::EmailView;
-use crate::store::{ChatThread, Platform};
 
 pub(crate) type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
 pub(crate) type Client = SlackClient<Connector>;
