@@ -1,7 +1,7 @@
 //! Counters, gauges and latency histograms, exposed at `/metrics` in the
 //! OpenMetrics text format (which Prometheus scrapes).
 //!
-//! One [`Metrics`] lives in the [`crate::bridge::App`]; the flows call its
+//! One [`Metrics`] lives in the bridge's `App`; the flows call its
 //! typed methods at the points where the thing happened, so a metric's name
 //! and labels are spelled once, here.
 
