@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::reply::{ReplyFlowError, ReplyRequest, queue_reply};
 use super::{App, now_ms};
 use crate::chat::{ChatEvent, Member};
+use crate::domain::chat::ChatThread;
 use crate::domain::command::{
     ListFilter, Parsed, RoomCommand, SlashCommand, ThreadCommand, help_text, parse, parse_slash,
     reaction_key, slash_help_text,
@@ -22,7 +23,7 @@ use crate::domain::email::Direction;
 use crate::domain::ids::{Actor, Agent, TicketId};
 use crate::domain::outbound::OutboundAttachment;
 use crate::domain::ticket::{Refusal, Status, TicketEvent};
-use crate::store::{Applied, ChatThread, EmailState, JobSpec, StoreError, TicketFilter};
+use crate::store::{Applied, EmailState, JobSpec, StoreError, TicketFilter};
 
 /// Handles events until the channel closes or `cancel` fires.
 pub async fn run(
@@ -125,19 +126,19 @@ async fn say_opt(
 /// least the configured power level.
 async fn member_allowed(
     app: &App,
-    thread_platform: crate::store::Platform,
+    thread_platform: crate::domain::chat::Platform,
     room: &str,
     agent: &Agent,
 ) -> Option<Member> {
     let chat = app.chats.get(&thread_platform)?;
     let min = match thread_platform {
-        crate::store::Platform::Matrix => app
+        crate::domain::chat::Platform::Matrix => app
             .settings
             .matrix
             .as_ref()
             .map(|m| m.min_power_level)
             .unwrap_or(0),
-        crate::store::Platform::Slack => 0,
+        crate::domain::chat::Platform::Slack => 0,
     };
     match chat.member(room, agent).await {
         Ok(Some(m)) if m.power >= min => Some(m),
@@ -318,7 +319,7 @@ async fn act(
 /// confirmation also goes to the ticket's thread.
 async fn slash_command(
     app: &App,
-    platform: crate::store::Platform,
+    platform: crate::domain::chat::Platform,
     room: &str,
     agent: &Agent,
     text: &str,
@@ -577,7 +578,7 @@ async fn thread_files(
 #[allow(clippy::too_many_arguments)]
 async fn reply(
     app: &App,
-    platform: crate::store::Platform,
+    platform: crate::domain::chat::Platform,
     ticket: TicketId,
     agent: &Agent,
     member: &Member,

@@ -7,10 +7,11 @@ use async_trait::async_trait;
 
 use super::{App, now_ms};
 use crate::domain::ids::{EmailAddress, MailboxName, MessageId, TicketToken};
+use crate::domain::mailbox::Checkpoint;
 use crate::domain::threading::{ThreadDecision, ThreadKeys, decide};
-use crate::mail::ingest::{IngestError, IngestSink};
+use crate::mail::ingest::{IngestError, IngestSink, SinkError};
 use crate::mail::parse::{InboundEmail, parse_email};
-use crate::store::{Checkpoint, Destination, NewEmail, NewInbound, Recorded, StoreError};
+use crate::store::{Destination, NewEmail, NewInbound, Recorded, StoreError};
 
 /// A fresh random ticket token.
 pub fn new_token() -> TicketToken {
@@ -162,24 +163,32 @@ pub fn thread_keys(parsed: &InboundEmail, shared: &EmailAddress, now_ms: i64) ->
     }
 }
 
+/// The store's failures as the IMAP side sees them: transient or not.
+impl From<StoreError> for SinkError {
+    fn from(e: StoreError) -> Self {
+        SinkError::new(e.is_transient(), e)
+    }
+}
+
 #[async_trait]
 impl IngestSink for MailboxIngest {
-    async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        self.app.store.checkpoint(&self.mailbox).await
+    async fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {
+        Ok(self.app.store.checkpoint(&self.mailbox).await?)
     }
 
-    async fn save_checkpoint(&self, cp: Checkpoint) -> Result<(), StoreError> {
-        self.app
+    async fn save_checkpoint(&self, cp: Checkpoint) -> Result<(), SinkError> {
+        Ok(self
+            .app
             .store
             .save_checkpoint(&self.mailbox, cp, now_ms())
-            .await
+            .await?)
     }
 
     async fn accept(
         &self,
         mails: Vec<(Checkpoint, Vec<u8>)>,
         fetched: Instant,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), SinkError> {
         let mails = mails.into_iter().map(|(cp, raw)| (raw, Some(cp))).collect();
         let recorded = self.ingest_many(mails).await?;
         for r in &recorded {

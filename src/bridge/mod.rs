@@ -25,12 +25,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::chat::ChatPlatform;
 use crate::config::{ImapSettings, MailboxSettings, Settings};
+use crate::domain::chat::Platform;
 use crate::domain::ids::{MailboxName, MessageId};
 use crate::mail::imap::{self, ImapError};
 use crate::mail::smtp::{Mailer, SmtpMailer};
 use crate::ops::health::Health;
+use crate::ops::http::{OpsHandles, OutboxDepth};
 use crate::ops::metrics::Metrics;
-use crate::store::{Platform, TicketStore};
+use crate::store::TicketStore;
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
@@ -130,6 +132,18 @@ pub async fn connect_chats(
     })
 }
 
+/// The outbox depth `/metrics` reads, counted by the store.
+struct StoreOutboxDepth(Arc<dyn TicketStore>);
+
+#[async_trait]
+impl OutboxDepth for StoreOutboxDepth {
+    async fn count_jobs(
+        &self,
+    ) -> Result<Vec<(crate::store::JobState, u64)>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.0.count_jobs().await?)
+    }
+}
+
 /// One shared mailbox with its mail connections.
 pub struct MailboxRuntime {
     pub settings: MailboxSettings,
@@ -146,9 +160,9 @@ pub struct App {
     /// Wakes the outbox worker when a job is queued.
     pub outbox_wakeup: Notify,
     /// What `/metrics` shows; the flows count into it.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// When each mailbox was last checked (`/healthz`, the watchdog).
-    pub health: Health,
+    pub health: Arc<Health>,
 }
 
 impl App {
@@ -190,8 +204,18 @@ impl App {
             mailboxes,
             chats: chats.into_iter().map(|c| (c.platform(), c)).collect(),
             outbox_wakeup: Notify::new(),
-            metrics: Metrics::new(),
-            health,
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(health),
+        }
+    }
+
+    /// What `/metrics` and `/healthz` read: the registry, the mailboxes'
+    /// health and the outbox as the store counts it.
+    pub fn ops_handles(&self) -> OpsHandles {
+        OpsHandles {
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+            outbox: Arc::new(StoreOutboxDepth(self.store.clone())),
         }
     }
 
@@ -262,7 +286,7 @@ impl App {
         tracker.spawn(watchdog::run(self.clone(), cancel.clone()));
         if let Some(listener) = ops {
             tracker.spawn(crate::ops::http::serve(
-                self.clone(),
+                self.ops_handles(),
                 listener,
                 cancel.clone(),
             ));

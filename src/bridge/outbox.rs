@@ -26,12 +26,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::{App, now_ms};
 use crate::chat::{ChatError, FileUpload, TicketCard, truncate_chars};
+use crate::domain::chat::Platform;
 use crate::domain::render::{Rendering, fallback_notice};
 use crate::mail::parse::{attachments_bytes, parse_email};
 use crate::mail::smtp::SendError;
 use crate::ops::metrics::{ChatErrorKind, ReplyFailure};
 use crate::store::{
-    EmailState, FilePart, Job, JobOutcome, JobSpec, Platform, Settlement, StoreError, TicketRecord,
+    EmailState, FilePart, Job, JobOutcome, JobSpec, Settlement, StoreError, TicketRecord,
 };
 
 /// What one step of the worker did (for tests and logs).

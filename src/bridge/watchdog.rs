@@ -13,8 +13,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{App, now_ms};
+use crate::domain::chat::Platform;
 use crate::ops::health::{Announced, CheckState, MailboxReport};
-use crate::store::{JobSpec, Platform};
+use crate::store::JobSpec;
 
 /// What the watchdog has to say about a mailbox now, if anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,13 +36,11 @@ use matrix_sdk::{Client, RoomState};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    ChatError, ChatEvent, ChatPlatform, FileUpload, Member, SharedFile, TicketCard, human_size,
-};
+use super::{ChatError, ChatEvent, ChatPlatform, FileUpload, Member, TicketCard, human_size};
 use crate::config::{MatrixAuth, MatrixSettings};
+use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::ids::{Agent, TicketId};
 use crate::domain::render::{EmailView, Rendering};
-use crate::store::{ChatThread, Platform};
 
 mod pace;
 mod render;

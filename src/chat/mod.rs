@@ -10,11 +10,11 @@ pub mod slack;
 
 use async_trait::async_trait;
 
+use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::command::ThreadCommand;
 use crate::domain::ids::{Agent, TicketId};
 use crate::domain::render::{EmailView, Rendering};
 use crate::domain::ticket::TicketState;
-use crate::store::{ChatThread, Platform};
 
 /// Errors from a chat adapter, classified so the outbox knows whether to retry.
 #[derive(Debug, thiserror::Error)]
@@ -52,16 +52,6 @@ pub struct FileUpload {
     /// `type/subtype`.
     pub content_type: String,
     pub data: Vec<u8>,
-}
-
-/// A file a teammate shared in chat, not yet downloaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SharedFile {
-    pub name: String,
-    pub content_type: String,
-    pub size: u64,
-    /// The platform's handle to download it (see [`ChatPlatform::download`]).
-    pub source: String,
 }
 
 /// A joined member of a room.

@@ -3,9 +3,11 @@
 //! about IMAP, SQL, Slack or Matrix, so every rule is unit-testable in
 //! isolation.
 
+pub mod chat;
 pub mod command;
 pub mod email;
 pub mod ids;
+pub mod mailbox;
 pub mod outbound;
 pub mod render;
 pub mod threading;

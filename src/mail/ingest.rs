@@ -30,14 +30,15 @@ use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ImapSettings, InitialSync};
+use crate::domain::mailbox::Checkpoint;
 use crate::mail::imap::{self, COMMAND_TIMEOUT, ImapError, Session, timed};
-use crate::store::{Checkpoint, StoreError};
 
-/// Where fetched messages go (the bridge's ingest flow).
+/// Where fetched messages go (the bridge's ingest flow, which stores them).
+/// Owned here so the IMAP side needs nothing of the store.
 #[async_trait]
 pub trait IngestSink: Send + Sync {
-    async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
-    async fn save_checkpoint(&self, cp: Checkpoint) -> Result<(), StoreError>;
+    async fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError>;
+    async fn save_checkpoint(&self, cp: Checkpoint) -> Result<(), SinkError>;
     /// Stores messages, each with the checkpoint it advances to (in UID
     /// order), atomically: a fetch batch is one transaction. `fetched` is
     /// when the FETCH that brought them was issued (latency metrics).
@@ -45,26 +46,64 @@ pub trait IngestSink: Send + Sync {
         &self,
         mails: Vec<(Checkpoint, Vec<u8>)>,
         fetched: Instant,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), SinkError>;
     /// Called after each successful pass over the folder (health reporting).
     fn synced(&self) {}
     /// Called when the connection is lost and will be retried.
     fn reconnecting(&self, _error: &IngestError) {}
 }
 
+/// Why an [`IngestSink`] could not do what it was asked. The sink says
+/// whether trying again may help; its error shows through unchanged
+/// (`Display` and `source` are the wrapped error's).
+#[derive(Debug)]
+pub struct SinkError {
+    transient: bool,
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl SinkError {
+    pub fn new(
+        transient: bool,
+        error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        SinkError {
+            transient,
+            error: error.into(),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+}
+
+impl std::fmt::Display for SinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for SinkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error(transparent)]
     Imap(#[from] ImapError),
+    /// The sink failed to store or to read the checkpoint.
     #[error("storing a message failed: {0}")]
-    Store(#[from] StoreError),
+    Sink(#[from] SinkError),
 }
 
 impl IngestError {
     pub fn is_transient(&self) -> bool {
         match self {
             IngestError::Imap(e) => e.is_transient(),
-            IngestError::Store(e) => e.is_transient(),
+            IngestError::Sink(e) => e.is_transient(),
         }
     }
 }

@@ -2,9 +2,13 @@
 //!
 //! No authentication: the address must be loopback unless the operator set
 //! `ops.allow_non_loopback` (see [`crate::config::OpsSettings`]).
+//!
+//! The endpoints are handed what they read ([`OpsHandles`]), never the
+//! bridge's `App`: ops sits below the flows it watches.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -14,26 +18,46 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::health::{CheckState, MailboxReport};
-use crate::bridge::App;
+use super::health::{CheckState, Health, MailboxReport};
+use super::metrics::Metrics;
+use crate::store::JobState;
+
+/// Counts the outbox's jobs by state, for the depth gauges `/metrics` reads
+/// when scraped (states without jobs may be left out).
+#[async_trait]
+pub trait OutboxDepth: Send + Sync {
+    async fn count_jobs(
+        &self,
+    ) -> Result<Vec<(JobState, u64)>, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// What the endpoints read, handed over by whoever runs them.
+#[derive(Clone)]
+pub struct OpsHandles {
+    /// The registry the flows count into.
+    pub metrics: Arc<Metrics>,
+    /// When each mailbox was last checked.
+    pub health: Arc<Health>,
+    pub outbox: Arc<dyn OutboxDepth>,
+}
 
 /// The endpoints' routes.
-pub fn router(app: Arc<App>) -> Router {
+pub fn router(handles: OpsHandles) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .with_state(app)
+        .with_state(handles)
 }
 
 /// Serves until `cancel` fires.
-pub async fn serve(app: Arc<App>, listener: TcpListener, cancel: CancellationToken) {
+pub async fn serve(handles: OpsHandles, listener: TcpListener, cancel: CancellationToken) {
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(%addr, "serving /metrics and /healthz");
     let shutdown = async move { cancel.cancelled().await };
-    if let Err(e) = axum::serve(listener, router(app))
+    if let Err(e) = axum::serve(listener, router(handles))
         .with_graceful_shutdown(shutdown)
         .await
     {
@@ -41,23 +65,23 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, cancel: CancellationTok
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+async fn metrics(State(ops): State<OpsHandles>) -> Response {
     // Gauges that describe a current state are read when scraped.
-    match app.store.count_jobs().await {
-        Ok(counts) => app.metrics.set_outbox_depth(&counts),
+    match ops.outbox.count_jobs().await {
+        Ok(counts) => ops.metrics.set_outbox_depth(&counts),
         // The other metrics are still worth serving; the stale depth gauge
         // keeps its last value and the log says why.
         Err(e) => tracing::warn!(error = %e, "/metrics: cannot count outbox jobs"),
     }
-    for r in app.health.report() {
-        app.metrics.set_check_age(&r.mailbox, r.unchecked_for);
+    for r in ops.health.report() {
+        ops.metrics.set_check_age(&r.mailbox, r.unchecked_for);
     }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.encode(),
+        ops.metrics.encode(),
     )
         .into_response()
 }
@@ -71,8 +95,8 @@ struct HealthBody {
     mailboxes: Vec<MailboxReport>,
 }
 
-async fn healthz(State(app): State<Arc<App>>) -> Response {
-    let mailboxes = app.health.report();
+async fn healthz(State(ops): State<OpsHandles>) -> Response {
+    let mailboxes = ops.health.report();
     let stale: Vec<String> = mailboxes
         .iter()
         .filter(|m| m.state == CheckState::Stale)
@@ -85,7 +109,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     };
     let body = HealthBody {
         status,
-        stale_after_secs: app.health.stale_after().as_secs(),
+        stale_after_secs: ops.health.stale_after().as_secs(),
         stale,
         mailboxes,
     };

@@ -1,7 +1,7 @@
 //! Counters, gauges and latency histograms, exposed at `/metrics` in the
 //! OpenMetrics text format (which Prometheus scrapes).
 //!
-//! One [`Metrics`] lives in the [`crate::bridge::App`]; the flows call its
+//! One [`Metrics`] lives in the bridge's `App`; the flows call its
 //! typed methods at the points where the thing happened, so a metric's name
 //! and labels are spelled once, here.
 
@@ -14,9 +14,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::domain::chat::Platform;
 use crate::domain::ids::MailboxName;
 use crate::domain::render::Rendering;
-use crate::store::{JobState, Platform};
+use crate::store::JobState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MailboxLabel {

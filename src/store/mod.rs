@@ -16,10 +16,12 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::{ContentHash, Direction, Party};
 use crate::domain::ids::{
     Actor, Agent, EmailAddress, MailboxName, MessageId, Tag, TicketId, TicketToken,
 };
+use crate::domain::mailbox::Checkpoint;
 use crate::domain::threading::{Candidates, ThreadKeys};
 use crate::domain::ticket::{Refusal, Status, TicketEvent, TicketState};
 
@@ -75,37 +77,6 @@ impl From<sqlx::Error> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Where ingest stands in a mailbox folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Checkpoint {
-    pub uid_validity: u32,
-    pub last_uid: u32,
-}
-
-/// Chat platforms the outbox can post to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Platform {
-    Matrix,
-    Slack,
-}
-
-impl Platform {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Matrix => "matrix",
-            Platform::Slack => "slack",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "matrix" => Some(Platform::Matrix),
-            "slack" => Some(Platform::Slack),
-            _ => None,
-        }
-    }
-}
 
 /// Work the outbox worker does after a commit. Serialized as JSON in the
 /// outbox row, so adding a variant needs no migration.
@@ -492,14 +463,6 @@ pub struct OutgoingMail {
     pub answers: Option<MessageId>,
 }
 
-/// A chat thread a ticket lives in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatThread {
-    pub platform: Platform,
-    pub room: String,
-    pub thread_ref: String,
-}
-
 /// Incoming emails stored in one transaction: a fetch batch of a backlog
 /// costs one commit and one checkpoint write rather than one per email.
 /// Threading looks up inside the transaction, so an email sees the ones
@@ -655,15 +618,11 @@ pub trait TicketStore: Send + Sync {
         thread: &ChatThread,
         event_ref: &str,
         agent: &Agent,
-        file: &crate::chat::SharedFile,
+        file: &SharedFile,
         now_ms: i64,
     ) -> StoreResult<()>;
     /// Files posted in a thread at or after `since_ms`, oldest first.
-    async fn chat_files(
-        &self,
-        thread: &ChatThread,
-        since_ms: i64,
-    ) -> StoreResult<Vec<crate::chat::SharedFile>>;
+    async fn chat_files(&self, thread: &ChatThread, since_ms: i64) -> StoreResult<Vec<SharedFile>>;
     /// The ticket whose thread root is `thread_ref` in `room`.
     async fn ticket_by_thread(&self, thread: &ChatThread) -> StoreResult<Option<TicketId>>;
 }

@@ -18,6 +18,7 @@ use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
 use super::*;
 use crate::config::DatabaseUrl;
+use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::{ContentHash, Direction, Party};
 use crate::domain::ids::{
     Actor, Agent, EmailAddress, MailboxName, MessageId, Tag, TicketId, TicketToken,
@@ -1460,7 +1461,7 @@ impl TicketStore for SqlStore {
         thread: &ChatThread,
         event_ref: &str,
         agent: &Agent,
-        file: &crate::chat::SharedFile,
+        file: &SharedFile,
         now_ms: i64,
     ) -> StoreResult<()> {
         sqlx::query(
@@ -1482,11 +1483,7 @@ impl TicketStore for SqlStore {
         Ok(())
     }
 
-    async fn chat_files(
-        &self,
-        thread: &ChatThread,
-        since_ms: i64,
-    ) -> StoreResult<Vec<crate::chat::SharedFile>> {
+    async fn chat_files(&self, thread: &ChatThread, since_ms: i64) -> StoreResult<Vec<SharedFile>> {
         let rows = sqlx::query(
             "SELECT name, content_type, size, source FROM chat_files \
              WHERE platform = $1 AND room = $2 AND thread_ref = $3 AND posted_at >= $4 ORDER BY posted_at, event_ref",
@@ -1499,7 +1496,7 @@ impl TicketStore for SqlStore {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(crate::chat::SharedFile {
+                Ok(SharedFile {
                     name: r.try_get("name")?,
                     content_type: r.try_get("content_type")?,
                     size: r.try_get::<i64, _>("size")?.max(0) as u64,

@@ -17,13 +17,14 @@ use mailroom::bridge::App;
 use mailroom::bridge::ingest::MailboxIngest;
 use mailroom::bridge::outbox::{StepOutcome, run_once};
 use mailroom::chat::slack::render as slack_render;
-use mailroom::chat::{ChatError, ChatPlatform, FileUpload, Member, SharedFile, TicketCard};
+use mailroom::chat::{ChatError, ChatPlatform, FileUpload, Member, TicketCard};
 use mailroom::config::{DatabaseUrl, Settings};
+use mailroom::domain::chat::{ChatThread, Platform, SharedFile};
 use mailroom::domain::ids::{Actor, Agent, MailboxName, TicketId};
 use mailroom::domain::render::{EmailView, Rendering};
 use mailroom::domain::ticket::{Status, TicketEvent};
 use mailroom::store::sql::SqlStore;
-use mailroom::store::{ChatThread, Platform, Recorded, TicketFilter, TicketStore};
+use mailroom::store::{Recorded, TicketFilter, TicketStore};
 use serde_json::Value;
 
 const MATRIX_ROOM: &str = "!support:localhost";

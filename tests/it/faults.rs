@@ -25,13 +25,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mailroom::bridge::reply::{QueuedReply, ReplyRequest, queue_reply};
-use mailroom::chat::{ChatError, ChatPlatform, FileUpload, Member, SharedFile, TicketCard};
+use mailroom::chat::{ChatError, ChatPlatform, FileUpload, Member, TicketCard};
 use mailroom::config::Settings;
+use mailroom::domain::chat::{ChatThread, Platform, SharedFile};
 use mailroom::domain::email::Direction;
 use mailroom::domain::ids::{Agent, MailboxName, TicketId};
 use mailroom::domain::render::{EmailView, Rendering};
 use mailroom::mail::parse::parse_email;
-use mailroom::store::{ChatThread, EmailState, JobState, Platform, TicketFilter, TicketStore};
+use mailroom::store::{EmailState, JobState, TicketFilter, TicketStore};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};

@@ -948,7 +948,7 @@ async fn a_uidvalidity_change_rescans_without_duplicates() {
     store
         .save_checkpoint(
             &mb,
-            mailroom::store::Checkpoint {
+            mailroom::domain::mailbox::Checkpoint {
                 uid_validity: cp.uid_validity.wrapping_add(1),
                 last_uid: 999,
             },

@@ -6,6 +6,7 @@
 // matrix-sdk's futures are deeply nested types.
 #![recursion_limit = "256"]
 
+mod architecture;
 mod cli;
 mod common;
 mod corpus;

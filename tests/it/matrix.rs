@@ -1239,8 +1239,8 @@ async fn reply_attach_sends_the_files_posted_in_the_thread() {
         .expect("upload");
     // Give the bot a moment to see the file before the command.
     let store = run.store.clone();
-    let thread = mailroom::store::ChatThread {
-        platform: mailroom::store::Platform::Matrix,
+    let thread = mailroom::domain::chat::ChatThread {
+        platform: mailroom::domain::chat::Platform::Matrix,
         room: w.room.to_string(),
         thread_ref: root.to_string(),
     };

@@ -4,8 +4,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use mailroom::domain::chat::{ChatThread, Platform};
 use mailroom::domain::email::{ContentHash, Party};
 use mailroom::domain::ids::{Actor, Agent, EmailAddress, MailboxName, MessageId, Tag, TicketToken};
+use mailroom::domain::mailbox::Checkpoint;
 use mailroom::domain::threading::ThreadKeys;
 use mailroom::domain::ticket::{Refusal, Status, TicketEvent, TicketState};
 use mailroom::store::*;

@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::render::read_markup;
 use super::{Client, SlackChat, agent};
-use crate::chat::{ChatError, ChatEvent, SharedFile};
+use crate::chat::{ChatError, ChatEvent};
 use crate::config::SlackMode;
+use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::command::ThreadCommand;
-use crate::store::{ChatThread, Platform};
 
 /// The message shortcut's callback id (see `bot-config/slack-app-manifest.yml`).
 pub const REPLY_SHORTCUT: &str = "mailroom_reply";

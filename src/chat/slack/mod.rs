@@ -25,11 +25,11 @@ use serde_json::{Value, json};
 use slack_morphism::errors::*;
 use slack_morphism::prelude::*;
 
-use super::{ChatError, ChatPlatform, FileUpload, Member, SharedFile, TicketCard};
+use super::{ChatError, ChatPlatform, FileUpload, Member, TicketCard};
 use crate::config::SlackSettings;
+use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::ids::{Agent, TicketId};
 use crate::domain::render::{EmailView, Rendering};
-use crate::store::{ChatThread, Platform};
 
 pub(crate) type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
 pub(crate) type Client = SlackClient<Connector>;

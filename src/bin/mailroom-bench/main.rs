@@ -1,0 +1,216 @@
+//! `mailroom-bench`: figures for mailroom on the local stack (see
+//! `scripts/bench`). Prints a table and one `METRIC <name> <value> <unit>`
+//! line per figure.
+//!
+//! Measured: the floors (the mail server's and the chat server's own delays),
+//! mailroom's end-to-end latency, backlog throughput against the chat
+//! server's own posting rate, mailroom's own ingest cost, and, from a
+//! separate `mailroom run` process, startup time and memory (idle, backlog
+//! peak, a 25 MB attachment's peak), and the same latency into the fake
+//! Slack of the tests, and reply latency (`!reply` queued → sent and filed).
+//!
+//! One module per stage (`floors`, `latency`, `slack`, `backlog`, `reply`,
+//! `process`, `ingest`); what they share is in `common` (the stack, users,
+//! sample mail), `bridge` (the bench's mailroom, in-process or as a process)
+//! and `daemon` (a `mailroom run` process and its memory).
+
+// matrix-sdk's futures are deeply nested types.
+#![recursion_limit = "256"]
+
+/// The fake Slack the integration tests use (Slack's documented wire format),
+/// here as the chat server for `slack_latency_*`.
+#[path = "../../../tests/fake_slack/mod.rs"]
+mod fake_slack;
+
+mod backlog;
+mod bridge;
+mod common;
+mod daemon;
+mod floors;
+mod ingest;
+mod latency;
+mod process;
+mod reply;
+mod slack;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::backlog::backlog;
+use crate::common::{env, tempfile_dir};
+use crate::floors::{chat_floor, imap_floor};
+use crate::ingest::{ingest, ingest_postgres};
+use crate::latency::latency;
+use crate::process::process_figures;
+use crate::reply::reply_latency;
+use crate::slack::slack_latency;
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * (samples.len() as f64 - 1.0)).round() as usize;
+    samples[rank.min(samples.len() - 1)]
+}
+
+/// Runs one stage, saying so on stderr, and stops it if it outlives every
+/// reasonable duration (the full run's longest stage takes about 10 minutes,
+/// a smoke run's a few seconds):
+/// the bench always ends by itself.
+async fn bounded<T>(
+    limit: Duration,
+    name: &str,
+    stage: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    eprintln!("mailroom-bench: {name}…");
+    let started = Instant::now();
+    let out = tokio::time::timeout(limit, stage)
+        .await
+        .map_err(|_| anyhow!("{name}: still running after {} s; stopped", limit.as_secs()))?
+        .context(name.to_owned())?;
+    eprintln!(
+        "mailroom-bench: {name} done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(out)
+}
+
+const STAGES: &[&str] = &[
+    "floors", "latency", "slack", "backlog", "reply", "process", "ingest",
+];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    mailroom::mail::tls::install_crypto_provider();
+    let mut only: Option<Vec<String>> = None;
+    let (mut smoke, mut quick) = (false, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--smoke" => smoke = true,
+            "--quick" => quick = true,
+            "--only" => {
+                let list = args.next().unwrap_or_default();
+                let names: Vec<String> = list.split(',').map(str::to_owned).collect();
+                if let Some(bad) = names.iter().find(|n| !STAGES.contains(&n.as_str())) {
+                    bail!("--only: no stage {bad:?}; stages: {}", STAGES.join(", "));
+                }
+                only = Some(names);
+            }
+            _ => bail!(
+                "mailroom-bench: unknown argument {a:?} (expected --quick, --smoke or --only STAGE,…)"
+            ),
+        }
+    }
+    let run = |stage: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == stage));
+    let env = env()?;
+    // --smoke: every stage with a handful of emails, to check the bench
+    // itself works (scripts/test runs it); its figures mean little.
+    let (floor_n, lat_n, ingest_n, backlog_n) = if smoke {
+        (3, 5, 50, 20)
+    } else if quick {
+        (10, 30, 1_000, 1_000)
+    } else {
+        (30, 200, 5_000, 10_000)
+    };
+    let limit = Duration::from_secs(if smoke { 180 } else { 1_800 });
+    let mut metrics: Vec<(&str, f64, &str)> = Vec::new();
+
+    let mut floors = None;
+    if run("floors") {
+        let mut f = bounded(limit, "imap floor", imap_floor(&env, floor_n)).await?;
+        let imap_p50 = percentile(&mut f, 50.0);
+        metrics.push(("imap_floor_p50_ms", imap_p50, "ms"));
+        let mut c = bounded(limit, "chat floor", chat_floor(&env, floor_n)).await?;
+        let chat_p50 = percentile(&mut c, 50.0);
+        metrics.push(("chat_floor_p50_ms", chat_p50, "ms"));
+        floors = Some(imap_p50 + chat_p50);
+    }
+
+    if run("latency") {
+        let mut l = bounded(
+            limit,
+            "latency",
+            latency(&env, lat_n, Duration::from_millis(250)),
+        )
+        .await?;
+        let p50 = percentile(&mut l, 50.0);
+        metrics.push(("latency_p50_ms", p50, "ms"));
+        metrics.push(("latency_p99_ms", percentile(&mut l, 99.0), "ms"));
+        if let Some(floors) = floors {
+            metrics.push(("latency_overhead_p50_ms", p50 - floors, "ms"));
+        }
+    }
+
+    if run("slack") {
+        // Slack allows about one post a second per channel: a steady stream
+        // just under it.
+        let mut sl = bounded(
+            limit,
+            "slack latency",
+            slack_latency(&env, lat_n, Duration::from_millis(1_100)),
+        )
+        .await?;
+        metrics.push(("slack_latency_p50_ms", percentile(&mut sl, 50.0), "ms"));
+        metrics.push(("slack_latency_p99_ms", percentile(&mut sl, 99.0), "ms"));
+    }
+
+    if run("backlog") {
+        let bl = bounded(limit, "backlog", backlog(&env, backlog_n)).await?;
+        metrics.push(("backlog_emails_per_s", bl.rate, "emails/s"));
+        metrics.push(("synapse_raw_posts_per_s", bl.raw_rate, "posts/s"));
+        metrics.push(("synapse_raw_before_posts_per_s", bl.raw_before, "posts/s"));
+        metrics.push(("synapse_raw_after_posts_per_s", bl.raw_after, "posts/s"));
+        metrics.push(("backlog_vs_raw", bl.rate / bl.raw_rate, "ratio"));
+        metrics.push(("rss_backlog_peak_mb", bl.peak, "MiB"));
+    }
+
+    if run("reply") {
+        let mut r = bounded(
+            limit,
+            "reply latency",
+            reply_latency(&env, lat_n, Duration::from_millis(300)),
+        )
+        .await?;
+        metrics.push(("reply_p50_ms", percentile(&mut r, 50.0), "ms"));
+        metrics.push(("reply_p99_ms", percentile(&mut r, 99.0), "ms"));
+    }
+
+    if run("process") {
+        let (startup, idle, idle_anon, big_peak) =
+            bounded(limit, "startup and memory", process_figures(&env)).await?;
+        metrics.push(("startup_ms", startup, "ms"));
+        metrics.push(("rss_idle_mb", idle, "MiB"));
+        metrics.push(("rss_idle_anon_mb", idle_anon, "MiB"));
+        metrics.push(("rss_25mb_attachment_peak_mb", big_peak, "MiB"));
+    }
+
+    if run("ingest") {
+        let dir = tempfile_dir()?;
+        let sqlite = format!("sqlite://{}", dir.join("ingest.db").display());
+        metrics.push((
+            "ingest_emails_per_s_sqlite",
+            bounded(limit, "ingest sqlite", ingest(&sqlite, ingest_n)).await?,
+            "emails/s",
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let pg_rate = bounded(limit, "ingest postgres", ingest_postgres(ingest_n)).await?;
+        metrics.push(("ingest_emails_per_s_postgres", pg_rate, "emails/s"));
+    }
+
+    if let Some((name, ..)) = metrics.iter().find(|(_, v, _)| !v.is_finite()) {
+        bail!("{name}: no figure (is /proc mounted?)");
+    }
+    // A ratio with one decimal would print 0.75 as 0.8, the target itself.
+    let digits = |unit: &str| if unit == "ratio" { 2 } else { 1 };
+    println!("{:<30} {:>12}  unit", "metric", "value");
+    for (name, value, unit) in &metrics {
+        println!("{name:<30} {value:>12.d$}  {unit}", d = digits(unit));
+    }
+    for (name, value, unit) in &metrics {
+        println!("METRIC {name} {value:.d$} {unit}", d = digits(unit));
+    }
+    Ok(())
+}
