@@ -4,11 +4,11 @@
 //! the settings themselves when every key has a default, else a `…File`
 //! struct shaped like the file that `settle`s into them (required keys,
 //! secrets, defaults that depend on other keys). Values are newtypes that
-//! check themselves, and each key is a [`de::Key`], which records a wrong
+//! check themselves, and each key is a `de::Key`, which records a wrong
 //! value and lets deserializing go on; `serde_ignored` names unknown keys, as
 //! in cargo. So `check-config` reports every problem at once, with its path
 //! and line (`mailbox[1].smtp.port: expected 1-65535 (line 27)`). One pass,
-//! [`settle`], then applies the rules between keys and sections.
+//! `settle`, then applies the rules between keys and sections.
 
 mod chat;
 mod commands;

@@ -69,12 +69,8 @@ impl SlackFile {
         );
         let mut signature_names = BTreeMap::new();
         for (user, name) in self.signature_names.get().unwrap_or_default() {
-            let id = user.len() >= 2 && user.starts_with(['U', 'W']);
-            if !(id
-                && user
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
-            {
+            let id_char = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit();
+            if !(user.len() >= 2 && user.starts_with(['U', 'W']) && user.chars().all(id_char)) {
                 let message = "expected a Slack user id such as U024BE7LH as the key";
                 c.problem(format!("slack.signature_names.{user}"), message);
             }
