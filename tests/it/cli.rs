@@ -117,6 +117,45 @@ close = []
 }
 
 #[test]
+fn check_config_names_five_different_mistakes_with_paths_and_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("five.toml");
+    std::fs::write(
+        &path,
+        r#"[database]
+url = "sqlite://state/x.db"
+colour = "blue"
+
+[[mailbox]]
+name = "support"
+address = "support@example.com"
+  [mailbox.imap]
+  host = "imap.example.com"
+  idle = "yes"
+  password = "p"
+  password_env = "MAILROOM_TEST_IMAP"
+  [mailbox.smtp]
+  host = "smtp.example.com"
+  port = 70000
+"#,
+    )
+    .unwrap();
+    let out = mailroom().arg("check-config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("5 problems"), "{stderr}");
+    for needle in [
+        "database.colour: unknown key (line 3)",
+        "mailbox[0].display_name: missing (required) (line 5)",
+        "mailbox[0].imap.idle: expected a boolean, found a string (line 10)",
+        "mailbox[0].imap.password: give only one of password, password_env (line 11)",
+        "mailbox[0].smtp.port: expected 1-65535 (line 15)",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} not in:\n{stderr}");
+    }
+}
+
+#[test]
 fn every_subcommand_has_help() {
     for args in [
         vec!["--help"],

@@ -1,0 +1,92 @@
+//! `[database]`: where tickets are kept.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::Check;
+use super::de::{Int, Key};
+use super::secret::Secret;
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: DatabaseUrl,
+    pub max_connections: u32,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub(super) struct DatabaseFile {
+    url: Key<DatabaseUrl>,
+    max_connections: Key<Int<1, 1000>>,
+}
+
+impl DatabaseFile {
+    pub(super) fn settle(self, c: &mut Check) -> Option<DatabaseSettings> {
+        let url = c.need(self.url, "database.url")?;
+        Some(DatabaseSettings {
+            url,
+            max_connections: self.max_connections.num_or(8),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum DatabaseUrl {
+    /// `sqlite://path` (created on first use) or `sqlite::memory:` (`path: None`).
+    Sqlite { path: Option<PathBuf> },
+    /// `postgres://…`; may carry a password, hence a secret.
+    Postgres(Secret),
+}
+
+impl DatabaseUrl {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "sqlite::memory:" || s == "sqlite://:memory:" {
+            return Ok(DatabaseUrl::Sqlite { path: None });
+        }
+        if let Some(rest) = s
+            .strip_prefix("sqlite://")
+            .or_else(|| s.strip_prefix("sqlite:"))
+        {
+            let path = rest.split('?').next().unwrap_or("");
+            if path.is_empty() {
+                return Err("expected sqlite://PATH".into());
+            }
+            return Ok(DatabaseUrl::Sqlite {
+                path: Some(PathBuf::from(path)),
+            });
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(Secret::new(s)));
+        }
+        Err("expected sqlite://PATH, sqlite::memory: or postgres://…".into())
+    }
+}
+
+impl TryFrom<String> for DatabaseUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        DatabaseUrl::parse(&s)
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite { path: None } => f.write_str("sqlite::memory:"),
+            DatabaseUrl::Sqlite { path: Some(p) } => write!(f, "sqlite://{}", p.display()),
+            DatabaseUrl::Postgres(url) => {
+                // Show host and database, never the credentials.
+                let s = url.expose();
+                let after_scheme = s.split_once("://").map(|(_, r)| r).unwrap_or(s);
+                let host_db = after_scheme
+                    .rsplit_once('@')
+                    .map(|(_, r)| r)
+                    .unwrap_or(after_scheme);
+                write!(f, "postgres://{}", host_db.split('?').next().unwrap_or(""))
+            }
+        }
+    }
+}
