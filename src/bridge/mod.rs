@@ -30,7 +30,7 @@ use crate::domain::ids::{MailboxName, MessageId};
 use crate::mail::imap::{self, ImapError};
 use crate::mail::smtp::{Mailer, SmtpMailer};
 use crate::ops::health::Health;
-use crate::ops::http::{OpsHandles, OutboxDepth};
+use crate::ops::http::{OpsHandles, OutboxView, Undelivered, ViewError};
 use crate::ops::metrics::Metrics;
 use crate::store::TicketStore;
 
@@ -133,14 +133,28 @@ pub async fn connect_chats(
 }
 
 /// The outbox depth `/metrics` reads, counted by the store.
-struct StoreOutboxDepth(Arc<dyn TicketStore>);
+struct StoreOutbox(Arc<dyn TicketStore>);
 
 #[async_trait]
-impl OutboxDepth for StoreOutboxDepth {
-    async fn count_jobs(
-        &self,
-    ) -> Result<Vec<(crate::store::JobState, u64)>, Box<dyn std::error::Error + Send + Sync>> {
+impl OutboxView for StoreOutbox {
+    async fn count_jobs(&self) -> Result<Vec<(crate::store::JobState, u64)>, ViewError> {
         Ok(self.0.count_jobs().await?)
+    }
+
+    async fn undelivered(&self) -> Result<Vec<Undelivered>, ViewError> {
+        let failed = self.0.jobs(&[crate::store::JobState::Failed]).await?;
+        Ok(failed
+            .into_iter()
+            .filter_map(|job| match job.spec {
+                crate::store::JobSpec::ChatPost { platform, .. } => Some(Undelivered {
+                    job: job.id,
+                    ticket: job.ticket.map(|t| t.get()),
+                    platform: platform.as_str(),
+                    error: job.last_error.unwrap_or_default(),
+                }),
+                _ => None,
+            })
+            .collect())
     }
 }
 
@@ -215,7 +229,7 @@ impl App {
         OpsHandles {
             metrics: self.metrics.clone(),
             health: self.health.clone(),
-            outbox: Arc::new(StoreOutboxDepth(self.store.clone())),
+            outbox: Arc::new(StoreOutbox(self.store.clone())),
         }
     }
 

@@ -22,13 +22,27 @@ use super::health::{CheckState, Health, MailboxReport};
 use super::metrics::Metrics;
 use crate::store::JobState;
 
-/// Counts the outbox's jobs by state, for the depth gauges `/metrics` reads
-/// when scraped (states without jobs may be left out).
+/// Errors the outbox view passes on (the store's, whatever it is).
+pub type ViewError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the endpoints read of the outbox, when asked.
 #[async_trait]
-pub trait OutboxDepth: Send + Sync {
-    async fn count_jobs(
-        &self,
-    ) -> Result<Vec<(JobState, u64)>, Box<dyn std::error::Error + Send + Sync>>;
+pub trait OutboxView: Send + Sync {
+    /// Jobs by state, for the depth gauges (states without jobs may be left out).
+    async fn count_jobs(&self) -> Result<Vec<(JobState, u64)>, ViewError>;
+    /// Emails that could not be posted to chat and wait for an operator
+    /// (`mailroom outbox retry`).
+    async fn undelivered(&self) -> Result<Vec<Undelivered>, ViewError>;
+}
+
+/// An email that did not reach a chat, as `/healthz` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Undelivered {
+    /// The outbox job (`mailroom outbox retry JOB`).
+    pub job: i64,
+    pub ticket: Option<i64>,
+    pub platform: &'static str,
+    pub error: String,
 }
 
 /// What the endpoints read, handed over by whoever runs them.
@@ -38,7 +52,7 @@ pub struct OpsHandles {
     pub metrics: Arc<Metrics>,
     /// When each mailbox was last checked.
     pub health: Arc<Health>,
-    pub outbox: Arc<dyn OutboxDepth>,
+    pub outbox: Arc<dyn OutboxView>,
 }
 
 /// The endpoints' routes.
@@ -93,6 +107,11 @@ struct HealthBody {
     /// Names of the stale mailboxes (empty when healthy).
     stale: Vec<String>,
     mailboxes: Vec<MailboxReport>,
+    /// Emails that could not be posted to chat (empty when none).
+    undelivered: Vec<Undelivered>,
+    /// Why the outbox could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outbox_error: Option<String>,
 }
 
 async fn healthz(State(ops): State<OpsHandles>) -> Response {
@@ -102,16 +121,28 @@ async fn healthz(State(ops): State<OpsHandles>) -> Response {
         .filter(|m| m.state == CheckState::Stale)
         .map(|m| m.mailbox.as_str().to_owned())
         .collect();
-    let (code, status) = if stale.is_empty() {
-        (StatusCode::OK, "ok")
-    } else {
+    let (undelivered, outbox_error) = match ops.outbox.undelivered().await {
+        Ok(u) => (u, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    // A stale mailbox is an outage (503). Mail that could not be posted is
+    // not: a restart would not post it, and a probe that restarts or drains
+    // mailroom would make things worse. It is `degraded` (200) and listed,
+    // like an unreadable outbox.
+    let (code, status) = if !stale.is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, "stale")
+    } else if !undelivered.is_empty() || outbox_error.is_some() {
+        (StatusCode::OK, "degraded")
+    } else {
+        (StatusCode::OK, "ok")
     };
     let body = HealthBody {
         status,
         stale_after_secs: ops.health.stale_after().as_secs(),
         stale,
         mailboxes,
+        undelivered,
+        outbox_error,
     };
     (code, axum::Json(body)).into_response()
 }

@@ -1,0 +1,500 @@
+//! The outbox's chat jobs: a ticket's root or a follow-up (falling back to
+//! plainer renderings rather than fail), each file of an email on its own,
+//! status edits and notices; and what a chat job that failed for good
+//! leaves behind (the room told, the audit log, the metric).
+
+use std::sync::Arc;
+
+use super::{StepOutcome, retry_or_fail, since};
+use crate::bridge::{App, now_ms};
+use crate::chat::{ChatError, FileUpload, TicketCard, truncate_chars};
+use crate::domain::chat::Platform;
+use crate::domain::render::{Rendering, fallback_notice};
+use crate::mail::parse::{attachments_bytes, parse_email};
+use crate::ops::metrics::ChatErrorKind;
+use crate::store::{FilePart, Job, JobOutcome, JobSpec, Settlement, StoreError, TicketRecord};
+
+/// A chat job that did what it was for and leaves nothing behind.
+pub(super) fn done(_: ()) -> Settlement {
+    Settlement::new(JobOutcome::Done)
+}
+
+pub(super) async fn finish_chat(
+    app: &App,
+    job: &Job,
+    platform: Platform,
+    r: Result<Settlement, ChatError>,
+) -> Result<StepOutcome, StoreError> {
+    let error = match r {
+        Ok(settlement) => {
+            app.store.settle_job(job, &settlement, now_ms()).await?;
+            return Ok(StepOutcome::Done);
+        }
+        Err(e) => e,
+    };
+    let kind = match &error {
+        ChatError::Transient { .. } => ChatErrorKind::Transient,
+        ChatError::Permanent { .. } => ChatErrorKind::Permanent,
+    };
+    app.metrics.chat_error(platform, kind);
+    let error = match error {
+        ChatError::Transient {
+            message,
+            retry_after_ms: Some(after),
+        } => {
+            // The platform told us when: honour it exactly, not our backoff.
+            let now = now_ms();
+            app.metrics.job_retried(job.spec.kind());
+            let retry = JobOutcome::Retry {
+                at_ms: now + after as i64,
+                error: message.clone(),
+            };
+            app.store.finish_job(job, &retry, now).await?;
+            return Ok(StepOutcome::Retry {
+                error: message,
+                in_ms: after as i64,
+            });
+        }
+        ChatError::Transient { message, .. } if job.attempts < app.settings.outbox.max_attempts => {
+            return retry_or_fail(app, job, message).await;
+        }
+        ChatError::Transient { message, .. } => {
+            format!("gave up after {} attempts: {message}", job.attempts)
+        }
+        ChatError::Permanent { message } => message,
+    };
+    let settlement = undelivered(app, job, platform, &error).await;
+    app.store.settle_job(job, &settlement, now_ms()).await?;
+    Ok(StepOutcome::Failed { error })
+}
+
+/// How a chat job that failed for good is recorded. An email that could
+/// not be posted is never silent: the room is told (once, through the
+/// outbox), the audit log and the metric say so, and the job stays in
+/// `mailroom outbox list` for `mailroom outbox retry`.
+async fn undelivered(app: &App, job: &Job, platform: Platform, error: &str) -> Settlement {
+    let mut settlement = Settlement::new(JobOutcome::Failed {
+        error: error.to_owned(),
+    });
+    let JobSpec::ChatPost { email_id, .. } = job.spec else {
+        return settlement;
+    };
+    app.metrics.post_failed(platform);
+    let Some(ticket_id) = job.ticket else {
+        return settlement;
+    };
+    settlement.audit = Some((
+        "chat-post-failed",
+        format!(
+            "email {email_id} could not be posted to {} (outbox job {}): {error}",
+            platform.as_str(),
+            job.id
+        ),
+    ));
+    // Who wrote and about what, for the room's notice; best effort.
+    let ticket = app.store.ticket(ticket_id).await.ok().flatten();
+    let room = ticket
+        .as_ref()
+        .and_then(|t| app.chat_room(&t.mailbox, platform));
+    let about = match app.store.raw_email(email_id).await {
+        Ok(Some(raw)) => {
+            let view = parse_email(&raw).view();
+            format!(
+                " (from {}, “{}”)",
+                crate::chat::clip(&view.from.address.to_string(), 200),
+                crate::chat::clip(&view.subject, 200)
+            )
+        }
+        _ => String::new(),
+    };
+    if let Some(room) = room {
+        let n = ticket_id.get();
+        settlement.follow_ons.push(JobSpec::ChatRoomNotice {
+            platform,
+            room,
+            text: format!(
+                "⚠️ An email of ticket {ticket_id}{about} could not be posted here: {error}\n\
+                 It is kept: `mailroom tickets show {n}` shows it, `mailroom outbox list` lists \
+                 the failed post, and `mailroom outbox retry {}` posts it again once the cause is fixed.",
+                job.id
+            ),
+        });
+    }
+    settlement
+}
+
+pub(super) fn missing(what: impl Into<String>) -> ChatError {
+    ChatError::Permanent {
+        message: what.into(),
+    }
+}
+
+fn store_err(e: StoreError) -> ChatError {
+    if e.is_transient() {
+        ChatError::Transient {
+            message: e.to_string(),
+            retry_after_ms: None,
+        }
+    } else {
+        ChatError::Permanent {
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The platform and the ticket a chat job is about.
+async fn chat_target<'a>(
+    app: &'a App,
+    job: &Job,
+    platform: Platform,
+) -> Result<(&'a Arc<dyn crate::chat::ChatPlatform>, TicketRecord), ChatError> {
+    let chat = app
+        .chats
+        .get(&platform)
+        .ok_or_else(|| missing(format!("{} is not configured", platform.as_str())))?;
+    let ticket_id = job.ticket.ok_or_else(|| missing("job has no ticket"))?;
+    let ticket = app
+        .store
+        .ticket(ticket_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| missing("ticket is gone"))?;
+    Ok((chat, ticket))
+}
+
+/// A key that is the same for every attempt of one job and never the same
+/// for two jobs. Job ids alone restart at 1 with a new database while the
+/// chat device (and the homeserver's memory of its transaction ids) lives
+/// on; the ticket's random token keeps keys from two databases apart.
+fn idempotency_key(ticket: &TicketRecord, job: &Job) -> String {
+    format!("mailroom-{}-{}", ticket.token, job.id)
+}
+
+/// What a ticket's root message shows of it.
+fn card<'a>(app: &'a App, ticket: &'a TicketRecord) -> Result<TicketCard<'a>, ChatError> {
+    let mailbox = app
+        .mailbox(&ticket.mailbox)
+        .ok_or_else(|| missing("mailbox is not configured"))?;
+    Ok(TicketCard {
+        ticket: ticket.id,
+        mailbox_display_name: &mailbox.settings.display_name,
+        state: &ticket.state,
+        tags: ticket.tags.iter().map(|t| t.to_string()).collect(),
+    })
+}
+
+/// Runs `post` at each [`Rendering`] until the platform takes one: a
+/// refusal (a permanent error) is met by the next level down, a transient
+/// error ends the attempt so the job is retried. Returns what the post
+/// returned, the level shown and the refusals met on the way.
+async fn degrade<T, F, Fut>(
+    what: &str,
+    mut post: F,
+) -> Result<(T, Rendering, Vec<(Rendering, String)>), ChatError>
+where
+    F: FnMut(Rendering) -> Fut,
+    Fut: Future<Output = Result<T, ChatError>>,
+{
+    let mut refusals = Vec::new();
+    let mut level = Rendering::Full;
+    loop {
+        match post(level).await {
+            Ok(v) => return Ok((v, level, refusals)),
+            Err(ChatError::Permanent { message }) => {
+                tracing::warn!(rendering = level.as_str(), error = %message, "{what} refused");
+                refusals.push((level, message));
+                match level.fallback() {
+                    Some(next) => level = next,
+                    None => {
+                        let all: Vec<String> = refusals
+                            .iter()
+                            .map(|(l, m)| format!("{}: {m}", l.as_str()))
+                            .collect();
+                        return Err(missing(format!(
+                            "every rendering was refused ({})",
+                            all.join("; ")
+                        )));
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Posts an email: a new ticket's root, or a follow-up in its thread. The
+/// post falls back to plainer renderings rather than fail; the files are
+/// queued as jobs of their own once the post is in the room, so a file
+/// the server refuses never keeps the email out of it.
+pub(super) async fn chat_post(
+    app: &App,
+    job: &Job,
+    platform: Platform,
+    email_id: i64,
+) -> Result<Settlement, ChatError> {
+    let (chat, ticket) = chat_target(app, job, platform).await?;
+    let ticket_id = ticket.id;
+    let raw = app
+        .store
+        .raw_email(email_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| missing("email is gone"))?;
+    let parsed = parse_email(&raw);
+    // The raw mail is not needed for posting.
+    drop(raw);
+    // Automatic mail (auto-replies, bounces, list mail) is filed in the thread
+    // but calls nobody: RFC 3834 says it must not trigger anything automatic,
+    // and an out-of-office is no reason to ping the ticket's owner.
+    let owner = match parsed.auto {
+        Some(_) => None,
+        None => ticket.state.owner(),
+    };
+    let view = parsed.view();
+    let key = idempotency_key(&ticket, job);
+    let existing = app
+        .store
+        .chat_thread(ticket_id, platform)
+        .await
+        .map_err(store_err)?;
+    let (new_thread, shown, refusals) = match existing {
+        Some(thread) => {
+            let (_, shown, refusals) = degrade("follow-up", |r| {
+                let key = format!("{key}{}", r.key_suffix());
+                let (thread, view) = (&thread, &view);
+                async move {
+                    chat.post_follow_up(thread, ticket_id, view, owner, r, &key)
+                        .await
+                }
+            })
+            .await?;
+            (None, shown, refusals)
+        }
+        None => {
+            let room = app.chat_room(&ticket.mailbox, platform).ok_or_else(|| {
+                missing(format!(
+                    "mailbox {} has no {} target",
+                    ticket.mailbox,
+                    platform.as_str()
+                ))
+            })?;
+            let card = card(app, &ticket)?;
+            let (thread, shown, refusals) = degrade("ticket root", |r| {
+                let key = format!("{key}{}", r.key_suffix());
+                let (room, card, view) = (&room, &card, &view);
+                async move { chat.post_ticket(room, card, view, r, &key).await }
+            })
+            .await?;
+            app.metrics.thread_posted(platform);
+            (Some(thread), shown, refusals)
+        }
+    };
+    // The job was queued in the transaction that stored the email.
+    app.metrics.posted(platform, since(job.created_at_ms));
+    let mut settlement = Settlement::new(JobOutcome::Done);
+    settlement.thread = new_thread;
+    if !refusals.is_empty() {
+        app.metrics.post_degraded(platform, shown);
+        let text = fallback_notice(shown, &refusals);
+        settlement.audit = Some(("chat-post-degraded", text.clone()));
+        settlement
+            .follow_ons
+            .push(JobSpec::ChatNotice { platform, text });
+    }
+    // The files follow the post: the full text when the post could not
+    // show all of it, then every attachment not inline in the text and
+    // under the upload cap (the others are listed in the post).
+    let cut = truncate_chars(&view.body, chat.body_limit()).1;
+    if (cut || shown == Rendering::Minimal) && !view.full_text.trim().is_empty() {
+        settlement.follow_ons.push(JobSpec::ChatFile {
+            platform,
+            email_id,
+            part: FilePart::FullText,
+        });
+    }
+    let cap = app.settings.chat.max_attachment_bytes;
+    settlement.follow_ons.extend(
+        view.attachments
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.size <= cap && !a.inline)
+            .map(|(index, _)| JobSpec::ChatFile {
+                platform,
+                email_id,
+                part: FilePart::Attachment { index },
+            }),
+    );
+    Ok(settlement)
+}
+
+/// Uploads one file of an email into its ticket's thread. A file the
+/// server will not take is skipped with a line in the thread saying which
+/// and why; the job is then done.
+pub(super) async fn chat_file(
+    app: &App,
+    job: &Job,
+    platform: Platform,
+    email_id: i64,
+    part: FilePart,
+) -> Result<Settlement, ChatError> {
+    let (chat, ticket) = chat_target(app, job, platform).await?;
+    let Some(thread) = app
+        .store
+        .chat_thread(ticket.id, platform)
+        .await
+        .map_err(store_err)?
+    else {
+        return Err(missing("the ticket has no thread to upload into"));
+    };
+    let raw = app
+        .store
+        .raw_email(email_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| missing("email is gone"))?;
+    let view = parse_email(&raw).view();
+    let cap = app.settings.chat.max_attachment_bytes;
+    let file = match part {
+        FilePart::FullText => Ok(FileUpload {
+            name: "full-message.txt".into(),
+            content_type: "text/plain; charset=utf-8".into(),
+            data: view.full_text.into_bytes(),
+        }),
+        FilePart::Attachment { index } => {
+            let meta = view
+                .attachments
+                .get(index)
+                .ok_or_else(|| missing(format!("attachment {index} is not in the email")))?;
+            let data = attachments_bytes(&raw, &[index], cap)
+                .into_iter()
+                .next()
+                .map(|(_, data)| data);
+            match data {
+                Some(data) => Ok(FileUpload {
+                    name: meta.name.clone(),
+                    content_type: meta.content_type.clone(),
+                    data,
+                }),
+                None => Err((
+                    meta.name.clone(),
+                    meta.size,
+                    "its content could not be read from the stored mail".to_owned(),
+                )),
+            }
+        }
+    };
+    drop(raw);
+    let key = idempotency_key(&ticket, job);
+    let (name, size, why) = match file {
+        // An empty file has nothing to show, and servers refuse it (Synapse:
+        // "Request must specify a Content-Length"; Slack wants a length).
+        Ok(file) if file.data.is_empty() => (file.name, 0, "the file is empty".to_owned()),
+        Ok(file) => {
+            let (name, size) = (file.name.clone(), file.data.len() as u64);
+            match chat.upload(&thread, file, &key).await {
+                Ok(()) => return Ok(Settlement::new(JobOutcome::Done)),
+                Err(ChatError::Permanent { message }) => (name, size, message),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(skipped) => skipped,
+    };
+    let name = if name.trim().is_empty() {
+        "(no name)".to_owned()
+    } else {
+        crate::chat::clip(&name, 200).into_owned()
+    };
+    let text = format!(
+        "📎 Attachment `{name}` ({}) could not be uploaded: {why}. It is kept with the mail: `mailroom tickets export {} --format eml` has it.",
+        crate::chat::human_size(size),
+        ticket.id.get()
+    );
+    // Said in the thread before the job ends; a retry says it under the
+    // same key, so never twice.
+    chat.notice(&thread, &text, &format!("{key}-refused"))
+        .await?;
+    app.metrics.file_refused(platform);
+    let mut settlement = Settlement::new(JobOutcome::Done);
+    settlement.audit = Some(("attachment-not-uploaded", text));
+    Ok(settlement)
+}
+
+pub(super) async fn chat_status(app: &App, job: &Job, platform: Platform) -> Result<(), ChatError> {
+    let (chat, ticket) = chat_target(app, job, platform).await?;
+    let ticket_id = ticket.id;
+    let Some(thread) = app
+        .store
+        .chat_thread(ticket_id, platform)
+        .await
+        .map_err(store_err)?
+    else {
+        // The root is not posted yet: it will show the current status when it is.
+        return Ok(());
+    };
+    // The root shows the ticket's first email; the edit must carry all of it.
+    let emails = app.store.emails(ticket_id).await.map_err(store_err)?;
+    let first = emails
+        .iter()
+        .find(|e| e.direction == crate::domain::email::Direction::Inbound)
+        .ok_or_else(|| missing("ticket has no email"))?;
+    let raw = app
+        .store
+        .raw_email(first.id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| missing("email is gone"))?;
+    let view = parse_email(&raw).view();
+    drop(raw);
+    let card = card(app, &ticket)?;
+    // The edit falls back like the post did, so a root that could only be
+    // posted plainly still gets its status line.
+    degrade("status edit", |r| {
+        let (thread, card, view) = (&thread, &card, &view);
+        async move { chat.update_card(thread, card, view, r).await }
+    })
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn chat_notice(
+    app: &App,
+    job: &Job,
+    platform: Platform,
+    text: &str,
+) -> Result<(), ChatError> {
+    let (chat, ticket) = chat_target(app, job, platform).await?;
+    let ticket_id = ticket.id;
+    let Some(thread) = app
+        .store
+        .chat_thread(ticket_id, platform)
+        .await
+        .map_err(store_err)?
+    else {
+        // Jobs of a platform run in order, so the ticket's post came before
+        // this notice: no thread means it could not be posted (the room
+        // was told). The notice still reaches the team, in the room.
+        let room = app
+            .chat_room(&ticket.mailbox, platform)
+            .ok_or_else(|| missing("the ticket has no thread and its mailbox no room"))?;
+        return chat
+            .room_notice(&room, &format!("{}: {text}", ticket.id))
+            .await;
+    };
+    chat.notice(&thread, text, &idempotency_key(&ticket, job))
+        .await
+}
+
+impl App {
+    /// The room (Matrix) or channel (Slack) a mailbox posts to.
+    fn chat_room(
+        &self,
+        mailbox: &crate::domain::ids::MailboxName,
+        platform: Platform,
+    ) -> Option<String> {
+        let m = self.mailbox(mailbox)?;
+        match platform {
+            Platform::Matrix => m.settings.chat.matrix_room.clone(),
+            Platform::Slack => m.settings.chat.slack_channel.clone(),
+        }
+    }
+}
