@@ -11,6 +11,7 @@ mod cli;
 mod common;
 mod corpus;
 mod cuttable;
+mod every_mail;
 #[path = "../fake_slack/mod.rs"]
 mod fake_slack;
 mod faults;

@@ -23,13 +23,13 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// An HTTP client for the ops endpoints (never through a proxy from the
 /// environment: they are on loopback).
-struct Ops {
+pub(crate) struct Ops {
     base: String,
     http: reqwest::Client,
 }
 
 impl Ops {
-    fn new(addr: std::net::SocketAddr) -> Ops {
+    pub(crate) fn new(addr: std::net::SocketAddr) -> Ops {
         Ops {
             base: format!("http://{addr}"),
             http: reqwest::Client::builder()
@@ -40,7 +40,7 @@ impl Ops {
         }
     }
 
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub(crate) async fn get(&self, path: &str) -> Option<(u16, String)> {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
@@ -51,7 +51,7 @@ impl Ops {
         Some((status, resp.text().await.ok()?))
     }
 
-    async fn healthz(&self) -> Option<(u16, Value)> {
+    pub(crate) async fn healthz(&self) -> Option<(u16, Value)> {
         let (status, text) = self.get("/healthz").await?;
         let json = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("/healthz is not JSON ({e}): {text}"));
@@ -59,7 +59,7 @@ impl Ops {
     }
 
     /// The value of the sample `series` (`name{labels}` exactly as exposed).
-    async fn metric(&self, series: &str) -> Option<f64> {
+    pub(crate) async fn metric(&self, series: &str) -> Option<f64> {
         let (status, text) = self.get("/metrics").await?;
         assert_eq!(status, 200, "{text}");
         sample(&text, series)
