@@ -1822,3 +1822,50 @@ async fn slack_morphism_client_and_listener() {
     }
     listener.shutdown().await;
 }
+
+#[tokio::test]
+async fn upload_limits_and_injected_refusals() {
+    let t = team(FakeSlackOptions {
+        max_upload_bytes: Some(10),
+        ..Default::default()
+    })
+    .await;
+    let s = &t.slack;
+    // A workspace that restricts large uploads; an empty file has no length.
+    for (len, outcome) in [
+        ("0", Some("invalid_arguments")),
+        ("10", None),
+        ("11", Some("file_upload_size_restricted")),
+    ] {
+        let a = get(
+            s,
+            "files.getUploadURLExternal",
+            &[("filename", "a.bin"), ("length", len)],
+        )
+        .await;
+        match outcome {
+            Some(error) => assert_error(&a, error),
+            None => assert_ok(&a),
+        }
+    }
+    // The next two posts are refused with the injected code, without effect.
+    s.inject_error("chat.postMessage", 2, "msg_too_long");
+    for _ in 0..2 {
+        let a = post_json(
+            s,
+            "chat.postMessage",
+            json!({"channel": t.support, "text": "hi"}),
+        )
+        .await;
+        assert_error(&a, "msg_too_long");
+    }
+    assert!(s.messages(&t.support).is_empty());
+    let a = post_json(
+        s,
+        "chat.postMessage",
+        json!({"channel": t.support, "text": "hi"}),
+    )
+    .await;
+    assert_ok(&a);
+    assert_eq!(s.messages(&t.support).len(), 1);
+}

@@ -1038,4 +1038,39 @@ mod tests {
             prop_assert!(!p.contains('\n'));
         }
     }
+
+    #[test]
+    fn renderings_fall_back_full_plain_minimal_then_stop() {
+        let mut seen = vec![Rendering::Full];
+        while let Some(next) = seen.last().and_then(|r| r.fallback()) {
+            seen.push(next);
+        }
+        assert_eq!(seen, Rendering::ALL.to_vec());
+        let suffixes: std::collections::BTreeSet<_> =
+            Rendering::ALL.iter().map(|r| r.key_suffix()).collect();
+        assert_eq!(suffixes.len(), 3, "each level is its own request");
+        assert_eq!(
+            Rendering::Full.key_suffix(),
+            "",
+            "a full post keeps the job's key"
+        );
+    }
+
+    #[test]
+    fn the_fallback_notice_says_what_is_shown_left_out_and_why() {
+        let n = fallback_notice(
+            Rendering::Minimal,
+            &[
+                (Rendering::Full, "M_TOO_LARGE".into()),
+                (Rendering::Plain, "M_TOO_LARGE again".into()),
+            ],
+        );
+        assert!(n.contains("as a short card"), "{n}");
+        assert!(n.contains("full text is attached as a file"), "{n}");
+        assert!(n.contains("• full version refused: M_TOO_LARGE\n"), "{n}");
+        assert!(
+            n.ends_with("• plain version refused: M_TOO_LARGE again"),
+            "{n}"
+        );
+    }
 }

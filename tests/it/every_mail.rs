@@ -614,3 +614,62 @@ async fn a_post_no_rendering_gets_through_is_told_listed_reported_and_posted_on_
     run.stop().await;
     w.db.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_refused_formatted_post_falls_back_to_plain_text_and_says_so() {
+    let w = Both::new().await;
+    let run = w.start().await;
+    // Slack refuses the Block Kit version once; the plain one goes through.
+    w.slack
+        .inject_error("chat.postMessage", 1, "invalid_blocks");
+    append(
+        w.stack,
+        &w.support,
+        "INBOX",
+        &customer_mail(
+            "customer@example.net",
+            &w.support.address,
+            "blocks-refused@example.net",
+            "Blocks refused",
+            "The *stars* stay literal in plain text.",
+            None,
+        ),
+    )
+    .await;
+    let root = wait_for("the plain Slack root", WAIT, || async {
+        w.slack_roots().into_iter().next()
+    })
+    .await;
+    assert!(root.blocks.is_null(), "no blocks: {:?}", root.blocks);
+    assert!(root.text.starts_with("📨 #1 · "), "{}", root.text);
+    assert!(
+        root.text.contains("The *stars* stay literal"),
+        "{}",
+        root.text
+    );
+    assert!(root.text.contains("Status: #1 · Open"), "{}", root.text);
+    let notice = wait_for("the thread told", WAIT, || async {
+        w.slack
+            .thread(&w.channel, &root.ts)
+            .into_iter()
+            .find(|m| m.text.contains("shown as plain text"))
+    })
+    .await;
+    assert!(notice.text.contains("invalid_blocks"), "{}", notice.text);
+    wait_outbox_idle(&run.store).await;
+    assert!(
+        run.store
+            .jobs(&[JobState::Failed])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        run.ops
+            .metric("mailroom_chat_posts_degraded_total{platform=\"slack\",rendering=\"plain\"}")
+            .await,
+        Some(1.0)
+    );
+    run.stop().await;
+    w.db.cleanup().await;
+}

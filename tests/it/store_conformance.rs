@@ -854,6 +854,145 @@ pub async fn ingest_batches_commit_together_and_see_their_own_mail(store: Arc<Sq
     );
 }
 
+/// A settled chat post leaves its thread, its follow-on jobs and its audit
+/// line in one go, once; a failed job is queued again only by an explicit
+/// retry, never a reply.
+async fn settled_jobs_leave_their_work_behind_once_and_retries_requeue(s: Arc<SqlStore>) {
+    let ticket = new_ticket(&*s, "settle@customer.example", 31).await;
+    // The ingest queued the post to Matrix.
+    let post = s.next_job(10).await.unwrap().unwrap();
+    assert!(matches!(post.spec, JobSpec::ChatPost { .. }), "{post:?}");
+    let thread = ChatThread {
+        platform: Platform::Matrix,
+        room: "!room:localhost".into(),
+        thread_ref: "$root".into(),
+    };
+    let email_id = match post.spec {
+        JobSpec::ChatPost { email_id, .. } => email_id,
+        _ => unreachable!(),
+    };
+    let mut settlement = Settlement::new(JobOutcome::Done);
+    settlement.thread = Some(thread.clone());
+    settlement.follow_ons = vec![
+        JobSpec::ChatNotice {
+            platform: Platform::Matrix,
+            text: "shown as plain text".into(),
+        },
+        JobSpec::ChatFile {
+            platform: Platform::Matrix,
+            email_id,
+            part: FilePart::Attachment { index: 0 },
+        },
+    ];
+    settlement.audit = Some(("chat-post-degraded", "plain".into()));
+    s.settle_job(&post, &settlement, 20).await.unwrap();
+    // Written again after a lost answer: nothing doubles.
+    s.settle_job(&post, &settlement, 21).await.unwrap();
+    assert_eq!(
+        s.chat_thread(ticket, Platform::Matrix).await.unwrap(),
+        Some(thread)
+    );
+    let pending = s.jobs(&[JobState::Pending]).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|j| j.spec.clone()).collect::<Vec<_>>(),
+        settlement.follow_ons,
+        "queued once, in order"
+    );
+    assert!(
+        pending
+            .iter()
+            .all(|j| j.ticket == Some(ticket) && j.not_before_ms == 20)
+    );
+    let audit = s.audit_log(ticket).await.unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|a| a.action == "chat-post-degraded")
+            .count(),
+        1
+    );
+
+    // The notice fails for good; a retry queues it again, due now, attempts reset.
+    let notice = s.next_job(30).await.unwrap().unwrap();
+    assert!(matches!(notice.spec, JobSpec::ChatNotice { .. }));
+    let failed = Settlement::new(JobOutcome::Failed {
+        error: "refused".into(),
+    });
+    s.settle_job(&notice, &failed, 31).await.unwrap();
+    let file = s.next_job(32).await.unwrap().unwrap();
+    assert!(
+        matches!(file.spec, JobSpec::ChatFile { .. }),
+        "the lane moved on"
+    );
+    let retry = Settlement::new(JobOutcome::Retry {
+        at_ms: 500,
+        error: "busy".into(),
+    });
+    s.settle_job(&file, &retry, 33).await.unwrap();
+    assert_eq!(
+        s.requeue_job(file.id, &Actor::Agent(agent("@ops:x")), 40)
+            .await
+            .unwrap(),
+        Requeued::NotFailed(JobState::Pending)
+    );
+    assert_eq!(
+        s.requeue_job(9_999, &Actor::System, 40).await.unwrap(),
+        Requeued::NoSuchJob
+    );
+    let Requeued::Queued(again) = s
+        .requeue_job(notice.id, &Actor::Agent(agent("@ops:x")), 41)
+        .await
+        .unwrap()
+    else {
+        panic!("a failed notice is queued again");
+    };
+    assert_eq!(
+        (again.state, again.attempts, again.not_before_ms),
+        (JobState::Pending, 0, 41)
+    );
+    assert_eq!(
+        s.requeue_job(notice.id, &Actor::System, 42).await.unwrap(),
+        Requeued::NotFailed(JobState::Pending),
+        "only once"
+    );
+    // It runs before the file again: it is earlier in the lane.
+    let next = s.next_job(45).await.unwrap().unwrap();
+    assert_eq!(next.id, notice.id);
+    let audit = s.audit_log(ticket).await.unwrap();
+    let retried: Vec<_> = audit.iter().filter(|a| a.action == "job-retried").collect();
+    assert_eq!(retried.len(), 1);
+    assert!(retried[0].details.contains("refused"), "{:?}", retried[0]);
+
+    // A failed reply is never queued again from the outbox.
+    let reply = s
+        .enqueue(Some(ticket), &JobSpec::SendReply { email_id }, 50, 50)
+        .await
+        .unwrap();
+    let s2 = s.clone();
+    let job = loop {
+        let j = s2.next_job(60).await.unwrap().unwrap();
+        if j.id == reply {
+            break j;
+        }
+        s2.settle_job(&j, &Settlement::new(JobOutcome::Done), 60)
+            .await
+            .unwrap();
+    };
+    s.settle_job(
+        &job,
+        &Settlement::new(JobOutcome::Failed {
+            error: "550".into(),
+        }),
+        61,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.requeue_job(reply, &Actor::System, 62).await.unwrap(),
+        Requeued::Reply
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -895,4 +1034,5 @@ conformance!(
     outbox_depth_counts_jobs_by_state,
     raw_emails_round_trip_in_pieces,
     ingest_batches_commit_together_and_see_their_own_mail,
+    settled_jobs_leave_their_work_behind_once_and_retries_requeue,
 );
