@@ -20,11 +20,14 @@
 //! - `checkpoints.rs`: IMAP positions per mailbox.
 //! - `audit.rs`: the audit log.
 //!
-//! A query that writes another concern's table inside its transaction goes
-//! through that concern's `pub(super)` helper (`insert_job`,
-//! `insert_audit`, `upsert_checkpoint`, `link_thread`, `state_from_row`, …),
-//! so each table's SQL is written in one file. A new table set gets a file
-//! here next to its vocabulary in `store/` (see the [`store`](super) docs).
+//! A transaction that also queues a job, writes an audit line, advances a
+//! checkpoint or links a thread does so through the owning file's
+//! `pub(super)` helper (`insert_job`, `insert_audit`, `upsert_checkpoint`,
+//! `link_thread`; `state_from_row` and the raw-piece helpers likewise), so
+//! that SQL is written once. The flows on emails and tickets (ingest,
+//! replies) keep their own statements on those tables. A new table set gets
+//! a file here next to its vocabulary in `store/` (see the
+//! [`store`](super) docs).
 
 mod audit;
 mod chat;
