@@ -1,0 +1,86 @@
+//! Incoming email: what an ingest writes ([`NewInbound`], [`NewEmail`],
+//! [`Destination`]), what it did ([`Recorded`]), and several in one
+//! transaction ([`IngestBatch`]). Queries: `sql/ingest.rs`.
+
+use async_trait::async_trait;
+
+use super::StoreResult;
+use crate::domain::chat::Platform;
+use crate::domain::email::{ContentHash, Party};
+use crate::domain::ids::{EmailAddress, MailboxName, MessageId, TicketId, TicketToken};
+use crate::domain::mailbox::Checkpoint;
+use crate::domain::threading::{Candidates, ThreadKeys};
+
+/// The email part of an ingest.
+#[derive(Debug, Clone)]
+pub struct NewEmail {
+    pub message_id: MessageId,
+    pub content_hash: ContentHash,
+    pub from: Party,
+    pub subject: String,
+    pub sent_at: Option<i64>,
+    pub raw: Vec<u8>,
+    /// Every address in From/To/Cc/Reply-To, minus the shared mailbox's own.
+    pub participants: Vec<EmailAddress>,
+}
+
+/// Which ticket an incoming email goes to.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    New {
+        token: TicketToken,
+    },
+    FollowUp {
+        ticket: TicketId,
+        matched_by: &'static str,
+    },
+}
+
+/// Everything [`TicketStore::record_inbound`](super::TicketStore::record_inbound) writes in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewInbound {
+    pub mailbox: MailboxName,
+    /// The IMAP position to record with this email (checkpoint advance).
+    pub checkpoint: Option<Checkpoint>,
+    pub imap_uid: Option<u32>,
+    pub email: NewEmail,
+    pub destination: Destination,
+    /// Automatic mail (auto-reply, bounce, list) is filed but never reopens a ticket.
+    pub automatic: Option<&'static str>,
+    /// Tickets that matched but belonged to another customer (for the audit log).
+    pub refused_merges: Vec<TicketId>,
+    /// Chat platforms to post the email to.
+    pub post_to: Vec<Platform>,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The same message (Message-ID and content) was already stored.
+    Duplicate,
+    NewTicket {
+        ticket: TicketId,
+        email_id: i64,
+    },
+    FollowUp {
+        ticket: TicketId,
+        email_id: i64,
+        reopened: bool,
+    },
+}
+
+/// Incoming emails stored in one transaction: a fetch batch of a backlog
+/// costs one commit and one checkpoint write rather than one per email.
+/// Threading looks up inside the transaction, so an email sees the ones
+/// before it in the same batch. Dropped without [`IngestBatch::commit`],
+/// nothing of it is stored.
+#[async_trait]
+pub trait IngestBatch: Send {
+    async fn thread_candidates(
+        &mut self,
+        mailbox: &MailboxName,
+        keys: &ThreadKeys,
+    ) -> StoreResult<Candidates>;
+    async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Recorded>;
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+}

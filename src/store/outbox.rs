@@ -1,0 +1,204 @@
+//! The outbox's vocabulary: a [`Job`] is a [`JobSpec`] (what to do, stored
+//! as JSON) with its [`JobState`]; a worker ends it with a [`JobOutcome`] or
+//! a [`Settlement`]. Queries: `sql/outbox.rs`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::chat::{ChatThread, Platform};
+use crate::domain::ids::TicketId;
+
+/// Work the outbox worker does after a commit. Serialized as JSON in the
+/// outbox row, so adding a variant needs no migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobSpec {
+    /// Post an email to the ticket's chat thread (the root message for the
+    /// first email, a thread reply for the others).
+    ChatPost { platform: Platform, email_id: i64 },
+    /// Refresh the status line of the ticket's root message.
+    ChatStatus { platform: Platform },
+    /// Tell the thread something (a failure, a refusal).
+    ChatNotice { platform: Platform, text: String },
+    /// Tell a room something outside any ticket (the mailbox watchdog).
+    ChatRoomNotice {
+        platform: Platform,
+        room: String,
+        text: String,
+    },
+    /// Upload one file of an email into the ticket's thread (queued by the
+    /// post of that email, once it is in the room).
+    ChatFile {
+        platform: Platform,
+        email_id: i64,
+        part: FilePart,
+    },
+    /// Send a queued reply over SMTP.
+    SendReply { email_id: i64 },
+    /// After a send: APPEND the reply to the Sent folder and flag the answered
+    /// original `\Answered`.
+    FileSent { email_id: i64 },
+}
+
+impl JobSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobSpec::ChatPost { .. } => "chat_post",
+            JobSpec::ChatStatus { .. } => "chat_status",
+            JobSpec::ChatNotice { .. } => "chat_notice",
+            JobSpec::ChatRoomNotice { .. } => "chat_room_notice",
+            JobSpec::ChatFile { .. } => "chat_file",
+            JobSpec::SendReply { .. } => "send_reply",
+            JobSpec::FileSent { .. } => "file_sent",
+        }
+    }
+
+    /// Jobs in one lane run one at a time, in order; lanes run independently.
+    /// Chat posts keep a room's order; each ticket's mail keeps its own.
+    pub fn lane(&self, ticket: Option<TicketId>) -> String {
+        let t = ticket.map(|t| t.get()).unwrap_or(0);
+        match self {
+            JobSpec::ChatPost { platform, .. }
+            | JobSpec::ChatStatus { platform }
+            | JobSpec::ChatNotice { platform, .. }
+            | JobSpec::ChatRoomNotice { platform, .. }
+            | JobSpec::ChatFile { platform, .. } => format!("chat:{}", platform.as_str()),
+            JobSpec::SendReply { .. } | JobSpec::FileSent { .. } => format!("mail:{t}"),
+        }
+    }
+
+    /// Whether running this job twice could repeat a visible effect nobody can
+    /// take back (a customer email). Such a job found half-done after a crash
+    /// is not retried (at-most-once); everything else is (at-least-once, made
+    /// idempotent by its handler).
+    pub fn at_most_once(&self) -> bool {
+        matches!(self, JobSpec::SendReply { .. })
+    }
+}
+
+/// Which file of an email a [`JobSpec::ChatFile`] uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "file", rename_all = "snake_case")]
+pub enum FilePart {
+    /// The email's whole text, when the post could not show all of it.
+    FullText,
+    /// The attachment at this index of the parsed email's attachment list.
+    Attachment { index: usize },
+}
+
+impl JobSpec {
+    /// The platform a chat job talks to.
+    pub fn platform(&self) -> Option<Platform> {
+        match self {
+            JobSpec::ChatPost { platform, .. }
+            | JobSpec::ChatStatus { platform }
+            | JobSpec::ChatNotice { platform, .. }
+            | JobSpec::ChatRoomNotice { platform, .. }
+            | JobSpec::ChatFile { platform, .. } => Some(*platform),
+            JobSpec::SendReply { .. } | JobSpec::FileSent { .. } => None,
+        }
+    }
+}
+
+/// How a job ended, and what it leaves behind in the same transaction: the
+/// ticket's chat thread (a root just posted), follow-on jobs (its files, a
+/// notice) and an audit line. So a crash never leaves a posted root
+/// unrecorded, nor its files or notices unqueued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub outcome: JobOutcome,
+    pub thread: Option<ChatThread>,
+    /// Queued for the job's ticket, due at once, in this order.
+    pub follow_ons: Vec<JobSpec>,
+    /// `(action, details)` for the job's ticket, by the system.
+    pub audit: Option<(&'static str, String)>,
+}
+
+impl Settlement {
+    pub fn new(outcome: JobOutcome) -> Settlement {
+        Settlement {
+            outcome,
+            thread: None,
+            follow_ons: Vec::new(),
+            audit: None,
+        }
+    }
+}
+
+/// What `mailroom outbox retry` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requeued {
+    /// Queued again, due now, with its attempts reset.
+    Queued(Job),
+    NoSuchJob,
+    /// Only failed jobs are retried; this one is not.
+    NotFailed(JobState),
+    /// A reply is never re-sent from the outbox (its failure was told in
+    /// the thread; a new `!reply` is the way to send it again).
+    Reply,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Pending,
+    InFlight,
+    Done,
+    Failed,
+    /// Interrupted mid-send: it may or may not have reached the server.
+    Uncertain,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::InFlight => "in_flight",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Uncertain => "uncertain",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            JobState::Pending,
+            JobState::InFlight,
+            JobState::Done,
+            JobState::Failed,
+            JobState::Uncertain,
+            JobState::Cancelled,
+        ]
+        .into_iter()
+        .find(|j| j.as_str() == s)
+    }
+}
+
+/// An outbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: i64,
+    pub ticket: Option<TicketId>,
+    pub spec: JobSpec,
+    pub state: JobState,
+    /// Attempts made so far, including the one in flight.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub not_before_ms: i64,
+    /// When it was queued (for latency metrics).
+    pub created_at_ms: i64,
+}
+
+/// How a job attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    Done,
+    /// Try again at this time.
+    Retry {
+        at_ms: i64,
+        error: String,
+    },
+    /// Give up; the error is kept for the audit and the operator.
+    Failed {
+        error: String,
+    },
+}

@@ -1,0 +1,380 @@
+//! Incoming mail: the duplicate check, the threading lookups, and the
+//! write of an email with its ticket, participants, audit lines, chat jobs
+//! and checkpoint — alone or as part of a batch ([`SqlIngestBatch`]).
+//! Tables: `emails`, `tickets`, `participants` (and, through their files'
+//! helpers, `audit_log`, `outbox`, `checkpoints`).
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use super::audit::insert_audit;
+use super::checkpoints::upsert_checkpoint;
+use super::emails::{first_piece, insert_later_pieces};
+use super::outbox::insert_job;
+use super::tickets::state_from_row;
+use super::{AnyTx, corrupt};
+use crate::domain::email::ContentHash;
+use crate::domain::ids::{Actor, EmailAddress, MailboxName, MessageId, TicketId};
+use crate::domain::threading::{CandidateTicket, Candidates, ThreadKeys, subject_key};
+use crate::domain::ticket::{Ticket, TicketEvent};
+use crate::store::{Destination, IngestBatch, JobSpec, NewInbound, Recorded, StoreResult};
+
+pub(super) async fn has_email(
+    pool: &AnyPool,
+    mailbox: &MailboxName,
+    id: &MessageId,
+    hash: &ContentHash,
+) -> StoreResult<bool> {
+    let row = sqlx::query(
+        "SELECT 1 AS one FROM emails WHERE mailbox = $1 AND message_id = $2 AND content_hash = $3",
+    )
+    .bind(mailbox.as_str())
+    .bind(id.as_str())
+    .bind(hash.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.is_some())
+}
+
+pub(super) async fn thread_candidates(
+    pool: &AnyPool,
+    mailbox: &MailboxName,
+    keys: &ThreadKeys,
+) -> StoreResult<Candidates> {
+    // One connection for every lookup, not one from the pool each.
+    let mut conn = pool.acquire().await?;
+    thread_candidates_on(&mut conn, mailbox, keys).await
+}
+
+pub(super) async fn record_inbound(pool: &AnyPool, new: NewInbound) -> StoreResult<Recorded> {
+    let mut tx = pool.begin().await?;
+    let recorded = record_inbound_on(&mut tx, new).await?;
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+pub(super) async fn begin_ingest(pool: &AnyPool) -> StoreResult<Box<dyn IngestBatch>> {
+    Ok(Box::new(SqlIngestBatch {
+        tx: pool.begin().await?,
+    }))
+}
+
+/// Inbound emails stored in one transaction (see [`IngestBatch`]).
+struct SqlIngestBatch {
+    tx: AnyTx,
+}
+
+#[async_trait]
+impl IngestBatch for SqlIngestBatch {
+    async fn thread_candidates(
+        &mut self,
+        mailbox: &MailboxName,
+        keys: &ThreadKeys,
+    ) -> StoreResult<Candidates> {
+        thread_candidates_on(&mut self.tx, mailbox, keys).await
+    }
+
+    async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Recorded> {
+        record_inbound_on(&mut self.tx, new).await
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn thread_candidates_on(
+    conn: &mut AnyConnection,
+    mailbox: &MailboxName,
+    keys: &ThreadKeys,
+) -> StoreResult<Candidates> {
+    let mut by_reference = Vec::new();
+    for id in keys.referenced_ids() {
+        let rows = sqlx::query(
+            "SELECT DISTINCT ticket_id FROM emails WHERE mailbox = $1 AND message_id = $2",
+        )
+        .bind(mailbox.as_str())
+        .bind(id.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            push_unique(&mut by_reference, r.try_get("ticket_id")?);
+        }
+    }
+    let mut by_token = Vec::new();
+    for token in &keys.tokens {
+        if let Some(r) = sqlx::query("SELECT id FROM tickets WHERE mailbox = $1 AND token = $2")
+            .bind(mailbox.as_str())
+            .bind(token.as_str())
+            .fetch_optional(&mut *conn)
+            .await?
+        {
+            push_unique(&mut by_token, r.try_get("id")?);
+        }
+    }
+    let mut by_subject = Vec::new();
+    let key = subject_key(&keys.subject);
+    if !key.is_empty() {
+        let rows = sqlx::query(
+            "SELECT id FROM tickets WHERE mailbox = $1 AND customer = $2 AND subject_key = $3 ORDER BY last_customer_at DESC LIMIT 5",
+        )
+        .bind(mailbox.as_str())
+        .bind(keys.from.as_str())
+        .bind(&key)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            push_unique(&mut by_subject, r.try_get("id")?);
+        }
+    }
+    // A bounce: the ticket of the mail it returns, if we sent that mail.
+    let by_returned = match &keys.returned {
+        Some(id) => sqlx::query(
+            "SELECT ticket_id FROM emails WHERE mailbox = $1 AND message_id = $2 AND direction = 'outbound' LIMIT 1",
+        )
+        .bind(mailbox.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| r.try_get::<i64, _>("ticket_id"))
+        .transpose()?
+        .map(TicketId::new),
+        None => None,
+    };
+    Ok(Candidates {
+        by_reference: candidates_for(&mut *conn, &by_reference).await?,
+        by_token: candidates_for(&mut *conn, &by_token).await?,
+        by_subject: candidates_for(&mut *conn, &by_subject).await?,
+        by_returned,
+    })
+}
+
+async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<Recorded> {
+    let raw = std::mem::take(&mut new.email.raw);
+    let dup = sqlx::query(
+        "SELECT 1 AS one FROM emails WHERE mailbox = $1 AND message_id = $2 AND content_hash = $3",
+    )
+    .bind(new.mailbox.as_str())
+    .bind(new.email.message_id.as_str())
+    .bind(new.email.content_hash.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    if dup.is_some() {
+        if let Some(cp) = new.checkpoint {
+            upsert_checkpoint(&mut **tx, &new.mailbox, cp, new.now_ms).await?;
+        }
+        return Ok(Recorded::Duplicate);
+    }
+    let customer = Actor::Customer(new.email.from.address.clone());
+    let (ticket, reopened, is_new) = match &new.destination {
+        Destination::New { token } => {
+            let row = sqlx::query(
+                "INSERT INTO tickets (mailbox, token, subject, subject_key, customer, status, owner, version, created_at, updated_at, last_customer_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'open', NULL, 0, $6, $6, $6) RETURNING id",
+            )
+            .bind(new.mailbox.as_str())
+            .bind(token.as_str())
+            .bind(&new.email.subject)
+            .bind(subject_key(&new.email.subject))
+            .bind(new.email.from.address.as_str())
+            .bind(new.now_ms)
+            .fetch_one(&mut **tx)
+            .await?;
+            let id = TicketId::new(row.try_get("id")?);
+            let mut details = format!("from {}: {}", new.email.from, new.email.subject);
+            if !new.refused_merges.is_empty() {
+                let list: Vec<String> = new.refused_merges.iter().map(|t| t.to_string()).collect();
+                details.push_str(&format!(
+                    " (not merged into {}: different customer)",
+                    list.join(", ")
+                ));
+            }
+            insert_audit(tx, Some(id), &customer, "created", &details, new.now_ms).await?;
+            (id, false, true)
+        }
+        Destination::FollowUp { ticket, matched_by } => {
+            let row = sqlx::query("SELECT status, owner, version FROM tickets WHERE id = $1")
+                .bind(ticket.get())
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or_else(|| {
+                    corrupt("tickets", format!("follow-up for missing ticket {ticket}"))
+                })?;
+            let state = state_from_row(&row)?;
+            insert_audit(
+                tx,
+                Some(*ticket),
+                &customer,
+                "customer-replied",
+                &format!("matched by {matched_by}: {}", new.email.subject),
+                new.now_ms,
+            )
+            .await?;
+            let mut reopened = false;
+            if new.automatic.is_none() {
+                let current = Ticket {
+                    state: state.clone(),
+                    tags: BTreeSet::new(),
+                };
+                if let Ok(next) = current.apply(&TicketEvent::CustomerReplied)
+                    && next.state != state
+                {
+                    sqlx::query("UPDATE tickets SET status = $1, owner = $2, version = version + 1, updated_at = $3 WHERE id = $4")
+                            .bind(next.state.status().as_str())
+                            .bind(next.state.owner().map(|a| a.as_str().to_owned()))
+                            .bind(new.now_ms)
+                            .bind(ticket.get())
+                            .execute(&mut **tx)
+                            .await?;
+                    insert_audit(
+                        tx,
+                        Some(*ticket),
+                        &customer,
+                        "reopen",
+                        &format!("{state} → {}", next.state),
+                        new.now_ms,
+                    )
+                    .await?;
+                    reopened = true;
+                }
+            } else if let Some(kind) = new.automatic {
+                insert_audit(
+                    tx,
+                    Some(*ticket),
+                    &Actor::System,
+                    "automatic-mail",
+                    &format!("{kind}: filed without reopening"),
+                    new.now_ms,
+                )
+                .await?;
+            }
+            (*ticket, reopened, false)
+        }
+    };
+    // A new ticket was inserted with last_customer_at = now already.
+    if new.automatic.is_none() && !is_new {
+        sqlx::query("UPDATE tickets SET last_customer_at = $1 WHERE id = $2")
+            .bind(new.now_ms)
+            .bind(ticket.get())
+            .execute(&mut **tx)
+            .await?;
+    }
+    let row = sqlx::query(
+        "INSERT INTO emails (mailbox, ticket_id, direction, message_id, content_hash, imap_uid, from_addr, from_name, subject, sent_at, stored_at, author, state, raw, raw_size) \
+         VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, NULL, 'received', $11, $12) RETURNING id",
+    )
+    .bind(new.mailbox.as_str())
+    .bind(ticket.get())
+    .bind(new.email.message_id.as_str())
+    .bind(new.email.content_hash.as_str())
+    .bind(new.imap_uid.map(i64::from))
+    .bind(new.email.from.address.as_str())
+    .bind(new.email.from.name.clone())
+    .bind(&new.email.subject)
+    .bind(new.email.sent_at)
+    .bind(new.now_ms)
+    .bind(first_piece(&raw))
+    .bind(raw.len() as i64)
+    .fetch_one(&mut **tx)
+    .await?;
+    let email_id: i64 = row.try_get("id")?;
+    insert_later_pieces(tx, email_id, &raw).await?;
+    drop(raw);
+    for p in &new.email.participants {
+        // A ticket's customer is a participant by definition (threading adds
+        // `tickets.customer`): a new ticket's sender needs no row of its own.
+        if is_new && *p == new.email.from.address {
+            continue;
+        }
+        let sql = "INSERT INTO participants (ticket_id, address) VALUES ($1, $2) ON CONFLICT (ticket_id, address) DO NOTHING";
+        sqlx::query(sql)
+            .bind(ticket.get())
+            .bind(p.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    for platform in &new.post_to {
+        insert_job(
+            tx,
+            Some(ticket),
+            &JobSpec::ChatPost {
+                platform: *platform,
+                email_id,
+            },
+            new.now_ms,
+            new.now_ms,
+        )
+        .await?;
+        if reopened {
+            insert_job(
+                tx,
+                Some(ticket),
+                &JobSpec::ChatStatus {
+                    platform: *platform,
+                },
+                new.now_ms,
+                new.now_ms,
+            )
+            .await?;
+        }
+    }
+    if let Some(cp) = new.checkpoint {
+        upsert_checkpoint(&mut **tx, &new.mailbox, cp, new.now_ms).await?;
+    }
+    Ok(if is_new {
+        Recorded::NewTicket { ticket, email_id }
+    } else {
+        Recorded::FollowUp {
+            ticket,
+            email_id,
+            reopened,
+        }
+    })
+}
+
+async fn candidates_for(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+) -> StoreResult<Vec<CandidateTicket>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(row) = sqlx::query(
+            "SELECT id, customer, subject_key, last_customer_at FROM tickets WHERE id = $1",
+        )
+        .bind(*id)
+        .fetch_optional(&mut *conn)
+        .await?
+        else {
+            continue;
+        };
+        let parts = sqlx::query("SELECT address FROM participants WHERE ticket_id = $1")
+            .bind(*id)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut participants = BTreeSet::new();
+        for p in parts {
+            let a: String = p.try_get("address")?;
+            participants.insert(EmailAddress::parse(&a).map_err(|e| corrupt("participants", e))?);
+        }
+        let customer = EmailAddress::parse(&row.try_get::<String, _>("customer")?)
+            .map_err(|e| corrupt("tickets", e))?;
+        participants.insert(customer.clone());
+        out.push(CandidateTicket {
+            id: TicketId::new(row.try_get("id")?),
+            participants,
+            customer,
+            subject_key: row.try_get("subject_key")?,
+            last_customer_at: row.try_get::<i64, _>("last_customer_at")? / 1000,
+        });
+    }
+    Ok(out)
+}
+
+fn push_unique(v: &mut Vec<i64>, id: i64) {
+    if !v.contains(&id) {
+        v.push(id);
+    }
+}

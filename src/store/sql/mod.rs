@@ -1,0 +1,411 @@
+//! [`TicketStore`] over SQLite or PostgreSQL through sqlx's `Any` driver.
+//!
+//! One implementation serves both databases: the schemas are kept
+//! column-for-column identical (see `migrations/`), every query uses `$n`
+//! placeholders, integers are BIGINT and times unix milliseconds, which the
+//! `Any` driver maps the same way on both. Where the databases differ
+//! (connection setup, migrations) the [`Backend`] says which.
+//!
+//! This file connects, migrates, and holds the one `impl TicketStore`,
+//! whose methods each hand the pool to the file of their concern:
+//!
+//! - `tickets.rs`: reading tickets, applying events (the versioned update
+//!   that is the claim lock), tags.
+//! - `ingest.rs`: storing incoming mail (one email or a batch) and the
+//!   threading lookups.
+//! - `emails.rs`: reading stored emails; raw bytes stored and read in pieces.
+//! - `replies.rs`: queueing, cancelling and settling outbound replies.
+//! - `outbox.rs`: the job queue (lanes, taking, settling, recovery).
+//! - `chat.rs`: chat threads, redelivered events, files shared in threads.
+//! - `checkpoints.rs`: IMAP positions per mailbox.
+//! - `audit.rs`: the audit log.
+//!
+//! A transaction that also queues a job, writes an audit line, advances a
+//! checkpoint or links a thread does so through the owning file's
+//! `pub(super)` helper (`insert_job`, `insert_audit`, `upsert_checkpoint`,
+//! `link_thread`; `state_from_row` and the raw-piece helpers likewise), so
+//! that SQL is written once. The flows on emails and tickets (ingest,
+//! replies) keep their own statements on those tables. A new table set gets
+//! a file here next to its vocabulary in `store/` (see the
+//! [`store`](super) docs).
+
+mod audit;
+mod chat;
+mod checkpoints;
+mod emails;
+mod ingest;
+mod outbox;
+mod replies;
+mod tickets;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+use super::{
+    Applied, AuditEntry, EmailRecord, EmailState, IngestBatch, Job, JobOutcome, JobSpec, JobState,
+    NewInbound, NewReply, OutgoingMail, Recorded, Requeued, Settlement, StoreError, StoreResult,
+    TicketFilter, TicketRecord, TicketStore,
+};
+use crate::config::DatabaseUrl;
+use crate::domain::chat::{ChatThread, Platform, SharedFile};
+use crate::domain::email::ContentHash;
+use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, TicketId};
+use crate::domain::mailbox::Checkpoint;
+use crate::domain::threading::{Candidates, ThreadKeys};
+use crate::domain::ticket::TicketEvent;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+type AnyTx = sqlx::Transaction<'static, sqlx::Any>;
+
+impl SqlStore {
+    /// Opens (and for SQLite, creates with owner-only permissions) the database.
+    pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> StoreResult<SqlStore> {
+        sqlx::any::install_default_drivers();
+        match url {
+            DatabaseUrl::Sqlite { path } => {
+                let (conn_url, max) = match path {
+                    None => ("sqlite::memory:".to_owned(), 1),
+                    Some(p) => {
+                        prepare_sqlite_file(p)?;
+                        // One connection: SQLite has a single writer anyway, and a
+                        // deferred transaction that reads then writes can fail with
+                        // SQLITE_BUSY on upgrade if another connection writes
+                        // first. Other processes (the CLI) read through WAL.
+                        (format!("sqlite://{}?mode=rwc", p.display()), 1)
+                    }
+                };
+                let _ = max_connections;
+                let opts = AnyConnectOptions::from_str(&conn_url)
+                    .map_err(|e| StoreError::Open(e.to_string()))?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(max)
+                    .min_connections(if path.is_none() { 1 } else { 0 })
+                    // An in-memory database lives as long as its connection.
+                    .idle_timeout(if path.is_none() {
+                        None
+                    } else {
+                        Some(Duration::from_secs(600))
+                    })
+                    .max_lifetime(if path.is_none() {
+                        None
+                    } else {
+                        Some(Duration::from_secs(3600))
+                    })
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            conn.execute("PRAGMA busy_timeout = 10000").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| StoreError::Open(e.to_string()))?;
+                Ok(SqlStore {
+                    pool,
+                    backend: Backend::Sqlite,
+                })
+            }
+            DatabaseUrl::Postgres(secret) => {
+                let opts = AnyConnectOptions::from_str(secret.expose()).map_err(|e| {
+                    StoreError::Open(redact_url_error(&e.to_string(), secret.expose()))
+                })?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(max_connections.max(2))
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| {
+                        StoreError::Open(redact_url_error(&e.to_string(), secret.expose()))
+                    })?;
+                Ok(SqlStore {
+                    pool,
+                    backend: Backend::Postgres,
+                })
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn redact_url_error(msg: &str, url: &str) -> String {
+    msg.replace(url, "<database url>")
+}
+
+/// Creates the SQLite file's folder (0700) and the file itself (0600) so that
+/// mail and secrets in it are readable by the owner only.
+fn prepare_sqlite_file(path: &Path) -> StoreResult<()> {
+    use std::fs::{DirBuilder, OpenOptions};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| StoreError::Open(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StoreError::Open(format!("cannot open {}: {e}", path.display())))?;
+    Ok(())
+}
+
+fn corrupt(table: &'static str, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        reason: reason.to_string(),
+    }
+}
+
+#[async_trait]
+impl TicketStore for SqlStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn checkpoint(&self, mailbox: &MailboxName) -> StoreResult<Option<Checkpoint>> {
+        checkpoints::checkpoint(&self.pool, mailbox).await
+    }
+
+    async fn save_checkpoint(
+        &self,
+        mailbox: &MailboxName,
+        cp: Checkpoint,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        checkpoints::save_checkpoint(&self.pool, mailbox, cp, now_ms).await
+    }
+
+    async fn has_email(
+        &self,
+        mailbox: &MailboxName,
+        id: &MessageId,
+        hash: &ContentHash,
+    ) -> StoreResult<bool> {
+        ingest::has_email(&self.pool, mailbox, id, hash).await
+    }
+
+    async fn thread_candidates(
+        &self,
+        mailbox: &MailboxName,
+        keys: &ThreadKeys,
+    ) -> StoreResult<Candidates> {
+        ingest::thread_candidates(&self.pool, mailbox, keys).await
+    }
+
+    async fn record_inbound(&self, new: NewInbound) -> StoreResult<Recorded> {
+        ingest::record_inbound(&self.pool, new).await
+    }
+
+    async fn begin_ingest(&self) -> StoreResult<Box<dyn IngestBatch>> {
+        ingest::begin_ingest(&self.pool).await
+    }
+
+    async fn ticket(&self, id: TicketId) -> StoreResult<Option<TicketRecord>> {
+        tickets::ticket(&self.pool, id).await
+    }
+
+    async fn list_tickets(&self, filter: &TicketFilter) -> StoreResult<Vec<TicketRecord>> {
+        tickets::list_tickets(&self.pool, filter).await
+    }
+
+    async fn apply(
+        &self,
+        ticket: TicketId,
+        actor: &Actor,
+        event: &TicketEvent,
+        notify: &[Platform],
+        now_ms: i64,
+    ) -> StoreResult<Applied> {
+        tickets::apply(&self.pool, ticket, actor, event, notify, now_ms).await
+    }
+
+    async fn emails(&self, ticket: TicketId) -> StoreResult<Vec<EmailRecord>> {
+        emails::emails(&self.pool, ticket).await
+    }
+
+    async fn raw_email(&self, email_id: i64) -> StoreResult<Option<Vec<u8>>> {
+        emails::raw_email(&self.pool, email_id).await
+    }
+
+    async fn latest_inbound(
+        &self,
+        ticket: TicketId,
+    ) -> StoreResult<Option<(EmailRecord, Vec<u8>)>> {
+        emails::latest_inbound(&self.pool, ticket).await
+    }
+
+    async fn audit_log(&self, ticket: TicketId) -> StoreResult<Vec<AuditEntry>> {
+        audit::audit_log(&self.pool, ticket).await
+    }
+
+    async fn audit(
+        &self,
+        ticket: Option<TicketId>,
+        actor: &Actor,
+        action: &str,
+        details: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        audit::audit(&self.pool, ticket, actor, action, details, now_ms).await
+    }
+
+    async fn queue_reply(&self, reply: NewReply) -> StoreResult<i64> {
+        replies::queue_reply(&self.pool, reply).await
+    }
+
+    async fn outgoing(&self, email_id: i64) -> StoreResult<Option<OutgoingMail>> {
+        replies::outgoing(&self.pool, email_id).await
+    }
+
+    async fn cancel_reply(&self, email_id: i64, actor: &Actor, now_ms: i64) -> StoreResult<bool> {
+        replies::cancel_reply(&self.pool, email_id, actor, now_ms).await
+    }
+
+    async fn reply_sent(
+        &self,
+        job: &Job,
+        email_id: i64,
+        notify: &[Platform],
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        replies::reply_sent(&self.pool, job, email_id, notify, now_ms).await
+    }
+
+    async fn reply_failed(
+        &self,
+        job: &Job,
+        email_id: i64,
+        state: EmailState,
+        error: &str,
+        notify: &[Platform],
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        replies::reply_failed(&self.pool, job, email_id, state, error, notify, now_ms).await
+    }
+
+    async fn enqueue(
+        &self,
+        ticket: Option<TicketId>,
+        spec: &JobSpec,
+        not_before_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<i64> {
+        outbox::enqueue(&self.pool, ticket, spec, not_before_ms, now_ms).await
+    }
+
+    async fn next_job(&self, now_ms: i64) -> StoreResult<Option<Job>> {
+        outbox::next_job(&self.pool, now_ms).await
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<i64>> {
+        outbox::next_due_at(&self.pool).await
+    }
+
+    async fn finish_job(&self, job: &Job, outcome: &JobOutcome, now_ms: i64) -> StoreResult<()> {
+        outbox::finish_job(&self.pool, job, outcome, now_ms).await
+    }
+
+    async fn settle_job(&self, job: &Job, settlement: &Settlement, now_ms: i64) -> StoreResult<()> {
+        outbox::settle_job(&self.pool, job, settlement, now_ms).await
+    }
+
+    async fn requeue_job(&self, id: i64, actor: &Actor, now_ms: i64) -> StoreResult<Requeued> {
+        outbox::requeue_job(&self.pool, id, actor, now_ms).await
+    }
+
+    async fn recover_in_flight(&self, now_ms: i64) -> StoreResult<Vec<Job>> {
+        outbox::recover_in_flight(&self.pool, now_ms).await
+    }
+
+    async fn jobs(&self, states: &[JobState]) -> StoreResult<Vec<Job>> {
+        outbox::jobs(&self.pool, states).await
+    }
+
+    async fn count_jobs(&self) -> StoreResult<Vec<(JobState, u64)>> {
+        outbox::count_jobs(&self.pool).await
+    }
+
+    async fn chat_thread(
+        &self,
+        ticket: TicketId,
+        platform: Platform,
+    ) -> StoreResult<Option<ChatThread>> {
+        chat::chat_thread(&self.pool, ticket, platform).await
+    }
+
+    async fn link_chat_thread(&self, ticket: TicketId, thread: &ChatThread) -> StoreResult<()> {
+        chat::link_chat_thread(&self.pool, ticket, thread).await
+    }
+
+    async fn first_sighting(
+        &self,
+        platform: Platform,
+        event_ref: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        chat::first_sighting(&self.pool, platform, event_ref, now_ms).await
+    }
+
+    async fn record_chat_file(
+        &self,
+        thread: &ChatThread,
+        event_ref: &str,
+        agent: &Agent,
+        file: &SharedFile,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        chat::record_chat_file(&self.pool, thread, event_ref, agent, file, now_ms).await
+    }
+
+    async fn chat_files(&self, thread: &ChatThread, since_ms: i64) -> StoreResult<Vec<SharedFile>> {
+        chat::chat_files(&self.pool, thread, since_ms).await
+    }
+
+    async fn ticket_by_thread(&self, thread: &ChatThread) -> StoreResult<Option<TicketId>> {
+        chat::ticket_by_thread(&self.pool, thread).await
+    }
+}

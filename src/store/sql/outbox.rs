@@ -1,0 +1,274 @@
+//! The outbox: queueing jobs ([`insert_job`], also used by every
+//! transaction that queues work), taking the head of a due lane, ending a
+//! job, requeueing a failed one, recovery after a crash. Table: `outbox`.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+
+use super::audit::insert_audit;
+use super::chat::link_thread;
+use super::{AnyTx, corrupt};
+use crate::domain::ids::{Actor, TicketId};
+use crate::store::{Job, JobOutcome, JobSpec, JobState, Requeued, Settlement, StoreResult};
+
+pub(super) async fn enqueue(
+    pool: &AnyPool,
+    ticket: Option<TicketId>,
+    spec: &JobSpec,
+    not_before_ms: i64,
+    now_ms: i64,
+) -> StoreResult<i64> {
+    let mut tx = pool.begin().await?;
+    let id = insert_job(&mut tx, ticket, spec, not_before_ms, now_ms).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+pub(super) async fn next_job(pool: &AnyPool, now_ms: i64) -> StoreResult<Option<Job>> {
+    // The head of each lane that is due: no earlier job of its lane
+    // pending or in flight, and none in flight at all.
+    macro_rules! due {
+        () => {
+            "SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.not_before <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.lane = o.lane AND p.id < o.id AND p.state IN ('pending', 'in_flight')) \
+             AND NOT EXISTS (SELECT 1 FROM outbox f WHERE f.lane = o.lane AND f.state = 'in_flight') \
+             ORDER BY o.not_before, o.id LIMIT 1"
+        };
+    }
+    loop {
+        // Chosen and taken in one statement (one round trip per job).
+        // The `state` condition is checked again on the row itself, so
+        // of two workers choosing the same job only one takes it.
+        let taken = sqlx::query(concat!(
+            "UPDATE outbox SET state = 'in_flight', attempts = attempts + 1, updated_at = $1 WHERE id = (",
+            due!(),
+            ") AND state = 'pending' RETURNING *"
+        ))
+        .bind(now_ms)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(row) = taken {
+            return Ok(Some(job_from_row(&row)?));
+        }
+        // Nothing taken: nothing is due, or another worker took the
+        // chosen job first and another may be due.
+        let due = sqlx::query(due!())
+            .bind(now_ms)
+            .fetch_optional(pool)
+            .await?;
+        if due.is_none() {
+            return Ok(None);
+        }
+    }
+}
+
+pub(super) async fn next_due_at(pool: &AnyPool) -> StoreResult<Option<i64>> {
+    let row = sqlx::query("SELECT MIN(not_before) AS due FROM outbox WHERE state = 'pending'")
+        .fetch_one(pool)
+        .await?;
+    Ok(row.try_get("due")?)
+}
+
+pub(super) async fn finish_job(
+    pool: &AnyPool,
+    job: &Job,
+    outcome: &JobOutcome,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let q = match outcome {
+        JobOutcome::Done => sqlx::query("UPDATE outbox SET state = 'done', last_error = NULL, updated_at = $1 WHERE id = $2")
+            .bind(now_ms)
+            .bind(job.id),
+        JobOutcome::Retry { at_ms, error } => {
+            sqlx::query("UPDATE outbox SET state = 'pending', not_before = $1, last_error = $2, updated_at = $3 WHERE id = $4")
+                .bind(*at_ms)
+                .bind(error.clone())
+                .bind(now_ms)
+                .bind(job.id)
+        }
+        JobOutcome::Failed { error } => sqlx::query("UPDATE outbox SET state = 'failed', last_error = $1, updated_at = $2 WHERE id = $3")
+            .bind(error.clone())
+            .bind(now_ms)
+            .bind(job.id),
+    };
+    q.execute(pool).await?;
+    Ok(())
+}
+
+pub(super) async fn settle_job(
+    pool: &AnyPool,
+    job: &Job,
+    settlement: &Settlement,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let mut tx = pool.begin().await?;
+    let (state, not_before, error) = match &settlement.outcome {
+        JobOutcome::Done => ("done", None, None),
+        JobOutcome::Retry { at_ms, error } => ("pending", Some(*at_ms), Some(error.clone())),
+        JobOutcome::Failed { error } => ("failed", None, Some(error.clone())),
+    };
+    // Only while in flight: a retry of this write after a lost answer
+    // must not queue the follow-on jobs twice.
+    let taken = sqlx::query(
+        "UPDATE outbox SET state = $1, not_before = COALESCE($2, not_before), last_error = $3, updated_at = $4 \
+         WHERE id = $5 AND state = 'in_flight'",
+    )
+    .bind(state)
+    .bind(not_before)
+    .bind(error)
+    .bind(now_ms)
+    .bind(job.id)
+    .execute(&mut *tx)
+    .await?;
+    if taken.rows_affected() == 0 {
+        tx.rollback().await?;
+        return Ok(());
+    }
+    if let (Some(ticket), Some(thread)) = (job.ticket, &settlement.thread) {
+        link_thread(&mut *tx, ticket, thread).await?;
+    }
+    for spec in &settlement.follow_ons {
+        insert_job(&mut tx, job.ticket, spec, now_ms, now_ms).await?;
+    }
+    if let Some((action, details)) = &settlement.audit {
+        insert_audit(&mut tx, job.ticket, &Actor::System, action, details, now_ms).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn requeue_job(
+    pool: &AnyPool,
+    id: i64,
+    actor: &Actor,
+    now_ms: i64,
+) -> StoreResult<Requeued> {
+    let mut tx = pool.begin().await?;
+    let Some(row) = sqlx::query("SELECT * FROM outbox WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+    else {
+        return Ok(Requeued::NoSuchJob);
+    };
+    let job = job_from_row(&row)?;
+    if job.state != JobState::Failed {
+        return Ok(Requeued::NotFailed(job.state));
+    }
+    if matches!(job.spec, JobSpec::SendReply { .. }) {
+        return Ok(Requeued::Reply);
+    }
+    let taken = sqlx::query(
+        "UPDATE outbox SET state = 'pending', attempts = 0, not_before = $1, updated_at = $1 \
+         WHERE id = $2 AND state = 'failed'",
+    )
+    .bind(now_ms)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    if taken.rows_affected() == 0 {
+        // Another retry got there first.
+        return Ok(Requeued::NotFailed(JobState::Pending));
+    }
+    let details = format!(
+        "outbox job {id} ({}) queued again; it had failed: {}",
+        job.spec.kind(),
+        job.last_error.as_deref().unwrap_or("no error recorded")
+    );
+    insert_audit(&mut tx, job.ticket, actor, "job-retried", &details, now_ms).await?;
+    tx.commit().await?;
+    Ok(Requeued::Queued(Job {
+        state: JobState::Pending,
+        attempts: 0,
+        not_before_ms: now_ms,
+        ..job
+    }))
+}
+
+pub(super) async fn recover_in_flight(pool: &AnyPool, now_ms: i64) -> StoreResult<Vec<Job>> {
+    let rows = sqlx::query("SELECT * FROM outbox WHERE state = 'in_flight' ORDER BY id")
+        .fetch_all(pool)
+        .await?;
+    let mut out = Vec::new();
+    for row in rows {
+        let job = job_from_row(&row)?;
+        if !job.spec.at_most_once() {
+            sqlx::query("UPDATE outbox SET state = 'pending', updated_at = $1 WHERE id = $2 AND state = 'in_flight'")
+                .bind(now_ms)
+                .bind(job.id)
+                .execute(pool)
+                .await?;
+        }
+        out.push(job);
+    }
+    Ok(out)
+}
+
+pub(super) async fn jobs(pool: &AnyPool, states: &[JobState]) -> StoreResult<Vec<Job>> {
+    let rows = sqlx::query("SELECT * FROM outbox ORDER BY id")
+        .fetch_all(pool)
+        .await?;
+    let mut out = Vec::new();
+    for row in rows {
+        let job = job_from_row(&row)?;
+        if states.is_empty() || states.contains(&job.state) {
+            out.push(job);
+        }
+    }
+    Ok(out)
+}
+
+pub(super) async fn count_jobs(pool: &AnyPool) -> StoreResult<Vec<(JobState, u64)>> {
+    let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
+        .fetch_all(pool)
+        .await?;
+    let mut out = Vec::new();
+    for row in rows {
+        let state: String = row.try_get("state")?;
+        let n: i64 = row.try_get("n")?;
+        let state =
+            JobState::parse(&state).ok_or_else(|| corrupt("outbox", format!("state {state:?}")))?;
+        out.push((state, n.max(0) as u64));
+    }
+    Ok(out)
+}
+
+fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
+    let payload: String = row.try_get("payload")?;
+    let state: String = row.try_get("state")?;
+    let ticket: Option<i64> = row.try_get("ticket_id")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        ticket: ticket.map(TicketId::new),
+        spec: serde_json::from_str(&payload).map_err(|e| corrupt("outbox", e))?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| corrupt("outbox", format!("state {state:?}")))?,
+        attempts: row.try_get::<i64, _>("attempts")?.clamp(0, u32::MAX as i64) as u32,
+        last_error: row.try_get("last_error")?,
+        not_before_ms: row.try_get("not_before")?,
+        created_at_ms: row.try_get("created_at")?,
+    })
+}
+
+pub(super) async fn insert_job(
+    tx: &mut AnyTx,
+    ticket: Option<TicketId>,
+    spec: &JobSpec,
+    not_before_ms: i64,
+    now_ms: i64,
+) -> StoreResult<i64> {
+    let payload = serde_json::to_string(spec).map_err(|e| corrupt("outbox", e))?;
+    let row = sqlx::query(
+        "INSERT INTO outbox (lane, kind, ticket_id, payload, state, attempts, not_before, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $6) RETURNING id",
+    )
+    .bind(spec.lane(ticket))
+    .bind(spec.kind())
+    .bind(ticket.map(|t| t.get()))
+    .bind(payload)
+    .bind(not_before_ms)
+    .bind(now_ms)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.try_get("id")?)
+}

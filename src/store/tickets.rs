@@ -1,0 +1,45 @@
+//! Tickets as stored ([`TicketRecord`]), how to list them
+//! ([`TicketFilter`]) and what applying a ticket event did ([`Applied`]).
+//! Queries: `sql/tickets.rs`.
+
+use std::collections::BTreeSet;
+
+use crate::domain::ids::{Agent, EmailAddress, MailboxName, Tag, TicketId, TicketToken};
+use crate::domain::ticket::{Refusal, Status, TicketState};
+
+/// A ticket as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketRecord {
+    pub id: TicketId,
+    pub mailbox: MailboxName,
+    pub token: TicketToken,
+    pub subject: String,
+    pub customer: EmailAddress,
+    pub state: TicketState,
+    pub tags: BTreeSet<Tag>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub last_customer_at_ms: i64,
+}
+
+/// Filter for [`TicketStore::list_tickets`](super::TicketStore::list_tickets).
+#[derive(Debug, Clone, Default)]
+pub struct TicketFilter {
+    pub status: Option<Status>,
+    pub mailbox: Option<MailboxName>,
+    pub owner: Option<Agent>,
+    pub limit: Option<u32>,
+}
+
+/// Result of [`TicketStore::apply`](super::TicketStore::apply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Changed {
+        before: TicketState,
+        after: TicketState,
+    },
+    /// Accepted, nothing to change (claiming your own ticket again).
+    Unchanged,
+    Refused(Refusal),
+    NoSuchTicket,
+}
