@@ -16,7 +16,7 @@ use crate::store::{NewReply, StoreError};
 pub struct ReplyRequest {
     pub ticket: TicketId,
     pub agent: Agent,
-    /// Shown in From as "<name> via <mailbox display name>".
+    /// Shown in From as "`<name> via <mailbox display name>`".
     pub agent_name: Option<String>,
     pub body_markdown: String,
     pub attachments: Vec<OutboundAttachment>,

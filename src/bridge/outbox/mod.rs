@@ -13,7 +13,7 @@
 //! - **A failing store never loses an answer nor repeats a send.** A store
 //!   error before a job's outcome is known puts the job back in the queue.
 //!   The server's answer to a send is retried into the store (busy, locked,
-//!   reconnecting) for up to [`OUTCOME_PATIENCE`] and never handed back to
+//!   reconnecting) for up to `OUTCOME_PATIENCE` (five minutes) and never handed back to
 //!   the queue; if it still cannot be written, the job stays in flight and
 //!   the next start marks it uncertain.
 
