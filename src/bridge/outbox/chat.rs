@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use super::{StepOutcome, retry_or_fail, since};
 use crate::bridge::{App, now_ms};
-use crate::chat::{ChatError, FileUpload, TicketCard, truncate_chars};
-use crate::domain::chat::Platform;
+use crate::chat::{ChatError, ChatPlatform, FileUpload, TicketCard, truncate_chars};
+use crate::domain::chat::{ChatThread, Platform};
 use crate::domain::render::{Rendering, fallback_notice};
 use crate::mail::parse::{attachments_bytes, parse_email};
 use crate::ops::metrics::ChatErrorKind;
@@ -142,12 +142,12 @@ fn store_err(e: StoreError) -> ChatError {
     }
 }
 
-/// The platform and the ticket a chat job is about.
+/// The platform, the ticket and its thread there (if posted) a chat job is about.
 async fn chat_target<'a>(
     app: &'a App,
     job: &Job,
     platform: Platform,
-) -> Result<(&'a Arc<dyn crate::chat::ChatPlatform>, TicketRecord), ChatError> {
+) -> Result<(&'a Arc<dyn ChatPlatform>, TicketRecord, Option<ChatThread>), ChatError> {
     let chat = app
         .chats
         .get(&platform)
@@ -159,7 +159,21 @@ async fn chat_target<'a>(
         .await
         .map_err(store_err)?
         .ok_or_else(|| missing("ticket is gone"))?;
-    Ok((chat, ticket))
+    let thread = app
+        .store
+        .chat_thread(ticket_id, platform)
+        .await
+        .map_err(store_err)?;
+    Ok((chat, ticket, thread))
+}
+
+/// A stored email's raw bytes.
+async fn raw_email(app: &App, email_id: i64) -> Result<Vec<u8>, ChatError> {
+    app.store
+        .raw_email(email_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| missing("email is gone"))
 }
 
 /// A key that is the same for every attempt of one job and never the same
@@ -232,14 +246,9 @@ pub(super) async fn chat_post(
     platform: Platform,
     email_id: i64,
 ) -> Result<Settlement, ChatError> {
-    let (chat, ticket) = chat_target(app, job, platform).await?;
+    let (chat, ticket, existing) = chat_target(app, job, platform).await?;
     let ticket_id = ticket.id;
-    let raw = app
-        .store
-        .raw_email(email_id)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| missing("email is gone"))?;
+    let raw = raw_email(app, email_id).await?;
     let parsed = parse_email(&raw);
     // The raw mail is not needed for posting.
     drop(raw);
@@ -252,11 +261,6 @@ pub(super) async fn chat_post(
     };
     let view = parsed.view();
     let key = idempotency_key(&ticket, job);
-    let existing = app
-        .store
-        .chat_thread(ticket_id, platform)
-        .await
-        .map_err(store_err)?;
     let (new_thread, shown, refusals) = match existing {
         Some(thread) => {
             let (_, shown, refusals) = degrade("follow-up", |r| {
@@ -337,21 +341,9 @@ pub(super) async fn chat_file(
     email_id: i64,
     part: FilePart,
 ) -> Result<Settlement, ChatError> {
-    let (chat, ticket) = chat_target(app, job, platform).await?;
-    let Some(thread) = app
-        .store
-        .chat_thread(ticket.id, platform)
-        .await
-        .map_err(store_err)?
-    else {
-        return Err(missing("the ticket has no thread to upload into"));
-    };
-    let raw = app
-        .store
-        .raw_email(email_id)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| missing("email is gone"))?;
+    let (chat, ticket, thread) = chat_target(app, job, platform).await?;
+    let thread = thread.ok_or_else(|| missing("the ticket has no thread to upload into"))?;
+    let raw = raw_email(app, email_id).await?;
     let view = parse_email(&raw).view();
     let cap = app.settings.chat.max_attachment_bytes;
     let file = match part {
@@ -420,29 +412,18 @@ pub(super) async fn chat_file(
 }
 
 pub(super) async fn chat_status(app: &App, job: &Job, platform: Platform) -> Result<(), ChatError> {
-    let (chat, ticket) = chat_target(app, job, platform).await?;
-    let ticket_id = ticket.id;
-    let Some(thread) = app
-        .store
-        .chat_thread(ticket_id, platform)
-        .await
-        .map_err(store_err)?
-    else {
+    let (chat, ticket, thread) = chat_target(app, job, platform).await?;
+    let Some(thread) = thread else {
         // The root is not posted yet: it will show the current status when it is.
         return Ok(());
     };
     // The root shows the ticket's first email; the edit must carry all of it.
-    let emails = app.store.emails(ticket_id).await.map_err(store_err)?;
+    let emails = app.store.emails(ticket.id).await.map_err(store_err)?;
     let first = emails
         .iter()
         .find(|e| e.direction == crate::domain::email::Direction::Inbound)
         .ok_or_else(|| missing("ticket has no email"))?;
-    let raw = app
-        .store
-        .raw_email(first.id)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| missing("email is gone"))?;
+    let raw = raw_email(app, first.id).await?;
     let view = parse_email(&raw).view();
     drop(raw);
     let card = card(app, &ticket)?;
@@ -462,14 +443,8 @@ pub(super) async fn chat_notice(
     platform: Platform,
     text: &str,
 ) -> Result<(), ChatError> {
-    let (chat, ticket) = chat_target(app, job, platform).await?;
-    let ticket_id = ticket.id;
-    let Some(thread) = app
-        .store
-        .chat_thread(ticket_id, platform)
-        .await
-        .map_err(store_err)?
-    else {
+    let (chat, ticket, thread) = chat_target(app, job, platform).await?;
+    let Some(thread) = thread else {
         // Jobs of a platform run in order, so the ticket's post came before
         // this notice: no thread means it could not be posted (the room
         // was told). The notice still reaches the team, in the room.
