@@ -9,6 +9,7 @@
 //! email, its ticket, its audit entries, its outbox jobs and the IMAP
 //! checkpoint land together or not at all.
 
+pub mod settings;
 pub mod sql;
 
 use std::collections::BTreeSet;

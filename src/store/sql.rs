@@ -17,7 +17,6 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
 use super::*;
-use crate::config::DatabaseUrl;
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::{ContentHash, Direction, Party};
 use crate::domain::ids::{
@@ -25,6 +24,7 @@ use crate::domain::ids::{
 };
 use crate::domain::threading::{CandidateTicket, Candidates, ThreadKeys, subject_key};
 use crate::domain::ticket::{Status, Ticket, TicketEvent, TicketState};
+use crate::store::settings::DatabaseUrl;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
