@@ -14,7 +14,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::Settings;
-use crate::domain::settings::collecting;
+use crate::domain::settings::{Found, collecting};
 
 /// The span of a stand-in: what is found wrong there is not reported.
 const STAND_IN: Range<usize> = usize::MAX..usize::MAX;
@@ -29,6 +29,17 @@ pub struct Problem {
     pub message: String,
     /// The key's line, or for a missing key its table's.
     pub line: Option<usize>,
+}
+
+impl Problem {
+    fn new(path: impl Into<String>, message: impl Into<String>, line: Option<usize>) -> Self {
+        let (path, message) = (path.into(), message.into());
+        Problem {
+            path,
+            message,
+            line,
+        }
+    }
 }
 
 impl fmt::Display for Problem {
@@ -68,12 +79,7 @@ pub(super) struct Check {
 
 impl Check {
     pub(super) fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        let (path, message, line) = (path.into(), message.into(), None);
-        self.problems.push(Problem {
-            path,
-            message,
-            line,
-        });
+        self.problems.push(Problem::new(path, message, None));
     }
 
     /// No problem under `path` so far: rules between its values may be checked.
@@ -112,12 +118,11 @@ pub(super) fn load(path: &Path, env: Env) -> Result<Settings, ConfigErrors> {
         problems,
     };
     let text = std::fs::read_to_string(path).map_err(|e| {
-        let (path, message, line) = (String::new(), format!("cannot read the file: {e}"), None);
-        errors(vec![Problem {
-            path,
-            message,
-            line,
-        }])
+        errors(vec![Problem::new(
+            "",
+            format!("cannot read the file: {e}"),
+            None,
+        )])
     })?;
     parse(&text, env).map_err(errors)
 }
@@ -127,11 +132,7 @@ pub(super) fn parse(text: &str, env: Env) -> Result<Settings, Vec<Problem>> {
     let mut doc = DeTable::parse(text).map_err(|e| {
         let at = e.span().map(|s| format!("line {}: ", line_of(s.start)));
         let message = format!("{}not valid TOML: {}", at.unwrap_or_default(), e.message());
-        vec![Problem {
-            path: String::new(),
-            message,
-            line: None,
-        }]
+        vec![Problem::new("", message, None)]
     })?;
     let mut c = Check {
         problems: Vec::new(),
@@ -162,24 +163,11 @@ pub(super) fn parse(text: &str, env: Env) -> Result<Settings, Vec<Problem>> {
     for path in unknown {
         c.problem(renamed.get(&path).unwrap_or(&path), "unknown key");
     }
-    for (span, message) in found {
+    for (span, message) in missing.into_iter().chain(found) {
         let (path, line) = (c.path_of(&span), Some(line_of(span.start)));
-        let (path, message) = match missing_key(&message) {
-            Some(key) => (join(&path, key), "missing (required)".to_owned()),
-            None => (path, message),
-        };
-        c.problems.push(Problem {
-            path,
-            message,
-            line,
-        });
-    }
-    for (path, span) in missing {
-        let (message, line) = ("missing (required)".into(), Some(line_of(span.start)));
-        c.problems.push(Problem {
-            path,
-            message,
-            line,
+        c.problems.push(match missing_key(&message) {
+            Some(key) => Problem::new(join(&path, key), "missing (required)", line),
+            None => Problem::new(path, message, line),
         });
     }
     if let Some(s) = settings.as_mut() {
@@ -209,20 +197,15 @@ fn missing_key(message: &str) -> Option<&str> {
 
 /// Gives each key reported missing a stand-in, remembering it with its
 /// table's span. Returns whether anything changed.
-fn stand_in(
-    doc: &mut DeTable,
-    found: &[(Range<usize>, String)],
-    c: &Check,
-    missing: &mut Vec<(String, Range<usize>)>,
-) -> bool {
+fn stand_in(doc: &mut DeTable, found: &Found, c: &Check, missing: &mut Found) -> bool {
     let mut changed = false;
-    for (span, key) in found.iter().filter_map(|(s, m)| Some((s, missing_key(m)?))) {
-        let table = c.path_of(span);
-        if let Some(t) = table_mut(doc, &table)
+    for (span, message) in found {
+        if let Some(key) = missing_key(message)
+            && let Some(t) = table_mut(doc, &c.path_of(span))
             && !t.contains_key(key)
         {
             t.insert(stand_in_key(key, STAND_IN), stand_in_value(""));
-            missing.push((join(&table, key), span.clone()));
+            missing.push((span.clone(), message.clone()));
             changed = true;
         }
     }

@@ -526,4 +526,56 @@ address = "support@example.com"
         let e = toml::from_str::<Small>("_n = 10").err();
         assert!(e.is_some_and(|e| e.to_string().contains("expected 1-9")));
     }
+    #[test]
+    fn every_missing_key_of_a_table_is_named() {
+        let text = "[database]\nurl = \"sqlite::memory:\"\n\n[[mailbox]]\nname = \"support\"\n\
+                    [mailbox.smtp]\nport = 70000\n";
+        let text: Vec<String> = Settings::parse(text, &env)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "mailbox[0].address: missing (required) (line 4)",
+                "mailbox[0].display_name: missing (required) (line 4)",
+                "mailbox[0].imap: missing (required) (line 4)",
+                "mailbox[0].smtp.host: missing (required) (line 6)",
+                "mailbox[0].smtp.port: expected 1-65535 (line 7)",
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_come_inline_from_the_environment_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let text = GOOD.replace(
+            "password_env = \"SMTP_PW\"",
+            &format!("password_file = {:?}", file.display().to_string()),
+        );
+        let s = Settings::parse(&text, &env).unwrap();
+        assert_eq!(s.mailboxes[0].imap.password.expose(), "s3cret-value");
+        let (user, pw) = s.mailboxes[0].smtp.credentials().unwrap();
+        assert_eq!((user, pw.expose()), ("support@example.com", "from-a-file"));
+
+        let three = GOOD.replace(
+            "password_env = \"IMAP_PW\"",
+            "password = \"x\"\n  password_env = \"IMAP_PW\"\n  password_file = \"/nonexistent\"\n  token_env = \"IMAP_PW\"",
+        );
+        let text: Vec<String> = Settings::parse(&three, &env)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "mailbox[0].imap.password: give only one of password, password_env, password_file (line 11)",
+                "mailbox[0].imap.token_env: unknown key (line 14)",
+            ]
+        );
+    }
 }
