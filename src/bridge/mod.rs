@@ -24,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::chat::ChatPlatform;
-use crate::config::{ImapSettings, MailboxSettings, Settings};
+use crate::config::Settings;
 use crate::domain::chat::Platform;
 use crate::domain::ids::{MailboxName, MessageId};
 use crate::mail::imap::{self, ImapError};
+use crate::mail::settings::{ImapSettings, MailboxSettings};
 use crate::mail::smtp::{Mailer, SmtpMailer};
 use crate::ops::health::Health;
 use crate::ops::http::{OpsHandles, OutboxView, Undelivered, ViewError};

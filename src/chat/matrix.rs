@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{ChatError, ChatEvent, ChatPlatform, FileUpload, Member, TicketCard, human_size};
-use crate::config::{MatrixAuth, MatrixSettings};
+use crate::chat::settings::{MatrixAuth, MatrixSettings};
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::ids::{Agent, TicketId};
 use crate::domain::render::{EmailView, Rendering};

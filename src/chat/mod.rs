@@ -6,6 +6,7 @@
 //! made by the bridge, never inside an adapter.
 
 pub mod matrix;
+pub mod settings;
 pub mod slack;
 
 use async_trait::async_trait;

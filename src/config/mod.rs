@@ -1,252 +1,76 @@
-//! Configuration: TOML in, validated settings out.
+//! Configuration: TOML in, validated [`Settings`] out.
 //!
-//! Each section is a `#[derive(Deserialize)]` struct in a file of its own:
-//! the settings themselves when every key has a default, else a `…File`
-//! struct shaped like the file that `settle`s into them (required keys,
-//! secrets, defaults that depend on other keys). Values are newtypes that
-//! check themselves, and each key is a `de::Key`, which records a wrong
-//! value and lets deserializing go on; `serde_ignored` names unknown keys, as
-//! in cargo. So `check-config` reports every problem at once, with its path
-//! and line (`mailbox[1].smtp.port: expected 1-65535 (line 27)`). One pass,
-//! `settle`, then applies the rules between keys and sections.
+//! Each section is the settings struct of the part it configures
+//! (`mail::settings`, `chat::settings`, `store::settings`; the bridge's own
+//! in [`sections`]), a plain `#[derive(Deserialize)]` whose fields are read
+//! by the readers of `domain::settings`: a wrong value is recorded with its
+//! span and deserializing goes on. `serde_ignored` names unknown keys, as in
+//! cargo. `load` reads the file, resolves secrets and gives missing keys
+//! stand-ins; then one pass, `settle`, fills the defaults that depend on
+//! other keys and applies the rules between keys and sections. So
+//! `check-config` reports every problem at once, with its path and line
+//! (`mailbox[1].smtp.port: expected 1-65535 (line 27)`).
 
-mod chat;
-mod commands;
-mod database;
-mod de;
-mod mailbox;
-mod matrix;
-mod ops;
-mod outbox;
-mod reactions;
-mod secret;
-mod slack;
+mod load;
+pub mod sections;
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
-use toml::Spanned;
-use toml::de::{DeTable, DeValue};
 
-pub use chat::ChatSettings;
-pub use commands::CommandSettings;
-pub use database::{DatabaseSettings, DatabaseUrl};
-pub use mailbox::{ChatTargets, ImapSettings, InitialSync, MailboxSettings, SmtpSettings, TlsMode};
-pub use matrix::{MatrixAuth, MatrixSettings};
-pub use ops::OpsSettings;
-pub use outbox::OutboxSettings;
-pub use reactions::ReactionSettings;
-pub use secret::Secret;
-pub use slack::{SlackMode, SlackSettings};
+use load::{Check, Env};
+pub use load::{ConfigErrors, Problem};
 
+use crate::chat::settings::{ChatSettings, MatrixAuth, MatrixSettings, SlackMode, SlackSettings};
 use crate::domain::ids::MailboxName;
-use de::Key;
+use crate::domain::settings::{lenient, list};
+use crate::mail::settings::{MailboxSettings, TlsMode};
+use crate::store::settings::DatabaseSettings;
+use sections::{CommandSettings, OpsSettings, OutboxSettings, ReactionSettings};
 
-#[derive(Debug, Clone)]
+/// The whole file. A new section is a struct and a field here.
+#[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
+    #[serde(deserialize_with = "lenient")]
     pub database: DatabaseSettings,
+    #[serde(default, rename = "mailbox", deserialize_with = "list")]
     pub mailboxes: Vec<MailboxSettings>,
+    #[serde(default, deserialize_with = "lenient")]
     pub matrix: Option<MatrixSettings>,
+    #[serde(default, deserialize_with = "lenient")]
     pub slack: Option<SlackSettings>,
+    #[serde(default, deserialize_with = "lenient")]
     pub reactions: ReactionSettings,
+    #[serde(default, deserialize_with = "lenient")]
     pub outbox: OutboxSettings,
+    #[serde(default, deserialize_with = "lenient")]
     pub commands: CommandSettings,
+    #[serde(default, deserialize_with = "lenient")]
     pub chat: ChatSettings,
+    #[serde(default, deserialize_with = "lenient")]
     pub ops: OpsSettings,
-}
-
-/// The file as written.
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct File {
-    database: Key<database::DatabaseFile>,
-    mailbox: Key<Vec<Key<mailbox::MailboxFile>>>,
-    matrix: Key<matrix::MatrixFile>,
-    slack: Key<slack::SlackFile>,
-    reactions: Key<ReactionSettings>,
-    outbox: Key<OutboxSettings>,
-    commands: Key<CommandSettings>,
-    chat: Key<ChatSettings>,
-    ops: Key<OpsSettings>,
-}
-
-/// One problem in a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Key path such as `mailbox[1].smtp.port`; empty for the file itself.
-    pub path: String,
-    pub message: String,
-    /// The key's line, or for a missing key its table's.
-    pub line: Option<usize>,
-}
-
-impl Problem {
-    fn new(path: impl Into<String>, message: impl Into<String>, line: Option<usize>) -> Self {
-        let (path, message) = (path.into(), message.into());
-        Problem {
-            path,
-            message,
-            line,
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.path.as_str() {
-            "" => f.write_str(&self.message)?,
-            path => write!(f, "{path}: {}", self.message)?,
-        }
-        match self.line {
-            Some(line) => write!(f, " (line {line})"),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Every problem found in a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors {
-    pub file: PathBuf,
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
-        writeln!(
-            f,
-            "{}: {n} problem{}",
-            self.file.display(),
-            if n == 1 { "" } else { "s" }
-        )?;
-        self.problems.iter().try_for_each(|p| writeln!(f, "  {p}"))
-    }
-}
-
-/// The validation pass: the problems so far, and the environment that
-/// `*_env` keys name.
-struct Check<'e> {
-    problems: Vec<Problem>,
-    env: &'e dyn Fn(&str) -> Option<String>,
-}
-
-impl Check<'_> {
-    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        let (path, message) = (path.into(), message.into());
-        self.problems.push(Problem {
-            path,
-            message,
-            line: None,
-        });
-    }
-
-    /// A required key's value, and a problem if it is absent.
-    fn need<T>(&mut self, key: Key<T>, path: &str) -> Option<T> {
-        if !key.given() {
-            self.problem(path, "missing (required)");
-        }
-        key.get()
-    }
-
-    /// No problem under `path` so far: rules between its values may be checked.
-    fn clean(&self, path: &str) -> bool {
-        !self.problems.iter().any(|p| is_under(&p.path, path))
-    }
-}
-
-/// `path` is `table` or a key inside it.
-fn is_under(path: &str, table: &str) -> bool {
-    path.strip_prefix(table)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 impl Settings {
     /// Reads and validates a configuration file; secrets named by `*_env` keys
     /// come from the process environment.
     pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
-        Settings::load_with(path, &|k| std::env::var(k).ok())
+        load::load(path, &|k| std::env::var(k).ok())
     }
 
     /// For commands that only read the database (`tickets`, `outbox`,
     /// `migrate`): secrets named by `*_env` keys may be unset, since no
     /// server is contacted; they then hold a placeholder that is never used.
     pub fn load_offline(path: &Path) -> Result<Settings, ConfigErrors> {
-        Settings::load_with(path, &|k| {
+        load::load(path, &|k| {
             Some(std::env::var(k).unwrap_or_else(|_| "<unset: offline command>".to_owned()))
         })
     }
 
-    fn load_with(
-        path: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Settings, ConfigErrors> {
-        let errors = |problems| ConfigErrors {
-            file: path.to_owned(),
-            problems,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            errors(vec![Problem::new(
-                "",
-                format!("cannot read the file: {e}"),
-                None,
-            )])
-        })?;
-        Settings::parse(&text, env).map_err(errors)
-    }
-
     /// Parses configuration text; `env` looks up environment variables.
-    pub fn parse(
-        text: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Settings, Vec<Problem>> {
-        let line_of = |at: usize| text[..at.min(text.len())].matches('\n').count() + 1;
-        let root = DeTable::parse(text).map_err(|e| {
-            let at = e.span().map(|s| format!("line {}: ", line_of(s.start)));
-            let message = format!("{}not valid TOML: {}", at.unwrap_or_default(), e.message());
-            vec![Problem::new("", message, None)]
-        })?;
-        // Every key's path and its value's span, parents first.
-        let mut spans = Vec::new();
-        for (key, value) in root.get_ref() {
-            index(&mut spans, key.get_ref().to_string(), value);
-        }
-        let mut unknown = Vec::new();
-        let (file, found) = de::collecting(|| {
-            let de = toml::de::Deserializer::from(root);
-            serde_ignored::deserialize(de, |path| unknown.push(key_path(&path)))
-        });
-        let mut c = Check {
-            problems: Vec::new(),
-            env,
-        };
-        for path in unknown {
-            c.problem(path, "unknown key");
-        }
-        for (span, message) in found {
-            let innermost = spans.iter().rev().find(|(_, s)| *s == span);
-            let path = innermost.map(|(p, _)| p.clone()).unwrap_or_default();
-            c.problems
-                .push(Problem::new(path, message, Some(line_of(span.start))));
-        }
-        let settings = file
-            .map_err(|e| c.problem("", e.message()))
-            .ok()
-            .and_then(|f| settle(f, &mut c));
-        for p in c.problems.iter_mut().filter(|p| p.line.is_none()) {
-            let table = spans.iter().filter(|(k, _)| is_under(&p.path, k));
-            p.line = table
-                .max_by_key(|(k, _)| k.len())
-                .map(|(_, s)| line_of(s.start));
-        }
-        c.problems.sort_by_key(|p| p.line.unwrap_or(0));
-        match settings {
-            Some(s) if c.problems.is_empty() => Ok(s),
-            _ => Err(c.problems),
-        }
+    pub fn parse(text: &str, env: Env) -> Result<Settings, Vec<Problem>> {
+        load::parse(text, env)
     }
 
     pub fn mailbox(&self, name: &MailboxName) -> Option<&MailboxSettings> {
@@ -274,124 +98,131 @@ impl Settings {
             }
         )
     }
-}
 
-/// Adds `path` and every key below it, with their values' spans.
-fn index(spans: &mut Vec<(String, Range<usize>)>, path: String, value: &Spanned<DeValue>) {
-    spans.push((path.clone(), value.span()));
-    match value.get_ref() {
-        DeValue::Table(t) => t
-            .iter()
-            .for_each(|(k, v)| index(spans, format!("{path}.{}", k.get_ref()), v)),
-        DeValue::Array(a) => a
-            .iter()
-            .enumerate()
-            .for_each(|(i, v)| index(spans, format!("{path}[{i}]"), v)),
-        _ => {}
-    }
-}
-
-/// `serde_ignored`'s path, as `mailbox[1].smtp.colour`.
-fn key_path(path: &serde_ignored::Path<'_>) -> String {
-    use serde_ignored::Path as P;
-    match path {
-        P::Root => String::new(),
-        P::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
-        // toml's `Spanned`, inside every `Key`, shows as a key of its own.
-        P::Map { parent, key } if key.starts_with("$__serde_spanned") => key_path(parent),
-        P::Map { parent, key } => match key_path(parent) {
-            p if p.is_empty() => key.clone(),
-            p => format!("{p}.{key}"),
-        },
-        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
-            key_path(parent)
+    /// The one pass over the read settings: defaults that depend on other
+    /// keys, and the rules between keys and sections.
+    fn settle(&mut self, c: &mut Check) {
+        if self.mailboxes.is_empty() && c.clean("mailbox") {
+            c.problem("mailbox", "missing: at least one [[mailbox]] is required");
         }
-    }
-}
-
-/// The validation pass: each section settles, then the rules between them.
-fn settle(f: File, c: &mut Check) -> Option<Settings> {
-    let database = match f.database {
-        Key::Absent => {
-            let message =
-                "missing (required): [database] with url = \"sqlite://…\" or \"postgres://…\"";
-            c.problem("database", message);
-            None
-        }
-        database => database.get().and_then(|d| d.settle(c)),
-    };
-    let list = match f.mailbox {
-        Key::Absent => Vec::new(),
-        list => list.get().unwrap_or_default(),
-    };
-    if list.is_empty() && c.clean("mailbox") {
-        c.problem("mailbox", "missing: at least one [[mailbox]] is required");
-    }
-    let (mut names, mut addresses, mut mailboxes) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
-    for (i, m) in list.into_iter().enumerate() {
-        let (Some(m), at) = (m.get(), format!("mailbox[{i}]")) else {
-            continue;
-        };
-        // On the file's values, so reported even when another key of the
-        // same mailbox is wrong.
-        if let Key::Is(name) = &m.name
-            && !names.insert(name.0.clone())
-        {
-            c.problem(
-                format!("{at}.name"),
-                format!("duplicate mailbox name {:?}", name.0.as_str()),
-            );
-        }
-        if let Key::Is(address) = &m.address
-            && !addresses.insert(address.0.clone())
-        {
-            c.problem(
-                format!("{at}.address"),
-                format!("duplicate mailbox address {}", address.0.as_str()),
-            );
-        }
-        if let Key::Is(chat) = &m.chat {
-            if chat.matrix_room.given() && !f.matrix.given() {
-                c.problem(
-                    format!("{at}.chat.matrix_room"),
-                    "set, but there is no [matrix] section",
-                );
+        let (mut names, mut addresses) = (BTreeSet::new(), BTreeSet::new());
+        for (i, m) in self.mailboxes.iter_mut().enumerate() {
+            let at = |key: &str| format!("mailbox[{i}].{key}");
+            if c.clean(&at("name")) && !names.insert(m.name.clone()) {
+                let message = format!("duplicate mailbox name {:?}", m.name.as_str());
+                c.problem(at("name"), message);
             }
-            if chat.slack_channel.given() && !f.slack.given() {
-                c.problem(
-                    format!("{at}.chat.slack_channel"),
-                    "set, but there is no [slack] section",
-                );
+            if c.clean(&at("address")) && !addresses.insert(m.address.clone()) {
+                let message = format!("duplicate mailbox address {}", m.address.as_str());
+                c.problem(at("address"), message);
+            }
+            for (set, platform, key) in [
+                (m.chat.matrix_room.is_some(), "matrix", "chat.matrix_room"),
+                (
+                    m.chat.slack_channel.is_some(),
+                    "slack",
+                    "chat.slack_channel",
+                ),
+            ] {
+                if set && !c.given(platform) {
+                    c.problem(
+                        at(key),
+                        format!("set, but there is no [{platform}] section"),
+                    );
+                }
+            }
+            let targets = [&m.chat.matrix_room, &m.chat.slack_channel];
+            if c.given(&at("chat")) && targets.iter().all(|t| t.is_none()) && c.clean(&at("chat")) {
+                let message =
+                    "give matrix_room, slack_channel or both (or leave out [mailbox.chat])";
+                c.problem(at("chat"), message);
+            }
+            let (imap, smtp, address) = (&mut m.imap, &mut m.smtp, m.address.as_str());
+            if imap.port == 0 {
+                imap.port = if imap.tls == TlsMode::Implicit {
+                    993
+                } else {
+                    143
+                };
+            }
+            if imap.username.is_empty() {
+                imap.username = address.to_owned();
+            }
+            if smtp.port == 0 {
+                smtp.port = match smtp.tls {
+                    TlsMode::Implicit => 465,
+                    TlsMode::StartTls => 587,
+                    TlsMode::None => 25,
+                };
+            }
+            match (&smtp.username, &smtp.password) {
+                (None, Some(_)) => smtp.username = Some(address.to_owned()),
+                (Some(_), None) => {
+                    let message =
+                        "username is set, so give password, password_env or password_file";
+                    c.problem(at("smtp.password"), message);
+                }
+                _ => {}
             }
         }
-        mailboxes.extend(m.settle(c, &at));
+        if let Some(m) = &mut self.matrix {
+            m.auth = match (m.password.take(), m.access_token.take()) {
+                (Some(password), None) => MatrixAuth::Password(password),
+                (None, Some(token)) => MatrixAuth::AccessToken(token),
+                (None, None) => {
+                    let message = "missing: give password_env or access_token_env";
+                    c.problem("matrix.password_env", message);
+                    MatrixAuth::default()
+                }
+                (Some(_), Some(_)) => {
+                    c.problem("matrix", "give password_env or access_token_env, not both");
+                    MatrixAuth::default()
+                }
+            };
+        }
+        if let Some(s) = &mut self.slack {
+            // The app token is needed by Socket Mode, the signing secret by the Events API.
+            for (missing, key) in [
+                (s.bot_token.expose().is_empty(), "bot_token_env"),
+                (
+                    s.mode == SlackMode::Socket && s.app_token.is_none(),
+                    "app_token_env",
+                ),
+                (
+                    s.mode == SlackMode::Events && s.signing_secret.is_none(),
+                    "signing_secret_env",
+                ),
+            ] {
+                if missing {
+                    c.problem(format!("slack.{key}"), "missing (required)");
+                }
+            }
+            let id_char = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit();
+            for (user, name) in &mut s.signature_names {
+                *name = name.trim().to_owned();
+                let at = format!("slack.signature_names.{user}");
+                if !(user.len() >= 2 && user.starts_with(['U', 'W']) && user.chars().all(id_char)) {
+                    c.problem(&at, "expected a Slack user id such as U024BE7LH as the key");
+                }
+                if name.trim().is_empty() || name.contains(crate::domain::ids::is_header_breaking) {
+                    c.problem(
+                        at,
+                        "must be one line, not empty, without control characters",
+                    );
+                }
+            }
+        }
+        self.reactions.check(c);
+        self.outbox.check(c);
+        self.ops.check(c);
     }
-    let matrix = f.matrix.get().and_then(|m| m.settle(c));
-    let slack = f.slack.get().and_then(|s| s.settle(c));
-    let (reactions, outbox, ops) = (
-        f.reactions.or_default(),
-        f.outbox.or_default(),
-        f.ops.or_default(),
-    );
-    reactions.check(c);
-    outbox.check(c);
-    ops.check(c);
-    Some(Settings {
-        database: database?,
-        mailboxes,
-        matrix,
-        slack,
-        reactions,
-        outbox,
-        commands: f.commands.or_default(),
-        chat: f.chat.or_default(),
-        ops,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mail::settings::InitialSync;
+    use crate::store::settings::DatabaseUrl;
     use std::time::Duration;
 
     fn env(k: &str) -> Option<String> {
@@ -689,9 +520,62 @@ address = "support@example.com"
     fn a_key_outside_a_load_fails_like_serde() {
         #[derive(Deserialize)]
         struct Small {
-            _n: Key<de::Int<1, 9>>,
+            #[serde(deserialize_with = "crate::domain::settings::int::<1, 9, i64, _>")]
+            _n: i64,
         }
         let e = toml::from_str::<Small>("_n = 10").err();
         assert!(e.is_some_and(|e| e.to_string().contains("expected 1-9")));
+    }
+    #[test]
+    fn every_missing_key_of_a_table_is_named() {
+        let text = "[database]\nurl = \"sqlite::memory:\"\n\n[[mailbox]]\nname = \"support\"\n\
+                    [mailbox.smtp]\nport = 70000\n";
+        let text: Vec<String> = Settings::parse(text, &env)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "mailbox[0].address: missing (required) (line 4)",
+                "mailbox[0].display_name: missing (required) (line 4)",
+                "mailbox[0].imap: missing (required) (line 4)",
+                "mailbox[0].smtp.host: missing (required) (line 6)",
+                "mailbox[0].smtp.port: expected 1-65535 (line 7)",
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_come_inline_from_the_environment_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let text = GOOD.replace(
+            "password_env = \"SMTP_PW\"",
+            &format!("password_file = {:?}", file.display().to_string()),
+        );
+        let s = Settings::parse(&text, &env).unwrap();
+        assert_eq!(s.mailboxes[0].imap.password.expose(), "s3cret-value");
+        let (user, pw) = s.mailboxes[0].smtp.credentials().unwrap();
+        assert_eq!((user, pw.expose()), ("support@example.com", "from-a-file"));
+
+        let three = GOOD.replace(
+            "password_env = \"IMAP_PW\"",
+            "password = \"x\"\n  password_env = \"IMAP_PW\"\n  password_file = \"/nonexistent\"\n  token_env = \"IMAP_PW\"",
+        );
+        let text: Vec<String> = Settings::parse(&three, &env)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "mailbox[0].imap.password: give only one of password, password_env, password_file (line 11)",
+                "mailbox[0].imap.token_env: unknown key (line 14)",
+            ]
+        );
     }
 }

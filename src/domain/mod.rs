@@ -10,5 +10,6 @@ pub mod ids;
 pub mod mailbox;
 pub mod outbound;
 pub mod render;
+pub mod settings;
 pub mod threading;
 pub mod ticket;

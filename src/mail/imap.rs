@@ -10,8 +10,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::{ImapSettings, TlsMode};
 use crate::domain::ids::MessageId;
+use crate::mail::settings::{ImapSettings, TlsMode};
 use crate::mail::tls::{TlsSetupError, client_config};
 
 /// Any byte stream an IMAP session can run over (plain TCP or TLS).

@@ -29,9 +29,9 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ImapSettings, InitialSync};
 use crate::domain::mailbox::Checkpoint;
 use crate::mail::imap::{self, COMMAND_TIMEOUT, ImapError, Session, timed};
+use crate::mail::settings::{ImapSettings, InitialSync};
 
 /// Where fetched messages go (the bridge's ingest flow, which stores them).
 /// Owned here so the IMAP side needs nothing of the store.

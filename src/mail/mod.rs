@@ -5,5 +5,6 @@ pub mod elide;
 pub mod imap;
 pub mod ingest;
 pub mod parse;
+pub mod settings;
 pub mod smtp;
 pub mod tls;

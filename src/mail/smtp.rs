@@ -14,7 +14,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParam
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 
-use crate::config::{SmtpSettings, TlsMode};
+use crate::mail::settings::{SmtpSettings, TlsMode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -107,8 +107,8 @@ impl SmtpMailer {
                     .map_err(connect_err)?
             }
         };
-        if let Some((user, password)) = &s.credentials {
-            let creds = Credentials::new(user.clone(), password.expose().to_owned());
+        if let Some((user, password)) = s.credentials() {
+            let creds = Credentials::new(user.to_owned(), password.expose().to_owned());
             if let Err(e) = conn
                 .auth(&[Mechanism::Plain, Mechanism::Login], &creds)
                 .await

@@ -1,7 +1,7 @@
 //! `/metrics` and `/healthz` over HTTP (`[ops] listen`).
 //!
 //! No authentication: the address must be loopback unless the operator set
-//! `ops.allow_non_loopback` (see [`crate::config::OpsSettings`]).
+//! `ops.allow_non_loopback` (see [`crate::config::sections::OpsSettings`]).
 //!
 //! The endpoints are handed what they read ([`OpsHandles`]), never the
 //! bridge's `App`: ops sits below the flows it watches.

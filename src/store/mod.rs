@@ -53,6 +53,7 @@ mod error;
 mod ingest;
 mod outbox;
 mod replies;
+pub mod settings;
 pub mod sql;
 mod tickets;
 

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use mailroom::bridge::App;
-use mailroom::config::{DatabaseUrl, ImapSettings, Secret, Settings, TlsMode};
+use mailroom::config::Settings;
+use mailroom::domain::settings::Secret;
 use mailroom::mail::imap;
+use mailroom::mail::settings::{ImapSettings, TlsMode};
 use mailroom::store::TicketStore;
+use mailroom::store::settings::DatabaseUrl;
 use mailroom::store::sql::SqlStore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

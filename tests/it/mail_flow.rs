@@ -1013,7 +1013,7 @@ async fn first_start_new_only_skips_old_mail_and_polling_works_without_idle() {
     let support = stack.user("support", "example.com");
     let db = TestDb::sqlite();
     let mut settings = config(stack, &support, &db, stack.smtp_port, "");
-    settings.mailboxes[0].initial_sync = mailroom::config::InitialSync::NewOnly;
+    settings.mailboxes[0].initial_sync = mailroom::mail::settings::InitialSync::NewOnly;
     settings.mailboxes[0].imap.idle = false;
     settings.mailboxes[0].imap.poll_interval = Duration::from_millis(300);
     append(
@@ -1067,7 +1067,7 @@ async fn first_start_since_a_day_imports_from_that_day() {
     // nothing old, yesterday imports everything.
     let today = jiff::Zoned::now().date();
     settings.mailboxes[0].initial_sync =
-        mailroom::config::InitialSync::Since(today.yesterday().unwrap());
+        mailroom::mail::settings::InitialSync::Since(today.yesterday().unwrap());
     append(
         stack,
         &support,
@@ -1090,7 +1090,7 @@ async fn first_start_since_a_day_imports_from_that_day() {
     let db2 = TestDb::sqlite();
     let mut later = config(stack, &support2, &db2, stack.smtp_port, "");
     later.mailboxes[0].initial_sync =
-        mailroom::config::InitialSync::Since(today.tomorrow().unwrap());
+        mailroom::mail::settings::InitialSync::Since(today.tomorrow().unwrap());
     append(
         stack,
         &support2,
@@ -1116,15 +1116,15 @@ async fn ingest_and_send_work_over_implicit_tls_and_starttls() {
     let stack = Stack::get();
     for (imap_tls, imap_port, smtp_tls, smtp_port) in [
         (
-            mailroom::config::TlsMode::Implicit,
+            mailroom::mail::settings::TlsMode::Implicit,
             stack.imaps_port,
-            mailroom::config::TlsMode::StartTls,
+            mailroom::mail::settings::TlsMode::StartTls,
             stack.smtp_port,
         ),
         (
-            mailroom::config::TlsMode::StartTls,
+            mailroom::mail::settings::TlsMode::StartTls,
             stack.imap_port,
-            mailroom::config::TlsMode::Implicit,
+            mailroom::mail::settings::TlsMode::Implicit,
             stack.smtps_port,
         ),
     ] {
@@ -1188,7 +1188,7 @@ async fn an_untrusted_certificate_is_refused() {
     let stack = Stack::get();
     let support = stack.user("support", "example.com");
     let mut settings = stack.imap_settings(&support, "INBOX");
-    settings.tls = mailroom::config::TlsMode::Implicit;
+    settings.tls = mailroom::mail::settings::TlsMode::Implicit;
     settings.port = stack.imaps_port;
     settings.host = "localhost".into();
     // No ca_file: the test CA is not trusted.

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use mailroom::config::{ImapSettings, Secret, TlsMode};
+use mailroom::domain::settings::Secret;
+use mailroom::mail::settings::{ImapSettings, TlsMode};
 use matrix_sdk::Client;
 
 pub struct Env {

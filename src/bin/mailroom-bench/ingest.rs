@@ -7,9 +7,10 @@ use std::time::Instant;
 use anyhow::{Context, anyhow};
 use mailroom::bridge::App;
 use mailroom::bridge::ingest::MailboxIngest;
-use mailroom::config::{DatabaseUrl, Settings};
+use mailroom::config::Settings;
 use mailroom::domain::mailbox::Checkpoint;
 use mailroom::store::TicketStore;
+use mailroom::store::settings::DatabaseUrl;
 use mailroom::store::sql::SqlStore;
 
 use crate::common::{hex, mail};

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::render::read_markup;
 use super::{Client, SlackChat, agent};
+use crate::chat::settings::SlackMode;
 use crate::chat::{ChatError, ChatEvent};
-use crate::config::SlackMode;
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::command::ThreadCommand;
 

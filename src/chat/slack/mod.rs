@@ -26,7 +26,7 @@ use slack_morphism::errors::*;
 use slack_morphism::prelude::*;
 
 use super::{ChatError, ChatPlatform, FileUpload, Member, TicketCard};
-use crate::config::SlackSettings;
+use crate::chat::settings::SlackSettings;
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::ids::{Agent, TicketId};
 use crate::domain::render::{EmailView, Rendering};

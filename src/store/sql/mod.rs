@@ -51,13 +51,13 @@ use super::{
     NewInbound, NewReply, OutgoingMail, Recorded, Requeued, Settlement, StoreError, StoreResult,
     TicketFilter, TicketRecord, TicketStore,
 };
-use crate::config::DatabaseUrl;
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::ContentHash;
 use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, TicketId};
 use crate::domain::mailbox::Checkpoint;
 use crate::domain::threading::{Candidates, ThreadKeys};
 use crate::domain::ticket::TicketEvent;
+use crate::store::settings::DatabaseUrl;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

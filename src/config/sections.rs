@@ -1,0 +1,178 @@
+//! The sections that belong to the bridge as a whole: `[reactions]`,
+//! `[outbox]`, `[commands]` and `[ops]`, each with its own rules.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::Check;
+use crate::domain::settings::{Each, int, lenient, read, secs, socket_addr, want};
+
+/// Which emoji claim, close or park a ticket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ReactionSettings {
+    #[serde(deserialize_with = "emoji")]
+    pub claim: Vec<String>,
+    #[serde(deserialize_with = "emoji")]
+    pub close: Vec<String>,
+    #[serde(deserialize_with = "emoji")]
+    pub pending: Vec<String>,
+}
+
+impl Default for ReactionSettings {
+    fn default() -> Self {
+        let one = |e: &str| vec![e.to_owned()];
+        ReactionSettings {
+            claim: vec!["🙋".into(), "👀".into()],
+            close: one("✅"),
+            pending: one("⏳"),
+        }
+    }
+}
+
+/// A non-empty list of reactions: `:shortcode:` entries become their emoji,
+/// so one list serves Matrix (emoji keys) and Slack (names); custom emoji stay `:name:`.
+fn emoji<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = read(d, |l: Vec<Each<String>>| {
+        let l: Vec<String> = l.into_iter().filter_map(|e| e.0).collect();
+        let l = want(!l.is_empty(), l, |_| "must list at least one value".into())?;
+        want(l.iter().all(|e| !e.trim().is_empty()), l, |_| {
+            "expected non-empty strings".into()
+        })
+    })?;
+    let key = |e: String| crate::domain::command::reaction_key(e.trim());
+    Ok(list.unwrap_or_default().into_iter().map(key).collect())
+}
+
+impl ReactionSettings {
+    /// An emoji may do one thing only.
+    pub(super) fn check(&self, c: &mut Check) {
+        let mut seen = BTreeSet::new();
+        let lists = [
+            ("claim", &self.claim),
+            ("close", &self.close),
+            ("pending", &self.pending),
+        ];
+        for (key, e) in lists
+            .iter()
+            .flat_map(|(k, l)| l.iter().map(move |e| (k, e)))
+        {
+            if !seen.insert(e) {
+                let message = format!("{e} is mapped to more than one action");
+                c.problem(format!("reactions.{key}"), message);
+            }
+        }
+    }
+}
+
+/// How sends are retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct OutboxSettings {
+    /// Sends are tried this many times on transient failures before giving up.
+    #[serde(deserialize_with = "int::<1, 1000, _, _>")]
+    pub max_attempts: u32,
+    #[serde(rename = "retry_initial_secs", deserialize_with = "secs::<1, 3600, _>")]
+    pub retry_initial: Duration,
+    #[serde(rename = "retry_max_secs", deserialize_with = "secs::<1, 86_400, _>")]
+    pub retry_max: Duration,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        OutboxSettings {
+            max_attempts: 12,
+            retry_initial: Duration::from_secs(5),
+            retry_max: Duration::from_secs(600),
+        }
+    }
+}
+
+impl OutboxSettings {
+    pub(super) fn check(&self, c: &mut Check) {
+        if self.retry_max < self.retry_initial && c.clean("outbox") {
+            let message = "must be at least retry_initial_secs";
+            c.problem("outbox.retry_max_secs", message);
+        }
+    }
+}
+
+/// How chat commands behave, whatever the platform.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CommandSettings {
+    /// A reply waits this long before it is sent; `!undo` cancels it meanwhile.
+    #[serde(rename = "undo_secs", deserialize_with = "secs::<0, 3600, _>")]
+    pub undo_window: Duration,
+    /// Where `!template NAME` finds `NAME.md`.
+    #[serde(deserialize_with = "lenient")]
+    pub templates_dir: PathBuf,
+}
+
+impl Default for CommandSettings {
+    fn default() -> Self {
+        CommandSettings {
+            undo_window: Duration::from_secs(10),
+            templates_dir: PathBuf::from("bot-config/templates"),
+        }
+    }
+}
+
+/// Operations: the `/metrics` and `/healthz` endpoints and the mailbox watchdog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct OpsSettings {
+    /// Where `/metrics` and `/healthz` are served; `None`: not served.
+    #[serde(deserialize_with = "listen")]
+    pub listen: Option<SocketAddr>,
+    /// The endpoints have no authentication and `/healthz` names the
+    /// mailboxes and their errors: anything beyond this machine must be
+    /// asked for explicitly.
+    #[serde(deserialize_with = "lenient")]
+    pub allow_non_loopback: bool,
+    /// A mailbox not checked successfully for this long is stale: the chat
+    /// is told once, and `/healthz` answers 503 until it recovers.
+    #[serde(rename = "stale_after_secs", deserialize_with = "secs::<2, 86_400, _>")]
+    pub stale_after: Duration,
+}
+
+impl Default for OpsSettings {
+    fn default() -> Self {
+        OpsSettings {
+            listen: None,
+            allow_non_loopback: false,
+            stale_after: Duration::from_secs(300),
+        }
+    }
+}
+
+fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    read(d, socket_addr)
+}
+
+impl OpsSettings {
+    /// How often a healthy IMAP session proves itself (a re-issued IDLE or a
+    /// poll): well inside `stale_after`, so one slow check never makes a
+    /// working mailbox look stale.
+    pub fn check_every(&self) -> Duration {
+        self.stale_after / 3
+    }
+
+    pub(super) fn check(&self, c: &mut Check) {
+        if let Some(addr) = self.listen
+            && !addr.ip().is_loopback()
+            && !self.allow_non_loopback
+        {
+            let message = format!(
+                "{addr} is not a loopback address, and /metrics and /healthz have no \
+                 authentication: listen on 127.0.0.1 (behind a proxy), or set \
+                 ops.allow_non_loopback = true"
+            );
+            c.problem("ops.listen", message);
+        }
+    }
+}
