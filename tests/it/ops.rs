@@ -8,14 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mailroom::bridge::{App, connect_chats};
 use mailroom::config::Settings;
-use mailroom::store::TicketStore;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::{Stack, append, customer_mail, fetch_all, random_hex, wait_for};
+use crate::common::{
+    Stack, Writer, fetch_all, random_hex, run_ok, start_connected, support_mailbox, wait_for,
+};
 use crate::cuttable::Cuttable;
 use crate::matrix::{Synapse, World, body, sender, wait_event};
 
@@ -85,47 +84,19 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 /// mailroom in-process with its chats and the ops endpoints on a free port.
 struct Running {
     ops: Ops,
-    store: Arc<mailroom::store::sql::SqlStore>,
-    cancel: CancellationToken,
-    handle: tokio::task::JoinHandle<()>,
-    chat_tasks: Vec<tokio::task::JoinHandle<()>>,
+    app: crate::common::Running,
 }
 
 impl Running {
     async fn start(w: &World, settings: Settings) -> Running {
-        let store = Arc::new(w.db.store().await);
-        let cancel = CancellationToken::new();
-        let chats = connect_chats(&settings, &cancel)
-            .await
-            .expect("matrix connects");
-        let app = Arc::new(App::new(
-            settings,
-            store.clone() as Arc<dyn TicketStore>,
-            chats.platforms,
-        ));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let ops = Ops::new(listener.local_addr().expect("address"));
-        let handle =
-            tokio::spawn(app.run_with_ops(cancel.clone(), Some(chats.events), Some(listener)));
-        Running {
-            ops,
-            store,
-            cancel,
-            handle,
-            chat_tasks: chats.tasks,
-        }
+        let app = start_connected(settings, &w.db, Some(listener)).await;
+        Running { ops, app }
     }
 
     async fn stop(self) {
-        self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("stops")
-            .expect("task");
-        for t in self.chat_tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
-        }
-        self.store.close().await;
+        self.app.stop().await;
     }
 }
 
@@ -255,20 +226,9 @@ async fn an_unreachable_mailbox_turns_healthz_503_and_the_room_is_told_once_unti
         .await;
 
     // Mail arriving meanwhile is imported after the recovery.
-    append(
-        w.stack,
-        &w.support,
-        "INBOX",
-        &customer_mail(
-            &w.customer.address,
-            &w.support.address,
-            "wd2@example.net",
-            "During the outage",
-            "Anyone?",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(w.stack, &w.support, &w.customer.address)
+        .writes("wd2@example.net", "During the outage", "Anyone?")
+        .await;
     proxy.restore().await;
     wait_for("/healthz to say 200 again", WAIT, || async {
         ops.healthz().await.filter(|(s, _)| *s == 200)
@@ -381,8 +341,7 @@ impl Drop for Daemon {
 
 #[tokio::test]
 async fn sigterm_while_idle_exits_0_within_seconds_and_every_json_log_line_parses() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let db = crate::common::TestDb::sqlite();
     let listen = free_addr();
     let dir = tempfile::tempdir().unwrap();
@@ -575,20 +534,9 @@ listen = "{listen}"
 
     // Activity: an email becomes a thread in both chats, a reply goes out
     // over SMTP with the password.
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            &customer.address,
-            &support.address,
-            "sec1@example.net",
-            "Secrets stay secret",
-            "Hello.",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support, &customer.address)
+        .writes("sec1@example.net", "Secrets stay secret", "Hello.")
+        .await;
     wait_event(&alice, &room, "the Matrix thread", |e| {
         sender(e) == bot.0 && body(e).contains("Secrets stay secret")
     })
@@ -598,25 +546,21 @@ listen = "{listen}"
         async move { posted.then_some(()) }
     })
     .await;
-    let reply = mailroom()
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "tickets",
-            "reply",
-            "1",
-            "--as",
-            "cli:alice",
-            "--message",
-            "Noted.",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        reply.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reply.stderr)
+    let _reply = run_ok(
+        mailroom()
+            .arg("--config")
+            .arg(&cfg)
+            .args([
+                "tickets",
+                "reply",
+                "1",
+                "--as",
+                "cli:alice",
+                "--message",
+                "Noted.",
+            ])
+            .current_dir(dir.path()),
+        "mailroom tickets reply",
     );
     wait_for("the reply at the customer", WAIT, || async {
         (!fetch_all(stack, &customer, "INBOX").await.is_empty()).then_some(())
