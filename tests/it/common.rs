@@ -503,8 +503,39 @@ pub fn mailbox_section(
     smtp_port: u16,
     tail: &str,
 ) -> String {
-    format!(
-        r#"
+    let password = format!("password = \"{}\"", support.password);
+    MailboxToml {
+        db_url: &db.url_text,
+        address: &support.address,
+        imap_port: stack.imap_port,
+        imap_keys: &format!("{password}\n  idle_timeout_secs = 600"),
+        smtp_port,
+        smtp_keys: &password,
+        tail,
+    }
+    .render()
+}
+
+/// `[database]` and one `[[mailbox]]` named support on 127.0.0.1, with
+/// plain-text IMAP and SMTP.
+pub struct MailboxToml<'a> {
+    pub db_url: &'a str,
+    pub address: &'a str,
+    pub imap_port: u16,
+    /// The IMAP password line (`password = …` or `password_env = …`) and
+    /// any more `[mailbox.imap]` keys.
+    pub imap_keys: &'a str,
+    pub smtp_port: u16,
+    /// The same for `[mailbox.smtp]`.
+    pub smtp_keys: &'a str,
+    /// Ends the mailbox (sub-tables, more SMTP keys).
+    pub tail: &'a str,
+}
+
+impl MailboxToml<'_> {
+    pub fn render(&self) -> String {
+        format!(
+            r#"
 [database]
 url = "{db}"
 
@@ -517,33 +548,70 @@ initial_sync = "all"
   host = "127.0.0.1"
   port = {imap}
   tls = "none"
-  password = "{pw}"
-  idle_timeout_secs = 600
+  {imap_keys}
   [mailbox.smtp]
   host = "127.0.0.1"
   port = {smtp}
   tls = "none"
-  password = "{pw}"
+  {smtp_keys}
 {tail}
 "#,
-        db = db.url_text,
-        addr = support.address,
-        imap = stack.imap_port,
-        smtp = smtp_port,
-        pw = support.password,
+            db = self.db_url,
+            addr = self.address,
+            imap = self.imap_port,
+            imap_keys = self.imap_keys,
+            smtp = self.smtp_port,
+            smtp_keys = self.smtp_keys,
+            tail = self.tail,
+        )
+    }
+}
+
+/// `[outbox]` retrying quickly (after 1 s, at most 2 s apart); `more`
+/// adds keys.
+pub fn outbox_toml(more: &str) -> String {
+    format!("[outbox]\nretry_initial_secs = 1\nretry_max_secs = 2\n{more}")
+}
+
+/// `[commands]` with `undo_secs` and the example templates.
+pub fn commands_toml(stack: &Stack, undo_secs: u64) -> String {
+    let templates = stack.repo.join("bot-config/templates");
+    format!(
+        "[commands]\nundo_secs = {undo_secs}\ntemplates_dir = \"{}\"\n",
+        templates.display()
+    )
+}
+
+/// `[matrix]` for the bot `user_id` on `homeserver`; `secret` names where
+/// its secret comes from (`password_env = "…"` or `access_token_env = "…"`).
+pub fn matrix_toml(homeserver: &str, user_id: &str, secret: &str, state_dir: &Path) -> String {
+    format!(
+        "[matrix]\nhomeserver = \"{homeserver}\"\nuser_id = \"{user_id}\"\n{secret}\nstate_dir = \"{}\"\n",
+        state_dir.display()
+    )
+}
+
+/// The environment variables [`slack_toml`] reads the bot token, the app
+/// token and the signing secret from.
+pub const SLACK_SECRETS: [&str; 3] = ["SLACK_BOT", "SLACK_APP", "SLACK_SIGNING"];
+
+/// `[slack]` for the fake Slack at `api_url`, connecting in `mode`, posting
+/// as fast as the tests need; `more` adds keys and sub-tables.
+pub fn slack_toml(mode: &str, api_url: &str, more: &str) -> String {
+    let [bot, app, signing] = SLACK_SECRETS;
+    format!(
+        "[slack]\nmode = \"{mode}\"\nbot_token_env = \"{bot}\"\napp_token_env = \"{app}\"\n\
+         signing_secret_env = \"{signing}\"\napi_url = \"{api_url}\"\n\
+         posts_per_second = 50\npost_burst = 50\n{more}"
     )
 }
 
 /// A mailroom configuration for the local stack.
 pub fn config(stack: &Stack, support: &User, db: &TestDb, smtp_port: u16, extra: &str) -> Settings {
     let text = format!(
-        r#"{mailbox}
-[outbox]
-retry_initial_secs = 1
-retry_max_secs = 2
-{extra}
-"#,
+        "{mailbox}\n{outbox}{extra}\n",
         mailbox = mailbox_section(stack, support, db, smtp_port, "  timeout_secs = 5"),
+        outbox = outbox_toml(""),
     );
     Settings::parse(&text, &|_| None).unwrap_or_else(|p| panic!("test config invalid: {p:?}"))
 }

@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use crate::common::{
     LIFECYCLE, Running, Stack, TestDb, User, Writer, append, assert_logged, assert_one_attachment,
-    fetch_all, first_ticket, mail_with_files, random_hex, run_ok, start_connected,
-    synapse_register, wait_for,
+    commands_toml, fetch_all, first_ticket, mail_with_files, mailbox_toml, matrix_toml,
+    outbox_toml, random_hex, run_ok, start_connected, synapse_register, wait_for,
 };
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -234,36 +234,20 @@ impl World {
     }
 
     pub(crate) fn settings_text(&self, undo_secs: u64, extra: &str) -> String {
-        let text = format!(
-            r#"{mailbox}
-
-[matrix]
-homeserver = "{hs}"
-user_id = "{bot}"
-password_env = "BOT_PASSWORD"
-state_dir = "{state}"
-
-[outbox]
-retry_initial_secs = 1
-retry_max_secs = 2
-
-[commands]
-undo_secs = {undo_secs}
-templates_dir = "{templates}"
-{extra}
-"#,
-            mailbox = crate::common::mailbox_toml(
-                self.stack,
-                &self.support,
-                &self.db,
-                &format!("matrix_room = \"{}\"", self.room),
-            ),
-            hs = Synapse::get().url,
-            bot = self.bot.0,
-            state = self.state_dir.path().display(),
-            templates = self.stack.repo.join("bot-config/templates").display(),
+        let room = format!("matrix_room = \"{}\"", self.room);
+        let mailbox = mailbox_toml(self.stack, &self.support, &self.db, &room);
+        let secret = "password_env = \"BOT_PASSWORD\"";
+        let matrix = matrix_toml(
+            &Synapse::get().url,
+            &self.bot.0,
+            secret,
+            self.state_dir.path(),
         );
-        text
+        let commands = commands_toml(self.stack, undo_secs);
+        format!(
+            "{mailbox}\n{matrix}\n{}\n{commands}{extra}\n",
+            outbox_toml("")
+        )
     }
 
     pub(crate) fn parse(&self, text: &str) -> Settings {

@@ -13,7 +13,8 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::common::{
-    Stack, Writer, fetch_all, random_hex, run_ok, start_connected, support_mailbox, wait_for,
+    MailboxToml, Stack, Writer, fetch_all, matrix_toml, random_hex, run_ok, start_connected,
+    support_mailbox, wait_for,
 };
 use crate::cuttable::Cuttable;
 use crate::matrix::{Synapse, World, body, sender, wait_event};
@@ -451,58 +452,34 @@ async fn secrets_never_reach_the_logs_even_at_trace_and_state_files_are_owner_on
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("mailroom.toml");
     let listen = free_addr();
+    let chat =
+        format!("  [mailbox.chat]\n  matrix_room = \"{room}\"\n  slack_channel = \"{channel}\"");
+    let mailbox = MailboxToml {
+        db_url: "sqlite://state/mailroom.db",
+        address: &support.address,
+        imap_port: stack.imap_port,
+        imap_keys: "password_env = \"T_IMAP_PASSWORD\"",
+        smtp_port: stack.smtp_port,
+        smtp_keys: "password_env = \"T_SMTP_PASSWORD\"",
+        tail: &chat,
+    }
+    .render();
     std::fs::write(
         &cfg,
         format!(
-            r#"
-[database]
-url = "sqlite://state/mailroom.db"
-
-[[mailbox]]
-name = "support"
-address = "{addr}"
-display_name = "Example Support"
-initial_sync = "all"
-  [mailbox.imap]
-  host = "127.0.0.1"
-  port = {imap}
-  tls = "none"
-  password_env = "T_IMAP_PASSWORD"
-  [mailbox.smtp]
-  host = "127.0.0.1"
-  port = {smtp}
-  tls = "none"
-  password_env = "T_SMTP_PASSWORD"
-  [mailbox.chat]
-  matrix_room = "{room}"
-  slack_channel = "{channel}"
-
-[matrix]
-homeserver = "{hs}"
-user_id = "{bot}"
-password_env = "T_MATRIX_PASSWORD"
-state_dir = "state/matrix"
-
-[slack]
-mode = "socket"
-bot_token_env = "T_SLACK_BOT"
-app_token_env = "T_SLACK_APP"
-api_url = "{api}"
-posts_per_second = 50
-post_burst = 50
-
-[commands]
-undo_secs = 0
-
-[ops]
-listen = "{listen}"
-"#,
-            addr = support.address,
-            imap = stack.imap_port,
-            smtp = stack.smtp_port,
-            hs = syn.url,
-            bot = bot.0,
-            api = slack.api_url(),
+            "{mailbox}\n{matrix}\n{slack}\n[commands]\nundo_secs = 0\n\n[ops]\nlisten = \"{listen}\"\n",
+            matrix = matrix_toml(
+                &syn.url,
+                &bot.0,
+                "password_env = \"T_MATRIX_PASSWORD\"",
+                std::path::Path::new("state/matrix"),
+            ),
+            slack = format!(
+                "[slack]\nmode = \"socket\"\nbot_token_env = \"T_SLACK_BOT\"\n\
+                 app_token_env = \"T_SLACK_APP\"\napi_url = \"{}\"\n\
+                 posts_per_second = 50\npost_burst = 50\n",
+                slack.api_url()
+            ),
         ),
     )
     .unwrap();

@@ -13,7 +13,8 @@ use serde_json::json;
 
 use crate::common::{
     LIFECYCLE, Running, Stack, TestDb, User, append, assert_logged, assert_one_attachment,
-    customer_mail, fetch_all, mail_with_files, start_connected, wait_for,
+    commands_toml, customer_mail, fetch_all, mail_with_files, mailbox_toml, outbox_toml,
+    slack_toml, start_connected, wait_for,
 };
 use crate::fake_slack::{FakeSlack, FakeSlackOptions, Message};
 
@@ -76,45 +77,22 @@ impl World {
     }
 
     fn settings(&self, mode: Mode, extra: &str) -> Settings {
+        let channel = format!("slack_channel = \"{}\"", self.channel);
+        let mailbox = mailbox_toml(self.stack, &self.support, &self.db, &channel);
+        let mode = if mode == Mode::Socket {
+            "socket"
+        } else {
+            "events"
+        };
+        let more = format!(
+            "listen = \"127.0.0.1:{}\"\n  [slack.signature_names]\n  {} = \"Alice M.\"\n",
+            self.events_port, self.alice
+        );
+        let slack = slack_toml(mode, &self.slack.api_url(), &more);
+        let commands = commands_toml(self.stack, 0);
         let text = format!(
-            r#"{mailbox}
-
-[slack]
-mode = "{mode}"
-bot_token_env = "SLACK_BOT"
-app_token_env = "SLACK_APP"
-signing_secret_env = "SLACK_SIGNING"
-listen = "127.0.0.1:{port}"
-api_url = "{api}"
-posts_per_second = 50
-post_burst = 50
-  [slack.signature_names]
-  {alice} = "Alice M."
-
-[outbox]
-retry_initial_secs = 1
-retry_max_secs = 2
-
-[commands]
-undo_secs = 0
-templates_dir = "{templates}"
-{extra}
-"#,
-            mailbox = crate::common::mailbox_toml(
-                self.stack,
-                &self.support,
-                &self.db,
-                &format!("slack_channel = \"{}\"", self.channel),
-            ),
-            mode = if mode == Mode::Socket {
-                "socket"
-            } else {
-                "events"
-            },
-            port = self.events_port,
-            api = self.slack.api_url(),
-            alice = self.alice,
-            templates = self.stack.repo.join("bot-config/templates").display(),
+            "{mailbox}\n{slack}\n{}\n{commands}{extra}\n",
+            outbox_toml("")
         );
         let (bot, app, sign) = (
             self.slack.bot_token().to_owned(),
