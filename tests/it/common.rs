@@ -217,6 +217,24 @@ pub async fn wait_tickets(store: &dyn TicketStore, n: usize) {
     .await;
 }
 
+/// A reply to `ticket` by `agent` (signed `agent_name` when given): no
+/// files, no undo window.
+pub fn reply_request(
+    ticket: TicketId,
+    agent: &str,
+    agent_name: Option<&str>,
+    body: &str,
+) -> mailroom::bridge::reply::ReplyRequest {
+    mailroom::bridge::reply::ReplyRequest {
+        ticket,
+        agent: mailroom::domain::ids::Agent::parse(agent).unwrap(),
+        agent_name: agent_name.map(str::to_owned),
+        body_markdown: body.to_owned(),
+        attachments: vec![],
+        undo_window: Duration::ZERO,
+    }
+}
+
 /// Fails the test, showing the command's stderr, unless it exited 0.
 pub fn assert_success(out: &Output, what: &str) {
     assert!(

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mailroom::bridge::reply::{QueuedReply, ReplyRequest, queue_reply};
+use mailroom::bridge::reply::{QueuedReply, queue_reply};
 use mailroom::chat::{ChatError, ChatPlatform, FileUpload, Member, TicketCard};
 use mailroom::config::Settings;
 use mailroom::domain::chat::{ChatThread, Platform, SharedFile};
@@ -41,7 +41,8 @@ use tokio::task::AbortHandle;
 
 use crate::common::{
     Running, Stack, TestDb, User, append, audit_actions, customer_mail, fetch_all, mailbox_section,
-    pg_admin_url, random_hex, run_ok, start_with_chats, support_and_customer, wait_for,
+    pg_admin_url, random_hex, reply_request, run_ok, start_with_chats, support_and_customer,
+    wait_for,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -495,21 +496,10 @@ async fn lost_and_duplicated(store: &dyn TicketStore, expected: &[String]) -> (u
     (lost, duplicated)
 }
 
-fn agent() -> Agent {
-    Agent::parse("@alice:localhost").unwrap()
-}
-
 async fn reply(run: &Running, ticket: TicketId, text: &str) -> Result<QueuedReply, String> {
     queue_reply(
         &run.app,
-        ReplyRequest {
-            ticket,
-            agent: agent(),
-            agent_name: Some("Alice".into()),
-            body_markdown: text.into(),
-            attachments: vec![],
-            undo_window: Duration::ZERO,
-        },
+        reply_request(ticket, "@alice:localhost", Some("Alice"), text),
     )
     .await
     .map_err(|e| e.to_string())
@@ -995,14 +985,12 @@ async fn sqlite_write_lock_longer_than_busy_timeout_loses_no_mail_and_no_sent_re
     let queued_meanwhile = tokio::spawn(async move {
         queue_reply(
             &app,
-            ReplyRequest {
-                ticket: second_ticket,
-                agent: agent(),
-                agent_name: None,
-                body_markdown: "A second answer, queued while locked.".into(),
-                attachments: vec![],
-                undo_window: Duration::ZERO,
-            },
+            reply_request(
+                second_ticket,
+                "@alice:localhost",
+                None,
+                "A second answer, queued while locked.",
+            ),
         )
         .await
         .map_err(|e| e.to_string())

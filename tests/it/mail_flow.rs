@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::time::Duration;
 
-use mailroom::bridge::reply::{ReplyRequest, queue_reply};
+use mailroom::bridge::reply::queue_reply;
 use mailroom::domain::email::Direction;
 use mailroom::domain::ids::{Actor, Agent};
 use mailroom::domain::ticket::{Status, TicketEvent, TicketState};
@@ -16,8 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::{
     Running, Stack, TestDb, User, Writer, append, audit_actions, config, customer_mail, fetch_all,
-    first_ticket, start, support_and_customer, support_mailbox, ticket_count, wait_for,
-    wait_tickets,
+    first_ticket, reply_request, start, support_and_customer, support_mailbox, ticket_count,
+    wait_for, wait_tickets,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -343,14 +343,12 @@ async fn a_reply_reaches_the_customer_threaded_from_the_shared_address_and_is_fi
 
     let queued = queue_reply(
         &app.app,
-        ReplyRequest {
-            ticket: ticket.id,
-            agent: Agent::parse("@alice:example.com").unwrap(),
-            agent_name: Some("Alice".into()),
-            body_markdown: "Sorry about that, it **ships today**.".into(),
-            attachments: vec![],
-            undo_window: Duration::ZERO,
-        },
+        reply_request(
+            ticket.id,
+            "@alice:example.com",
+            Some("Alice"),
+            "Sorry about that, it **ships today**.",
+        ),
     )
     .await
     .unwrap();
@@ -499,14 +497,7 @@ async fn while_smtp_is_down_the_outbox_retries_and_delivers_exactly_once() {
     let ticket = first_ticket(app.store.as_ref()).await;
     let queued = queue_reply(
         &app.app,
-        ReplyRequest {
-            ticket,
-            agent: Agent::parse("@bob:example.com").unwrap(),
-            agent_name: None,
-            body_markdown: "We are on it.".into(),
-            attachments: vec![],
-            undo_window: Duration::ZERO,
-        },
+        reply_request(ticket, "@bob:example.com", None, "We are on it."),
     )
     .await
     .unwrap();
@@ -608,14 +599,7 @@ async fn open_and_answer(
     let ticket = first_ticket(app.store.as_ref()).await;
     let queued = queue_reply(
         &app.app,
-        ReplyRequest {
-            ticket,
-            agent: Agent::parse("@bob:example.com").unwrap(),
-            agent_name: None,
-            body_markdown: "Hello".into(),
-            attachments: vec![],
-            undo_window: Duration::ZERO,
-        },
+        reply_request(ticket, "@bob:example.com", None, "Hello"),
     )
     .await
     .unwrap();
@@ -930,14 +914,7 @@ async fn ingest_and_send_work_over_implicit_tls_and_starttls() {
         let ticket = first_ticket(app.store.as_ref()).await;
         queue_reply(
             &app.app,
-            ReplyRequest {
-                ticket,
-                agent: Agent::parse("@alice:example.com").unwrap(),
-                agent_name: None,
-                body_markdown: "Encrypted all the way.".into(),
-                attachments: vec![],
-                undo_window: Duration::ZERO,
-            },
+            reply_request(ticket, "@alice:example.com", None, "Encrypted all the way."),
         )
         .await
         .unwrap();
