@@ -464,22 +464,22 @@ async fn secrets_never_reach_the_logs_even_at_trace_and_state_files_are_owner_on
         tail: &chat,
     }
     .render();
+    let matrix = matrix_toml(
+        &syn.url,
+        &bot.0,
+        "password_env = \"T_MATRIX_PASSWORD\"",
+        std::path::Path::new("state/matrix"),
+    );
+    let slack_toml = format!(
+        "[slack]\nmode = \"socket\"\nbot_token_env = \"T_SLACK_BOT\"\n\
+         app_token_env = \"T_SLACK_APP\"\napi_url = \"{}\"\n\
+         posts_per_second = 50\npost_burst = 50\n",
+        slack.api_url()
+    );
     std::fs::write(
         &cfg,
         format!(
-            "{mailbox}\n{matrix}\n{slack}\n[commands]\nundo_secs = 0\n\n[ops]\nlisten = \"{listen}\"\n",
-            matrix = matrix_toml(
-                &syn.url,
-                &bot.0,
-                "password_env = \"T_MATRIX_PASSWORD\"",
-                std::path::Path::new("state/matrix"),
-            ),
-            slack = format!(
-                "[slack]\nmode = \"socket\"\nbot_token_env = \"T_SLACK_BOT\"\n\
-                 app_token_env = \"T_SLACK_APP\"\napi_url = \"{}\"\n\
-                 posts_per_second = 50\npost_burst = 50\n",
-                slack.api_url()
-            ),
+            "{mailbox}\n{matrix}\n{slack_toml}\n[commands]\nundo_secs = 0\n\n[ops]\nlisten = \"{listen}\"\n"
         ),
     )
     .unwrap();
