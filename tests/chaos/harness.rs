@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use mailroom::mail::imap;
 use serde_json::{Value, json};
 
-use crate::common::{Stack, TestDb, User, customer_mail, random_hex};
+use crate::common::{
+    Stack, TestDb, User, customer_mail, matrix_toml, outbox_toml, random_hex, synapse_register,
+};
 
 /// Scenarios stop servers, cut connections and load the machine: one at a
 /// time. A tokio mutex because the guard is held across awaits; it works
@@ -75,6 +77,23 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// A scenario run once over `emails` mails, its roots tallied in `t`.
+    pub fn once(
+        emails: usize,
+        t: &Tally,
+        recovery_ms: u128,
+        extra: Vec<(String, String)>,
+    ) -> Figures {
+        Figures {
+            runs: 1,
+            emails,
+            lost: t.lost,
+            duplicated: t.duplicated,
+            recovery_ms,
+            extra,
+        }
+    }
+
     pub fn print(&self, scenario: &str, db: Db) {
         let mut line = format!(
             "CHAOS {scenario} {} runs={} emails={} lost={} duplicated={} recovery_ms={}",
@@ -92,23 +111,7 @@ impl Figures {
     }
 }
 
-/// Polls `f` every `every` until it returns `Some`, for at most `limit`.
-pub async fn poll<T, F, Fut>(what: &str, limit: Duration, every: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if start.elapsed() > limit {
-            panic!("timed out after {limit:?} waiting for {what}");
-        }
-        tokio::time::sleep(every).await;
-    }
-}
+pub use crate::common::poll_every as poll;
 
 // ---- mail ----
 
@@ -165,6 +168,20 @@ pub struct Tally {
     pub lost: usize,
     pub duplicated: usize,
     pub in_order: bool,
+}
+
+impl Tally {
+    /// Each of the `n` mails has exactly one root, in arrival order; `what`
+    /// says so in the scenario's words, `log` is shown when it is not so.
+    pub fn assert_each_once(&self, n: usize, what: &str, log: &Path) {
+        assert_eq!(
+            (self.lost, self.duplicated, self.roots),
+            (0, 0, n),
+            "{what}; log:\n{}",
+            tail(log, 40)
+        );
+        assert!(self.in_order, "roots in arrival order");
+    }
 }
 
 pub fn tally<'a>(bodies: impl IntoIterator<Item = &'a str>, tag: &str, n: usize) -> Tally {
@@ -257,6 +274,30 @@ impl StoreProbe {
 // ---- the real binary ----
 
 /// A `mailroom run` child; its log goes to a file kept with the run.
+/// The store's counts at the end of a scenario, and the daemon's exit code.
+pub struct End {
+    pub tickets: i64,
+    pub failed: i64,
+    pub code: Option<i32>,
+}
+
+impl StoreProbe {
+    /// Reads the ticket and failed-job counts, checks that the daemon is
+    /// still running, stops it (SIGTERM) and closes the probe.
+    pub async fn finish(self, mut d: Daemon) -> End {
+        let tickets = self.tickets().await.unwrap_or(-1);
+        let failed = self.failed_jobs().await.unwrap_or(-1);
+        d.assert_running();
+        let code = d.stop().await;
+        self.close().await;
+        End {
+            tickets,
+            failed,
+            code,
+        }
+    }
+}
+
 pub struct Daemon {
     child: Child,
     pub log: PathBuf,
@@ -403,45 +444,16 @@ impl Homeserver {
     pub fn register(&self, stack: &Stack, prefix: &str) -> (String, String) {
         let name = format!("{prefix}-{}", random_hex(5));
         let password = format!("{name}-pw");
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg("source scripts/lib/synapse.sh && synapse_register \"$0\" \"$1\"")
-            .arg(&name)
-            .arg(&password)
-            .current_dir(&stack.repo)
-            .env("STATE", &stack.dir)
-            .env("REPO", &stack.repo)
-            .output()
-            .expect("run synapse_register");
-        assert!(
-            out.status.success(),
-            "registering {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (format!("@{name}:localhost"), password)
+        synapse_register(stack, &name, &password, false)
     }
 
     pub async fn login(&self, user: &str, password: &str) -> String {
-        let r: Value = self
-            .http
-            .post(format!("{}/_matrix/client/v3/login", self.url))
-            .header("Content-Type", "application/json")
-            .body(
-                json!({
-                    "type": "m.login.password",
-                    "identifier": {"type": "m.id.user", "user": user},
-                    "password": password,
-                })
-                .to_string(),
-            )
-            .send()
-            .await
-            .expect("login")
-            .text()
-            .await
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .expect("login answer");
+        let body = json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user},
+            "password": password,
+        });
+        let r = self.post("login", None, body).await;
         r["access_token"]
             .as_str()
             .unwrap_or_else(|| panic!("login: {r}"))
@@ -449,27 +461,27 @@ impl Homeserver {
     }
 
     pub async fn create_room(&self, token: &str, invite: &[&str]) -> String {
-        let r: Value = self
-            .http
-            .post(format!("{}/_matrix/client/v3/createRoom", self.url))
-            .bearer_auth(token)
-            .header("Content-Type", "application/json")
-            .body(
-                json!({"invite": invite, "name": "Chaos inbox", "preset": "private_chat"})
-                    .to_string(),
-            )
-            .send()
-            .await
-            .expect("createRoom")
-            .text()
-            .await
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .expect("createRoom answer");
+        let body = json!({"invite": invite, "name": "Chaos inbox", "preset": "private_chat"});
+        let r = self.post("createRoom", Some(token), body).await;
         r["room_id"]
             .as_str()
             .unwrap_or_else(|| panic!("createRoom: {r}"))
             .to_owned()
+    }
+
+    /// POSTs `body` to the client-server API's `endpoint`; its JSON answer.
+    async fn post(&self, endpoint: &str, token: Option<&str>, body: Value) -> Value {
+        let mut req = self
+            .http
+            .post(format!("{}/_matrix/client/v3/{endpoint}", self.url))
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let text = req.send().await.expect(endpoint).text().await.ok();
+        text.and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_else(|| panic!("{endpoint} answer"))
     }
 
     /// Every event of the room, oldest first (paginated forwards from the
@@ -607,24 +619,14 @@ impl MatrixWorld {
             &format!("port = {}\n", self.stack.imap_port),
             &format!("port = {imap_port}\n  folder = \"{folder}\"\n"),
         );
-        let text = format!(
-            r#"{mailbox}
-[matrix]
-homeserver = "http://127.0.0.1:{homeserver_port}"
-user_id = "{bot}"
-access_token_env = "BOT_TOKEN"
-state_dir = "{state}"
-
-# Retries come quickly so recovery is measured in seconds, and outlast
-# any outage the scenarios make (see docs/RELIABILITY.md).
-[outbox]
-retry_initial_secs = 1
-retry_max_secs = 2
-max_attempts = 1000
-"#,
-            bot = self.bot.0,
-            state = self.dir.path().join("matrix").display(),
-        );
+        let homeserver = format!("http://127.0.0.1:{homeserver_port}");
+        let secret = "access_token_env = \"BOT_TOKEN\"";
+        let state = self.dir.path().join("matrix");
+        let matrix = matrix_toml(&homeserver, &self.bot.0, secret, &state);
+        // Retries come quickly so recovery is measured in seconds, and
+        // outlast any outage the scenarios make (see docs/RELIABILITY.md).
+        let outbox = outbox_toml("max_attempts = 1000\n");
+        let text = format!("{mailbox}\n{matrix}\n{outbox}");
         let path = self.dir.path().join("mailroom.toml");
         std::fs::write(&path, text).expect("write config");
         path

@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use crate::cuttable::Cuttable;
-use crate::harness::{Db, Figures, MatrixWorld, SERIAL, StoreProbe, log_count, poll, sizes, tail};
+use crate::harness::{Db, Figures, MatrixWorld, SERIAL, StoreProbe, log_count, poll, sizes};
 
 const EVERY: Duration = Duration::from_millis(20);
 /// Filler per email: a backlog of n of them is a large FETCH.
@@ -89,19 +89,13 @@ pub async fn run(db: Db) {
     .await;
     let total = before + more;
     let t = w.settle(total, limit).await;
-    let tickets = probe.tickets().await.unwrap_or(-1);
-    let failed = probe.failed_jobs().await.unwrap_or(-1);
-    d.assert_running();
-    let code = d.stop().await;
-    probe.close().await;
+    let end = probe.finish(d).await;
 
-    Figures {
-        runs: 1,
-        emails: total,
-        lost: t.lost,
-        duplicated: t.duplicated,
-        recovery_ms: fetch_recovery.max(idle_recovery).max(restart_recovery),
-        extra: vec![
+    Figures::once(
+        total,
+        &t,
+        fetch_recovery.max(idle_recovery).max(restart_recovery),
+        vec![
             ("fetch_cut_recovery_ms".into(), fetch_recovery.to_string()),
             ("idle_cut_recovery_ms".into(), idle_recovery.to_string()),
             ("dovecot_restart_ms".into(), restart_ms.to_string()),
@@ -116,26 +110,20 @@ pub async fn run(db: Db) {
             ),
             ("in_order".into(), t.in_order.to_string()),
         ],
-    }
+    )
     .print("imap_cuts", db);
-    assert_eq!(
-        (t.lost, t.duplicated, t.roots),
-        (0, 0, total),
-        "nothing skipped, nothing twice; log:\n{}",
-        tail(&w.log(), 40)
-    );
-    assert!(t.in_order, "roots in arrival order");
+    t.assert_each_once(total, "nothing skipped, nothing twice", &w.log());
     assert!(
         (stored_at_cut as usize) < n,
         "the cut fell inside the backlog's FETCH"
     );
-    assert_eq!((tickets, failed), (total as i64, 0), "the store");
+    assert_eq!((end.tickets, end.failed), (total as i64, 0), "the store");
     // "Within seconds": the reconnect backoff starts at 0.5 s.
     assert!(
         fetch_recovery < 10_000 && idle_recovery < 10_000 && restart_recovery < 10_000,
         "reconnected within seconds"
     );
-    assert_eq!(code, Some(0));
+    assert_eq!(end.code, Some(0));
     w.db.cleanup().await;
 }
 

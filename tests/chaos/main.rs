@@ -32,52 +32,28 @@ pub fn setup() {
     mailroom::mail::tls::install_crypto_provider();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_during_ingest_sqlite() {
-    kill::run(Db::Sqlite).await;
+/// Each scenario runs on SQLite and on PostgreSQL, as a test of its own
+/// for each: `name_sqlite, name_postgres => scenario_module;`.
+macro_rules! on_both_databases {
+    ($($sqlite:ident, $postgres:ident => $scenario:ident;)+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $sqlite() {
+                $scenario::run(Db::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $postgres() {
+                $scenario::run(Db::Postgres).await;
+            }
+        )+
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_during_ingest_postgres() {
-    kill::run(Db::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn matrix_outage_mid_ingest_sqlite() {
-    outage::run(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn matrix_outage_mid_ingest_postgres() {
-    outage::run(Db::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn imap_cuts_mid_fetch_and_idle_sqlite() {
-    imap_cuts::run(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn imap_cuts_mid_fetch_and_idle_postgres() {
-    imap_cuts::run(Db::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uidvalidity_change_sqlite() {
-    uidvalidity::run(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uidvalidity_change_postgres() {
-    uidvalidity::run(Db::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slack_faults_500_429_socket_drop_sqlite() {
-    slack::run(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slack_faults_500_429_socket_drop_postgres() {
-    slack::run(Db::Postgres).await;
+on_both_databases! {
+    kill9_during_ingest_sqlite, kill9_during_ingest_postgres => kill;
+    matrix_outage_mid_ingest_sqlite, matrix_outage_mid_ingest_postgres => outage;
+    imap_cuts_mid_fetch_and_idle_sqlite, imap_cuts_mid_fetch_and_idle_postgres => imap_cuts;
+    uidvalidity_change_sqlite, uidvalidity_change_postgres => uidvalidity;
+    slack_faults_500_429_socket_drop_sqlite, slack_faults_500_429_socket_drop_postgres => slack;
 }

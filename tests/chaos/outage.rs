@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Db, Figures, MatrixWorld, SERIAL, StoreProbe, log_count, poll, sizes, tail};
+use crate::harness::{Db, Figures, MatrixWorld, SERIAL, StoreProbe, log_count, poll, sizes};
 
 const EVERY: Duration = Duration::from_millis(50);
 
@@ -64,19 +64,14 @@ pub async fn run(db: Db) {
     .await;
     let t = w.settle(n, limit).await;
     let all_posted_ms = restored.elapsed().as_millis();
-    let tickets = probe.tickets().await.unwrap_or(-1);
     let threads = probe.threads().await.unwrap_or(-1);
-    let failed = probe.failed_jobs().await.unwrap_or(-1);
-    let code = d.stop().await;
-    probe.close().await;
+    let end = probe.finish(d).await;
 
-    Figures {
-        runs: 1,
-        emails: n,
-        lost: t.lost,
-        duplicated: t.duplicated,
-        recovery_ms: recovery,
-        extra: vec![
+    Figures::once(
+        n,
+        &t,
+        recovery,
+        vec![
             ("outage_s".into(), outage.as_secs().to_string()),
             ("posted_before".into(), posted_before.to_string()),
             ("posted_during".into(), posted_during.to_string()),
@@ -88,25 +83,19 @@ pub async fn run(db: Db) {
                 log_count(&w.log(), "WARN").to_string(),
             ),
         ],
-    }
+    )
     .print("matrix_outage", db);
-    assert_eq!(
-        (t.lost, t.duplicated, t.roots),
-        (0, 0, n),
-        "one root per email; log:\n{}",
-        tail(&w.log(), 40)
-    );
-    assert!(t.in_order, "roots in arrival order");
+    t.assert_each_once(n, "one root per email", &w.log());
     assert_eq!(
         posted_during, 0,
         "nothing can be posted while Synapse is stopped"
     );
     assert_eq!(ingested_during, n, "ingest went on during the outage");
     assert_eq!(
-        (tickets, threads, failed),
+        (end.tickets, threads, end.failed),
         (n as i64, n as i64, 0),
         "the store"
     );
-    assert_eq!(code, Some(0));
+    assert_eq!(end.code, Some(0));
     w.db.cleanup().await;
 }

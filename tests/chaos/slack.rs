@@ -9,10 +9,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::common::{outbox_toml, slack_toml};
 use crate::fake_slack::{FakeSlack, FakeSlackOptions, Message};
-use crate::harness::{
-    Daemon, Db, Figures, SERIAL, StoreProbe, log_count, poll, sizes, tail, tally,
-};
+use crate::harness::{Daemon, Db, Figures, SERIAL, StoreProbe, log_count, poll, sizes, tally};
 
 const EVERY: Duration = Duration::from_millis(50);
 const ERRORS_500: u32 = 5;
@@ -44,29 +43,12 @@ pub async fn run(db: Db) {
     let tag = crate::common::random_hex(3);
     let test_db = db.fresh().await;
     let dir = tempfile::tempdir().expect("tempdir");
+    let channel_key = format!("slack_channel = \"{channel}\"");
+    let mailbox = crate::common::mailbox_toml(stack, &support, &test_db, &channel_key);
     let text = format!(
-        r#"{mailbox}
-[slack]
-mode = "socket"
-bot_token_env = "SLACK_BOT"
-app_token_env = "SLACK_APP"
-signing_secret_env = "SLACK_SIGNING"
-api_url = "{api}"
-posts_per_second = 50
-post_burst = 50
-
-[outbox]
-retry_initial_secs = 1
-retry_max_secs = 2
-max_attempts = 1000
-"#,
-        mailbox = crate::common::mailbox_toml(
-            stack,
-            &support,
-            &test_db,
-            &format!("slack_channel = \"{channel}\""),
-        ),
-        api = slack.api_url(),
+        "{mailbox}\n{}\n{}",
+        slack_toml("socket", &slack.api_url(), ""),
+        outbox_toml("max_attempts = 1000\n")
     );
     let config = dir.path().join("mailroom.toml");
     std::fs::write(&config, text).expect("write config");
@@ -80,7 +62,7 @@ max_attempts = 1000
 
     let half = n / 2;
     append(0..half).await;
-    let mut d = Daemon::spawn(
+    let d = Daemon::spawn(
         &config,
         &[
             ("SLACK_BOT", slack.bot_token()),
@@ -172,20 +154,14 @@ max_attempts = 1000
         .count("SELECT COUNT(*) FROM audit_log WHERE ticket_id = 1 AND action = 'claim'")
         .await
         .unwrap_or(-1);
-    let tickets = probe.tickets().await.unwrap_or(-1);
-    let failed = probe.failed_jobs().await.unwrap_or(-1);
     let rejected = slack.calls("chat.postMessage") - calls_before;
-    d.assert_running();
-    let code = d.stop().await;
-    probe.close().await;
+    let end = probe.finish(d).await;
 
-    Figures {
-        runs: 1,
-        emails: n,
-        lost: t.lost,
-        duplicated: t.duplicated,
-        recovery_ms: post_ms.max(socket_ms),
-        extra: vec![
+    Figures::once(
+        n,
+        &t,
+        post_ms.max(socket_ms),
+        vec![
             ("errors_500".into(), ERRORS_500.to_string()),
             ("errors_429".into(), ERRORS_429.to_string()),
             ("post_recovery_ms".into(), post_ms.to_string()),
@@ -199,18 +175,12 @@ max_attempts = 1000
             ),
             ("in_order".into(), t.in_order.to_string()),
         ],
-    }
+    )
     .print("slack_faults", db);
-    assert_eq!(
-        (t.lost, t.duplicated, t.roots),
-        (0, 0, n),
-        "one root per email; log:\n{}",
-        tail(&log, 40)
-    );
-    assert!(t.in_order, "roots in arrival order");
+    t.assert_each_once(n, "one root per email", &log);
     assert_eq!(claims, 1, "the reaction during the drop is acted on once");
-    assert_eq!((tickets, failed), (n as i64, 0), "the store");
-    assert_eq!(code, Some(0));
+    assert_eq!((end.tickets, end.failed), (n as i64, 0), "the store");
+    assert_eq!(end.code, Some(0));
     slack.shutdown();
     test_db.cleanup().await;
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use mailroom::mail::imap;
 
 use crate::harness::{
-    Db, Figures, MatrixWorld, SERIAL, StoreProbe, chaos_mail, log_count, poll, sizes, tail,
+    Db, Figures, MatrixWorld, SERIAL, StoreProbe, chaos_mail, log_count, poll, sizes,
 };
 
 const FOLDER: &str = "Support";
@@ -32,7 +32,7 @@ pub async fn run(db: Db) {
     }
     w.append_to(FOLDER, 0..n, 0).await;
     let config = w.config_in(w.hs.port, w.stack.imap_port, FOLDER);
-    let mut d = w.spawn(&config);
+    let d = w.spawn(&config);
     let probe = StoreProbe::open(&w.db).await;
     poll("the first n ingested and posted", limit, EVERY, || async {
         let t = probe.tickets().await.unwrap_or(0) as usize;
@@ -91,20 +91,14 @@ pub async fn run(db: Db) {
     .await;
     let total = n + more;
     let t = w.settle(total, limit).await;
-    let tickets = probe.tickets().await.unwrap_or(-1);
-    let failed = probe.failed_jobs().await.unwrap_or(-1);
-    d.assert_running();
-    let code = d.stop().await;
-    probe.close().await;
+    let end = probe.finish(d).await;
     let noticed = log_count(&w.log(), "UIDVALIDITY changed");
 
-    Figures {
-        runs: 1,
-        emails: total,
-        lost: t.lost,
-        duplicated: t.duplicated,
-        recovery_ms: rescan_ms,
-        extra: vec![
+    Figures::once(
+        total,
+        &t,
+        rescan_ms,
+        vec![
             ("old_uidvalidity".into(), old_uv.to_string()),
             ("new_uidvalidity".into(), new_uv.to_string()),
             ("tickets_after_rescan".into(), after_rescan.to_string()),
@@ -112,18 +106,12 @@ pub async fn run(db: Db) {
             ("rescan_logged".into(), noticed.to_string()),
             ("in_order".into(), t.in_order.to_string()),
         ],
-    }
+    )
     .print("uidvalidity", db);
     assert_eq!(after_rescan, n as i64, "the rescan made no new ticket");
-    assert_eq!(
-        (t.lost, t.duplicated, t.roots),
-        (0, 0, total),
-        "no duplicates, new mail ingested; log:\n{}",
-        tail(&w.log(), 40)
-    );
-    assert!(t.in_order, "roots in arrival order");
-    assert_eq!((tickets, failed), (total as i64, 0), "the store");
+    t.assert_each_once(total, "no duplicates, new mail ingested", &w.log());
+    assert_eq!((end.tickets, end.failed), (total as i64, 0), "the store");
     assert!(noticed >= 1, "the change is logged");
-    assert_eq!(code, Some(0));
+    assert_eq!(end.code, Some(0));
     w.db.cleanup().await;
 }

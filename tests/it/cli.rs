@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::common::{Stack, TestDb, append, config, customer_mail, start, wait_for};
+use crate::common::{TestDb, Writer, config, run_ok, start, support_mailbox, wait_for};
 use mailroom::store::{TicketFilter, TicketStore};
 
 fn mailroom() -> Command {
@@ -182,25 +182,17 @@ fn every_subcommand_has_help() {
 
 #[tokio::test]
 async fn tickets_list_show_and_export_read_the_store() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let db = TestDb::sqlite();
     let settings = config(stack, &support, &db, stack.smtp_port, "");
     let app = start(settings, &db).await;
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            "carol@customer.example",
-            &support.address,
+    Writer::new(stack, &support, "carol@customer.example")
+        .writes(
             "cli1@customer.example",
             "From the CLI",
             "From here on, a line that needs quoting in mbox.",
-            None,
-        ),
-    )
-    .await;
+        )
+        .await;
     let store = app.store.clone();
     wait_for("the ticket", std::time::Duration::from_secs(30), || {
         let store = store.clone();
@@ -228,16 +220,9 @@ async fn tickets_list_show_and_export_read_the_store() {
     )
     .unwrap();
     let run = |args: &[&str]| {
-        let out = mailroom()
-            .arg("--config")
-            .arg(&cfg)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            mailroom().arg("--config").arg(&cfg).args(args),
+            &format!("{args:?}"),
         );
         String::from_utf8(out.stdout).unwrap()
     };
@@ -304,17 +289,13 @@ fn the_sqlite_database_is_created_owner_only() {
         "[database]\nurl = \"sqlite://state/new.db\"\n[[mailbox]]\nname = \"support\"\naddress = \"s@example.com\"\ndisplay_name = \"S\"\n[mailbox.imap]\nhost = \"127.0.0.1\"\npassword = \"x\"\n[mailbox.smtp]\nhost = \"127.0.0.1\"\n",
     )
     .unwrap();
-    let out = mailroom()
-        .arg("--config")
-        .arg(&cfg)
-        .arg("migrate")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        mailroom()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("migrate")
+            .current_dir(dir.path()),
+        "mailroom migrate",
     );
     let db = dir.path().join("state/new.db");
     assert_eq!(
@@ -342,17 +323,13 @@ fn database_commands_need_no_server_secrets_but_run_does() {
          [mailbox.chat]\nmatrix_room = \"!room\"\n[matrix]\nhomeserver = \"http://127.0.0.1:1\"\nuser_id = \"@bot:localhost\"\npassword_env = \"MAILROOM_TEST_UNSET_MX\"\n",
     )
     .unwrap();
-    let out = mailroom()
-        .arg("--config")
-        .arg(&cfg)
-        .args(["tickets", "list"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        mailroom()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["tickets", "list"])
+            .current_dir(dir.path()),
+        "mailroom",
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 tickets"));
     let run = mailroom()

@@ -4,18 +4,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
-use mailroom::bridge::App;
+use mailroom::bridge::{App, connect_chats};
 use mailroom::config::Settings;
+use mailroom::domain::ids::TicketId;
 use mailroom::domain::settings::Secret;
 use mailroom::mail::imap;
 use mailroom::mail::settings::{ImapSettings, TlsMode};
-use mailroom::store::TicketStore;
 use mailroom::store::settings::DatabaseUrl;
 use mailroom::store::sql::SqlStore;
+use mailroom::store::{AuditEntry, TicketStore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -109,26 +111,18 @@ impl Stack {
         .await
         .expect("join")
         .expect("run scripts/stack");
-        assert!(
-            out.status.success(),
-            "scripts/stack {shown} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, &format!("scripts/stack {shown}"));
     }
 
     /// A fresh mail account with a password of the test's choosing.
     pub fn user_with_password(&self, prefix: &str, domain: &str, password: &str) -> User {
         let address = format!("{prefix}-{}@{domain}", random_hex(6));
         let password = password.to_owned();
-        let out = std::process::Command::new(self.repo.join("scripts/stack"))
-            .args(["add-user", &address, &password])
-            .env("MAILROOM_STACK_DIR", &self.dir)
-            .output()
-            .expect("run scripts/stack add-user");
-        assert!(
-            out.status.success(),
-            "scripts/stack add-user {address} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(self.repo.join("scripts/stack"))
+                .args(["add-user", &address, &password])
+                .env("MAILROOM_STACK_DIR", &self.dir),
+            &format!("scripts/stack add-user {address}"),
         );
         User { address, password }
     }
@@ -149,6 +143,19 @@ impl Stack {
     }
 }
 
+/// The running stack and a fresh support mailbox on it.
+pub fn support_mailbox() -> (&'static Stack, User) {
+    let stack = Stack::get();
+    (stack, stack.user("support", "example.com"))
+}
+
+/// [`support_mailbox`] and a fresh customer mailbox to write from and
+/// receive replies in.
+pub fn support_and_customer() -> (&'static Stack, User, User) {
+    let (stack, support) = support_mailbox();
+    (stack, support, stack.user("customer", "example.net"))
+}
+
 #[derive(Debug, Clone)]
 pub struct User {
     pub address: String,
@@ -162,7 +169,16 @@ pub fn random_hex(bytes: usize) -> String {
 }
 
 /// Polls `f` until it returns `Some`, for at most `limit`.
-pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    poll_every(what, limit, Duration::from_millis(50), f).await
+}
+
+/// Polls `f` every `every` until it returns `Some`, for at most `limit`.
+pub async fn poll_every<T, F, Fut>(what: &str, limit: Duration, every: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -175,8 +191,92 @@ where
         if start.elapsed() > limit {
             panic!("timed out after {limit:?} waiting for {what}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(every).await;
     }
+}
+
+async fn all_tickets(store: &dyn TicketStore) -> Vec<mailroom::store::TicketRecord> {
+    let filter = mailroom::store::TicketFilter::default();
+    store.list_tickets(&filter).await.unwrap()
+}
+
+/// How many tickets the store holds.
+pub async fn ticket_count(store: &dyn TicketStore) -> usize {
+    all_tickets(store).await.len()
+}
+
+/// The id of the first ticket listed (the only one, in most tests).
+pub async fn first_ticket(store: &dyn TicketStore) -> TicketId {
+    all_tickets(store).await[0].id
+}
+
+/// Waits until the store holds at least `n` tickets.
+pub async fn wait_tickets(store: &dyn TicketStore, n: usize) {
+    wait_for(
+        &format!("{n} tickets"),
+        Duration::from_secs(30),
+        || async move { (ticket_count(store).await >= n).then_some(()) },
+    )
+    .await;
+}
+
+/// A reply to `ticket` by `agent` (signed `agent_name` when given): no
+/// files, no undo window.
+pub fn reply_request(
+    ticket: TicketId,
+    agent: &str,
+    agent_name: Option<&str>,
+    body: &str,
+) -> mailroom::bridge::reply::ReplyRequest {
+    mailroom::bridge::reply::ReplyRequest {
+        ticket,
+        agent: mailroom::domain::ids::Agent::parse(agent).unwrap(),
+        agent_name: agent_name.map(str::to_owned),
+        body_markdown: body.to_owned(),
+        attachments: vec![],
+        undo_window: Duration::ZERO,
+    }
+}
+
+/// Fails the test, showing the command's stderr, unless it exited 0.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `cmd` to its end; it must succeed ([`assert_success`]).
+pub fn run_ok(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert_success(&out, what);
+    out
+}
+
+/// Registers `name` with `password` on the stack's Synapse (through
+/// scripts/lib/synapse.sh), as a server admin when `admin`: (user id, password).
+pub fn synapse_register(
+    stack: &Stack,
+    name: &str,
+    password: &str,
+    admin: bool,
+) -> (String, String) {
+    run_ok(
+        Command::new("bash")
+            .arg("-c")
+            .arg("source scripts/lib/synapse.sh && synapse_register \"$0\" \"$1\" $2")
+            .arg(name)
+            .arg(password)
+            .arg(if admin { "admin" } else { "" })
+            .current_dir(&stack.repo)
+            .env("STATE", &stack.dir)
+            .env("REPO", &stack.repo),
+        &format!("registering {name}"),
+    );
+    (format!("@{name}:localhost"), password.to_owned())
 }
 
 /// APPENDs a message to a user's folder.
@@ -218,6 +318,89 @@ pub async fn fetch_all(stack: &Stack, user: &User, folder: &str) -> Vec<Fetched>
     imap::logout(s).await;
     out.sort_by_key(|f| f.uid);
     out
+}
+
+/// A customer writing to the support mailbox: each mail is a
+/// [`customer_mail`] from `from`, appended to the support INBOX.
+pub struct Writer<'a> {
+    pub stack: &'a Stack,
+    pub support: &'a User,
+    pub from: &'a str,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(stack: &'a Stack, support: &'a User, from: &'a str) -> Writer<'a> {
+        Writer {
+            stack,
+            support,
+            from,
+        }
+    }
+
+    /// A new mail (no In-Reply-To).
+    pub async fn writes(&self, message_id: &str, subject: &str, body: &str) {
+        self.send(message_id, subject, body, None).await;
+    }
+
+    /// A mail answering `parent` (In-Reply-To and References).
+    pub async fn answers(&self, parent: &str, message_id: &str, subject: &str, body: &str) {
+        self.send(message_id, subject, body, Some(parent)).await;
+    }
+
+    async fn send(&self, message_id: &str, subject: &str, body: &str, parent: Option<&str>) {
+        let to = &self.support.address;
+        let raw = customer_mail(self.from, to, message_id, subject, body, parent);
+        append(self.stack, self.support, "INBOX", &raw).await;
+    }
+}
+
+/// A mail with a `long_body` of text, a small PDF and a 1.5 MB file.
+pub fn mail_with_files(customer: &User, support: &User, long_body: &str) -> String {
+    let big = "A".repeat(1_500_000);
+    format!(
+        "From: Carol <{c}>\r\nTo: {s}\r\nSubject: With files\r\nMessage-ID: <files1@example.net>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{long_body}\r\n\
+--b1\r\nContent-Type: application/pdf; name=\"invoice.pdf\"\r\nContent-Disposition: attachment; filename=\"invoice.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfsj6IK\r\n\
+--b1\r\nContent-Type: application/octet-stream; name=\"huge.bin\"\r\nContent-Disposition: attachment; filename=\"huge.bin\"\r\n\r\n{big}\r\n--b1--\r\n",
+        c = customer.address,
+        s = support.address,
+    )
+}
+
+/// The one attachment of a sent `raw` mail is `name` holding `bytes`.
+pub fn assert_one_attachment(raw: &[u8], name: &str, bytes: &[u8]) {
+    let mail = mailroom::mail::parse::parse_email(raw);
+    assert_eq!(mail.attachments.len(), 1, "{:?}", mail.attachments);
+    assert_eq!(mail.attachments[0].name, name);
+    assert_eq!(
+        mailroom::mail::parse::attachment_bytes(raw, 0).unwrap(),
+        bytes
+    );
+}
+
+/// The actions of a ticket's audit log, oldest first.
+pub async fn audit_actions(store: &dyn TicketStore, ticket: TicketId) -> Vec<String> {
+    let log = store.audit_log(ticket).await.unwrap();
+    log.into_iter().map(|a| a.action).collect()
+}
+
+/// A ticket's life through chat: mailed in, claimed, answered, answered
+/// back by the customer, closed.
+pub const LIFECYCLE: &[&str] = &[
+    "created",
+    "claim",
+    "reply-queued",
+    "reply-sent",
+    "customer-replied",
+    "close",
+];
+
+/// Every one of `wanted` is among the actions of `log`.
+pub fn assert_logged(log: &[AuditEntry], wanted: &[&str]) {
+    let actions: Vec<&str> = log.iter().map(|a| a.action.as_str()).collect();
+    for a in wanted {
+        assert!(actions.contains(a), "{a} missing from {actions:?}");
+    }
 }
 
 /// A simple customer email.
@@ -341,8 +524,39 @@ pub fn mailbox_section(
     smtp_port: u16,
     tail: &str,
 ) -> String {
-    format!(
-        r#"
+    let password = format!("password = \"{}\"", support.password);
+    MailboxToml {
+        db_url: &db.url_text,
+        address: &support.address,
+        imap_port: stack.imap_port,
+        imap_keys: &format!("{password}\n  idle_timeout_secs = 600"),
+        smtp_port,
+        smtp_keys: &password,
+        tail,
+    }
+    .render()
+}
+
+/// `[database]` and one `[[mailbox]]` named support on 127.0.0.1, with
+/// plain-text IMAP and SMTP.
+pub struct MailboxToml<'a> {
+    pub db_url: &'a str,
+    pub address: &'a str,
+    pub imap_port: u16,
+    /// The IMAP password line (`password = …` or `password_env = …`) and
+    /// any more `[mailbox.imap]` keys.
+    pub imap_keys: &'a str,
+    pub smtp_port: u16,
+    /// The same for `[mailbox.smtp]`.
+    pub smtp_keys: &'a str,
+    /// Ends the mailbox (sub-tables, more SMTP keys).
+    pub tail: &'a str,
+}
+
+impl MailboxToml<'_> {
+    pub fn render(&self) -> String {
+        format!(
+            r#"
 [database]
 url = "{db}"
 
@@ -355,33 +569,70 @@ initial_sync = "all"
   host = "127.0.0.1"
   port = {imap}
   tls = "none"
-  password = "{pw}"
-  idle_timeout_secs = 600
+  {imap_keys}
   [mailbox.smtp]
   host = "127.0.0.1"
   port = {smtp}
   tls = "none"
-  password = "{pw}"
+  {smtp_keys}
 {tail}
 "#,
-        db = db.url_text,
-        addr = support.address,
-        imap = stack.imap_port,
-        smtp = smtp_port,
-        pw = support.password,
+            db = self.db_url,
+            addr = self.address,
+            imap = self.imap_port,
+            imap_keys = self.imap_keys,
+            smtp = self.smtp_port,
+            smtp_keys = self.smtp_keys,
+            tail = self.tail,
+        )
+    }
+}
+
+/// `[outbox]` retrying quickly (after 1 s, at most 2 s apart); `more`
+/// adds keys.
+pub fn outbox_toml(more: &str) -> String {
+    format!("[outbox]\nretry_initial_secs = 1\nretry_max_secs = 2\n{more}")
+}
+
+/// `[commands]` with `undo_secs` and the example templates.
+pub fn commands_toml(stack: &Stack, undo_secs: u64) -> String {
+    let templates = stack.repo.join("bot-config/templates");
+    format!(
+        "[commands]\nundo_secs = {undo_secs}\ntemplates_dir = \"{}\"\n",
+        templates.display()
+    )
+}
+
+/// `[matrix]` for the bot `user_id` on `homeserver`; `secret` names where
+/// its secret comes from (`password_env = "…"` or `access_token_env = "…"`).
+pub fn matrix_toml(homeserver: &str, user_id: &str, secret: &str, state_dir: &Path) -> String {
+    format!(
+        "[matrix]\nhomeserver = \"{homeserver}\"\nuser_id = \"{user_id}\"\n{secret}\nstate_dir = \"{}\"\n",
+        state_dir.display()
+    )
+}
+
+/// The environment variables [`slack_toml`] reads the bot token, the app
+/// token and the signing secret from.
+pub const SLACK_SECRETS: [&str; 3] = ["SLACK_BOT", "SLACK_APP", "SLACK_SIGNING"];
+
+/// `[slack]` for the fake Slack at `api_url`, connecting in `mode`, posting
+/// as fast as the tests need; `more` adds keys and sub-tables.
+pub fn slack_toml(mode: &str, api_url: &str, more: &str) -> String {
+    let [bot, app, signing] = SLACK_SECRETS;
+    format!(
+        "[slack]\nmode = \"{mode}\"\nbot_token_env = \"{bot}\"\napp_token_env = \"{app}\"\n\
+         signing_secret_env = \"{signing}\"\napi_url = \"{api_url}\"\n\
+         posts_per_second = 50\npost_burst = 50\n{more}"
     )
 }
 
 /// A mailroom configuration for the local stack.
 pub fn config(stack: &Stack, support: &User, db: &TestDb, smtp_port: u16, extra: &str) -> Settings {
     let text = format!(
-        r#"{mailbox}
-[outbox]
-retry_initial_secs = 1
-retry_max_secs = 2
-{extra}
-"#,
+        "{mailbox}\n{outbox}{extra}\n",
         mailbox = mailbox_section(stack, support, db, smtp_port, "  timeout_secs = 5"),
+        outbox = outbox_toml(""),
     );
     Settings::parse(&text, &|_| None).unwrap_or_else(|p| panic!("test config invalid: {p:?}"))
 }
@@ -392,6 +643,8 @@ pub struct Running {
     pub store: Arc<SqlStore>,
     cancel: CancellationToken,
     handle: JoinHandle<()>,
+    /// The connected chats' own tasks ([`start_connected`]).
+    chat_tasks: Vec<JoinHandle<()>>,
 }
 
 /// Logs to the test output (shown for failing tests); `MAILROOM_LOG` filters.
@@ -428,17 +681,51 @@ pub async fn start_with_chats(
         store,
         cancel,
         handle,
+        chat_tasks: Vec::new(),
+    }
+}
+
+/// mailroom in-process as `mailroom run` starts it: its chats connected
+/// from the settings, and `/metrics` and `/healthz` served on `ops` when
+/// given.
+pub async fn start_connected(
+    settings: Settings,
+    db: &TestDb,
+    ops: Option<tokio::net::TcpListener>,
+) -> Running {
+    let store = Arc::new(db.store().await);
+    let cancel = CancellationToken::new();
+    let chats = connect_chats(&settings, &cancel)
+        .await
+        .expect("the chats connect");
+    let app = Arc::new(App::new(
+        settings,
+        store.clone() as Arc<dyn TicketStore>,
+        chats.platforms,
+    ));
+    let run = app
+        .clone()
+        .run_with_ops(cancel.clone(), Some(chats.events), ops);
+    Running {
+        app,
+        store,
+        cancel,
+        handle: tokio::spawn(run),
+        chat_tasks: chats.tasks,
     }
 }
 
 impl Running {
-    /// Graceful stop, bounded.
+    /// Graceful stop, bounded; the chat tasks are given as long.
     pub async fn stop(self) {
         self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.handle)
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
             .await
-            .expect("mailroom stops within 20 s")
+            .expect("mailroom stops within 30 s")
             .expect("app task");
+        for t in self.chat_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
         self.store.close().await;
     }
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mailroom::bridge::reply::{QueuedReply, ReplyRequest, queue_reply};
+use mailroom::bridge::reply::{QueuedReply, queue_reply};
 use mailroom::chat::{ChatError, ChatPlatform, FileUpload, Member, TicketCard};
 use mailroom::config::Settings;
 use mailroom::domain::chat::{ChatThread, Platform, SharedFile};
@@ -40,8 +40,9 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::common::{
-    Running, Stack, TestDb, User, append, customer_mail, fetch_all, mailbox_section, pg_admin_url,
-    random_hex, start_with_chats, wait_for,
+    Running, Stack, TestDb, User, append, audit_actions, customer_mail, fetch_all, mailbox_section,
+    pg_admin_url, random_hex, reply_request, run_ok, start_with_chats, support_and_customer,
+    wait_for,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -495,21 +496,10 @@ async fn lost_and_duplicated(store: &dyn TicketStore, expected: &[String]) -> (u
     (lost, duplicated)
 }
 
-fn agent() -> Agent {
-    Agent::parse("@alice:localhost").unwrap()
-}
-
 async fn reply(run: &Running, ticket: TicketId, text: &str) -> Result<QueuedReply, String> {
     queue_reply(
         &run.app,
-        ReplyRequest {
-            ticket,
-            agent: agent(),
-            agent_name: Some("Alice".into()),
-            body_markdown: text.into(),
-            attachments: vec![],
-            undo_window: Duration::ZERO,
-        },
+        reply_request(ticket, "@alice:localhost", Some("Alice"), text),
     )
     .await
     .map_err(|e| e.to_string())
@@ -578,9 +568,7 @@ async fn wait_copies(stack: &Stack, user: &User, folder: &str, ids: &[String]) -
 // 1. SMTP 4xx for a while, then OK
 
 async fn smtp_4xx_then_ok(db_kind: Db) {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
-    let customer = stack.user("customer", "example.net");
+    let (stack, support, customer) = support_and_customer();
     let n = env_num("MAILROOM_FAULTS_REPLIES", 3) as usize;
     let faults = env_num("MAILROOM_FAULTS_SMTP_4XX", 8) as usize;
     // Every stage of the transaction, with the codes servers really use.
@@ -641,14 +629,7 @@ async fn smtp_4xx_then_ok(db_kind: Db) {
             .unwrap()
             .unwrap()
             .ticket;
-        let actions: Vec<String> = run
-            .store
-            .audit_log(t)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.action)
-            .collect();
+        let actions = audit_actions(run.store.as_ref(), t).await;
         assert_eq!(
             actions.iter().filter(|a| *a == "reply-sent").count(),
             1,
@@ -676,9 +657,7 @@ async fn smtp_4xx_at_every_stage_then_ok_delivers_each_reply_exactly_once_on_pos
 // 2. SMTP 5xx
 
 async fn smtp_5xx(db_kind: Db) {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
-    let customer = stack.user("customer", "example.net");
+    let (stack, support, customer) = support_and_customer();
     // One refusal before the data, one after it.
     let proxy = SmtpProxy::start(
         stack.smtp_port,
@@ -771,12 +750,7 @@ fn mailroom_cmd(dir: &Path) -> std::process::Command {
 }
 
 fn cli(dir: &Path, args: &[&str]) -> String {
-    let out = mailroom_cmd(dir).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "mailroom {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(mailroom_cmd(dir).args(args), &format!("mailroom {args:?}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -822,9 +796,7 @@ async fn send_job(store: &dyn TicketStore) -> Option<mailroom::store::Job> {
 /// `during_send`: killed while Postfix has the message and mailroom waits
 /// for its answer; otherwise killed between attempts, before the send.
 async fn kill9_around_send(db_kind: Db, during_send: bool) {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
-    let customer = stack.user("customer", "example.net");
+    let (stack, support, customer) = support_and_customer();
     let script = if during_send {
         vec![Fault::HoldEndOfData]
     } else {
@@ -972,9 +944,7 @@ async fn kill9_before_the_send_began_sends_it_exactly_once_after_restart_on_post
 #[tokio::test]
 async fn sqlite_write_lock_longer_than_busy_timeout_loses_no_mail_and_no_sent_reply() {
     use sqlx::Connection;
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
-    let customer = stack.user("customer", "example.net");
+    let (stack, support, customer) = support_and_customer();
     let n = env_num("MAILROOM_FAULTS_EMAILS", 4) as usize;
     // Longer than the store's 10 s busy_timeout.
     let hold = Duration::from_secs(env_num("MAILROOM_FAULTS_LOCK_SECS", 13));
@@ -1015,14 +985,12 @@ async fn sqlite_write_lock_longer_than_busy_timeout_loses_no_mail_and_no_sent_re
     let queued_meanwhile = tokio::spawn(async move {
         queue_reply(
             &app,
-            ReplyRequest {
-                ticket: second_ticket,
-                agent: agent(),
-                agent_name: None,
-                body_markdown: "A second answer, queued while locked.".into(),
-                attachments: vec![],
-                undo_window: Duration::ZERO,
-            },
+            reply_request(
+                second_ticket,
+                "@alice:localhost",
+                None,
+                "A second answer, queued while locked.",
+            ),
         )
         .await
         .map_err(|e| e.to_string())
@@ -1107,9 +1075,7 @@ async fn sqlite_write_lock_longer_than_busy_timeout_loses_no_mail_and_no_sent_re
 #[tokio::test]
 async fn postgres_connections_terminated_during_ingest_and_replies_lose_and_duplicate_nothing() {
     use sqlx::{Connection, Row};
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
-    let customer = stack.user("customer", "example.net");
+    let (stack, support, customer) = support_and_customer();
     let n = env_num("MAILROOM_FAULTS_EMAILS", 8) as usize;
     let r = (env_num("MAILROOM_FAULTS_REPLIES", 3) as usize).min(n);
     let storm = Duration::from_secs(env_num("MAILROOM_FAULTS_KILL_SECS", 6));
@@ -1337,9 +1303,7 @@ impl Drop for PrivatePg {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_really_stopped_mid_send_and_mid_ingest_loses_nothing_and_sends_once() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
-    let customer = stack.user("customer", "example.net");
+    let (stack, support, customer) = support_and_customer();
     let n = env_num("MAILROOM_FAULTS_EMAILS", 4) as usize;
     let down = Duration::from_secs(env_num("MAILROOM_FAULTS_PG_DOWN_SECS", 10));
     let pg = PrivatePg::create().await;

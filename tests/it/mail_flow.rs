@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::time::Duration;
 
-use mailroom::bridge::reply::{ReplyRequest, queue_reply};
+use mailroom::bridge::reply::queue_reply;
 use mailroom::domain::email::Direction;
 use mailroom::domain::ids::{Actor, Agent};
 use mailroom::domain::ticket::{Status, TicketEvent, TicketState};
@@ -15,18 +15,12 @@ use tokio::io::{AsyncWriteExt, copy_bidirectional};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::{
-    Running, Stack, TestDb, User, append, config, customer_mail, fetch_all, start, wait_for,
+    Running, Stack, TestDb, User, Writer, append, audit_actions, config, customer_mail, fetch_all,
+    first_ticket, reply_request, start, support_and_customer, support_mailbox, ticket_count,
+    wait_for, wait_tickets,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn ticket_count(store: &dyn TicketStore) -> usize {
-    store
-        .list_tickets(&TicketFilter::default())
-        .await
-        .unwrap()
-        .len()
-}
 
 /// Waits until ingest has recorded its first position in the folder.
 async fn first_checkpoint(store: &dyn TicketStore) {
@@ -38,70 +32,33 @@ async fn first_checkpoint(store: &dyn TicketStore) {
     .await;
 }
 
-async fn wait_tickets(store: &dyn TicketStore, n: usize) {
-    wait_for(&format!("{n} tickets"), WAIT, || async move {
-        (ticket_count(store).await >= n).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn appended_mail_becomes_one_ticket_and_a_restart_imports_nothing_twice() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let db = TestDb::sqlite();
     let settings = config(stack, &support, &db, stack.smtp_port, "");
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            "carol@customer.example",
-            &support.address,
+    Writer::new(stack, &support, "carol@customer.example")
+        .writes(
             "m1@customer.example",
             "Broken invoice",
             "Hello, invoice 42 is wrong.",
-            None,
-        ),
-    )
-    .await;
+        )
+        .await;
 
     let app = start(settings.clone(), &db).await;
     wait_tickets(app.store.as_ref(), 1).await;
     // A second mail while running (IDLE push) is a barrier: once it is in,
     // the first has certainly been processed exactly once.
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            "dave@other.example",
-            &support.address,
-            "m2@other.example",
-            "Password reset",
-            "I cannot log in.",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support, "dave@other.example")
+        .writes("m2@other.example", "Password reset", "I cannot log in.")
+        .await;
     wait_tickets(app.store.as_ref(), 2).await;
     app.stop().await;
 
     let app = start(settings, &db).await;
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            "erin@third.example",
-            &support.address,
-            "m3@third.example",
-            "Refund",
-            "Please refund.",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support, "erin@third.example")
+        .writes("m3@third.example", "Refund", "Please refund.")
+        .await;
     wait_tickets(app.store.as_ref(), 3).await;
     let tickets = app
         .store
@@ -170,8 +127,7 @@ fn large_mail(to: &str, id: &str, subject: &str, size: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn large_mail_is_fetched_in_pieces_byte_for_byte_and_in_order() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let db = TestDb::sqlite();
     let settings = config(stack, &support, &db, stack.smtp_port, "");
     const MIB: usize = 1024 * 1024;
@@ -243,8 +199,7 @@ async fn large_mail_is_fetched_in_pieces_byte_for_byte_and_in_order() {
 
 #[tokio::test]
 async fn a_follow_up_fetched_in_the_same_batch_as_its_root_joins_it() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let db = TestDb::sqlite();
     let settings = config(stack, &support, &db, stack.smtp_port, "");
     // Both in the mailbox before mailroom starts: one FETCH, one transaction.
@@ -300,31 +255,14 @@ async fn a_follow_up_fetched_in_the_same_batch_as_its_root_joins_it() {
 
 #[tokio::test]
 async fn a_follow_up_with_in_reply_to_joins_its_ticket_and_reopens_it() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let db = TestDb::sqlite();
     let app = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            "carol@customer.example",
-            &support.address,
-            "q1@customer.example",
-            "Question",
-            "How do I export?",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support, "carol@customer.example")
+        .writes("q1@customer.example", "Question", "How do I export?")
+        .await;
     wait_tickets(app.store.as_ref(), 1).await;
-    let ticket = app
-        .store
-        .list_tickets(&TicketFilter::default())
-        .await
-        .unwrap()[0]
-        .id;
+    let ticket = first_ticket(app.store.as_ref()).await;
     let alice = Agent::parse("@alice:example.com").unwrap();
     app.store
         .apply(
@@ -347,20 +285,14 @@ async fn a_follow_up_with_in_reply_to_joins_its_ticket_and_reopens_it() {
         .await
         .unwrap();
 
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            "carol@customer.example",
-            &support.address,
+    Writer::new(stack, &support, "carol@customer.example")
+        .answers(
+            "q1@customer.example",
             "q2@customer.example",
             "Re: Question",
             "Still stuck, sorry.",
-            Some("q1@customer.example"),
-        ),
-    )
-    .await;
+        )
+        .await;
     let store = app.store.clone();
     wait_for("the follow-up", WAIT, || {
         let store = store.clone();
@@ -374,59 +306,33 @@ async fn a_follow_up_with_in_reply_to_joins_its_ticket_and_reopens_it() {
         TicketState::Claimed { by: alice },
         "reopened, back with its owner"
     );
-    let actions: Vec<String> = app
-        .store
-        .audit_log(ticket)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.action)
-        .collect();
+    let actions = audit_actions(app.store.as_ref(), ticket).await;
     assert_eq!(
         actions,
         vec!["created", "claim", "close", "customer-replied", "reopen"]
     );
 
     // Another customer quoting the same thread gets a ticket of their own.
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            "mallory@elsewhere.example",
-            &support.address,
+    Writer::new(stack, &support, "mallory@elsewhere.example")
+        .answers(
+            "q1@customer.example",
             "x1@elsewhere.example",
             "Re: Question",
             "Me too",
-            Some("q1@customer.example"),
-        ),
-    )
-    .await;
+        )
+        .await;
     wait_tickets(app.store.as_ref(), 2).await;
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_reply_reaches_the_customer_threaded_from_the_shared_address_and_is_filed_in_sent() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
-    let customer = stack.user("customer", "example.net");
+    let (stack, support, customer) = support_and_customer();
     let db = TestDb::sqlite();
     let app = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            &customer.address,
-            &support.address,
-            "help1@example.net",
-            "Need help",
-            "My order is late.",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support, &customer.address)
+        .writes("help1@example.net", "Need help", "My order is late.")
+        .await;
     wait_tickets(app.store.as_ref(), 1).await;
     let ticket = app
         .store
@@ -437,14 +343,12 @@ async fn a_reply_reaches_the_customer_threaded_from_the_shared_address_and_is_fi
 
     let queued = queue_reply(
         &app.app,
-        ReplyRequest {
-            ticket: ticket.id,
-            agent: Agent::parse("@alice:example.com").unwrap(),
-            agent_name: Some("Alice".into()),
-            body_markdown: "Sorry about that, it **ships today**.".into(),
-            attachments: vec![],
-            undo_window: Duration::ZERO,
-        },
+        reply_request(
+            ticket.id,
+            "@alice:example.com",
+            Some("Alice"),
+            "Sorry about that, it **ships today**.",
+        ),
     )
     .await
     .unwrap();
@@ -582,43 +486,18 @@ impl FlakySmtp {
 
 #[tokio::test]
 async fn while_smtp_is_down_the_outbox_retries_and_delivers_exactly_once() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
-    let customer = stack.user("customer", "example.net");
+    let (stack, support, customer) = support_and_customer();
     let flaky = FlakySmtp::start(stack.smtp_port).await;
     let db = TestDb::sqlite();
     let app = start(config(stack, &support, &db, flaky.port, ""), &db).await;
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            &customer.address,
-            &support.address,
-            "down1@example.net",
-            "Outage",
-            "Hello?",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support, &customer.address)
+        .writes("down1@example.net", "Outage", "Hello?")
+        .await;
     wait_tickets(app.store.as_ref(), 1).await;
-    let ticket = app
-        .store
-        .list_tickets(&TicketFilter::default())
-        .await
-        .unwrap()[0]
-        .id;
+    let ticket = first_ticket(app.store.as_ref()).await;
     let queued = queue_reply(
         &app.app,
-        ReplyRequest {
-            ticket,
-            agent: Agent::parse("@bob:example.com").unwrap(),
-            agent_name: None,
-            body_markdown: "We are on it.".into(),
-            attachments: vec![],
-            undo_window: Duration::ZERO,
-        },
+        reply_request(ticket, "@bob:example.com", None, "We are on it."),
     )
     .await
     .unwrap();
@@ -684,14 +563,7 @@ async fn while_smtp_is_down_the_outbox_retries_and_delivers_exactly_once() {
         parse_email(&received_after[0].raw).message_id,
         queued.message_id
     );
-    let actions: Vec<String> = app
-        .store
-        .audit_log(ticket)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.action)
-        .collect();
+    let actions = audit_actions(app.store.as_ref(), ticket).await;
     assert_eq!(
         actions.iter().filter(|a| *a == "reply-sent").count(),
         1,
@@ -720,30 +592,14 @@ async fn open_and_answer(
     message_id: &str,
     subject: &str,
 ) -> (mailroom::domain::ids::TicketId, i64) {
-    append(
-        stack,
-        support,
-        "INBOX",
-        &customer_mail(from, &support.address, message_id, subject, "Hi", None),
-    )
-    .await;
+    Writer::new(stack, support, from)
+        .writes(message_id, subject, "Hi")
+        .await;
     wait_tickets(app.store.as_ref(), 1).await;
-    let ticket = app
-        .store
-        .list_tickets(&TicketFilter::default())
-        .await
-        .unwrap()[0]
-        .id;
+    let ticket = first_ticket(app.store.as_ref()).await;
     let queued = queue_reply(
         &app.app,
-        ReplyRequest {
-            ticket,
-            agent: Agent::parse("@bob:example.com").unwrap(),
-            agent_name: None,
-            body_markdown: "Hello".into(),
-            attachments: vec![],
-            undo_window: Duration::ZERO,
-        },
+        reply_request(ticket, "@bob:example.com", None, "Hello"),
     )
     .await
     .unwrap();
@@ -752,8 +608,7 @@ async fn open_and_answer(
 
 #[tokio::test]
 async fn a_permanent_smtp_refusal_is_recorded_not_retried() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let db = TestDb::sqlite();
     let app = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
     // Postfix refuses destinations outside the test domains with a 5xx.
@@ -791,8 +646,7 @@ async fn a_permanent_smtp_refusal_is_recorded_not_retried() {
 
 #[tokio::test]
 async fn a_bounce_of_a_reply_joins_its_ticket_without_reopening_it() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let db = TestDb::sqlite();
     let app = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
     // A customer address in a test domain that Dovecot does not know:
@@ -833,8 +687,7 @@ async fn a_bounce_of_a_reply_joins_its_ticket_without_reopening_it() {
 
 #[tokio::test]
 async fn the_same_mail_twice_is_imported_once_and_a_reused_message_id_is_kept() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let db = TestDb::sqlite();
     let app = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
     let original = customer_mail(
@@ -851,35 +704,13 @@ async fn the_same_mail_twice_is_imported_once_and_a_reused_message_id_is_kept() 
     redelivered.extend_from_slice(&original);
     append(stack, &support, "INBOX", &redelivered).await;
     // A broken sender reusing the Message-ID for a different mail.
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            "erin@broken.example",
-            &support.address,
-            "dup@customer.example",
-            "Other",
-            "Different mail, same id.",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support, "erin@broken.example")
+        .writes("dup@customer.example", "Other", "Different mail, same id.")
+        .await;
     // Barrier.
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            "z@last.example",
-            &support.address,
-            "last@last.example",
-            "Last",
-            "Barrier.",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support, "z@last.example")
+        .writes("last@last.example", "Last", "Barrier.")
+        .await;
     wait_tickets(app.store.as_ref(), 3).await;
     let store = app.store.clone();
     wait_for("the barrier mail", WAIT, || {
@@ -917,24 +748,12 @@ async fn the_same_mail_twice_is_imported_once_and_a_reused_message_id_is_kept() 
 
 #[tokio::test]
 async fn a_uidvalidity_change_rescans_without_duplicates() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let db = TestDb::sqlite();
     let settings = config(stack, &support, &db, stack.smtp_port, "");
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            "a@one.example",
-            &support.address,
-            "uv1@one.example",
-            "One",
-            "1",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support, "a@one.example")
+        .writes("uv1@one.example", "One", "1")
+        .await;
     // No Message-ID at all: the synthesised id must be stable across the rescan.
     append(stack, &support, "INBOX", b"From: b@two.example\r\nTo: support@example.com\r\nSubject: No id\r\n\r\nI have no Message-ID.\r\n").await;
     let app = start(settings.clone(), &db).await;
@@ -959,20 +778,9 @@ async fn a_uidvalidity_change_rescans_without_duplicates() {
     store.close().await;
 
     let app = start(settings, &db).await;
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            "c@three.example",
-            &support.address,
-            "uv3@three.example",
-            "Three",
-            "3",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support, "c@three.example")
+        .writes("uv3@three.example", "Three", "3")
+        .await;
     wait_tickets(app.store.as_ref(), 3).await;
     let store = app.store.clone();
     wait_for("the checkpoint back on the real UIDVALIDITY", WAIT, || {
@@ -1009,43 +817,20 @@ async fn a_uidvalidity_change_rescans_without_duplicates() {
 
 #[tokio::test]
 async fn first_start_new_only_skips_old_mail_and_polling_works_without_idle() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let db = TestDb::sqlite();
     let mut settings = config(stack, &support, &db, stack.smtp_port, "");
     settings.mailboxes[0].initial_sync = mailroom::mail::settings::InitialSync::NewOnly;
     settings.mailboxes[0].imap.idle = false;
     settings.mailboxes[0].imap.poll_interval = Duration::from_millis(300);
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            "old@x.example",
-            &support.address,
-            "old@x.example",
-            "Old",
-            "Before the first start.",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support, "old@x.example")
+        .writes("old@x.example", "Old", "Before the first start.")
+        .await;
     let app = start(settings, &db).await;
     first_checkpoint(app.store.as_ref()).await;
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            "new@x.example",
-            &support.address,
-            "new@x.example",
-            "New",
-            "After.",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support, "new@x.example")
+        .writes("new@x.example", "New", "After.")
+        .await;
     wait_tickets(app.store.as_ref(), 1).await;
     let t = app
         .store
@@ -1059,8 +844,7 @@ async fn first_start_new_only_skips_old_mail_and_polling_works_without_idle() {
 
 #[tokio::test]
 async fn first_start_since_a_day_imports_from_that_day() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let db = TestDb::sqlite();
     let mut settings = config(stack, &support, &db, stack.smtp_port, "");
     // APPENDed mail gets today's internal date: a day in the future imports
@@ -1068,20 +852,9 @@ async fn first_start_since_a_day_imports_from_that_day() {
     let today = jiff::Zoned::now().date();
     settings.mailboxes[0].initial_sync =
         mailroom::mail::settings::InitialSync::Since(today.yesterday().unwrap());
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            "a@x.example",
-            &support.address,
-            "s1@x.example",
-            "Recent",
-            "Today.",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support, "a@x.example")
+        .writes("s1@x.example", "Recent", "Today.")
+        .await;
     let app = start(settings.clone(), &db).await;
     wait_tickets(app.store.as_ref(), 1).await;
     app.stop().await;
@@ -1091,20 +864,9 @@ async fn first_start_since_a_day_imports_from_that_day() {
     let mut later = config(stack, &support2, &db2, stack.smtp_port, "");
     later.mailboxes[0].initial_sync =
         mailroom::mail::settings::InitialSync::Since(today.tomorrow().unwrap());
-    append(
-        stack,
-        &support2,
-        "INBOX",
-        &customer_mail(
-            "a@x.example",
-            &support2.address,
-            "s2@x.example",
-            "Too old",
-            "Today.",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support2, "a@x.example")
+        .writes("s2@x.example", "Too old", "Today.")
+        .await;
     let app = start(later, &db2).await;
     first_checkpoint(app.store.as_ref()).await;
     assert_eq!(ticket_count(app.store.as_ref()).await, 0);
@@ -1141,37 +903,18 @@ async fn ingest_and_send_work_over_implicit_tls_and_starttls() {
         m.smtp.host = "localhost".into();
         m.smtp.ca_file = Some(stack.ca.clone());
         let app = start(settings, &db).await;
-        append(
-            stack,
-            &support,
-            "INBOX",
-            &customer_mail(
-                &customer.address,
-                &support.address,
+        Writer::new(stack, &support, &customer.address)
+            .writes(
                 &format!("tls-{}@example.net", crate::common::random_hex(4)),
                 "TLS",
                 "Over TLS.",
-                None,
-            ),
-        )
-        .await;
+            )
+            .await;
         wait_tickets(app.store.as_ref(), 1).await;
-        let ticket = app
-            .store
-            .list_tickets(&TicketFilter::default())
-            .await
-            .unwrap()[0]
-            .id;
+        let ticket = first_ticket(app.store.as_ref()).await;
         queue_reply(
             &app.app,
-            ReplyRequest {
-                ticket,
-                agent: Agent::parse("@alice:example.com").unwrap(),
-                agent_name: None,
-                body_markdown: "Encrypted all the way.".into(),
-                attachments: vec![],
-                undo_window: Duration::ZERO,
-            },
+            reply_request(ticket, "@alice:example.com", None, "Encrypted all the way."),
         )
         .await
         .unwrap();
@@ -1185,8 +928,7 @@ async fn ingest_and_send_work_over_implicit_tls_and_starttls() {
 
 #[tokio::test]
 async fn an_untrusted_certificate_is_refused() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let mut settings = stack.imap_settings(&support, "INBOX");
     settings.tls = mailroom::mail::settings::TlsMode::Implicit;
     settings.port = stack.imaps_port;
@@ -1209,8 +951,7 @@ async fn an_untrusted_certificate_is_refused() {
 /// from the start, all arrive within seconds.
 #[tokio::test]
 async fn bursts_of_mail_around_idle_transitions_are_picked_up_promptly() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let db = TestDb::sqlite();
     let app = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
     let mut senders = Vec::new();
@@ -1219,20 +960,9 @@ async fn bursts_of_mail_around_idle_transitions_are_picked_up_promptly() {
         senders.push(tokio::spawn(async move {
             for i in 0..10 {
                 let id = format!("burst-{s}-{i}@x.example");
-                append(
-                    Stack::get(),
-                    &support,
-                    "INBOX",
-                    &customer_mail(
-                        &format!("c{s}{i}@x.example"),
-                        &support.address,
-                        &id,
-                        &format!("Burst {s}-{i}"),
-                        "hi",
-                        None,
-                    ),
-                )
-                .await;
+                Writer::new(Stack::get(), &support, &format!("c{s}{i}@x.example"))
+                    .writes(&id, &format!("Burst {s}-{i}"), "hi")
+                    .await;
                 tokio::time::sleep(Duration::from_millis(37 * (s + 1) as u64)).await;
             }
         }));

@@ -1,10 +1,9 @@
 //! The Matrix bridge against a real Synapse (and the real mail stack):
 //! teammates are second matrix-sdk clients.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use mailroom::bridge::{App, connect_chats};
 use mailroom::config::Settings;
 use mailroom::domain::ticket::{Status, TicketState};
 use mailroom::mail::parse::parse_email;
@@ -18,9 +17,12 @@ use matrix_sdk::ruma::events::relation::{Annotation, Thread};
 use matrix_sdk::ruma::events::room::message::{Relation, RoomMessageEventContent};
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::{Stack, TestDb, User, append, customer_mail, fetch_all, random_hex, wait_for};
+use crate::common::{
+    LIFECYCLE, Running, Stack, TestDb, User, Writer, append, assert_logged, assert_one_attachment,
+    commands_toml, fetch_all, first_ticket, mail_with_files, mailbox_toml, matrix_toml,
+    outbox_toml, random_hex, run_ok, start_connected, synapse_register, wait_for,
+};
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -70,23 +72,7 @@ impl Synapse {
         let stack = Stack::get();
         let name = format!("{prefix}-{}", random_hex(5));
         let password = password.map_or_else(|| format!("{name}-pw"), str::to_owned);
-        let out = std::process::Command::new("bash")
-            .arg("-c")
-            .arg("source scripts/lib/synapse.sh && synapse_register \"$0\" \"$1\" $2")
-            .arg(&name)
-            .arg(&password)
-            .arg(if admin { "admin" } else { "" })
-            .current_dir(&stack.repo)
-            .env("STATE", &stack.dir)
-            .env("REPO", &stack.repo)
-            .output()
-            .expect("run synapse_register");
-        assert!(
-            out.status.success(),
-            "registering {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (format!("@{name}:localhost"), password)
+        synapse_register(stack, &name, &password, admin)
     }
 
     pub(crate) async fn login(&self, prefix: &str) -> Teammate {
@@ -199,28 +185,6 @@ pub(crate) async fn wait_event(
     .await
 }
 
-struct Running {
-    _app: Arc<App>,
-    store: Arc<mailroom::store::sql::SqlStore>,
-    cancel: CancellationToken,
-    handle: tokio::task::JoinHandle<()>,
-    chat_tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("stops")
-            .expect("task");
-        for t in self.chat_tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
-        }
-        self.store.close().await;
-    }
-}
-
 pub(crate) struct World {
     pub(crate) stack: &'static Stack,
     pub(crate) support: User,
@@ -270,36 +234,20 @@ impl World {
     }
 
     pub(crate) fn settings_text(&self, undo_secs: u64, extra: &str) -> String {
-        let text = format!(
-            r#"{mailbox}
-
-[matrix]
-homeserver = "{hs}"
-user_id = "{bot}"
-password_env = "BOT_PASSWORD"
-state_dir = "{state}"
-
-[outbox]
-retry_initial_secs = 1
-retry_max_secs = 2
-
-[commands]
-undo_secs = {undo_secs}
-templates_dir = "{templates}"
-{extra}
-"#,
-            mailbox = crate::common::mailbox_toml(
-                self.stack,
-                &self.support,
-                &self.db,
-                &format!("matrix_room = \"{}\"", self.room),
-            ),
-            hs = Synapse::get().url,
-            bot = self.bot.0,
-            state = self.state_dir.path().display(),
-            templates = self.stack.repo.join("bot-config/templates").display(),
+        let room = format!("matrix_room = \"{}\"", self.room);
+        let mailbox = mailbox_toml(self.stack, &self.support, &self.db, &room);
+        let secret = "password_env = \"BOT_PASSWORD\"";
+        let matrix = matrix_toml(
+            &Synapse::get().url,
+            &self.bot.0,
+            secret,
+            self.state_dir.path(),
         );
-        text
+        let commands = commands_toml(self.stack, undo_secs);
+        format!(
+            "{mailbox}\n{matrix}\n{}\n{commands}{extra}\n",
+            outbox_toml("")
+        )
     }
 
     pub(crate) fn parse(&self, text: &str) -> Settings {
@@ -311,42 +259,14 @@ templates_dir = "{templates}"
     }
 
     async fn start(&self, settings: Settings) -> Running {
-        let store = Arc::new(self.db.store().await);
-        let cancel = CancellationToken::new();
-        let chats = connect_chats(&settings, &cancel)
-            .await
-            .expect("matrix connects");
-        let app = Arc::new(App::new(
-            settings,
-            store.clone() as Arc<dyn TicketStore>,
-            chats.platforms,
-        ));
-        let handle = tokio::spawn(app.clone().run(cancel.clone(), Some(chats.events)));
-        Running {
-            _app: app,
-            store,
-            cancel,
-            handle,
-            chat_tasks: chats.tasks,
-        }
+        start_connected(settings, &self.db, None).await
     }
 
     /// A customer email, and the thread root it became.
     pub(crate) async fn email(&self, message_id: &str, subject: &str, text: &str) -> OwnedEventId {
-        append(
-            self.stack,
-            &self.support,
-            "INBOX",
-            &customer_mail(
-                &self.customer.address,
-                &self.support.address,
-                message_id,
-                subject,
-                text,
-                None,
-            ),
-        )
-        .await;
+        Writer::new(self.stack, &self.support, &self.customer.address)
+            .writes(message_id, subject, text)
+            .await;
         self.root(subject).await
     }
 
@@ -369,20 +289,13 @@ templates_dir = "{templates}"
     /// the subject `<subject> {i:02}`.
     async fn burst(&self, n: usize, tag: &str, subject: &str) {
         for i in 0..n {
-            append(
-                self.stack,
-                &self.support,
-                "INBOX",
-                &customer_mail(
-                    &self.customer.address,
-                    &self.support.address,
+            Writer::new(self.stack, &self.support, &self.customer.address)
+                .writes(
                     &format!("{tag}{i}@example.net"),
                     &format!("{subject} {i:02}"),
                     "x",
-                    None,
-                ),
-            )
-            .await;
+                )
+                .await;
         }
     }
 }
@@ -493,20 +406,14 @@ async fn the_whole_loop_in_a_matrix_room() {
     .await;
 
     // The customer answers: the follow-up lands in the same thread, mentioning alice.
-    append(
-        w.stack,
-        &w.support,
-        "INBOX",
-        &customer_mail(
-            &w.customer.address,
-            &w.support.address,
+    Writer::new(w.stack, &w.support, &w.customer.address)
+        .answers(
+            mail.message_id.as_str(),
             "loop2@example.net",
             "Re: Invoice 77 is wrong",
             "Thanks, got it!",
-            Some(mail.message_id.as_str()),
-        ),
-    )
-    .await;
+        )
+        .await;
     let follow = wait_event(&w.alice, &w.room, "the follow-up in the thread", |e| {
         in_thread_of(e, &root) && body(e).contains("Thanks, got it!")
     })
@@ -523,26 +430,10 @@ async fn the_whole_loop_in_a_matrix_room() {
     .await;
     let log = run
         .store
-        .audit_log(
-            run.store
-                .list_tickets(&TicketFilter::default())
-                .await
-                .unwrap()[0]
-                .id,
-        )
+        .audit_log(first_ticket(run.store.as_ref()).await)
         .await
         .unwrap();
-    let actions: Vec<&str> = log.iter().map(|a| a.action.as_str()).collect();
-    for a in [
-        "created",
-        "claim",
-        "reply-queued",
-        "reply-sent",
-        "customer-replied",
-        "close",
-    ] {
-        assert!(actions.contains(&a), "{a} missing from {actions:?}");
-    }
+    assert_logged(&log, LIFECYCLE);
     run.stop().await;
 }
 
@@ -569,12 +460,7 @@ async fn two_teammates_claiming_at_once_make_exactly_one_owner() {
         "the notice names the winner: {}",
         body(&notice)
     );
-    let t = run
-        .store
-        .list_tickets(&TicketFilter::default())
-        .await
-        .unwrap()[0]
-        .id;
+    let t = first_ticket(run.store.as_ref()).await;
     let claims = run
         .store
         .audit_log(t)
@@ -617,30 +503,19 @@ async fn undo_within_the_window_sends_nothing_and_the_stale_guard_holds() {
         fetch_all(w.stack, &w.customer, "INBOX").await.is_empty(),
         "an undone reply was sent"
     );
-    let t = run
-        .store
-        .list_tickets(&TicketFilter::default())
-        .await
-        .unwrap()[0]
-        .id;
+    let t = first_ticket(run.store.as_ref()).await;
     let emails = run.store.emails(t).await.unwrap();
     assert!(emails.iter().any(|e| e.state == EmailState::Cancelled));
 
     // The customer writes again; alice's next !reply is stopped until she has seen it.
-    append(
-        w.stack,
-        &w.support,
-        "INBOX",
-        &customer_mail(
-            &w.customer.address,
-            &w.support.address,
+    Writer::new(w.stack, &w.support, &w.customer.address)
+        .answers(
+            "undo1@example.net",
             "undo2@example.net",
             "Re: Undo me",
             "Actually, one more thing.",
-            Some("undo1@example.net"),
-        ),
-    )
-    .await;
+        )
+        .await;
     wait_event(&w.alice, &w.room, "the follow-up", |e| {
         in_thread_of(e, &root) && body(e).contains("one more thing")
     })
@@ -812,7 +687,8 @@ async fn an_encrypted_room_round_trip() {
 /// admin API.
 fn override_bot_ratelimit(w: &World) {
     let admin = Synapse::get().register_as("admin", true);
-    let out = std::process::Command::new("bash")
+    run_ok(
+        std::process::Command::new("bash")
         .arg("-c")
         .arg(r#"
             set -e
@@ -826,13 +702,8 @@ fn override_bot_ratelimit(w: &World) {
         .env("HS", &Synapse::get().url)
         .env("ADMIN", &admin.0)
         .env("ADMIN_PW", &admin.1)
-        .env("BOT", &w.bot.0)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "admin override failed (is the admin flag supported?): {}",
-        String::from_utf8_lossy(&out.stderr)
+        .env("BOT", &w.bot.0),
+        "admin override (is the admin flag supported?)",
     );
 }
 
@@ -880,15 +751,7 @@ async fn attachments_and_the_full_text_of_long_mail_go_into_the_thread() {
         .start(w.settings(1, "[chat]\nmax_attachment_mb = 1\n"))
         .await;
     let long_body = "All work and no play makes Jack a dull boy.\n".repeat(600);
-    let big = "A".repeat(1_500_000);
-    let raw = format!(
-        "From: Carol <{c}>\r\nTo: {s}\r\nSubject: With files\r\nMessage-ID: <files1@example.net>\r\nMIME-Version: 1.0\r\n\
-Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{long_body}\r\n\
---b1\r\nContent-Type: application/pdf; name=\"invoice.pdf\"\r\nContent-Disposition: attachment; filename=\"invoice.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfsj6IK\r\n\
---b1\r\nContent-Type: application/octet-stream; name=\"huge.bin\"\r\nContent-Disposition: attachment; filename=\"huge.bin\"\r\n\r\n{big}\r\n--b1--\r\n",
-        c = w.customer.address,
-        s = w.support.address,
-    );
+    let raw = mail_with_files(&w.customer, &w.support, &long_body);
     append(w.stack, &w.support, "INBOX", raw.as_bytes()).await;
     let root = wait_event(&w.alice, &w.room, "the root", |e| {
         sender(e) == w.bot.0 && body(e).contains("With files")
@@ -931,20 +794,13 @@ async fn a_restart_mid_flow_loses_and_duplicates_nothing() {
     let settings = w.settings(1, "");
     const N: usize = 12;
     for i in 0..N {
-        append(
-            w.stack,
-            &w.support,
-            "INBOX",
-            &customer_mail(
-                &w.customer.address,
-                &w.support.address,
+        Writer::new(w.stack, &w.support, &w.customer.address)
+            .writes(
                 &format!("mid{i}@example.net"),
                 &format!("Midflow {i:02}"),
                 "x",
-                None,
-            ),
-        )
-        .await;
+            )
+            .await;
     }
     let run = w.start(settings.clone()).await;
     // Stop as soon as posting has begun: some roots are out, others queued.
@@ -1258,13 +1114,7 @@ async fn reply_attach_sends_the_files_posted_in_the_thread() {
         (!m.is_empty()).then_some(m)
     })
     .await;
-    let mail = parse_email(&got[0].raw);
-    assert_eq!(mail.attachments.len(), 1, "{:?}", mail.attachments);
-    assert_eq!(mail.attachments[0].name, "form.pdf");
-    assert_eq!(
-        mailroom::mail::parse::attachment_bytes(&got[0].raw, 0).unwrap(),
-        b"%PDF-1.4 the form"
-    );
+    assert_one_attachment(&got[0].raw, "form.pdf", b"%PDF-1.4 the form");
     // Nothing new since that reply: a second --attach is refused.
     w.alice
         .say_in_thread(&w.room, &root, "!reply --attach again")

@@ -8,14 +8,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mailroom::bridge::{App, connect_chats};
 use mailroom::config::Settings;
-use mailroom::store::TicketStore;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::{Stack, append, customer_mail, fetch_all, random_hex, wait_for};
+use crate::common::{
+    MailboxToml, Stack, Writer, fetch_all, matrix_toml, random_hex, run_ok, start_connected,
+    support_mailbox, wait_for,
+};
 use crate::cuttable::Cuttable;
 use crate::matrix::{Synapse, World, body, sender, wait_event};
 
@@ -85,47 +85,19 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 /// mailroom in-process with its chats and the ops endpoints on a free port.
 struct Running {
     ops: Ops,
-    store: Arc<mailroom::store::sql::SqlStore>,
-    cancel: CancellationToken,
-    handle: tokio::task::JoinHandle<()>,
-    chat_tasks: Vec<tokio::task::JoinHandle<()>>,
+    app: crate::common::Running,
 }
 
 impl Running {
     async fn start(w: &World, settings: Settings) -> Running {
-        let store = Arc::new(w.db.store().await);
-        let cancel = CancellationToken::new();
-        let chats = connect_chats(&settings, &cancel)
-            .await
-            .expect("matrix connects");
-        let app = Arc::new(App::new(
-            settings,
-            store.clone() as Arc<dyn TicketStore>,
-            chats.platforms,
-        ));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let ops = Ops::new(listener.local_addr().expect("address"));
-        let handle =
-            tokio::spawn(app.run_with_ops(cancel.clone(), Some(chats.events), Some(listener)));
-        Running {
-            ops,
-            store,
-            cancel,
-            handle,
-            chat_tasks: chats.tasks,
-        }
+        let app = start_connected(settings, &w.db, Some(listener)).await;
+        Running { ops, app }
     }
 
     async fn stop(self) {
-        self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("stops")
-            .expect("task");
-        for t in self.chat_tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
-        }
-        self.store.close().await;
+        self.app.stop().await;
     }
 }
 
@@ -255,20 +227,9 @@ async fn an_unreachable_mailbox_turns_healthz_503_and_the_room_is_told_once_unti
         .await;
 
     // Mail arriving meanwhile is imported after the recovery.
-    append(
-        w.stack,
-        &w.support,
-        "INBOX",
-        &customer_mail(
-            &w.customer.address,
-            &w.support.address,
-            "wd2@example.net",
-            "During the outage",
-            "Anyone?",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(w.stack, &w.support, &w.customer.address)
+        .writes("wd2@example.net", "During the outage", "Anyone?")
+        .await;
     proxy.restore().await;
     wait_for("/healthz to say 200 again", WAIT, || async {
         ops.healthz().await.filter(|(s, _)| *s == 200)
@@ -381,8 +342,7 @@ impl Drop for Daemon {
 
 #[tokio::test]
 async fn sigterm_while_idle_exits_0_within_seconds_and_every_json_log_line_parses() {
-    let stack = Stack::get();
-    let support = stack.user("support", "example.com");
+    let (stack, support) = support_mailbox();
     let db = crate::common::TestDb::sqlite();
     let listen = free_addr();
     let dir = tempfile::tempdir().unwrap();
@@ -492,58 +452,34 @@ async fn secrets_never_reach_the_logs_even_at_trace_and_state_files_are_owner_on
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("mailroom.toml");
     let listen = free_addr();
+    let chat =
+        format!("  [mailbox.chat]\n  matrix_room = \"{room}\"\n  slack_channel = \"{channel}\"");
+    let mailbox = MailboxToml {
+        db_url: "sqlite://state/mailroom.db",
+        address: &support.address,
+        imap_port: stack.imap_port,
+        imap_keys: "password_env = \"T_IMAP_PASSWORD\"",
+        smtp_port: stack.smtp_port,
+        smtp_keys: "password_env = \"T_SMTP_PASSWORD\"",
+        tail: &chat,
+    }
+    .render();
+    let matrix = matrix_toml(
+        &syn.url,
+        &bot.0,
+        "password_env = \"T_MATRIX_PASSWORD\"",
+        std::path::Path::new("state/matrix"),
+    );
+    let slack_toml = format!(
+        "[slack]\nmode = \"socket\"\nbot_token_env = \"T_SLACK_BOT\"\n\
+         app_token_env = \"T_SLACK_APP\"\napi_url = \"{}\"\n\
+         posts_per_second = 50\npost_burst = 50\n",
+        slack.api_url()
+    );
     std::fs::write(
         &cfg,
         format!(
-            r#"
-[database]
-url = "sqlite://state/mailroom.db"
-
-[[mailbox]]
-name = "support"
-address = "{addr}"
-display_name = "Example Support"
-initial_sync = "all"
-  [mailbox.imap]
-  host = "127.0.0.1"
-  port = {imap}
-  tls = "none"
-  password_env = "T_IMAP_PASSWORD"
-  [mailbox.smtp]
-  host = "127.0.0.1"
-  port = {smtp}
-  tls = "none"
-  password_env = "T_SMTP_PASSWORD"
-  [mailbox.chat]
-  matrix_room = "{room}"
-  slack_channel = "{channel}"
-
-[matrix]
-homeserver = "{hs}"
-user_id = "{bot}"
-password_env = "T_MATRIX_PASSWORD"
-state_dir = "state/matrix"
-
-[slack]
-mode = "socket"
-bot_token_env = "T_SLACK_BOT"
-app_token_env = "T_SLACK_APP"
-api_url = "{api}"
-posts_per_second = 50
-post_burst = 50
-
-[commands]
-undo_secs = 0
-
-[ops]
-listen = "{listen}"
-"#,
-            addr = support.address,
-            imap = stack.imap_port,
-            smtp = stack.smtp_port,
-            hs = syn.url,
-            bot = bot.0,
-            api = slack.api_url(),
+            "{mailbox}\n{matrix}\n{slack_toml}\n[commands]\nundo_secs = 0\n\n[ops]\nlisten = \"{listen}\"\n"
         ),
     )
     .unwrap();
@@ -575,20 +511,9 @@ listen = "{listen}"
 
     // Activity: an email becomes a thread in both chats, a reply goes out
     // over SMTP with the password.
-    append(
-        stack,
-        &support,
-        "INBOX",
-        &customer_mail(
-            &customer.address,
-            &support.address,
-            "sec1@example.net",
-            "Secrets stay secret",
-            "Hello.",
-            None,
-        ),
-    )
-    .await;
+    Writer::new(stack, &support, &customer.address)
+        .writes("sec1@example.net", "Secrets stay secret", "Hello.")
+        .await;
     wait_event(&alice, &room, "the Matrix thread", |e| {
         sender(e) == bot.0 && body(e).contains("Secrets stay secret")
     })
@@ -598,25 +523,21 @@ listen = "{listen}"
         async move { posted.then_some(()) }
     })
     .await;
-    let reply = mailroom()
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "tickets",
-            "reply",
-            "1",
-            "--as",
-            "cli:alice",
-            "--message",
-            "Noted.",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        reply.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reply.stderr)
+    let _reply = run_ok(
+        mailroom()
+            .arg("--config")
+            .arg(&cfg)
+            .args([
+                "tickets",
+                "reply",
+                "1",
+                "--as",
+                "cli:alice",
+                "--message",
+                "Noted.",
+            ])
+            .current_dir(dir.path()),
+        "mailroom tickets reply",
     );
     wait_for("the reply at the customer", WAIT, || async {
         (!fetch_all(stack, &customer, "INBOX").await.is_empty()).then_some(())

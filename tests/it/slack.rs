@@ -2,20 +2,20 @@
 //! documented Web API, Socket Mode and signed Events API) and the real mail
 //! stack.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use mailroom::bridge::{App, connect_chats};
 use mailroom::config::Settings;
 use mailroom::domain::ticket::Status;
 use mailroom::mail::parse::parse_email;
 use mailroom::store::sql::SqlStore;
 use mailroom::store::{TicketFilter, TicketStore};
 use serde_json::json;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::{Stack, TestDb, User, append, customer_mail, fetch_all, wait_for};
+use crate::common::{
+    LIFECYCLE, Running, Stack, TestDb, User, append, assert_logged, assert_one_attachment,
+    commands_toml, customer_mail, fetch_all, mail_with_files, mailbox_toml, outbox_toml,
+    slack_toml, start_connected, wait_for,
+};
 use crate::fake_slack::{FakeSlack, FakeSlackOptions, Message};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -37,27 +37,6 @@ struct World {
     db: TestDb,
     /// Events API mode: where mailroom listens.
     events_port: u16,
-}
-
-struct Running {
-    store: Arc<SqlStore>,
-    cancel: CancellationToken,
-    handle: JoinHandle<()>,
-    chat_tasks: Vec<JoinHandle<()>>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.handle)
-            .await
-            .expect("mailroom stops within 20 s")
-            .expect("app task");
-        for t in self.chat_tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
-        self.store.close().await;
-    }
 }
 
 fn free_port() -> u16 {
@@ -98,45 +77,22 @@ impl World {
     }
 
     fn settings(&self, mode: Mode, extra: &str) -> Settings {
+        let channel = format!("slack_channel = \"{}\"", self.channel);
+        let mailbox = mailbox_toml(self.stack, &self.support, &self.db, &channel);
+        let mode = if mode == Mode::Socket {
+            "socket"
+        } else {
+            "events"
+        };
+        let more = format!(
+            "listen = \"127.0.0.1:{}\"\n  [slack.signature_names]\n  {} = \"Alice M.\"\n",
+            self.events_port, self.alice
+        );
+        let slack = slack_toml(mode, &self.slack.api_url(), &more);
+        let commands = commands_toml(self.stack, 0);
         let text = format!(
-            r#"{mailbox}
-
-[slack]
-mode = "{mode}"
-bot_token_env = "SLACK_BOT"
-app_token_env = "SLACK_APP"
-signing_secret_env = "SLACK_SIGNING"
-listen = "127.0.0.1:{port}"
-api_url = "{api}"
-posts_per_second = 50
-post_burst = 50
-  [slack.signature_names]
-  {alice} = "Alice M."
-
-[outbox]
-retry_initial_secs = 1
-retry_max_secs = 2
-
-[commands]
-undo_secs = 0
-templates_dir = "{templates}"
-{extra}
-"#,
-            mailbox = crate::common::mailbox_toml(
-                self.stack,
-                &self.support,
-                &self.db,
-                &format!("slack_channel = \"{}\"", self.channel),
-            ),
-            mode = if mode == Mode::Socket {
-                "socket"
-            } else {
-                "events"
-            },
-            port = self.events_port,
-            api = self.slack.api_url(),
-            alice = self.alice,
-            templates = self.stack.repo.join("bot-config/templates").display(),
+            "{mailbox}\n{slack}\n{}\n{commands}{extra}\n",
+            outbox_toml("")
         );
         let (bot, app, sign) = (
             self.slack.bot_token().to_owned(),
@@ -153,23 +109,7 @@ templates_dir = "{templates}"
     }
 
     async fn start(&self, settings: Settings) -> Running {
-        let store = Arc::new(self.db.store().await);
-        let cancel = CancellationToken::new();
-        let chats = connect_chats(&settings, &cancel)
-            .await
-            .expect("slack connects");
-        let app = Arc::new(App::new(
-            settings,
-            store.clone() as Arc<dyn TicketStore>,
-            chats.platforms,
-        ));
-        let handle = tokio::spawn(app.clone().run(cancel.clone(), Some(chats.events)));
-        Running {
-            store,
-            cancel,
-            handle,
-            chat_tasks: chats.tasks,
-        }
+        start_connected(settings, &self.db, None).await
     }
 
     fn mail(&self, message_id: &str, subject: &str, text: &str, parent: Option<&str>) -> Vec<u8> {
@@ -438,17 +378,7 @@ async fn whole_loop(mode: Mode) {
     })
     .await;
     let log = run.store.audit_log(ticket.id).await.unwrap();
-    let actions: Vec<&str> = log.iter().map(|a| a.action.as_str()).collect();
-    for a in [
-        "created",
-        "claim",
-        "reply-queued",
-        "reply-sent",
-        "customer-replied",
-        "close",
-    ] {
-        assert!(actions.contains(&a), "{a} missing from {actions:?}");
-    }
+    assert_logged(&log, LIFECYCLE);
     assert!(
         log.iter()
             .any(|a| a.actor.to_stored() == format!("agent:slack:{}", w.alice)),
@@ -882,15 +812,7 @@ async fn attachments_go_into_the_thread_and_reply_attach_sends_files_back() {
         .start(w.settings(Mode::Socket, "[chat]\nmax_attachment_mb = 1\n"))
         .await;
     let long_body = "All work and no play makes Jack a dull boy.\n".repeat(700);
-    let big = "A".repeat(1_500_000);
-    let raw = format!(
-        "From: Carol <{c}>\r\nTo: {s}\r\nSubject: With files\r\nMessage-ID: <files1@example.net>\r\nMIME-Version: 1.0\r\n\
-Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{long_body}\r\n\
---b1\r\nContent-Type: application/pdf; name=\"invoice.pdf\"\r\nContent-Disposition: attachment; filename=\"invoice.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfsj6IK\r\n\
---b1\r\nContent-Type: application/octet-stream; name=\"huge.bin\"\r\nContent-Disposition: attachment; filename=\"huge.bin\"\r\n\r\n{big}\r\n--b1--\r\n",
-        c = w.customer.address,
-        s = w.support.address,
-    );
+    let raw = mail_with_files(&w.customer, &w.support, &long_body);
     append(w.stack, &w.support, "INBOX", raw.as_bytes()).await;
     let root = w
         .wait("the root", |w| {
@@ -947,13 +869,7 @@ Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text
         .await
         .unwrap();
     let got = w.customer_inbox(1).await;
-    let mail = parse_email(&got[0].raw);
-    assert_eq!(mail.attachments.len(), 1, "{:?}", mail.attachments);
-    assert_eq!(mail.attachments[0].name, "form.pdf");
-    assert_eq!(
-        mailroom::mail::parse::attachment_bytes(&got[0].raw, 0).unwrap(),
-        b"%PDF-form"
-    );
+    assert_one_attachment(&got[0].raw, "form.pdf", b"%PDF-form");
     run.stop().await;
 }
 

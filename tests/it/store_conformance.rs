@@ -12,6 +12,7 @@ use mailroom::domain::threading::ThreadKeys;
 use mailroom::domain::ticket::{Refusal, Status, TicketEvent, TicketState};
 use mailroom::store::*;
 
+use crate::common::audit_actions;
 use mailroom::store::sql::SqlStore;
 
 fn mb() -> MailboxName {
@@ -331,13 +332,7 @@ pub async fn events_tags_and_refusals(store: Arc<SqlStore>) {
         .unwrap(),
         Applied::NoSuchTicket
     );
-    let actions: Vec<String> = s
-        .audit_log(t)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.action)
-        .collect();
+    let actions = audit_actions(s, t).await;
     assert_eq!(actions, vec!["created", "tag", "tag", "untag", "untag"]);
     let filter = TicketFilter {
         status: Some(Status::Open),
@@ -511,13 +506,7 @@ pub async fn crash_recovery_never_resends(store: Arc<SqlStore>) {
         EmailState::Uncertain
     );
     assert_eq!(s.jobs(&[JobState::Uncertain]).await.unwrap().len(), 1);
-    let actions: Vec<String> = s
-        .audit_log(t)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.action)
-        .collect();
+    let actions = audit_actions(s, t).await;
     assert!(
         actions.contains(&"reply-uncertain".to_owned()),
         "{actions:?}"

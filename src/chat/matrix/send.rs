@@ -1,0 +1,214 @@
+//! Sending: posts with stable transaction ids, uploads into a thread, and
+//! the [`ChatPlatform`] implementation the outbox drives.
+
+use async_trait::async_trait;
+use matrix_sdk::room::Room;
+use matrix_sdk::ruma::events::relation::Thread;
+use matrix_sdk::ruma::events::room::member::MembershipState;
+use matrix_sdk::ruma::events::room::message::{
+    Relation, ReplacementMetadata, RoomMessageEventContent,
+};
+use matrix_sdk::ruma::events::room::power_levels::UserPowerLevel;
+use matrix_sdk::ruma::{OwnedEventId, OwnedTransactionId, OwnedUserId};
+
+use super::render::text_block;
+use super::render::{MAX_BODY_CHARS, follow_up_content, root_content};
+use super::{MatrixChat, classify, matrix_thread, permanent, thread_root};
+use crate::chat::{ChatError, ChatPlatform, FileUpload, Member, TicketCard};
+use crate::domain::chat::{ChatThread, Platform, SharedFile};
+use crate::domain::ids::{Agent, TicketId};
+use crate::domain::render::{EmailView, Rendering};
+
+pub(super) fn in_thread(
+    mut content: RoomMessageEventContent,
+    root: &OwnedEventId,
+) -> RoomMessageEventContent {
+    content.relates_to = Some(Relation::Thread(Thread::plain(root.clone(), root.clone())));
+    content
+}
+
+impl MatrixChat {
+    pub(super) async fn send(
+        &self,
+        room: &Room,
+        content: RoomMessageEventContent,
+        key: Option<&str>,
+    ) -> Result<OwnedEventId, ChatError> {
+        let mut req = room.send(content);
+        if let Some(k) = key {
+            // A stable transaction id: if the outbox retries a post whose first
+            // attempt did reach the server, the homeserver returns the same
+            // event instead of posting twice.
+            req = req.with_transaction_id(OwnedTransactionId::from(k.to_owned()));
+        }
+        let res = req.await.map_err(classify)?;
+        Ok(res.response.event_id)
+    }
+
+    /// Uploads one file into the thread of `root`, with a transaction id
+    /// derived from the job's, so a retried job does not post it twice.
+    pub(super) async fn upload_into_thread(
+        &self,
+        room: &Room,
+        root: &OwnedEventId,
+        file: FileUpload,
+        key: &str,
+    ) -> Result<(), ChatError> {
+        use matrix_sdk::attachment::AttachmentConfig;
+        use matrix_sdk::room::reply::{EnforceThread, Reply};
+        use matrix_sdk::ruma::events::room::message::{AddMentions, ReplyWithinThread};
+        let mime: mime::Mime = file
+            .content_type
+            .parse()
+            .unwrap_or(mime::APPLICATION_OCTET_STREAM);
+        let mut config = AttachmentConfig::new().txn_id(OwnedTransactionId::from(key.to_owned()));
+        config.reply = Some(Reply {
+            event_id: root.clone(),
+            enforce_thread: EnforceThread::Threaded(ReplyWithinThread::No),
+            add_mentions: AddMentions::No,
+        });
+        // The file is moved into the upload, not copied: a 25 MB attachment
+        // should be in memory as few times as possible.
+        room.send_attachment(file.name, &mime, file.data, config)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ChatPlatform for MatrixChat {
+    fn platform(&self) -> Platform {
+        Platform::Matrix
+    }
+
+    async fn post_ticket(
+        &self,
+        room: &str,
+        card: &TicketCard<'_>,
+        email: &EmailView,
+        rendering: Rendering,
+        idempotency_key: &str,
+    ) -> Result<ChatThread, ChatError> {
+        let r = self.room(room)?;
+        let event_id = self
+            .send(
+                &r,
+                root_content(card, email, rendering),
+                Some(idempotency_key),
+            )
+            .await?;
+        self.posted();
+        Ok(matrix_thread(r.room_id(), &event_id))
+    }
+
+    async fn post_follow_up(
+        &self,
+        thread: &ChatThread,
+        ticket: TicketId,
+        email: &EmailView,
+        owner: Option<&Agent>,
+        rendering: Rendering,
+        idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        let r = self.room(&thread.room)?;
+        let root = thread_root(thread)?;
+        let content = follow_up_content(ticket, email, owner, rendering);
+        self.send(&r, in_thread(content, &root), Some(idempotency_key))
+            .await?;
+        self.posted();
+        Ok(())
+    }
+
+    async fn update_card(
+        &self,
+        thread: &ChatThread,
+        card: &TicketCard<'_>,
+        email: &EmailView,
+        rendering: Rendering,
+    ) -> Result<(), ChatError> {
+        let r = self.room(&thread.room)?;
+        let root = thread_root(thread)?;
+        let content = root_content(card, email, rendering)
+            .make_replacement(ReplacementMetadata::new(root, None));
+        self.send(&r, content, None).await?;
+        Ok(())
+    }
+
+    async fn upload(
+        &self,
+        thread: &ChatThread,
+        file: FileUpload,
+        idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        let r = self.room(&thread.room)?;
+        let root = thread_root(thread)?;
+        self.upload_into_thread(&r, &root, file, idempotency_key)
+            .await
+    }
+
+    fn body_limit(&self) -> usize {
+        MAX_BODY_CHARS
+    }
+
+    async fn notice(
+        &self,
+        thread: &ChatThread,
+        text: &str,
+        idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        let r = self.room(&thread.room)?;
+        let root = thread_root(thread)?;
+        let content = RoomMessageEventContent::notice_html(text, text_block(text));
+        self.send(&r, in_thread(content, &root), Some(idempotency_key))
+            .await?;
+        Ok(())
+    }
+
+    async fn room_notice(&self, room: &str, text: &str) -> Result<(), ChatError> {
+        let r = self.room(room)?;
+        let content = RoomMessageEventContent::notice_html(text, text_block(text));
+        self.send(&r, content, None).await?;
+        Ok(())
+    }
+
+    async fn download(&self, file: &SharedFile) -> Result<Vec<u8>, ChatError> {
+        use matrix_sdk::media::{MediaFormat, MediaRequestParameters};
+        use matrix_sdk::ruma::events::room::MediaSource;
+        let source: MediaSource = serde_json::from_str(&file.source)
+            .map_err(|e| permanent(format!("file {}: bad media source: {e}", file.name)))?;
+        self.client
+            .media()
+            .get_media_content(
+                &MediaRequestParameters {
+                    source,
+                    format: MediaFormat::File,
+                },
+                false,
+            )
+            .await
+            .map_err(classify)
+    }
+
+    async fn member(&self, room: &str, agent: &Agent) -> Result<Option<Member>, ChatError> {
+        let r = self.room(room)?;
+        let user = OwnedUserId::try_from(agent.as_str())
+            .map_err(|e| permanent(format!("{agent}: {e}")))?;
+        let Some(member) = r.get_member(&user).await.map_err(classify)? else {
+            return Ok(None);
+        };
+        if *member.membership() != MembershipState::Join {
+            return Ok(None);
+        }
+        let power = match member.power_level() {
+            UserPowerLevel::Infinite => i64::MAX,
+            UserPowerLevel::Int(n) => i64::from(n),
+            // Newer room versions may add kinds of power; treat them as none.
+            _ => 0,
+        };
+        Ok(Some(Member {
+            power,
+            display_name: member.display_name().map(ToOwned::to_owned),
+        }))
+    }
+}

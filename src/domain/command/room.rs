@@ -1,0 +1,277 @@
+//! Commands about the mailbox as a whole: `!mailroom …` in a room, and
+//! Slack's `/mailroom …` slash command, which can also reply to a ticket.
+
+use super::thread::parse_reply;
+use super::{
+    CommandError, ListFilter, MAILROOM, MAILROOM_HELP, MAILROOM_LIST, MAILROOM_SHOW,
+    MAILROOM_SUBCOMMANDS, RoomCommand, Spec, ThreadCommand, closest, error, help_text, quoted,
+};
+use crate::domain::ids::TicketId;
+
+/// What `/mailroom …` asks for (Slack's slash command, typed anywhere:
+/// Slack does not allow slash commands in threads, so a reply names its
+/// ticket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlashCommand {
+    Room(RoomCommand),
+    Reply {
+        ticket: TicketId,
+        text: String,
+        force: bool,
+    },
+}
+
+pub(super) const SLASH_USAGE: &str = "/mailroom reply <ticket> <text> | /mailroom list [open|mine|unclaimed|pending] | /mailroom show <ticket> | /mailroom help";
+
+/// Reads the text after `/mailroom`. Errors are sentences for the teammate,
+/// naming the slash command's own forms.
+pub fn parse_slash(text: &str) -> Result<SlashCommand, String> {
+    let slash = |e: CommandError| e.to_string().replace("!mailroom", "/mailroom");
+    let t = text.trim_start();
+    let end = t.find(char::is_whitespace).unwrap_or(t.len());
+    let (word, rest) = t.split_at(end);
+    let force = match word.to_ascii_lowercase().as_str() {
+        "reply" => false,
+        "reply!" => true,
+        _ => return parse_mailroom(text).map(SlashCommand::Room).map_err(slash),
+    };
+    let rest = rest.trim_start();
+    let id_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    let (arg, body) = rest.split_at(id_end);
+    if arg.is_empty() {
+        return Err(format!(
+            "/mailroom {0} needs a ticket number and the text (usage: /mailroom {0} <ticket> <text>)",
+            word.to_ascii_lowercase()
+        ));
+    }
+    let ticket = TicketId::parse(arg).map_err(|e| {
+        format!(
+            "{} is not a ticket: {} (usage: {SLASH_USAGE})",
+            quoted(arg),
+            e.reason
+        )
+    })?;
+    match parse_reply(body, force) {
+        Ok(ThreadCommand::Reply { attach: true, .. }) => Err(
+            "--attach works in the ticket's thread only (!reply --attach), where the files are"
+                .to_owned(),
+        ),
+        Ok(ThreadCommand::Reply { text, force, .. }) => Ok(SlashCommand::Reply {
+            ticket,
+            text,
+            force,
+        }),
+        Ok(_) => Err(format!("usage: {SLASH_USAGE}")),
+        Err(e) => Err(e
+            .to_string()
+            .replace("!reply! ", "/mailroom reply! <ticket> ")
+            .replace("!reply ", "/mailroom reply <ticket> ")),
+    }
+}
+
+/// What `/mailroom help` answers.
+pub fn slash_help_text() -> String {
+    format!(
+        "/mailroom reply <ticket> <text>   reply to the customer from the shared address\n\
+/mailroom reply! <ticket> <text>  reply even if someone else claimed it or new mail came\n\
+/mailroom list [open|mine|unclaimed|pending]   list tickets\n\
+/mailroom show <ticket>           show a ticket\n\
+/mailroom help                    show this list\n\
+Or use the \u{201c}Reply by email\u{201d} shortcut on a ticket's message.\n\n{}",
+        help_text()
+    )
+}
+
+pub(super) fn parse_mailroom(rest: &str) -> Result<RoomCommand, CommandError> {
+    let mut words = rest.split_whitespace();
+    // A bare `!mailroom` is someone asking what it can do.
+    let Some(sub) = words.next() else {
+        return Ok(RoomCommand::Help);
+    };
+    let command = match sub.to_ascii_lowercase().as_str() {
+        "list" => {
+            let filter = match words.next() {
+                None => ListFilter::Open,
+                Some(f) => ListFilter::ALL
+                    .into_iter()
+                    .find(|lf| lf.as_str().eq_ignore_ascii_case(f))
+                    .ok_or_else(|| {
+                        error(
+                            &MAILROOM_LIST,
+                            format!(
+                                "{} is not a list filter: use open, mine, unclaimed or pending",
+                                quoted(f)
+                            ),
+                        )
+                    })?,
+            };
+            expect_end(&MAILROOM_LIST, words)?;
+            RoomCommand::List(filter)
+        }
+        "show" => {
+            let Some(arg) = words.next() else {
+                return Err(error(
+                    &MAILROOM_SHOW,
+                    "!mailroom show needs a ticket number",
+                ));
+            };
+            let id = TicketId::parse(arg).map_err(|e| {
+                error(
+                    &MAILROOM_SHOW,
+                    format!("{} is not a ticket: {}", quoted(arg), e.reason),
+                )
+            })?;
+            expect_end(&MAILROOM_SHOW, words)?;
+            RoomCommand::Show(id)
+        }
+        "help" => {
+            expect_end(&MAILROOM_HELP, words)?;
+            RoomCommand::Help
+        }
+        other => {
+            let message = match closest(other, &MAILROOM_SUBCOMMANDS) {
+                Some(spec) => format!(
+                    "unknown subcommand !mailroom {sub} — did you mean {}?",
+                    spec.command
+                ),
+                None => format!("unknown subcommand !mailroom {}", quoted(sub)),
+            };
+            return Err(error(&MAILROOM, message));
+        }
+    };
+    Ok(command)
+}
+
+pub(super) fn expect_end<'a>(
+    spec: &'static Spec,
+    mut words: impl Iterator<Item = &'a str>,
+) -> Result<(), CommandError> {
+    match words.next() {
+        None => Ok(()),
+        Some(extra) => Err(error(
+            spec,
+            format!("{} has an extra argument {}", spec.command, quoted(extra)),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::command::fixtures::*;
+
+    #[test]
+    fn slash_commands_name_their_ticket() {
+        assert_eq!(
+            parse_slash("reply #12 Thanks,\nwe refunded you."),
+            Ok(SlashCommand::Reply {
+                ticket: TicketId::parse("12").unwrap(),
+                text: "Thanks,\nwe refunded you.".into(),
+                force: false
+            })
+        );
+        assert!(matches!(
+            parse_slash("REPLY! 3 ok"),
+            Ok(SlashCommand::Reply { force: true, .. })
+        ));
+        assert_eq!(
+            parse_slash("list mine"),
+            Ok(SlashCommand::Room(RoomCommand::List(ListFilter::Mine)))
+        );
+        assert_eq!(parse_slash(""), Ok(SlashCommand::Room(RoomCommand::Help)));
+        assert_eq!(
+            parse_slash("show 4"),
+            Ok(SlashCommand::Room(RoomCommand::Show(
+                TicketId::parse("4").unwrap()
+            )))
+        );
+        let e = parse_slash("reply").unwrap_err();
+        assert!(e.contains("needs a ticket number"), "{e}");
+        let e = parse_slash("reply abc hi").unwrap_err();
+        assert!(e.contains("\"abc\" is not a ticket"), "{e}");
+        let e = parse_slash("reply 4").unwrap_err();
+        assert!(e.contains("/mailroom reply <ticket>"), "{e}");
+        let e = parse_slash("reply 4 --attach hi").unwrap_err();
+        assert!(e.contains("thread"), "{e}");
+        let e = parse_slash("lst").unwrap_err();
+        assert!(
+            e.contains("/mailroom list") && !e.contains("!mailroom"),
+            "{e}"
+        );
+    }
+
+    // ---- !mailroom ----
+
+    #[test]
+    fn mailroom_list() {
+        assert_eq!(room("!mailroom list"), RoomCommand::List(ListFilter::Open));
+        for f in ListFilter::ALL {
+            assert_eq!(room(&format!("!mailroom list {f}")), RoomCommand::List(f));
+        }
+        let e = err("!mailroom list closed");
+        assert_eq!(e.command, "!mailroom list");
+        assert_eq!(
+            e.message,
+            "\"closed\" is not a list filter: use open, mine, unclaimed or pending"
+        );
+        assert_eq!(e.usage, "!mailroom list [open|mine|unclaimed|pending]");
+        assert_eq!(
+            err("!mailroom list open mine").message,
+            "!mailroom list has an extra argument \"mine\""
+        );
+    }
+
+    #[test]
+    fn mailroom_show() {
+        assert_eq!(
+            room("!mailroom show 42"),
+            RoomCommand::Show(TicketId::new(42))
+        );
+        assert_eq!(
+            room("!mailroom show #7"),
+            RoomCommand::Show(TicketId::new(7))
+        );
+        let e = err("!mailroom show");
+        assert_eq!(e.command, "!mailroom show");
+        assert_eq!(e.message, "!mailroom show needs a ticket number");
+        assert_eq!(e.usage, "!mailroom show <ticket>");
+        assert_eq!(
+            err("!mailroom show abc").message,
+            "\"abc\" is not a ticket: expected a positive number"
+        );
+        assert_eq!(
+            err("!mailroom show 0").message,
+            "\"0\" is not a ticket: expected a positive number"
+        );
+        assert_eq!(
+            err("!mailroom show 1 2").message,
+            "!mailroom show has an extra argument \"2\""
+        );
+    }
+
+    #[test]
+    fn mailroom_help_and_unknown_subcommands() {
+        assert_eq!(room("!mailroom help"), RoomCommand::Help);
+        assert_eq!(room("!mailroom"), RoomCommand::Help);
+        assert_eq!(room("!MAILROOM HELP"), RoomCommand::Help);
+        assert_eq!(
+            err("!mailroom help me").message,
+            "!mailroom help has an extra argument \"me\""
+        );
+        let e = err("!mailroom lsit");
+        assert_eq!(e.command, "!mailroom");
+        assert_eq!(
+            e.message,
+            "unknown subcommand !mailroom lsit — did you mean !mailroom list?"
+        );
+        assert_eq!(
+            err("!mailroom frobnicate").message,
+            "unknown subcommand !mailroom \"frobnicate\""
+        );
+        assert!(
+            err("!mailroom frobnicate")
+                .usage
+                .contains("!mailroom show <ticket>")
+        );
+    }
+}
