@@ -355,6 +355,12 @@ impl FakeSlack {
 
     /// Adds a public channel with these members (user IDs); the bot is a
     /// member only if its ID is listed. Panics on an unknown user ID.
+    /// `#support` with alice (Alice Martin) and the bot in it.
+    pub fn support_channel(&self) -> String {
+        let alice = self.add_user("alice", "Alice Martin");
+        self.add_channel("support", &[&alice, self.bot_user_id()])
+    }
+
     pub fn add_channel(&self, name: &str, members: &[&str]) -> String {
         let mut st = self.inner.lock();
         for m in members {

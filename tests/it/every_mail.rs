@@ -5,10 +5,8 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use mailroom::bridge::{App, connect_chats};
 use mailroom::config::Settings;
 use mailroom::domain::chat::Platform;
 use mailroom::domain::email::Direction;
@@ -18,9 +16,8 @@ use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::OwnedRoomId;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::{Stack, TestDb, User, append, customer_mail, wait_for};
+use crate::common::{Stack, TestDb, User, Writer, append, wait_for};
 use crate::fake_slack::{FakeSlack, FakeSlackOptions, Message};
 use crate::matrix::{Synapse, Teammate, body, sender};
 use crate::ops::Ops;
@@ -45,25 +42,16 @@ struct Both {
     channel: String,
 }
 
+/// mailroom running, with its `/metrics` and `/healthz`.
 struct Running {
-    store: Arc<SqlStore>,
+    run: crate::common::Running,
     ops: Ops,
-    cancel: CancellationToken,
-    handle: tokio::task::JoinHandle<()>,
-    chat_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl Running {
-    async fn stop(self) {
-        self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("mailroom stops within 30 s")
-            .expect("app task");
-        for t in self.chat_tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
-        self.store.close().await;
+impl std::ops::Deref for Running {
+    type Target = crate::common::Running;
+    fn deref(&self) -> &Self::Target {
+        &self.run
     }
 }
 
@@ -74,12 +62,7 @@ impl Both {
         let stack = Stack::get();
         let syn = Synapse::get();
         let bot = syn.register("mailroom");
-        let alice = syn.login("alice").await;
-        let room = alice
-            .create_room(&[&bot.0], false)
-            .await
-            .room_id()
-            .to_owned();
+        let (alice, room) = syn.room_for(&bot.0).await;
         let limit = alice
             .client
             .load_or_fetch_max_upload_size()
@@ -94,8 +77,7 @@ impl Both {
             ..FakeSlackOptions::default()
         })
         .await;
-        let alice_slack = slack.add_user("alice", "Alice Martin");
-        let channel = slack.add_channel("support", &[&alice_slack, slack.bot_user_id()]);
+        let channel = slack.support_channel();
         Both {
             stack,
             support: stack.user("support", "example.com"),
@@ -109,29 +91,15 @@ impl Both {
         }
     }
 
+    /// customer@example.net writing to the mailbox.
+    fn customer(&self) -> Writer<'_> {
+        Writer::new(self.stack, &self.support, "customer@example.net")
+    }
+
     /// The configuration, also written to `mailroom.toml` for the CLI.
     fn settings(&self) -> Settings {
         let text = format!(
-            r#"{mailbox}
-
-[matrix]
-homeserver = "{hs}"
-user_id = "{bot}"
-password_env = "BOT_PASSWORD"
-state_dir = "{state}"
-
-[slack]
-mode = "socket"
-bot_token_env = "SLACK_BOT"
-app_token_env = "SLACK_APP"
-api_url = "{api}"
-posts_per_second = 50
-post_burst = 50
-
-[outbox]
-retry_initial_secs = 1
-retry_max_secs = 2
-"#,
+            "{mailbox}\n{matrix}\n{slack}\n{outbox}",
             mailbox = crate::common::mailbox_toml(
                 self.stack,
                 &self.support,
@@ -141,22 +109,28 @@ retry_max_secs = 2
                     self.room, self.channel
                 ),
             ),
-            hs = Synapse::get().url,
-            bot = self.bot.0,
-            state = self.dir.path().join("matrix").display(),
-            api = self.slack.api_url(),
+            matrix = crate::common::matrix_toml(
+                &Synapse::get().url,
+                &self.bot.0,
+                "password_env = \"BOT_PASSWORD\"",
+                &self.dir.path().join("matrix"),
+            ),
+            slack = crate::common::slack_toml("socket", &self.slack.api_url(), ""),
+            outbox = crate::common::outbox_toml(""),
         );
         std::fs::write(self.config_path(), &text).expect("write config");
-        let (bot_pw, bot_token, app_token) = (
-            self.bot.1.clone(),
-            self.slack.bot_token().to_owned(),
-            self.slack.app_token().to_owned(),
-        );
-        Settings::parse(&text, &move |k| match k {
-            "BOT_PASSWORD" => Some(bot_pw.clone()),
-            "SLACK_BOT" => Some(bot_token.clone()),
-            "SLACK_APP" => Some(app_token.clone()),
-            _ => None,
+        let [bot, app, signing] = crate::common::SLACK_SECRETS;
+        let secrets = [
+            ("BOT_PASSWORD", self.bot.1.clone()),
+            (bot, self.slack.bot_token().to_owned()),
+            (app, self.slack.app_token().to_owned()),
+            (signing, self.slack.signing_secret().to_owned()),
+        ];
+        Settings::parse(&text, &move |k| {
+            secrets
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.clone())
         })
         .unwrap_or_else(|p| panic!("test config invalid: {p:?}"))
     }
@@ -166,28 +140,10 @@ retry_max_secs = 2
     }
 
     async fn start(&self) -> Running {
-        let settings = self.settings();
-        let store = Arc::new(self.db.store().await);
-        let cancel = CancellationToken::new();
-        let chats = connect_chats(&settings, &cancel)
-            .await
-            .expect("both chats connect");
-        let app = Arc::new(App::new(
-            settings,
-            store.clone() as Arc<dyn TicketStore>,
-            chats.platforms,
-        ));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let ops = Ops::new(listener.local_addr().expect("address"));
-        let handle =
-            tokio::spawn(app.run_with_ops(cancel.clone(), Some(chats.events), Some(listener)));
-        Running {
-            store,
-            ops,
-            cancel,
-            handle,
-            chat_tasks: chats.tasks,
-        }
+        let run = crate::common::start_connected(self.settings(), &self.db, Some(listener)).await;
+        Running { run, ops }
     }
 
     /// `mailroom ARGS…` against this world's config and database.
@@ -477,7 +433,7 @@ async fn every_corpus_mail_reaches_both_chats_exactly_once() {
         .filter(|e| e["content"]["msgtype"] == "m.file" && body(e).contains("R&D & Q&A"))
         .count();
     assert_eq!(matrix_files, 40);
-    run.stop().await;
+    run.run.stop().await;
     w.db.cleanup().await;
 }
 
@@ -488,20 +444,13 @@ async fn a_post_no_rendering_gets_through_is_told_listed_reported_and_posted_on_
     // Slack refuses the full, the plain and the minimal post alike; the
     // fourth call, the room's notice, goes through.
     w.slack.inject_error("chat.postMessage", 3, "msg_too_long");
-    append(
-        w.stack,
-        &w.support,
-        "INBOX",
-        &customer_mail(
-            "customer@example.net",
-            &w.support.address,
+    w.customer()
+        .writes(
             "refused-everywhere@example.net",
             "Refused on Slack",
             "Please call me back.",
-            None,
-        ),
-    )
-    .await;
+        )
+        .await;
 
     let notice = wait_for("the channel told", WAIT, || async {
         w.slack
@@ -611,7 +560,7 @@ async fn a_post_no_rendering_gets_through_is_told_listed_reported_and_posted_on_
     );
     let again = w.cli(&["outbox", "retry", &job.id.to_string()]);
     assert!(!again.status.success(), "a done job is not queued again");
-    run.stop().await;
+    run.run.stop().await;
     w.db.cleanup().await;
 }
 
@@ -622,20 +571,13 @@ async fn a_refused_formatted_post_falls_back_to_plain_text_and_says_so() {
     // Slack refuses the Block Kit version once; the plain one goes through.
     w.slack
         .inject_error("chat.postMessage", 1, "invalid_blocks");
-    append(
-        w.stack,
-        &w.support,
-        "INBOX",
-        &customer_mail(
-            "customer@example.net",
-            &w.support.address,
+    w.customer()
+        .writes(
             "blocks-refused@example.net",
             "Blocks refused",
             "The *stars* stay literal in plain text.",
-            None,
-        ),
-    )
-    .await;
+        )
+        .await;
     let root = wait_for("the plain Slack root", WAIT, || async {
         w.slack_roots().into_iter().next()
     })
@@ -670,6 +612,6 @@ async fn a_refused_formatted_post_falls_back_to_plain_text_and_says_so() {
             .await,
         Some(1.0)
     );
-    run.stop().await;
+    run.run.stop().await;
     w.db.cleanup().await;
 }

@@ -75,6 +75,13 @@ impl Synapse {
         synapse_register(stack, &name, &password, admin)
     }
 
+    /// alice, logged in, and a room she made with `bot` invited.
+    pub(crate) async fn room_for(&self, bot: &str) -> (Teammate, OwnedRoomId) {
+        let alice = self.login("alice").await;
+        let room = alice.create_room(&[bot], false).await.room_id().to_owned();
+        (alice, room)
+    }
+
     pub(crate) async fn login(&self, prefix: &str) -> Teammate {
         let (user_id, password) = self.register(prefix);
         let client = Client::builder()

@@ -439,15 +439,9 @@ async fn secrets_never_reach_the_logs_even_at_trace_and_state_files_are_owner_on
     let syn = Synapse::get();
     let matrix_secret = format!("matrix-S3CRET-{}", random_hex(8));
     let bot = syn.register_with_password("mailroom", &matrix_secret);
-    let alice = syn.login("alice").await;
-    let room = alice
-        .create_room(&[&bot.0], false)
-        .await
-        .room_id()
-        .to_owned();
+    let (alice, room) = syn.room_for(&bot.0).await;
     let slack = FakeSlack::start(FakeSlackOptions::default()).await;
-    let alice_slack = slack.add_user("alice", "Alice Martin");
-    let channel = slack.add_channel("support", &[&alice_slack, slack.bot_user_id()]);
+    let channel = slack.support_channel();
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("mailroom.toml");
