@@ -212,20 +212,20 @@ async fn perform(app: &App, job: &Job) -> Result<StepOutcome, StoreError> {
     }
 }
 
+/// Ends a job as failed, with why.
+async fn fail(app: &App, job: &Job, error: String) -> Result<StepOutcome, StoreError> {
+    let failed = JobOutcome::Failed {
+        error: error.clone(),
+    };
+    app.store.finish_job(job, &failed, now_ms()).await?;
+    Ok(StepOutcome::Failed { error })
+}
+
 async fn retry_or_fail(app: &App, job: &Job, error: String) -> Result<StepOutcome, StoreError> {
     let now = now_ms();
     if job.attempts >= app.settings.outbox.max_attempts {
         let error = format!("gave up after {} attempts: {error}", job.attempts);
-        app.store
-            .finish_job(
-                job,
-                &JobOutcome::Failed {
-                    error: error.clone(),
-                },
-                now,
-            )
-            .await?;
-        return Ok(StepOutcome::Failed { error });
+        return fail(app, job, error).await;
     }
     let in_ms = retry_delay(app, job.attempts).as_millis() as i64;
     app.metrics.job_retried(job.spec.kind());
@@ -246,16 +246,7 @@ async fn send_reply(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, 
     let now = now_ms();
     let Some(mail) = app.store.outgoing(email_id).await? else {
         let error = format!("email {email_id} is missing");
-        app.store
-            .finish_job(
-                job,
-                &JobOutcome::Failed {
-                    error: error.clone(),
-                },
-                now,
-            )
-            .await?;
-        return Ok(StepOutcome::Failed { error });
+        return fail(app, job, error).await;
     };
     if mail.state != EmailState::Queued {
         // Cancelled or already handled: nothing to send.
@@ -400,29 +391,11 @@ async fn settle_send(
 async fn file_sent(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, StoreError> {
     let Some(mail) = app.store.outgoing(email_id).await? else {
         let error = format!("email {email_id} is missing");
-        app.store
-            .finish_job(
-                job,
-                &JobOutcome::Failed {
-                    error: error.clone(),
-                },
-                now_ms(),
-            )
-            .await?;
-        return Ok(StepOutcome::Failed { error });
+        return fail(app, job, error).await;
     };
     let Some(mailbox) = app.mailbox(&mail.mailbox) else {
         let error = format!("mailbox {} is no longer configured", mail.mailbox);
-        app.store
-            .finish_job(
-                job,
-                &JobOutcome::Failed {
-                    error: error.clone(),
-                },
-                now_ms(),
-            )
-            .await?;
-        return Ok(StepOutcome::Failed { error });
+        return fail(app, job, error).await;
     };
     match mailbox
         .filer
