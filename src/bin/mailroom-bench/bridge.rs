@@ -16,7 +16,7 @@ use matrix_sdk::ruma::api::client::room::create_room::v3::Request as CreateRoomR
 use matrix_sdk::ruma::events::room::message::OriginalSyncRoomMessageEvent;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Env, login, mail_user, matrix_user, tempfile_dir};
+use crate::common::{Env, login, mail_user, mailbox_toml, matrix_user, tempfile_dir};
 use crate::daemon::Daemon;
 
 /// A mailbox, a bot account, a room and an observing teammate (alice) whose
@@ -42,16 +42,13 @@ pub async fn bridge(env: &Env) -> anyhow::Result<Bridge> {
     let room = alice.create_room(req).await?;
     let dir = tempfile_dir()?;
     let text = format!(
-        "[database]\nurl = \"sqlite://{db}\"\n[[mailbox]]\nname = \"support\"\naddress = \"{addr}\"\ndisplay_name = \"Bench\"\ninitial_sync = \"all\"\n\
-         [mailbox.imap]\nhost = \"127.0.0.1\"\nport = {imap}\ntls = \"none\"\npassword = \"{pw}\"\n\
-         [mailbox.smtp]\nhost = \"127.0.0.1\"\nport = {smtp}\ntls = \"none\"\npassword = \"{pw}\"\n\
-         [mailbox.chat]\nmatrix_room = \"{room}\"\n[commands]\nundo_secs = 0\n[matrix]\nhomeserver = \"{hs}\"\nuser_id = \"{bot}\"\npassword_env = \"BOT\"\nstate_dir = \"{state}\"\n",
-        db = dir.join("bench.db").display(),
-        addr = support.0,
-        imap = env.imap_port,
-        smtp = env.smtp_port,
-        pw = support.1,
-        room = room.room_id(),
+        "{mailbox}[commands]\nundo_secs = 0\n[matrix]\nhomeserver = \"{hs}\"\nuser_id = \"{bot}\"\npassword_env = \"BOT\"\nstate_dir = \"{state}\"\n",
+        mailbox = mailbox_toml(
+            env,
+            &support,
+            &dir,
+            &format!("matrix_room = \"{}\"", room.room_id())
+        ),
         hs = env.synapse,
         bot = bot.0,
         state = dir.join("matrix").display(),

@@ -121,6 +121,27 @@ pub fn mail(from: &str, to: &str, id: &str, subject: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// `[database]` (SQLite in `dir`) and one `[[mailbox]]` on the stack for
+/// `support`, importing all mail, posting to `chat` (a `[mailbox.chat]` line).
+pub fn mailbox_toml(
+    env: &Env,
+    support: &(String, String),
+    dir: &std::path::Path,
+    chat: &str,
+) -> String {
+    format!(
+        "[database]\nurl = \"sqlite://{db}\"\n[[mailbox]]\nname = \"support\"\naddress = \"{addr}\"\ndisplay_name = \"Bench\"\ninitial_sync = \"all\"\n\
+         [mailbox.imap]\nhost = \"127.0.0.1\"\nport = {imap}\ntls = \"none\"\npassword = \"{pw}\"\n\
+         [mailbox.smtp]\nhost = \"127.0.0.1\"\nport = {smtp}\ntls = \"none\"\npassword = \"{pw}\"\n\
+         [mailbox.chat]\n{chat}\n",
+        db = dir.join("bench.db").display(),
+        addr = support.0,
+        imap = env.imap_port,
+        smtp = env.smtp_port,
+        pw = support.1,
+    )
+}
+
 pub fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("mailroom-bench-{}", hex(4)));
     std::fs::create_dir_all(&dir)?;

@@ -7,7 +7,7 @@ use mailroom::config::Settings;
 use mailroom::mail::imap;
 
 use crate::bridge::{start, stop};
-use crate::common::{Env, imap_settings, mail, mail_user, tempfile_dir};
+use crate::common::{Env, imap_settings, mail, mail_user, mailbox_toml, tempfile_dir};
 use crate::fake_slack;
 
 /// When a root message with `subject` first shows in the fake Slack's
@@ -35,15 +35,13 @@ pub async fn slack_latency(env: &Env, emails: usize, pace: Duration) -> anyhow::
     let support = mail_user(env, "support")?;
     let dir = tempfile_dir()?;
     let text = format!(
-        "[database]\nurl = \"sqlite://{db}\"\n[[mailbox]]\nname = \"support\"\naddress = \"{addr}\"\ndisplay_name = \"Bench\"\ninitial_sync = \"all\"\n\
-         [mailbox.imap]\nhost = \"127.0.0.1\"\nport = {imap}\ntls = \"none\"\npassword = \"{pw}\"\n\
-         [mailbox.smtp]\nhost = \"127.0.0.1\"\nport = {smtp}\ntls = \"none\"\npassword = \"{pw}\"\n\
-         [mailbox.chat]\nslack_channel = \"{channel}\"\n[slack]\nbot_token_env = \"BOT\"\napp_token_env = \"APP\"\napi_url = \"{api}\"\n",
-        db = dir.join("bench.db").display(),
-        addr = support.0,
-        imap = env.imap_port,
-        smtp = env.smtp_port,
-        pw = support.1,
+        "{mailbox}[slack]\nbot_token_env = \"BOT\"\napp_token_env = \"APP\"\napi_url = \"{api}\"\n",
+        mailbox = mailbox_toml(
+            env,
+            &support,
+            &dir,
+            &format!("slack_channel = \"{channel}\"")
+        ),
         api = slack.api_url(),
     );
     let (bot, app) = (slack.bot_token().to_owned(), slack.app_token().to_owned());
