@@ -1,5 +1,6 @@
 //! The mail side: IMAP ingest, MIME parsing, composing and sending replies.
 
+pub mod auth;
 pub mod compose;
 pub mod elide;
 pub mod imap;
