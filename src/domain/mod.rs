@@ -3,9 +3,11 @@
 //! about IMAP, SQL, Slack or Matrix, so every rule is unit-testable in
 //! isolation.
 
+pub mod authres;
 pub mod chat;
 pub mod command;
 pub mod email;
+pub mod hygiene;
 pub mod ids;
 pub mod mailbox;
 pub mod outbound;

@@ -107,6 +107,9 @@ fn email_blocks(email: &EmailView, blocks: &mut Vec<Value>) {
         t.date
     ));
     blocks.push(section(truncate_chars(&head, SECTION_CHARS).0.to_owned()));
+    if let Some(block) = auth_block(&t.auth) {
+        blocks.push(block);
+    }
     if t.body == EMPTY_BODY {
         blocks.push(section(format!("_{EMPTY_BODY}_")));
     } else {
@@ -141,6 +144,28 @@ fn email_blocks(email: &EmailView, blocks: &mut Vec<Value>) {
     if notes.iter().any(|(_, lines)| !lines.is_empty()) {
         blocks.push(context(fit_lines(&notes, SECTION_CHARS)));
     }
+}
+
+/// The authentication lines as a context block; the spoof warning in bold.
+fn auth_block(lines: &[String]) -> Option<Value> {
+    if lines.is_empty() {
+        return None;
+    }
+    let shown: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            if l.starts_with(crate::domain::authres::SPOOF_WARNING) {
+                format!("*{}*", escape(l))
+            } else {
+                escape(l)
+            }
+        })
+        .collect();
+    Some(context(
+        truncate_chars(&shown.join("\n"), SECTION_CHARS)
+            .0
+            .to_owned(),
+    ))
 }
 
 /// Groups of lines (the note, the attachments, the reading problems) in at
