@@ -11,6 +11,7 @@ pub mod hygiene;
 pub mod ids;
 pub mod mailbox;
 pub mod outbound;
+pub mod recipient;
 pub mod render;
 pub mod settings;
 pub mod threading;

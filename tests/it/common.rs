@@ -235,6 +235,7 @@ pub fn reply_request(
         body_markdown: body.to_owned(),
         attachments: vec![],
         undo_window: Duration::ZERO,
+        confirmed: false,
     }
 }
 

@@ -607,4 +607,46 @@ mod tests {
         assert_eq!(out.lines().count(), MAX_LISTED + 1);
         assert!(out.ends_with("… and 5 more attachments"));
     }
+
+    #[test]
+    fn authentication_results_and_the_spoof_warning_are_shown_at_every_level() {
+        use crate::domain::authres::{AuthSummary, Trusted};
+        let mut v = view("Pay to the new IBAN.");
+        v.auth = AuthSummary::evaluate(
+            &["mx.google.com; spf=softfail smtp.mailfrom=x@example.com; dmarc=fail (p=REJECT) header.from=example.com".to_owned()],
+            &[],
+            &Trusted::new(["mx.google.com".to_owned()], false),
+            "example.com",
+        );
+        let card_state = TicketState::Open;
+        let card = TicketCard {
+            ticket: TicketId::new(3),
+            mailbox_display_name: "Support",
+            state: &card_state,
+            tags: vec![],
+        };
+        let full = root_post(&card, &v, Rendering::Full);
+        let all = texts(full.blocks.as_ref().unwrap()).join("\n");
+        assert!(
+            all.contains("🔐 SPF softfail · DMARC fail (checked by mx.google.com)"),
+            "{all}"
+        );
+        assert!(
+            all.contains("*⚠ possible spoof — check before replying: example.com fails DMARC*"),
+            "{all}"
+        );
+        for level in [Rendering::Plain, Rendering::Minimal] {
+            let post = root_post(&card, &v, level);
+            assert!(
+                post.text
+                    .contains("⚠ possible spoof — check before replying"),
+                "{level:?}: {}",
+                post.text
+            );
+        }
+        // Without results from a trusted server nothing is said.
+        let plain = root_post(&card, &view("x"), Rendering::Full);
+        let all = texts(plain.blocks.as_ref().unwrap()).join("\n");
+        assert!(!all.contains("🔐") && !all.contains("spoof"), "{all}");
+    }
 }
