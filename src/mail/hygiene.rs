@@ -62,7 +62,7 @@ impl AuthResultsSettings {
 /// `window_minutes` are normal; more is a loop.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LoopGuardSettings {
-    #[serde(default = "five", deserialize_with = "int::<1, 10_000, u32, _>")]
+    #[serde(default = "five", deserialize_with = "int::<1, 1_000_000, u32, _>")]
     pub max_messages: u32,
     #[serde(default = "ten", deserialize_with = "int::<1, 1440, u32, _>")]
     pub window_minutes: u32,

@@ -86,8 +86,15 @@ async fn authentication_results_reach_the_card_and_a_dmarc_failure_warns() {
 #[tokio::test]
 async fn a_mail_loop_is_stored_quietly_and_told_once() {
     let w = World::new().await;
-    let extra = "[mailbox.loop_guard]\nmax_messages = 3\nwindow_minutes = 10\n";
-    let run = start_connected(w.parse(&w.settings_text(0, extra)), &w.db, None).await;
+    let text = w.settings_text(0, "").replace(
+        crate::common::LOOP_GUARD,
+        "loop_guard = { max_messages = 3, window_minutes = 10 }",
+    );
+    assert!(
+        text.contains("max_messages = 3"),
+        "the harness sets the loop guard"
+    );
+    let run = start_connected(w.parse(&text), &w.db, None).await;
     let robot = Writer::new(w.stack, &w.support, &w.customer.address);
     for i in 0..7 {
         robot
