@@ -282,7 +282,7 @@ pub fn synapse_register(
 /// APPENDs a message to a user's folder.
 pub async fn append(stack: &Stack, user: &User, folder: &str, raw: &[u8]) {
     let settings = stack.imap_settings(user, folder);
-    let mut s = imap::connect(&settings).await.expect("IMAP login");
+    let mut s = imap::connect_password(&settings).await.expect("IMAP login");
     s.append(folder, None, None, raw).await.expect("APPEND");
     imap::logout(s).await;
 }
@@ -298,7 +298,7 @@ pub struct Fetched {
 /// Every message in a user's folder (read-only, flags untouched).
 pub async fn fetch_all(stack: &Stack, user: &User, folder: &str) -> Vec<Fetched> {
     let settings = stack.imap_settings(user, folder);
-    let mut s = imap::connect(&settings).await.expect("IMAP login");
+    let mut s = imap::connect_password(&settings).await.expect("IMAP login");
     let state = imap::examine(&mut s, folder).await.expect("EXAMINE");
     let mut out = Vec::new();
     if state.exists > 0 {
