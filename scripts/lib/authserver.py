@@ -16,8 +16,8 @@ reached from a test machine, and speaks the same wire format:
 and a test admin API under /admin/ (JSON in, JSON out):
 
   POST /admin/clients      {client_id, client_secret, access_ttl?, rotate_refresh?,
-                            device_interval?, device_ttl?}
-  POST /admin/approve      {user_code, account, mailbox?} or {user_code, deny: true}
+                            device_interval?, device_ttl?, allowed_scopes?}
+  POST /admin/approve      {user_code, account, mailbox?, scope?} or {user_code, deny: true}
   POST /admin/issue        {client_id, account, mailbox?, ttl?, scope?}
   POST /admin/expire       {access_token} or {account}
   POST /admin/revoke       {account} or {refresh_token}
@@ -28,6 +28,11 @@ Tokens are opaque random strings. A grant belongs to the ACCOUNT that signed
 in and opens one MAILBOX (the account itself, or for a delegate of a shared
 mailbox the mailbox named at approval); introspection answers that mailbox as
 `username`, which Dovecot compares with the SASL user.
+
+A client registered with `allowed_scopes` (a space-separated string) gets
+`invalid_scope` when it asks for any other; `scope` at approval grants less
+than was asked (the token response's `scope` says what was granted), as a
+tenant whose admin withheld a permission does.
 
 Errors are RFC 6749 JSON: {"error": ..., "error_description": ...}. Client
 authentication: client_id + client_secret as form fields or HTTP Basic; a
@@ -85,6 +90,15 @@ def id_token(account, client_id):
         "preferred_username": account,
     }).encode())
     return f"{header}.{payload}."
+
+
+def check_scope(cid, scope):
+    allowed = CLIENTS[cid]["allowed_scopes"]
+    if allowed is None:
+        return
+    extra = [s for s in scope.split() if s not in allowed]
+    if extra:
+        raise OAuthError("invalid_scope", f"scope {' '.join(extra)} is not allowed for client {cid}")
 
 
 def user_code():
@@ -215,6 +229,7 @@ class Handler(BaseHTTPRequestHandler):
         form = self.form()
         cid = self.client(form)
         c = CLIENTS[cid]
+        check_scope(cid, form.get("scope", ""))
         code = "dc-" + secrets.token_urlsafe(24)
         uc = user_code()
         DEVICES[code] = dict(client_id=cid, user_code=uc, scope=form.get("scope", ""),
@@ -264,7 +279,7 @@ class Handler(BaseHTTPRequestHandler):
                     raise OAuthError("slow_down", f"poll at most every {int(d['interval'])} s")
                 raise OAuthError("authorization_pending", "the user has not signed in yet")
             d["state"] = "used"
-            return mint(cid, d["account"], d["mailbox"], d["scope"])
+            return mint(cid, d["account"], d["mailbox"], d.get("granted") or d["scope"])
         if grant_type == "refresh_token":
             rt = form.get("refresh_token", "")
             g = GRANTS.get(rt)
@@ -297,6 +312,7 @@ class Handler(BaseHTTPRequestHandler):
             raise OAuthError("unsupported_response_type", "only response_type=code")
         if q.get("code_challenge") and q.get("code_challenge_method") != "S256":
             raise OAuthError("invalid_request", "code_challenge_method must be S256")
+        check_scope(cid, q.get("scope", ""))
         account = q.get("login_hint")
         redirect = q.get("redirect_uri", "")
         if not account or not redirect:
@@ -345,7 +361,9 @@ class Handler(BaseHTTPRequestHandler):
                             access_ttl=float(b.get("access_ttl", 3600)),
                             rotate=bool(b.get("rotate_refresh", False)),
                             interval=float(b.get("device_interval", 1)),
-                            device_ttl=float(b.get("device_ttl", 600)))
+                            device_ttl=float(b.get("device_ttl", 600)),
+                            allowed_scopes=(b["allowed_scopes"].split()
+                                            if b.get("allowed_scopes") else None))
         self.send_json(200, {"client_id": cid})
 
     def admin_approve(self):
@@ -360,7 +378,8 @@ class Handler(BaseHTTPRequestHandler):
             account = b.get("account")
             if not account:
                 raise OAuthError("invalid_request", "account is required")
-            d.update(state="approved", account=account, mailbox=b.get("mailbox") or account)
+            d.update(state="approved", account=account, mailbox=b.get("mailbox") or account,
+                     granted=b.get("scope"))
         self.send_json(200, {"state": d["state"]})
 
     def admin_issue(self):
