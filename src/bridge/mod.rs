@@ -204,6 +204,9 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// When each mailbox was last checked (`/healthz`, the watchdog).
     pub health: Arc<Health>,
+    /// How long a mailbox waits before logging in again when the operator
+    /// must sign in ([`crate::mail::ingest::SIGN_IN_RETRY`]; tests shorten it).
+    pub sign_in_retry: std::time::Duration,
 }
 
 impl App {
@@ -250,6 +253,7 @@ impl App {
             outbox_wakeup: Notify::new(),
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(health),
+            sign_in_retry: crate::mail::ingest::SIGN_IN_RETRY,
         }
     }
 
@@ -321,7 +325,7 @@ impl App {
                 login: m.login.clone(),
                 initial: m.settings.initial_sync.clone(),
                 check_every: self.settings.ops.check_every(),
-                sign_in_retry: crate::mail::ingest::SIGN_IN_RETRY,
+                sign_in_retry: self.sign_in_retry,
             };
             let cancel = cancel.clone();
             let span = tracing::info_span!("ingest", mailbox = %name);

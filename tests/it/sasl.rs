@@ -555,3 +555,108 @@ async fn a_token_expiring_during_idle_keeps_the_session() {
     app.stop().await;
     db.cleanup().await;
 }
+
+/// A mailbox nobody has signed in for yet: no grant until `grant` is set,
+/// then the server's tokens. Records when it was asked.
+struct SignInLater {
+    tokens: ServerTokens,
+    granted: std::sync::atomic::AtomicBool,
+    asked: Mutex<Vec<Instant>>,
+}
+
+#[async_trait]
+impl LoginSource for SignInLater {
+    async fn login(&self) -> Result<Login, LoginError> {
+        self.asked.lock().expect("lock").push(Instant::now());
+        if !self.granted.load(Ordering::SeqCst) {
+            return Err(LoginError::NoGrant {
+                mailbox: mailroom::domain::ids::MailboxName::parse("sales").expect("name"),
+            });
+        }
+        self.tokens.login().await
+    }
+
+    async fn rejected(&self, login: &Login) {
+        LoginSource::rejected(&self.tokens, login).await
+    }
+}
+
+/// A mailbox without a sign-in waits (slowly, without asking for a token
+/// again and again), says why in its health, leaves the other mailbox
+/// alone, and starts once the grant exists.
+#[tokio::test]
+async fn a_mailbox_without_a_sign_in_waits_and_the_others_go_on() {
+    let (stack, support) = support_mailbox();
+    let sales = stack.user("sales", "example.com");
+    let db = TestDb::sqlite();
+    let text = format!(
+        "{support_box}\n[[mailbox]]\nname = \"sales\"\naddress = \"{sales}\"\n\
+         display_name = \"Sales\"\ninitial_sync = \"all\"\n  [mailbox.imap]\n  host = \"127.0.0.1\"\n  \
+         port = {imap}\n  tls = \"none\"\n  password = \"unused\"\n  [mailbox.smtp]\n  \
+         host = \"127.0.0.1\"\n  port = {smtp}\n  tls = \"none\"\n{outbox}\n",
+        support_box = mailbox_section(stack, &support, &db, stack.smtp_port, ""),
+        sales = sales.address,
+        imap = stack.imap_port,
+        smtp = stack.smtp_port,
+        outbox = outbox_toml(""),
+    );
+    let settings = mailroom::config::Settings::parse(&text, &|_| None)
+        .unwrap_or_else(|p| panic!("test config invalid: {p:?}"));
+    let source = Arc::new(SignInLater {
+        tokens: ServerTokens::new(stack, &sales.address, &sales.address, SaslPreference::Auto)
+            .await,
+        granted: false.into(),
+        asked: Mutex::new(Vec::new()),
+    });
+    let store = Arc::new(db.store().await);
+    let mut app = mailroom::bridge::App::new(
+        settings,
+        store.clone() as Arc<dyn mailroom::store::TicketStore>,
+        Vec::new(),
+    );
+    let retry = Duration::from_secs(3);
+    app.sign_in_retry = retry;
+    let sales_name = mailroom::domain::ids::MailboxName::parse("sales").expect("name");
+    app.mailboxes.get_mut(&sales_name).expect("sales").login = source.clone();
+    let app = start_app(app, store);
+
+    Writer::new(stack, &support, "carol@example.net")
+        .writes("sasl-other@example.net", "For support", "Hi")
+        .await;
+    wait_tickets(app.store.as_ref(), 1).await;
+    let error = wait_for(
+        "sales reports its missing sign-in",
+        Duration::from_secs(20),
+        || async {
+            app.app
+                .health
+                .report()
+                .into_iter()
+                .find(|r| r.mailbox == sales_name)
+                .and_then(|r| r.last_error)
+        },
+    )
+    .await;
+    assert!(error.contains("no OAuth2 sign-in"), "{error}");
+    assert!(
+        error.contains("mailroom auth login --mailbox sales"),
+        "{error}"
+    );
+
+    Writer::new(stack, &sales, "dave@example.net")
+        .writes("sasl-sales@example.net", "For sales", "Hi")
+        .await;
+    source.granted.store(true, Ordering::SeqCst);
+    wait_tickets(app.store.as_ref(), 2).await;
+    let asked = source.asked.lock().expect("lock").clone();
+    assert!(asked.len() >= 2, "{asked:?}");
+    for pair in asked.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= retry - Duration::from_millis(50),
+            "asked again after {gap:?}"
+        );
+    }
+    app.stop().await;
+    db.cleanup().await;
+}
