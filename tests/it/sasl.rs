@@ -309,44 +309,123 @@ async fn a_token_refused_twice_is_a_permanent_error_that_needs_a_sign_in() {
     }
 }
 
-/// A tiny IMAP server on loopback that offers only AUTH=PLAIN: it speaks
-/// the greeting, CAPABILITY and LOGOUT, and answers BAD to anything else.
-async fn plain_only_greeter() -> (u16, tokio::task::JoinHandle<Vec<String>>) {
+/// A tiny IMAP server on loopback offering `caps` (greeting, CAPABILITY,
+/// LOGOUT) for `connections` connections, one after the other. It refuses
+/// every AUTHENTICATE the way Dovecot does: it asks for the initial
+/// response (`+`), sends a failure challenge, reads the client's answer
+/// and says NO. It returns what the client sent: commands, then each SASL
+/// line base64-decoded.
+async fn greeter(
+    caps: &'static str,
+    connections: usize,
+) -> (u16, tokio::task::JoinHandle<Vec<String>>) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let task = tokio::spawn(async move {
-        let (tcp, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
-            .await
-            .expect("a client comes")
-            .expect("accept");
-        let (read, mut write) = tcp.into_split();
-        let mut lines = BufReader::new(read).lines();
         let mut seen = Vec::new();
-        write
-            .write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] greeter ready\r\n")
-            .await
-            .expect("greet");
-        while let Ok(Ok(Some(line))) =
-            tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await
-        {
-            let (tag, command) = line.split_once(' ').unwrap_or((&line, ""));
-            seen.push(command.to_ascii_uppercase());
-            let answer = match command.to_ascii_uppercase().as_str() {
-                "CAPABILITY" => format!(
-                    "* CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN\r\n{tag} OK CAPABILITY done\r\n"
-                ),
-                "LOGOUT" => format!("* BYE bye\r\n{tag} OK LOGOUT done\r\n"),
-                _ => format!("{tag} BAD not here\r\n"),
+        for _ in 0..connections {
+            let (tcp, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
+                .await
+                .expect("a client comes")
+                .expect("accept");
+            let (read, mut write) = tcp.into_split();
+            let mut lines = BufReader::new(read).lines();
+            let greeting = format!("* OK [CAPABILITY {caps}] greeter ready\r\n");
+            write.write_all(greeting.as_bytes()).await.expect("greet");
+            let mut next = async || {
+                tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten()
             };
-            if write.write_all(answer.as_bytes()).await.is_err() {
-                break;
+            while let Some(line) = next().await {
+                let (tag, command) = line.split_once(' ').unwrap_or((&line, ""));
+                let tag = tag.to_owned();
+                seen.push(command.to_owned());
+                let answer = match command.to_ascii_uppercase().as_str() {
+                    "CAPABILITY" => {
+                        format!("* CAPABILITY {caps}\r\n{tag} OK CAPABILITY done\r\n")
+                    }
+                    "LOGOUT" => format!("* BYE bye\r\n{tag} OK LOGOUT done\r\n"),
+                    c if c.starts_with("AUTHENTICATE ") => {
+                        let sasl_ir = command.split(' ').count() > 2;
+                        let mut exchange = vec![];
+                        if !sasl_ir {
+                            write.write_all(b"+ \r\n").await.expect("continue");
+                            exchange.push(next().await.unwrap_or_default());
+                        }
+                        let failure = b64.encode(
+                            br#"{"status":"invalid_token","schemes":"bearer","scope":"mail"}"#,
+                        );
+                        write
+                            .write_all(format!("+ {failure}\r\n").as_bytes())
+                            .await
+                            .expect("challenge");
+                        exchange.push(next().await.unwrap_or_default());
+                        for l in exchange {
+                            let bytes = b64.decode(l.trim()).unwrap_or_else(|_| l.into_bytes());
+                            seen.push(String::from_utf8_lossy(&bytes).into_owned());
+                        }
+                        format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+                    }
+                    _ => format!("{tag} BAD not here\r\n"),
+                };
+                if write.write_all(answer.as_bytes()).await.is_err() || answer.contains(" NO ") {
+                    break;
+                }
             }
         }
         seen
     });
     (port, task)
+}
+
+/// Without SASL-IR the initial response goes out when the server asks for
+/// it; a failure challenge is answered with OAUTHBEARER's dummy `^A`, and
+/// its status becomes the reason; the refusal is retried once.
+#[tokio::test]
+async fn without_sasl_ir_the_exchange_follows_rfc7628() {
+    let (stack, support) = support_mailbox();
+    let (port, greeter) = greeter("IMAP4rev1 AUTH=PLAIN AUTH=OAUTHBEARER", 2).await;
+    let tokens = ServerTokens::new(
+        stack,
+        &support.address,
+        &support.address,
+        SaslPreference::Auto,
+    )
+    .await;
+    let mut settings = stack.imap_settings(&support, "INBOX");
+    settings.port = port;
+    let err = match imap::connect(&settings, &tokens).await {
+        Ok(_) => panic!("the greeter let a client in"),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(matches!(err, ImapError::TokenRefused { .. }), "{msg}");
+    assert!(
+        msg.contains("status invalid_token, scope needed: mail"),
+        "{msg}"
+    );
+    let rejected = tokens.rejected();
+    assert_eq!(rejected.len(), 2);
+    let seen = greeter.await.expect("greeter");
+    let one = |token: &str| {
+        vec![
+            "CAPABILITY".to_owned(),
+            "AUTHENTICATE OAUTHBEARER".to_owned(),
+            format!(
+                "n,a={},\x01host=127.0.0.1\x01port={port}\x01auth=Bearer {token}\x01\x01",
+                support.address
+            ),
+            "\x01".to_owned(),
+        ]
+    };
+    assert_eq!(seen, [one(&rejected[0]), one(&rejected[1])].concat());
 }
 
 #[tokio::test]
@@ -356,7 +435,7 @@ async fn a_server_without_the_mechanism_is_named_with_the_config_key() {
         (SaslPreference::Xoauth2, "no XOAUTH2"),
         (SaslPreference::Auto, "neither OAUTHBEARER nor XOAUTH2"),
     ] {
-        let (port, greeter) = plain_only_greeter().await;
+        let (port, greeter) = greeter("IMAP4rev1 SASL-IR AUTH=PLAIN", 1).await;
         let tokens = ServerTokens::new(stack, &support.address, &support.address, mechanism).await;
         let mut settings = stack.imap_settings(&support, "INBOX");
         settings.port = port;
