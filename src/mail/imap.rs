@@ -90,9 +90,7 @@ impl ImapError {
                 | ImapError::Tls { .. }
         )
     }
-}
 
-impl ImapError {
     /// Whether only the operator can fix it by signing in again (no grant,
     /// grant refused, token refused twice). Ingest then retries slowly, so
     /// as not to hammer the token endpoint.
@@ -173,8 +171,10 @@ pub async fn connect(
 ) -> Result<Session, ImapError> {
     let first = login.login().await?;
     match connect_as(settings, &first).await {
-        Err(ImapError::TokenRefused { reason, .. }) => {
-            tracing::info!(user = %first.user(), %reason, "IMAP refused the access token; trying once more with a fresh one");
+        Err(ImapError::TokenRefused {
+            mechanism, reason, ..
+        }) => {
+            tracing::info!(user = %first.user(), %mechanism, %reason, "IMAP refused the access token; trying once more with a fresh one");
             login.rejected(&first).await;
             let second = login.login().await?;
             let result = connect_as(settings, &second).await;

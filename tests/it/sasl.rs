@@ -550,6 +550,76 @@ async fn smtp_retries_a_refused_token_once_and_a_second_refusal_is_permanent() {
     }
 }
 
+/// A tiny SMTP server on loopback whose EHLO offers `AUTH PLAIN LOGIN`
+/// only; it answers QUIT and RSET, refuses anything else, and returns the
+/// commands it got.
+async fn smtp_greeter() -> (u16, tokio::task::JoinHandle<Vec<String>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let task = tokio::spawn(async move {
+        let (tcp, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
+            .await
+            .expect("a client comes")
+            .expect("accept");
+        let (read, mut write) = tcp.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write
+            .write_all(b"220 greeter ESMTP\r\n")
+            .await
+            .expect("greet");
+        let mut seen = Vec::new();
+        while let Ok(Ok(Some(line))) =
+            tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await
+        {
+            let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+            seen.push(verb.clone());
+            let answer: &[u8] = match verb.as_str() {
+                "EHLO" => b"250-greeter\r\n250-8BITMIME\r\n250 AUTH PLAIN LOGIN\r\n",
+                "QUIT" => b"221 bye\r\n",
+                "RSET" => b"250 ok\r\n",
+                _ => b"502 not here\r\n",
+            };
+            if write.write_all(answer).await.is_err() || verb == "QUIT" {
+                break;
+            }
+        }
+        seen
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn smtp_without_the_mechanism_is_named_with_the_config_key() {
+    let (stack, support, customer) = support_and_customer();
+    let (port, greeter) = smtp_greeter().await;
+    let tokens = Arc::new(
+        ServerTokens::new(
+            stack,
+            &support.address,
+            &support.address,
+            SaslPreference::Auto,
+        )
+        .await,
+    );
+    let mut settings = smtp_settings(stack);
+    settings.port = port;
+    let mailer = SmtpMailer::new(settings, Some(tokens.clone()));
+    let err = send(&mailer, &support, &customer, "sasl-smtp-none@example.com")
+        .await
+        .expect_err("sent without a mechanism");
+    let SendError::Permanent(msg) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(msg.contains("neither OAUTHBEARER nor XOAUTH2"), "{msg}");
+    assert!(msg.contains("[PLAIN LOGIN]"), "{msg}");
+    assert!(msg.contains("mailbox.oauth2.mechanism"), "{msg}");
+    assert!(tokens.rejected().is_empty());
+    let seen = greeter.await.expect("greeter");
+    assert!(!seen.iter().any(|v| v == "AUTH" || v == "MAIL"), "{seen:?}");
+}
+
 fn reconnects(text: &str) -> f64 {
     text.lines()
         .find_map(|l| {
