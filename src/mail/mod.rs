@@ -7,6 +7,7 @@ pub mod hygiene;
 pub mod imap;
 pub mod ingest;
 pub mod parse;
+pub mod sasl;
 pub mod settings;
 pub mod smtp;
 pub mod tls;

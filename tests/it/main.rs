@@ -19,5 +19,6 @@ mod hygiene;
 mod mail_flow;
 mod matrix;
 mod ops;
+mod sasl;
 mod slack;
 mod store_conformance;
