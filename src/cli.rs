@@ -550,6 +550,9 @@ pub async fn tickets(app: &App, cmd: TicketsCommand, out: &mut dyn Write) -> any
                     body_markdown: body,
                     attachments,
                     undo_window: std::time::Duration::ZERO,
+                    // The CLI asks nobody: list or automatic mail without a
+                    // person to answer is refused (say so in chat with `!reply!`).
+                    confirmed: false,
                 },
             )
             .await?;

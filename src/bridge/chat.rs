@@ -631,6 +631,7 @@ async fn reply(
         body_markdown: text,
         attachments,
         undo_window: undo,
+        confirmed: force,
     };
     match queue_reply(app, req).await {
         Ok(q) => {

@@ -6,12 +6,13 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{App, now_ms};
+use crate::domain::hygiene::{LoopVerdict, judge_loop, loop_notice};
 use crate::domain::ids::{EmailAddress, MailboxName, MessageId, TicketToken};
 use crate::domain::mailbox::Checkpoint;
 use crate::domain::threading::{ThreadDecision, ThreadKeys, decide};
 use crate::mail::ingest::{IngestError, IngestSink, SinkError};
 use crate::mail::parse::{InboundEmail, parse_email};
-use crate::store::{Destination, NewEmail, NewInbound, Recorded, StoreError};
+use crate::store::{Destination, JobSpec, LoopRecord, NewEmail, NewInbound, Recorded, StoreError};
 
 /// A fresh random ticket token.
 pub fn new_token() -> TicketToken {
@@ -65,6 +66,8 @@ impl MailboxIngest {
         };
         let shared = &mailbox.settings.address;
         let window = mailbox.settings.subject_window.as_secs() as i64;
+        let limit = mailbox.settings.loop_guard.limit();
+        let mut loops: Vec<LoopVerdict> = Vec::new();
         let count = mails.len();
         let mut batch = self.app.store.begin_ingest().await?;
         let mut done: Vec<(Recorded, MessageId)> = Vec::with_capacity(count);
@@ -73,7 +76,7 @@ impl MailboxIngest {
             let now = now_ms();
             let keys = thread_keys(&parsed, shared, now);
             let found = batch.thread_candidates(&self.mailbox, &keys).await?;
-            let (destination, refused) = match decide(&keys, &found, window) {
+            let (mut destination, refused) = match decide(&keys, &found, window) {
                 ThreadDecision::FollowUp { ticket, by } => (
                     Destination::FollowUp {
                         ticket,
@@ -95,6 +98,27 @@ impl MailboxIngest {
                     participants.push(p.address.clone());
                 }
             }
+            // The loop guard: past the limit, the sender's mail is stored
+            // quietly in their latest ticket (never a new ticket each), and
+            // the room hears of the loop once.
+            let activity = batch
+                .sender_activity(&self.mailbox, &parsed.from.address, now - limit.window_ms())
+                .await?;
+            let verdict = judge_loop(activity.facts, limit, now);
+            let mut automatic = parsed.auto.map(|a| a.as_str());
+            let mut post_to = self.app.platforms_for(&self.mailbox);
+            if verdict.is_loop() {
+                if let (Destination::New { .. }, Some(ticket)) =
+                    (&destination, activity.latest_ticket)
+                {
+                    destination = Destination::FollowUp {
+                        ticket,
+                        matched_by: "mail loop",
+                    };
+                }
+                automatic = Some(automatic.unwrap_or("mail-loop"));
+                post_to.clear();
+            }
             let new = NewInbound {
                 mailbox: self.mailbox.clone(),
                 // Written once, with the last email: they come in UID order.
@@ -110,15 +134,58 @@ impl MailboxIngest {
                     participants,
                 },
                 destination,
-                automatic: parsed.auto.map(|a| a.as_str()),
+                automatic,
                 refused_merges: refused,
-                post_to: self.app.platforms_for(&self.mailbox),
+                post_to,
                 now_ms: now,
             };
-            done.push((batch.record_inbound(new).await?, parsed.message_id));
+            let recorded = batch.record_inbound(new).await?;
+            if verdict.is_loop()
+                && let Some(ticket) = recorded.ticket()
+            {
+                let sender = &parsed.from.address;
+                let count = activity.facts.recent.saturating_add(1);
+                let text = loop_notice(sender, count, limit, ticket);
+                let notices = self
+                    .app
+                    .platforms_for(&self.mailbox)
+                    .into_iter()
+                    .filter_map(|platform| {
+                        let room = self.app.chat_room(&self.mailbox, platform)?;
+                        Some(JobSpec::ChatRoomNotice {
+                            platform,
+                            room,
+                            text: text.clone(),
+                        })
+                    })
+                    .collect();
+                batch
+                    .record_loop(LoopRecord {
+                        mailbox: self.mailbox.clone(),
+                        sender: sender.clone(),
+                        ticket,
+                        verdict,
+                        details: format!(
+                            "{count} messages from {sender} within {} minutes; their mail is filed here without chat posts until the rate drops",
+                            limit.window.as_secs() / 60
+                        ),
+                        notices,
+                        now_ms: now,
+                    })
+                    .await?;
+                loops.push(verdict);
+            }
+            done.push((recorded, parsed.message_id));
         }
         batch.commit().await?;
-        let mut posted = false;
+        for verdict in &loops {
+            let started = *verdict == LoopVerdict::Started;
+            self.app.metrics.mail_loop(&self.mailbox, started);
+            if started {
+                tracing::warn!(mailbox = %self.mailbox, "mail loop detected; its mail is filed without chat posts");
+            }
+        }
+        let mut posted = !loops.is_empty();
         for (recorded, message_id) in &done {
             match recorded {
                 Recorded::Duplicate => {

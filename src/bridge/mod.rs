@@ -9,6 +9,7 @@
 //!   too long, and when it recovers.
 
 pub mod chat;
+mod hygiene;
 pub mod ingest;
 pub mod outbox;
 pub mod reply;

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use super::{App, now_ms};
-use crate::domain::email::Party;
+use crate::domain::email::{AutoKind, Party};
 use crate::domain::ids::{Agent, MessageId, TicketId};
 use crate::domain::outbound::{OutboundAttachment, Parent, ReplyError, ReplyInput, build_reply};
+use crate::domain::recipient::{ListMail, is_robot_mail, list_author};
 use crate::mail::compose::{ComposeError, compose};
 use crate::mail::parse::{content_hash, parse_email};
 use crate::store::{NewReply, StoreError};
@@ -22,6 +23,9 @@ pub struct ReplyRequest {
     pub attachments: Vec<OutboundAttachment>,
     /// The reply waits this long in the outbox, during which it can be cancelled.
     pub undo_window: Duration,
+    /// `!reply!`: send even when no person can be found to answer (list
+    /// mail without a findable author, automatic mail only).
+    pub confirmed: bool,
 }
 
 /// A reply waiting in the outbox.
@@ -42,6 +46,10 @@ pub enum ReplyFlowError {
     NothingToAnswer(TicketId),
     #[error("ticket {ticket} belongs to mailbox {mailbox}, which is not configured")]
     UnknownMailbox { ticket: TicketId, mailbox: String },
+    /// The mail to answer was written by no person we can find; the
+    /// teammate must confirm, and is told to whom it would go.
+    #[error("{why}; nobody was written to. Send it anyway to {to} with `!reply! …`")]
+    NeedsConfirmation { why: String, to: String },
     #[error(transparent)]
     Invalid(#[from] ReplyError),
     #[error(transparent)]
@@ -56,6 +64,28 @@ fn random_part() -> String {
         bytes[..8].copy_from_slice(&now_ms().to_le_bytes());
     }
     hex::encode(bytes)
+}
+
+/// The ticket's latest inbound mail that a person wrote, parsed.
+async fn latest_human(
+    app: &App,
+    ticket: TicketId,
+) -> Result<Option<crate::mail::parse::InboundEmail>, ReplyFlowError> {
+    let emails = app.store.emails(ticket).await?;
+    for e in emails
+        .iter()
+        .rev()
+        .filter(|e| e.direction == crate::domain::email::Direction::Inbound)
+    {
+        let Some(raw) = app.store.raw_email(e.id).await? else {
+            continue;
+        };
+        let parsed = parse_email(&raw);
+        if parsed.auto.is_none() {
+            return Ok(Some(parsed));
+        }
+    }
+    Ok(None)
 }
 
 /// Builds, stores and queues a reply to the ticket's latest customer email.
@@ -75,7 +105,43 @@ pub async fn queue_reply(app: &App, req: ReplyRequest) -> Result<QueuedReply, Re
         .latest_inbound(req.ticket)
         .await?
         .ok_or(ReplyFlowError::NothingToAnswer(req.ticket))?;
-    let parsed = parse_email(&raw);
+    let mut parsed = parse_email(&raw);
+    let settings = &mailbox.settings;
+    // Who is answered: list mail → its author alone; automatic mail → the
+    // latest mail a person wrote in the ticket; neither to be found → ask.
+    let mut only_to = None;
+    let mut unclear = None;
+    if is_robot_mail(parsed.auto) {
+        match latest_human(app, req.ticket).await? {
+            Some(human) => parsed = human,
+            None => {
+                unclear = Some(format!(
+                    "this ticket holds only automatic mail ({} from {})",
+                    parsed.auto.map_or("automatic", |a| a.as_str()),
+                    parsed.from.address
+                ))
+            }
+        }
+    } else if parsed.auto == Some(AutoKind::List) {
+        let author = list_author(
+            ListMail {
+                from: &parsed.from,
+                reply_to: &parsed.reply_to,
+                list_post: parsed.trace.list_post.as_ref(),
+                original_from: parsed.trace.original_from.as_ref(),
+            },
+            |a| settings.address.is_same_mailbox(a),
+        );
+        match author {
+            Some(p) => only_to = Some(p),
+            None => {
+                unclear = Some(format!(
+                    "the latest mail is list mail (from {}) and its author cannot be told apart from the list",
+                    parsed.from
+                ))
+            }
+        }
+    }
     let parent = Parent {
         message_id: parsed.message_id.clone(),
         references: parsed.references.clone(),
@@ -89,7 +155,6 @@ pub async fn queue_reply(app: &App, req: ReplyRequest) -> Result<QueuedReply, Re
         to: parsed.to.clone(),
         cc: parsed.cc.clone(),
     };
-    let settings = &mailbox.settings;
     let message_id = MessageId::parse(&format!(
         "mailroom.{}.{}@{}",
         req.ticket.get(),
@@ -110,7 +175,22 @@ pub async fn queue_reply(app: &App, req: ReplyRequest) -> Result<QueuedReply, Re
         message_id: message_id.clone(),
         body_markdown: &req.body_markdown,
         attachments: req.attachments,
+        only_to,
     })?;
+    if let Some(why) = unclear
+        && !req.confirmed
+    {
+        let to: Vec<String> = out
+            .to
+            .iter()
+            .chain(&out.cc)
+            .map(|p| p.to_string())
+            .collect();
+        return Err(ReplyFlowError::NeedsConfirmation {
+            why,
+            to: to.join(", "),
+        });
+    }
     let composed = compose(&out)?;
     let now = now_ms();
     let send_at_ms = now + req.undo_window.as_millis() as i64;

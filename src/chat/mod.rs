@@ -332,6 +332,8 @@ pub(crate) struct EmailText<'a> {
     pub attachments: Vec<String>,
     /// Reading problems, one a line, every one.
     pub problems: Vec<String>,
+    /// Authentication results and the spoof warning (see [`auth_lines`]).
+    pub auth: Vec<String>,
 }
 
 impl<'a> EmailText<'a> {
@@ -391,6 +393,7 @@ impl<'a> EmailText<'a> {
                 .iter()
                 .map(|n| clip(n, MAX_FIELD_CHARS).into_owned())
                 .collect(),
+            auth: auth_lines(email),
         }
     }
 
@@ -403,10 +406,11 @@ impl<'a> EmailText<'a> {
         if let Some(cc) = &self.cc {
             plain.push_str(&format!("Cc: {cc}\n"));
         }
-        plain.push_str(&format!(
-            "Subject: {}\nDate: {}\n\n{}\n",
-            self.subject, self.date, self.body
-        ));
+        plain.push_str(&format!("Subject: {}\nDate: {}\n", self.subject, self.date));
+        for line in &self.auth {
+            plain.push_str(&format!("{line}\n"));
+        }
+        plain.push_str(&format!("\n{}\n", self.body));
         if let Some(note) = &self.note {
             plain.push_str(&format!("{note}\n"));
         }
@@ -425,10 +429,37 @@ impl<'a> EmailText<'a> {
 /// Short and without markup, so that a server that refused everything
 /// fuller still takes it.
 pub(crate) fn minimal_text(heading: &str, ticket: TicketId, email: &EmailView) -> String {
-    format!(
-        "{heading}\nFrom: {}\nSubject: {}\nThis mail could not be shown here in full: read it with `mailroom tickets show {}` (its text follows as a file).",
+    let mut text = format!(
+        "{heading}\nFrom: {}\nSubject: {}\n",
         clip(&email.from.to_string(), 200),
         clip(&email.subject, 200),
+    );
+    // The spoof warning survives every fallback; the results themselves
+    // are in the full text.
+    if email.auth.as_ref().is_some_and(|a| a.dmarc_failed()) {
+        text.push_str(crate::domain::authres::SPOOF_WARNING);
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "This mail could not be shown here in full: read it with `mailroom tickets show {}` (its text follows as a file).",
         ticket.get()
-    )
+    ));
+    text
+}
+
+/// The card's authentication lines: SPF, DKIM and DMARC as the receiving
+/// server found them (and a forwarder before it), then the spoof warning
+/// when the From domain fails DMARC. Empty when the mail carries no
+/// results from a trusted server.
+pub(crate) fn auth_lines(email: &EmailView) -> Vec<String> {
+    email
+        .auth
+        .as_ref()
+        .map(|a| {
+            a.card_lines()
+                .into_iter()
+                .map(|l| clip(&l, MAX_FIELD_CHARS).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -52,6 +52,10 @@ pub enum AutoKind {
     Bounce,
     /// Mailing-list traffic (`List-Id`, `Precedence: list|bulk|junk`).
     List,
+    /// Sent with the null envelope sender (`Return-Path: <>`), which only
+    /// delivery reports and automatic responses use (RFC 3834 §3.3), but
+    /// none of the above marks.
+    NullSender,
 }
 
 impl AutoKind {
@@ -60,6 +64,7 @@ impl AutoKind {
             AutoKind::AutoReply => "auto-reply",
             AutoKind::Bounce => "bounce",
             AutoKind::List => "list",
+            AutoKind::NullSender => "null-sender",
         }
     }
 }

@@ -3,12 +3,15 @@
 //! about IMAP, SQL, Slack or Matrix, so every rule is unit-testable in
 //! isolation.
 
+pub mod authres;
 pub mod chat;
 pub mod command;
 pub mod email;
+pub mod hygiene;
 pub mod ids;
 pub mod mailbox;
 pub mod outbound;
+pub mod recipient;
 pub mod render;
 pub mod settings;
 pub mod threading;

@@ -68,6 +68,9 @@ pub struct ReplyInput<'a> {
     pub message_id: MessageId,
     pub body_markdown: &'a str,
     pub attachments: Vec<OutboundAttachment>,
+    /// Answer this person alone (the author of list mail, see
+    /// `domain::recipient`) instead of the conversation.
+    pub only_to: Option<Party>,
 }
 
 /// Why a reply could not be built. The field names the culprit.
@@ -110,6 +113,11 @@ pub fn build_reply(input: ReplyInput<'_>) -> Result<OutboundEmail, ReplyError> {
     }
     let ours = |a: &EmailAddress| input.mailbox_address.is_same_mailbox(a);
     let parent = input.parent;
+    if let Some(p) = &input.only_to
+        && ours(&p.address)
+    {
+        return Err(ReplyError::NoRecipient);
+    }
 
     let mut to: Vec<Party> = Vec::new();
     let primary = if parent.reply_to.is_empty() {
@@ -133,6 +141,10 @@ pub fn build_reply(input: ReplyInput<'_>) -> Result<OutboundEmail, ReplyError> {
         if !ours(&p.address) && !seen {
             cc.push(p.clone());
         }
+    }
+    if let Some(p) = &input.only_to {
+        to = vec![p.clone()];
+        cc.clear();
     }
     if to.is_empty() {
         // The parent was written by us (e.g. replying twice in a row): answer
@@ -235,7 +247,23 @@ mod tests {
             message_id: MessageId::parse("<r1@example.com>").unwrap(),
             body_markdown: body,
             attachments: vec![],
+            only_to: None,
         }
+    }
+
+    #[test]
+    fn only_to_answers_one_person_and_nobody_else() {
+        let addr = EmailAddress::parse("support@example.com").unwrap();
+        let token = TicketToken::parse("abcdefghijkm").unwrap();
+        let p = parent();
+        let mut i = input(&addr, &token, &p, "ok");
+        i.only_to = Some(party(Some("Carol"), "carol@customer.example"));
+        let out = build_reply(i).unwrap();
+        assert_eq!(out.to, vec![party(Some("Carol"), "carol@customer.example")]);
+        assert!(out.cc.is_empty());
+        let mut i = input(&addr, &token, &p, "ok");
+        i.only_to = Some(party(None, "support+x@example.com"));
+        assert_eq!(build_reply(i), Err(ReplyError::NoRecipient));
     }
 
     #[test]

@@ -178,6 +178,9 @@ pub struct EmailView {
     /// Problems met while reading the mail, shown so that nobody trusts a
     /// garbled rendering blindly.
     pub notes: Vec<String>,
+    /// SPF, DKIM and DMARC as the receiving server found them, when it is
+    /// trusted (set by the bridge, which knows whom to trust).
+    pub auth: Option<super::authres::AuthSummary>,
 }
 
 impl EmailView {
@@ -218,6 +221,7 @@ impl EmailView {
             signature_trimmed,
             attachments,
             notes,
+            auth: None,
         }
     }
 }

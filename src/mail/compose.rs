@@ -196,6 +196,7 @@ mod tests {
             message_id: MessageId::parse("<r9@example.com>").unwrap(),
             body_markdown: body,
             attachments: vec![],
+            only_to: None,
         })
         .expect("the reply rules accept a neutralised mail");
         compose(&out).unwrap()

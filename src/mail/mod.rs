@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod compose;
 pub mod elide;
+pub mod hygiene;
 pub mod imap;
 pub mod ingest;
 pub mod parse;

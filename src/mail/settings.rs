@@ -34,6 +34,12 @@ pub struct MailboxSettings {
     pub smtp: SmtpSettings,
     #[serde(default, deserialize_with = "lenient")]
     pub chat: ChatTargets,
+    /// Whose Authentication-Results to believe (`mail::hygiene`).
+    #[serde(default, deserialize_with = "lenient")]
+    pub auth_results: crate::mail::hygiene::AuthResultsSettings,
+    /// When one sender's mail is a loop (`mail::hygiene`).
+    #[serde(default, deserialize_with = "lenient")]
+    pub loop_guard: crate::mail::hygiene::LoopGuardSettings,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -123,6 +123,8 @@ pub struct Metrics {
     post_latency: HistogramFamily<PlatformLabel>,
     reply_latency: HistogramFamily<MailboxLabel>,
     check_age: Family<MailboxLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    mail_loops: Family<MailboxLabel, Counter>,
+    mail_loop_messages: Family<MailboxLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -156,6 +158,8 @@ impl Metrics {
             post_latency: Family::new_with_constructor(latency_histogram),
             reply_latency: Family::new_with_constructor(latency_histogram),
             check_age: Family::default(),
+            mail_loops: Family::default(),
+            mail_loop_messages: Family::default(),
             registry: Registry::default(),
         };
         // Counters get `_total` appended, units their `_seconds`.
@@ -238,7 +242,26 @@ impl Metrics {
             Unit::Seconds,
             m.check_age.clone(),
         );
+        registry.register(
+            "mail_loops",
+            "Mail loops detected (one sender over the mailbox's loop_guard limit); each told once in the room",
+            m.mail_loops.clone(),
+        );
+        registry.register(
+            "mail_loop_messages",
+            "Emails of a mail loop, stored and filed in their ticket without a chat post",
+            m.mail_loop_messages.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// One email of a mail loop; `started`: the first of its loop.
+    pub fn mail_loop(&self, mailbox: &MailboxName, started: bool) {
+        let label = Metrics::mailbox(mailbox);
+        if started {
+            self.mail_loops.get_or_create(&label).inc();
+        }
+        self.mail_loop_messages.get_or_create(&label).inc();
     }
 
     fn mailbox(mailbox: &MailboxName) -> MailboxLabel {

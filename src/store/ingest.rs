@@ -7,9 +7,11 @@ use async_trait::async_trait;
 use super::StoreResult;
 use crate::domain::chat::Platform;
 use crate::domain::email::{ContentHash, Party};
+use crate::domain::hygiene::{LoopFacts, LoopVerdict};
 use crate::domain::ids::{EmailAddress, MailboxName, MessageId, TicketId, TicketToken};
 use crate::domain::mailbox::Checkpoint;
 use crate::domain::threading::{Candidates, ThreadKeys};
+use crate::store::JobSpec;
 
 /// The email part of an ingest.
 #[derive(Debug, Clone)]
@@ -69,6 +71,16 @@ pub enum Recorded {
     },
 }
 
+impl Recorded {
+    /// The ticket the email went to, unless it was a duplicate.
+    pub fn ticket(&self) -> Option<TicketId> {
+        match self {
+            Recorded::Duplicate => None,
+            Recorded::NewTicket { ticket, .. } | Recorded::FollowUp { ticket, .. } => Some(*ticket),
+        }
+    }
+}
+
 /// Incoming emails stored in one transaction: a fetch batch of a backlog
 /// costs one commit and one checkpoint write rather than one per email.
 /// Threading looks up inside the transaction, so an email sees the ones
@@ -82,5 +94,38 @@ pub trait IngestBatch: Send {
         keys: &ThreadKeys,
     ) -> StoreResult<Candidates>;
     async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Recorded>;
+    /// What the loop guard needs to know about a sender: their inbound
+    /// mail stored since `since_ms`, the last loop mail, their latest ticket.
+    async fn sender_activity(
+        &mut self,
+        mailbox: &MailboxName,
+        sender: &EmailAddress,
+        since_ms: i64,
+    ) -> StoreResult<SenderActivity>;
+    /// Records a loop mail: a new loop (with its audit line and the room
+    /// notices) or one more mail of the running one.
+    async fn record_loop(&mut self, record: LoopRecord) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// A sender's recent mail (see [`IngestBatch::sender_activity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderActivity {
+    pub facts: LoopFacts,
+    /// The ticket of their latest inbound mail in the mailbox.
+    pub latest_ticket: Option<TicketId>,
+}
+
+/// One mail of a loop (see [`IngestBatch::record_loop`]).
+#[derive(Debug, Clone)]
+pub struct LoopRecord {
+    pub mailbox: MailboxName,
+    pub sender: EmailAddress,
+    pub ticket: TicketId,
+    /// `Started` or `Continuing`.
+    pub verdict: LoopVerdict,
+    /// For a new loop: the audit line's details and the room notices.
+    pub details: String,
+    pub notices: Vec<JobSpec>,
+    pub now_ms: i64,
 }

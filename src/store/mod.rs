@@ -62,7 +62,9 @@ use async_trait::async_trait;
 pub use audit::AuditEntry;
 pub use emails::{EmailRecord, EmailState};
 pub use error::{StoreError, StoreResult};
-pub use ingest::{Destination, IngestBatch, NewEmail, NewInbound, Recorded};
+pub use ingest::{
+    Destination, IngestBatch, LoopRecord, NewEmail, NewInbound, Recorded, SenderActivity,
+};
 pub use outbox::{FilePart, Job, JobOutcome, JobSpec, JobState, Requeued, Settlement};
 pub use replies::{NewReply, OutgoingMail};
 pub use tickets::{Applied, TicketFilter, TicketRecord};

@@ -248,6 +248,7 @@ pub fn reply_request(
         body_markdown: body.to_owned(),
         attachments: vec![],
         undo_window: Duration::ZERO,
+        confirmed: false,
     }
 }
 
@@ -550,6 +551,11 @@ pub fn mailbox_section(
     .render()
 }
 
+/// The tests' customers write in bursts (50 mails in a second) that the
+/// loop guard would take for a mail loop; it is raised out of their way
+/// here, and `tests/it/hygiene.rs` replaces this line to test it.
+pub const LOOP_GUARD: &str = "loop_guard = { max_messages = 10000 }";
+
 /// `[database]` and one `[[mailbox]]` named support on 127.0.0.1, with
 /// plain-text IMAP and SMTP.
 pub struct MailboxToml<'a> {
@@ -578,6 +584,7 @@ name = "support"
 address = "{addr}"
 display_name = "Example Support"
 initial_sync = "all"
+{LOOP_GUARD}
   [mailbox.imap]
   host = "127.0.0.1"
   port = {imap}

@@ -365,6 +365,9 @@ display_name = "Example Support"
   [mailbox.chat]
   matrix_room = "{MATRIX_ROOM}"
   slack_channel = "{SLACK_CHANNEL}"
+  # The corpus repeats senders; the loop guard is tested in hygiene.rs.
+  [mailbox.loop_guard]
+  max_messages = 10000
 
 # Never connected: the chats are the recording ones below.
 [matrix]

@@ -15,6 +15,7 @@ mod every_mail;
 #[path = "../fake_slack/mod.rs"]
 mod fake_slack;
 mod faults;
+mod hygiene;
 mod mail_flow;
 mod matrix;
 mod ops;

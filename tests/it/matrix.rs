@@ -145,7 +145,7 @@ impl Teammate {
             .event_id
     }
 
-    async fn say_in_thread(&self, room: &OwnedRoomId, root: &OwnedEventId, text: &str) {
+    pub(crate) async fn say_in_thread(&self, room: &OwnedRoomId, root: &OwnedEventId, text: &str) {
         let mut content = RoomMessageEventContent::text_plain(text);
         content.relates_to = Some(Relation::Thread(Thread::plain(root.clone(), root.clone())));
         self.room(room).send(content).await.expect("send");

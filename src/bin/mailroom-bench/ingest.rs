@@ -20,6 +20,7 @@ use crate::common::{hex, mail};
 pub async fn ingest(url: &str, emails: usize) -> anyhow::Result<f64> {
     let text = format!(
         "[database]\nurl = \"{url}\"\n[[mailbox]]\nname = \"support\"\naddress = \"support@bench.example\"\ndisplay_name = \"Bench\"\n\
+         loop_guard = {{ max_messages = 1000000 }}\n\
          [mailbox.imap]\nhost = \"127.0.0.1\"\npassword = \"x\"\n[mailbox.smtp]\nhost = \"127.0.0.1\"\n"
     );
     let settings = Settings::parse(&text, &|_| None).map_err(|p| anyhow!("{p:?}"))?;

@@ -259,7 +259,7 @@ pub(super) async fn chat_post(
         Some(_) => None,
         None => ticket.state.owner(),
     };
-    let view = parsed.view();
+    let view = app.email_view(&ticket.mailbox, &parsed);
     let key = idempotency_key(&ticket, job);
     let (new_thread, shown, refusals) = match existing {
         Some(thread) => {
@@ -424,7 +424,7 @@ pub(super) async fn chat_status(app: &App, job: &Job, platform: Platform) -> Res
         .find(|e| e.direction == crate::domain::email::Direction::Inbound)
         .ok_or_else(|| missing("ticket has no email"))?;
     let raw = raw_email(app, first.id).await?;
-    let view = parse_email(&raw).view();
+    let view = app.email_view(&ticket.mailbox, &parse_email(&raw));
     drop(raw);
     let card = card(app, &ticket)?;
     // The edit falls back like the post did, so a root that could only be
@@ -461,7 +461,7 @@ pub(super) async fn chat_notice(
 
 impl App {
     /// The room (Matrix) or channel (Slack) a mailbox posts to.
-    fn chat_room(
+    pub(crate) fn chat_room(
         &self,
         mailbox: &crate::domain::ids::MailboxName,
         platform: Platform,

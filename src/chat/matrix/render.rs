@@ -49,9 +49,10 @@ fn render_email(email: &EmailView, heading: &str) -> (String, String) {
         html.push_str(&format!("<b>Cc:</b> {}<br>", escape_html(cc)));
     }
     html.push_str(&format!(
-        "<b>Subject:</b> {}<br><b>Date:</b> {}</p><p>{}</p>",
+        "<b>Subject:</b> {}<br><b>Date:</b> {}</p>{}<p>{}</p>",
         escape_html(&t.subject),
         t.date,
+        auth_html(&t.auth),
         text_block(t.body)
     ));
     if let Some(note) = &t.note {
@@ -65,6 +66,24 @@ fn render_email(email: &EmailView, heading: &str) -> (String, String) {
         html.push_str(&format!("<p>⚠️ {}</p>", escape_html(n)));
     }
     (t.plain(heading), html)
+}
+
+/// The authentication lines as HTML; the spoof warning in bold.
+fn auth_html(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            if l.starts_with(crate::domain::authres::SPOOF_WARNING) {
+                format!("<strong>{}</strong>", escape_html(l))
+            } else {
+                escape_html(l)
+            }
+        })
+        .collect();
+    format!("<p>{}</p>", shown.join("<br>"))
 }
 
 /// The content at `rendering`: HTML and plain text, plain text alone, or

@@ -107,6 +107,9 @@ fn email_blocks(email: &EmailView, blocks: &mut Vec<Value>) {
         t.date
     ));
     blocks.push(section(truncate_chars(&head, SECTION_CHARS).0.to_owned()));
+    if let Some(block) = auth_block(&t.auth) {
+        blocks.push(block);
+    }
     if t.body == EMPTY_BODY {
         blocks.push(section(format!("_{EMPTY_BODY}_")));
     } else {
@@ -141,6 +144,28 @@ fn email_blocks(email: &EmailView, blocks: &mut Vec<Value>) {
     if notes.iter().any(|(_, lines)| !lines.is_empty()) {
         blocks.push(context(fit_lines(&notes, SECTION_CHARS)));
     }
+}
+
+/// The authentication lines as a context block; the spoof warning in bold.
+fn auth_block(lines: &[String]) -> Option<Value> {
+    if lines.is_empty() {
+        return None;
+    }
+    let shown: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            if l.starts_with(crate::domain::authres::SPOOF_WARNING) {
+                format!("*{}*", escape(l))
+            } else {
+                escape(l)
+            }
+        })
+        .collect();
+    Some(context(
+        truncate_chars(&shown.join("\n"), SECTION_CHARS)
+            .0
+            .to_owned(),
+    ))
 }
 
 /// Groups of lines (the note, the attachments, the reading problems) in at
@@ -581,5 +606,47 @@ mod tests {
         let out = fit_lines(&[("attachments", few)], SECTION_CHARS);
         assert_eq!(out.lines().count(), MAX_LISTED + 1);
         assert!(out.ends_with("… and 5 more attachments"));
+    }
+
+    #[test]
+    fn authentication_results_and_the_spoof_warning_are_shown_at_every_level() {
+        use crate::domain::authres::{AuthSummary, Trusted};
+        let mut v = view("Pay to the new IBAN.");
+        v.auth = AuthSummary::evaluate(
+            &["mx.google.com; spf=softfail smtp.mailfrom=x@example.com; dmarc=fail (p=REJECT) header.from=example.com".to_owned()],
+            &[],
+            &Trusted::new(["mx.google.com".to_owned()], false),
+            "example.com",
+        );
+        let card_state = TicketState::Open;
+        let card = TicketCard {
+            ticket: TicketId::new(3),
+            mailbox_display_name: "Support",
+            state: &card_state,
+            tags: vec![],
+        };
+        let full = root_post(&card, &v, Rendering::Full);
+        let all = texts(full.blocks.as_ref().unwrap()).join("\n");
+        assert!(
+            all.contains("🔐 SPF softfail · DMARC fail (checked by mx.google.com)"),
+            "{all}"
+        );
+        assert!(
+            all.contains("*⚠ possible spoof — check before replying: example.com fails DMARC*"),
+            "{all}"
+        );
+        for level in [Rendering::Plain, Rendering::Minimal] {
+            let post = root_post(&card, &v, level);
+            assert!(
+                post.text
+                    .contains("⚠ possible spoof — check before replying"),
+                "{level:?}: {}",
+                post.text
+            );
+        }
+        // Without results from a trusted server nothing is said.
+        let plain = root_post(&card, &view("x"), Rendering::Full);
+        let all = texts(plain.blocks.as_ref().unwrap()).join("\n");
+        assert!(!all.contains("🔐") && !all.contains("spoof"), "{all}");
     }
 }

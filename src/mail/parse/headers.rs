@@ -2,7 +2,7 @@
 //! threading ids, addresses, and telling automatic mail apart.
 use mail_parser::{Addr, HeaderName, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
 
-use super::{Notes, SYNTHETIC_ID_DOMAIN, UNKNOWN_SENDER, collapse_whitespace, quoted};
+use super::{Notes, SYNTHETIC_ID_DOMAIN, Trace, UNKNOWN_SENDER, collapse_whitespace, quoted};
 use crate::domain::email::{AutoKind, ContentHash, Party};
 use crate::domain::ids::{EmailAddress, MessageId};
 
@@ -232,6 +232,55 @@ pub(super) fn fallback_address() -> EmailAddress {
 }
 
 // ---------------------------------------------------------------------------
+// Trace facts
+
+/// Every `name` header's value, in header order (topmost first).
+fn all_header_texts(headers: &[RawHeader<'_>], name: &str) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// The first address in a header value like `"Name" <a@b>` or `<mailto:a@b>`.
+fn header_party(value: &str) -> Option<Party> {
+    let bytes = format!("From: {value}\r\n\r\n").into_bytes();
+    let parsed = MessageParser::default().parse_headers(&bytes)?;
+    let addr = addresses(&parsed, HeaderName::From).first().copied()?;
+    party_of(&addr)
+}
+
+/// `Return-Path: <>`, the null envelope sender.
+fn null_sender(headers: &[RawHeader<'_>]) -> bool {
+    raw_header_text(headers, "Return-Path").is_some_and(|v| {
+        let v: String = v.chars().filter(|c| !c.is_whitespace()).collect();
+        v == "<>"
+    })
+}
+
+pub(super) fn trace(headers: &[RawHeader<'_>]) -> Trace {
+    let null_sender = null_sender(headers);
+    let list_post = raw_header_text(headers, "List-Post").and_then(|v| {
+        let start = v.to_ascii_lowercase().find("<mailto:")? + "<mailto:".len();
+        let rest = v.get(start..)?;
+        let end = rest.find(['>', '?'])?;
+        EmailAddress::parse(rest.get(..end)?).ok()
+    });
+    let original_from = ["X-Original-From", "X-Original-Sender"]
+        .iter()
+        .find_map(|h| raw_header_text(headers, h).and_then(|v| header_party(&v)));
+    Trace {
+        authentication_results: all_header_texts(headers, "Authentication-Results"),
+        arc_results: all_header_texts(headers, "ARC-Authentication-Results"),
+        null_sender,
+        list_post,
+        list_id: has_header(headers, "List-Id"),
+        original_from,
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Automatic mail
 
 /// RFC 3834 and common practice: mail that must never trigger an automatic
@@ -297,6 +346,9 @@ pub(super) fn auto_kind(
         || matches!(precedence.as_deref(), Some("list" | "bulk" | "junk"))
     {
         return Some(AutoKind::List);
+    }
+    if null_sender(headers) {
+        return Some(AutoKind::NullSender);
     }
     None
 }
@@ -498,6 +550,9 @@ mod tests {
             Some(AutoKind::List)
         );
         assert_eq!(auto_of("List-Id: <l.x.example>\n"), Some(AutoKind::List));
+        assert_eq!(auto_of("Return-Path: <>\n"), Some(AutoKind::NullSender));
+        assert_eq!(auto_of("Return-Path: < >\n"), Some(AutoKind::NullSender));
+        assert_eq!(auto_of("Return-Path: <a@b.example>\n"), None);
         assert_eq!(auto_of(""), None);
     }
 

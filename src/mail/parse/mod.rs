@@ -32,7 +32,7 @@ use body::{
 };
 use headers::{
     addresses, auto_kind, first_header, ids_of, parse_ids, parties, party_of, raw_header_text,
-    returned_message_id, split_message, synthesised_id, unknown_party,
+    returned_message_id, split_message, synthesised_id, trace, unknown_party,
 };
 
 /// A received email, reduced to what mailroom needs.
@@ -72,6 +72,29 @@ pub struct InboundEmail {
     pub notes: Vec<String>,
     /// Raw length in bytes.
     pub size: usize,
+    /// Trace facts for mail hygiene (authentication results, list and
+    /// envelope hints); see [`Trace`].
+    pub trace: Trace,
+}
+
+/// Header facts the hygiene rules read: who checked the mail's
+/// authentication and what they found, and hints about who really wrote it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// Every `Authentication-Results` value, topmost first.
+    pub authentication_results: Vec<String>,
+    /// Every `ARC-Authentication-Results` value, in header order.
+    pub arc_results: Vec<String>,
+    /// `Return-Path: <>`: the null envelope sender of bounces and
+    /// automatic responses (RFC 3834 §3.3).
+    pub null_sender: bool,
+    /// The list's posting address (`List-Post: <mailto:…>`).
+    pub list_post: Option<crate::domain::ids::EmailAddress>,
+    /// `List-Id` is present.
+    pub list_id: bool,
+    /// Who wrote list mail, as the list says (`X-Original-From`, Google
+    /// Groups' `X-Original-Sender`).
+    pub original_from: Option<Party>,
 }
 
 impl InboundEmail {
@@ -152,6 +175,7 @@ pub fn parse_email(raw: &[u8]) -> InboundEmail {
             returned_id: None,
             notes: notes.into_vec(),
             size: raw.len(),
+            trace: trace(&headers),
         };
     };
 
@@ -333,6 +357,7 @@ pub fn parse_email(raw: &[u8]) -> InboundEmail {
         returned_id,
         notes: notes.into_vec(),
         size: raw.len(),
+        trace: trace(&headers),
     }
 }
 

@@ -16,10 +16,14 @@ use super::outbox::insert_job;
 use super::tickets::state_from_row;
 use super::{AnyTx, corrupt};
 use crate::domain::email::ContentHash;
+use crate::domain::hygiene::{LoopFacts, LoopVerdict};
 use crate::domain::ids::{Actor, EmailAddress, MailboxName, MessageId, TicketId};
 use crate::domain::threading::{CandidateTicket, Candidates, ThreadKeys, subject_key};
 use crate::domain::ticket::{Ticket, TicketEvent};
-use crate::store::{Destination, IngestBatch, JobSpec, NewInbound, Recorded, StoreResult};
+use crate::store::{
+    Destination, IngestBatch, JobSpec, LoopRecord, NewInbound, Recorded, SenderActivity,
+    StoreResult,
+};
 
 pub(super) async fn has_email(
     pool: &AnyPool,
@@ -78,6 +82,90 @@ impl IngestBatch for SqlIngestBatch {
 
     async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Recorded> {
         record_inbound_on(&mut self.tx, new).await
+    }
+
+    async fn sender_activity(
+        &mut self,
+        mailbox: &MailboxName,
+        sender: &EmailAddress,
+        since_ms: i64,
+    ) -> StoreResult<SenderActivity> {
+        let conn: &mut AnyConnection = &mut self.tx;
+        let recent: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM emails WHERE mailbox = $1 AND from_addr = $2 AND direction = 'inbound' AND stored_at >= $3",
+        )
+        .bind(mailbox.as_str())
+        .bind(sender.as_str())
+        .bind(since_ms)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("n")?;
+        let last_quiet_ms: Option<i64> = sqlx::query(
+            "SELECT MAX(last_at) AS at FROM mail_loops WHERE mailbox = $1 AND sender = $2",
+        )
+        .bind(mailbox.as_str())
+        .bind(sender.as_str())
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("at")?;
+        let latest_ticket = sqlx::query(
+            "SELECT ticket_id FROM emails WHERE mailbox = $1 AND from_addr = $2 AND direction = 'inbound' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(mailbox.as_str())
+        .bind(sender.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| r.try_get::<i64, _>("ticket_id"))
+        .transpose()?
+        .map(TicketId::new);
+        Ok(SenderActivity {
+            facts: LoopFacts {
+                recent: u32::try_from(recent).unwrap_or(u32::MAX),
+                last_quiet_ms,
+            },
+            latest_ticket,
+        })
+    }
+
+    async fn record_loop(&mut self, record: LoopRecord) -> StoreResult<()> {
+        let tx = &mut self.tx;
+        match record.verdict {
+            LoopVerdict::Normal => {}
+            LoopVerdict::Continuing => {
+                sqlx::query(
+                    "UPDATE mail_loops SET last_at = $1, messages = messages + 1 WHERE id = (SELECT MAX(id) FROM mail_loops WHERE mailbox = $2 AND sender = $3)",
+                )
+                .bind(record.now_ms)
+                .bind(record.mailbox.as_str())
+                .bind(record.sender.as_str())
+                .execute(&mut **tx)
+                .await?;
+            }
+            LoopVerdict::Started => {
+                sqlx::query(
+                    "INSERT INTO mail_loops (mailbox, sender, ticket_id, started_at, last_at, messages) VALUES ($1, $2, $3, $4, $4, 1)",
+                )
+                .bind(record.mailbox.as_str())
+                .bind(record.sender.as_str())
+                .bind(record.ticket.get())
+                .bind(record.now_ms)
+                .execute(&mut **tx)
+                .await?;
+                insert_audit(
+                    tx,
+                    Some(record.ticket),
+                    &Actor::System,
+                    "mail-loop",
+                    &record.details,
+                    record.now_ms,
+                )
+                .await?;
+                for spec in &record.notices {
+                    insert_job(tx, Some(record.ticket), spec, record.now_ms, record.now_ms).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
