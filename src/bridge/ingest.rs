@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use super::{App, now_ms};
 use crate::domain::ids::{EmailAddress, MailboxName, MessageId, TicketToken};
 use crate::domain::mailbox::Checkpoint;
+use crate::domain::routing::Route;
 use crate::domain::threading::{ThreadDecision, ThreadKeys, decide};
 use crate::mail::ingest::{IngestError, IngestSink, SinkError};
 use crate::mail::parse::{InboundEmail, parse_email};
@@ -95,6 +96,13 @@ impl MailboxIngest {
                     participants.push(p.address.clone());
                 }
             }
+            // Only a new ticket is routed; a follow-up goes where its ticket is.
+            let (route, post_to) = match destination {
+                Destination::New { .. } => self.app.route_new(&self.mailbox, shared, &parsed),
+                Destination::FollowUp { .. } => {
+                    (Route::default(), self.app.platforms_for(&self.mailbox))
+                }
+            };
             let new = NewInbound {
                 mailbox: self.mailbox.clone(),
                 // Written once, with the last email: they come in UID order.
@@ -112,7 +120,8 @@ impl MailboxIngest {
                 destination,
                 automatic: parsed.auto.map(|a| a.as_str()),
                 refused_merges: refused,
-                post_to: self.app.platforms_for(&self.mailbox),
+                post_to,
+                route,
                 now_ms: now,
             };
             done.push((batch.record_inbound(new).await?, parsed.message_id));

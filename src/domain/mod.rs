@@ -10,6 +10,7 @@ pub mod ids;
 pub mod mailbox;
 pub mod outbound;
 pub mod render;
+pub mod routing;
 pub mod settings;
 pub mod threading;
 pub mod ticket;

@@ -47,6 +47,7 @@ fn inbound(id: &str, hash: &str, from: &str, dest: Destination, cp: Option<u32>)
         },
         destination: dest,
         automatic: None,
+        route: Default::default(),
         refused_merges: vec![],
         post_to: vec![Platform::Matrix],
         now_ms: 1,

@@ -459,6 +459,7 @@ mod tests {
             mailbox_display_name: "Support",
             state: &state,
             tags: vec![],
+            priority: crate::domain::routing::Priority::Normal,
         };
         let (text, blocks) = root_message(&card, &view("Hi <!channel> and <@U123> <http://x|y>"));
         let all = texts(&blocks).join("\n") + text.as_str();
@@ -477,6 +478,7 @@ mod tests {
             mailbox_display_name: "Support",
             state: &state,
             tags: vec![],
+            priority: crate::domain::routing::Priority::Normal,
         };
         let body = "word & more <x> ".repeat(4_000); // 64 000 chars, more once escaped
         let (_, blocks) = root_message(&card, &view(&body));
