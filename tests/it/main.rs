@@ -18,5 +18,8 @@ mod faults;
 mod mail_flow;
 mod matrix;
 mod ops;
+mod rules;
 mod slack;
+#[macro_use]
 mod store_conformance;
+mod store_routing;
