@@ -1,9 +1,14 @@
+-- no-transaction
 -- Routing rules: a ticket has a priority, and a rule may set a new ticket
 -- aside as 'ignored' or 'spam' (kept, never posted). SQLite cannot alter a
--- CHECK constraint, so the tickets table is rebuilt with the wider one.
--- The tables that reference tickets keep their rows: the foreign key checks
--- are deferred to the commit, when every ticket id exists again.
-PRAGMA defer_foreign_keys = ON;
+-- CHECK constraint, so the tickets table is rebuilt with the wider one, by
+-- SQLite's own recipe (https://www.sqlite.org/lang_altertable.html#otheralter):
+-- foreign keys off (only possible outside a transaction, hence
+-- no-transaction above), the rebuild in one transaction of its own, then
+-- foreign keys on again. The tables that reference tickets keep their rows
+-- and their references, which name the table, not its storage.
+PRAGMA foreign_keys = OFF;
+BEGIN;
 
 CREATE TABLE tickets_new (
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -26,3 +31,6 @@ DROP TABLE tickets;
 ALTER TABLE tickets_new RENAME TO tickets;
 CREATE INDEX tickets_by_status ON tickets (mailbox, status);
 CREATE INDEX tickets_by_subject ON tickets (mailbox, customer, subject_key);
+
+COMMIT;
+PRAGMA foreign_keys = ON;
