@@ -182,3 +182,98 @@ conformance!(
     a_route_is_applied_with_the_new_ticket,
     a_set_aside_ticket_is_kept_and_stays_aside,
 );
+
+/// A database made before routing, holding a ticket with its tags, mail
+/// and audit, upgrades in place: SQLite rebuilds its tickets table, which
+/// every other table references.
+async fn an_old_database_with_tickets_upgrades(db: &crate::common::TestDb, backend: &str) {
+    use sqlx::Executor;
+    let before = tempfile::tempdir().unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    for n in ["0001", "0002", "0003", "0004"] {
+        let file = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(n))
+            .unwrap();
+        std::fs::copy(&file, before.path().join(file.file_name().unwrap())).unwrap();
+    }
+    sqlx::any::install_default_drivers();
+    let url = match db.url_text.strip_prefix("sqlite://") {
+        Some(path) => {
+            std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+            format!("{}?mode=rwc", db.url_text)
+        }
+        None => db.url_text.clone(),
+    };
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(before.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    if backend == "sqlite" {
+        pool.execute("PRAGMA foreign_keys = ON").await.unwrap();
+    }
+    let tok = token(77);
+    for sql in [
+        format!(
+            "INSERT INTO tickets (mailbox, token, subject, subject_key, customer, status, owner, version, created_at, updated_at, last_customer_at) \
+             VALUES ('support', '{}', 'Old', 'old', 'carol@customer.example', 'claimed', '@alice:localhost', 1, 1, 1, 1)",
+            tok.as_str()
+        ),
+        "INSERT INTO ticket_tags (ticket_id, tag) VALUES (1, 'vip')".to_owned(),
+        "INSERT INTO participants (ticket_id, address) VALUES (1, 'cc@customer.example')".to_owned(),
+        "INSERT INTO emails (mailbox, ticket_id, direction, message_id, content_hash, from_addr, subject, stored_at, state, raw, raw_size) \
+         VALUES ('support', 1, 'inbound', 'old@customer.example', 'h', 'carol@customer.example', 'Old', 1, 'received', 'x', 1)".to_owned(),
+        "INSERT INTO audit_log (ticket_id, at, actor, action, details) VALUES (1, 1, 'system', 'created', 'old')".to_owned(),
+    ] {
+        pool.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
+    }
+    pool.close().await;
+
+    let s = db.store().await;
+    let id = mailroom::domain::ids::TicketId::new(1);
+    let t = s.ticket(id).await.unwrap().unwrap();
+    assert_eq!(
+        t.state,
+        TicketState::Claimed {
+            by: agent("@alice:localhost")
+        }
+    );
+    assert_eq!(
+        (t.priority, t.tags),
+        (Priority::Normal, [tag("vip")].into())
+    );
+    assert_eq!(s.emails(id).await.unwrap().len(), 1);
+    assert_eq!(audit_actions(&s, id).await, ["created"]);
+    // The wider status is accepted, and the references still hold.
+    let applied = s
+        .apply(id, &Actor::System, &TicketEvent::Ignore, &[], 5)
+        .await
+        .unwrap();
+    assert!(matches!(applied, Applied::Changed { .. }), "{applied:?}");
+    let next = crate::store_conformance::new_ticket(&s, "new@customer.example", 78).await;
+    assert_eq!(next.get(), 2, "ids continue after the rebuild");
+    s.close().await;
+}
+
+#[tokio::test]
+async fn an_old_sqlite_database_with_tickets_upgrades() {
+    let db = crate::common::TestDb::sqlite();
+    an_old_database_with_tickets_upgrades(&db, "sqlite").await;
+}
+
+#[tokio::test]
+async fn an_old_postgres_database_with_tickets_upgrades() {
+    let db = crate::common::TestDb::postgres().await;
+    an_old_database_with_tickets_upgrades(&db, "postgres").await;
+    db.cleanup().await;
+}
