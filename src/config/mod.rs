@@ -239,7 +239,7 @@ mod tests {
     use crate::store::settings::DatabaseUrl;
     use std::time::Duration;
 
-    fn env(k: &str) -> Option<String> {
+    pub(super) fn env(k: &str) -> Option<String> {
         match k {
             "IMAP_PW" | "SMTP_PW" | "MX_PW" | "SLACK_BOT" | "SLACK_APP" => {
                 Some("s3cret-value".into())
@@ -248,7 +248,7 @@ mod tests {
         }
     }
 
-    const GOOD: &str = r#"
+    pub(super) const GOOD: &str = r#"
 [database]
 url = "sqlite://state/mailroom.db"
 
