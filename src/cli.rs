@@ -65,6 +65,22 @@ pub enum Command {
     /// Inspect the outbox (queued, failed and uncertain work).
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Routing rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Show which rules an email would hit and what they would do (and why
+    /// the others miss). Touches nothing: no database, no network.
+    Test {
+        /// The email, as an .eml file.
+        file: PathBuf,
+        /// The mailbox it arrives in (default: the one it is addressed to).
+        #[arg(long)]
+        mailbox: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +204,10 @@ pub enum StatusArg {
     Claimed,
     Pending,
     Closed,
+    /// Set aside by a routing rule (kept, not posted).
+    Ignored,
+    /// Set aside by a routing rule as spam.
+    Spam,
 }
 
 impl From<StatusArg> for Status {
@@ -197,6 +217,8 @@ impl From<StatusArg> for Status {
             StatusArg::Claimed => Status::Claimed,
             StatusArg::Pending => Status::Pending,
             StatusArg::Closed => Status::Closed,
+            StatusArg::Ignored => Status::Ignored,
+            StatusArg::Spam => Status::Spam,
         }
     }
 }
@@ -269,6 +291,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let r = tickets(&app, cmd, &mut out).await;
             store.close().await;
             r.map(|_| 0)
+        }
+        Command::Rules(RulesCommand::Test { file, mailbox }) => {
+            let settings = load_offline(&cli.config)?;
+            let raw =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = rules_test(&settings, &raw, mailbox.as_deref())?;
+            print!("{text}");
+            Ok(0)
         }
         Command::Outbox(OutboxCommand::List { all }) => {
             let settings = load_offline(&cli.config)?;
@@ -360,6 +390,22 @@ fn load(path: &Path) -> anyhow::Result<Settings> {
 /// Commands that only use the database need no server secrets.
 fn load_offline(path: &Path) -> anyhow::Result<Settings> {
     Settings::load_offline(path).map_err(|e| anyhow::Error::new(ConfigInvalid(e)))
+}
+
+/// `mailroom rules test`'s report for one raw email.
+fn rules_test(settings: &Settings, raw: &[u8], mailbox: Option<&str>) -> anyhow::Result<String> {
+    use crate::bridge::routing::{explain_text, mailbox_of};
+    let parsed = crate::mail::parse::parse_email(raw);
+    let mailbox = match mailbox {
+        Some(m) => MailboxName::parse(m).map_err(|e| anyhow::anyhow!("--mailbox: {e}"))?,
+        None => mailbox_of(settings, &parsed)
+            .cloned()
+            .context("no [[mailbox]] configured")?,
+    };
+    if settings.mailbox(&mailbox).is_none() {
+        bail!("--mailbox: no [[mailbox]] is named {mailbox}");
+    }
+    Ok(explain_text(settings, &mailbox, &parsed))
 }
 
 fn check_config(path: &Path) -> i32 {
@@ -615,6 +661,7 @@ pub async fn tickets(app: &App, cmd: TicketsCommand, out: &mut dyn Write) -> any
             };
             writeln!(out, "Ticket {}  [{}]  {}", t.id, t.mailbox, t.subject)?;
             writeln!(out, "Status:   {}", t.state)?;
+            writeln!(out, "Priority: {}", t.priority)?;
             writeln!(out, "Customer: {}", t.customer)?;
             let tags: Vec<String> = t.tags.iter().map(|t| t.to_string()).collect();
             writeln!(

@@ -9,6 +9,7 @@ use super::{App, now_ms};
 use crate::domain::hygiene::{LoopVerdict, judge_loop, loop_notice};
 use crate::domain::ids::{EmailAddress, MailboxName, MessageId, TicketToken};
 use crate::domain::mailbox::Checkpoint;
+use crate::domain::routing::Route;
 use crate::domain::threading::{ThreadDecision, ThreadKeys, decide};
 use crate::mail::ingest::{IngestError, IngestSink, SinkError};
 use crate::mail::parse::{InboundEmail, parse_email};
@@ -106,7 +107,6 @@ impl MailboxIngest {
                 .await?;
             let verdict = judge_loop(activity.facts, limit, now);
             let mut automatic = parsed.auto.map(|a| a.as_str());
-            let mut post_to = self.app.platforms_for(&self.mailbox);
             if verdict.is_loop() {
                 if let (Destination::New { .. }, Some(ticket)) =
                     (&destination, activity.latest_ticket)
@@ -117,6 +117,15 @@ impl MailboxIngest {
                     };
                 }
                 automatic = Some(automatic.unwrap_or("mail-loop"));
+            }
+            // Only a new ticket is routed; a follow-up goes where its ticket is.
+            let (route, mut post_to) = match destination {
+                Destination::New { .. } => self.app.route_new(&self.mailbox, shared, &parsed),
+                Destination::FollowUp { .. } => {
+                    (Route::default(), self.app.platforms_for(&self.mailbox))
+                }
+            };
+            if verdict.is_loop() {
                 post_to.clear();
             }
             let new = NewInbound {
@@ -137,6 +146,7 @@ impl MailboxIngest {
                 automatic,
                 refused_merges: refused,
                 post_to,
+                route,
                 now_ms: now,
             };
             let recorded = batch.record_inbound(new).await?;

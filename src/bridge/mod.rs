@@ -5,6 +5,8 @@
 //! - [`reply`]: a teammate's reply → built, composed, stored and queued.
 //! - [`outbox`]: the worker that performs queued jobs (SMTP send, filing in
 //!   Sent, chat posts) with retries, exactly once where it matters.
+//! - [`routing`]: a new ticket's first mail through the routing rules (and
+//!   `mailroom rules test`'s explanation of the same walk).
 //! - [`watchdog`]: tells a mailbox's room when it has not been checked for
 //!   too long, and when it recovers.
 
@@ -13,6 +15,7 @@ mod hygiene;
 pub mod ingest;
 pub mod outbox;
 pub mod reply;
+pub mod routing;
 pub mod watchdog;
 
 use std::collections::BTreeMap;
@@ -113,11 +116,7 @@ pub async fn connect_chats(
     let mut platforms: Vec<Arc<dyn ChatPlatform>> = Vec::new();
     let mut tasks = Vec::new();
     if let Some(m) = &settings.matrix {
-        let rooms: Vec<String> = settings
-            .mailboxes
-            .iter()
-            .filter_map(|mb| mb.chat.matrix_room.clone())
-            .collect();
+        let rooms = settings.matrix_rooms();
         let matrix = Arc::new(crate::chat::matrix::MatrixChat::connect(m, &rooms).await?);
         tracing::info!(user = %matrix.user_id(), rooms = rooms.len(), "matrix connected");
         tasks.push(tokio::spawn(matrix.clone().run(tx.clone(), cancel.clone())));

@@ -15,6 +15,7 @@ use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::command::ThreadCommand;
 use crate::domain::ids::{Agent, TicketId};
 use crate::domain::render::{EmailView, Rendering};
+use crate::domain::routing::Priority;
 use crate::domain::ticket::TicketState;
 
 /// Errors from a chat adapter, classified so the outbox knows whether to retry.
@@ -44,6 +45,8 @@ pub struct TicketCard<'a> {
     pub mailbox_display_name: &'a str,
     pub state: &'a TicketState,
     pub tags: Vec<String>,
+    /// Shown when not normal.
+    pub priority: Priority,
 }
 
 /// A file to upload into a thread.
@@ -304,9 +307,13 @@ pub(crate) fn human_size(bytes: u64) -> String {
     }
 }
 
-/// `#12 · claimed by … · tags: …`, the ticket's one-line status.
+/// `#12 · priority high · claimed by … · tags: …`, the ticket's one-line status.
 pub(crate) fn status_line(card: &TicketCard<'_>) -> String {
-    let mut s = format!("{} · {}", card.ticket, card.state);
+    let mut s = format!("{}", card.ticket);
+    if card.priority != Priority::Normal {
+        s.push_str(&format!(" · priority {}", card.priority));
+    }
+    s.push_str(&format!(" · {}", card.state));
     if !card.tags.is_empty() {
         s.push_str(&format!(" · tags: {}", card.tags.join(", ")));
     }

@@ -12,9 +12,10 @@
 //! (`mailbox[1].smtp.port: expected 1-65535 (line 27)`).
 
 mod load;
+pub mod rules;
 pub mod sections;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -50,6 +51,18 @@ pub struct Settings {
     pub chat: ChatSettings,
     #[serde(default, deserialize_with = "lenient")]
     pub ops: OpsSettings,
+    /// Teammates routing rules may assign to, by name.
+    #[serde(default, deserialize_with = "lenient")]
+    pub people: BTreeMap<String, rules::PersonSettings>,
+    /// Named lists of people.
+    #[serde(default, deserialize_with = "lenient")]
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// `[[rule]]` as written; [`Settings::rules`] is what is used.
+    #[serde(default, rename = "rule", deserialize_with = "list")]
+    pub rule_settings: Vec<rules::RuleSettings>,
+    /// The routing rules, in file order, built by the load once all are right.
+    #[serde(skip)]
+    pub rules: Vec<crate::domain::routing::Rule>,
 }
 
 impl Settings {
@@ -215,6 +228,7 @@ impl Settings {
         self.reactions.check(c);
         self.outbox.check(c);
         self.ops.check(c);
+        rules::settle(self, c);
     }
 }
 
@@ -225,7 +239,7 @@ mod tests {
     use crate::store::settings::DatabaseUrl;
     use std::time::Duration;
 
-    fn env(k: &str) -> Option<String> {
+    pub(super) fn env(k: &str) -> Option<String> {
         match k {
             "IMAP_PW" | "SMTP_PW" | "MX_PW" | "SLACK_BOT" | "SLACK_APP" => {
                 Some("s3cret-value".into())
@@ -234,7 +248,7 @@ mod tests {
         }
     }
 
-    const GOOD: &str = r#"
+    pub(super) const GOOD: &str = r#"
 [database]
 url = "sqlite://state/mailroom.db"
 

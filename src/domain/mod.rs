@@ -13,6 +13,7 @@ pub mod mailbox;
 pub mod outbound;
 pub mod recipient;
 pub mod render;
+pub mod routing;
 pub mod settings;
 pub mod threading;
 pub mod ticket;

@@ -10,6 +10,10 @@
 //!
 //! Pending and Closed remember the owner, so a customer reply or a reopen puts
 //! the ticket back in the hands of whoever had it (and chat can mention them).
+//!
+//! A routing rule may set a new ticket aside as Ignored or Spam: it is kept
+//! but never posted, the customer's follow-ups leave it where it is, and only
+//! a reopen (or a close) takes it out.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -23,14 +27,20 @@ pub enum Status {
     Claimed,
     Pending,
     Closed,
+    /// Set aside by a routing rule: kept, never posted.
+    Ignored,
+    /// Set aside by a routing rule as spam: kept, never posted.
+    Spam,
 }
 
 impl Status {
-    pub const ALL: [Status; 4] = [
+    pub const ALL: [Status; 6] = [
         Status::Open,
         Status::Claimed,
         Status::Pending,
         Status::Closed,
+        Status::Ignored,
+        Status::Spam,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +49,8 @@ impl Status {
             Status::Claimed => "claimed",
             Status::Pending => "pending",
             Status::Closed => "closed",
+            Status::Ignored => "ignored",
+            Status::Spam => "spam",
         }
     }
     pub fn parse(s: &str) -> Option<Status> {
@@ -63,6 +75,10 @@ pub enum TicketState {
     Pending { owner: Option<Agent> },
     /// Done; the last owner is kept for a reopen.
     Closed { owner: Option<Agent> },
+    /// Kept but never posted (a routing rule said so); nobody owns it.
+    Ignored,
+    /// Kept as spam, never posted; nobody owns it.
+    Spam,
 }
 
 impl TicketState {
@@ -72,12 +88,19 @@ impl TicketState {
             TicketState::Claimed { .. } => Status::Claimed,
             TicketState::Pending { .. } => Status::Pending,
             TicketState::Closed { .. } => Status::Closed,
+            TicketState::Ignored => Status::Ignored,
+            TicketState::Spam => Status::Spam,
         }
+    }
+
+    /// Set aside (ignored or spam): kept, never posted.
+    pub fn is_set_aside(&self) -> bool {
+        matches!(self, TicketState::Ignored | TicketState::Spam)
     }
 
     pub fn owner(&self) -> Option<&Agent> {
         match self {
-            TicketState::Open => None,
+            TicketState::Open | TicketState::Ignored | TicketState::Spam => None,
             TicketState::Claimed { by } => Some(by),
             TicketState::Pending { owner } | TicketState::Closed { owner } => owner.as_ref(),
         }
@@ -92,6 +115,11 @@ impl TicketState {
             (Status::Claimed, None) => Err(InvalidState("a claimed ticket needs an owner")),
             (Status::Pending, owner) => Ok(TicketState::Pending { owner }),
             (Status::Closed, owner) => Ok(TicketState::Closed { owner }),
+            (Status::Ignored, None) => Ok(TicketState::Ignored),
+            (Status::Spam, None) => Ok(TicketState::Spam),
+            (Status::Ignored | Status::Spam, Some(_)) => {
+                Err(InvalidState("an ignored or spam ticket has no owner"))
+            }
         }
     }
 
@@ -113,6 +141,8 @@ impl fmt::Display for TicketState {
             TicketState::Pending { owner: None } => f.write_str("Pending on customer · unclaimed"),
             TicketState::Closed { owner: Some(o) } => write!(f, "Closed · {o}"),
             TicketState::Closed { owner: None } => f.write_str("Closed"),
+            TicketState::Ignored => f.write_str("Ignored"),
+            TicketState::Spam => f.write_str("Spam"),
         }
     }
 }
@@ -140,6 +170,10 @@ pub enum TicketEvent {
     CustomerReplied,
     AddTag(Tag),
     RemoveTag(Tag),
+    /// Set the ticket aside: kept, never posted (a routing rule).
+    Ignore,
+    /// Set the ticket aside as spam (a routing rule).
+    MarkSpam,
 }
 
 impl TicketEvent {
@@ -156,6 +190,8 @@ impl TicketEvent {
             TicketEvent::CustomerReplied => "customer-replied",
             TicketEvent::AddTag(_) => "tag",
             TicketEvent::RemoveTag(_) => "untag",
+            TicketEvent::Ignore => "ignore",
+            TicketEvent::MarkSpam => "spam",
         }
     }
 }
@@ -176,6 +212,8 @@ pub enum Refusal {
     NotClosed,
     #[error("the ticket has no tag '{0}'")]
     NoSuchTag(Tag),
+    #[error("the ticket was set aside ({0}); reopen it first")]
+    SetAside(Status),
 }
 
 /// A ticket's mutable part: its state and tags.
@@ -226,6 +264,18 @@ fn transition(state: &TicketState, event: &TicketEvent) -> Result<TicketState, R
     let owner = state.owner();
     match (state, event) {
         (_, E::AddTag(_) | E::RemoveTag(_)) => Ok(state.clone()),
+
+        // Set aside: the customer's mail leaves it there; a person takes it
+        // out by reopening (or closing) it.
+        (S::Ignored | S::Spam, E::CustomerReplied) => Ok(state.clone()),
+        (S::Ignored | S::Spam, E::Reopen) => Ok(S::Open),
+        (S::Ignored | S::Spam, E::Close) => Ok(S::Closed { owner: None }),
+        (S::Ignored | S::Spam, E::Ignore) => Ok(S::Ignored),
+        (S::Ignored | S::Spam, E::MarkSpam) => Ok(S::Spam),
+        (S::Ignored | S::Spam, _) => Err(Refusal::SetAside(state.status())),
+        (S::Closed { .. }, E::Ignore | E::MarkSpam) => Err(Refusal::Closed),
+        (_, E::Ignore) => Ok(S::Ignored),
+        (_, E::MarkSpam) => Ok(S::Spam),
 
         // A closed ticket only moves by being reopened (by a person or the customer).
         (S::Closed { .. }, E::Close) => Ok(state.clone()),
@@ -303,6 +353,8 @@ mod tests {
             pending(Some(&alice)),
             closed(None),
             closed(Some(&alice)),
+            TicketState::Ignored,
+            TicketState::Spam,
         ];
         let events = [
             TicketEvent::Claim(alice.clone()),
@@ -317,13 +369,15 @@ mod tests {
             TicketEvent::CustomerReplied,
             TicketEvent::AddTag(tag.clone()),
             TicketEvent::RemoveTag(tag.clone()),
+            TicketEvent::Ignore,
+            TicketEvent::MarkSpam,
         ];
         use Refusal as R;
         let ac = || R::AlreadyClaimed { by: alice.clone() };
         let cbo = || R::ClaimedByOther { by: alice.clone() };
         let nt = || R::NoSuchTag(tag.clone());
         // Rows follow `states`, columns follow `events`.
-        let expected: [[Result<TicketState, Refusal>; 12]; 6] = [
+        let expected: [[Result<TicketState, Refusal>; 14]; 8] = [
             // Open
             [
                 Ok(claimed(&alice)),
@@ -338,6 +392,8 @@ mod tests {
                 Ok(open()),
                 Ok(open()),
                 Err(nt()),
+                Ok(TicketState::Ignored),
+                Ok(TicketState::Spam),
             ],
             // Claimed by alice
             [
@@ -353,6 +409,8 @@ mod tests {
                 Ok(claimed(&alice)),
                 Ok(claimed(&alice)),
                 Err(nt()),
+                Ok(TicketState::Ignored),
+                Ok(TicketState::Spam),
             ],
             // Pending, nobody owns it
             [
@@ -368,6 +426,8 @@ mod tests {
                 Ok(open()),
                 Ok(pending(None)),
                 Err(nt()),
+                Ok(TicketState::Ignored),
+                Ok(TicketState::Spam),
             ],
             // Pending, owned by alice
             [
@@ -383,6 +443,8 @@ mod tests {
                 Ok(claimed(&alice)),
                 Ok(pending(Some(&alice))),
                 Err(nt()),
+                Ok(TicketState::Ignored),
+                Ok(TicketState::Spam),
             ],
             // Closed, no owner
             [
@@ -398,6 +460,8 @@ mod tests {
                 Ok(open()),
                 Ok(closed(None)),
                 Err(nt()),
+                Err(R::Closed),
+                Err(R::Closed),
             ],
             // Closed, alice owned it
             [
@@ -413,6 +477,42 @@ mod tests {
                 Ok(claimed(&alice)),
                 Ok(closed(Some(&alice))),
                 Err(nt()),
+                Err(R::Closed),
+                Err(R::Closed),
+            ],
+            // Ignored
+            [
+                Err(R::SetAside(Status::Ignored)),
+                Err(R::SetAside(Status::Ignored)),
+                Err(R::SetAside(Status::Ignored)),
+                Err(R::SetAside(Status::Ignored)),
+                Err(R::SetAside(Status::Ignored)),
+                Err(R::SetAside(Status::Ignored)),
+                Err(R::SetAside(Status::Ignored)),
+                Ok(closed(None)),
+                Ok(open()),
+                Ok(TicketState::Ignored),
+                Ok(TicketState::Ignored),
+                Err(nt()),
+                Ok(TicketState::Ignored),
+                Ok(TicketState::Spam),
+            ],
+            // Spam
+            [
+                Err(R::SetAside(Status::Spam)),
+                Err(R::SetAside(Status::Spam)),
+                Err(R::SetAside(Status::Spam)),
+                Err(R::SetAside(Status::Spam)),
+                Err(R::SetAside(Status::Spam)),
+                Err(R::SetAside(Status::Spam)),
+                Err(R::SetAside(Status::Spam)),
+                Ok(closed(None)),
+                Ok(open()),
+                Ok(TicketState::Spam),
+                Ok(TicketState::Spam),
+                Err(nt()),
+                Ok(TicketState::Ignored),
+                Ok(TicketState::Spam),
             ],
         ];
         for (si, state) in states.iter().enumerate() {
@@ -450,12 +550,15 @@ mod tests {
             TicketState::Closed {
                 owner: Some(alice.clone()),
             },
+            TicketState::Ignored,
+            TicketState::Spam,
         ] {
             let back = TicketState::from_parts(s.status(), s.owner().cloned()).unwrap();
             assert_eq!(back, s);
         }
         assert!(TicketState::from_parts(Status::Claimed, None).is_err());
-        assert!(TicketState::from_parts(Status::Open, Some(alice)).is_err());
+        assert!(TicketState::from_parts(Status::Open, Some(alice.clone())).is_err());
+        assert!(TicketState::from_parts(Status::Spam, Some(alice)).is_err());
     }
 
     #[test]

@@ -174,26 +174,32 @@ fn address<'de, D: Deserializer<'de>>(d: D) -> Result<EmailAddress, D::Error> {
 }
 
 fn room<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    text(d, |r| {
-        match r.starts_with(['!', '#']) && r.len() >= 2 && !r.contains(char::is_whitespace) {
-            true => Ok(Some(r)),
-            false => Err(format!(
-                "expected a room id \"!…\" or alias \"#…:server\", got {r:?}"
-            )),
-        }
-    })
+    text(d, |r| room_id(r).map(Some))
+}
+
+/// A Matrix room id or alias, as a check for `text` (also read by routing rules).
+pub(crate) fn room_id(r: String) -> Result<String, String> {
+    match r.starts_with(['!', '#']) && r.len() >= 2 && !r.contains(char::is_whitespace) {
+        true => Ok(r),
+        false => Err(format!(
+            "expected a room id \"!…\" or alias \"#…:server\", got {r:?}"
+        )),
+    }
 }
 
 fn channel<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    text(d, |c| channel_id(c).map(Some))
+}
+
+/// A Slack channel id, as a check for `text` (also read by routing rules).
+pub(crate) fn channel_id(c: String) -> Result<String, String> {
     let id = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit();
-    text(d, |c| {
-        match c.len() >= 2 && c.starts_with(['C', 'G', 'D']) && c.chars().all(id) {
-            true => Ok(Some(c)),
-            false => Err(format!(
-                "expected a channel id such as \"C0123ABCD\", got {c:?}"
-            )),
-        }
-    })
+    match c.len() >= 2 && c.starts_with(['C', 'G', 'D']) && c.chars().all(id) {
+        true => Ok(c),
+        false => Err(format!(
+            "expected a channel id such as \"C0123ABCD\", got {c:?}"
+        )),
+    }
 }
 
 fn days<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

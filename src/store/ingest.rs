@@ -10,6 +10,7 @@ use crate::domain::email::{ContentHash, Party};
 use crate::domain::hygiene::{LoopFacts, LoopVerdict};
 use crate::domain::ids::{EmailAddress, MailboxName, MessageId, TicketId, TicketToken};
 use crate::domain::mailbox::Checkpoint;
+use crate::domain::routing::Route;
 use crate::domain::threading::{Candidates, ThreadKeys};
 use crate::store::JobSpec;
 
@@ -53,6 +54,10 @@ pub struct NewInbound {
     pub refused_merges: Vec<TicketId>,
     /// Chat platforms to post the email to.
     pub post_to: Vec<Platform>,
+    /// What routing rules decided for a new ticket (room, tags, priority,
+    /// owner, set aside), applied in the same transaction. Ignored for a
+    /// follow-up: the ticket was routed when it was created.
+    pub route: Route,
     pub now_ms: i64,
 }
 

@@ -13,8 +13,15 @@ use crate::domain::ids::TicketId;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobSpec {
     /// Post an email to the ticket's chat thread (the root message for the
-    /// first email, a thread reply for the others).
-    ChatPost { platform: Platform, email_id: i64 },
+    /// first email, a thread reply for the others). `room`: where a routing
+    /// rule sent the ticket instead of its mailbox's room or channel (jobs
+    /// queued before rules existed have none).
+    ChatPost {
+        platform: Platform,
+        email_id: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+    },
     /// Refresh the status line of the ticket's root message.
     ChatStatus { platform: Platform },
     /// Tell the thread something (a failure, a refusal).

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::domain::ids::{Agent, EmailAddress, MailboxName, Tag, TicketId, TicketToken};
+use crate::domain::routing::Priority;
 use crate::domain::ticket::{Refusal, Status, TicketState};
 
 /// A ticket as stored.
@@ -17,6 +18,8 @@ pub struct TicketRecord {
     pub customer: EmailAddress,
     pub state: TicketState,
     pub tags: BTreeSet<Tag>,
+    /// Set by a routing rule when the ticket was created; normal otherwise.
+    pub priority: Priority,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub last_customer_at_ms: i64,

@@ -19,6 +19,9 @@ mod hygiene;
 mod mail_flow;
 mod matrix;
 mod ops;
+mod rules;
 mod sasl;
 mod slack;
+#[macro_use]
 mod store_conformance;
+mod store_routing;

@@ -15,20 +15,26 @@ use mailroom::store::*;
 use crate::common::audit_actions;
 use mailroom::store::sql::SqlStore;
 
-fn mb() -> MailboxName {
+pub(crate) fn mb() -> MailboxName {
     MailboxName::parse("support").unwrap()
 }
-fn addr(s: &str) -> EmailAddress {
+pub(crate) fn addr(s: &str) -> EmailAddress {
     EmailAddress::parse(s).unwrap()
 }
-fn agent(s: &str) -> Agent {
+pub(crate) fn agent(s: &str) -> Agent {
     Agent::parse(s).unwrap()
 }
-fn token(n: u8) -> TicketToken {
+pub(crate) fn token(n: u8) -> TicketToken {
     TicketToken::from_random([n; TicketToken::LEN])
 }
 
-fn inbound(id: &str, hash: &str, from: &str, dest: Destination, cp: Option<u32>) -> NewInbound {
+pub(crate) fn inbound(
+    id: &str,
+    hash: &str,
+    from: &str,
+    dest: Destination,
+    cp: Option<u32>,
+) -> NewInbound {
     NewInbound {
         mailbox: mb(),
         checkpoint: cp.map(|uid| Checkpoint {
@@ -47,13 +53,18 @@ fn inbound(id: &str, hash: &str, from: &str, dest: Destination, cp: Option<u32>)
         },
         destination: dest,
         automatic: None,
+        route: Default::default(),
         refused_merges: vec![],
         post_to: vec![Platform::Matrix],
         now_ms: 1,
     }
 }
 
-async fn new_ticket(s: &dyn TicketStore, id: &str, n: u8) -> mailroom::domain::ids::TicketId {
+pub(crate) async fn new_ticket(
+    s: &dyn TicketStore,
+    id: &str,
+    n: u8,
+) -> mailroom::domain::ids::TicketId {
     match s
         .record_inbound(inbound(
             id,
@@ -982,6 +993,8 @@ async fn settled_jobs_leave_their_work_behind_once_and_retries_requeue(s: Arc<Sq
     );
 }
 
+/// Runs each named check on SQLite and on a fresh PostgreSQL database
+/// (also used by the checks split into `store_routing.rs`).
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {

@@ -76,7 +76,10 @@ async fn undelivered(app: &App, job: &Job, platform: Platform, error: &str) -> S
     let mut settlement = Settlement::new(JobOutcome::Failed {
         error: error.to_owned(),
     });
-    let JobSpec::ChatPost { email_id, .. } = job.spec else {
+    let JobSpec::ChatPost {
+        email_id, ref room, ..
+    } = job.spec
+    else {
         return settlement;
     };
     app.metrics.post_failed(platform);
@@ -93,9 +96,11 @@ async fn undelivered(app: &App, job: &Job, platform: Platform, error: &str) -> S
     ));
     // Who wrote and about what, for the room's notice; best effort.
     let ticket = app.store.ticket(ticket_id).await.ok().flatten();
-    let room = ticket
-        .as_ref()
-        .and_then(|t| app.chat_room(&t.mailbox, platform));
+    let room = room.clone().or_else(|| {
+        ticket
+            .as_ref()
+            .and_then(|t| app.chat_room(&t.mailbox, platform))
+    });
     let about = match app.store.raw_email(email_id).await {
         Ok(Some(raw)) => {
             let view = parse_email(&raw).view();
@@ -194,6 +199,7 @@ fn card<'a>(app: &'a App, ticket: &'a TicketRecord) -> Result<TicketCard<'a>, Ch
         mailbox_display_name: &mailbox.settings.display_name,
         state: &ticket.state,
         tags: ticket.tags.iter().map(|t| t.to_string()).collect(),
+        priority: ticket.priority,
     })
 }
 
@@ -245,6 +251,7 @@ pub(super) async fn chat_post(
     job: &Job,
     platform: Platform,
     email_id: i64,
+    routed_to: Option<&str>,
 ) -> Result<Settlement, ChatError> {
     let (chat, ticket, existing) = chat_target(app, job, platform).await?;
     let ticket_id = ticket.id;
@@ -275,7 +282,10 @@ pub(super) async fn chat_post(
             (None, shown, refusals)
         }
         None => {
-            let room = app.chat_room(&ticket.mailbox, platform).ok_or_else(|| {
+            // A routing rule's room, else the mailbox's.
+            let room = routed_to.map(str::to_owned);
+            let room = room.or_else(|| app.chat_room(&ticket.mailbox, platform));
+            let room = room.ok_or_else(|| {
                 missing(format!(
                     "mailbox {} has no {} target",
                     ticket.mailbox,

@@ -178,8 +178,12 @@ async fn perform(app: &App, job: &Job) -> Result<StepOutcome, StoreError> {
     match &job.spec {
         JobSpec::SendReply { email_id } => send_reply(app, job, *email_id).await,
         JobSpec::FileSent { email_id } => file_sent(app, job, *email_id).await,
-        JobSpec::ChatPost { platform, email_id } => {
-            let r = chat_post(app, job, *platform, *email_id).await;
+        JobSpec::ChatPost {
+            platform,
+            email_id,
+            room,
+        } => {
+            let r = chat_post(app, job, *platform, *email_id, room.as_deref()).await;
             finish_chat(app, job, *platform, r).await
         }
         JobSpec::ChatFile {

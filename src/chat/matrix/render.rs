@@ -207,6 +207,7 @@ mod tests {
             mailbox_display_name: "Support",
             state: &card_state,
             tags: vec![],
+            priority: crate::domain::routing::Priority::Normal,
         };
         let content = root_content(&card, &view(&long), Rendering::Full);
         let json = serde_json::to_vec(&content).unwrap();

@@ -484,6 +484,7 @@ mod tests {
             mailbox_display_name: "Support",
             state: &state,
             tags: vec![],
+            priority: crate::domain::routing::Priority::Normal,
         };
         let (text, blocks) = root_message(&card, &view("Hi <!channel> and <@U123> <http://x|y>"));
         let all = texts(&blocks).join("\n") + text.as_str();
@@ -502,6 +503,7 @@ mod tests {
             mailbox_display_name: "Support",
             state: &state,
             tags: vec![],
+            priority: crate::domain::routing::Priority::Normal,
         };
         let body = "word & more <x> ".repeat(4_000); // 64 000 chars, more once escaped
         let (_, blocks) = root_message(&card, &view(&body));
@@ -624,6 +626,7 @@ mod tests {
             mailbox_display_name: "Support",
             state: &card_state,
             tags: vec![],
+            priority: crate::domain::routing::Priority::Normal,
         };
         let full = root_post(&card, &v, Rendering::Full);
         let all = texts(full.blocks.as_ref().unwrap()).join("\n");

@@ -13,11 +13,12 @@ use super::audit::insert_audit;
 use super::checkpoints::upsert_checkpoint;
 use super::emails::{first_piece, insert_later_pieces};
 use super::outbox::insert_job;
-use super::tickets::state_from_row;
+use super::tickets::{apply_on, state_from_row};
 use super::{AnyTx, corrupt};
 use crate::domain::email::ContentHash;
 use crate::domain::hygiene::{LoopFacts, LoopVerdict};
 use crate::domain::ids::{Actor, EmailAddress, MailboxName, MessageId, TicketId};
+use crate::domain::routing::{Mark, Route};
 use crate::domain::threading::{CandidateTicket, Candidates, ThreadKeys, subject_key};
 use crate::domain::ticket::{Ticket, TicketEvent};
 use crate::store::{
@@ -257,11 +258,11 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
         return Ok(Recorded::Duplicate);
     }
     let customer = Actor::Customer(new.email.from.address.clone());
-    let (ticket, reopened, is_new) = match &new.destination {
+    let (ticket, reopened, is_new, set_aside) = match &new.destination {
         Destination::New { token } => {
             let row = sqlx::query(
-                "INSERT INTO tickets (mailbox, token, subject, subject_key, customer, status, owner, version, created_at, updated_at, last_customer_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'open', NULL, 0, $6, $6, $6) RETURNING id",
+                "INSERT INTO tickets (mailbox, token, subject, subject_key, customer, status, owner, version, created_at, updated_at, last_customer_at, priority) \
+                 VALUES ($1, $2, $3, $4, $5, 'open', NULL, 0, $6, $6, $6, $7) RETURNING id",
             )
             .bind(new.mailbox.as_str())
             .bind(token.as_str())
@@ -269,6 +270,7 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
             .bind(subject_key(&new.email.subject))
             .bind(new.email.from.address.as_str())
             .bind(new.now_ms)
+            .bind(new.route.priority.as_str())
             .fetch_one(&mut **tx)
             .await?;
             let id = TicketId::new(row.try_get("id")?);
@@ -281,7 +283,8 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
                 ));
             }
             insert_audit(tx, Some(id), &customer, "created", &details, new.now_ms).await?;
-            (id, false, true)
+            apply_route(tx, id, &new.route, new.now_ms).await?;
+            (id, false, true, new.route.mark.is_some())
         }
         Destination::FollowUp { ticket, matched_by } => {
             let row = sqlx::query("SELECT status, owner, version FROM tickets WHERE id = $1")
@@ -292,6 +295,7 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
                     corrupt("tickets", format!("follow-up for missing ticket {ticket}"))
                 })?;
             let state = state_from_row(&row)?;
+            let set_aside = state.is_set_aside();
             insert_audit(
                 tx,
                 Some(*ticket),
@@ -339,7 +343,18 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
                 )
                 .await?;
             }
-            (*ticket, reopened, false)
+            if set_aside {
+                insert_audit(
+                    tx,
+                    Some(*ticket),
+                    &Actor::System,
+                    "kept-aside",
+                    &format!("the ticket is {}: filed, not posted", state.status()),
+                    new.now_ms,
+                )
+                .await?;
+            }
+            (*ticket, reopened, false, set_aside)
         }
     };
     // A new ticket was inserted with last_customer_at = now already.
@@ -384,13 +399,21 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
             .execute(&mut **tx)
             .await?;
     }
-    for platform in &new.post_to {
+    // A ticket set aside (ignored, spam) is kept but never posted.
+    let post_to: &[_] = if set_aside { &[] } else { &new.post_to };
+    for platform in post_to {
+        // Only a new ticket's root goes where a rule said; a follow-up goes
+        // to the thread the ticket already has.
+        let room = is_new
+            .then(|| new.route.rooms.get(platform).cloned())
+            .flatten();
         insert_job(
             tx,
             Some(ticket),
             &JobSpec::ChatPost {
                 platform: *platform,
                 email_id,
+                room,
             },
             new.now_ms,
             new.now_ms,
@@ -421,6 +444,63 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
             reopened,
         }
     })
+}
+
+/// Applies what routing rules decided to a ticket just created, through
+/// the state machine like any other change (so a rule can do nothing a
+/// teammate could not), with an audit line naming the rules.
+async fn apply_route(
+    tx: &mut AnyTx,
+    ticket: TicketId,
+    route: &Route,
+    now_ms: i64,
+) -> StoreResult<()> {
+    if route.rules.is_empty() {
+        return Ok(());
+    }
+    let mut did = Vec::new();
+    if let Some(mark) = route.mark {
+        did.push(mark.as_str().to_owned());
+    }
+    for (platform, room) in &route.rooms {
+        did.push(format!("{} room {room}", platform.as_str()));
+    }
+    if !route.tags.is_empty() {
+        let tags: Vec<&str> = route.tags.iter().map(|t| t.as_str()).collect();
+        did.push(format!("tags {}", tags.join(", ")));
+    }
+    did.push(format!("priority {}", route.priority));
+    if let Some((agent, via)) = &route.owner {
+        did.push(format!("assign {agent} ({via})"));
+    }
+    let details = format!("rules {}: {}", route.rules.join(", "), did.join("; "));
+    insert_audit(tx, Some(ticket), &Actor::System, "routed", &details, now_ms).await?;
+    let mut events: Vec<TicketEvent> = route
+        .tags
+        .iter()
+        .cloned()
+        .map(TicketEvent::AddTag)
+        .collect();
+    match (route.mark, &route.owner) {
+        (Some(Mark::Ignore), _) => events.push(TicketEvent::Ignore),
+        (Some(Mark::Spam), _) => events.push(TicketEvent::MarkSpam),
+        (None, Some((agent, _))) => events.push(TicketEvent::Assign(agent.clone())),
+        (None, None) => {}
+    }
+    for event in &events {
+        // Nothing else can hold this ticket yet: it was inserted in this
+        // transaction, so the version check cannot fail.
+        if apply_on(tx, ticket, &Actor::System, event, &[], now_ms)
+            .await?
+            .is_none()
+        {
+            return Err(corrupt(
+                "tickets",
+                format!("ticket {ticket} changed during its own creation"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn candidates_for(

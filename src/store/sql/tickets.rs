@@ -7,10 +7,11 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::audit::insert_audit;
-use super::corrupt;
 use super::outbox::insert_job;
+use super::{AnyTx, corrupt};
 use crate::domain::chat::Platform;
 use crate::domain::ids::{Actor, Agent, EmailAddress, MailboxName, Tag, TicketId, TicketToken};
+use crate::domain::routing::Priority;
 use crate::domain::ticket::{Status, Ticket, TicketEvent, TicketState};
 use crate::store::{Applied, JobSpec, StoreError, StoreResult, TicketFilter, TicketRecord};
 
@@ -91,88 +92,105 @@ pub(super) async fn apply(
 ) -> StoreResult<Applied> {
     for _ in 0..APPLY_ATTEMPTS {
         let mut tx = pool.begin().await?;
-        let Some(row) = sqlx::query("SELECT status, owner, version FROM tickets WHERE id = $1")
-            .bind(ticket.get())
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(Applied::NoSuchTicket);
-        };
-        let version: i64 = row.try_get("version")?;
-        let state = state_from_row(&row)?;
-        let tags = load_tags(&mut *tx, ticket).await?;
-        let current = Ticket { state, tags };
-        let next = match current.apply(event) {
-            Ok(next) => next,
-            Err(refusal) => return Ok(Applied::Refused(refusal)),
-        };
-        if next == current {
-            return Ok(Applied::Unchanged);
-        }
-        // The version check makes this the lock: if anyone changed the
-        // ticket since we read it, no row matches and we decide again on
-        // fresh state.
-        let updated = sqlx::query(
-            "UPDATE tickets SET status = $1, owner = $2, version = version + 1, updated_at = $3 WHERE id = $4 AND version = $5",
-        )
-        .bind(next.state.status().as_str())
-        .bind(next.state.owner().map(|a| a.as_str().to_owned()))
-        .bind(now_ms)
-        .bind(ticket.get())
-        .bind(version)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
-            tx.rollback().await?;
-            continue;
-        }
-        let details = match event {
-            TicketEvent::AddTag(tag) => {
-                sqlx::query("INSERT INTO ticket_tags (ticket_id, tag) VALUES ($1, $2) ON CONFLICT (ticket_id, tag) DO NOTHING")
-                    .bind(ticket.get())
-                    .bind(tag.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                tag.to_string()
+        match apply_on(&mut tx, ticket, actor, event, notify, now_ms).await? {
+            Some(applied @ Applied::Changed { .. }) => {
+                tx.commit().await?;
+                return Ok(applied);
             }
-            TicketEvent::RemoveTag(tag) => {
-                sqlx::query("DELETE FROM ticket_tags WHERE ticket_id = $1 AND tag = $2")
-                    .bind(ticket.get())
-                    .bind(tag.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                tag.to_string()
+            Some(applied) => return Ok(applied),
+            None => {
+                tx.rollback().await?;
+                continue;
             }
-            _ => format!("{} → {}", current.state, next.state),
-        };
-        insert_audit(
-            &mut tx,
-            Some(ticket),
-            actor,
-            event.action(),
-            &details,
-            now_ms,
-        )
-        .await?;
-        for p in notify {
-            insert_job(
-                &mut tx,
-                Some(ticket),
-                &JobSpec::ChatStatus { platform: *p },
-                now_ms,
-                now_ms,
-            )
-            .await?;
         }
-        tx.commit().await?;
-        return Ok(Applied::Changed {
-            before: current.state,
-            after: next.state,
-        });
     }
     Err(StoreError::Unavailable(sqlx::Error::Protocol(format!(
         "ticket {ticket} kept changing under {APPLY_ATTEMPTS} attempts"
     ))))
+}
+
+/// Decides and writes one ticket event inside `tx`: the state machine's
+/// answer, the row (under its version check), the tag rows, the audit line
+/// and a status refresh for each of `notify`. `None`: someone changed the
+/// ticket since it was read; the caller rolls back and decides again. Also
+/// what an ingest uses to apply a routing rule's assignment and tags in the
+/// transaction that creates the ticket.
+pub(super) async fn apply_on(
+    tx: &mut AnyTx,
+    ticket: TicketId,
+    actor: &Actor,
+    event: &TicketEvent,
+    notify: &[Platform],
+    now_ms: i64,
+) -> StoreResult<Option<Applied>> {
+    let Some(row) = sqlx::query("SELECT status, owner, version FROM tickets WHERE id = $1")
+        .bind(ticket.get())
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(Some(Applied::NoSuchTicket));
+    };
+    let version: i64 = row.try_get("version")?;
+    let state = state_from_row(&row)?;
+    let tags = load_tags(&mut **tx, ticket).await?;
+    let current = Ticket { state, tags };
+    let next = match current.apply(event) {
+        Ok(next) => next,
+        Err(refusal) => return Ok(Some(Applied::Refused(refusal))),
+    };
+    if next == current {
+        return Ok(Some(Applied::Unchanged));
+    }
+    // The version check makes this the lock: if anyone changed the
+    // ticket since we read it, no row matches and we decide again on
+    // fresh state.
+    let updated = sqlx::query(
+        "UPDATE tickets SET status = $1, owner = $2, version = version + 1, updated_at = $3 WHERE id = $4 AND version = $5",
+    )
+    .bind(next.state.status().as_str())
+    .bind(next.state.owner().map(|a| a.as_str().to_owned()))
+    .bind(now_ms)
+    .bind(ticket.get())
+    .bind(version)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let details = match event {
+        TicketEvent::AddTag(tag) => {
+            sqlx::query("INSERT INTO ticket_tags (ticket_id, tag) VALUES ($1, $2) ON CONFLICT (ticket_id, tag) DO NOTHING")
+                .bind(ticket.get())
+                .bind(tag.as_str())
+                .execute(&mut **tx)
+                .await?;
+            tag.to_string()
+        }
+        TicketEvent::RemoveTag(tag) => {
+            sqlx::query("DELETE FROM ticket_tags WHERE ticket_id = $1 AND tag = $2")
+                .bind(ticket.get())
+                .bind(tag.as_str())
+                .execute(&mut **tx)
+                .await?;
+            tag.to_string()
+        }
+        _ => format!("{} → {}", current.state, next.state),
+    };
+    insert_audit(tx, Some(ticket), actor, event.action(), &details, now_ms).await?;
+    for p in notify {
+        insert_job(
+            tx,
+            Some(ticket),
+            &JobSpec::ChatStatus { platform: *p },
+            now_ms,
+            now_ms,
+        )
+        .await?;
+    }
+    Ok(Some(Applied::Changed {
+        before: current.state,
+        after: next.state,
+    }))
 }
 
 fn ticket_from_row(row: &AnyRow, tags: BTreeSet<Tag>) -> StoreResult<TicketRecord> {
@@ -188,6 +206,10 @@ fn ticket_from_row(row: &AnyRow, tags: BTreeSet<Tag>) -> StoreResult<TicketRecor
             .map_err(|e| corrupt("tickets", e))?,
         state,
         tags,
+        priority: {
+            let p: String = row.try_get("priority")?;
+            Priority::parse(&p).ok_or_else(|| corrupt("tickets", format!("priority {p:?}")))?
+        },
         created_at_ms: row.try_get("created_at")?,
         updated_at_ms: row.try_get("updated_at")?,
         last_customer_at_ms: row.try_get("last_customer_at")?,
