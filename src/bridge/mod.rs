@@ -5,6 +5,8 @@
 //! - [`reply`]: a teammate's reply → built, composed, stored and queued.
 //! - [`outbox`]: the worker that performs queued jobs (SMTP send, filing in
 //!   Sent, chat posts) with retries, exactly once where it matters.
+//! - [`sent`]: a reply written outside mailroom, found in the mailbox's Sent
+//!   folder → the ticket's thread, counted as a teammate's reply.
 //! - [`watchdog`]: tells a mailbox's room when it has not been checked for
 //!   too long, and when it recovers.
 
@@ -12,6 +14,7 @@ pub mod chat;
 pub mod ingest;
 pub mod outbox;
 pub mod reply;
+pub mod sent;
 pub mod watchdog;
 
 use std::collections::BTreeMap;
@@ -55,15 +58,16 @@ pub trait SentFiler: Send + Sync {
     ) -> Result<(), ImapError>;
 }
 
-/// [`SentFiler`] over the mailbox's own IMAP account.
+/// [`SentFiler`] over the mailbox's own IMAP account, filing in the folder
+/// the Sent watcher watches: `imap.sent_folder`, or the one the server
+/// marks `\Sent`, or, where it marks none, "Sent".
 pub struct ImapSentFiler {
     imap: ImapSettings,
-    sent_folder: String,
 }
 
 impl ImapSentFiler {
-    pub fn new(imap: ImapSettings, sent_folder: String) -> Self {
-        ImapSentFiler { imap, sent_folder }
+    pub fn new(imap: ImapSettings) -> Self {
+        ImapSentFiler { imap }
     }
 }
 
@@ -77,7 +81,10 @@ impl SentFiler for ImapSentFiler {
     ) -> Result<(), ImapError> {
         let mut session = imap::connect(&self.imap).await?;
         let result = async {
-            imap::append_once(&mut session, &self.sent_folder, message_id, raw).await?;
+            let folder = crate::mail::sent::sent_folder(&mut session, &self.imap)
+                .await?
+                .unwrap_or_else(|| "Sent".to_owned());
+            imap::append_once(&mut session, &folder, message_id, raw).await?;
             if let Some(original) = answers {
                 imap::flag_answered(&mut session, &self.imap.folder, original).await?;
             }
@@ -194,10 +201,7 @@ impl App {
                 let rt = MailboxRuntime {
                     settings: m.clone(),
                     mailer: Arc::new(SmtpMailer::new(m.smtp.clone())),
-                    filer: Arc::new(ImapSentFiler::new(
-                        m.imap.clone(),
-                        m.smtp.sent_folder.clone(),
-                    )),
+                    filer: Arc::new(ImapSentFiler::new(m.imap.clone())),
                 };
                 (m.name.clone(), rt)
             })
@@ -293,9 +297,17 @@ impl App {
             let check_every = self.settings.ops.check_every();
             let span = tracing::info_span!("ingest", mailbox = %name);
             tracker.spawn(tracing::Instrument::instrument(
-                crate::mail::ingest::run(imap, initial, check_every, sink, cancel),
+                crate::mail::ingest::run(imap.clone(), initial, check_every, sink, cancel.clone()),
                 span,
             ));
+            if imap.watch_sent {
+                let sink = Arc::new(sent::SentIngest::new(self.clone(), name.clone()));
+                let span = tracing::info_span!("sent", mailbox = %name);
+                tracker.spawn(tracing::Instrument::instrument(
+                    crate::mail::sent::watch(imap, check_every, sink, cancel),
+                    span,
+                ));
+            }
         }
         tracker.spawn(outbox::run(self.clone(), cancel.clone()));
         tracker.spawn(watchdog::run(self.clone(), cancel.clone()));

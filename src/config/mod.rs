@@ -155,6 +155,27 @@ impl Settings {
                     TlsMode::None => 25,
                 };
             }
+            // One Sent folder for filing replies and watching for replies
+            // written outside mailroom; `smtp.sent_folder` is the older
+            // name of `imap.sent_folder`.
+            match (&imap.sent_folder, smtp.sent_folder.take()) {
+                (None, old) => imap.sent_folder = old,
+                (Some(new), Some(old)) if *new != old => {
+                    let message = format!(
+                        "{old:?} differs from imap.sent_folder {new:?}: mailroom files its replies in and watches one Sent folder; give only imap.sent_folder"
+                    );
+                    c.problem(at("smtp.sent_folder"), message);
+                }
+                _ => {}
+            }
+            if imap
+                .sent_folder
+                .as_deref()
+                .is_some_and(|f| f.trim().is_empty())
+            {
+                let message = "expected a folder name (leave it out to use the folder the server marks \\Sent)";
+                c.problem(at("imap.sent_folder"), message);
+            }
             match (&smtp.username, &smtp.password) {
                 (None, Some(_)) => smtp.username = Some(address.to_owned()),
                 (Some(_), None) => {
@@ -265,7 +286,8 @@ password_env = "MX_PW"
         assert_eq!(m.imap.tls, TlsMode::Implicit);
         assert_eq!(m.imap.username, "support@example.com");
         assert_eq!(m.smtp.port, 587);
-        assert_eq!(m.smtp.sent_folder, "Sent");
+        assert_eq!(m.imap.sent_folder, None, "unset: detected by SPECIAL-USE");
+        assert!(m.imap.watch_sent);
         assert_eq!(m.initial_sync, InitialSync::NewOnly);
         assert_eq!(s.reactions.claim, vec!["🙋", "👀"]);
         assert!(s.summary().starts_with("1 mailbox (support)"));

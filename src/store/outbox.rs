@@ -15,6 +15,9 @@ pub enum JobSpec {
     /// Post an email to the ticket's chat thread (the root message for the
     /// first email, a thread reply for the others).
     ChatPost { platform: Platform, email_id: i64 },
+    /// Post a reply written outside mailroom (found in the Sent folder)
+    /// into the ticket's thread: "Replied from the mailbox by …" and its text.
+    ChatSentReply { platform: Platform, email_id: i64 },
     /// Refresh the status line of the ticket's root message.
     ChatStatus { platform: Platform },
     /// Tell the thread something (a failure, a refusal).
@@ -43,6 +46,7 @@ impl JobSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             JobSpec::ChatPost { .. } => "chat_post",
+            JobSpec::ChatSentReply { .. } => "chat_sent_reply",
             JobSpec::ChatStatus { .. } => "chat_status",
             JobSpec::ChatNotice { .. } => "chat_notice",
             JobSpec::ChatRoomNotice { .. } => "chat_room_notice",
@@ -58,6 +62,7 @@ impl JobSpec {
         let t = ticket.map(|t| t.get()).unwrap_or(0);
         match self {
             JobSpec::ChatPost { platform, .. }
+            | JobSpec::ChatSentReply { platform, .. }
             | JobSpec::ChatStatus { platform }
             | JobSpec::ChatNotice { platform, .. }
             | JobSpec::ChatRoomNotice { platform, .. }
@@ -90,6 +95,7 @@ impl JobSpec {
     pub fn platform(&self) -> Option<Platform> {
         match self {
             JobSpec::ChatPost { platform, .. }
+            | JobSpec::ChatSentReply { platform, .. }
             | JobSpec::ChatStatus { platform }
             | JobSpec::ChatNotice { platform, .. }
             | JobSpec::ChatRoomNotice { platform, .. }

@@ -18,5 +18,6 @@ mod faults;
 mod mail_flow;
 mod matrix;
 mod ops;
+mod sent_folder;
 mod slack;
 mod store_conformance;

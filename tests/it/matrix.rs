@@ -145,7 +145,7 @@ impl Teammate {
             .event_id
     }
 
-    async fn say_in_thread(&self, room: &OwnedRoomId, root: &OwnedEventId, text: &str) {
+    pub(crate) async fn say_in_thread(&self, room: &OwnedRoomId, root: &OwnedEventId, text: &str) {
         let mut content = RoomMessageEventContent::text_plain(text);
         content.relates_to = Some(Relation::Thread(Thread::plain(root.clone(), root.clone())));
         self.room(room).send(content).await.expect("send");
@@ -174,7 +174,7 @@ pub(crate) fn sender(ev: &Value) -> &str {
     ev["sender"].as_str().unwrap_or("")
 }
 
-fn in_thread_of(ev: &Value, root: &OwnedEventId) -> bool {
+pub(crate) fn in_thread_of(ev: &Value, root: &OwnedEventId) -> bool {
     ev["content"]["m.relates_to"]["rel_type"] == "m.thread"
         && ev["content"]["m.relates_to"]["event_id"] == root.as_str()
 }
@@ -265,7 +265,7 @@ impl World {
         .unwrap_or_else(|p| panic!("test config invalid: {p:?}"))
     }
 
-    async fn start(&self, settings: Settings) -> Running {
+    pub(crate) async fn start(&self, settings: Settings) -> Running {
         start_connected(settings, &self.db, None).await
     }
 

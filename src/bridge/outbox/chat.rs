@@ -143,7 +143,7 @@ fn store_err(e: StoreError) -> ChatError {
 }
 
 /// The platform, the ticket and its thread there (if posted) a chat job is about.
-async fn chat_target<'a>(
+pub(super) async fn chat_target<'a>(
     app: &'a App,
     job: &Job,
     platform: Platform,
@@ -168,7 +168,7 @@ async fn chat_target<'a>(
 }
 
 /// A stored email's raw bytes.
-async fn raw_email(app: &App, email_id: i64) -> Result<Vec<u8>, ChatError> {
+pub(super) async fn raw_email(app: &App, email_id: i64) -> Result<Vec<u8>, ChatError> {
     app.store
         .raw_email(email_id)
         .await
@@ -180,7 +180,7 @@ async fn raw_email(app: &App, email_id: i64) -> Result<Vec<u8>, ChatError> {
 /// for two jobs. Job ids alone restart at 1 with a new database while the
 /// chat device (and the homeserver's memory of its transaction ids) lives
 /// on; the ticket's random token keeps keys from two databases apart.
-fn idempotency_key(ticket: &TicketRecord, job: &Job) -> String {
+pub(super) fn idempotency_key(ticket: &TicketRecord, job: &Job) -> String {
     format!("mailroom-{}-{}", ticket.token, job.id)
 }
 

@@ -17,6 +17,7 @@ use super::tickets::state_from_row;
 use super::{AnyTx, corrupt};
 use crate::domain::email::ContentHash;
 use crate::domain::ids::{Actor, EmailAddress, MailboxName, MessageId, TicketId};
+use crate::domain::mailbox::FolderRole;
 use crate::domain::threading::{CandidateTicket, Candidates, ThreadKeys, subject_key};
 use crate::domain::ticket::{Ticket, TicketEvent};
 use crate::store::{Destination, IngestBatch, JobSpec, NewInbound, Recorded, StoreResult};
@@ -164,7 +165,7 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
     .await?;
     if dup.is_some() {
         if let Some(cp) = new.checkpoint {
-            upsert_checkpoint(&mut **tx, &new.mailbox, cp, new.now_ms).await?;
+            upsert_checkpoint(&mut **tx, &new.mailbox, FolderRole::Inbox, cp, new.now_ms).await?;
         }
         return Ok(Recorded::Duplicate);
     }
@@ -322,7 +323,7 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
         }
     }
     if let Some(cp) = new.checkpoint {
-        upsert_checkpoint(&mut **tx, &new.mailbox, cp, new.now_ms).await?;
+        upsert_checkpoint(&mut **tx, &new.mailbox, FolderRole::Inbox, cp, new.now_ms).await?;
     }
     Ok(if is_new {
         Recorded::NewTicket { ticket, email_id }
