@@ -451,6 +451,47 @@ claim = ["✅"]
     }
 
     #[test]
+    fn one_sent_folder_and_the_older_smtp_key_still_read() {
+        let imap = |extra: &str| format!("password_env = \"IMAP_PW\"\n  {extra}");
+        let smtp = |extra: &str| format!("password_env = \"SMTP_PW\"\n  {extra}");
+        let with = |i: &str, o: &str| {
+            GOOD.replacen("password_env = \"IMAP_PW\"", &imap(i), 1)
+                .replacen("password_env = \"SMTP_PW\"", &smtp(o), 1)
+        };
+        let old = Settings::parse(&with("", "sent_folder = \"Sent Items\""), &env).unwrap();
+        assert_eq!(
+            old.mailboxes[0].imap.sent_folder.as_deref(),
+            Some("Sent Items")
+        );
+        assert_eq!(old.mailboxes[0].smtp.sent_folder, None);
+        let same = with(
+            "sent_folder = \"Sent Items\"",
+            "sent_folder = \"Sent Items\"",
+        );
+        assert!(Settings::parse(&same, &env).is_ok());
+        let off = Settings::parse(&with("watch_sent = false", ""), &env).unwrap();
+        assert!(!off.mailboxes[0].imap.watch_sent);
+        let problems: Vec<String> = [
+            with("sent_folder = \"Sent Items\"", "sent_folder = \"Sent\""),
+            with("sent_folder = \" \"", ""),
+        ]
+        .iter()
+        .flat_map(|t| Settings::parse(t, &env).unwrap_err())
+        .map(|p| p.to_string())
+        .collect();
+        assert!(
+            problems[0].starts_with(
+                "mailbox[0].smtp.sent_folder: \"Sent\" differs from imap.sent_folder \"Sent Items\""
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("mailbox[0].imap.sent_folder: expected a folder name"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn chat_targets_need_their_platform() {
         let text = GOOD.replace("[matrix]", "[unused]");
         let problems = Settings::parse(&text, &env).unwrap_err();

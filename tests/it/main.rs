@@ -21,3 +21,4 @@ mod ops;
 mod sent_folder;
 mod slack;
 mod store_conformance;
+mod store_sent;

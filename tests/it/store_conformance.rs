@@ -15,20 +15,26 @@ use mailroom::store::*;
 use crate::common::audit_actions;
 use mailroom::store::sql::SqlStore;
 
-fn mb() -> MailboxName {
+pub(crate) fn mb() -> MailboxName {
     MailboxName::parse("support").unwrap()
 }
-fn addr(s: &str) -> EmailAddress {
+pub(crate) fn addr(s: &str) -> EmailAddress {
     EmailAddress::parse(s).unwrap()
 }
 fn agent(s: &str) -> Agent {
     Agent::parse(s).unwrap()
 }
-fn token(n: u8) -> TicketToken {
+pub(crate) fn token(n: u8) -> TicketToken {
     TicketToken::from_random([n; TicketToken::LEN])
 }
 
-fn inbound(id: &str, hash: &str, from: &str, dest: Destination, cp: Option<u32>) -> NewInbound {
+pub(crate) fn inbound(
+    id: &str,
+    hash: &str,
+    from: &str,
+    dest: Destination,
+    cp: Option<u32>,
+) -> NewInbound {
     NewInbound {
         mailbox: mb(),
         checkpoint: cp.map(|uid| Checkpoint {
@@ -53,7 +59,11 @@ fn inbound(id: &str, hash: &str, from: &str, dest: Destination, cp: Option<u32>)
     }
 }
 
-async fn new_ticket(s: &dyn TicketStore, id: &str, n: u8) -> mailroom::domain::ids::TicketId {
+pub(crate) async fn new_ticket(
+    s: &dyn TicketStore,
+    id: &str,
+    n: u8,
+) -> mailroom::domain::ids::TicketId {
     match s
         .record_inbound(inbound(
             id,
