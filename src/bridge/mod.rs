@@ -154,7 +154,8 @@ impl OutboxView for StoreOutbox {
         Ok(failed
             .into_iter()
             .filter_map(|job| match job.spec {
-                crate::store::JobSpec::ChatPost { platform, .. } => Some(Undelivered {
+                crate::store::JobSpec::ChatPost { platform, .. }
+                | crate::store::JobSpec::ChatSentReply { platform, .. } => Some(Undelivered {
                     job: job.id,
                     ticket: job.ticket.map(|t| t.get()),
                     platform: platform.as_str(),

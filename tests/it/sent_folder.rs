@@ -15,9 +15,12 @@ use mailroom::mail::imap;
 use mailroom::store::{TicketFilter, TicketStore};
 
 use crate::common::{
-    Stack, TestDb, User, Writer, append, config, fetch_all, start, support_mailbox, wait_for,
+    Running, Stack, TestDb, User, Writer, append, config, fetch_all, start, support_mailbox,
+    wait_for,
 };
+use crate::fake_slack::Message;
 use crate::matrix::{World, body, in_thread_of, sender, wait_event};
+use crate::slack::{Mode, World as SlackWorld, all_text};
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -104,6 +107,10 @@ async fn replies_written_in_the_mailbox_reach_the_matrix_thread_once_as_a_teamma
     let settings = || w.parse(&w.settings_text(0, ""));
     let run = w.start(settings()).await;
     let (support, customer) = (w.support.address.clone(), w.customer.address.clone());
+    // Written from the shared address itself, to the customer.
+    let reply = |id: &str, parent: &str, text: &str| {
+        outside_reply(&support, None, &customer, id, parent, text)
+    };
     let root = w
         .email(
             "sf-q@example.net",
@@ -166,14 +173,7 @@ async fn replies_written_in_the_mailbox_reach_the_matrix_thread_once_as_a_teamma
         "UNRELATED-MARKER",
     );
     append(w.stack, &w.support, "Sent", &unrelated).await;
-    let raw = outside_reply(
-        &support,
-        None,
-        &customer,
-        "sf-a2@example.com",
-        "sf-q@example.net",
-        "OUTSIDE-TWO",
-    );
+    let raw = reply("sf-a2@example.com", "sf-q@example.net", "OUTSIDE-TWO");
     append(w.stack, &w.support, "Sent", &raw).await;
     let post = wait_event(&w.alice, &w.room, "the second outside reply", |e| {
         in_thread_of(e, &root) && body(e).contains("OUTSIDE-TWO")
@@ -202,14 +202,7 @@ async fn replies_written_in_the_mailbox_reach_the_matrix_thread_once_as_a_teamma
             .then_some(())
     })
     .await;
-    let raw = outside_reply(
-        &support,
-        None,
-        &customer,
-        "sf-a3@example.com",
-        "sf-q@example.net",
-        "OUTSIDE-THREE",
-    );
+    let raw = reply("sf-a3@example.com", "sf-q@example.net", "OUTSIDE-THREE");
     append(w.stack, &w.support, "Sent", &raw).await;
     wait_event(&w.alice, &w.room, "the third outside reply", |e| {
         in_thread_of(e, &root) && body(e).contains("OUTSIDE-THREE")
@@ -239,14 +232,7 @@ async fn replies_written_in_the_mailbox_reach_the_matrix_thread_once_as_a_teamma
     run.stop().await;
     let run = w.start(settings()).await;
     sent_watched(run.store.as_ref()).await;
-    let raw = outside_reply(
-        &support,
-        None,
-        &customer,
-        "sf-a4@example.com",
-        "sf-q2@example.net",
-        "OUTSIDE-FOUR",
-    );
+    let raw = reply("sf-a4@example.com", "sf-q2@example.net", "OUTSIDE-FOUR");
     append(w.stack, &w.support, "Sent", &raw).await;
     wait_event(
         &w.alice,
@@ -261,14 +247,7 @@ async fn replies_written_in_the_mailbox_reach_the_matrix_thread_once_as_a_teamma
     // rescan recognises every one of them.
     recreate_folder(w.stack, &w.support, "Sent").await;
     let run = w.start(settings()).await;
-    let raw = outside_reply(
-        &support,
-        None,
-        &customer,
-        "sf-a5@example.com",
-        "sf-q2@example.net",
-        "OUTSIDE-FIVE",
-    );
+    let raw = reply("sf-a5@example.com", "sf-q2@example.net", "OUTSIDE-FIVE");
     append(w.stack, &w.support, "Sent", &raw).await;
     wait_event(
         &w.alice,
@@ -309,19 +288,21 @@ async fn replies_written_in_the_mailbox_reach_the_matrix_thread_once_as_a_teamma
     run.stop().await;
 }
 
-#[tokio::test]
-async fn a_reply_written_in_the_mailbox_reaches_the_slack_thread() {
-    use crate::slack::{Mode, World, all_text};
-    let w = World::new(Mode::Socket).await;
+/// mailroom on the fake Slack with one ticket, `question` its mail, and
+/// the Sent folder watched.
+async fn slack_ticket(question: &str) -> (SlackWorld, Running, Message) {
+    let w = SlackWorld::new(Mode::Socket).await;
     let run = w.start(w.settings(Mode::Socket, "")).await;
     let root = w
-        .email(
-            "sfs-q@example.net",
-            "Parcel never arrived",
-            "Where is my parcel?",
-        )
+        .email(question, "Parcel never arrived", "Where is my parcel?")
         .await;
     sent_watched(run.store.as_ref()).await;
+    (w, run, root)
+}
+
+#[tokio::test]
+async fn a_reply_written_in_the_mailbox_reaches_the_slack_thread() {
+    let (w, run, root) = slack_ticket("sfs-q@example.net").await;
     let raw = outside_reply(
         &w.support.address,
         Some("Bob Stone <bob.stone@example.com>"),
@@ -354,17 +335,7 @@ async fn a_reply_written_in_the_mailbox_reaches_the_slack_thread() {
 /// mailbox one after another; printed as a METRIC line.
 #[tokio::test]
 async fn sent_folder_reply_to_thread_latency() {
-    use crate::slack::{Mode, World, all_text};
-    let w = World::new(Mode::Socket).await;
-    let run = w.start(w.settings(Mode::Socket, "")).await;
-    let root = w
-        .email(
-            "sfl-q@example.net",
-            "Parcel never arrived",
-            "Where is my parcel?",
-        )
-        .await;
-    sent_watched(run.store.as_ref()).await;
+    let (w, run, root) = slack_ticket("sfl-q@example.net").await;
     let mut took = Vec::new();
     for i in 0..20 {
         let marker = format!("LATENCY-{i:02}");

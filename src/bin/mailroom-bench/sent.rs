@@ -7,7 +7,7 @@ use mailroom::domain::ids::MailboxName;
 use mailroom::domain::mailbox::FolderRole;
 use mailroom::mail::imap;
 
-use crate::bridge::{bridge, start, stop, wait_seen};
+use crate::bridge::{bridge, start, stop, wait_seen, wait_seen_as};
 use crate::common::{Env, imap_settings, mail};
 
 /// A reply written in the mailbox (Outlook, Gmail) as it is filed in Sent,
@@ -66,34 +66,12 @@ pub async fn sent_latency(env: &Env, replies: usize, pace: Duration) -> anyhow::
     }
     let mut out = Vec::new();
     for (marker, at) in &sent {
-        let seen_at = seen_reply(&b.seen, marker, Duration::from_secs(60)).await?;
+        let kind = "📤 Replied from the mailbox";
+        let seen_at = wait_seen_as(&b.seen, kind, marker, Duration::from_secs(60)).await?;
         out.push(seen_at.duration_since(*at).as_secs_f64() * 1000.0);
     }
     imap::logout(writer).await;
     stop(app, cancel, handles).await;
     b.finish();
     Ok(out)
-}
-
-/// When the thread post of the reply carrying `marker` was first seen.
-async fn seen_reply(
-    seen: &std::sync::Mutex<Vec<(String, Instant)>>,
-    marker: &str,
-    limit: Duration,
-) -> anyhow::Result<Instant> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let hit = seen.lock().ok().and_then(|v| {
-            v.iter()
-                .find(|(t, _)| t.starts_with("📤 Replied from the mailbox") && t.contains(marker))
-                .map(|(_, at)| *at)
-        });
-        if let Some(at) = hit {
-            return Ok(at);
-        }
-        if Instant::now() > deadline {
-            bail!("{marker:?} never reached the thread");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }

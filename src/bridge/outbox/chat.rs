@@ -9,7 +9,7 @@ use super::{StepOutcome, retry_or_fail, since};
 use crate::bridge::{App, now_ms};
 use crate::chat::{ChatError, ChatPlatform, FileUpload, TicketCard, truncate_chars};
 use crate::domain::chat::{ChatThread, Platform};
-use crate::domain::render::{Rendering, fallback_notice};
+use crate::domain::render::{EmailView, Rendering, fallback_notice};
 use crate::mail::parse::{attachments_bytes, parse_email};
 use crate::ops::metrics::ChatErrorKind;
 use crate::store::{FilePart, Job, JobOutcome, JobSpec, Settlement, StoreError, TicketRecord};
@@ -76,7 +76,8 @@ async fn undelivered(app: &App, job: &Job, platform: Platform, error: &str) -> S
     let mut settlement = Settlement::new(JobOutcome::Failed {
         error: error.to_owned(),
     });
-    let JobSpec::ChatPost { email_id, .. } = job.spec else {
+    let (JobSpec::ChatPost { email_id, .. } | JobSpec::ChatSentReply { email_id, .. }) = job.spec
+    else {
         return settlement;
     };
     app.metrics.post_failed(platform);
@@ -305,19 +306,38 @@ pub(super) async fn chat_post(
             .follow_ons
             .push(JobSpec::ChatNotice { platform, text });
     }
-    // The files follow the post: the full text when the post could not
-    // show all of it, then every attachment not inline in the text and
-    // under the upload cap (the others are listed in the post).
     let cut = truncate_chars(&view.body, chat.body_limit()).1;
-    if (cut || shown == Rendering::Minimal) && !view.full_text.trim().is_empty() {
-        settlement.follow_ons.push(JobSpec::ChatFile {
+    let files = file_jobs(
+        app,
+        platform,
+        email_id,
+        &view,
+        cut || shown == Rendering::Minimal,
+    );
+    settlement.follow_ons.extend(files);
+    Ok(settlement)
+}
+
+/// The files that follow an email's post: the full text when the post could
+/// not show all of it (`cut`), then every attachment not inline in the text
+/// and under the upload cap (the others are listed in the post).
+pub(super) fn file_jobs(
+    app: &App,
+    platform: Platform,
+    email_id: i64,
+    view: &EmailView,
+    cut: bool,
+) -> Vec<JobSpec> {
+    let mut jobs = Vec::new();
+    if cut && !view.full_text.trim().is_empty() {
+        jobs.push(JobSpec::ChatFile {
             platform,
             email_id,
             part: FilePart::FullText,
         });
     }
     let cap = app.settings.chat.max_attachment_bytes;
-    settlement.follow_ons.extend(
+    jobs.extend(
         view.attachments
             .iter()
             .enumerate()
@@ -328,7 +348,7 @@ pub(super) async fn chat_post(
                 part: FilePart::Attachment { index },
             }),
     );
-    Ok(settlement)
+    jobs
 }
 
 /// Uploads one file of an email into its ticket's thread. A file the

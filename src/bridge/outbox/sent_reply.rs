@@ -3,13 +3,13 @@
 //! rendered like any email (quoted history folded, cut at the platform's
 //! limit), then its files as jobs of their own, as for a follow-up.
 
-use super::chat::{chat_target, idempotency_key, missing, raw_email};
+use super::chat::{chat_target, file_jobs, idempotency_key, missing, raw_email};
 use crate::bridge::App;
 use crate::chat::{ChatError, EmailText};
 use crate::domain::chat::Platform;
 use crate::domain::email::Party;
 use crate::mail::parse::parse_email;
-use crate::store::{FilePart, Job, JobOutcome, JobSpec, Settlement};
+use crate::store::{Job, JobOutcome, Settlement};
 
 /// The first line of the post: who wrote it, from where.
 pub(crate) fn sent_reply_heading(written_by: &Party, from: &Party) -> String {
@@ -60,25 +60,7 @@ pub(super) async fn chat_sent_reply(
         }
     }
     let mut settlement = Settlement::new(JobOutcome::Done);
-    if text.truncated && !view.full_text.trim().is_empty() {
-        settlement.follow_ons.push(JobSpec::ChatFile {
-            platform,
-            email_id,
-            part: FilePart::FullText,
-        });
-    }
-    let cap = app.settings.chat.max_attachment_bytes;
-    settlement.follow_ons.extend(
-        view.attachments
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.size <= cap && !a.inline)
-            .map(|(index, _)| JobSpec::ChatFile {
-                platform,
-                email_id,
-                part: FilePart::Attachment { index },
-            }),
-    );
+    settlement.follow_ons = file_jobs(app, platform, email_id, &view, text.truncated);
     Ok(settlement)
 }
 

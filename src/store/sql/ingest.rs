@@ -290,12 +290,7 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
         if is_new && *p == new.email.from.address {
             continue;
         }
-        let sql = "INSERT INTO participants (ticket_id, address) VALUES ($1, $2) ON CONFLICT (ticket_id, address) DO NOTHING";
-        sqlx::query(sql)
-            .bind(ticket.get())
-            .bind(p.as_str())
-            .execute(&mut **tx)
-            .await?;
+        add_participant(tx, ticket, p).await?;
     }
     for platform in &new.post_to {
         insert_job(
@@ -372,6 +367,21 @@ async fn candidates_for(
         });
     }
     Ok(out)
+}
+
+/// Adds an address to a ticket's participants (once).
+pub(super) async fn add_participant(
+    tx: &mut AnyTx,
+    ticket: TicketId,
+    address: &EmailAddress,
+) -> StoreResult<()> {
+    let sql = "INSERT INTO participants (ticket_id, address) VALUES ($1, $2) ON CONFLICT (ticket_id, address) DO NOTHING";
+    sqlx::query(sql)
+        .bind(ticket.get())
+        .bind(address.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn push_unique(v: &mut Vec<i64>, id: i64) {

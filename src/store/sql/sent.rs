@@ -12,6 +12,7 @@ use sqlx::{AnyPool, Row};
 use super::audit::insert_audit;
 use super::checkpoints::upsert_checkpoint;
 use super::emails::{first_piece, insert_later_pieces};
+use super::ingest::add_participant;
 use super::outbox::insert_job;
 use super::replies::set_first_response;
 use super::tickets::state_from_row;
@@ -86,12 +87,7 @@ async fn record_one(
     insert_later_pieces(tx, email_id, &raw).await?;
     drop(raw);
     for p in &mail.recipients {
-        let sql = "INSERT INTO participants (ticket_id, address) VALUES ($1, $2) ON CONFLICT (ticket_id, address) DO NOTHING";
-        sqlx::query(sql)
-            .bind(ticket.get())
-            .bind(p.as_str())
-            .execute(&mut **tx)
-            .await?;
+        add_participant(tx, ticket, p).await?;
     }
     let actor = Actor::Mailbox(mail.written_by.address.clone());
     insert_audit(
