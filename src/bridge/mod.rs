@@ -30,6 +30,7 @@ use crate::chat::ChatPlatform;
 use crate::config::Settings;
 use crate::domain::chat::Platform;
 use crate::domain::ids::{MailboxName, MessageId};
+use crate::mail::auth::LoginSource;
 use crate::mail::imap::{self, ImapError};
 use crate::mail::settings::{ImapSettings, MailboxSettings};
 use crate::mail::smtp::{Mailer, SmtpMailer};
@@ -63,11 +64,12 @@ pub trait SentFiler: Send + Sync {
 /// marks `\Sent`, or, where it marks none, "Sent".
 pub struct ImapSentFiler {
     imap: ImapSettings,
+    login: Arc<dyn LoginSource>,
 }
 
 impl ImapSentFiler {
-    pub fn new(imap: ImapSettings) -> Self {
-        ImapSentFiler { imap }
+    pub fn new(imap: ImapSettings, login: Arc<dyn LoginSource>) -> Self {
+        ImapSentFiler { imap, login }
     }
 }
 
@@ -79,7 +81,7 @@ impl SentFiler for ImapSentFiler {
         raw: &[u8],
         answers: Option<&MessageId>,
     ) -> Result<(), ImapError> {
-        let mut session = imap::connect(&self.imap).await?;
+        let mut session = imap::connect(&self.imap, self.login.as_ref()).await?;
         let result = async {
             let folder = crate::mail::sent::sent_folder(&mut session, &self.imap)
                 .await?
@@ -170,8 +172,28 @@ impl OutboxView for StoreOutbox {
 /// One shared mailbox with its mail connections.
 pub struct MailboxRuntime {
     pub settings: MailboxSettings,
+    /// How ingest and the Sent filer log in to IMAP (the mailer holds its
+    /// own, for SMTP).
+    pub login: Arc<dyn LoginSource>,
     pub mailer: Arc<dyn Mailer>,
     pub filer: Arc<dyn SentFiler>,
+}
+
+/// How a mailbox's connections log in.
+pub struct MailLogins {
+    pub imap: Arc<dyn LoginSource>,
+    /// None: SMTP without AUTH.
+    pub smtp: Option<Arc<dyn LoginSource>>,
+}
+
+/// A mailbox's logins from its config: `imap.username`/`imap.password`,
+/// and `smtp.username`/`smtp.password` when both are set.
+pub fn mail_logins(m: &MailboxSettings) -> MailLogins {
+    MailLogins {
+        imap: Arc::new(imap::password_login(&m.imap)),
+        smtp: crate::mail::smtp::password_login(&m.smtp)
+            .map(|l| Arc::new(l) as Arc<dyn LoginSource>),
+    }
 }
 
 /// Everything the flows share.
@@ -186,6 +208,9 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// When each mailbox was last checked (`/healthz`, the watchdog).
     pub health: Arc<Health>,
+    /// How long a mailbox waits before logging in again when the operator
+    /// must sign in ([`crate::mail::ingest::SIGN_IN_RETRY`]; tests shorten it).
+    pub sign_in_retry: std::time::Duration,
 }
 
 impl App {
@@ -199,10 +224,12 @@ impl App {
             .mailboxes
             .iter()
             .map(|m| {
+                let logins = mail_logins(m);
                 let rt = MailboxRuntime {
                     settings: m.clone(),
-                    mailer: Arc::new(SmtpMailer::new(m.smtp.clone())),
-                    filer: Arc::new(ImapSentFiler::new(m.imap.clone())),
+                    mailer: Arc::new(SmtpMailer::new(m.smtp.clone(), logins.smtp)),
+                    filer: Arc::new(ImapSentFiler::new(m.imap.clone(), logins.imap.clone())),
+                    login: logins.imap,
                 };
                 (m.name.clone(), rt)
             })
@@ -226,6 +253,7 @@ impl App {
             outbox_wakeup: Notify::new(),
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(health),
+            sign_in_retry: crate::mail::ingest::SIGN_IN_RETRY,
         }
     }
 
@@ -292,23 +320,34 @@ impl App {
             let Some(m) = self.mailboxes.get(name) else {
                 continue;
             };
-            let imap = m.settings.imap.clone();
-            let initial = m.settings.initial_sync.clone();
-            let cancel = cancel.clone();
-            let check_every = self.settings.ops.check_every();
-            let span = tracing::info_span!("ingest", mailbox = %name);
-            tracker.spawn(tracing::Instrument::instrument(
-                crate::mail::ingest::run(imap.clone(), initial, check_every, sink, cancel.clone()),
-                span,
-            ));
-            if imap.watch_sent {
+            let watch = crate::mail::ingest::Watch {
+                settings: m.settings.imap.clone(),
+                login: m.login.clone(),
+                initial: m.settings.initial_sync.clone(),
+                check_every: self.settings.ops.check_every(),
+                sign_in_retry: self.sign_in_retry,
+            };
+            if m.settings.imap.watch_sent {
+                let sent_watch = crate::mail::ingest::Watch {
+                    settings: watch.settings.clone(),
+                    login: watch.login.clone(),
+                    initial: watch.initial.clone(),
+                    check_every: watch.check_every,
+                    sign_in_retry: watch.sign_in_retry,
+                };
                 let sink = Arc::new(sent::SentIngest::new(self.clone(), name.clone()));
                 let span = tracing::info_span!("sent", mailbox = %name);
                 tracker.spawn(tracing::Instrument::instrument(
-                    crate::mail::sent::watch(imap, check_every, sink, cancel),
+                    crate::mail::sent::watch(sent_watch, sink, cancel.clone()),
                     span,
                 ));
             }
+            let cancel = cancel.clone();
+            let span = tracing::info_span!("ingest", mailbox = %name);
+            tracker.spawn(tracing::Instrument::instrument(
+                crate::mail::ingest::run(watch, sink, cancel),
+                span,
+            ));
         }
         tracker.spawn(outbox::run(self.clone(), cancel.clone()));
         tracker.spawn(watchdog::run(self.clone(), cancel.clone()));

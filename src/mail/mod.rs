@@ -6,6 +6,7 @@ pub mod elide;
 pub mod imap;
 pub mod ingest;
 pub mod parse;
+pub mod sasl;
 pub mod sent;
 pub mod settings;
 pub mod smtp;

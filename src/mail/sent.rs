@@ -20,7 +20,7 @@ use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::mail::imap::{self, COMMAND_TIMEOUT, ImapError, Session, timed};
-use crate::mail::ingest::{self, IngestSink};
+use crate::mail::ingest::{self, IngestSink, Watch};
 use crate::mail::settings::{ImapSettings, InitialSync};
 
 /// A folder as LIST reports it, reduced to what choosing the Sent folder needs.
@@ -94,19 +94,16 @@ pub async fn sent_folder(
 }
 
 /// Watches the mailbox's Sent folder until `cancel` fires, handing each new
-/// message to `sink`. A mailbox without a Sent folder is told once in the
-/// log and left alone: its INBOX works as ever.
-pub async fn watch(
-    settings: ImapSettings,
-    check_every: Duration,
-    sink: Arc<dyn IngestSink>,
-    cancel: CancellationToken,
-) {
+/// message to `sink`. `watch` is the mailbox's ingest (its folder and
+/// initial sync are replaced). A mailbox without a Sent folder is told once
+/// in the log and left alone: its INBOX works as ever.
+pub async fn watch(watch: Watch, sink: Arc<dyn IngestSink>, cancel: CancellationToken) {
+    let settings = &watch.settings;
     let mut delay = Duration::from_millis(500);
     let folder = loop {
         let found = async {
-            let mut session = imap::connect(&settings).await?;
-            let found = sent_folder(&mut session, &settings).await;
+            let mut session = imap::connect(settings, watch.login.as_ref()).await?;
+            let found = sent_folder(&mut session, settings).await;
             imap::logout(session).await;
             found
         }
@@ -121,10 +118,17 @@ pub async fn watch(
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot look up the Sent folder; retrying");
+                // Only the operator can help a refused sign-in: ask the
+                // login source no more often than the ingest loop does.
+                let wait = if e.needs_sign_in() {
+                    watch.sign_in_retry
+                } else {
+                    delay
+                };
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot look up the Sent folder; retrying");
                 sink.reconnecting(&e.into());
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = cancel.cancelled() => return,
                 }
                 delay = (delay * 2).min(Duration::from_secs(300));
@@ -132,8 +136,15 @@ pub async fn watch(
         }
     };
     tracing::info!(%folder, "watching the Sent folder for replies written outside mailroom");
-    let settings = ImapSettings { folder, ..settings };
-    ingest::run(settings, InitialSync::NewOnly, check_every, sink, cancel).await
+    let watch = Watch {
+        settings: ImapSettings {
+            folder,
+            ..watch.settings
+        },
+        initial: InitialSync::NewOnly,
+        ..watch
+    };
+    ingest::run(watch, sink, cancel).await
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ async fn sent_watched(store: &dyn TicketStore) {
 async fn recreate_folder(stack: &Stack, user: &User, folder: &str) {
     let old = fetch_all(stack, user, folder).await;
     let settings = stack.imap_settings(user, folder);
-    let mut s = imap::connect(&settings).await.expect("IMAP login");
+    let mut s = imap::connect_password(&settings).await.expect("IMAP login");
     let before = imap::examine(&mut s, folder).await.expect("EXAMINE");
     s.close().await.expect("CLOSE");
     s.delete(folder).await.expect("DELETE");
@@ -376,7 +376,7 @@ async fn a_named_sent_folder_is_watched_and_filed_into_and_the_marked_one_is_det
     let (stack, support) = support_mailbox();
     let customer = "carol@example.net";
     // The server marks "Sent" as \Sent: detection finds it.
-    let mut s = imap::connect(&stack.imap_settings(&support, "INBOX"))
+    let mut s = imap::connect_password(&stack.imap_settings(&support, "INBOX"))
         .await
         .expect("IMAP login");
     let detected = mailroom::mail::sent::detect_sent(&mut s).await.unwrap();
@@ -434,7 +434,9 @@ async fn a_named_sent_folder_is_watched_and_filed_into_and_the_marked_one_is_det
     assert_eq!(ids, vec!["sfn-a1@example.com".to_owned()]);
 
     // mailroom files its own replies in the same folder.
-    let filer = ImapSentFiler::new(settings.mailboxes[0].imap.clone());
+    let imap_settings = settings.mailboxes[0].imap.clone();
+    let login = std::sync::Arc::new(imap::password_login(&imap_settings));
+    let filer = ImapSentFiler::new(imap_settings, login);
     let id = MessageId::parse("sfn-own@example.com").unwrap();
     let own = outside_reply(
         &support.address,

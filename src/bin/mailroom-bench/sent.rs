@@ -27,7 +27,7 @@ fn outside_reply(support: &str, id: &str, parent: &str, marker: &str) -> Vec<u8>
 pub async fn sent_latency(env: &Env, replies: usize, pace: Duration) -> anyhow::Result<Vec<f64>> {
     let b = bridge(env).await?;
     let (app, cancel, handles) = start(b.settings.clone()).await?;
-    let mut writer = imap::connect(&imap_settings(env, &b.support)).await?;
+    let mut writer = imap::connect_password(&imap_settings(env, &b.support)).await?;
     writer
         .append(
             "INBOX",
