@@ -6,7 +6,9 @@
 -- foreign keys off (only possible outside a transaction, hence
 -- no-transaction above), the rebuild in one transaction of its own, then
 -- foreign keys on again. The tables that reference tickets keep their rows
--- and their references, which name the table, not its storage.
+-- and their references, which name the table, not its storage. Every column
+-- the earlier migrations gave tickets is carried over (0006's
+-- first_response_at included): a rebuild that forgot one would drop it.
 PRAGMA foreign_keys = OFF;
 BEGIN;
 
@@ -23,10 +25,11 @@ CREATE TABLE tickets_new (
     created_at       BIGINT NOT NULL,
     updated_at       BIGINT NOT NULL,
     last_customer_at BIGINT NOT NULL,
+    first_response_at BIGINT,
     priority         TEXT NOT NULL DEFAULT 'normal' CHECK (priority IN ('low', 'normal', 'high', 'urgent'))
 );
-INSERT INTO tickets_new (id, mailbox, token, subject, subject_key, customer, status, owner, version, created_at, updated_at, last_customer_at)
-    SELECT id, mailbox, token, subject, subject_key, customer, status, owner, version, created_at, updated_at, last_customer_at FROM tickets;
+INSERT INTO tickets_new (id, mailbox, token, subject, subject_key, customer, status, owner, version, created_at, updated_at, last_customer_at, first_response_at)
+    SELECT id, mailbox, token, subject, subject_key, customer, status, owner, version, created_at, updated_at, last_customer_at, first_response_at FROM tickets;
 DROP TABLE tickets;
 ALTER TABLE tickets_new RENAME TO tickets;
 CREATE INDEX tickets_by_status ON tickets (mailbox, status);

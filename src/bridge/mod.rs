@@ -7,6 +7,8 @@
 //!   Sent, chat posts) with retries, exactly once where it matters.
 //! - [`routing`]: a new ticket's first mail through the routing rules (and
 //!   `mailroom rules test`'s explanation of the same walk).
+//! - [`sent`]: a reply written outside mailroom, found in the mailbox's Sent
+//!   folder → the ticket's thread, counted as a teammate's reply.
 //! - [`watchdog`]: tells a mailbox's room when it has not been checked for
 //!   too long, and when it recovers.
 
@@ -16,6 +18,7 @@ pub mod ingest;
 pub mod outbox;
 pub mod reply;
 pub mod routing;
+pub mod sent;
 pub mod watchdog;
 
 use std::collections::BTreeMap;
@@ -60,20 +63,17 @@ pub trait SentFiler: Send + Sync {
     ) -> Result<(), ImapError>;
 }
 
-/// [`SentFiler`] over the mailbox's own IMAP account.
+/// [`SentFiler`] over the mailbox's own IMAP account, filing in the folder
+/// the Sent watcher watches: `imap.sent_folder`, or the one the server
+/// marks `\Sent`, or, where it marks none, "Sent".
 pub struct ImapSentFiler {
     imap: ImapSettings,
     login: Arc<dyn LoginSource>,
-    sent_folder: String,
 }
 
 impl ImapSentFiler {
-    pub fn new(imap: ImapSettings, login: Arc<dyn LoginSource>, sent_folder: String) -> Self {
-        ImapSentFiler {
-            imap,
-            login,
-            sent_folder,
-        }
+    pub fn new(imap: ImapSettings, login: Arc<dyn LoginSource>) -> Self {
+        ImapSentFiler { imap, login }
     }
 }
 
@@ -87,7 +87,10 @@ impl SentFiler for ImapSentFiler {
     ) -> Result<(), ImapError> {
         let mut session = imap::connect(&self.imap, self.login.as_ref()).await?;
         let result = async {
-            imap::append_once(&mut session, &self.sent_folder, message_id, raw).await?;
+            let folder = crate::mail::sent::sent_folder(&mut session, &self.imap)
+                .await?
+                .unwrap_or_else(|| "Sent".to_owned());
+            imap::append_once(&mut session, &folder, message_id, raw).await?;
             if let Some(original) = answers {
                 imap::flag_answered(&mut session, &self.imap.folder, original).await?;
             }
@@ -153,7 +156,8 @@ impl OutboxView for StoreOutbox {
         Ok(failed
             .into_iter()
             .filter_map(|job| match job.spec {
-                crate::store::JobSpec::ChatPost { platform, .. } => Some(Undelivered {
+                crate::store::JobSpec::ChatPost { platform, .. }
+                | crate::store::JobSpec::ChatSentReply { platform, .. } => Some(Undelivered {
                     job: job.id,
                     ticket: job.ticket.map(|t| t.get()),
                     platform: platform.as_str(),
@@ -224,11 +228,7 @@ impl App {
                 let rt = MailboxRuntime {
                     settings: m.clone(),
                     mailer: Arc::new(SmtpMailer::new(m.smtp.clone(), logins.smtp)),
-                    filer: Arc::new(ImapSentFiler::new(
-                        m.imap.clone(),
-                        logins.imap.clone(),
-                        m.smtp.sent_folder.clone(),
-                    )),
+                    filer: Arc::new(ImapSentFiler::new(m.imap.clone(), logins.imap.clone())),
                     login: logins.imap,
                 };
                 (m.name.clone(), rt)
@@ -327,6 +327,21 @@ impl App {
                 check_every: self.settings.ops.check_every(),
                 sign_in_retry: self.sign_in_retry,
             };
+            if m.settings.imap.watch_sent {
+                let sent_watch = crate::mail::ingest::Watch {
+                    settings: watch.settings.clone(),
+                    login: watch.login.clone(),
+                    initial: watch.initial.clone(),
+                    check_every: watch.check_every,
+                    sign_in_retry: watch.sign_in_retry,
+                };
+                let sink = Arc::new(sent::SentIngest::new(self.clone(), name.clone()));
+                let span = tracing::info_span!("sent", mailbox = %name);
+                tracker.spawn(tracing::Instrument::instrument(
+                    crate::mail::sent::watch(sent_watch, sink, cancel.clone()),
+                    span,
+                ));
+            }
             let cancel = cancel.clone();
             let span = tracing::info_span!("ingest", mailbox = %name);
             tracker.spawn(tracing::Instrument::instrument(

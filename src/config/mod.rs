@@ -168,6 +168,27 @@ impl Settings {
                     TlsMode::None => 25,
                 };
             }
+            // One Sent folder for filing replies and watching for replies
+            // written outside mailroom; `smtp.sent_folder` is the older
+            // name of `imap.sent_folder`.
+            match (&imap.sent_folder, smtp.sent_folder.take()) {
+                (None, old) => imap.sent_folder = old,
+                (Some(new), Some(old)) if *new != old => {
+                    let message = format!(
+                        "{old:?} differs from imap.sent_folder {new:?}: mailroom files its replies in and watches one Sent folder; give only imap.sent_folder"
+                    );
+                    c.problem(at("smtp.sent_folder"), message);
+                }
+                _ => {}
+            }
+            if imap
+                .sent_folder
+                .as_deref()
+                .is_some_and(|f| f.trim().is_empty())
+            {
+                let message = "expected a folder name (leave it out to use the folder the server marks \\Sent)";
+                c.problem(at("imap.sent_folder"), message);
+            }
             match (&smtp.username, &smtp.password) {
                 (None, Some(_)) => smtp.username = Some(address.to_owned()),
                 (Some(_), None) => {
@@ -279,7 +300,8 @@ password_env = "MX_PW"
         assert_eq!(m.imap.tls, TlsMode::Implicit);
         assert_eq!(m.imap.username, "support@example.com");
         assert_eq!(m.smtp.port, 587);
-        assert_eq!(m.smtp.sent_folder, "Sent");
+        assert_eq!(m.imap.sent_folder, None, "unset: detected by SPECIAL-USE");
+        assert!(m.imap.watch_sent);
         assert_eq!(m.initial_sync, InitialSync::NewOnly);
         assert_eq!(s.reactions.claim, vec!["🙋", "👀"]);
         assert!(s.summary().starts_with("1 mailbox (support)"));
@@ -440,6 +462,47 @@ claim = ["✅"]
         let allowed = public.replace("[ops]", "[ops]\nallow_non_loopback = true");
         let s = Settings::parse(&allowed, &env).unwrap();
         assert_eq!(s.ops.listen, Some("0.0.0.0:9480".parse().unwrap()));
+    }
+
+    #[test]
+    fn one_sent_folder_and_the_older_smtp_key_still_read() {
+        let imap = |extra: &str| format!("password_env = \"IMAP_PW\"\n  {extra}");
+        let smtp = |extra: &str| format!("password_env = \"SMTP_PW\"\n  {extra}");
+        let with = |i: &str, o: &str| {
+            GOOD.replacen("password_env = \"IMAP_PW\"", &imap(i), 1)
+                .replacen("password_env = \"SMTP_PW\"", &smtp(o), 1)
+        };
+        let old = Settings::parse(&with("", "sent_folder = \"Sent Items\""), &env).unwrap();
+        assert_eq!(
+            old.mailboxes[0].imap.sent_folder.as_deref(),
+            Some("Sent Items")
+        );
+        assert_eq!(old.mailboxes[0].smtp.sent_folder, None);
+        let same = with(
+            "sent_folder = \"Sent Items\"",
+            "sent_folder = \"Sent Items\"",
+        );
+        assert!(Settings::parse(&same, &env).is_ok());
+        let off = Settings::parse(&with("watch_sent = false", ""), &env).unwrap();
+        assert!(!off.mailboxes[0].imap.watch_sent);
+        let problems: Vec<String> = [
+            with("sent_folder = \"Sent Items\"", "sent_folder = \"Sent\""),
+            with("sent_folder = \" \"", ""),
+        ]
+        .iter()
+        .flat_map(|t| Settings::parse(t, &env).unwrap_err())
+        .map(|p| p.to_string())
+        .collect();
+        assert!(
+            problems[0].starts_with(
+                "mailbox[0].smtp.sent_folder: \"Sent\" differs from imap.sent_folder \"Sent Items\""
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("mailbox[0].imap.sent_folder: expected a folder name"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -309,15 +309,21 @@ pub enum Actor {
     Agent(Agent),
     /// The customer, by writing mail.
     Customer(EmailAddress),
+    /// Someone writing from the shared mailbox itself, outside mailroom
+    /// (Outlook, Gmail): the address of From, or of Sender when they wrote
+    /// on the mailbox's behalf.
+    Mailbox(EmailAddress),
 }
 
 impl Actor {
-    /// Stable text form used in the store: `system`, `agent:<id>`, `customer:<address>`.
+    /// Stable text form used in the store: `system`, `agent:<id>`,
+    /// `customer:<address>`, `mailbox:<address>`.
     pub fn to_stored(&self) -> String {
         match self {
             Actor::System => "system".to_owned(),
             Actor::Agent(a) => format!("agent:{a}"),
             Actor::Customer(c) => format!("customer:{c}"),
+            Actor::Mailbox(m) => format!("mailbox:{m}"),
         }
     }
     pub fn from_stored(s: &str) -> Result<Self, InvalidId> {
@@ -330,6 +336,9 @@ impl Actor {
         if let Some(c) = s.strip_prefix("customer:") {
             return EmailAddress::parse(c).map(Actor::Customer);
         }
+        if let Some(m) = s.strip_prefix("mailbox:") {
+            return EmailAddress::parse(m).map(Actor::Mailbox);
+        }
         Err(invalid("actor", "unknown kind", s))
     }
 }
@@ -340,6 +349,7 @@ impl fmt::Display for Actor {
             Actor::System => f.write_str("mailroom"),
             Actor::Agent(a) => write!(f, "{a}"),
             Actor::Customer(c) => write!(f, "{c} (customer)"),
+            Actor::Mailbox(m) => write!(f, "{m} (from the mailbox)"),
         }
     }
 }
@@ -413,6 +423,7 @@ mod tests {
             Actor::System,
             Actor::Agent(Agent::parse("@alice:example.org").unwrap()),
             Actor::Customer(EmailAddress::parse("c@example.net").unwrap()),
+            Actor::Mailbox(EmailAddress::parse("alice@example.com").unwrap()),
         ] {
             assert_eq!(Actor::from_stored(&a.to_stored()).unwrap(), a);
         }

@@ -8,6 +8,7 @@ pub mod imap;
 pub mod ingest;
 pub mod parse;
 pub mod sasl;
+pub mod sent;
 pub mod settings;
 pub mod smtp;
 pub mod tls;

@@ -75,6 +75,16 @@ pub struct ImapSettings {
     #[serde(default = "seconds::<1500>")]
     #[serde(rename = "idle_timeout_secs", deserialize_with = "secs::<10, 1739, _>")]
     pub idle_timeout: Duration,
+    /// The Sent folder: where mailroom files its replies and where replies
+    /// written outside mailroom (Outlook, Gmail) are found. `None`: the
+    /// folder the server marks `\Sent` (RFC 6154 SPECIAL-USE). The load
+    /// takes the older `smtp.sent_folder` here when this is not given.
+    #[serde(default, deserialize_with = "lenient")]
+    pub sent_folder: Option<String>,
+    /// Watch the Sent folder (a second connection, IDLE) and post replies
+    /// written outside mailroom into their tickets' threads.
+    #[serde(default = "yes", deserialize_with = "lenient")]
+    pub watch_sent: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -93,8 +103,11 @@ pub struct SmtpSettings {
     /// the server relays without authentication (a local MTA).
     #[serde(default, deserialize_with = "lenient")]
     pub password: Option<Secret>,
-    #[serde(default = "sent", deserialize_with = "lenient")]
-    pub sent_folder: String,
+    /// The older name of `imap.sent_folder`, still read: the load moves it
+    /// there (and refuses the two set to different folders). Always `None`
+    /// after the load.
+    #[serde(default, deserialize_with = "lenient")]
+    pub sent_folder: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     pub ca_file: Option<PathBuf>,
     #[serde(default = "seconds::<30>")]
@@ -214,9 +227,6 @@ fn implicit() -> TlsMode {
 }
 fn inbox() -> String {
     "INBOX".into()
-}
-fn sent() -> String {
-    "Sent".into()
 }
 fn yes() -> bool {
     true

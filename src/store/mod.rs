@@ -26,6 +26,7 @@
 //! | the outbox (jobs) | `outbox.rs` | `sql/outbox.rs` (`outbox`) |
 //! | chat threads, events, files | in `domain::chat` | `sql/chat.rs` (`chat_threads`, `chat_events`, `chat_files`) |
 //! | IMAP checkpoints | in `domain::mailbox` | `sql/checkpoints.rs` (`checkpoints`) |
+//! | replies found in Sent | `sent.rs` | `sql/sent.rs` (`emails`, `tickets`, `outbox`) |
 //! | the audit log | `audit.rs` | `sql/audit.rs` (`audit_log`) |
 //!
 //! `sql/mod.rs` holds [`sql::SqlStore`] (connecting, migrating) and the one
@@ -53,6 +54,7 @@ mod error;
 mod ingest;
 mod outbox;
 mod replies;
+mod sent;
 pub mod settings;
 pub mod sql;
 mod tickets;
@@ -67,12 +69,13 @@ pub use ingest::{
 };
 pub use outbox::{FilePart, Job, JobOutcome, JobSpec, JobState, Requeued, Settlement};
 pub use replies::{NewReply, OutgoingMail};
+pub use sent::{SentBatch, SentMail, SentRecorded};
 pub use tickets::{Applied, TicketFilter, TicketRecord};
 
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::ContentHash;
 use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, TicketId};
-use crate::domain::mailbox::Checkpoint;
+use crate::domain::mailbox::{Checkpoint, FolderRole};
 use crate::domain::threading::{Candidates, ThreadKeys};
 use crate::domain::ticket::TicketEvent;
 
@@ -94,6 +97,29 @@ pub trait TicketStore: Send + Sync {
         cp: Checkpoint,
         now_ms: i64,
     ) -> StoreResult<()>;
+    /// The checkpoint of one of the mailbox's folders ([`checkpoint`](Self::checkpoint)
+    /// is the ingest folder's).
+    async fn folder_checkpoint(
+        &self,
+        mailbox: &MailboxName,
+        role: FolderRole,
+    ) -> StoreResult<Option<Checkpoint>>;
+    async fn save_folder_checkpoint(
+        &self,
+        mailbox: &MailboxName,
+        role: FolderRole,
+        cp: Checkpoint,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+
+    // Replies found in the Sent folder: `sql/sent.rs`.
+
+    /// Stores messages found in the Sent folder, in one transaction with the
+    /// Sent checkpoint: each one answering a ticket becomes an outbound email
+    /// of it, with its audit line, status change and chat posts; a known
+    /// Message-ID (mailroom's own reply, a rescan) and a message threading
+    /// to no ticket change nothing.
+    async fn record_sent(&self, batch: SentBatch) -> StoreResult<Vec<SentRecorded>>;
 
     // Incoming mail: `sql/ingest.rs`.
 

@@ -22,6 +22,9 @@ pub enum JobSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<String>,
     },
+    /// Post a reply written outside mailroom (found in the Sent folder)
+    /// into the ticket's thread: "Replied from the mailbox by …" and its text.
+    ChatSentReply { platform: Platform, email_id: i64 },
     /// Refresh the status line of the ticket's root message.
     ChatStatus { platform: Platform },
     /// Tell the thread something (a failure, a refusal).
@@ -50,6 +53,7 @@ impl JobSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             JobSpec::ChatPost { .. } => "chat_post",
+            JobSpec::ChatSentReply { .. } => "chat_sent_reply",
             JobSpec::ChatStatus { .. } => "chat_status",
             JobSpec::ChatNotice { .. } => "chat_notice",
             JobSpec::ChatRoomNotice { .. } => "chat_room_notice",
@@ -65,6 +69,7 @@ impl JobSpec {
         let t = ticket.map(|t| t.get()).unwrap_or(0);
         match self {
             JobSpec::ChatPost { platform, .. }
+            | JobSpec::ChatSentReply { platform, .. }
             | JobSpec::ChatStatus { platform }
             | JobSpec::ChatNotice { platform, .. }
             | JobSpec::ChatRoomNotice { platform, .. }
@@ -97,6 +102,7 @@ impl JobSpec {
     pub fn platform(&self) -> Option<Platform> {
         match self {
             JobSpec::ChatPost { platform, .. }
+            | JobSpec::ChatSentReply { platform, .. }
             | JobSpec::ChatStatus { platform }
             | JobSpec::ChatNotice { platform, .. }
             | JobSpec::ChatRoomNotice { platform, .. }

@@ -23,6 +23,9 @@ pub struct TicketRecord {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub last_customer_at_ms: i64,
+    /// When a teammate first answered (a `!reply` sent, or a reply found in
+    /// the mailbox's Sent folder); `None` until then.
+    pub first_response_at_ms: Option<i64>,
 }
 
 /// Filter for [`TicketStore::list_tickets`](super::TicketStore::list_tickets).

@@ -152,6 +152,8 @@ impl Stack {
             idle: true,
             poll_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(600),
+            sent_folder: None,
+            watch_sent: true,
         }
     }
 }

@@ -21,7 +21,9 @@ mod matrix;
 mod ops;
 mod rules;
 mod sasl;
+mod sent_folder;
 mod slack;
 #[macro_use]
 mod store_conformance;
 mod store_routing;
+mod store_sent;

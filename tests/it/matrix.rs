@@ -174,7 +174,7 @@ pub(crate) fn sender(ev: &Value) -> &str {
     ev["sender"].as_str().unwrap_or("")
 }
 
-fn in_thread_of(ev: &Value, root: &OwnedEventId) -> bool {
+pub(crate) fn in_thread_of(ev: &Value, root: &OwnedEventId) -> bool {
     ev["content"]["m.relates_to"]["rel_type"] == "m.thread"
         && ev["content"]["m.relates_to"]["event_id"] == root.as_str()
 }
@@ -265,7 +265,7 @@ impl World {
         .unwrap_or_else(|p| panic!("test config invalid: {p:?}"))
     }
 
-    async fn start(&self, settings: Settings) -> Running {
+    pub(crate) async fn start(&self, settings: Settings) -> Running {
         start_connected(settings, &self.db, None).await
     }
 

@@ -462,7 +462,7 @@ fn smtp_settings(stack: &Stack) -> SmtpSettings {
         tls: TlsMode::None,
         username: None,
         password: None,
-        sent_folder: "Sent".into(),
+        sent_folder: None,
         ca_file: None,
         timeout: Duration::from_secs(10),
     }
@@ -670,6 +670,8 @@ async fn a_token_expiring_during_idle_keeps_the_session() {
         Vec::new(),
     );
     for m in app.mailboxes.values_mut() {
+        // The one IDLE session under test: no second (Sent) connection.
+        m.settings.imap.watch_sent = false;
         m.login = tokens.clone();
     }
     let app = start_app(app, store);
@@ -749,8 +751,12 @@ async fn a_mailbox_without_a_sign_in_waits_and_the_others_go_on() {
         smtp = stack.smtp_port,
         outbox = outbox_toml(""),
     );
-    let settings = mailroom::config::Settings::parse(&text, &|_| None)
+    let mut settings = mailroom::config::Settings::parse(&text, &|_| None)
         .unwrap_or_else(|p| panic!("test config invalid: {p:?}"));
+    // The INBOX connection's asks are timed: no second (Sent) connection.
+    for m in &mut settings.mailboxes {
+        m.imap.watch_sent = false;
+    }
     let source = Arc::new(SignInLater {
         tokens: ServerTokens::new(stack, &sales.address, &sales.address, SaslPreference::Auto)
             .await,

@@ -21,20 +21,20 @@ use crate::fake_slack::{FakeSlack, FakeSlackOptions, Message};
 const WAIT: Duration = Duration::from_secs(40);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
+pub(crate) enum Mode {
     Socket,
     Events,
 }
 
-struct World {
-    stack: &'static Stack,
-    support: User,
-    customer: User,
-    slack: FakeSlack,
+pub(crate) struct World {
+    pub(crate) stack: &'static Stack,
+    pub(crate) support: User,
+    pub(crate) customer: User,
+    pub(crate) slack: FakeSlack,
     alice: String,
     bob: String,
-    channel: String,
-    db: TestDb,
+    pub(crate) channel: String,
+    pub(crate) db: TestDb,
     /// Events API mode: where mailroom listens.
     events_port: u16,
 }
@@ -47,7 +47,7 @@ fn free_port() -> u16 {
 }
 
 impl World {
-    async fn new(mode: Mode) -> World {
+    pub(crate) async fn new(mode: Mode) -> World {
         World::with(mode, FakeSlackOptions::default()).await
     }
 
@@ -76,7 +76,7 @@ impl World {
         }
     }
 
-    fn settings(&self, mode: Mode, extra: &str) -> Settings {
+    pub(crate) fn settings(&self, mode: Mode, extra: &str) -> Settings {
         let channel = format!("slack_channel = \"{}\"", self.channel);
         let mailbox = mailbox_toml(self.stack, &self.support, &self.db, &channel);
         let mode = if mode == Mode::Socket {
@@ -108,7 +108,7 @@ impl World {
         .unwrap_or_else(|p| panic!("test config invalid: {p:?}"))
     }
 
-    async fn start(&self, settings: Settings) -> Running {
+    pub(crate) async fn start(&self, settings: Settings) -> Running {
         start_connected(settings, &self.db, None).await
     }
 
@@ -133,7 +133,7 @@ impl World {
     }
 
     /// A customer email, and the root message it became.
-    async fn email(&self, message_id: &str, subject: &str, text: &str) -> Message {
+    pub(crate) async fn email(&self, message_id: &str, subject: &str, text: &str) -> Message {
         append(
             self.stack,
             &self.support,
@@ -149,7 +149,7 @@ impl World {
         .await
     }
 
-    async fn wait<T>(&self, what: &str, f: impl Fn(&World) -> Option<T>) -> T {
+    pub(crate) async fn wait<T>(&self, what: &str, f: impl Fn(&World) -> Option<T>) -> T {
         wait_for(what, WAIT, || {
             let v = f(self);
             async move { v }
@@ -157,7 +157,7 @@ impl World {
         .await
     }
 
-    fn thread(&self, root: &Message) -> Vec<Message> {
+    pub(crate) fn thread(&self, root: &Message) -> Vec<Message> {
         self.slack.thread(&self.channel, &root.ts)
     }
 
@@ -171,7 +171,7 @@ impl World {
 }
 
 /// A message's text and every text in its blocks.
-fn all_text(m: &Message) -> String {
+pub(crate) fn all_text(m: &Message) -> String {
     let mut out = m.text.clone();
     fn walk(v: &serde_json::Value, out: &mut String) {
         match v {

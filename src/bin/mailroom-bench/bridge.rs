@@ -154,8 +154,19 @@ impl Bridge {
     }
 }
 
+/// When a ticket's root message holding `needle` was first seen.
 pub async fn wait_seen(
     seen: &Mutex<Vec<(String, Instant)>>,
+    needle: &str,
+    limit: Duration,
+) -> anyhow::Result<Instant> {
+    wait_seen_as(seen, "📨", needle, limit).await
+}
+
+/// When a message starting with `kind` and holding `needle` was first seen.
+pub async fn wait_seen_as(
+    seen: &Mutex<Vec<(String, Instant)>>,
+    kind: &str,
     needle: &str,
     limit: Duration,
 ) -> anyhow::Result<Instant> {
@@ -163,7 +174,7 @@ pub async fn wait_seen(
     loop {
         let hit = seen.lock().ok().and_then(|v| {
             v.iter()
-                .find(|(t, _)| t.starts_with("📨") && t.contains(needle))
+                .find(|(t, _)| t.starts_with(kind) && t.contains(needle))
                 .map(|(_, at)| *at)
         });
         if let Some(at) = hit {

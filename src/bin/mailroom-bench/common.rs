@@ -110,6 +110,8 @@ pub fn imap_settings(env: &Env, user: &(String, String)) -> ImapSettings {
         idle: true,
         poll_interval: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(600),
+        sent_folder: None,
+        watch_sent: true,
     }
 }
 

@@ -7,10 +7,12 @@
 //! server's own posting rate, mailroom's own ingest cost, and, from a
 //! separate `mailroom run` process, startup time and memory (idle, backlog
 //! peak, a 25 MB attachment's peak), and the same latency into the fake
-//! Slack of the tests, and reply latency (`!reply` queued → sent and filed).
+//! Slack of the tests, reply latency (`!reply` queued → sent and filed), and
+//! the latency of a reply written outside mailroom (APPEND to Sent → its
+//! post in the ticket's thread).
 //!
 //! One module per stage (`floors`, `latency`, `slack`, `backlog`, `reply`,
-//! `process`, `ingest`); what they share is in `common` (the stack, users,
+//! `sent`, `process`, `ingest`); what they share is in `common` (the stack, users,
 //! sample mail), `bridge` (the bench's mailroom, in-process or as a process)
 //! and `daemon` (a `mailroom run` process and its memory).
 
@@ -31,6 +33,7 @@ mod ingest;
 mod latency;
 mod process;
 mod reply;
+mod sent;
 mod slack;
 
 use std::time::{Duration, Instant};
@@ -44,6 +47,7 @@ use crate::ingest::{ingest, ingest_postgres};
 use crate::latency::latency;
 use crate::process::process_figures;
 use crate::reply::reply_latency;
+use crate::sent::sent_latency;
 use crate::slack::slack_latency;
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
@@ -78,7 +82,7 @@ async fn bounded<T>(
 }
 
 const STAGES: &[&str] = &[
-    "floors", "latency", "slack", "backlog", "reply", "process", "ingest",
+    "floors", "latency", "slack", "backlog", "reply", "sent", "process", "ingest",
 ];
 
 #[tokio::main]
@@ -176,6 +180,17 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         metrics.push(("reply_p50_ms", percentile(&mut r, 50.0), "ms"));
         metrics.push(("reply_p99_ms", percentile(&mut r, 99.0), "ms"));
+    }
+
+    if run("sent") {
+        let mut s = bounded(
+            limit,
+            "sent latency",
+            sent_latency(&env, lat_n, Duration::from_millis(300)),
+        )
+        .await?;
+        metrics.push(("sent_reply_p50_ms", percentile(&mut s, 50.0), "ms"));
+        metrics.push(("sent_reply_p99_ms", percentile(&mut s, 99.0), "ms"));
     }
 
     if run("process") {

@@ -9,7 +9,7 @@ use super::{StepOutcome, retry_or_fail, since};
 use crate::bridge::{App, now_ms};
 use crate::chat::{ChatError, ChatPlatform, FileUpload, TicketCard, truncate_chars};
 use crate::domain::chat::{ChatThread, Platform};
-use crate::domain::render::{Rendering, fallback_notice};
+use crate::domain::render::{EmailView, Rendering, fallback_notice};
 use crate::mail::parse::{attachments_bytes, parse_email};
 use crate::ops::metrics::ChatErrorKind;
 use crate::store::{FilePart, Job, JobOutcome, JobSpec, Settlement, StoreError, TicketRecord};
@@ -76,11 +76,10 @@ async fn undelivered(app: &App, job: &Job, platform: Platform, error: &str) -> S
     let mut settlement = Settlement::new(JobOutcome::Failed {
         error: error.to_owned(),
     });
-    let JobSpec::ChatPost {
-        email_id, ref room, ..
-    } = job.spec
-    else {
-        return settlement;
+    let (room, email_id) = match &job.spec {
+        JobSpec::ChatPost { email_id, room, .. } => (room.clone(), *email_id),
+        JobSpec::ChatSentReply { email_id, .. } => (None, *email_id),
+        _ => return settlement,
     };
     app.metrics.post_failed(platform);
     let Some(ticket_id) = job.ticket else {
@@ -96,7 +95,7 @@ async fn undelivered(app: &App, job: &Job, platform: Platform, error: &str) -> S
     ));
     // Who wrote and about what, for the room's notice; best effort.
     let ticket = app.store.ticket(ticket_id).await.ok().flatten();
-    let room = room.clone().or_else(|| {
+    let room = room.or_else(|| {
         ticket
             .as_ref()
             .and_then(|t| app.chat_room(&t.mailbox, platform))
@@ -148,7 +147,7 @@ fn store_err(e: StoreError) -> ChatError {
 }
 
 /// The platform, the ticket and its thread there (if posted) a chat job is about.
-async fn chat_target<'a>(
+pub(super) async fn chat_target<'a>(
     app: &'a App,
     job: &Job,
     platform: Platform,
@@ -173,7 +172,7 @@ async fn chat_target<'a>(
 }
 
 /// A stored email's raw bytes.
-async fn raw_email(app: &App, email_id: i64) -> Result<Vec<u8>, ChatError> {
+pub(super) async fn raw_email(app: &App, email_id: i64) -> Result<Vec<u8>, ChatError> {
     app.store
         .raw_email(email_id)
         .await
@@ -185,7 +184,7 @@ async fn raw_email(app: &App, email_id: i64) -> Result<Vec<u8>, ChatError> {
 /// for two jobs. Job ids alone restart at 1 with a new database while the
 /// chat device (and the homeserver's memory of its transaction ids) lives
 /// on; the ticket's random token keeps keys from two databases apart.
-fn idempotency_key(ticket: &TicketRecord, job: &Job) -> String {
+pub(super) fn idempotency_key(ticket: &TicketRecord, job: &Job) -> String {
     format!("mailroom-{}-{}", ticket.token, job.id)
 }
 
@@ -315,19 +314,38 @@ pub(super) async fn chat_post(
             .follow_ons
             .push(JobSpec::ChatNotice { platform, text });
     }
-    // The files follow the post: the full text when the post could not
-    // show all of it, then every attachment not inline in the text and
-    // under the upload cap (the others are listed in the post).
     let cut = truncate_chars(&view.body, chat.body_limit()).1;
-    if (cut || shown == Rendering::Minimal) && !view.full_text.trim().is_empty() {
-        settlement.follow_ons.push(JobSpec::ChatFile {
+    let files = file_jobs(
+        app,
+        platform,
+        email_id,
+        &view,
+        cut || shown == Rendering::Minimal,
+    );
+    settlement.follow_ons.extend(files);
+    Ok(settlement)
+}
+
+/// The files that follow an email's post: the full text when the post could
+/// not show all of it (`cut`), then every attachment not inline in the text
+/// and under the upload cap (the others are listed in the post).
+pub(super) fn file_jobs(
+    app: &App,
+    platform: Platform,
+    email_id: i64,
+    view: &EmailView,
+    cut: bool,
+) -> Vec<JobSpec> {
+    let mut jobs = Vec::new();
+    if cut && !view.full_text.trim().is_empty() {
+        jobs.push(JobSpec::ChatFile {
             platform,
             email_id,
             part: FilePart::FullText,
         });
     }
     let cap = app.settings.chat.max_attachment_bytes;
-    settlement.follow_ons.extend(
+    jobs.extend(
         view.attachments
             .iter()
             .enumerate()
@@ -338,7 +356,7 @@ pub(super) async fn chat_post(
                 part: FilePart::Attachment { index },
             }),
     );
-    Ok(settlement)
+    jobs
 }
 
 /// Uploads one file of an email into its ticket's thread. A file the

@@ -25,8 +25,10 @@ use lettre::address::Envelope;
 use tokio_util::sync::CancellationToken;
 
 mod chat;
+mod sent_reply;
 
 use self::chat::{chat_file, chat_notice, chat_post, chat_status, done, finish_chat, missing};
+use self::sent_reply::chat_sent_reply;
 use super::{App, now_ms};
 use crate::domain::chat::Platform;
 use crate::mail::parse::parse_email;
@@ -184,6 +186,10 @@ async fn perform(app: &App, job: &Job) -> Result<StepOutcome, StoreError> {
             room,
         } => {
             let r = chat_post(app, job, *platform, *email_id, room.as_deref()).await;
+            finish_chat(app, job, *platform, r).await
+        }
+        JobSpec::ChatSentReply { platform, email_id } => {
+            let r = chat_sent_reply(app, job, *platform, *email_id).await;
             finish_chat(app, job, *platform, r).await
         }
         JobSpec::ChatFile {

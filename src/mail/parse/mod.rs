@@ -49,6 +49,8 @@ pub struct InboundEmail {
     pub from: Party,
     /// The raw From header value (unfolded), for display when the address was unusable.
     pub sender_raw: String,
+    /// The Sender header (RFC 5322 §3.6.2): who wrote on behalf of From.
+    pub sender: Option<Party>,
     pub reply_to: Vec<Party>,
     pub to: Vec<Party>,
     pub cc: Vec<Party>,
@@ -162,6 +164,7 @@ pub fn parse_email(raw: &[u8]) -> InboundEmail {
             references: Vec::new(),
             from: unknown_party(),
             sender_raw,
+            sender: None,
             reply_to: Vec::new(),
             to: Vec::new(),
             cc: Vec::new(),
@@ -227,6 +230,9 @@ pub fn parse_email(raw: &[u8]) -> InboundEmail {
             unknown_party()
         }
     };
+    let sender = addresses(&message, HeaderName::Sender)
+        .iter()
+        .find_map(party_of);
     let reply_to = parties(&message, HeaderName::ReplyTo, "Reply-To", &mut notes);
     let to = parties(&message, HeaderName::To, "To", &mut notes);
     let cc = parties(&message, HeaderName::Cc, "Cc", &mut notes);
@@ -344,6 +350,7 @@ pub fn parse_email(raw: &[u8]) -> InboundEmail {
         references,
         from,
         sender_raw,
+        sender,
         reply_to,
         to,
         cc,

@@ -18,6 +18,7 @@ use super::{AnyTx, corrupt};
 use crate::domain::email::ContentHash;
 use crate::domain::hygiene::{LoopFacts, LoopVerdict};
 use crate::domain::ids::{Actor, EmailAddress, MailboxName, MessageId, TicketId};
+use crate::domain::mailbox::FolderRole;
 use crate::domain::routing::{Mark, Route};
 use crate::domain::threading::{CandidateTicket, Candidates, ThreadKeys, subject_key};
 use crate::domain::ticket::{Ticket, TicketEvent};
@@ -253,7 +254,7 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
     .await?;
     if dup.is_some() {
         if let Some(cp) = new.checkpoint {
-            upsert_checkpoint(&mut **tx, &new.mailbox, cp, new.now_ms).await?;
+            upsert_checkpoint(&mut **tx, &new.mailbox, FolderRole::Inbox, cp, new.now_ms).await?;
         }
         return Ok(Recorded::Duplicate);
     }
@@ -392,12 +393,7 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
         if is_new && *p == new.email.from.address {
             continue;
         }
-        let sql = "INSERT INTO participants (ticket_id, address) VALUES ($1, $2) ON CONFLICT (ticket_id, address) DO NOTHING";
-        sqlx::query(sql)
-            .bind(ticket.get())
-            .bind(p.as_str())
-            .execute(&mut **tx)
-            .await?;
+        add_participant(tx, ticket, p).await?;
     }
     // A ticket set aside (ignored, spam) is kept but never posted.
     let post_to: &[_] = if set_aside { &[] } else { &new.post_to };
@@ -433,7 +429,7 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
         }
     }
     if let Some(cp) = new.checkpoint {
-        upsert_checkpoint(&mut **tx, &new.mailbox, cp, new.now_ms).await?;
+        upsert_checkpoint(&mut **tx, &new.mailbox, FolderRole::Inbox, cp, new.now_ms).await?;
     }
     Ok(if is_new {
         Recorded::NewTicket { ticket, email_id }
@@ -539,6 +535,21 @@ async fn candidates_for(
         });
     }
     Ok(out)
+}
+
+/// Adds an address to a ticket's participants (once).
+pub(super) async fn add_participant(
+    tx: &mut AnyTx,
+    ticket: TicketId,
+    address: &EmailAddress,
+) -> StoreResult<()> {
+    let sql = "INSERT INTO participants (ticket_id, address) VALUES ($1, $2) ON CONFLICT (ticket_id, address) DO NOTHING";
+    sqlx::query(sql)
+        .bind(ticket.get())
+        .bind(address.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn push_unique(v: &mut Vec<i64>, id: i64) {

@@ -17,7 +17,8 @@
 //! - `replies.rs`: queueing, cancelling and settling outbound replies.
 //! - `outbox.rs`: the job queue (lanes, taking, settling, recovery).
 //! - `chat.rs`: chat threads, redelivered events, files shared in threads.
-//! - `checkpoints.rs`: IMAP positions per mailbox.
+//! - `checkpoints.rs`: IMAP positions per mailbox and folder role.
+//! - `sent.rs`: replies found in the Sent folder (written outside mailroom).
 //! - `audit.rs`: the audit log.
 //!
 //! A transaction that also queues a job, writes an audit line, advances a
@@ -36,6 +37,7 @@ mod emails;
 mod ingest;
 mod outbox;
 mod replies;
+mod sent;
 mod tickets;
 
 use std::path::Path;
@@ -48,13 +50,13 @@ use sqlx::{AnyPool, Executor};
 
 use super::{
     Applied, AuditEntry, EmailRecord, EmailState, IngestBatch, Job, JobOutcome, JobSpec, JobState,
-    NewInbound, NewReply, OutgoingMail, Recorded, Requeued, Settlement, StoreError, StoreResult,
-    TicketFilter, TicketRecord, TicketStore,
+    NewInbound, NewReply, OutgoingMail, Recorded, Requeued, SentBatch, SentRecorded, Settlement,
+    StoreError, StoreResult, TicketFilter, TicketRecord, TicketStore,
 };
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::ContentHash;
 use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, TicketId};
-use crate::domain::mailbox::Checkpoint;
+use crate::domain::mailbox::{Checkpoint, FolderRole};
 use crate::domain::threading::{Candidates, ThreadKeys};
 use crate::domain::ticket::TicketEvent;
 use crate::store::settings::DatabaseUrl;
@@ -207,7 +209,7 @@ impl TicketStore for SqlStore {
     }
 
     async fn checkpoint(&self, mailbox: &MailboxName) -> StoreResult<Option<Checkpoint>> {
-        checkpoints::checkpoint(&self.pool, mailbox).await
+        checkpoints::checkpoint(&self.pool, mailbox, FolderRole::Inbox).await
     }
 
     async fn save_checkpoint(
@@ -216,7 +218,29 @@ impl TicketStore for SqlStore {
         cp: Checkpoint,
         now_ms: i64,
     ) -> StoreResult<()> {
-        checkpoints::save_checkpoint(&self.pool, mailbox, cp, now_ms).await
+        checkpoints::save_checkpoint(&self.pool, mailbox, FolderRole::Inbox, cp, now_ms).await
+    }
+
+    async fn folder_checkpoint(
+        &self,
+        mailbox: &MailboxName,
+        role: FolderRole,
+    ) -> StoreResult<Option<Checkpoint>> {
+        checkpoints::checkpoint(&self.pool, mailbox, role).await
+    }
+
+    async fn save_folder_checkpoint(
+        &self,
+        mailbox: &MailboxName,
+        role: FolderRole,
+        cp: Checkpoint,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        checkpoints::save_checkpoint(&self.pool, mailbox, role, cp, now_ms).await
+    }
+
+    async fn record_sent(&self, batch: SentBatch) -> StoreResult<Vec<SentRecorded>> {
+        sent::record_sent(&self.pool, batch).await
     }
 
     async fn has_email(

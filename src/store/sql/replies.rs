@@ -153,6 +153,7 @@ pub(super) async fn reply_sent(
         .fetch_one(&mut *tx)
         .await?;
     let ticket = TicketId::new(row.try_get("ticket_id")?);
+    set_first_response(&mut tx, ticket, now_ms).await?;
     let author: Option<String> = row.try_get("author")?;
     let message_id: String = row.try_get("message_id")?;
     let details = match &author {
@@ -244,5 +245,21 @@ pub(super) async fn reply_failed(
         .await?;
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Records a ticket's first response, unless it has one.
+pub(super) async fn set_first_response(
+    tx: &mut super::AnyTx,
+    ticket: TicketId,
+    now_ms: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE tickets SET first_response_at = $1 WHERE id = $2 AND first_response_at IS NULL",
+    )
+    .bind(now_ms)
+    .bind(ticket.get())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }

@@ -213,6 +213,7 @@ fn ticket_from_row(row: &AnyRow, tags: BTreeSet<Tag>) -> StoreResult<TicketRecor
         created_at_ms: row.try_get("created_at")?,
         updated_at_ms: row.try_get("updated_at")?,
         last_customer_at_ms: row.try_get("last_customer_at")?,
+        first_response_at_ms: row.try_get("first_response_at")?,
     })
 }
 
