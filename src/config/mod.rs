@@ -12,6 +12,7 @@
 //! (`mailbox[1].smtp.port: expected 1-65535 (line 27)`).
 
 mod load;
+mod oauth;
 pub mod sections;
 
 use std::collections::BTreeSet;
@@ -25,8 +26,10 @@ pub use load::{ConfigErrors, Problem};
 use crate::chat::settings::{ChatSettings, MatrixAuth, MatrixSettings, SlackMode, SlackSettings};
 use crate::domain::ids::MailboxName;
 use crate::domain::settings::{lenient, list};
+use crate::mail::oauth::AuthMethod;
 use crate::mail::settings::{MailboxSettings, TlsMode};
 use crate::store::settings::DatabaseSettings;
+pub use oauth::{OFFLINE_PLACEHOLDER, SecretsSettings};
 use sections::{CommandSettings, OpsSettings, OutboxSettings, ReactionSettings};
 
 /// The whole file. A new section is a struct and a field here.
@@ -50,6 +53,9 @@ pub struct Settings {
     pub chat: ChatSettings,
     #[serde(default, deserialize_with = "lenient")]
     pub ops: OpsSettings,
+    /// The key that seals OAuth2 tokens at rest.
+    #[serde(default, deserialize_with = "lenient")]
+    pub secrets: SecretsSettings,
 }
 
 impl Settings {
@@ -64,7 +70,7 @@ impl Settings {
     /// server is contacted; they then hold a placeholder that is never used.
     pub fn load_offline(path: &Path) -> Result<Settings, ConfigErrors> {
         load::load(path, &|k| {
-            Some(std::env::var(k).unwrap_or_else(|_| "<unset: offline command>".to_owned()))
+            Some(std::env::var(k).unwrap_or_else(|_| OFFLINE_PLACEHOLDER.to_owned()))
         })
     }
 
@@ -155,7 +161,10 @@ impl Settings {
                     TlsMode::None => 25,
                 };
             }
+            oauth::settle_mailbox(m, &at, c);
+            let (smtp, address) = (&mut m.smtp, m.address.as_str());
             match (&smtp.username, &smtp.password) {
+                _ if m.auth == AuthMethod::Oauth2 => {}
                 (None, Some(_)) => smtp.username = Some(address.to_owned()),
                 (Some(_), None) => {
                     let message =
@@ -212,6 +221,7 @@ impl Settings {
                 }
             }
         }
+        oauth::settle_secrets(self, c);
         self.reactions.check(c);
         self.outbox.check(c);
         self.ops.check(c);

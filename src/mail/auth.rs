@@ -64,10 +64,16 @@ pub enum LoginError {
     /// expired; `invalid_client`: wrong client id or secret). Needs the
     /// operator; `reason` names the culprit.
     #[error("mailbox {mailbox}: OAuth2 sign-in refused: {reason}")]
-    Refused { mailbox: MailboxName, reason: String },
+    Refused {
+        mailbox: MailboxName,
+        reason: String,
+    },
     /// The token endpoint could not be reached or failed on its side: retry.
     #[error("mailbox {mailbox}: token endpoint unavailable: {reason}")]
-    Unavailable { mailbox: MailboxName, reason: String },
+    Unavailable {
+        mailbox: MailboxName,
+        reason: String,
+    },
 }
 
 impl LoginError {

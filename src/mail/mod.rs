@@ -5,6 +5,7 @@ pub mod compose;
 pub mod elide;
 pub mod imap;
 pub mod ingest;
+pub mod oauth;
 pub mod parse;
 pub mod settings;
 pub mod smtp;
