@@ -20,3 +20,4 @@ mod matrix;
 mod ops;
 mod slack;
 mod store_conformance;
+mod store_grants;
