@@ -5,11 +5,14 @@
 //! - [`reply`]: a teammate's reply → built, composed, stored and queued.
 //! - [`outbox`]: the worker that performs queued jobs (SMTP send, filing in
 //!   Sent, chat posts) with retries, exactly once where it matters.
+//! - [`oauth`]: OAuth2 mailboxes' access tokens: handed to their
+//!   connections, refreshed ahead of expiry, a revoked grant told once.
 //! - [`watchdog`]: tells a mailbox's room when it has not been checked for
 //!   too long, and when it recovers.
 
 pub mod chat;
 pub mod ingest;
+pub mod oauth;
 pub mod outbox;
 pub mod reply;
 pub mod watchdog;
@@ -178,6 +181,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// When each mailbox was last checked (`/healthz`, the watchdog).
     pub health: Arc<Health>,
+    /// The token sources of `auth = "oauth2"` mailboxes, kept fresh while running.
+    pub oauth: BTreeMap<MailboxName, Arc<oauth::OAuthLogin>>,
 }
 
 impl App {
@@ -202,7 +207,14 @@ impl App {
                 (m.name.clone(), rt)
             })
             .collect();
-        App::with_parts(settings, store, mailboxes, chats)
+        let metrics = Arc::new(Metrics::new());
+        let platforms: Vec<Platform> = chats.iter().map(|c| c.platform()).collect();
+        let oauth = oauth::oauth_logins(&settings, &store, &metrics, &platforms);
+        App {
+            metrics,
+            oauth,
+            ..App::with_parts(settings, store, mailboxes, chats)
+        }
     }
 
     /// Wires given parts (tests replace the mailer or filer).
@@ -221,6 +233,7 @@ impl App {
             outbox_wakeup: Notify::new(),
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(health),
+            oauth: BTreeMap::new(),
         }
     }
 
@@ -294,6 +307,13 @@ impl App {
             let span = tracing::info_span!("ingest", mailbox = %name);
             tracker.spawn(tracing::Instrument::instrument(
                 crate::mail::ingest::run(imap, initial, check_every, sink, cancel),
+                span,
+            ));
+        }
+        for login in self.oauth.values() {
+            let span = tracing::info_span!("oauth", mailbox = %login.mailbox());
+            tracker.spawn(tracing::Instrument::instrument(
+                oauth::keep_fresh(login.clone(), cancel.clone()),
                 span,
             ));
         }

@@ -89,14 +89,26 @@ pub async fn oauth_grants_refresh_rotate_and_are_refused_once(s: Arc<SqlStore>) 
     let pending =
         |s: Arc<SqlStore>| async move { s.jobs(&[JobState::Pending]).await.unwrap().len() };
     assert!(
-        s.grant_refused(&support, g1, "invalid_grant", &[notice.clone()], 3_000)
-            .await
-            .unwrap()
+        s.grant_refused(
+            &support,
+            g1,
+            "invalid_grant",
+            std::slice::from_ref(&notice),
+            3_000
+        )
+        .await
+        .unwrap()
     );
     assert!(
-        !s.grant_refused(&support, g1, "invalid_grant", &[notice.clone()], 3_100)
-            .await
-            .unwrap()
+        !s.grant_refused(
+            &support,
+            g1,
+            "invalid_grant",
+            std::slice::from_ref(&notice),
+            3_100
+        )
+        .await
+        .unwrap()
     );
     assert_eq!(pending(s.clone()).await, 1, "one notice");
     let stored = s.grant(&support).await.unwrap().unwrap();
