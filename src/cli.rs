@@ -234,7 +234,8 @@ pub enum OutboxCommand {
 
 /// Log targets that stay off whatever `MAILROOM_LOG` asks for, because they
 /// write credentials: async-imap's stream logs every command it sends at
-/// trace level, `LOGIN` with its password included.
+/// trace level, `LOGIN` with its password and `AUTHENTICATE` with its
+/// access token included.
 pub const NEVER_LOGGED: &[&str] = &["async_imap::imap_stream=off"];
 
 /// The log filter: `MAILROOM_LOG` (`from_env`) if it parses, else `default`;

@@ -6,7 +6,9 @@
 //!   ticket state machine, threading, reply rules, rendering levels, chat
 //!   thread and platform ids, mailbox checkpoints). No I/O.
 //! - [`mail`]: IMAP ingest (IDLE, checkpoints through a sink it owns), MIME
-//!   parsing, composing and sending replies (SMTP + APPEND to Sent).
+//!   parsing, composing and sending replies (SMTP + APPEND to Sent); every
+//!   connection logs in through a `mail::auth::LoginSource` (password, or an
+//!   OAuth2 token over SASL XOAUTH2/OAUTHBEARER, `mail::sasl`).
 //! - [`store`]: the [`store::TicketStore`] trait, its record types one file a
 //!   concern, and its SQL for SQLite and PostgreSQL (`store/sql/`, one file a
 //!   concern).

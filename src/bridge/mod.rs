@@ -30,6 +30,7 @@ use crate::chat::ChatPlatform;
 use crate::config::Settings;
 use crate::domain::chat::Platform;
 use crate::domain::ids::{MailboxName, MessageId};
+use crate::mail::auth::LoginSource;
 use crate::mail::imap::{self, ImapError};
 use crate::mail::settings::{ImapSettings, MailboxSettings};
 use crate::mail::smtp::{Mailer, SmtpMailer};
@@ -61,12 +62,17 @@ pub trait SentFiler: Send + Sync {
 /// [`SentFiler`] over the mailbox's own IMAP account.
 pub struct ImapSentFiler {
     imap: ImapSettings,
+    login: Arc<dyn LoginSource>,
     sent_folder: String,
 }
 
 impl ImapSentFiler {
-    pub fn new(imap: ImapSettings, sent_folder: String) -> Self {
-        ImapSentFiler { imap, sent_folder }
+    pub fn new(imap: ImapSettings, login: Arc<dyn LoginSource>, sent_folder: String) -> Self {
+        ImapSentFiler {
+            imap,
+            login,
+            sent_folder,
+        }
     }
 }
 
@@ -78,7 +84,7 @@ impl SentFiler for ImapSentFiler {
         raw: &[u8],
         answers: Option<&MessageId>,
     ) -> Result<(), ImapError> {
-        let mut session = imap::connect(&self.imap).await?;
+        let mut session = imap::connect(&self.imap, self.login.as_ref()).await?;
         let result = async {
             imap::append_once(&mut session, &self.sent_folder, message_id, raw).await?;
             if let Some(original) = answers {
@@ -165,8 +171,28 @@ impl OutboxView for StoreOutbox {
 /// One shared mailbox with its mail connections.
 pub struct MailboxRuntime {
     pub settings: MailboxSettings,
+    /// How ingest and the Sent filer log in to IMAP (the mailer holds its
+    /// own, for SMTP).
+    pub login: Arc<dyn LoginSource>,
     pub mailer: Arc<dyn Mailer>,
     pub filer: Arc<dyn SentFiler>,
+}
+
+/// How a mailbox's connections log in.
+pub struct MailLogins {
+    pub imap: Arc<dyn LoginSource>,
+    /// None: SMTP without AUTH.
+    pub smtp: Option<Arc<dyn LoginSource>>,
+}
+
+/// A mailbox's logins from its config: `imap.username`/`imap.password`,
+/// and `smtp.username`/`smtp.password` when both are set.
+pub fn mail_logins(m: &MailboxSettings) -> MailLogins {
+    MailLogins {
+        imap: Arc::new(imap::password_login(&m.imap)),
+        smtp: crate::mail::smtp::password_login(&m.smtp)
+            .map(|l| Arc::new(l) as Arc<dyn LoginSource>),
+    }
 }
 
 /// Everything the flows share.
@@ -183,6 +209,9 @@ pub struct App {
     pub health: Arc<Health>,
     /// The token sources of `auth = "oauth2"` mailboxes, kept fresh while running.
     pub oauth: BTreeMap<MailboxName, Arc<oauth::OAuthLogin>>,
+    /// How long a mailbox waits before logging in again when the operator
+    /// must sign in ([`crate::mail::ingest::SIGN_IN_RETRY`]; tests shorten it).
+    pub sign_in_retry: std::time::Duration,
 }
 
 impl App {
@@ -192,24 +221,34 @@ impl App {
         store: Arc<dyn TicketStore>,
         chats: Vec<Arc<dyn ChatPlatform>>,
     ) -> App {
+        let metrics = Arc::new(Metrics::new());
+        let platforms: Vec<Platform> = chats.iter().map(|c| c.platform()).collect();
+        let oauth = oauth::oauth_logins(&settings, &store, &metrics, &platforms);
         let mailboxes = settings
             .mailboxes
             .iter()
             .map(|m| {
+                // An OAuth2 mailbox's IMAP and SMTP share its token source.
+                let logins = match oauth.get(&m.name) {
+                    Some(o) => MailLogins {
+                        imap: o.clone(),
+                        smtp: Some(o.clone()),
+                    },
+                    None => mail_logins(m),
+                };
                 let rt = MailboxRuntime {
                     settings: m.clone(),
-                    mailer: Arc::new(SmtpMailer::new(m.smtp.clone())),
+                    mailer: Arc::new(SmtpMailer::new(m.smtp.clone(), logins.smtp)),
                     filer: Arc::new(ImapSentFiler::new(
                         m.imap.clone(),
+                        logins.imap.clone(),
                         m.smtp.sent_folder.clone(),
                     )),
+                    login: logins.imap,
                 };
                 (m.name.clone(), rt)
             })
             .collect();
-        let metrics = Arc::new(Metrics::new());
-        let platforms: Vec<Platform> = chats.iter().map(|c| c.platform()).collect();
-        let oauth = oauth::oauth_logins(&settings, &store, &metrics, &platforms);
         App {
             metrics,
             oauth,
@@ -234,6 +273,7 @@ impl App {
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(health),
             oauth: BTreeMap::new(),
+            sign_in_retry: crate::mail::ingest::SIGN_IN_RETRY,
         }
     }
 
@@ -300,13 +340,17 @@ impl App {
             let Some(m) = self.mailboxes.get(name) else {
                 continue;
             };
-            let imap = m.settings.imap.clone();
-            let initial = m.settings.initial_sync.clone();
+            let watch = crate::mail::ingest::Watch {
+                settings: m.settings.imap.clone(),
+                login: m.login.clone(),
+                initial: m.settings.initial_sync.clone(),
+                check_every: self.settings.ops.check_every(),
+                sign_in_retry: self.sign_in_retry,
+            };
             let cancel = cancel.clone();
-            let check_every = self.settings.ops.check_every();
             let span = tracing::info_span!("ingest", mailbox = %name);
             tracker.spawn(tracing::Instrument::instrument(
-                crate::mail::ingest::run(imap, initial, check_every, sink, cancel),
+                crate::mail::ingest::run(watch, sink, cancel),
                 span,
             ));
         }

@@ -11,6 +11,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::domain::ids::MessageId;
+use crate::domain::settings::Secret;
+use crate::mail::auth::{Login, LoginError, LoginSource, PasswordLogin, SaslPreference};
+use crate::mail::sasl::{self, NotOffered};
 use crate::mail::settings::{ImapSettings, TlsMode};
 use crate::mail::tls::{TlsSetupError, client_config};
 
@@ -42,6 +45,22 @@ pub enum ImapError {
     NoStartTls { host: String },
     #[error("login as {user} refused: {reason}")]
     Login { user: String, reason: String },
+    /// No login to present: no OAuth2 grant, or the token endpoint failed.
+    #[error(transparent)]
+    NoLogin(#[from] LoginError),
+    /// The server refused the access token, also after a fresh one was
+    /// fetched: the grant is no good (revoked, wrong mailbox, wrong scope).
+    #[error(
+        "{mechanism} login as {user} refused the access token ({reason}), also after a refresh; sign in again with `mailroom auth login`"
+    )]
+    TokenRefused {
+        user: String,
+        mechanism: sasl::Mechanism,
+        reason: String,
+    },
+    /// The server offers no SASL mechanism for the token.
+    #[error("{host}: {error}")]
+    Mechanism { host: String, error: NotOffered },
     #[error("IMAP {0} timed out")]
     Timeout(&'static str),
     #[error("folder {folder:?}: {reason}")]
@@ -57,14 +76,30 @@ impl ImapError {
     /// operator (bad credentials, missing folder, TLS trust), though ingest
     /// keeps retrying slowly in case the server side gets fixed.
     pub fn is_transient(&self) -> bool {
+        if let ImapError::NoLogin(e) = self {
+            return e.is_transient();
+        }
         !matches!(
             self,
             ImapError::Login { .. }
+                | ImapError::TokenRefused { .. }
+                | ImapError::Mechanism { .. }
                 | ImapError::TlsSetup(_)
                 | ImapError::NoStartTls { .. }
                 | ImapError::Folder { .. }
                 | ImapError::Tls { .. }
         )
+    }
+
+    /// Whether only the operator can fix it by signing in again (no grant,
+    /// grant refused, token refused twice). Ingest then retries slowly, so
+    /// as not to hammer the token endpoint.
+    pub fn needs_sign_in(&self) -> bool {
+        match self {
+            ImapError::NoLogin(e) => !e.is_transient(),
+            ImapError::TokenRefused { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -113,8 +148,76 @@ async fn read_greeting(client: &mut async_imap::Client<Box<dyn ImapIo>>) -> Resu
     greeting.map(|_| ()).ok_or(ImapError::Closed)
 }
 
-/// Connects and logs in.
-pub async fn connect(settings: &ImapSettings) -> Result<Session, ImapError> {
+/// The password login of `settings` (`imap.username`, `imap.password`).
+pub fn password_login(settings: &ImapSettings) -> PasswordLogin {
+    PasswordLogin {
+        user: settings.username.clone(),
+        password: settings.password.clone(),
+    }
+}
+
+/// Connects and logs in with `imap.username` and `imap.password`.
+pub async fn connect_password(settings: &ImapSettings) -> Result<Session, ImapError> {
+    connect(settings, &password_login(settings)).await
+}
+
+/// Connects and logs in with what `login` hands out. A bearer token the
+/// server refuses is reported to the source ([`LoginSource::rejected`]) and
+/// the login is tried once more at once, on a new connection, with a fresh
+/// login; refused again, it is [`ImapError::TokenRefused`] (permanent).
+pub async fn connect(
+    settings: &ImapSettings,
+    login: &dyn LoginSource,
+) -> Result<Session, ImapError> {
+    let first = login.login().await?;
+    match connect_as(settings, &first).await {
+        Err(ImapError::TokenRefused {
+            mechanism, reason, ..
+        }) => {
+            tracing::info!(user = %first.user(), %mechanism, %reason, "IMAP refused the access token; trying once more with a fresh one");
+            login.rejected(&first).await;
+            let second = login.login().await?;
+            let result = connect_as(settings, &second).await;
+            if matches!(result, Err(ImapError::TokenRefused { .. })) {
+                login.rejected(&second).await;
+            }
+            result
+        }
+        other => other,
+    }
+}
+
+/// Connects and logs in with one given login (no retry).
+async fn connect_as(settings: &ImapSettings, login: &Login) -> Result<Session, ImapError> {
+    let client = open(settings).await?;
+    match login {
+        Login::Password { user, password } => {
+            let login =
+                tokio::time::timeout(COMMAND_TIMEOUT, client.login(user, password.expose()))
+                    .await
+                    .map_err(|_| ImapError::Timeout("login"))?;
+            login.map_err(|(e, _client)| ImapError::Login {
+                user: user.clone(),
+                reason: e.to_string(),
+            })
+        }
+        Login::Bearer {
+            user,
+            token,
+            mechanism,
+        } => {
+            timed(
+                "AUTHENTICATE",
+                COMMAND_TIMEOUT,
+                authenticate(client, settings, user, token, *mechanism),
+            )
+            .await
+        }
+    }
+}
+
+/// TCP, TLS as configured, greeting: a client ready to log in.
+async fn open(settings: &ImapSettings) -> Result<async_imap::Client<Box<dyn ImapIo>>, ImapError> {
     let tcp = timed("connect", CONNECT_TIMEOUT, async {
         TcpStream::connect((settings.host.as_str(), settings.port))
             .await
@@ -127,7 +230,7 @@ pub async fn connect(settings: &ImapSettings) -> Result<Session, ImapError> {
     .await?;
     let _ = tcp.set_nodelay(true);
     let io: Box<dyn ImapIo> = Box::new(tcp);
-    let client = match settings.tls {
+    Ok(match settings.tls {
         TlsMode::Implicit => {
             let mut client = async_imap::Client::new(tls_wrap(io, settings).await?);
             read_greeting(&mut client).await?;
@@ -157,17 +260,135 @@ pub async fn connect(settings: &ImapSettings) -> Result<Session, ImapError> {
             read_greeting(&mut client).await?;
             client
         }
-    };
-    let login = tokio::time::timeout(
-        COMMAND_TIMEOUT,
-        client.login(&settings.username, settings.password.expose()),
-    )
-    .await
-    .map_err(|_| ImapError::Timeout("login"))?;
-    login.map_err(|(e, _client)| ImapError::Login {
-        user: settings.username.clone(),
-        reason: e.to_string(),
     })
+}
+
+/// The capabilities before login (after any STARTTLS, as RFC 3501 wants
+/// them asked again). async-imap asks only once logged in, so the command
+/// goes out with a tag of ours, which its own tags (`A0001`…) never match.
+async fn capabilities_before_login(
+    client: &mut async_imap::Client<Box<dyn ImapIo>>,
+) -> Result<Vec<String>, ImapError> {
+    use async_imap::imap_proto::{Capability, Response, Status};
+    use tokio::io::AsyncWriteExt;
+    const TAG: &str = "MR0";
+    let io = client.get_mut();
+    io.write_all(format!("{TAG} CAPABILITY\r\n").as_bytes())
+        .await
+        .map_err(|e| ImapError::Protocol(e.into()))?;
+    io.flush()
+        .await
+        .map_err(|e| ImapError::Protocol(e.into()))?;
+    let mut caps: Vec<String> = Vec::new();
+    loop {
+        let Some(response) = client
+            .read_response()
+            .await
+            .map_err(|e| ImapError::Protocol(e.into()))?
+        else {
+            return Err(ImapError::Closed);
+        };
+        match response.parsed() {
+            Response::Capabilities(list) => caps.extend(list.iter().map(|c| match c {
+                Capability::Imap4rev1 => "IMAP4rev1".to_owned(),
+                Capability::Auth(m) => format!("AUTH={m}"),
+                Capability::Atom(a) => a.to_string(),
+            })),
+            Response::Done {
+                tag,
+                status,
+                outcome,
+            } if tag.0 == TAG => {
+                return match status {
+                    Status::Ok => Ok(caps),
+                    _ => Err(ImapError::Protocol(async_imap::error::Error::Bad(format!(
+                        "CAPABILITY: {}",
+                        outcome.information.as_deref().unwrap_or("refused")
+                    )))),
+                };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// SASL XOAUTH2 or OAUTHBEARER with a bearer token.
+async fn authenticate(
+    mut client: async_imap::Client<Box<dyn ImapIo>>,
+    settings: &ImapSettings,
+    user: &str,
+    token: &Secret,
+    preference: SaslPreference,
+) -> Result<Session, ImapError> {
+    let caps = capabilities_before_login(&mut client).await?;
+    let offered = sasl::mechanisms_from_imap_caps(caps.iter().map(String::as_str));
+    let mechanism = sasl::choose(preference, &offered).map_err(|e| ImapError::Mechanism {
+        host: settings.host.clone(),
+        error: e,
+    })?;
+    let initial = mechanism.initial_response(user, token.expose(), &settings.host, settings.port);
+    let sasl_ir = caps.iter().any(|c| c.eq_ignore_ascii_case("SASL-IR"));
+    // With SASL-IR the initial response rides on the command (one round
+    // trip); the mechanism name is followed by it, base64, on one line.
+    let command = if sasl_ir {
+        use base64::Engine;
+        format!(
+            "{} {}",
+            mechanism.name(),
+            base64::engine::general_purpose::STANDARD.encode(&initial)
+        )
+    } else {
+        mechanism.name().to_owned()
+    };
+    let exchange = SaslExchange {
+        mechanism,
+        initial: std::sync::Mutex::new(if sasl_ir { None } else { Some(initial) }),
+        failure: std::sync::Mutex::new(None),
+    };
+    match client.authenticate(command, &exchange).await {
+        Ok(session) => Ok(session),
+        Err((async_imap::error::Error::No(text), _client)) => {
+            let reason = exchange
+                .failure
+                .lock()
+                .ok()
+                .and_then(|mut f| f.take())
+                .unwrap_or(text);
+            Err(ImapError::TokenRefused {
+                user: user.to_owned(),
+                mechanism,
+                reason,
+            })
+        }
+        Err((async_imap::error::Error::Bad(text), _client)) => Err(ImapError::Login {
+            user: user.to_owned(),
+            reason: format!("AUTHENTICATE {mechanism}: {text}"),
+        }),
+        Err((e, _client)) => Err(ImapError::Protocol(e)),
+    }
+}
+
+/// The client side of one AUTHENTICATE: the initial response when the
+/// server asks for it (no SASL-IR), and for any later challenge (a failure
+/// report) the mechanism's dummy response, keeping the reason.
+struct SaslExchange {
+    mechanism: sasl::Mechanism,
+    initial: std::sync::Mutex<Option<Vec<u8>>>,
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl async_imap::Authenticator for &SaslExchange {
+    type Response = Vec<u8>;
+
+    fn process(&mut self, challenge: &[u8]) -> Vec<u8> {
+        if let Some(initial) = self.initial.lock().ok().and_then(|mut i| i.take()) {
+            return initial;
+        }
+        if let Ok(mut f) = self.failure.lock() {
+            *f = Some(sasl::failure_reason(challenge));
+        }
+        self.mechanism.dummy_response().to_vec()
+    }
 }
 
 /// Selected-folder facts.

@@ -30,6 +30,7 @@ use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::mailbox::Checkpoint;
+use crate::mail::auth::LoginSource;
 use crate::mail::imap::{self, COMMAND_TIMEOUT, ImapError, Session, timed};
 use crate::mail::settings::{ImapSettings, InitialSync};
 
@@ -118,15 +119,34 @@ const PIECE_BYTES: u64 = 1024 * 1024;
 /// (a hostile server cannot make mailroom reserve memory by announcing).
 const MAX_PRESIZE: usize = 256 * 1024 * 1024;
 
+/// How long a mailbox waits before logging in again when only the operator
+/// can help (no OAuth2 grant, grant or token refused): each try may cost a
+/// call to the token endpoint, so it is not hammered.
+pub const SIGN_IN_RETRY: Duration = Duration::from_secs(45);
+
+/// What one mailbox's ingest needs: where to connect, how to log in, where
+/// to start, how often to check.
+pub struct Watch {
+    pub settings: ImapSettings,
+    /// Asked for a login on every (re)connection; an open session keeps
+    /// working when its token expires or is refreshed.
+    pub login: Arc<dyn LoginSource>,
+    pub initial: InitialSync,
+    pub check_every: Duration,
+    /// Wait between logins when the operator must sign in ([`SIGN_IN_RETRY`]).
+    pub sign_in_retry: Duration,
+}
+
 /// Watches one folder until `cancel` fires, passing over it at least every
 /// `check_every`.
-pub async fn run(
-    settings: ImapSettings,
-    initial: InitialSync,
-    check_every: Duration,
-    sink: Arc<dyn IngestSink>,
-    cancel: CancellationToken,
-) {
+pub async fn run(watch: Watch, sink: Arc<dyn IngestSink>, cancel: CancellationToken) {
+    let Watch {
+        settings,
+        login,
+        initial,
+        check_every,
+        sign_in_retry,
+    } = watch;
     let backoff = || {
         ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(500))
@@ -140,6 +160,7 @@ pub async fn run(
     while !cancel.is_cancelled() {
         match session(
             &settings,
+            login.as_ref(),
             &initial,
             check_every,
             sink.as_ref(),
@@ -150,8 +171,13 @@ pub async fn run(
         {
             Ok(()) => break,
             Err(e) => {
-                let delay = delays.next().unwrap_or(Duration::from_secs(300));
-                if e.is_transient() {
+                let mut delay = delays.next().unwrap_or(Duration::from_secs(300));
+                if let IngestError::Imap(imap) = &e
+                    && imap.needs_sign_in()
+                {
+                    delay = sign_in_retry;
+                    tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "IMAP login needs the operator; retrying slowly");
+                } else if e.is_transient() {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "IMAP connection lost; reconnecting");
                 } else {
                     tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "IMAP error that needs attention; retrying");
@@ -169,13 +195,17 @@ pub async fn run(
 /// One connection's life: sync, then IDLE or poll, until error or cancel.
 async fn session(
     settings: &ImapSettings,
+    login: &dyn LoginSource,
     initial: &InitialSync,
     check_every: Duration,
     sink: &dyn IngestSink,
     cancel: &CancellationToken,
     connected: &mut (dyn FnMut() + Send),
 ) -> Result<(), IngestError> {
-    let mut session = imap::connect(settings).await?;
+    // The login is asked for here only: a token that expires or is
+    // refreshed while this session is open changes nothing for it (the
+    // server checked the token at AUTHENTICATE), so IDLE goes on.
+    let mut session = imap::connect(settings, login).await?;
     let caps = timed("CAPABILITY", COMMAND_TIMEOUT, session.capabilities()).await?;
     let use_idle = settings.idle && caps.has_str("IDLE");
     tracing::info!(host = %settings.host, folder = %settings.folder, idle = use_idle, "IMAP connected");

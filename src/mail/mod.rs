@@ -7,6 +7,7 @@ pub mod imap;
 pub mod ingest;
 pub mod oauth;
 pub mod parse;
+pub mod sasl;
 pub mod settings;
 pub mod smtp;
 pub mod tls;

@@ -146,7 +146,7 @@ pub async fn append_many(
     pad: usize,
 ) {
     let settings = stack.imap_settings(support, folder);
-    let mut s = imap::connect(&settings).await.expect("IMAP login");
+    let mut s = imap::connect_password(&settings).await.expect("IMAP login");
     for i in range {
         s.append(
             folder,

@@ -26,7 +26,9 @@ pub async fn run(db: Db) {
     let w = MatrixWorld::new(db).await;
     let imap_settings = w.stack.imap_settings(&w.support, FOLDER);
     {
-        let mut s = imap::connect(&imap_settings).await.expect("IMAP login");
+        let mut s = imap::connect_password(&imap_settings)
+            .await
+            .expect("IMAP login");
         s.create(FOLDER).await.expect("CREATE");
         imap::logout(s).await;
     }
@@ -44,7 +46,9 @@ pub async fn run(db: Db) {
 
     // Recreate the folder with the same messages.
     let new_uv = {
-        let mut s = imap::connect(&imap_settings).await.expect("IMAP login");
+        let mut s = imap::connect_password(&imap_settings)
+            .await
+            .expect("IMAP login");
         s.delete(FOLDER).await.expect("DELETE");
         s.create(FOLDER).await.expect("CREATE");
         for i in 0..n {
@@ -58,7 +62,9 @@ pub async fn run(db: Db) {
                 tries += 1;
                 assert!(tries < 20, "APPEND: {e:?}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                s = imap::connect(&imap_settings).await.expect("IMAP login");
+                s = imap::connect_password(&imap_settings)
+                    .await
+                    .expect("IMAP login");
             }
         }
         let st = imap::examine(&mut s, FOLDER).await.expect("EXAMINE");

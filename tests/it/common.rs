@@ -127,6 +127,19 @@ impl Stack {
         User { address, password }
     }
 
+    /// The base URL of the stack's OAuth2 authorization server.
+    pub fn oauth_url(&self) -> String {
+        std::env::var("MAILROOM_OAUTH_URL")
+            .ok()
+            .or_else(|| read_env_file(&self.dir.join("stack.env")).remove("MAILROOM_OAUTH_URL"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the stack has no OAuth2 authorization server (MAILROOM_OAUTH_URL unknown; looked in {}): run `scripts/stack up`",
+                    self.dir.join("stack.env").display()
+                )
+            })
+    }
+
     pub fn imap_settings(&self, user: &User, folder: &str) -> ImapSettings {
         ImapSettings {
             host: "127.0.0.1".into(),
@@ -282,7 +295,7 @@ pub fn synapse_register(
 /// APPENDs a message to a user's folder.
 pub async fn append(stack: &Stack, user: &User, folder: &str, raw: &[u8]) {
     let settings = stack.imap_settings(user, folder);
-    let mut s = imap::connect(&settings).await.expect("IMAP login");
+    let mut s = imap::connect_password(&settings).await.expect("IMAP login");
     s.append(folder, None, None, raw).await.expect("APPEND");
     imap::logout(s).await;
 }
@@ -298,7 +311,7 @@ pub struct Fetched {
 /// Every message in a user's folder (read-only, flags untouched).
 pub async fn fetch_all(stack: &Stack, user: &User, folder: &str) -> Vec<Fetched> {
     let settings = stack.imap_settings(user, folder);
-    let mut s = imap::connect(&settings).await.expect("IMAP login");
+    let mut s = imap::connect_password(&settings).await.expect("IMAP login");
     let state = imap::examine(&mut s, folder).await.expect("EXAMINE");
     let mut out = Vec::new();
     if state.exists > 0 {
@@ -666,14 +679,16 @@ pub async fn start_with_chats(
     db: &TestDb,
     chats: Vec<Arc<dyn mailroom::chat::ChatPlatform>>,
 ) -> Running {
+    let store = Arc::new(db.store().await);
+    let app = App::new(settings, store.clone() as Arc<dyn TicketStore>, chats);
+    start_app(app, store)
+}
+
+/// Runs an [`App`] the test wired (e.g. with another login source).
+pub fn start_app(app: App, store: Arc<SqlStore>) -> Running {
     init_logs();
     mailroom::mail::tls::install_crypto_provider();
-    let store = Arc::new(db.store().await);
-    let app = Arc::new(App::new(
-        settings,
-        store.clone() as Arc<dyn TicketStore>,
-        chats,
-    ));
+    let app = Arc::new(app);
     let cancel = CancellationToken::new();
     let handle = tokio::spawn(app.clone().run(cancel.clone(), None));
     Running {

@@ -935,7 +935,7 @@ async fn an_untrusted_certificate_is_refused() {
     settings.host = "localhost".into();
     // No ca_file: the test CA is not trusted.
     mailroom::mail::tls::install_crypto_provider();
-    let err = match mailroom::mail::imap::connect(&settings).await {
+    let err = match mailroom::mail::imap::connect_password(&settings).await {
         Ok(_) => panic!("connected without trusting the CA"),
         Err(e) => e,
     };

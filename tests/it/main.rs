@@ -18,6 +18,7 @@ mod faults;
 mod mail_flow;
 mod matrix;
 mod ops;
+mod sasl;
 mod slack;
 mod store_conformance;
 mod store_grants;

@@ -22,7 +22,7 @@ use crate::common::{Env, imap_settings, login, mail, matrix_user};
 /// stage weighs on both sides alike.
 pub async fn backlog(env: &Env, emails: usize) -> anyhow::Result<Backlog> {
     let b = bridge(env).await?;
-    let mut writer = imap::connect(&imap_settings(env, &b.support)).await?;
+    let mut writer = imap::connect_password(&imap_settings(env, &b.support)).await?;
     for i in 0..emails {
         let raw = mail(
             &format!("c{i}@bench.example"),

@@ -20,11 +20,11 @@ pub async fn imap_floor(env: &Env, samples: usize) -> anyhow::Result<Vec<f64>> {
     let settings = imap_settings(env, &user);
     let mut out = Vec::new();
     for i in 0..samples {
-        let mut watcher = imap::connect(&settings).await?;
+        let mut watcher = imap::connect_password(&settings).await?;
         imap::examine(&mut watcher, "INBOX").await?;
         let mut idle = watcher.idle();
         idle.init().await?;
-        let mut writer = imap::connect(&settings).await?;
+        let mut writer = imap::connect_password(&settings).await?;
         let (wait, _stop) = idle.wait_with_timeout(Duration::from_secs(10));
         let start = Instant::now();
         let append = async {

@@ -12,7 +12,7 @@ pub async fn latency(env: &Env, emails: usize, pace: Duration) -> anyhow::Result
     let b = bridge(env).await?;
     let (app, cancel, handles) = start(b.settings.clone()).await?;
     // Warm up: the bot must have joined and posted once.
-    let mut writer = imap::connect(&imap_settings(env, &b.support)).await?;
+    let mut writer = imap::connect_password(&imap_settings(env, &b.support)).await?;
     writer
         .append(
             "INBOX",

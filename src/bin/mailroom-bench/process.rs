@@ -50,7 +50,7 @@ pub async fn process_figures(env: &Env) -> anyhow::Result<(f64, f64, f64, f64)> 
          Content-Transfer-Encoding: base64\r\n\r\n{body}--b--\r\n",
         to = b.support.0
     );
-    let mut writer = imap::connect(&imap_settings(env, &b.support)).await?;
+    let mut writer = imap::connect_password(&imap_settings(env, &b.support)).await?;
     // With MAILROOM_BENCH_LOG set, the daemon's memory is sampled every
     // 10 ms and printed as lines beside its log, to see which step peaks.
     let sampling = std::env::var_os("MAILROOM_BENCH_LOG").is_some().then(|| {

@@ -38,7 +38,7 @@ pub async fn reply_latency(env: &Env, replies: usize, pace: Duration) -> anyhow:
             }
         });
     let (app, cancel, handles) = start(b.settings.clone()).await?;
-    let mut writer = imap::connect(&imap_settings(env, &b.support)).await?;
+    let mut writer = imap::connect_password(&imap_settings(env, &b.support)).await?;
     for i in 0..replies {
         let raw = mail(
             &customer.0,
@@ -122,10 +122,10 @@ pub async fn reply_latency(env: &Env, replies: usize, pace: Duration) -> anyhow:
         out.push((filed - created) as f64);
     }
     // From the outside: the customer got each reply once, and Sent holds each.
-    let mut inbox = imap::connect(&imap_settings(env, &customer)).await?;
+    let mut inbox = imap::connect_password(&imap_settings(env, &customer)).await?;
     let got = inbox.select("INBOX").await?.exists as usize;
     imap::logout(inbox).await;
-    let mut sent = imap::connect(&imap_settings(env, &b.support)).await?;
+    let mut sent = imap::connect_password(&imap_settings(env, &b.support)).await?;
     let filed = sent.select("Sent").await?.exists as usize;
     imap::logout(sent).await;
     b.finish();

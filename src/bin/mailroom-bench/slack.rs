@@ -52,7 +52,7 @@ pub async fn slack_latency(env: &Env, emails: usize, pace: Duration) -> anyhow::
     })
     .map_err(|p| anyhow!("{p:?}"))?;
     let (app, cancel, handles) = start(settings).await?;
-    let mut writer = imap::connect(&imap_settings(env, &support)).await?;
+    let mut writer = imap::connect_password(&imap_settings(env, &support)).await?;
     writer
         .append(
             "INBOX",
