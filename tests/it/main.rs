@@ -17,6 +17,7 @@ mod fake_slack;
 mod faults;
 mod mail_flow;
 mod matrix;
+mod oauth;
 mod ops;
 mod sasl;
 mod slack;
