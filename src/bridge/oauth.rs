@@ -302,7 +302,7 @@ impl OAuthLogin {
         let login = self.bearer(&tokens.access_token);
         // Not stored: a new sign-in replaced the grant meanwhile; the next
         // login reads that one.
-        *held = stored.then(|| Held {
+        *held = stored.then_some(Held {
             token: tokens.access_token,
             expires_at_ms: refreshed.access_expires_at_ms,
             generation: grant.generation,
