@@ -1,5 +1,9 @@
 //! The `mailroom` command line. `main.rs` only parses arguments and calls [`run`].
 
+mod auth;
+
+pub use auth::AuthCommand;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,6 +72,9 @@ pub enum Command {
     /// Routing rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Sign OAuth2 mailboxes in and out, and show their grants.
+    #[command(subcommand)]
+    Auth(AuthCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,6 +278,7 @@ pub fn log_filter(from_env: Option<&str>, default: &str) -> tracing_subscriber::
 /// Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Auth(cmd) => auth::run(&cli.config, cmd).await,
         Command::CheckConfig { file } => Ok(check_config(file.as_deref().unwrap_or(&cli.config))),
         Command::Run => {
             let settings = load(&cli.config)?;

@@ -9,12 +9,15 @@
 //!   `mailroom rules test`'s explanation of the same walk).
 //! - [`sent`]: a reply written outside mailroom, found in the mailbox's Sent
 //!   folder → the ticket's thread, counted as a teammate's reply.
+//! - [`oauth`]: OAuth2 mailboxes' access tokens: handed to their
+//!   connections, refreshed ahead of expiry, a revoked grant told once.
 //! - [`watchdog`]: tells a mailbox's room when it has not been checked for
 //!   too long, and when it recovers.
 
 pub mod chat;
 mod hygiene;
 pub mod ingest;
+pub mod oauth;
 pub mod outbox;
 pub mod reply;
 pub mod routing;
@@ -208,6 +211,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// When each mailbox was last checked (`/healthz`, the watchdog).
     pub health: Arc<Health>,
+    /// The token sources of `auth = "oauth2"` mailboxes, kept fresh while running.
+    pub oauth: BTreeMap<MailboxName, Arc<oauth::OAuthLogin>>,
     /// How long a mailbox waits before logging in again when the operator
     /// must sign in ([`crate::mail::ingest::SIGN_IN_RETRY`]; tests shorten it).
     pub sign_in_retry: std::time::Duration,
@@ -220,11 +225,21 @@ impl App {
         store: Arc<dyn TicketStore>,
         chats: Vec<Arc<dyn ChatPlatform>>,
     ) -> App {
+        let metrics = Arc::new(Metrics::new());
+        let platforms: Vec<Platform> = chats.iter().map(|c| c.platform()).collect();
+        let oauth = oauth::oauth_logins(&settings, &store, &metrics, &platforms);
         let mailboxes = settings
             .mailboxes
             .iter()
             .map(|m| {
-                let logins = mail_logins(m);
+                // An OAuth2 mailbox's IMAP and SMTP share its token source.
+                let logins = match oauth.get(&m.name) {
+                    Some(o) => MailLogins {
+                        imap: o.clone(),
+                        smtp: Some(o.clone()),
+                    },
+                    None => mail_logins(m),
+                };
                 let rt = MailboxRuntime {
                     settings: m.clone(),
                     mailer: Arc::new(SmtpMailer::new(m.smtp.clone(), logins.smtp)),
@@ -234,7 +249,11 @@ impl App {
                 (m.name.clone(), rt)
             })
             .collect();
-        App::with_parts(settings, store, mailboxes, chats)
+        App {
+            metrics,
+            oauth,
+            ..App::with_parts(settings, store, mailboxes, chats)
+        }
     }
 
     /// Wires given parts (tests replace the mailer or filer).
@@ -253,6 +272,7 @@ impl App {
             outbox_wakeup: Notify::new(),
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(health),
+            oauth: BTreeMap::new(),
             sign_in_retry: crate::mail::ingest::SIGN_IN_RETRY,
         }
     }
@@ -346,6 +366,13 @@ impl App {
             let span = tracing::info_span!("ingest", mailbox = %name);
             tracker.spawn(tracing::Instrument::instrument(
                 crate::mail::ingest::run(watch, sink, cancel),
+                span,
+            ));
+        }
+        for login in self.oauth.values() {
+            let span = tracing::info_span!("oauth", mailbox = %login.mailbox());
+            tracker.spawn(tracing::Instrument::instrument(
+                oauth::keep_fresh(login.clone(), cancel.clone()),
                 span,
             ));
         }

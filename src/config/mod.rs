@@ -13,6 +13,7 @@
 
 mod load;
 pub mod rules;
+mod oauth;
 pub mod sections;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,8 +27,10 @@ pub use load::{ConfigErrors, Problem};
 use crate::chat::settings::{ChatSettings, MatrixAuth, MatrixSettings, SlackMode, SlackSettings};
 use crate::domain::ids::MailboxName;
 use crate::domain::settings::{lenient, list};
+use crate::mail::oauth::AuthMethod;
 use crate::mail::settings::{MailboxSettings, TlsMode};
 use crate::store::settings::DatabaseSettings;
+pub use oauth::{OFFLINE_PLACEHOLDER, SecretsSettings};
 use sections::{CommandSettings, OpsSettings, OutboxSettings, ReactionSettings};
 
 /// The whole file. A new section is a struct and a field here.
@@ -63,6 +66,9 @@ pub struct Settings {
     /// The routing rules, in file order, built by the load once all are right.
     #[serde(skip)]
     pub rules: Vec<crate::domain::routing::Rule>,
+    /// The key that seals OAuth2 tokens at rest.
+    #[serde(default, deserialize_with = "lenient")]
+    pub secrets: SecretsSettings,
 }
 
 impl Settings {
@@ -77,7 +83,7 @@ impl Settings {
     /// server is contacted; they then hold a placeholder that is never used.
     pub fn load_offline(path: &Path) -> Result<Settings, ConfigErrors> {
         load::load(path, &|k| {
-            Some(std::env::var(k).unwrap_or_else(|_| "<unset: offline command>".to_owned()))
+            Some(std::env::var(k).unwrap_or_else(|_| OFFLINE_PLACEHOLDER.to_owned()))
         })
     }
 
@@ -189,7 +195,10 @@ impl Settings {
                 let message = "expected a folder name (leave it out to use the folder the server marks \\Sent)";
                 c.problem(at("imap.sent_folder"), message);
             }
+            oauth::settle_mailbox(m, &at, c);
+            let (smtp, address) = (&mut m.smtp, m.address.as_str());
             match (&smtp.username, &smtp.password) {
+                _ if m.auth == AuthMethod::Oauth2 => {}
                 (None, Some(_)) => smtp.username = Some(address.to_owned()),
                 (Some(_), None) => {
                     let message =
@@ -246,6 +255,7 @@ impl Settings {
                 }
             }
         }
+        oauth::settle_secrets(self, c);
         self.reactions.check(c);
         self.outbox.check(c);
         self.ops.check(c);

@@ -59,17 +59,22 @@ impl AuthResultsSettings {
 }
 
 /// `[mailbox.loop_guard]`: `max_messages` mails from one sender within
-/// `window_minutes` are normal; more is a loop.
+/// `window_minutes` are normal; more is a loop. The default, 20 in 10
+/// minutes, is far above what a person writes (a customer sending a few
+/// screenshots one mail each stays well under it) and far below what an
+/// auto-responder ping-pong or a bounce storm produces; a loop's mail is
+/// still stored and the room is told, so a limit met by a person hides
+/// nothing for good.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LoopGuardSettings {
-    #[serde(default = "five", deserialize_with = "int::<1, 1_000_000, u32, _>")]
+    #[serde(default = "twenty", deserialize_with = "int::<1, 1_000_000, u32, _>")]
     pub max_messages: u32,
     #[serde(default = "ten", deserialize_with = "int::<1, 1440, u32, _>")]
     pub window_minutes: u32,
 }
 
-fn five() -> u32 {
-    5
+fn twenty() -> u32 {
+    20
 }
 fn ten() -> u32 {
     10
@@ -78,7 +83,7 @@ fn ten() -> u32 {
 impl Default for LoopGuardSettings {
     fn default() -> Self {
         LoopGuardSettings {
-            max_messages: five(),
+            max_messages: twenty(),
             window_minutes: ten(),
         }
     }

@@ -6,6 +6,7 @@ pub mod elide;
 pub mod hygiene;
 pub mod imap;
 pub mod ingest;
+pub mod oauth;
 pub mod parse;
 pub mod sasl;
 pub mod sent;

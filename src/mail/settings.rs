@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::domain::ids::{EmailAddress, MailboxName};
 use crate::domain::settings::{Secret, host, int, lenient, line, port, read, seconds, secs, text};
+use crate::mail::oauth::{AuthMethod, OAuthSettings};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct MailboxSettings {
@@ -28,6 +29,11 @@ pub struct MailboxSettings {
     #[serde(default = "seconds::<1209600>")]
     #[serde(rename = "subject_window_days", deserialize_with = "days")]
     pub subject_window: Duration,
+    /// `password` (default) or `oauth2` (then `[mailbox.oauth2]`).
+    #[serde(default, deserialize_with = "lenient")]
+    pub auth: AuthMethod,
+    #[serde(default, deserialize_with = "lenient")]
+    pub oauth2: Option<OAuthSettings>,
     #[serde(deserialize_with = "lenient")]
     pub imap: ImapSettings,
     #[serde(deserialize_with = "lenient")]
@@ -54,8 +60,9 @@ pub struct ImapSettings {
     /// Not given: empty until the load sets the mailbox's address.
     #[serde(default, deserialize_with = "lenient")]
     pub username: String,
-    /// `password`, `password_env` or `password_file` in the file.
-    #[serde(deserialize_with = "lenient")]
+    /// `password`, `password_env` or `password_file` in the file; required
+    /// with `auth = "password"`, refused with `auth = "oauth2"`.
+    #[serde(default, deserialize_with = "lenient")]
     pub password: Secret,
     #[serde(default = "inbox", deserialize_with = "lenient")]
     pub folder: String,

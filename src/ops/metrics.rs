@@ -42,6 +42,12 @@ struct ReplyFailedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    mailbox: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -125,6 +131,8 @@ pub struct Metrics {
     check_age: Family<MailboxLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     mail_loops: Family<MailboxLabel, Counter>,
     mail_loop_messages: Family<MailboxLabel, Counter>,
+    oauth_refreshes: Family<RefreshLabels, Counter>,
+    oauth_refresh_latency: HistogramFamily<MailboxLabel>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -160,6 +168,8 @@ impl Metrics {
             check_age: Family::default(),
             mail_loops: Family::default(),
             mail_loop_messages: Family::default(),
+            oauth_refreshes: Family::default(),
+            oauth_refresh_latency: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
         };
         // Counters get `_total` appended, units their `_seconds`.
@@ -252,6 +262,17 @@ impl Metrics {
             "Emails of a mail loop, stored and filed in their ticket without a chat post",
             m.mail_loop_messages.clone(),
         );
+        registry.register(
+            "oauth_refreshes",
+            "OAuth2 access token refreshes, by outcome (ok, refused, unavailable)",
+            m.oauth_refreshes.clone(),
+        );
+        registry.register_with_unit(
+            "oauth_refresh_latency",
+            "One call of the token endpoint to refresh a mailbox's access token",
+            Unit::Seconds,
+            m.oauth_refresh_latency.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -274,6 +295,18 @@ impl Metrics {
         PlatformLabel {
             platform: platform.as_str(),
         }
+    }
+
+    /// A refresh of a mailbox's access token ended with `outcome` after `took`.
+    pub fn oauth_refreshed(&self, mailbox: &MailboxName, outcome: &'static str, took: Duration) {
+        let labels = RefreshLabels {
+            mailbox: mailbox.as_str().to_owned(),
+            outcome,
+        };
+        self.oauth_refreshes.get_or_create(&labels).inc();
+        self.oauth_refresh_latency
+            .get_or_create(&Metrics::mailbox(mailbox))
+            .observe(took.as_secs_f64());
     }
 
     pub fn email_ingested(&self, mailbox: &MailboxName, since_fetch: Duration) {

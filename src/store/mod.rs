@@ -28,6 +28,7 @@
 //! | IMAP checkpoints | in `domain::mailbox` | `sql/checkpoints.rs` (`checkpoints`) |
 //! | replies found in Sent | `sent.rs` | `sql/sent.rs` (`emails`, `tickets`, `outbox`) |
 //! | the audit log | `audit.rs` | `sql/audit.rs` (`audit_log`) |
+//! | OAuth2 grants per mailbox | `grants.rs` | `sql/grants.rs` (`oauth_grants`) |
 //!
 //! `sql/mod.rs` holds [`sql::SqlStore`] (connecting, migrating) and the one
 //! `impl TicketStore for SqlStore`, a line per method naming the file that
@@ -51,6 +52,7 @@
 mod audit;
 mod emails;
 mod error;
+mod grants;
 mod ingest;
 mod outbox;
 mod replies;
@@ -64,6 +66,7 @@ use async_trait::async_trait;
 pub use audit::AuditEntry;
 pub use emails::{EmailRecord, EmailState};
 pub use error::{StoreError, StoreResult};
+pub use grants::{Grant, NewGrant, Refreshed};
 pub use ingest::{
     Destination, IngestBatch, LoopRecord, NewEmail, NewInbound, Recorded, SenderActivity,
 };
@@ -267,4 +270,38 @@ pub trait TicketStore: Send + Sync {
     async fn chat_files(&self, thread: &ChatThread, since_ms: i64) -> StoreResult<Vec<SharedFile>>;
     /// The ticket whose thread root is `thread_ref` in `room`.
     async fn ticket_by_thread(&self, thread: &ChatThread) -> StoreResult<Option<TicketId>>;
+
+    // OAuth2 grants: `sql/grants.rs`.
+
+    async fn grant(&self, mailbox: &MailboxName) -> StoreResult<Option<Grant>>;
+    /// Every stored grant, by mailbox.
+    async fn grants(&self) -> StoreResult<Vec<Grant>>;
+    /// Stores a sign-in, replacing the mailbox's grant (and its error and
+    /// refusal), audited. Returns the new grant's generation.
+    async fn save_grant(&self, new: &NewGrant, now_ms: i64) -> StoreResult<i64>;
+    /// Stores a refresh's access token, and its rotated refresh token in the
+    /// same write; clears the last error. False (nothing written) when the
+    /// grant was replaced, forgotten or refused meanwhile.
+    async fn grant_refreshed(&self, refreshed: &Refreshed, now_ms: i64) -> StoreResult<bool>;
+    /// Records a transient failure (the token endpoint unreachable).
+    async fn grant_error(
+        &self,
+        mailbox: &MailboxName,
+        generation: i64,
+        error: &str,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// The provider refused the grant for good: records `error` and, the
+    /// first time for this grant only, queues `notices` and an audit line,
+    /// all in one transaction. True when this call was that first time.
+    async fn grant_refused(
+        &self,
+        mailbox: &MailboxName,
+        generation: i64,
+        error: &str,
+        notices: &[JobSpec],
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Forgets the mailbox's grant (audited). False if there was none.
+    async fn delete_grant(&self, mailbox: &MailboxName, now_ms: i64) -> StoreResult<bool>;
 }

@@ -20,13 +20,13 @@ use crate::common::*;
 
 /// The stack's OAuth2 authorization server, through its admin API.
 #[derive(Clone)]
-struct AuthServer {
+pub(crate) struct AuthServer {
     base: String,
     http: reqwest::Client,
 }
 
 impl AuthServer {
-    fn get(stack: &Stack) -> AuthServer {
+    pub(crate) fn get(stack: &Stack) -> AuthServer {
         AuthServer {
             base: stack.oauth_url(),
             http: reqwest::Client::builder()
@@ -37,7 +37,7 @@ impl AuthServer {
         }
     }
 
-    async fn post(&self, path: &str, body: Value, form: bool) -> Value {
+    pub(crate) async fn post(&self, path: &str, body: Value, form: bool) -> Value {
         let req = self.http.post(format!("{}{path}", self.base));
         let req = if form {
             let pairs: Vec<(String, String)> = body

@@ -14,6 +14,8 @@ use mailroom::store::*;
 
 use crate::common::audit_actions;
 use mailroom::store::sql::SqlStore;
+// The grants' checks live in a file of their own; the macro below runs them too.
+use crate::store_grants::oauth_grants_refresh_rotate_and_are_refused_once;
 
 pub(crate) fn mb() -> MailboxName {
     MailboxName::parse("support").unwrap()
@@ -1037,4 +1039,5 @@ conformance!(
     raw_emails_round_trip_in_pieces,
     ingest_batches_commit_together_and_see_their_own_mail,
     settled_jobs_leave_their_work_behind_once_and_retries_requeue,
+    oauth_grants_refresh_rotate_and_are_refused_once,
 );

@@ -20,6 +20,7 @@
 //! - `checkpoints.rs`: IMAP positions per mailbox and folder role.
 //! - `sent.rs`: replies found in the Sent folder (written outside mailroom).
 //! - `audit.rs`: the audit log.
+//! - `grants.rs`: OAuth2 grants per mailbox (sealed tokens, refusals told once).
 //!
 //! A transaction that also queues a job, writes an audit line, advances a
 //! checkpoint or links a thread does so through the owning file's
@@ -34,6 +35,7 @@ mod audit;
 mod chat;
 mod checkpoints;
 mod emails;
+mod grants;
 mod ingest;
 mod outbox;
 mod replies;
@@ -49,9 +51,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 use super::{
-    Applied, AuditEntry, EmailRecord, EmailState, IngestBatch, Job, JobOutcome, JobSpec, JobState,
-    NewInbound, NewReply, OutgoingMail, Recorded, Requeued, SentBatch, SentRecorded, Settlement,
-    StoreError, StoreResult, TicketFilter, TicketRecord, TicketStore,
+    Applied, AuditEntry, EmailRecord, EmailState, Grant, IngestBatch, Job, JobOutcome, JobSpec,
+    JobState, NewGrant, NewInbound, NewReply, OutgoingMail, Recorded, Refreshed, Requeued,
+    SentBatch, SentRecorded, Settlement, StoreError, StoreResult, TicketFilter, TicketRecord,
+    TicketStore,
 };
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::ContentHash;
@@ -431,5 +434,46 @@ impl TicketStore for SqlStore {
 
     async fn ticket_by_thread(&self, thread: &ChatThread) -> StoreResult<Option<TicketId>> {
         chat::ticket_by_thread(&self.pool, thread).await
+    }
+
+    async fn grant(&self, mailbox: &MailboxName) -> StoreResult<Option<Grant>> {
+        grants::grant(&self.pool, mailbox).await
+    }
+
+    async fn grants(&self) -> StoreResult<Vec<Grant>> {
+        grants::grants(&self.pool).await
+    }
+
+    async fn save_grant(&self, new: &NewGrant, now_ms: i64) -> StoreResult<i64> {
+        grants::save_grant(&self.pool, new, now_ms).await
+    }
+
+    async fn grant_refreshed(&self, refreshed: &Refreshed, now_ms: i64) -> StoreResult<bool> {
+        grants::grant_refreshed(&self.pool, refreshed, now_ms).await
+    }
+
+    async fn grant_error(
+        &self,
+        mailbox: &MailboxName,
+        generation: i64,
+        error: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        grants::grant_error(&self.pool, mailbox, generation, error, now_ms).await
+    }
+
+    async fn grant_refused(
+        &self,
+        mailbox: &MailboxName,
+        generation: i64,
+        error: &str,
+        notices: &[JobSpec],
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        grants::grant_refused(&self.pool, mailbox, generation, error, notices, now_ms).await
+    }
+
+    async fn delete_grant(&self, mailbox: &MailboxName, now_ms: i64) -> StoreResult<bool> {
+        grants::delete_grant(&self.pool, mailbox, now_ms).await
     }
 }

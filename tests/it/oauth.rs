@@ -1,0 +1,494 @@
+//! OAuth2 mailboxes against the stack's authorization server: `mailroom
+//! auth login` (the real binary, device flow), the grant sealed at rest,
+//! refresh ahead of expiry, refresh-token rotation, a revoked grant told
+//! once and recovered from by a new sign-in, `auth status` and `logout`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mailroom::bridge::oauth::{OAuthLogin, store_sign_in};
+use mailroom::config::Settings;
+use mailroom::domain::chat::Platform;
+use mailroom::domain::ids::MailboxName;
+use mailroom::mail::auth::{Login, LoginError, LoginSource};
+use mailroom::mail::oauth::{SealKey, TokenClient, Tokens};
+use mailroom::ops::metrics::Metrics;
+use mailroom::store::{JobSpec, JobState, TicketStore};
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::sasl::AuthServer;
+
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// A client registered on the authorization server with `extra` settings.
+async fn client(server: &AuthServer, secret: &str, extra: Value) -> String {
+    let id = format!("oauth-{}", random_hex(6));
+    let mut body = json!({"client_id": id, "client_secret": secret});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    server.post("/admin/clients", body, false).await;
+    id
+}
+
+/// The config of one OAuth2 mailbox signing in at the stack's server.
+fn oauth_toml(
+    stack: &Stack,
+    support: &User,
+    db: &TestDb,
+    client_id: &str,
+    secret: &str,
+    login_user: &str,
+) -> String {
+    let base = stack.oauth_url();
+    let mailbox = MailboxToml {
+        db_url: &db.url_text,
+        address: &support.address,
+        imap_port: stack.imap_port,
+        imap_keys: "",
+        smtp_port: stack.smtp_port,
+        smtp_keys: "",
+        tail: &format!(
+            "  [mailbox.oauth2]\n  provider = \"custom\"\n  client_id = \"{client_id}\"\n  \
+             client_secret = \"{secret}\"\n  token_url = \"{base}/token\"\n  \
+             device_authorization_url = \"{base}/device_authorization\"\n  \
+             authorization_url = \"{base}/authorize\"\n  revocation_url = \"{base}/revoke\"\n  \
+             scopes = [\"mail\", \"offline_access\"]\n  login_user = \"{login_user}\"\n"
+        ),
+    }
+    .render()
+    .replace(
+        "initial_sync = \"all\"",
+        "initial_sync = \"all\"\nauth = \"oauth2\"",
+    );
+    format!("[secrets]\nkey = \"{KEY}\"\n{mailbox}")
+}
+
+fn mailroom(config: &std::path::Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mailroom"));
+    c.arg("--config")
+        .arg(config)
+        .args(args)
+        .env("MAILROOM_LOG", "warn");
+    c
+}
+
+/// Runs `auth login` until it shows its code, lets `approve` act on the
+/// code, and returns (exit code, stdout, stderr).
+async fn device_login<F, Fut>(config: &std::path::Path, approve: F) -> (i32, String, String)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut child = mailroom(config, &["auth", "login", "--mailbox", "support"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mailroom auth login starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
+    });
+    let code = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = rx.recv().await {
+            if let Some((_, code)) = line.split_once("enter the code ") {
+                return Some(code.trim().to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    if let Some(code) = code {
+        approve(code).await;
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("mailroom auth login ends");
+    let stdout = reader.join().expect("reader");
+    (
+        out.status.code().unwrap_or(-1),
+        stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn device_login_by_the_binary_stores_a_sealed_grant_for_a_delegate() {
+    let (stack, support) = support_mailbox();
+    let alice = format!("alice-{}@example.com", random_hex(4));
+    let server = AuthServer::get(stack);
+    let id = client(&server, "s3cret", json!({})).await;
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mailroom.toml");
+    std::fs::write(
+        &config,
+        oauth_toml(stack, &support, &db, &id, "s3cret", &alice),
+    )
+    .unwrap();
+
+    let (code, out, err) = device_login(&config, |user_code| {
+        let (server, alice, support) = (server.clone(), alice.clone(), support.address.clone());
+        async move {
+            let body = json!({"user_code": user_code, "account": alice, "mailbox": support});
+            server.post("/admin/approve", body, false).await;
+        }
+    })
+    .await;
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let base = stack.oauth_url();
+    assert!(
+        out.contains(&format!("open {base}")),
+        "the verification URL is shown:\n{out}"
+    );
+    assert!(
+        out.contains("(or open "),
+        "the complete URL is shown:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("Signed in: mailbox support as {alice}")),
+        "{out}"
+    );
+
+    // Sealed at rest: the column opens to a live token, and holds no token text.
+    let store = db.store().await;
+    let support_name = MailboxName::parse("support").unwrap();
+    let grant = store.grant(&support_name).await.unwrap().expect("stored");
+    assert_eq!(grant.account, alice);
+    let key = SealKey::parse(KEY).unwrap();
+    let access = key
+        .open(grant.access_token.as_deref().unwrap(), "support")
+        .unwrap();
+    let refresh = key.open(&grant.refresh_token, "support").unwrap();
+    for token in [&access, &refresh] {
+        let t = token.expose().as_bytes();
+        assert!(!grant.refresh_token.windows(t.len()).any(|w| w == t));
+        assert!(
+            !grant
+                .access_token
+                .as_ref()
+                .unwrap()
+                .windows(t.len())
+                .any(|w| w == t)
+        );
+    }
+    let introspected = server
+        .post("/introspect", json!({"token": access.expose()}), true)
+        .await;
+    assert_eq!(
+        introspected["username"],
+        support.address.as_str(),
+        "the grant opens support@"
+    );
+    assert_eq!(introspected["sub"], alice.as_str(), "alice signed in");
+    let wrong = SealKey::parse(&KEY.replace('M', "N")).unwrap();
+    let e = wrong
+        .open(&grant.refresh_token, "support")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("secrets.key"), "a wrong key is named: {e}");
+
+    let status = run_ok(&mut mailroom(&config, &["auth", "status"]), "auth status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("support: signed in") && status.contains(&alice),
+        "{status}"
+    );
+    assert!(
+        status.contains("scopes:         mail offline_access"),
+        "{status}"
+    );
+
+    let logout = run_ok(
+        &mut mailroom(&config, &["auth", "logout", "--mailbox", "support"]),
+        "auth logout",
+    );
+    assert!(String::from_utf8_lossy(&logout.stdout).contains("revoked at the provider"));
+    let gone = server
+        .post("/introspect", json!({"token": access.expose()}), true)
+        .await;
+    assert_eq!(gone["active"], false, "revoked at the provider");
+    assert_eq!(store.grant(&support_name).await.unwrap(), None);
+    let status = run_ok(&mut mailroom(&config, &["auth", "status"]), "auth status");
+    assert!(String::from_utf8_lossy(&status.stdout).contains("support: not signed in"));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn device_login_failures_say_what_to_do() {
+    let (stack, support) = support_mailbox();
+    let server = AuthServer::get(stack);
+    let id = client(&server, "s3cret", json!({})).await;
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mailroom.toml");
+    let write = |secret: &str| {
+        let text = oauth_toml(stack, &support, &db, &id, secret, &support.address);
+        std::fs::write(&config, text).unwrap();
+    };
+
+    write("wrong-secret");
+    let (code, out, err) = device_login(&config, |_| async {}).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("mailbox.oauth2.client_secret"),
+        "names the key: {err}"
+    );
+
+    write("s3cret");
+    let deny = |user_code: String| {
+        let server = server.clone();
+        async move {
+            server
+                .post(
+                    "/admin/approve",
+                    json!({"user_code": user_code, "deny": true}),
+                    false,
+                )
+                .await;
+        }
+    };
+    let (code, _, err) = device_login(&config, deny).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("declined"), "{err}");
+
+    let expire = |user_code: String| {
+        let server = server.clone();
+        async move {
+            server
+                .post(
+                    "/admin/expire_device",
+                    json!({"user_code": user_code}),
+                    false,
+                )
+                .await;
+        }
+    };
+    let (code, _, err) = device_login(&config, expire).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("expired"), "{err}");
+    let store = db.store().await;
+    assert_eq!(
+        store
+            .grant(&MailboxName::parse("support").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    store.close().await;
+}
+
+/// A grant minted on the server, stored as `auth login` would.
+async fn sign_in(
+    server: &AuthServer,
+    settings: &Settings,
+    store: &dyn TicketStore,
+    client_id: &str,
+    account: &str,
+) {
+    let t = server
+        .post(
+            "/admin/issue",
+            json!({"client_id": client_id, "account": account, "scope": "mail offline_access"}),
+            false,
+        )
+        .await;
+    let tokens: Tokens = serde_json::from_value(t).expect("tokens");
+    store_sign_in(
+        store,
+        settings.secrets.seal_key.as_ref(),
+        &settings.mailboxes[0],
+        &tokens,
+    )
+    .await
+    .expect("stored");
+}
+
+fn token_of(login: &Login) -> String {
+    match login {
+        Login::Bearer { token, .. } => token.expose().to_owned(),
+        Login::Password { .. } => panic!("a password login"),
+    }
+}
+
+async fn refresh_log(stack: &Stack, client_id: &str) -> Vec<Value> {
+    let url = format!("{}/admin/log?client_id={client_id}", stack.oauth_url());
+    let text = reqwest::get(url)
+        .await
+        .expect("log")
+        .text()
+        .await
+        .expect("body");
+    let log: Value = serde_json::from_str(&text).expect("json");
+    log.as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["grant_type"] == "refresh_token")
+        .collect()
+}
+
+#[tokio::test]
+async fn tokens_refresh_ahead_rotate_and_a_revocation_is_told_once_then_recovered() {
+    let (stack, support) = support_mailbox();
+    let server = AuthServer::get(stack);
+    let id = client(
+        &server,
+        "s3cret",
+        json!({"access_ttl": 4, "rotate_refresh": true}),
+    )
+    .await;
+    let db = TestDb::sqlite();
+    let text = oauth_toml(stack, &support, &db, &id, "s3cret", &support.address);
+    let settings = Settings::parse(&text, &|_| None).expect("config");
+    let store: Arc<dyn TicketStore> = Arc::new(db.store().await);
+    let metrics = Arc::new(Metrics::new());
+    let rooms = vec![(Platform::Matrix, "!support-room".to_owned())];
+    let login = Arc::new(
+        OAuthLogin::new(
+            &settings.mailboxes[0],
+            settings.secrets.seal_key.clone(),
+            store.clone(),
+            rooms,
+            metrics.clone(),
+        )
+        .expect("an oauth2 mailbox"),
+    );
+    let name = MailboxName::parse("support").unwrap();
+    assert!(matches!(
+        login.login().await,
+        Err(LoginError::NoGrant { .. })
+    ));
+
+    sign_in(&server, &settings, store.as_ref(), &id, &support.address).await;
+    let first = token_of(&login.login().await.expect("the stored token"));
+    assert!(
+        refresh_log(stack, &id).await.is_empty(),
+        "a fresh token needs no refresh"
+    );
+    let old_refresh = store.grant(&name).await.unwrap().unwrap().refresh_token;
+
+    // The refresher renews it ahead of expiry (half of 4 s), rotating the refresh token.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(mailroom::bridge::oauth::keep_fresh(
+        login.clone(),
+        cancel.clone(),
+    ));
+    let log = wait_for("a refresh", Duration::from_secs(10), || async {
+        let log = refresh_log(stack, &id).await;
+        (!log.is_empty()).then_some(log)
+    })
+    .await;
+    assert_eq!(log[0]["status"], 200, "{log:?}");
+    let second = token_of(&login.login().await.expect("a token"));
+    assert_ne!(first, second, "a new access token");
+    let stored = store.grant(&name).await.unwrap().unwrap();
+    assert_ne!(
+        stored.refresh_token, old_refresh,
+        "the rotated refresh token is stored"
+    );
+    let key = SealKey::parse(KEY).unwrap();
+    let old = key.open(&old_refresh, "support").unwrap();
+    let tc = TokenClient::new(settings.mailboxes[0].oauth2.as_ref().unwrap());
+    assert!(
+        tc.refresh(&old).await.is_err(),
+        "the old refresh token is dead"
+    );
+    wait_for("a second refresh", Duration::from_secs(10), || async {
+        let log = refresh_log(stack, &id).await;
+        // The test's own call with the dead token is the one 400.
+        (log.iter().filter(|e| e["status"] == 200).count() >= 2).then_some(())
+    })
+    .await;
+    let active = server
+        .post(
+            "/introspect",
+            json!({"token": token_of(&login.login().await.unwrap())}),
+            true,
+        )
+        .await;
+    assert_eq!(active["active"], true, "the handed-out token is live");
+
+    // Revoked: refused, the room told once however often it is asked.
+    server
+        .post("/admin/revoke", json!({"account": support.address}), false)
+        .await;
+    let current = login.login().await.unwrap();
+    login.rejected(&current).await;
+    for _ in 0..3 {
+        assert!(matches!(
+            login.login().await,
+            Err(LoginError::Refused { .. })
+        ));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let notices: Vec<String> = store
+        .jobs(&[JobState::Pending])
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|j| match j.spec {
+            JobSpec::ChatRoomNotice { room, text, .. } if room == "!support-room" => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notices.len(), 1, "{notices:#?}");
+    assert!(
+        notices[0].contains("mailroom auth login --mailbox support"),
+        "{}",
+        notices[0]
+    );
+    let refused = store.grant(&name).await.unwrap().unwrap();
+    assert!(
+        refused
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("invalid_grant"),
+        "{refused:?}"
+    );
+
+    // A new sign-in: the same source logs in again, no restart.
+    sign_in(&server, &settings, store.as_ref(), &id, &support.address).await;
+    let back = wait_for("recovery", Duration::from_secs(10), || async {
+        login.login().await.ok()
+    })
+    .await;
+    let active = server
+        .post("/introspect", json!({"token": token_of(&back)}), true)
+        .await;
+    assert_eq!(active["active"], true);
+    cancel.cancel();
+    let _ = task.await;
+
+    // Refresh latency against the local server.
+    let grant = store.grant(&name).await.unwrap().unwrap();
+    let mut refresh = key.open(&grant.refresh_token, "support").unwrap();
+    let mut took = Vec::new();
+    for _ in 0..30 {
+        let started = Instant::now();
+        let t = tc.refresh(&refresh).await.expect("refresh");
+        took.push(started.elapsed());
+        refresh = t.refresh_token.unwrap_or(refresh);
+    }
+    took.sort();
+    println!(
+        "refresh latency over {} calls: p50 {:?}, max {:?}",
+        took.len(),
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+}
