@@ -12,8 +12,8 @@
 //! (`mailbox[1].smtp.port: expected 1-65535 (line 27)`).
 
 mod load;
-pub mod rules;
 mod oauth;
+pub mod rules;
 pub mod sections;
 
 use std::collections::{BTreeMap, BTreeSet};

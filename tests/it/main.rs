@@ -26,6 +26,6 @@ mod sent_folder;
 mod slack;
 #[macro_use]
 mod store_conformance;
+mod store_grants;
 mod store_routing;
 mod store_sent;
-mod store_grants;

@@ -492,3 +492,143 @@ async fn tokens_refresh_ahead_rotate_and_a_revocation_is_told_once_then_recovere
         took[took.len() - 1]
     );
 }
+
+/// A counter of `/metrics` text, 0 when absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The whole daemon on an OAuth2 mailbox, wired by `App::new` as `mailroom
+/// run` wires it: ingest (INBOX and the Sent watcher) and replies log in
+/// with the stored grant's tokens; the refresher renews and rotates the
+/// token several times while both IDLE sessions stay up (no reconnect);
+/// after a revocation a reply fails for good with the fix in its error and
+/// the grant is refused once; a new sign-in lets the next reply out, no
+/// restart.
+#[tokio::test]
+async fn an_oauth2_mailbox_runs_the_daemon_across_refreshes_a_revocation_and_a_new_sign_in() {
+    use mailroom::bridge::reply::queue_reply;
+    let (stack, support, customer) = support_and_customer();
+    let server = AuthServer::get(stack);
+    let id = client(
+        &server,
+        "s3cret",
+        json!({"access_ttl": 6, "rotate_refresh": true}),
+    )
+    .await;
+    let db = TestDb::sqlite();
+    let text = oauth_toml(stack, &support, &db, &id, "s3cret", &support.address);
+    let settings = Settings::parse(&text, &|_| None).expect("config");
+    let store = Arc::new(db.store().await);
+    sign_in(&server, &settings, store.as_ref(), &id, &support.address).await;
+    let app =
+        mailroom::bridge::App::new(settings, store.clone() as Arc<dyn TicketStore>, Vec::new());
+    let app = start_app(app, store);
+    let writer = Writer::new(stack, &support, &customer.address);
+    writer
+        .writes("oauth-e2e-1@example.net", "Token please", "Hi")
+        .await;
+    wait_tickets(app.store.as_ref(), 1).await;
+
+    // The token is renewed (every 3 s: half its 6 s life) while the
+    // sessions IDLE; mail still arrives on them, nothing reconnects.
+    let renewing = Instant::now();
+    wait_for("three refreshes", Duration::from_secs(30), || async {
+        let ok = refresh_log(stack, &id)
+            .await
+            .iter()
+            .filter(|e| e["status"] == 200)
+            .count();
+        (ok >= 3).then_some(())
+    })
+    .await;
+    let sent = Instant::now();
+    writer
+        .writes("oauth-e2e-2@example.net", "After three refreshes", "Hi")
+        .await;
+    wait_tickets(app.store.as_ref(), 2).await;
+    let latency = sent.elapsed();
+    let metrics = app.app.metrics.encode();
+    let reconnects = metric(
+        &metrics,
+        "mailroom_imap_reconnects_total{mailbox=\"support\"}",
+    );
+    println!(
+        "OAuth2 daemon: 3 refreshes in {:?} while IDLE; mail → ticket after them {latency:?}; IMAP reconnects {reconnects}",
+        renewing.elapsed()
+    );
+    assert_eq!(reconnects, 0.0, "{metrics}");
+    assert!(latency < Duration::from_secs(5), "{latency:?}");
+
+    // A reply goes out over SMTP with the current token.
+    let ticket = first_ticket(app.store.as_ref()).await;
+    let reply =
+        |body: &'static str| reply_request(ticket, "@alice:example.com", Some("Alice"), body);
+    queue_reply(&app.app, reply("Signed in with a token."))
+        .await
+        .expect("queued");
+    wait_for("the first reply", Duration::from_secs(20), || async {
+        (fetch_all(stack, &customer, "INBOX").await.len() == 1).then_some(())
+    })
+    .await;
+
+    // Revoked at the provider: the refresher's next call is refused, and a
+    // reply fails for good, naming the fix; nothing is sent.
+    server
+        .post("/admin/revoke", json!({"account": support.address}), false)
+        .await;
+    let name = MailboxName::parse("support").unwrap();
+    wait_for("the refusal recorded", Duration::from_secs(15), || async {
+        let grant = app.store.grant(&name).await.ok().flatten()?;
+        grant
+            .last_error
+            .filter(|e| e.contains("invalid_grant"))
+            .map(|_| ())
+    })
+    .await;
+    queue_reply(&app.app, reply("This one cannot leave."))
+        .await
+        .expect("queued");
+    let failed = wait_for("the reply failed", Duration::from_secs(20), || async {
+        app.store
+            .jobs(&[JobState::Failed])
+            .await
+            .ok()?
+            .into_iter()
+            .find(|j| j.spec.kind() == "send_reply")
+    })
+    .await;
+    let error = failed.last_error.unwrap_or_default();
+    assert!(
+        error.contains("mailroom auth login --mailbox support"),
+        "{error}"
+    );
+
+    // A new sign-in: the next reply leaves, no restart.
+    sign_in(
+        &server,
+        &mailroom::config::Settings::parse(&text, &|_| None).expect("config"),
+        app.store.as_ref(),
+        &id,
+        &support.address,
+    )
+    .await;
+    queue_reply(&app.app, reply("Signed in again."))
+        .await
+        .expect("queued");
+    let inbox = wait_for(
+        "the reply after the new sign-in",
+        Duration::from_secs(20),
+        || async {
+            let all = fetch_all(stack, &customer, "INBOX").await;
+            (all.len() >= 2).then_some(all)
+        },
+    )
+    .await;
+    assert_eq!(inbox.len(), 2, "the refused reply never left");
+    assert!(String::from_utf8_lossy(&inbox[1].raw).contains("Signed in again."));
+    app.stop().await;
+    db.cleanup().await;
+}
