@@ -160,6 +160,25 @@ async fn login(
             }
         }
     };
+    // A tenant admin may withhold a permission: the provider then grants
+    // less than was asked, and says so in the answer's `scope`. Such a grant
+    // would fail later, at the first login or send; refuse it now, by name.
+    let missing = tokens
+        .scope
+        .as_deref()
+        .map(|granted| missing_scopes(&o.scopes, granted))
+        .unwrap_or_default();
+    if !missing.is_empty() {
+        eprintln!(
+            "auth login --mailbox {name}: the provider did not grant {} (asked for in \
+             mailbox.oauth2.scopes; granted: {}). Without it mailroom cannot read or send \
+             this mailbox's mail: have the app's API permissions granted (admin consent) \
+             and run `mailroom auth login --mailbox {name}` again. Nothing was stored.",
+            missing.join(", "),
+            tokens.scope.as_deref().unwrap_or_default()
+        );
+        return Ok(1);
+    }
     let grant = store_sign_in(store, settings.secrets.seal_key.as_ref(), m, &tokens)
         .await
         .with_context(|| format!("storing the grant of mailbox {name}"))?;
@@ -168,6 +187,22 @@ async fn login(
         grant.account, grant.scopes
     );
     Ok(0)
+}
+
+/// The scopes asked for that the provider's `granted` list lacks. OpenID
+/// Connect's own scopes (`openid`, `email`, `profile`, `offline_access`) are
+/// left out: providers answer them in other spellings or not at all
+/// (Google writes `email` as `…/auth/userinfo.email`, Microsoft leaves out
+/// `offline_access`), and none of them carries mail access.
+fn missing_scopes(requested: &[String], granted: &str) -> Vec<String> {
+    const OIDC: [&str; 4] = ["openid", "email", "profile", "offline_access"];
+    let granted: Vec<&str> = granted.split_whitespace().collect();
+    requested
+        .iter()
+        .filter(|s| !OIDC.contains(&s.as_str()))
+        .filter(|s| !granted.iter().any(|g| g.eq_ignore_ascii_case(s)))
+        .cloned()
+        .collect()
 }
 
 fn when(ms: Option<i64>) -> String {
@@ -259,4 +294,42 @@ async fn logout(
         "mailbox {name} is signed out; a running mailroom stops using it at the next token refresh"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_scopes;
+
+    fn asked(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_withheld_mail_scope_is_named_and_oidc_scopes_are_not() {
+        let microsoft = asked(&[
+            "https://outlook.office.com/IMAP.AccessAsUser.All",
+            "https://outlook.office.com/SMTP.Send",
+            "offline_access",
+            "openid",
+            "email",
+        ]);
+        let all = "https://outlook.office.com/IMAP.AccessAsUser.All \
+                   https://outlook.office.com/SMTP.Send";
+        assert!(missing_scopes(&microsoft, all).is_empty());
+        assert_eq!(
+            missing_scopes(
+                &microsoft,
+                "https://outlook.office.com/IMAP.AccessAsUser.All"
+            ),
+            ["https://outlook.office.com/SMTP.Send"]
+        );
+        let google = asked(&["https://mail.google.com/", "openid", "email"]);
+        let answer =
+            "https://mail.google.com/ openid https://www.googleapis.com/auth/userinfo.email";
+        assert!(missing_scopes(&google, answer).is_empty());
+        assert_eq!(
+            missing_scopes(&google, "openid"),
+            ["https://mail.google.com/"]
+        );
+    }
 }

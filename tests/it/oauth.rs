@@ -280,6 +280,27 @@ async fn device_login_failures_say_what_to_do() {
     let (code, _, err) = device_login(&config, expire).await;
     assert_eq!(code, 1);
     assert!(err.contains("expired"), "{err}");
+
+    // A permission withheld: the server grants less than was asked.
+    let account = support.address.clone();
+    let withhold = |user_code: String| {
+        let server = server.clone();
+        async move {
+            server
+                .post(
+                    "/admin/approve",
+                    json!({"user_code": user_code, "account": account, "scope": "offline_access"}),
+                    false,
+                )
+                .await;
+        }
+    };
+    let (code, _, err) = device_login(&config, withhold).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("did not grant mail") && err.contains("mailbox.oauth2.scopes"),
+        "names the scope and the key: {err}"
+    );
     let store = db.store().await;
     assert_eq!(
         store
