@@ -653,3 +653,109 @@ async fn an_oauth2_mailbox_runs_the_daemon_across_refreshes_a_revocation_and_a_n
     app.stop().await;
     db.cleanup().await;
 }
+
+/// `mailroom run` at `MAILROOM_LOG=trace` on an OAuth2 mailbox, through
+/// logins over IMAP (INBOX and Sent) and SMTP and two refreshes with
+/// rotation: no access or refresh token (the server's `at-…`/`rt-…`, any of
+/// them, not only the last), no SASL initial response, no client secret and
+/// no sealing key reaches the log.
+#[tokio::test]
+async fn oauth_tokens_never_reach_the_logs_even_at_trace() {
+    use base64::Engine;
+    let (stack, support, customer) = support_and_customer();
+    let server = AuthServer::get(stack);
+    let secret = format!("client-S3CRET-{}", random_hex(8));
+    let id = client(
+        &server,
+        &secret,
+        json!({"access_ttl": 6, "rotate_refresh": true}),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite();
+    let text = oauth_toml(stack, &support, &db, &id, &secret, &support.address);
+    let config = dir.path().join("mailroom.toml");
+    std::fs::write(&config, &text).unwrap();
+    let settings = Settings::parse(&text, &|_| None).expect("config");
+    let store = db.store().await;
+    sign_in(&server, &settings, &store, &id, &support.address).await;
+
+    let log_path = dir.path().join("run.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut daemon = mailroom(&config, &["run"])
+        .env("MAILROOM_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("mailroom run starts");
+    let writer = Writer::new(stack, &support, &customer.address);
+    writer
+        .writes("oauth-trace-1@example.net", "Tokens stay secret", "Hi")
+        .await;
+    wait_tickets(&store, 1).await;
+    wait_for("two refreshes", Duration::from_secs(30), || async {
+        let ok = refresh_log(stack, &id)
+            .await
+            .iter()
+            .filter(|e| e["status"] == 200)
+            .count();
+        (ok >= 2).then_some(())
+    })
+    .await;
+    let out = mailroom(
+        &config,
+        &[
+            "tickets",
+            "reply",
+            "1",
+            "--as",
+            "cli:alice",
+            "--message",
+            "Noted.",
+        ],
+    )
+    .output()
+    .expect("mailroom tickets reply");
+    assert_success(&out, "mailroom tickets reply");
+    wait_for(
+        "the reply at the customer",
+        Duration::from_secs(30),
+        || async { (!fetch_all(stack, &customer, "INBOX").await.is_empty()).then_some(()) },
+    )
+    .await;
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    store.close().await;
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("access token refreshed") && log.contains("TRACE"),
+        "the log is at trace and saw the refreshes: {} bytes",
+        log.len()
+    );
+    let token = regex::Regex::new(r"\b(at|rt)-[A-Za-z0-9_-]{32}").unwrap();
+    assert!(
+        token.find(&log).is_none(),
+        "a token reached the log: {:?}",
+        token
+            .find(&log)
+            .map(|m| m.as_str().get(..8).unwrap_or_default().to_owned())
+    );
+    assert!(!log.contains(&secret), "the client secret reached the log");
+    assert!(!log.contains(KEY), "the sealing key reached the log");
+    // The SASL initial responses, base64 as sent, by their fixed prefix.
+    let b64 = |s: &str| {
+        let whole = s.len() / 3 * 3;
+        base64::engine::general_purpose::STANDARD.encode(&s.as_bytes()[..whole])
+    };
+    for prefix in [
+        format!("user={}\x01auth=Bearer ", support.address),
+        format!("n,a={},", support.address),
+    ] {
+        assert!(
+            !log.contains(&b64(&prefix)),
+            "a SASL initial response reached the log: {prefix:?}"
+        );
+    }
+    db.cleanup().await;
+}
