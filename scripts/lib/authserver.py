@@ -16,7 +16,8 @@ reached from a test machine, and speaks the same wire format:
 and a test admin API under /admin/ (JSON in, JSON out):
 
   POST /admin/clients      {client_id, client_secret, access_ttl?, rotate_refresh?,
-                            device_interval?, device_ttl?, allowed_scopes?}
+                            device_interval?, device_ttl?, allowed_scopes?,
+                            device_min_interval?}
   POST /admin/approve      {user_code, account, mailbox?, scope?} or {user_code, deny: true}
   POST /admin/issue        {client_id, account, mailbox?, ttl?, scope?}
   POST /admin/expire       {access_token} or {account}
@@ -30,7 +31,9 @@ mailbox the mailbox named at approval); introspection answers that mailbox as
 `username`, which Dovecot compares with the SASL user.
 
 A client registered with `allowed_scopes` (a space-separated string) gets
-`invalid_scope` when it asks for any other; `scope` at approval grants less
+`invalid_scope` when it asks for any other; one with `device_min_interval`
+answers `slow_down` to device polls closer together than that, whatever
+interval it announced (a provider under load does so); `scope` at approval grants less
 than was asked (the token response's `scope` says what was granted), as a
 tenant whose admin withheld a permission does.
 
@@ -271,7 +274,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise OAuthError("invalid_grant", "the device code was already used")
             # A small grace: clients sleep `interval` between polls, and timers
             # fire a little early or late.
-            too_soon = now - d["last_poll"] < d["interval"] * 0.8
+            floor = max(d["interval"], CLIENTS[cid]["device_min_interval"])
+            too_soon = now - d["last_poll"] < floor * 0.8
             d["last_poll"] = now
             if d["state"] == "pending":
                 if too_soon:
@@ -362,6 +366,7 @@ class Handler(BaseHTTPRequestHandler):
                             rotate=bool(b.get("rotate_refresh", False)),
                             interval=float(b.get("device_interval", 1)),
                             device_ttl=float(b.get("device_ttl", 600)),
+                            device_min_interval=float(b.get("device_min_interval", 0)),
                             allowed_scopes=(b["allowed_scopes"].split()
                                             if b.get("allowed_scopes") else None))
         self.send_json(200, {"client_id": cid})

@@ -759,3 +759,73 @@ async fn oauth_tokens_never_reach_the_logs_even_at_trace() {
     }
     db.cleanup().await;
 }
+
+/// RFC 8628 §3.5: told `slow_down` (the server wants polls 3 s apart though
+/// it announced 1 s), `auth login` says so, adds 5 s and still signs in —
+/// one `slow_down`, never a second.
+#[tokio::test]
+async fn device_login_slows_down_when_told() {
+    let (stack, support) = support_mailbox();
+    let server = AuthServer::get(stack);
+    let id = client(
+        &server,
+        "s3cret",
+        json!({"device_interval": 1, "device_min_interval": 3}),
+    )
+    .await;
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mailroom.toml");
+    let text = oauth_toml(stack, &support, &db, &id, "s3cret", &support.address);
+    std::fs::write(&config, text).unwrap();
+    let account = support.address.clone();
+    let approve_late = |user_code: String| {
+        let server = server.clone();
+        async move {
+            // After the second poll (1 s, then 2 s: too soon), so the
+            // sign-in has been told to slow down before it can succeed.
+            tokio::time::sleep(Duration::from_millis(2600)).await;
+            server
+                .post(
+                    "/admin/approve",
+                    json!({"user_code": user_code, "account": account}),
+                    false,
+                )
+                .await;
+        }
+    };
+    let started = Instant::now();
+    let (code, out, err) = device_login(&config, approve_late).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("asked to poll less often; now every 6 s"),
+        "{out}"
+    );
+    let url = format!("{}/admin/log?client_id={id}", stack.oauth_url());
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let log: Value = serde_json::from_str(&text).unwrap();
+    let errors: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["error"].as_str())
+        .collect();
+    assert_eq!(
+        errors,
+        ["authorization_pending", "slow_down"],
+        "one pending, one slow_down, then the tokens"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(7),
+        "waited 1 + 1 + 6 s"
+    );
+    let store = db.store().await;
+    assert!(
+        store
+            .grant(&MailboxName::parse("support").unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.close().await;
+}
