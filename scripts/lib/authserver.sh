@@ -19,7 +19,8 @@ authserver_pid() {
     pid=$(tr -dc '0-9' <"$AUTHSERVER_PIDFILE")
     [[ -n $pid ]] && alive "$pid" || return 0
     argv=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 0
-    [[ $argv == *"authserver.py --port $OAUTH_PORT "* ]] && printf '%s' "$pid"
+    # This state dir's copy of the script: `down` knows no ports.
+    [[ $argv == *"$STATE/lib/authserver.py --port "* ]] && printf '%s' "$pid"
     return 0
 }
 

@@ -257,7 +257,9 @@ impl StoreProbe {
 
     /// The stored IMAP checkpoint's UIDVALIDITY.
     pub async fn uid_validity(&self) -> Option<i64> {
-        self.count("SELECT uid_validity FROM checkpoints").await
+        // The ingest folder's row: the Sent watcher keeps one of its own.
+        self.count("SELECT uid_validity FROM checkpoints WHERE folder = 'inbox'")
+            .await
     }
 
     /// Outbox jobs that gave up.
