@@ -270,6 +270,25 @@ mod tests {
     use crate::store::settings::DatabaseUrl;
     use std::time::Duration;
 
+    /// Fails unless every problem of `text`'s load starts with one of `expected`.
+    pub(super) fn assert_problems(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        expected: &[&str],
+    ) {
+        let found: Vec<String> = Settings::parse(text, env)
+            .expect_err("the config has problems")
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        for e in expected {
+            assert!(
+                found.iter().any(|t| t.starts_with(e)),
+                "missing {e:?} in {found:#?}"
+            );
+        }
+    }
+
     pub(super) fn env(k: &str) -> Option<String> {
         match k {
             "IMAP_PW" | "SMTP_PW" | "MX_PW" | "SLACK_BOT" | "SLACK_APP" => {
@@ -439,21 +458,15 @@ claim = ["✅"]
 
         let bad =
             format!("{GOOD}\n[ops]\nlisten = \"localhost\"\nstale_after_secs = 1\nport = 9\n");
-        let text: Vec<String> = Settings::parse(&bad, &env)
-            .unwrap_err()
-            .iter()
-            .map(|p| p.to_string())
-            .collect();
-        for e in [
-            "ops.listen: expected ADDRESS:PORT",
-            "ops.stale_after_secs: expected 2-86400",
-            "ops.port: unknown key",
-        ] {
-            assert!(
-                text.iter().any(|t| t.starts_with(e)),
-                "missing {e:?} in {text:#?}"
-            );
-        }
+        assert_problems(
+            &bad,
+            &env,
+            &[
+                "ops.listen: expected ADDRESS:PORT",
+                "ops.stale_after_secs: expected 2-86400",
+                "ops.port: unknown key",
+            ],
+        );
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub(super) fn settle_secrets(s: &mut Settings, c: &mut Check) {
 #[cfg(test)]
 mod tests {
     use crate::config::Settings;
+    use crate::config::tests::assert_problems;
     use crate::mail::oauth::{Flow, Provider};
 
     fn env(k: &str) -> Option<String> {
@@ -163,38 +164,26 @@ auth = "oauth2"
             .replace("provider = \"microsoft\"", "provider = \"custom\"\n  tenant = \"not a tenant\"\n  client_secret_env = \"SECRET\"")
             .replace("host = \"outlook.office365.com\"", "host = \"outlook.office365.com\"\n  password = \"x\"")
             .replace("host = \"smtp.office365.com\"", "host = \"smtp.office365.com\"\n  password_env = \"SECRET\"");
-        let text: Vec<String> = Settings::parse(&bad, &env)
-            .unwrap_err()
-            .iter()
-            .map(|p| p.to_string())
-            .collect();
-        for e in [
-            "mailbox[0].oauth2.tenant: expected a tenant id",
-            "mailbox[0].imap.password: not used with auth = \"oauth2\"",
-            "mailbox[0].smtp.password_env: not used with auth = \"oauth2\"",
-            "secrets.key: missing",
-        ] {
-            assert!(
-                text.iter().any(|t| t.starts_with(e)),
-                "missing {e:?} in {text:#?}"
-            );
-        }
+        assert_problems(
+            &bad,
+            &env,
+            &[
+                "mailbox[0].oauth2.tenant: expected a tenant id",
+                "mailbox[0].imap.password: not used with auth = \"oauth2\"",
+                "mailbox[0].smtp.password_env: not used with auth = \"oauth2\"",
+                "secrets.key: missing",
+            ],
+        );
         let custom = OAUTH.replace("provider = \"microsoft\"", "provider = \"custom\"");
-        let text: Vec<String> = Settings::parse(&custom, &env)
-            .unwrap_err()
-            .iter()
-            .map(|p| p.to_string())
-            .collect();
-        for e in [
-            "mailbox[0].oauth2.token_url: missing: required with provider = \"custom\"",
-            "mailbox[0].oauth2.device_authorization_url: missing",
-            "mailbox[0].oauth2.scopes: missing",
-        ] {
-            assert!(
-                text.iter().any(|t| t.starts_with(e)),
-                "missing {e:?} in {text:#?}"
-            );
-        }
+        assert_problems(
+            &custom,
+            &env,
+            &[
+                "mailbox[0].oauth2.token_url: missing: required with provider = \"custom\"",
+                "mailbox[0].oauth2.device_authorization_url: missing",
+                "mailbox[0].oauth2.scopes: missing",
+            ],
+        );
         let short = OAUTH.replace("key_env = \"KEY\"", "key = \"c2hvcnQ=\"");
         let text = Settings::parse(&short, &env).unwrap_err();
         assert_eq!(text[0].path, "secrets.key");
