@@ -393,13 +393,7 @@ pub fn oauth_logins(
         .filter_map(|m| {
             let rooms = platforms
                 .iter()
-                .filter_map(|p| {
-                    let room = match p {
-                        Platform::Matrix => m.chat.matrix_room.clone(),
-                        Platform::Slack => m.chat.slack_channel.clone(),
-                    };
-                    room.map(|r| (*p, r))
-                })
+                .filter_map(|p| Some((*p, m.chat.room(*p)?)))
                 .collect();
             let key = settings.secrets.seal_key.clone();
             let login = OAuthLogin::new(m, key, store.clone(), rooms, metrics.clone())?;

@@ -135,13 +135,7 @@ fn rooms(app: &App, r: &MailboxReport) -> Vec<(Platform, String)> {
     };
     app.platforms_for(&r.mailbox)
         .into_iter()
-        .filter_map(|p| {
-            let room = match p {
-                Platform::Matrix => m.settings.chat.matrix_room.clone(),
-                Platform::Slack => m.settings.chat.slack_channel.clone(),
-            };
-            room.map(|room| (p, room))
-        })
+        .filter_map(|p| Some((p, m.settings.chat.room(p)?)))
         .collect()
 }
 

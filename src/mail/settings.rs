@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::domain::chat::Platform;
 use crate::domain::ids::{EmailAddress, MailboxName};
 use crate::domain::settings::{Secret, host, int, lenient, line, port, read, seconds, secs, text};
 use crate::mail::oauth::{AuthMethod, OAuthSettings};
@@ -137,6 +138,16 @@ pub struct ChatTargets {
     /// A Slack channel id.
     #[serde(default, deserialize_with = "channel")]
     pub slack_channel: Option<String>,
+}
+
+impl ChatTargets {
+    /// The room (Matrix) or channel (Slack) the mailbox posts to there.
+    pub fn room(&self, platform: Platform) -> Option<String> {
+        match platform {
+            Platform::Matrix => self.matrix_room.clone(),
+            Platform::Slack => self.slack_channel.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

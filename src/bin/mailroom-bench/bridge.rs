@@ -16,7 +16,9 @@ use matrix_sdk::ruma::api::client::room::create_room::v3::Request as CreateRoomR
 use matrix_sdk::ruma::events::room::message::OriginalSyncRoomMessageEvent;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Env, login, mail_user, mailbox_toml, matrix_user, tempfile_dir};
+use crate::common::{
+    Env, imap_settings, login, mail, mail_user, mailbox_toml, matrix_user, tempfile_dir,
+};
 use crate::daemon::Daemon;
 
 /// A mailbox, a bot account, a room and an observing teammate (alice) whose
@@ -146,6 +148,23 @@ impl Bridge {
                     .count()
             })
             .unwrap_or(0)
+    }
+
+    /// Writes the warm-up mail and waits until its thread is seen (the bot
+    /// has joined and posted once); returns the writing IMAP session.
+    pub async fn warm_up(&self, env: &Env) -> anyhow::Result<mailroom::mail::imap::Session> {
+        let mut writer =
+            mailroom::mail::imap::connect_password(&imap_settings(env, &self.support)).await?;
+        writer
+            .append(
+                "INBOX",
+                None,
+                None,
+                mail("c@bench.example", &self.support.0, "warm@bench", "Warm-up"),
+            )
+            .await?;
+        wait_seen(&self.seen, "Warm-up", Duration::from_secs(60)).await?;
+        Ok(writer)
     }
 
     pub fn finish(self) {

@@ -5,23 +5,14 @@ use std::time::{Duration, Instant};
 use mailroom::mail::imap;
 
 use crate::bridge::{bridge, start, stop, wait_seen};
-use crate::common::{Env, imap_settings, mail};
+use crate::common::{Env, mail};
 
 /// APPEND → the ticket's root message seen by another Matrix client.
 pub async fn latency(env: &Env, emails: usize, pace: Duration) -> anyhow::Result<Vec<f64>> {
     let b = bridge(env).await?;
     let (app, cancel, handles) = start(b.settings.clone()).await?;
     // Warm up: the bot must have joined and posted once.
-    let mut writer = imap::connect_password(&imap_settings(env, &b.support)).await?;
-    writer
-        .append(
-            "INBOX",
-            None,
-            None,
-            mail("c@bench.example", &b.support.0, "warm@bench", "Warm-up"),
-        )
-        .await?;
-    wait_seen(&b.seen, "Warm-up", Duration::from_secs(60)).await?;
+    let mut writer = b.warm_up(env).await?;
     let mut sent = Vec::new();
     for i in 0..emails {
         let subject = format!("Latency {i:04}");

@@ -7,8 +7,8 @@ use mailroom::domain::ids::MailboxName;
 use mailroom::domain::mailbox::FolderRole;
 use mailroom::mail::imap;
 
-use crate::bridge::{bridge, start, stop, wait_seen, wait_seen_as};
-use crate::common::{Env, imap_settings, mail};
+use crate::bridge::{bridge, start, stop, wait_seen_as};
+use crate::common::Env;
 
 /// A reply written in the mailbox (Outlook, Gmail) as it is filed in Sent,
 /// answering `parent`.
@@ -27,16 +27,7 @@ fn outside_reply(support: &str, id: &str, parent: &str, marker: &str) -> Vec<u8>
 pub async fn sent_latency(env: &Env, replies: usize, pace: Duration) -> anyhow::Result<Vec<f64>> {
     let b = bridge(env).await?;
     let (app, cancel, handles) = start(b.settings.clone()).await?;
-    let mut writer = imap::connect_password(&imap_settings(env, &b.support)).await?;
-    writer
-        .append(
-            "INBOX",
-            None,
-            None,
-            mail("c@bench.example", &b.support.0, "warm@bench", "Warm-up"),
-        )
-        .await?;
-    wait_seen(&b.seen, "Warm-up", Duration::from_secs(60)).await?;
+    let mut writer = b.warm_up(env).await?;
     // The watcher starts with what arrives after its first look.
     let mailbox = MailboxName::parse("support")?;
     let deadline = Instant::now() + Duration::from_secs(60);

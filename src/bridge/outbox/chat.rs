@@ -494,10 +494,6 @@ impl App {
         mailbox: &crate::domain::ids::MailboxName,
         platform: Platform,
     ) -> Option<String> {
-        let m = self.mailbox(mailbox)?;
-        match platform {
-            Platform::Matrix => m.settings.chat.matrix_room.clone(),
-            Platform::Slack => m.settings.chat.slack_channel.clone(),
-        }
+        self.mailbox(mailbox)?.settings.chat.room(platform)
     }
 }

@@ -48,11 +48,7 @@ pub(super) async fn chat_sent_reply(
             // post failed (the room was told). The reply still reaches the
             // team, in the room.
             let room = app
-                .mailbox(&ticket.mailbox)
-                .and_then(|m| match platform {
-                    Platform::Matrix => m.settings.chat.matrix_room.clone(),
-                    Platform::Slack => m.settings.chat.slack_channel.clone(),
-                })
+                .chat_room(&ticket.mailbox, platform)
                 .ok_or_else(|| missing("the ticket has no thread and its mailbox no room"))?;
             chat.room_notice(&room, &format!("{}: {body}", ticket.id))
                 .await?;
