@@ -11,8 +11,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::App;
 use super::reply::{ReplyFlowError, ReplyRequest, queue_reply};
-use super::{App, now_ms};
 use crate::chat::{ChatEvent, Member};
 use crate::domain::chat::ChatThread;
 use crate::domain::command::{
@@ -59,7 +59,7 @@ async fn tell(
         platform: thread.platform,
         text: text.into(),
     };
-    let now = now_ms();
+    let now = app.now_ms();
     app.store.enqueue(Some(ticket), &spec, now, now).await?;
     app.outbox_wakeup.notify_one();
     Ok(())
@@ -154,7 +154,7 @@ async fn member_allowed(
 pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
     if !app
         .store
-        .first_sighting(ev.platform(), ev.event_ref(), now_ms())
+        .first_sighting(ev.platform(), ev.event_ref(), app.now_ms())
         .await?
     {
         tracing::debug!("already handled");
@@ -265,7 +265,7 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
             let known = app.store.ticket_by_thread(&thread).await?;
             if known.is_some() {
                 app.store
-                    .record_chat_file(&thread, &event_ref, &agent, &file, now_ms())
+                    .record_chat_file(&thread, &event_ref, &agent, &file, app.now_ms())
                     .await?;
             }
             Ok(())
@@ -384,7 +384,7 @@ async fn apply(
             &Actor::Agent(agent.clone()),
             &event,
             &notify,
-            now_ms(),
+            app.now_ms(),
         )
         .await?
     {
@@ -469,7 +469,7 @@ async fn thread_command(
                 Some(e)
                     if app
                         .store
-                        .cancel_reply(e.id, &Actor::Agent(agent.clone()), now_ms())
+                        .cancel_reply(e.id, &Actor::Agent(agent.clone()), app.now_ms())
                         .await? =>
                 {
                     Answer::public(format!(

@@ -74,7 +74,7 @@ impl MailboxIngest {
         let mut done: Vec<(Recorded, MessageId)> = Vec::with_capacity(count);
         for (n, (raw, checkpoint)) in mails.into_iter().enumerate() {
             let parsed = parse_email(&raw);
-            let now = now_ms();
+            let now = self.app.now_ms();
             let keys = thread_keys(&parsed, shared, now);
             let found = batch.thread_candidates(&self.mailbox, &keys).await?;
             let (mut destination, refused) = match decide(&keys, &found, window) {
@@ -257,7 +257,7 @@ impl IngestSink for MailboxIngest {
         Ok(self
             .app
             .store
-            .save_checkpoint(&self.mailbox, cp, now_ms())
+            .save_checkpoint(&self.mailbox, cp, self.app.now_ms())
             .await?)
     }
 

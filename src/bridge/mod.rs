@@ -37,6 +37,7 @@ use crate::chat::ChatPlatform;
 use crate::config::Settings;
 use crate::domain::chat::Platform;
 use crate::domain::ids::{MailboxName, MessageId};
+use crate::domain::time::{Clock, SystemClock};
 use crate::mail::auth::LoginSource;
 use crate::mail::imap::{self, ImapError};
 use crate::mail::settings::{ImapSettings, MailboxSettings};
@@ -216,6 +217,11 @@ pub struct App {
     /// How long a mailbox waits before logging in again when the operator
     /// must sign in ([`crate::mail::ingest::SIGN_IN_RETRY`]; tests shorten it).
     pub sign_in_retry: std::time::Duration,
+    /// Where the flows read "now" (tests put a [`ManualClock`] here to move
+    /// SLA timers, snoozes and digests without sleeping).
+    ///
+    /// [`ManualClock`]: crate::domain::time::ManualClock
+    pub clock: Arc<dyn Clock>,
 }
 
 impl App {
@@ -274,7 +280,13 @@ impl App {
             health: Arc::new(health),
             oauth: BTreeMap::new(),
             sign_in_retry: crate::mail::ingest::SIGN_IN_RETRY,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// [`App::clock`]'s now, in Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// What `/metrics` and `/healthz` read: the registry, the mailboxes'
@@ -327,7 +339,7 @@ impl App {
         ops: Option<tokio::net::TcpListener>,
     ) {
         let tracker = TaskTracker::new();
-        let recovered = match self.store.recover_in_flight(now_ms()).await {
+        let recovered = match self.store.recover_in_flight(self.now_ms()).await {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::error!(error = %e, "could not inspect the outbox after start");

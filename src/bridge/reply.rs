@@ -192,7 +192,7 @@ pub async fn queue_reply(app: &App, req: ReplyRequest) -> Result<QueuedReply, Re
         });
     }
     let composed = compose(&out)?;
-    let now = now_ms();
+    let now = app.now_ms();
     let send_at_ms = now + req.undo_window.as_millis() as i64;
     let email_id = store
         .queue_reply(NewReply {

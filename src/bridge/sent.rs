@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
+use super::App;
 use super::ingest::thread_keys;
-use super::{App, now_ms};
 use crate::domain::ids::{EmailAddress, MailboxName};
 use crate::domain::mailbox::{Checkpoint, FolderRole};
 use crate::mail::ingest::{IngestError, IngestSink, SinkError};
@@ -46,7 +46,7 @@ impl SentIngest {
             )));
         };
         let shared = &mailbox.settings.address;
-        let now = now_ms();
+        let now = self.app.now_ms();
         let mails: Vec<SentMail> = raws
             .into_iter()
             .map(|raw| sent_mail(raw, shared, now))
@@ -123,7 +123,7 @@ impl IngestSink for SentIngest {
         Ok(self
             .app
             .store
-            .save_folder_checkpoint(&self.mailbox, FolderRole::Sent, cp, now_ms())
+            .save_folder_checkpoint(&self.mailbox, FolderRole::Sent, cp, self.app.now_ms())
             .await?)
     }
 

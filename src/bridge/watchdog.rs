@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{App, now_ms};
+use super::App;
 use crate::domain::chat::Platform;
 use crate::ops::health::{Announced, CheckState, MailboxReport};
 use crate::store::JobSpec;
@@ -105,7 +105,7 @@ pub async fn step(app: &App) -> usize {
                 room,
                 text: text.clone(),
             };
-            let now = now_ms();
+            let now = app.now_ms();
             if let Err(e) = app.store.enqueue(None, &spec, now, now).await {
                 tracing::warn!(error = %e, mailbox = %r.mailbox, "cannot queue the watchdog notice; will try again");
                 queued = false;

@@ -470,6 +470,22 @@ claim = ["✅"]
     }
 
     #[test]
+    fn a_mailbox_time_zone_is_read_by_name_and_a_wrong_one_is_named() {
+        let berlin = GOOD.replace(
+            "display_name = \"Example Support\"",
+            "display_name = \"Example Support\"\ntime_zone = \"Europe/Berlin\"",
+        );
+        let s = Settings::parse(&berlin, &env).unwrap();
+        assert_eq!(s.mailboxes[0].time_zone.name(), "Europe/Berlin");
+        let bad = berlin.replace("Europe/Berlin", "Europe/Atlantis");
+        assert_problems(
+            &bad,
+            &env,
+            &["mailbox[0].time_zone: expected an IANA time zone"],
+        );
+    }
+
+    #[test]
     fn ops_refuses_a_public_address_unless_allowed() {
         let public = format!("{GOOD}\n[ops]\nlisten = \"0.0.0.0:9480\"\n");
         let problems = Settings::parse(&public, &env).unwrap_err();

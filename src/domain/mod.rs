@@ -17,3 +17,4 @@ pub mod routing;
 pub mod settings;
 pub mod threading;
 pub mod ticket;
+pub mod time;

@@ -30,6 +30,10 @@ pub struct MailboxSettings {
     #[serde(default = "seconds::<1209600>")]
     #[serde(rename = "subject_window_days", deserialize_with = "days")]
     pub subject_window: Duration,
+    /// The zone business hours, snooze times ("tomorrow 9:00") and digests
+    /// are read in; default the host's (`TZ`, `/etc/localtime`), else UTC.
+    #[serde(default, deserialize_with = "lenient")]
+    pub time_zone: crate::domain::time::Zone,
     /// `password` (default) or `oauth2` (then `[mailbox.oauth2]`).
     #[serde(default, deserialize_with = "lenient")]
     pub auth: AuthMethod,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{StepOutcome, retry_or_fail, since};
-use crate::bridge::{App, now_ms};
+use crate::bridge::App;
 use crate::chat::{ChatError, ChatPlatform, FileUpload, TicketCard, truncate_chars};
 use crate::domain::chat::{ChatThread, Platform};
 use crate::domain::render::{EmailView, Rendering, fallback_notice};
@@ -27,7 +27,7 @@ pub(super) async fn finish_chat(
 ) -> Result<StepOutcome, StoreError> {
     let error = match r {
         Ok(settlement) => {
-            app.store.settle_job(job, &settlement, now_ms()).await?;
+            app.store.settle_job(job, &settlement, app.now_ms()).await?;
             return Ok(StepOutcome::Done);
         }
         Err(e) => e,
@@ -43,7 +43,7 @@ pub(super) async fn finish_chat(
             retry_after_ms: Some(after),
         } => {
             // The platform told us when: honour it exactly, not our backoff.
-            let now = now_ms();
+            let now = app.now_ms();
             app.metrics.job_retried(job.spec.kind());
             let retry = JobOutcome::Retry {
                 at_ms: now + after as i64,
@@ -64,7 +64,7 @@ pub(super) async fn finish_chat(
         ChatError::Permanent { message } => message,
     };
     let settlement = undelivered(app, job, platform, &error).await;
-    app.store.settle_job(job, &settlement, now_ms()).await?;
+    app.store.settle_job(job, &settlement, app.now_ms()).await?;
     Ok(StepOutcome::Failed { error })
 }
 

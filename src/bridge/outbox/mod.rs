@@ -121,7 +121,7 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
         // Jobs may also be queued by another process (the CLI), so never
         // sleep longer than a second: one indexed query per second is cheap.
         let wait = match app.store.next_due_at().await {
-            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, 1_000) as u64),
+            Ok(Some(due)) => Duration::from_millis((due - app.now_ms()).clamp(0, 1_000) as u64),
             _ => Duration::from_secs(1),
         };
         tokio::select! {
@@ -134,7 +134,7 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
 
 /// Takes and performs the next due job, if any.
 pub async fn run_once(app: &App) -> Result<Option<Step>, StoreError> {
-    let Some(job) = app.store.next_job(now_ms()).await? else {
+    let Some(job) = app.store.next_job(app.now_ms()).await? else {
         return Ok(None);
     };
     let span = tracing::info_span!("job", id = job.id, kind = job.spec.kind(), ticket = ?job.ticket.map(|t| t.get()));
@@ -147,11 +147,11 @@ pub async fn run_once(app: &App) -> Result<Option<Step>, StoreError> {
             // left in flight it would block its lane until the next start,
             // which would then call a reply that was never sent "uncertain".
             let release = JobOutcome::Retry {
-                at_ms: now_ms(),
+                at_ms: app.now_ms(),
                 error: e.to_string(),
             };
             let released = record("a job's release", RELEASE_PATIENCE, || {
-                app.store.finish_job(&job, &release, now_ms())
+                app.store.finish_job(&job, &release, app.now_ms())
             })
             .await;
             if let Err(e) = released {
@@ -227,12 +227,12 @@ async fn fail(app: &App, job: &Job, error: String) -> Result<StepOutcome, StoreE
     let failed = JobOutcome::Failed {
         error: error.clone(),
     };
-    app.store.finish_job(job, &failed, now_ms()).await?;
+    app.store.finish_job(job, &failed, app.now_ms()).await?;
     Ok(StepOutcome::Failed { error })
 }
 
 async fn retry_or_fail(app: &App, job: &Job, error: String) -> Result<StepOutcome, StoreError> {
-    let now = now_ms();
+    let now = app.now_ms();
     if job.attempts >= app.settings.outbox.max_attempts {
         let error = format!("gave up after {} attempts: {error}", job.attempts);
         return fail(app, job, error).await;
@@ -253,7 +253,7 @@ async fn retry_or_fail(app: &App, job: &Job, error: String) -> Result<StepOutcom
 }
 
 async fn send_reply(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, StoreError> {
-    let now = now_ms();
+    let now = app.now_ms();
     let Some(mail) = app.store.outgoing(email_id).await? else {
         let error = format!("email {email_id} is missing");
         return fail(app, job, error).await;
@@ -359,7 +359,7 @@ async fn settle_send(
     match sent {
         Ok(()) => {
             app.store
-                .reply_sent(job, email_id, notify, now_ms())
+                .reply_sent(job, email_id, notify, app.now_ms())
                 .await?;
             Ok(StepOutcome::Done)
         }
@@ -367,14 +367,28 @@ async fn settle_send(
             let outcome = retry_or_fail(app, job, error.clone()).await?;
             if let StepOutcome::Failed { error } = &outcome {
                 app.store
-                    .reply_failed(job, email_id, EmailState::Failed, error, notify, now_ms())
+                    .reply_failed(
+                        job,
+                        email_id,
+                        EmailState::Failed,
+                        error,
+                        notify,
+                        app.now_ms(),
+                    )
                     .await?;
             }
             Ok(outcome)
         }
         Err(SendError::Permanent(error)) => {
             app.store
-                .reply_failed(job, email_id, EmailState::Failed, error, notify, now_ms())
+                .reply_failed(
+                    job,
+                    email_id,
+                    EmailState::Failed,
+                    error,
+                    notify,
+                    app.now_ms(),
+                )
                 .await?;
             Ok(StepOutcome::Failed {
                 error: error.clone(),
@@ -388,7 +402,7 @@ async fn settle_send(
                     EmailState::Uncertain,
                     error,
                     notify,
-                    now_ms(),
+                    app.now_ms(),
                 )
                 .await?;
             Ok(StepOutcome::Uncertain {
@@ -414,7 +428,7 @@ async fn file_sent(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, S
     {
         Ok(()) => {
             app.store
-                .finish_job(job, &JobOutcome::Done, now_ms())
+                .finish_job(job, &JobOutcome::Done, app.now_ms())
                 .await?;
             Ok(StepOutcome::Done)
         }
@@ -439,7 +453,7 @@ async fn file_sent(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, S
                     text: text.clone(),
                 })
                 .collect();
-            app.store.settle_job(job, &settlement, now_ms()).await?;
+            app.store.settle_job(job, &settlement, app.now_ms()).await?;
             Ok(StepOutcome::Failed { error })
         }
     }
@@ -460,7 +474,7 @@ pub async fn report_recovered(app: &App, jobs: Vec<Job>) {
                     EmailState::Uncertain,
                     error,
                     &notify,
-                    now_ms(),
+                    app.now_ms(),
                 )
                 .await
             {
