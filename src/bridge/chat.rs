@@ -207,6 +207,12 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
             let Some(ticket) = app.store.ticket_by_thread(&thread).await? else {
                 return Ok(());
             };
+            if let Some(answer) = app
+                .away_command(thread.platform, &thread.room, &agent, &text, true)
+                .await?
+            {
+                return say(app, ticket, &thread, &agent, Answer::private(answer)).await;
+            }
             let answer = match parse(&text) {
                 Ok(Parsed::NotACommand) => None,
                 Err(e) => Some(Answer::private(format!("⚠️ {e}"))),
@@ -277,6 +283,17 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
             text,
             ..
         } => {
+            if let Some(answer) = app
+                .away_command(platform, &room, &agent, &text, true)
+                .await?
+            {
+                if let Some(chat) = app.chats.get(&platform)
+                    && let Err(e) = chat.room_notice(&room, &answer).await
+                {
+                    tracing::warn!(error = %e, "could not answer in the room");
+                }
+                return Ok(());
+            }
             let answer = match parse(&text) {
                 Ok(Parsed::NotACommand) => return Ok(()),
                 Err(e) => format!("⚠️ {e}"),
@@ -324,6 +341,9 @@ async fn slash_command(
     agent: &Agent,
     text: &str,
 ) -> Result<String, StoreError> {
+    if let Some(answer) = app.away_command(platform, room, agent, text, false).await? {
+        return Ok(answer);
+    }
     match parse_slash(text) {
         Err(e) => Ok(format!("⚠️ {e}")),
         Ok(SlashCommand::Room(RoomCommand::Help)) => Ok(slash_help_text()),

@@ -70,6 +70,8 @@ impl MailboxIngest {
         let limit = mailbox.settings.loop_guard.limit();
         let mut loops: Vec<LoopVerdict> = Vec::new();
         let count = mails.len();
+        // Before the transaction: a network call never holds the database.
+        let unavailable = self.app.unavailable_people().await;
         let mut batch = self.app.store.begin_ingest().await?;
         let mut done: Vec<(Recorded, MessageId)> = Vec::with_capacity(count);
         for (n, (raw, checkpoint)) in mails.into_iter().enumerate() {
@@ -120,7 +122,10 @@ impl MailboxIngest {
             }
             // Only a new ticket is routed; a follow-up goes where its ticket is.
             let (route, mut post_to) = match destination {
-                Destination::New { .. } => self.app.route_new(&self.mailbox, shared, &parsed),
+                Destination::New { .. } => {
+                    self.app
+                        .route_new(&self.mailbox, shared, &parsed, &unavailable)
+                }
                 Destination::FollowUp { .. } => {
                     (Route::default(), self.app.platforms_for(&self.mailbox))
                 }

@@ -14,6 +14,7 @@
 //! - [`watchdog`]: tells a mailbox's room when it has not been checked for
 //!   too long, and when it recovers.
 
+pub mod assign;
 pub mod chat;
 mod hygiene;
 pub mod ingest;
@@ -222,6 +223,9 @@ pub struct App {
     ///
     /// [`ManualClock`]: crate::domain::time::ManualClock
     pub clock: Arc<dyn Clock>,
+    /// What chat platforms said lately about people's availability
+    /// (auto-assignment skips those away).
+    pub presence: Arc<assign::PresenceCache>,
 }
 
 impl App {
@@ -281,6 +285,7 @@ impl App {
             oauth: BTreeMap::new(),
             sign_in_retry: crate::mail::ingest::SIGN_IN_RETRY,
             clock: Arc::new(SystemClock),
+            presence: Arc::new(assign::PresenceCache::default()),
         }
     }
 

@@ -2,6 +2,7 @@
 //! rules ([`crate::domain::routing`]), made concrete for the platforms it is
 //! posted to; and the same walk explained, for `mailroom rules test`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::config::Settings;
@@ -49,11 +50,14 @@ fn platforms(app: &App, mailbox: &MailboxName, route: &Route) -> Vec<Platform> {
 impl App {
     /// What the rules decide for a new ticket of `mailbox` opened by
     /// `parsed`, and where it is posted.
+    /// `unavailable`: people the chat platforms report away
+    /// ([`App::unavailable_people`]), skipped by a pool's pick.
     pub fn route_new(
         &self,
         mailbox: &MailboxName,
         shared: &EmailAddress,
         parsed: &InboundEmail,
+        unavailable: &BTreeMap<String, String>,
     ) -> (Route, Vec<Platform>) {
         let rules = &self.settings.rules;
         let routing = route(rules, &mail_facts(parsed, mailbox, shared));
@@ -64,7 +68,23 @@ impl App {
             ..Route::default()
         };
         let post_to = platforms(self, mailbox, &draft);
-        (routing.resolve(&post_to), post_to)
+        let mut route = routing.resolve(&post_to);
+        // No rule assigned it: the mailbox's own pool, if it has one.
+        if route.owner.is_none() && route.auto.is_none() && route.mark.is_none() {
+            route.auto = self
+                .settings
+                .assign_pools
+                .get(mailbox)
+                .map(|pool| pool.auto_for(&post_to));
+        }
+        if let Some(auto) = &mut route.auto {
+            for c in &auto.candidates {
+                if let Some(why) = unavailable.get(&c.name) {
+                    auto.unavailable.insert(c.name.clone(), why.clone());
+                }
+            }
+        }
+        (route, post_to)
     }
 }
 
@@ -165,9 +185,24 @@ pub fn explain_text(settings: &Settings, mailbox: &MailboxName, parsed: &Inbound
     );
     let _ = writeln!(out, "  priority: {}", route.priority);
     if route.mark.is_none() {
-        let _ = match &route.owner {
-            Some((agent, via)) => writeln!(out, "  assigned to {agent} ({via})"),
-            None => writeln!(out, "  unassigned"),
+        let pool = match &route.auto {
+            Some(_) => None,
+            None => settings.assign_pools.get(mailbox),
+        };
+        let _ = match (&route.owner, &route.auto, pool) {
+            (Some((agent, via)), _, _) => writeln!(out, "  assigned to {agent} ({via})"),
+            (None, Some(auto), _) => writeln!(
+                out,
+                "  auto-assigned in {} ({}) when it arrives",
+                auto.pool,
+                auto.strategy.words()
+            ),
+            (None, None, Some(pool)) => writeln!(
+                out,
+                "  auto-assigned in {} when it arrives",
+                pool.describe()
+            ),
+            (None, None, None) => writeln!(out, "  unassigned"),
         };
     }
     out

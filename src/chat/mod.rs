@@ -58,6 +58,15 @@ pub struct FileUpload {
     pub data: Vec<u8>,
 }
 
+/// A teammate's availability as a platform reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    Available,
+    /// Away, offline, in do-not-disturb: why, for the thread and the audit
+    /// ("away on Slack", "do not disturb on Slack", "offline on Matrix").
+    Unavailable(String),
+}
+
 /// A joined member of a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -129,6 +138,27 @@ pub trait ChatPlatform: Send + Sync {
         text: &str,
         idempotency_key: &str,
     ) -> Result<(), ChatError>;
+
+    /// Posts a short notice into the thread that calls on `mentions`
+    /// (their ids appear in `text`), so they are notified. Platforms whose
+    /// plain text already mentions (Slack's `slack:U…` becomes `<@U…>`)
+    /// need nothing more than [`ChatPlatform::notice`].
+    async fn notice_mentioning(
+        &self,
+        thread: &ChatThread,
+        text: &str,
+        _mentions: &[Agent],
+        idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        self.notice(thread, text, idempotency_key).await
+    }
+
+    /// What a chat platform says about a teammate's availability, when it
+    /// tells (auto-assignment skips people who are away). `Ok(None)`: the
+    /// platform does not tell, or the id is not one of its own.
+    async fn availability(&self, _agent: &Agent) -> Result<Option<Availability>, ChatError> {
+        Ok(None)
+    }
 
     /// Posts a short notice in the room, outside any thread (answers to
     /// room-level commands).

@@ -57,9 +57,12 @@ pub struct Settings {
     /// Teammates routing rules may assign to, by name.
     #[serde(default, deserialize_with = "lenient")]
     pub people: BTreeMap<String, rules::PersonSettings>,
-    /// Named lists of people.
+    /// Named lists of people, with how tickets are spread over them.
     #[serde(default, deserialize_with = "lenient")]
-    pub groups: BTreeMap<String, Vec<String>>,
+    pub groups: BTreeMap<String, rules::GroupSettings>,
+    /// Each mailbox's auto-assignment pool (`[mailbox.assign]`), built by the load.
+    #[serde(skip)]
+    pub assign_pools: BTreeMap<MailboxName, crate::domain::routing::Pool>,
     /// `[[rule]]` as written; [`Settings::rules`] is what is used.
     #[serde(default, rename = "rule", deserialize_with = "list")]
     pub rule_settings: Vec<rules::RuleSettings>,
@@ -570,6 +573,28 @@ claim = ["✅"]
             let s = Settings::parse(text, &any).unwrap_or_else(|p| panic!("{name}: {p:#?}"));
             assert!(s.summary().starts_with("1 mailbox (support)"), "{name}");
         }
+    }
+
+    #[test]
+    fn the_workflow_example_parses_with_its_pools() {
+        let any = |_: &str| Some("from-the-environment".to_owned());
+        let text = include_str!("../../bot-config/workflow.example.toml");
+        let s = Settings::parse(text, &any).unwrap_or_else(|p| panic!("{p:#?}"));
+        let support = &s.assign_pools[&MailboxName::parse("support").unwrap()];
+        assert_eq!(support.name, "mailbox support");
+        assert_eq!(support.cap, Some(6));
+        assert_eq!(
+            support.strategy,
+            crate::domain::assign::Strategy::LeastLoaded
+        );
+        let sales = &s.assign_pools[&MailboxName::parse("sales").unwrap()];
+        let names: Vec<&str> = sales.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!((names, sales.cap), (vec!["dana", "carlos"], Some(10)));
+        assert_eq!(
+            sales.members[1].slack.as_ref().map(|a| a.as_str()),
+            Some("slack:U0CARLOS01")
+        );
+        assert_eq!(s.rules.len(), 2);
     }
 
     #[test]

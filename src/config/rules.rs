@@ -10,10 +10,11 @@ use serde::{Deserialize, Deserializer};
 
 use super::Check;
 use super::Settings;
+use crate::domain::assign::Strategy;
 use crate::domain::chat::Platform;
 use crate::domain::ids::{Agent, EmailAddress, MailboxName, Tag};
 use crate::domain::routing::{
-    Actions, Assignee, Conditions, Language, Mark, Pattern, Person, Priority, Rule,
+    Actions, Assignee, Conditions, Language, Mark, Pattern, Person, Pool, Priority, Rule,
 };
 use crate::domain::settings::{lenient, read, want};
 
@@ -24,6 +25,63 @@ pub struct PersonSettings {
     pub matrix: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     pub slack: Option<String>,
+}
+
+/// A `[groups]` entry: a list of `[people]` names, or a table with the
+/// list and how new tickets are spread over it.
+#[derive(Debug, Clone, Default)]
+pub struct GroupSettings {
+    pub members: Vec<String>,
+    pub strategy: Strategy,
+    /// Given as written, checked by the load (at least 1).
+    pub cap: Option<i64>,
+}
+
+/// The table form of a group: `billing = { members = […], strategy = …, cap = … }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct GroupTable {
+    #[serde(default, deserialize_with = "lenient")]
+    members: Vec<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    strategy: Strategy,
+    #[serde(default, deserialize_with = "lenient")]
+    cap: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for GroupSettings {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = GroupSettings;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of [people] names or a table with members, strategy, cap")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let members =
+                    Vec::<String>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(GroupSettings {
+                    members,
+                    ..GroupSettings::default()
+                })
+            }
+            // Through the map itself, so unknown keys are still reported.
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let t = GroupTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(GroupSettings {
+                    members: t.members,
+                    strategy: t.strategy,
+                    cap: t.cap,
+                })
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// One `[[rule]]` as written. Conditions first, then actions; see
@@ -94,6 +152,10 @@ fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Er
 pub(super) fn settle(s: &mut Settings, c: &mut Check) {
     let people = people(s, c);
     let groups = groups(s, &people, c);
+    let pools = mailbox_pools(s, &people, &groups, c);
+    if c.clean("mailbox") {
+        s.assign_pools = pools;
+    }
     let mut names = BTreeSet::new();
     let mut rules = Vec::with_capacity(s.rule_settings.len());
     for (i, r) in s.rule_settings.iter().enumerate() {
@@ -133,7 +195,7 @@ fn people(s: &Settings, c: &mut Check) -> BTreeMap<String, Person> {
                 _ => {
                     c.problem(
                         format!("{at}.{key}"),
-                        format!("expected {what}, got {id:?}"),
+                        format!("expected {what}, got {:?}", id.trim_start_matches("slack:")),
                     );
                     None
                 }
@@ -145,10 +207,18 @@ fn people(s: &Settings, c: &mut Check) -> BTreeMap<String, Person> {
             |id| id.starts_with('@') && id.contains(':'),
             "a Matrix user id such as \"@alice:example.com\"",
         );
+        // A Slack user is the agent `slack:U…`, as the adapter names the
+        // people it hears from, so an owner given here is the same person
+        // who claims or unclaims in Slack.
+        let slack_id = p
+            .slack
+            .as_deref()
+            .map(|id| format!("slack:{}", id.trim().trim_start_matches("slack:")));
         let slack = agent(
-            &p.slack,
+            &slack_id,
             "slack",
             |id| {
+                let id = id.trim_start_matches("slack:");
                 id.len() >= 2
                     && id.starts_with(['U', 'W'])
                     && id
@@ -173,28 +243,117 @@ fn people(s: &Settings, c: &mut Check) -> BTreeMap<String, Person> {
     out
 }
 
+/// A cap as written: at least 1 (a cap of 0 would take nobody).
+fn cap(at: String, cap: Option<i64>, c: &mut Check) -> Option<u32> {
+    let n = cap?;
+    match u32::try_from(n) {
+        Ok(n) if n >= 1 => Some(n),
+        _ => {
+            c.problem(
+                at,
+                format!("expected at least 1, got {n} (leave cap out for no limit)"),
+            );
+            None
+        }
+    }
+}
+
 fn groups(
     s: &Settings,
     people: &BTreeMap<String, Person>,
     c: &mut Check,
-) -> BTreeMap<String, Vec<Person>> {
+) -> BTreeMap<String, Pool> {
     let mut out = BTreeMap::new();
-    for (name, members) in &s.groups {
+    for (name, g) in &s.groups {
         let at = format!("groups.{name}");
         if people.contains_key(name) {
             c.problem(&at, format!("{name:?} is both a person and a group"));
         }
-        if members.is_empty() {
-            c.problem(&at, "an empty group: list at least one person of [people]");
+        let members = members(&at, &g.members, people, c);
+        let cap = cap(format!("{at}.cap"), g.cap, c);
+        out.insert(
+            name.clone(),
+            Pool {
+                name: format!("group {name}"),
+                strategy: g.strategy,
+                cap,
+                members,
+            },
+        );
+    }
+    out
+}
+
+/// `[people]` names as a pool's members, each once; unknown ones reported.
+fn members(
+    at: &str,
+    names: &[String],
+    people: &BTreeMap<String, Person>,
+    c: &mut Check,
+) -> Vec<Person> {
+    if names.is_empty() {
+        c.problem(at, "an empty group: list at least one person of [people]");
+    }
+    let mut list: Vec<Person> = Vec::new();
+    for m in names {
+        match people.get(m.trim()) {
+            Some(p) if list.contains(p) => c.problem(at, format!("{m:?} is listed twice")),
+            Some(p) => list.push(p.clone()),
+            None => c.problem(at, format!("unknown person {m:?}: not in [people]")),
         }
-        let mut list = Vec::new();
-        for m in members {
-            match people.get(m) {
-                Some(p) => list.push(p.clone()),
-                None => c.problem(&at, format!("unknown person {m:?}: not in [people]")),
+    }
+    list
+}
+
+/// Each mailbox's `[mailbox.assign]`, built into its pool.
+fn mailbox_pools(
+    s: &Settings,
+    people: &BTreeMap<String, Person>,
+    groups: &BTreeMap<String, Pool>,
+    c: &mut Check,
+) -> BTreeMap<MailboxName, Pool> {
+    let mut out = BTreeMap::new();
+    for (i, m) in s.mailboxes.iter().enumerate() {
+        let Some(a) = &m.assign else { continue };
+        let at = format!("mailbox[{i}].assign");
+        let base = match (&a.group, &a.to) {
+            (Some(_), Some(_)) => {
+                c.problem(&at, "give group or to, not both");
+                continue;
             }
-        }
-        out.insert(name.clone(), list);
+            (None, None) => {
+                c.problem(
+                    &at,
+                    "give group (a [groups] name) or to (a list of [people] names)",
+                );
+                continue;
+            }
+            (Some(g), None) => match groups.get(g.trim()) {
+                Some(pool) => pool.clone(),
+                None => {
+                    c.problem(
+                        format!("{at}.group"),
+                        format!("unknown group {g:?}: not in [groups]"),
+                    );
+                    continue;
+                }
+            },
+            (None, Some(to)) => Pool {
+                name: String::new(),
+                strategy: Strategy::default(),
+                cap: None,
+                members: members(&format!("{at}.to"), to, people, c),
+            },
+        };
+        let pool = Pool {
+            // The mailbox's own cursor, even when it shares a group: its
+            // turns are its own.
+            name: format!("mailbox {}", m.name),
+            strategy: a.strategy.unwrap_or(base.strategy),
+            cap: cap(format!("{at}.cap"), a.cap, c).or(base.cap),
+            members: base.members,
+        };
+        out.insert(m.name.clone(), pool);
     }
     out
 }
@@ -243,7 +402,7 @@ impl RuleCheck<'_> {
         r: &RuleSettings,
         s: &Settings,
         people: &BTreeMap<String, Person>,
-        groups: &BTreeMap<String, Vec<Person>>,
+        groups: &BTreeMap<String, Pool>,
     ) -> Option<Rule> {
         let known: BTreeSet<&MailboxName> = s.mailboxes.iter().map(|m| &m.name).collect();
         let when = Conditions {
@@ -345,11 +504,8 @@ impl RuleCheck<'_> {
             if let Some(p) = people.get(a) {
                 return Some(Assignee::Person(p.clone()));
             }
-            if let Some(members) = groups.get(a) {
-                return Some(Assignee::Group {
-                    name: a.to_owned(),
-                    members: members.clone(),
-                });
+            if let Some(pool) = groups.get(a) {
+                return Some(Assignee::Group(pool.clone()));
             }
             self.problem(
                 "assign",
@@ -437,6 +593,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use crate::config::Settings;
+    use crate::domain::assign::Strategy;
     use crate::domain::chat::Platform;
     use crate::domain::routing::{Assignee, Mark, Priority};
 
@@ -496,9 +653,9 @@ tags = ["newsletter"]
         assert_eq!(r.then.priority, Some(Priority::High));
         assert_eq!(r.then.rooms[&Platform::Matrix], "#billing:example.com");
         match &r.then.assign {
-            Some(Assignee::Group { name, members }) => {
-                assert_eq!(name, "billing");
-                assert_eq!(members[0].name, "bob");
+            Some(Assignee::Group(pool)) => {
+                assert_eq!(pool.name, "group billing");
+                assert_eq!(pool.members[0].name, "bob");
             }
             other => panic!("{other:?}"),
         }
@@ -586,6 +743,64 @@ matrix_room = "general"
         ] {
             assert!(has(&p, start, ""), "{start} not in {p:#?}");
         }
+    }
+
+    #[test]
+    fn group_tables_and_mailbox_pools_are_read_and_checked() {
+        let good = base()
+            .replace(
+                "billing = [\"bob\", \"alice\"]",
+                "billing = [\"bob\", \"alice\"]\nteam = { members = [\"alice\", \"bob\"], strategy = \"least_loaded\", cap = 3 }",
+            )
+            .replace(
+                "  matrix_room = \"!abc:example.com\"",
+                "  matrix_room = \"!abc:example.com\"\n  [mailbox.assign]\n  group = \"team\"\n  strategy = \"round_robin\"",
+            );
+        let s = Settings::parse(&good, &env).unwrap_or_else(|p| panic!("{p:#?}"));
+        let pool = s.assign_pools.values().next().unwrap();
+        assert_eq!(pool.name, "mailbox support");
+        assert_eq!(pool.strategy, Strategy::RoundRobin, "the mailbox overrides");
+        assert_eq!(pool.cap, Some(3), "the group's cap stays");
+        assert_eq!(
+            s.people["alice"].slack.as_deref(),
+            Some("U0ALICE01"),
+            "as written"
+        );
+        let bad = base()
+            .replace(
+                "billing = [\"bob\", \"alice\"]",
+                "billing = { members = [\"bob\", \"bob\"], strategy = \"random\", cap = 0, size = 2 }",
+            )
+            .replace(
+                "  matrix_room = \"!abc:example.com\"",
+                "  matrix_room = \"!abc:example.com\"\n  [mailbox.assign]\n  group = \"suport\"\n  cap = -1",
+            );
+        crate::config::tests::assert_problems(
+            &bad,
+            &env,
+            &[
+                "groups.billing.strategy: expected \"round_robin\" or \"least_loaded\", got \"random\"",
+                "groups.billing.cap: expected at least 1, got 0",
+                "groups.billing.size: unknown key",
+                "groups.billing: \"bob\" is listed twice",
+                "mailbox[0].assign.group: unknown group \"suport\"",
+            ],
+        );
+        let both = good.replace("group = \"team\"", "group = \"team\"\n  to = [\"alice\"]");
+        crate::config::tests::assert_problems(
+            &both,
+            &env,
+            &["mailbox[0].assign: give group or to, not both"],
+        );
+        let to = good.replace("group = \"team\"", "to = [\"alice\", \"zed\"]\n  cap = 0");
+        crate::config::tests::assert_problems(
+            &to,
+            &env,
+            &[
+                "mailbox[0].assign.to: unknown person \"zed\"",
+                "mailbox[0].assign.cap: expected at least 1, got 0",
+            ],
+        );
     }
 
     #[test]

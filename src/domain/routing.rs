@@ -17,6 +17,7 @@ use std::fmt;
 
 use regex::{Regex, RegexBuilder};
 
+use super::assign::{AutoAssign, Candidate, Strategy};
 use super::chat::Platform;
 use super::ids::{Agent, EmailAddress, MailboxName, Tag};
 
@@ -99,34 +100,79 @@ impl Person {
             .or(self.matrix.as_ref())
             .or(self.slack.as_ref())
     }
+
+    /// Every id the person has.
+    pub fn agents(&self) -> Vec<Agent> {
+        self.matrix
+            .iter()
+            .chain(self.slack.iter())
+            .cloned()
+            .collect()
+    }
+}
+
+/// A named pool of people new tickets are spread over (a `[groups]`
+/// entry, or a mailbox's `[mailbox.assign]`), and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    /// `group billing`, `mailbox support`: the key of its round-robin cursor.
+    pub name: String,
+    pub strategy: Strategy,
+    pub cap: Option<u32>,
+    /// In round-robin order.
+    pub members: Vec<Person>,
+}
+
+impl Pool {
+    /// The pool made concrete for a ticket posted to `platforms`: each
+    /// member under the id the ticket would be assigned under.
+    pub fn auto_for(&self, platforms: &[Platform]) -> AutoAssign {
+        AutoAssign {
+            pool: self.name.clone(),
+            strategy: self.strategy,
+            cap: self.cap,
+            candidates: self
+                .members
+                .iter()
+                .filter_map(|p| {
+                    Some(Candidate {
+                        name: p.name.clone(),
+                        agent: p.agent_for(platforms)?.clone(),
+                        agents: p.agents(),
+                    })
+                })
+                .collect(),
+            unavailable: BTreeMap::new(),
+        }
+    }
+
+    /// One line for `mailroom rules test` and descriptions.
+    pub fn describe(&self) -> String {
+        let names: Vec<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
+        let cap = self.cap.map(|c| format!(", cap {c}")).unwrap_or_default();
+        format!(
+            "{} ({}: {}{cap})",
+            self.name,
+            self.strategy.words(),
+            names.join(", ")
+        )
+    }
 }
 
 /// Whom a rule assigns a ticket to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Assignee {
     Person(Person),
-    /// A named list of people. This slice assigns to the first member; the
-    /// auto-assignment work (round robin, least loaded, away) replaces
-    /// [`Assignee::pick`] for groups.
-    Group {
-        name: String,
-        members: Vec<Person>,
-    },
+    /// A group: the member is picked when the mail arrives, in the store's
+    /// transaction ([`crate::domain::assign::pick`]).
+    Group(Pool),
 }
 
 impl Assignee {
     pub fn name(&self) -> &str {
         match self {
             Assignee::Person(p) => &p.name,
-            Assignee::Group { name, .. } => name,
-        }
-    }
-
-    /// The person the ticket goes to.
-    pub fn pick(&self) -> Option<&Person> {
-        match self {
-            Assignee::Person(p) => Some(p),
-            Assignee::Group { members, .. } => members.first(),
+            Assignee::Group(pool) => pool.name.strip_prefix("group ").unwrap_or(&pool.name),
         }
     }
 }
@@ -260,10 +306,7 @@ impl Actions {
         if let Some(a) = &self.assign {
             parts.push(match a {
                 Assignee::Person(p) => format!("assign to {}", p.name),
-                Assignee::Group { name, members } => format!(
-                    "assign to group {name} (first member: {})",
-                    members.first().map_or("none", |m| m.name.as_str())
-                ),
+                Assignee::Group(pool) => format!("auto-assign in {}", pool.describe()),
             });
         }
         parts.join("; ")
@@ -483,27 +526,34 @@ pub struct Route {
     pub priority: Priority,
     /// The owner, and the config name it came from (`alice`, `group billing`).
     pub owner: Option<(Agent, String)>,
+    /// Every id of the owner (to mention them on each platform).
+    pub owner_ids: Vec<Agent>,
+    /// A pool to pick the owner from when the ticket is stored (a rule's
+    /// group, or the mailbox's `[mailbox.assign]`); `owner` is then `None`.
+    pub auto: Option<AutoAssign>,
     pub mark: Option<Mark>,
 }
 
 impl Routing {
     /// The route for a ticket posted to `platforms`.
     pub fn resolve(self, platforms: &[Platform]) -> Route {
-        let owner = self.assign.as_ref().and_then(|a| {
-            let person = a.pick()?;
-            let agent = person.agent_for(platforms)?.clone();
-            let via = match a {
-                Assignee::Person(p) => p.name.clone(),
-                Assignee::Group { name, .. } => format!("{} of group {name}", person.name),
-            };
-            Some((agent, via))
-        });
+        let (mut owner, mut owner_ids, mut auto) = (None, Vec::new(), None);
+        match &self.assign {
+            Some(Assignee::Person(p)) => {
+                owner = p.agent_for(platforms).map(|a| (a.clone(), p.name.clone()));
+                owner_ids = p.agents();
+            }
+            Some(Assignee::Group(pool)) => auto = Some(pool.auto_for(platforms)),
+            None => {}
+        }
         Route {
             rules: self.rules,
             rooms: self.rooms,
             tags: self.tags,
             priority: self.priority.unwrap_or_default(),
             owner,
+            owner_ids,
+            auto,
             mark: self.mark,
         }
     }
@@ -866,23 +916,26 @@ mod tests {
             slack_only.agent_for(&[Platform::Matrix]),
             Some(&Agent::parse("U0BOB").unwrap())
         );
-        let group = Assignee::Group {
-            name: "billing".into(),
+        let group = Assignee::Group(Pool {
+            name: "group billing".into(),
+            strategy: Strategy::LeastLoaded,
+            cap: Some(3),
             members: vec![slack_only.clone(), both],
-        };
-        assert_eq!(group.pick(), Some(&slack_only));
+        });
+        assert_eq!(group.name(), "billing");
         let routing = Routing {
             assign: Some(group),
             ..Routing::default()
         };
+        // A group's member is picked by the store; each under the id of
+        // the ticket's platform.
         let route = routing.resolve(&[Platform::Slack]);
-        assert_eq!(
-            route.owner,
-            Some((
-                Agent::parse("U0BOB").unwrap(),
-                "bob of group billing".into()
-            ))
-        );
+        assert_eq!(route.owner, None);
+        let auto = route.auto.unwrap();
+        assert_eq!((auto.pool.as_str(), auto.cap), ("group billing", Some(3)));
+        let ids: Vec<&str> = auto.candidates.iter().map(|c| c.agent.as_str()).collect();
+        assert_eq!(ids, ["U0BOB", "U0ALICE"]);
+        assert_eq!(auto.candidates[1].agents.len(), 2);
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub struct MailboxSettings {
     /// When one sender's mail is a loop (`mail::hygiene`).
     #[serde(default, deserialize_with = "lenient")]
     pub loop_guard: crate::mail::hygiene::LoopGuardSettings,
+    /// Auto-assignment of new tickets no rule assigned (`domain::assign`).
+    #[serde(default, deserialize_with = "lenient")]
+    pub assign: Option<crate::domain::assign::AssignSettings>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -29,6 +29,7 @@
 //! | replies found in Sent | `sent.rs` | `sql/sent.rs` (`emails`, `tickets`, `outbox`) |
 //! | the audit log | `audit.rs` | `sql/audit.rs` (`audit_log`) |
 //! | OAuth2 grants per mailbox | `grants.rs` | `sql/grants.rs` (`oauth_grants`) |
+//! | auto-assignment: cursors, away marks, picks | `assign.rs` | `sql/assign.rs` (`assign_cursors`, `people_away`, `auto_assignments`) |
 //!
 //! `sql/mod.rs` holds [`sql::SqlStore`] (connecting, migrating) and the one
 //! `impl TicketStore for SqlStore`, a line per method naming the file that
@@ -49,6 +50,7 @@
 //! `SqlStore`s as well as `dyn TicketStore`s, and methods of split traits
 //! would need each trait imported wherever a `SqlStore` is used.
 
+mod assign;
 mod audit;
 mod emails;
 mod error;
@@ -63,6 +65,7 @@ mod tickets;
 
 use async_trait::async_trait;
 
+pub use assign::AwayMark;
 pub use audit::AuditEntry;
 pub use emails::{EmailRecord, EmailState};
 pub use error::{StoreError, StoreResult};
@@ -304,4 +307,20 @@ pub trait TicketStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Forgets the mailbox's grant (audited). False if there was none.
     async fn delete_grant(&self, mailbox: &MailboxName, now_ms: i64) -> StoreResult<bool>;
+
+    // Auto-assignment: `sql/assign.rs` (the pick itself is part of an ingest).
+
+    /// Marks a `[people]` name away until `until_ms` (`None`: until back),
+    /// replacing an earlier mark; audited.
+    async fn set_away(
+        &self,
+        person: &str,
+        until_ms: Option<i64>,
+        actor: &Actor,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// Ends a person's away mark (audited). False if none was running.
+    async fn set_back(&self, person: &str, actor: &Actor, now_ms: i64) -> StoreResult<bool>;
+    /// The away marks running at `now_ms`, by name.
+    async fn away(&self, now_ms: i64) -> StoreResult<Vec<AwayMark>>;
 }

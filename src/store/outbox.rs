@@ -29,6 +29,14 @@ pub enum JobSpec {
     ChatStatus { platform: Platform },
     /// Tell the thread something (a failure, a refusal).
     ChatNotice { platform: Platform, text: String },
+    /// Tell the thread something that calls on people by name (an
+    /// auto-assignment): `mentions` (agent ids, as text) are notified
+    /// where the platform can.
+    ChatMention {
+        platform: Platform,
+        text: String,
+        mentions: Vec<String>,
+    },
     /// Tell a room something outside any ticket (the mailbox watchdog).
     ChatRoomNotice {
         platform: Platform,
@@ -56,6 +64,7 @@ impl JobSpec {
             JobSpec::ChatSentReply { .. } => "chat_sent_reply",
             JobSpec::ChatStatus { .. } => "chat_status",
             JobSpec::ChatNotice { .. } => "chat_notice",
+            JobSpec::ChatMention { .. } => "chat_mention",
             JobSpec::ChatRoomNotice { .. } => "chat_room_notice",
             JobSpec::ChatFile { .. } => "chat_file",
             JobSpec::SendReply { .. } => "send_reply",
@@ -72,6 +81,7 @@ impl JobSpec {
             | JobSpec::ChatSentReply { platform, .. }
             | JobSpec::ChatStatus { platform }
             | JobSpec::ChatNotice { platform, .. }
+            | JobSpec::ChatMention { platform, .. }
             | JobSpec::ChatRoomNotice { platform, .. }
             | JobSpec::ChatFile { platform, .. } => format!("chat:{}", platform.as_str()),
             JobSpec::SendReply { .. } | JobSpec::FileSent { .. } => format!("mail:{t}"),
@@ -105,6 +115,7 @@ impl JobSpec {
             | JobSpec::ChatSentReply { platform, .. }
             | JobSpec::ChatStatus { platform }
             | JobSpec::ChatNotice { platform, .. }
+            | JobSpec::ChatMention { platform, .. }
             | JobSpec::ChatRoomNotice { platform, .. }
             | JobSpec::ChatFile { platform, .. } => Some(*platform),
             JobSpec::SendReply { .. } | JobSpec::FileSent { .. } => None,

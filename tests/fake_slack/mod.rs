@@ -34,6 +34,7 @@
 mod blocks;
 mod delivery;
 mod payloads;
+mod presence;
 mod socket;
 mod state;
 mod util;

@@ -94,6 +94,8 @@ pub(crate) struct Bucket {
 #[derive(Default)]
 pub(crate) struct State {
     pub users: BTreeMap<String, User>,
+    /// user id -> what users.getPresence and dnd.info answer.
+    pub availability: HashMap<String, super::presence::Availability>,
     pub channels: BTreeMap<String, Channel>,
     /// channel id -> messages in ts order.
     pub messages: HashMap<String, Vec<StoredMessage>>,

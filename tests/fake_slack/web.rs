@@ -35,7 +35,7 @@ pub(crate) enum ApiError {
     ServerError,
 }
 
-fn err(code: &str) -> ApiError {
+pub(super) fn err(code: &str) -> ApiError {
     ApiError::Slack(code.to_string(), Map::new())
 }
 
@@ -80,7 +80,7 @@ pub(crate) struct Params {
 
 impl Params {
     /// A string argument; empty strings count as absent, like Slack.
-    fn str(&self, k: &str) -> Option<String> {
+    pub(super) fn str(&self, k: &str) -> Option<String> {
         match self.map.get(k)? {
             Value::String(s) if s.is_empty() => None,
             Value::String(s) => Some(s.clone()),
@@ -194,6 +194,8 @@ fn required_token(method: &str) -> Option<TokenKind> {
         | "chat.postEphemeral"
         | "chat.getPermalink"
         | "users.info"
+        | "users.getPresence"
+        | "dnd.info"
         | "conversations.members"
         | "conversations.info"
         | "conversations.history"
@@ -378,6 +380,7 @@ impl Inner {
                 let u = st.users.get(&user).ok_or_else(|| err("user_not_found"))?;
                 Ok(json!({"user": self.user_json(u)}))
             }
+            "users.getPresence" | "dnd.info" => self.presence_api(name, &p),
             "conversations.members" => self.conversations_members(&p),
             "conversations.info" => {
                 let st = self.lock();

@@ -7,6 +7,7 @@
 #![recursion_limit = "256"]
 
 mod architecture;
+mod assign;
 mod cli;
 mod common;
 mod corpus;
@@ -26,6 +27,7 @@ mod sent_folder;
 mod slack;
 #[macro_use]
 mod store_conformance;
+mod store_assign;
 mod store_grants;
 mod store_routing;
 mod store_sent;

@@ -123,7 +123,7 @@ impl Teammate {
         self.client.create_room(req).await.expect("create room")
     }
 
-    async fn join(&self, room: &OwnedRoomId) -> Room {
+    pub(crate) async fn join(&self, room: &OwnedRoomId) -> Room {
         self.client
             .sync_once(SyncSettings::default())
             .await
@@ -131,11 +131,16 @@ impl Teammate {
         self.client.join_room_by_id(room).await.expect("join")
     }
 
-    fn room(&self, id: &OwnedRoomId) -> Room {
+    pub(crate) fn room(&self, id: &OwnedRoomId) -> Room {
         self.client.get_room(id).expect("room known")
     }
 
-    async fn react(&self, room: &OwnedRoomId, target: &OwnedEventId, key: &str) -> OwnedEventId {
+    pub(crate) async fn react(
+        &self,
+        room: &OwnedRoomId,
+        target: &OwnedEventId,
+        key: &str,
+    ) -> OwnedEventId {
         let content = ReactionEventContent::new(Annotation::new(target.clone(), key.to_owned()));
         self.room(room)
             .send(content)

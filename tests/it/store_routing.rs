@@ -35,6 +35,8 @@ async fn a_route_is_applied_with_the_new_ticket(s: Arc<SqlStore>) {
         tags: [tag("vip"), tag("billing")].into(),
         priority: Priority::Urgent,
         owner: Some((agent("@alice:localhost"), "alice".into())),
+        owner_ids: vec![agent("@alice:localhost")],
+        auto: None,
         mark: None,
     };
     let Recorded::NewTicket { ticket, .. } = s.record_inbound(new).await.unwrap() else {

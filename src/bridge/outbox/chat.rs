@@ -470,6 +470,7 @@ pub(super) async fn chat_notice(
     job: &Job,
     platform: Platform,
     text: &str,
+    mentions: &[crate::domain::ids::Agent],
 ) -> Result<(), ChatError> {
     let (chat, ticket, thread) = chat_target(app, job, platform).await?;
     let Some(thread) = thread else {
@@ -483,8 +484,11 @@ pub(super) async fn chat_notice(
             .room_notice(&room, &format!("{}: {text}", ticket.id))
             .await;
     };
-    chat.notice(&thread, text, &idempotency_key(&ticket, job))
-        .await
+    let key = idempotency_key(&ticket, job);
+    match mentions {
+        [] => chat.notice(&thread, text, &key).await,
+        _ => chat.notice_mentioning(&thread, text, mentions, &key).await,
+    }
 }
 
 impl App {

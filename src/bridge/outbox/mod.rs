@@ -205,7 +205,23 @@ async fn perform(app: &App, job: &Job) -> Result<StepOutcome, StoreError> {
             finish_chat(app, job, *platform, r).await
         }
         JobSpec::ChatNotice { platform, text } => {
-            let r = chat_notice(app, job, *platform, text).await.map(done);
+            let r = chat_notice(app, job, *platform, text, &[]).await.map(done);
+            finish_chat(app, job, *platform, r).await
+        }
+        JobSpec::ChatMention {
+            platform,
+            text,
+            mentions,
+        } => {
+            // Ids stored by the ingest were agents; one that no longer
+            // parses is left unmentioned rather than failing the notice.
+            let mentions: Vec<crate::domain::ids::Agent> = mentions
+                .iter()
+                .filter_map(|m| crate::domain::ids::Agent::parse(m).ok())
+                .collect();
+            let r = chat_notice(app, job, *platform, text, &mentions)
+                .await
+                .map(done);
             finish_chat(app, job, *platform, r).await
         }
         JobSpec::ChatRoomNotice {

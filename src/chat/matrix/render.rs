@@ -154,6 +154,26 @@ pub fn follow_up_content(
     }
 }
 
+/// A notice calling on `mentions`: each one's id in the text becomes a
+/// pill (a matrix.to link clients show as their name), and `m.mentions`
+/// lists them, so they are notified.
+pub fn mention_notice(text: &str, mentions: &[Agent]) -> RoomMessageEventContent {
+    let mut html = text_block(text);
+    let mut users: Vec<OwnedUserId> = Vec::new();
+    for a in mentions {
+        let Ok(user) = OwnedUserId::try_from(a.as_str()) else {
+            continue;
+        };
+        let id = escape_html(a.as_str());
+        html = html.replace(
+            &id,
+            &format!("<a href=\"https://matrix.to/#/{id}\">{id}</a>"),
+        );
+        users.push(user);
+    }
+    RoomMessageEventContent::notice_html(text, html).add_mentions(Mentions::with_user_ids(users))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

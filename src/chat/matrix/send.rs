@@ -165,6 +165,54 @@ impl ChatPlatform for MatrixChat {
         Ok(())
     }
 
+    async fn notice_mentioning(
+        &self,
+        thread: &ChatThread,
+        text: &str,
+        mentions: &[Agent],
+        idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        let r = self.room(&thread.room)?;
+        let root = thread_root(thread)?;
+        let content = super::render::mention_notice(text, mentions);
+        self.send(&r, in_thread(content, &root), Some(idempotency_key))
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /presence/{userId}/status`. A homeserver with presence off
+    /// answers "offline" with no last activity for everyone: that tells
+    /// nothing, so only a state with a last activity (or "unavailable")
+    /// counts.
+    async fn availability(
+        &self,
+        agent: &Agent,
+    ) -> Result<Option<crate::chat::Availability>, ChatError> {
+        use crate::chat::Availability;
+        use matrix_sdk::ruma::api::client::presence::get_presence;
+        use matrix_sdk::ruma::presence::PresenceState;
+        let Ok(user) = OwnedUserId::try_from(agent.as_str()) else {
+            return Ok(None);
+        };
+        let r = match self.client.send(get_presence::v3::Request::new(user)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%agent, error = %e, "matrix: presence not told");
+                return Ok(None);
+            }
+        };
+        Ok(match r.presence {
+            PresenceState::Unavailable => {
+                Some(Availability::Unavailable("unavailable on Matrix".into()))
+            }
+            PresenceState::Offline if r.last_active_ago.is_some() => {
+                Some(Availability::Unavailable("offline on Matrix".into()))
+            }
+            PresenceState::Online => Some(Availability::Available),
+            _ => None,
+        })
+    }
+
     async fn room_notice(&self, room: &str, text: &str) -> Result<(), ChatError> {
         let r = self.room(room)?;
         let content = RoomMessageEventContent::notice_html(text, text_block(text));

@@ -544,6 +544,54 @@ impl ChatPlatform for SlackChat {
         Ok(())
     }
 
+    /// `users.getPresence` (scope `users:read`) and `dnd.info` (scope
+    /// `dnd:read`). A call the app may not make (a scope missing) tells
+    /// nothing rather than failing the assignment.
+    async fn availability(
+        &self,
+        agent: &Agent,
+    ) -> Result<Option<crate::chat::Availability>, ChatError> {
+        use crate::chat::Availability;
+        let Some(user) = user_id(agent) else {
+            return Ok(None);
+        };
+        let told = |r: Result<Value, ChatError>| match r {
+            Ok(v) => Ok(Some(v)),
+            Err(ChatError::Permanent { message }) => {
+                tracing::debug!(%agent, %message, "slack: availability not told");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        };
+        let presence = told(self.get("users.getPresence", &[("user", user)]).await)?;
+        let dnd = told(self.get("dnd.info", &[("user", user)]).await)?;
+        if presence.is_none() && dnd.is_none() {
+            return Ok(None);
+        }
+        if let Some(d) = &dnd {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let snoozed = d["snooze_enabled"].as_bool().unwrap_or(false);
+            let (start, end) = (
+                d["next_dnd_start_ts"].as_i64().unwrap_or(0),
+                d["next_dnd_end_ts"].as_i64().unwrap_or(0),
+            );
+            let scheduled =
+                d["dnd_enabled"].as_bool().unwrap_or(false) && start <= now && now < end;
+            if snoozed || scheduled {
+                return Ok(Some(Availability::Unavailable(
+                    "do not disturb on Slack".into(),
+                )));
+            }
+        }
+        if presence.as_ref().and_then(|p| p["presence"].as_str()) == Some("away") {
+            return Ok(Some(Availability::Unavailable("away on Slack".into())));
+        }
+        Ok(Some(Availability::Available))
+    }
+
     async fn room_notice(&self, room: &str, text: &str) -> Result<(), ChatError> {
         let post = render::Post {
             text: render::mrkdwn(text),

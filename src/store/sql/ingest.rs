@@ -15,9 +15,11 @@ use super::emails::{first_piece, insert_later_pieces};
 use super::outbox::insert_job;
 use super::tickets::{apply_on, state_from_row};
 use super::{AnyTx, corrupt};
+use crate::domain::assign::Pick;
+use crate::domain::chat::Platform;
 use crate::domain::email::ContentHash;
 use crate::domain::hygiene::{LoopFacts, LoopVerdict};
-use crate::domain::ids::{Actor, EmailAddress, MailboxName, MessageId, TicketId};
+use crate::domain::ids::{Actor, Agent, EmailAddress, MailboxName, MessageId, TicketId};
 use crate::domain::mailbox::FolderRole;
 use crate::domain::routing::{Mark, Route};
 use crate::domain::threading::{CandidateTicket, Candidates, ThreadKeys, subject_key};
@@ -259,6 +261,7 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
         return Ok(Recorded::Duplicate);
     }
     let customer = Actor::Customer(new.email.from.address.clone());
+    let mut assigned = Assigned::None;
     let (ticket, reopened, is_new, set_aside) = match &new.destination {
         Destination::New { token } => {
             let row = sqlx::query(
@@ -284,7 +287,7 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
                 ));
             }
             insert_audit(tx, Some(id), &customer, "created", &details, new.now_ms).await?;
-            apply_route(tx, id, &new.route, new.now_ms).await?;
+            assigned = apply_route(tx, id, &new.route, new.now_ms).await?;
             (id, false, true, new.route.mark.is_some())
         }
         Destination::FollowUp { ticket, matched_by } => {
@@ -427,6 +430,10 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
             )
             .await?;
         }
+        // After the root in the platform's lane: the thread it goes to exists.
+        if let Some(spec) = assigned.notice(*platform) {
+            insert_job(tx, Some(ticket), &spec, new.now_ms, new.now_ms).await?;
+        }
     }
     if let Some(cp) = new.checkpoint {
         upsert_checkpoint(&mut **tx, &new.mailbox, FolderRole::Inbox, cp, new.now_ms).await?;
@@ -442,46 +449,117 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
     })
 }
 
+/// Who a new ticket went to without a person choosing, for the thread.
+enum Assigned {
+    None,
+    /// To this owner: their ids (one per platform) and why.
+    To {
+        ids: Vec<Agent>,
+        owner: Agent,
+        why: String,
+    },
+    /// A pool had nobody free.
+    Nobody {
+        why: String,
+    },
+}
+
+impl Assigned {
+    /// The thread's notice on `platform`: the owner mentioned under their
+    /// id there, or why nobody was.
+    fn notice(&self, platform: Platform) -> Option<JobSpec> {
+        match self {
+            Assigned::None => None,
+            Assigned::To { ids, owner, why } => {
+                let on =
+                    |a: &&Agent| (platform == Platform::Slack) == a.as_str().starts_with("slack:");
+                let who = ids.iter().find(on).unwrap_or(owner).clone();
+                Some(JobSpec::ChatMention {
+                    platform,
+                    text: format!(
+                        "👤 Assigned to {who}: {why}. A claim by someone else takes it over."
+                    ),
+                    mentions: vec![who.as_str().to_owned()],
+                })
+            }
+            Assigned::Nobody { why } => Some(JobSpec::ChatNotice {
+                platform,
+                text: format!("👤 Not assigned: {why}. Claim it by hand."),
+            }),
+        }
+    }
+}
+
 /// Applies what routing rules decided to a ticket just created, through
 /// the state machine like any other change (so a rule can do nothing a
-/// teammate could not), with an audit line naming the rules.
+/// teammate could not), with an audit line naming the rules; and picks
+/// its owner from a pool when the route has one.
 async fn apply_route(
     tx: &mut AnyTx,
     ticket: TicketId,
     route: &Route,
     now_ms: i64,
-) -> StoreResult<()> {
-    if route.rules.is_empty() {
-        return Ok(());
+) -> StoreResult<Assigned> {
+    if !route.rules.is_empty() {
+        let mut did = Vec::new();
+        if let Some(mark) = route.mark {
+            did.push(mark.as_str().to_owned());
+        }
+        for (platform, room) in &route.rooms {
+            did.push(format!("{} room {room}", platform.as_str()));
+        }
+        if !route.tags.is_empty() {
+            let tags: Vec<&str> = route.tags.iter().map(|t| t.as_str()).collect();
+            did.push(format!("tags {}", tags.join(", ")));
+        }
+        did.push(format!("priority {}", route.priority));
+        if let Some((agent, via)) = &route.owner {
+            did.push(format!("assign {agent} ({via})"));
+        }
+        if let Some(auto) = &route.auto {
+            did.push(format!("auto-assign in {}", auto.pool));
+        }
+        let details = format!("rules {}: {}", route.rules.join(", "), did.join("; "));
+        insert_audit(tx, Some(ticket), &Actor::System, "routed", &details, now_ms).await?;
     }
-    let mut did = Vec::new();
-    if let Some(mark) = route.mark {
-        did.push(mark.as_str().to_owned());
-    }
-    for (platform, room) in &route.rooms {
-        did.push(format!("{} room {room}", platform.as_str()));
-    }
-    if !route.tags.is_empty() {
-        let tags: Vec<&str> = route.tags.iter().map(|t| t.as_str()).collect();
-        did.push(format!("tags {}", tags.join(", ")));
-    }
-    did.push(format!("priority {}", route.priority));
-    if let Some((agent, via)) = &route.owner {
-        did.push(format!("assign {agent} ({via})"));
-    }
-    let details = format!("rules {}: {}", route.rules.join(", "), did.join("; "));
-    insert_audit(tx, Some(ticket), &Actor::System, "routed", &details, now_ms).await?;
     let mut events: Vec<TicketEvent> = route
         .tags
         .iter()
         .cloned()
         .map(TicketEvent::AddTag)
         .collect();
-    match (route.mark, &route.owner) {
-        (Some(Mark::Ignore), _) => events.push(TicketEvent::Ignore),
-        (Some(Mark::Spam), _) => events.push(TicketEvent::MarkSpam),
-        (None, Some((agent, _))) => events.push(TicketEvent::Assign(agent.clone())),
-        (None, None) => {}
+    let mut assigned = Assigned::None;
+    match (route.mark, &route.owner, &route.auto) {
+        (Some(Mark::Ignore), _, _) => events.push(TicketEvent::Ignore),
+        (Some(Mark::Spam), _, _) => events.push(TicketEvent::MarkSpam),
+        (None, Some((agent, via)), _) => {
+            events.push(TicketEvent::Assign(agent.clone()));
+            assigned = Assigned::To {
+                ids: route.owner_ids.clone(),
+                owner: agent.clone(),
+                why: format!("a routing rule assigns {via}"),
+            };
+        }
+        (None, None, Some(auto)) => {
+            match super::assign::pick_owner(tx, ticket, auto, now_ms).await? {
+                Pick::To { name, agent, why } => {
+                    events.push(TicketEvent::Assign(agent.clone()));
+                    let ids = auto
+                        .candidates
+                        .iter()
+                        .find(|c| c.name == name)
+                        .map(|c| c.agents.clone())
+                        .unwrap_or_default();
+                    assigned = Assigned::To {
+                        ids,
+                        owner: agent,
+                        why,
+                    };
+                }
+                Pick::Nobody { why } => assigned = Assigned::Nobody { why },
+            }
+        }
+        (None, None, None) => {}
     }
     for event in &events {
         // Nothing else can hold this ticket yet: it was inserted in this
@@ -496,7 +574,7 @@ async fn apply_route(
             ));
         }
     }
-    Ok(())
+    Ok(assigned)
 }
 
 async fn candidates_for(

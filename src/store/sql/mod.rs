@@ -21,6 +21,7 @@
 //! - `sent.rs`: replies found in the Sent folder (written outside mailroom).
 //! - `audit.rs`: the audit log.
 //! - `grants.rs`: OAuth2 grants per mailbox (sealed tokens, refusals told once).
+//! - `assign.rs`: auto-assignment (the pick inside an ingest, away marks).
 //!
 //! A transaction that also queues a job, writes an audit line, advances a
 //! checkpoint or links a thread does so through the owning file's
@@ -31,6 +32,7 @@
 //! a file here next to its vocabulary in `store/` (see the
 //! [`store`](super) docs).
 
+mod assign;
 mod audit;
 mod chat;
 mod checkpoints;
@@ -51,8 +53,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 use super::{
-    Applied, AuditEntry, EmailRecord, EmailState, Grant, IngestBatch, Job, JobOutcome, JobSpec,
-    JobState, NewGrant, NewInbound, NewReply, OutgoingMail, Recorded, Refreshed, Requeued,
+    Applied, AuditEntry, AwayMark, EmailRecord, EmailState, Grant, IngestBatch, Job, JobOutcome,
+    JobSpec, JobState, NewGrant, NewInbound, NewReply, OutgoingMail, Recorded, Refreshed, Requeued,
     SentBatch, SentRecorded, Settlement, StoreError, StoreResult, TicketFilter, TicketRecord,
     TicketStore,
 };
@@ -475,5 +477,23 @@ impl TicketStore for SqlStore {
 
     async fn delete_grant(&self, mailbox: &MailboxName, now_ms: i64) -> StoreResult<bool> {
         grants::delete_grant(&self.pool, mailbox, now_ms).await
+    }
+
+    async fn set_away(
+        &self,
+        person: &str,
+        until_ms: Option<i64>,
+        actor: &Actor,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        assign::set_away(&self.pool, person, until_ms, actor, now_ms).await
+    }
+
+    async fn set_back(&self, person: &str, actor: &Actor, now_ms: i64) -> StoreResult<bool> {
+        assign::set_back(&self.pool, person, actor, now_ms).await
+    }
+
+    async fn away(&self, now_ms: i64) -> StoreResult<Vec<AwayMark>> {
+        assign::away(&self.pool, now_ms).await
     }
 }

@@ -12,7 +12,7 @@ use super::{AnyTx, corrupt};
 use crate::domain::chat::Platform;
 use crate::domain::ids::{Actor, Agent, EmailAddress, MailboxName, Tag, TicketId, TicketToken};
 use crate::domain::routing::Priority;
-use crate::domain::ticket::{Status, Ticket, TicketEvent, TicketState};
+use crate::domain::ticket::{Refusal, Status, Ticket, TicketEvent, TicketState};
 use crate::store::{Applied, JobSpec, StoreError, StoreResult, TicketFilter, TicketRecord};
 
 /// How often an optimistic update is retried after losing a race before the
@@ -134,8 +134,25 @@ pub(super) async fn apply_on(
     let state = state_from_row(&row)?;
     let tags = load_tags(&mut **tx, ticket).await?;
     let current = Ticket { state, tags };
+    let mut took_over = false;
     let next = match current.apply(event) {
         Ok(next) => next,
+        // A claim over an owner that only a pick gave, untouched since:
+        // the teammate who reaches for the ticket takes it.
+        Err(refusal @ Refusal::AlreadyClaimed { .. }) => {
+            let TicketEvent::Claim(a) = event else {
+                return Ok(Some(Applied::Refused(refusal)));
+            };
+            let picked = super::assign::standing_pick(tx, ticket).await?;
+            if picked.is_none() || picked.as_ref() != current.state.owner() {
+                return Ok(Some(Applied::Refused(refusal)));
+            }
+            took_over = true;
+            match current.apply(&TicketEvent::Assign(a.clone())) {
+                Ok(next) => next,
+                Err(_) => return Ok(Some(Applied::Refused(refusal))),
+            }
+        }
         Err(refusal) => return Ok(Some(Applied::Refused(refusal))),
     };
     if next == current {
@@ -174,8 +191,17 @@ pub(super) async fn apply_on(
                 .await?;
             tag.to_string()
         }
+        _ if took_over => format!(
+            "{} → {} (over the auto-assignment)",
+            current.state, next.state
+        ),
         _ => format!("{} → {}", current.state, next.state),
     };
+    // Once a teammate changes the ticket, its owner is theirs to keep: a
+    // later claim by someone else is refused as usual.
+    if matches!(actor, Actor::Agent(_)) {
+        super::assign::pick_taken_over(tx, ticket).await?;
+    }
     insert_audit(tx, Some(ticket), actor, event.action(), &details, now_ms).await?;
     for p in notify {
         insert_job(
