@@ -18,6 +18,7 @@ use std::fmt;
 
 use jiff::{SignedDuration, Timestamp, civil};
 
+use super::chat::Platform;
 use super::ids::Agent;
 use super::time::Zone;
 
@@ -51,6 +52,88 @@ impl Strategy {
 impl fmt::Display for Strategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A teammate as the config names them, with their id on each platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub name: String,
+    pub matrix: Option<Agent>,
+    pub slack: Option<Agent>,
+}
+
+impl Person {
+    /// The id a ticket posted to `platforms` is assigned under: the first
+    /// of those platforms the person has an id on (a ticket has one owner,
+    /// shown on every platform as that id).
+    pub fn agent_for(&self, platforms: &[Platform]) -> Option<&Agent> {
+        let on = |p: &Platform| match p {
+            Platform::Matrix => self.matrix.as_ref(),
+            Platform::Slack => self.slack.as_ref(),
+        };
+        platforms
+            .iter()
+            .find_map(on)
+            .or(self.matrix.as_ref())
+            .or(self.slack.as_ref())
+    }
+
+    /// Every id the person has.
+    pub fn agents(&self) -> Vec<Agent> {
+        self.matrix
+            .iter()
+            .chain(self.slack.iter())
+            .cloned()
+            .collect()
+    }
+}
+
+/// A named pool of people new tickets are spread over (a `[groups]`
+/// entry, or a mailbox's `[mailbox.assign]`), and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    /// `group billing`, `mailbox support`: the key of its round-robin cursor.
+    pub name: String,
+    pub strategy: Strategy,
+    pub cap: Option<u32>,
+    /// In round-robin order.
+    pub members: Vec<Person>,
+}
+
+impl Pool {
+    /// The pool made concrete for a ticket posted to `platforms`: each
+    /// member under the id the ticket would be assigned under.
+    pub fn auto_for(&self, platforms: &[Platform]) -> AutoAssign {
+        AutoAssign {
+            pool: self.name.clone(),
+            strategy: self.strategy,
+            cap: self.cap,
+            candidates: self
+                .members
+                .iter()
+                .filter_map(|p| {
+                    Some(Candidate {
+                        name: p.name.clone(),
+                        agent: p.agent_for(platforms)?.clone(),
+                        agents: p.agents(),
+                    })
+                })
+                .collect(),
+            unavailable: BTreeMap::new(),
+        }
+    }
+
+    /// One line for `mailroom rules test` and descriptions.
+    pub fn describe(&self) -> String {
+        let names: Vec<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
+        let cap = self.cap.map(|c| format!(", cap {c}")).unwrap_or_default();
+        format!(
+            "{} ({}: {}{cap})",
+            self.name,
+            self.strategy.words(),
+            names.join(", ")
+        )
     }
 }
 

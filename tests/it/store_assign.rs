@@ -44,12 +44,7 @@ async fn ingest(s: &dyn TicketStore, n: u32, auto: &AutoAssign) -> (TicketId, Op
         &format!("ha{n}"),
         "carol@customer.example",
         Destination::New {
-            token: mailroom::domain::ids::TicketToken::from_random({
-                let mut b = [0u8; mailroom::domain::ids::TicketToken::LEN];
-                b[..4].copy_from_slice(&n.to_le_bytes());
-                b[4] = 0xA5;
-                b
-            }),
+            token: mailroom::bridge::ingest::new_token(),
         },
         None,
     );
