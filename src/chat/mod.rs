@@ -134,6 +134,20 @@ pub trait ChatPlatform: Send + Sync {
     /// room-level commands).
     async fn room_notice(&self, room: &str, text: &str) -> Result<(), ChatError>;
 
+    /// Posts a message into the thread that calls the teammates in
+    /// `mention` (a snooze's end, a reminder), whose ids `text` names.
+    /// The default is a notice: on Slack the `slack:U…` ids in it become
+    /// `<@U…>` mentions. Matrix overrides it to add `m.mentions`.
+    async fn mention(
+        &self,
+        thread: &ChatThread,
+        text: &str,
+        _mention: &[Agent],
+        idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        self.notice(thread, text, idempotency_key).await
+    }
+
     /// Downloads a file shared in chat (decrypting it if it was encrypted).
     async fn download(&self, file: &SharedFile) -> Result<Vec<u8>, ChatError>;
 

@@ -51,6 +51,9 @@ pub struct MailboxSettings {
     /// When one sender's mail is a loop (`mail::hygiene`).
     #[serde(default, deserialize_with = "lenient")]
     pub loop_guard: crate::mail::hygiene::LoopGuardSettings,
+    /// Nudges for tickets nobody has claimed (`domain::reminders`).
+    #[serde(default, deserialize_with = "lenient")]
+    pub reminders: crate::domain::reminders::ReminderSettings,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

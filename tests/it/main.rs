@@ -24,8 +24,10 @@ mod rules;
 mod sasl;
 mod sent_folder;
 mod slack;
+mod snooze;
 #[macro_use]
 mod store_conformance;
 mod store_grants;
 mod store_routing;
 mod store_sent;
+mod store_snooze;

@@ -165,6 +165,30 @@ impl ChatPlatform for MatrixChat {
         Ok(())
     }
 
+    async fn mention(
+        &self,
+        thread: &ChatThread,
+        text: &str,
+        mention: &[Agent],
+        idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        use matrix_sdk::ruma::events::Mentions;
+        let r = self.room(&thread.room)?;
+        let root = thread_root(thread)?;
+        // A text message, not a notice: the default push rules silence
+        // notices (`.m.rule.suppress_notices` is checked before
+        // `.m.rule.is_user_mention`), and this one is meant to ping.
+        let users: Vec<OwnedUserId> = mention
+            .iter()
+            .filter_map(|a| OwnedUserId::try_from(a.as_str()).ok())
+            .collect();
+        let content = RoomMessageEventContent::text_html(text, text_block(text))
+            .add_mentions(Mentions::with_user_ids(users));
+        self.send(&r, in_thread(content, &root), Some(idempotency_key))
+            .await?;
+        Ok(())
+    }
+
     async fn room_notice(&self, room: &str, text: &str) -> Result<(), ChatError> {
         let r = self.room(room)?;
         let content = RoomMessageEventContent::notice_html(text, text_block(text));

@@ -1,0 +1,286 @@
+//! Snooze, unclaimed reminders and the daily digest, on real mail into
+//! Synapse and the fake Slack at once, with the flows' clock a
+//! `ManualClock` the test moves (nothing sleeps for the hours it covers).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::civil::date;
+use jiff::{SignedDuration, Timestamp};
+use mailroom::domain::snooze::SnoozeUntil;
+use mailroom::domain::time::ManualClock;
+use matrix_sdk::ruma::OwnedEventId;
+use serde_json::Value;
+
+use crate::common::{
+    Stack, TestDb, Writer, fetch_all, mailbox_toml, matrix_toml, outbox_toml, slack_toml,
+    start_connected_at, wait_for,
+};
+use crate::fake_slack::{FakeSlack, FakeSlackOptions};
+use crate::matrix::{Synapse, body, in_thread_of, sender, wait_event};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn snooze_wakes_with_a_mention_reminders_nudge_once_and_digests_post_on_business_days() {
+    crate::common::init_logs();
+    mailroom::mail::tls::install_crypto_provider();
+    let stack = Stack::get();
+    let syn = Synapse::get();
+    let bot = syn.register("mailroom");
+    let (alice, room) = syn.room_for(&bot.0).await;
+    let slack = FakeSlack::start(FakeSlackOptions::default()).await;
+    let slack_alice = slack.add_user("alice", "Alice Martin");
+    let channel = slack.add_channel("support", &[&slack_alice, slack.bot_user_id()]);
+    let support = stack.user("support", "example.com");
+    let customer = stack.user("customer", "example.net");
+    let db = TestDb::sqlite();
+    let state_dir = tempfile::tempdir().unwrap();
+    let chat = format!(
+        "matrix_room = \"{room}\"\n  slack_channel = \"{channel}\"\n  \
+         [mailbox.reminders]\n  unclaimed_after = \"30m\""
+    );
+    let text = format!(
+        "{}\n{}\n{}\n{}\n[[digest]]\nmailbox = \"support\"\nat = \"09:00\"\ndays = \"business\"\n",
+        mailbox_toml(stack, &support, &db, &chat),
+        matrix_toml(
+            &syn.url,
+            &bot.0,
+            "password_env = \"BOT_PASSWORD\"",
+            state_dir.path()
+        ),
+        slack_toml("socket", &slack.api_url(), ""),
+        outbox_toml(""),
+    );
+    let secrets = [
+        ("BOT_PASSWORD", bot.1.clone()),
+        ("SLACK_BOT", slack.bot_token().to_owned()),
+        ("SLACK_APP", slack.app_token().to_owned()),
+        ("SLACK_SIGNING", slack.signing_secret().to_owned()),
+    ];
+    let settings = mailroom::config::Settings::parse(&text, &move |k| {
+        secrets
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.clone())
+    })
+    .unwrap_or_else(|p| panic!("test config invalid: {p:#?}"));
+    // Friday 4 December 2026, 08:00 on the mailbox's clock.
+    let zone = settings.mailboxes[0].time_zone.clone();
+    let local = |d: jiff::civil::Date, h: i8, m: i8| -> Timestamp {
+        d.at(h, m, 0, 0)
+            .to_zoned(zone.tz().clone())
+            .unwrap()
+            .timestamp()
+    };
+    let friday = date(2026, 12, 4);
+    let clock = Arc::new(ManualClock::new(local(friday, 8, 0)));
+    let app = start_connected_at(settings, &db, clock.clone()).await;
+    let store = app.store.clone();
+
+    let writer = Writer::new(stack, &support, &customer.address);
+    writer
+        .writes("snz1@example.net", "Snooze me please", "Call me later.")
+        .await;
+    let root = wait_event(&alice, &room, "the root in Matrix", |e| {
+        sender(e) == bot.0
+            && body(e).contains("Snooze me")
+            && e["content"]["m.relates_to"].is_null()
+    })
+    .await;
+    let root_id: OwnedEventId = root["event_id"].as_str().unwrap().parse().unwrap();
+    let slack_root = wait_for("the root in Slack", WAIT, || async {
+        slack
+            .messages(&channel)
+            .into_iter()
+            .find(|m| m.bot && m.thread_ts.is_none() && m.text.contains("Snooze me"))
+    })
+    .await;
+    let ticket = wait_for("the ticket", WAIT, || {
+        let store = store.clone();
+        async move {
+            let all = store
+                .list_tickets(&mailroom::store::TicketFilter::default())
+                .await
+                .unwrap();
+            all.into_iter().next()
+        }
+    })
+    .await
+    .id;
+    let matrix_thread = |pred: &'static str| {
+        let alice = &alice;
+        let room = &room;
+        let root_id = &root_id;
+        let bot = bot.0.clone();
+        async move {
+            alice
+                .events(room)
+                .await
+                .into_iter()
+                .filter(|e| in_thread_of(e, root_id) && sender(e) == bot && body(e).contains(pred))
+                .collect::<Vec<Value>>()
+        }
+    };
+    let slack_thread = |pred: &str| {
+        slack
+            .thread(&channel, &slack_root.ts)
+            .into_iter()
+            .filter(|m| m.bot && m.text.contains(pred))
+            .collect::<Vec<_>>()
+    };
+
+    // 30 minutes unclaimed: one nudge in each thread.
+    clock.advance(SignedDuration::from_mins(31));
+    wait_for("the Matrix nudge", WAIT, || async {
+        (!matrix_thread("with nobody on it").await.is_empty()).then_some(())
+    })
+    .await;
+    wait_for("the Slack nudge", WAIT, || async {
+        (!slack_thread("with nobody on it").is_empty()).then_some(())
+    })
+    .await;
+
+    // alice snoozes it for two hours in the Matrix thread.
+    alice.say_in_thread(&room, &root_id, "!snooze 2h").await;
+    wait_for("the snooze confirmed", WAIT, || async {
+        (!matrix_thread("snoozed until").await.is_empty()).then_some(())
+    })
+    .await;
+    let snoozed = store.ticket(ticket).await.unwrap().unwrap();
+    let until = local(friday, 10, 31);
+    assert_eq!(
+        snoozed.snooze.as_ref().map(|s| s.until),
+        Some(SnoozeUntil::Time(until))
+    );
+    // Out of the queue, in the snoozed list.
+    alice.say_in_room(&room, "!mailroom list").await;
+    wait_event(&alice, &room, "the empty queue", |e| {
+        sender(e) == bot.0 && body(e) == "No open tickets."
+    })
+    .await;
+    alice.say_in_room(&room, "!mailroom list snoozed").await;
+    let listed = wait_event(&alice, &room, "the snoozed list", |e| {
+        sender(e) == bot.0 && body(e).starts_with("1 snoozed ticket")
+    })
+    .await;
+    assert!(body(&listed).contains(&format!("{ticket}")), "{listed}");
+
+    // 09:00: the digest, in the room and the channel, counting the snooze.
+    clock.set(local(friday, 9, 0) + SignedDuration::from_secs(30));
+    let digest = wait_event(&alice, &room, "Friday's digest in Matrix", |e| {
+        sender(e) == bot.0 && body(e).starts_with("📋 Daily digest")
+    })
+    .await;
+    let text = body(&digest);
+    assert!(text.contains("Fri 4 Dec 2026"), "{text}");
+    assert!(
+        text.contains("Unclaimed: 0") && text.contains("Snoozed: 1"),
+        "{text}"
+    );
+    assert!(!text.contains("late"), "{text}");
+    wait_for("Friday's digest in Slack", WAIT, || async {
+        slack
+            .messages(&channel)
+            .into_iter()
+            .find(|m| m.thread_ts.is_none() && m.text.contains("Daily digest"))
+    })
+    .await;
+
+    // 10:31: back, calling alice by name and in m.mentions.
+    clock.set(until + SignedDuration::from_secs(30));
+    let wake = wait_for("the wake-up in Matrix", WAIT, || async {
+        matrix_thread("back from its snooze")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert!(body(&wake).contains(alice.user_id.as_str()), "{wake}");
+    assert_eq!(
+        wake["content"]["m.mentions"]["user_ids"],
+        serde_json::json!([alice.user_id.as_str()]),
+        "{wake}"
+    );
+    assert_eq!(
+        wake["content"]["msgtype"], "m.text",
+        "a notice would not ping"
+    );
+    assert_eq!(store.ticket(ticket).await.unwrap().unwrap().snooze, None);
+
+    // On Slack alice snoozes it until the customer replies; their mail
+    // wakes it early and calls her with a Slack mention.
+    slack
+        .post_message(
+            &slack_alice,
+            &channel,
+            Some(&slack_root.ts),
+            "!snooze until customer replies",
+        )
+        .await
+        .unwrap();
+    wait_for("the Slack snooze confirmed", WAIT, || async {
+        (!slack_thread("until the customer replies").is_empty()).then_some(())
+    })
+    .await;
+    writer
+        .answers(
+            "snz1@example.net",
+            "snz2@example.net",
+            "Re: Snooze me please",
+            "I'm back!",
+        )
+        .await;
+    let woke = wait_for("the early wake-up in Slack", WAIT, || async {
+        slack_thread("woke early").into_iter().next()
+    })
+    .await;
+    assert!(woke.text.contains(&format!("<@{slack_alice}>")), "{woke:?}");
+    wait_for("the early wake-up in Matrix", WAIT, || async {
+        matrix_thread("woke early").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(store.ticket(ticket).await.unwrap().unwrap().snooze, None);
+
+    // No digest on the weekend; Monday's counts the awake ticket.
+    clock.set(local(date(2026, 12, 5), 9, 1));
+    clock.set(local(date(2026, 12, 6), 9, 1));
+    clock.set(local(date(2026, 12, 7), 9, 1));
+    let monday = wait_event(&alice, &room, "Monday's digest", |e| {
+        sender(e) == bot.0 && body(e).contains("Mon 7 Dec 2026")
+    })
+    .await;
+    let text = body(&monday);
+    assert!(
+        text.contains("Unclaimed: 1") && text.contains("Snoozed: 0"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("Oldest open: {ticket}")), "{text}");
+    wait_for("Monday's digest in Slack", WAIT, || async {
+        slack
+            .messages(&channel)
+            .into_iter()
+            .find(|m| m.thread_ts.is_none() && m.text.contains("Mon 7 Dec 2026"))
+    })
+    .await;
+    let digests: Vec<String> = alice
+        .events(&room)
+        .await
+        .iter()
+        .filter(|e| sender(e) == bot.0 && body(e).starts_with("📋 Daily digest"))
+        .map(|e| body(e).to_owned())
+        .collect();
+    assert_eq!(digests.len(), 2, "Friday and Monday only: {digests:#?}");
+    let slack_digests = slack
+        .messages(&channel)
+        .into_iter()
+        .filter(|m| m.thread_ts.is_none() && m.text.contains("Daily digest"))
+        .count();
+    assert_eq!(slack_digests, 2);
+    // The nudge came once, though the ticket stayed unclaimed for days.
+    assert_eq!(matrix_thread("with nobody on it").await.len(), 1);
+    assert_eq!(slack_thread("with nobody on it").len(), 1);
+    // Nothing of this mailed the customer.
+    assert!(fetch_all(stack, &customer, "INBOX").await.is_empty());
+    app.stop().await;
+}
