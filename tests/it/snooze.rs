@@ -259,6 +259,50 @@ async fn snooze_wakes_with_a_mention_reminders_nudge_once_and_digests_post_on_bu
     .await;
     assert_eq!(store.ticket(ticket).await.unwrap().unwrap().snooze, None);
 
+    // Slack's slash command names the ticket (slash commands cannot be
+    // typed in threads); its answer is private, the thread is told.
+    slack
+        .slash_command(
+            &slack_alice,
+            &channel,
+            "/mailroom",
+            &format!("snooze {} 3h", ticket.get()),
+        )
+        .await
+        .unwrap();
+    wait_for("the slash snooze's private answer", WAIT, || async {
+        slack
+            .ephemerals(&slack_alice)
+            .into_iter()
+            .find(|e| e.text.contains("snoozed until"))
+    })
+    .await;
+    assert!(
+        store
+            .ticket(ticket)
+            .await
+            .unwrap()
+            .unwrap()
+            .snooze
+            .is_some()
+    );
+    slack
+        .slash_command(
+            &slack_alice,
+            &channel,
+            "/mailroom",
+            &format!("unsnooze {}", ticket.get()),
+        )
+        .await
+        .unwrap();
+    wait_for("the slash unsnooze in the thread", WAIT, || async {
+        slack_thread("is back in the queue (unsnoozed by")
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_eq!(store.ticket(ticket).await.unwrap().unwrap().snooze, None);
+
     // No digest on the weekend; Monday's counts the awake ticket.
     clock.set(local(date(2026, 12, 5), 9, 1));
     clock.set(local(date(2026, 12, 6), 9, 1));
@@ -301,4 +345,82 @@ async fn snooze_wakes_with_a_mention_reminders_nudge_once_and_digests_post_on_bu
     assert!(fetch_all(stack, &customer, "INBOX").await.is_empty());
     ticking.abort();
     app.stop().await;
+}
+
+/// mailroom was down from Friday morning to Tuesday 10:00: the digest timer
+/// left from Friday posts one digest, Tuesday's, marked late, and the next
+/// one is Wednesday's; none for Friday or Monday.
+#[tokio::test]
+async fn a_digest_after_downtime_catches_up_once() {
+    crate::common::init_logs();
+    let stack = Stack::get();
+    let support = stack.user("support", "example.com");
+    let db = TestDb::sqlite();
+    let state_dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}\n{}\n[[digest]]\nmailbox = \"support\"\nat = \"09:00\"\n",
+        mailbox_toml(stack, &support, &db, "matrix_room = \"!support:localhost\""),
+        matrix_toml(
+            "http://127.0.0.1:9",
+            "@mailroom:localhost",
+            "password = \"x\"",
+            state_dir.path()
+        ),
+    );
+    let settings = mailroom::config::Settings::parse(&text, &|_| None)
+        .unwrap_or_else(|p| panic!("test config invalid: {p:#?}"));
+    let zone = settings.mailboxes[0].time_zone.clone();
+    let local = |d: jiff::civil::Date, h: i8| -> Timestamp {
+        d.at(h, 0, 0, 0)
+            .to_zoned(zone.tz().clone())
+            .unwrap()
+            .timestamp()
+    };
+    let store = Arc::new(db.store().await);
+    let mut app = mailroom::bridge::App::new(settings, store.clone(), Vec::new());
+    let clock = Arc::new(ManualClock::new(local(date(2026, 12, 4), 8)));
+    app.clock = clock.clone();
+    // The timer queued before the stop, for Friday 09:00.
+    let friday = local(date(2026, 12, 4), 9).as_millisecond();
+    let timer = mailroom::store::JobSpec::Digest {
+        mailbox: "support".into(),
+        platform: mailroom::domain::chat::Platform::Matrix,
+        due_ms: friday,
+    };
+    store
+        .enqueue(None, &timer, friday, app.now_ms())
+        .await
+        .unwrap();
+    clock.set(local(date(2026, 12, 8), 10));
+    let step = mailroom::bridge::outbox::run_once(&app).await.unwrap();
+    assert_eq!(step.map(|s| s.job.spec), Some(timer));
+    let pending = store
+        .jobs(&[mailroom::store::JobState::Pending])
+        .await
+        .unwrap();
+    let digests: Vec<&str> = pending
+        .iter()
+        .filter_map(|j| match &j.spec {
+            mailroom::store::JobSpec::ChatRoomNotice { text, room, .. } => {
+                assert_eq!(room, "!support:localhost");
+                Some(text.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digests.len(), 1, "{digests:#?}");
+    assert!(
+        digests[0].contains("Tue 8 Dec 2026") && digests[0].contains("(late: due Tue 8 Dec 09:00"),
+        "{}",
+        digests[0]
+    );
+    let next: Vec<i64> = pending
+        .iter()
+        .filter_map(|j| match j.spec {
+            mailroom::store::JobSpec::Digest { due_ms, .. } => Some(due_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(next, [local(date(2026, 12, 9), 9).as_millisecond()]);
+    store.close().await;
 }
