@@ -87,7 +87,7 @@ pub(super) async fn nudge_timer(
         }
         // A snoozed ticket skips this round but may still be unclaimed
         // when it wakes; one someone took needs no more nudges.
-        if (still_unclaimed(&t.state, false))
+        if still_unclaimed(&t.state, false)
             && let Some(due_ms) = reminders.due_ms(t.created_at_ms, round + 1)
         {
             settlement.timers.push((
