@@ -215,18 +215,22 @@ pub enum StatusArg {
     Ignored,
     /// Set aside by a routing rule as spam.
     Spam,
+    /// Snoozed (`!snooze`), whatever the status; left out of the default list.
+    Snoozed,
 }
 
-impl From<StatusArg> for Status {
-    fn from(s: StatusArg) -> Status {
-        match s {
+impl StatusArg {
+    /// The status to list; `None` for snoozed tickets, which have any.
+    fn status(self) -> Option<Status> {
+        Some(match self {
             StatusArg::Open => Status::Open,
             StatusArg::Claimed => Status::Claimed,
             StatusArg::Pending => Status::Pending,
             StatusArg::Closed => Status::Closed,
             StatusArg::Ignored => Status::Ignored,
             StatusArg::Spam => Status::Spam,
-        }
+            StatusArg::Snoozed => return None,
+        })
     }
 }
 
@@ -631,11 +635,19 @@ pub async fn tickets(app: &App, cmd: TicketsCommand, out: &mut dyn Write) -> any
                 .map(MailboxName::parse)
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--mailbox: {e}"))?;
+            // The default list is the queue: snoozed tickets are out of it
+            // until they wake. A status asked for lists all of that status.
+            let snoozed = match args.status {
+                None => Some(false),
+                Some(StatusArg::Snoozed) => Some(true),
+                Some(_) => None,
+            };
             let filter = TicketFilter {
-                status: args.status.map(Status::from),
+                status: args.status.and_then(StatusArg::status),
                 mailbox,
                 owner: None,
                 limit: Some(args.limit),
+                snoozed,
             };
             let list = store.list_tickets(&filter).await?;
             writeln!(
@@ -649,7 +661,10 @@ pub async fn tickets(app: &App, cmd: TicketsCommand, out: &mut dyn Write) -> any
                     "{:>6}  {:<8}  {:<18}  {:<28}  {:<20}  {}",
                     t.id.to_string(),
                     t.mailbox.as_str(),
-                    t.state.status().as_str(),
+                    match t.snooze {
+                        Some(_) => format!("{} (snoozed)", t.state.status().as_str()),
+                        None => t.state.status().as_str().to_owned(),
+                    },
                     t.customer.as_str(),
                     t.state.owner().map(|o| o.as_str()).unwrap_or("-"),
                     t.subject

@@ -150,6 +150,14 @@ async fn member_allowed(
     }
 }
 
+/// A snooze command's answer: public for the thread, or private.
+fn said(said: super::snooze::Said) -> Answer {
+    match said {
+        Ok(text) => Answer::public(text),
+        Err(text) => Answer::private(text),
+    }
+}
+
 /// Acts on one event. Redeliveries are recognised and ignored.
 pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
     if !app
@@ -355,6 +363,25 @@ async fn slash_command(
             }
             room_command(app, agent, cmd).await
         }
+        Ok(SlashCommand::Ticket { ticket, command }) => {
+            let Some(thread) = app.store.chat_thread(ticket, platform).await? else {
+                return Ok(format!("⚠️ {ticket} has no thread here."));
+            };
+            let Some(member) = member_allowed(app, platform, &thread.room, agent).await else {
+                return Ok(format!(
+                    "{agent} may not act on {ticket} (not a member of its channel)."
+                ));
+            };
+            let answer = thread_command(app, ticket, &thread, agent, &member, command).await?;
+            match answer {
+                Some(a) if a.public => {
+                    tell(app, ticket, &thread, a.text.clone()).await?;
+                    Ok(format!("{ticket}: {}", a.text))
+                }
+                Some(a) => Ok(a.text),
+                None => Ok(format!("{ticket}: done.")),
+            }
+        }
         Ok(SlashCommand::Reply {
             ticket,
             text,
@@ -559,6 +586,10 @@ async fn thread_command(
             Answer::private(text.trim_end().to_owned())
         }
         ThreadCommand::Help => Answer::private(help_text()),
+        ThreadCommand::Snooze(request) => {
+            said(super::snooze::snooze(app, ticket, agent, &request).await?)
+        }
+        ThreadCommand::Unsnooze => said(super::snooze::unsnooze(app, ticket, agent).await?),
     };
     Ok(Some(answer))
 }
@@ -753,8 +784,10 @@ async fn room_command(app: &App, agent: &Agent, cmd: RoomCommand) -> Result<Stri
                 limit: Some(50),
                 ..Default::default()
             };
+            // Snoozed tickets are out of the queue: only their own list shows them.
+            f.snoozed = Some(filter == ListFilter::Snoozed);
             match filter {
-                ListFilter::Open => {}
+                ListFilter::Open | ListFilter::Snoozed => {}
                 ListFilter::Mine => f.owner = Some(agent.clone()),
                 ListFilter::Unclaimed => f.status = Some(Status::Open),
                 ListFilter::Pending => f.status = Some(Status::Pending),
@@ -765,6 +798,7 @@ async fn room_command(app: &App, agent: &Agent, cmd: RoomCommand) -> Result<Stri
                 .filter(|t| match filter {
                     ListFilter::Open => matches!(t.state.status(), Status::Open | Status::Claimed),
                     ListFilter::Mine => t.state.status() != Status::Closed,
+                    ListFilter::Snoozed => !t.state.is_set_aside(),
                     _ => true,
                 })
                 .collect();
@@ -777,8 +811,18 @@ async fn room_command(app: &App, agent: &Agent, cmd: RoomCommand) -> Result<Stri
                 if list.len() == 1 { "" } else { "s" }
             );
             for t in list {
+                let snoozed = match &t.snooze {
+                    Some(s) => {
+                        let zone = app
+                            .mailbox(&t.mailbox)
+                            .map(|m| m.settings.time_zone.clone())
+                            .unwrap_or_else(crate::domain::time::Zone::utc);
+                        format!(" · 💤 {} (by {})", s.until.describe(&zone), s.by)
+                    }
+                    None => String::new(),
+                };
                 text.push_str(&format!(
-                    "{} · {} · {} · {}\n",
+                    "{} · {} · {} · {}{snoozed}\n",
                     t.id, t.state, t.customer, t.subject
                 ));
             }

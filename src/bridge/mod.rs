@@ -13,16 +13,22 @@
 //!   connections, refreshed ahead of expiry, a revoked grant told once.
 //! - [`watchdog`]: tells a mailbox's room when it has not been checked for
 //!   too long, and when it recovers.
+//! - [`snooze`]: `!snooze` / `!unsnooze` and the wake-up timer; `reminders`:
+//!   nudges for unclaimed tickets; [`digest`]: the daily digest. All three
+//!   are outbox timers (jobs due later, each in a lane of its own).
 
 pub mod assign;
 pub mod chat;
+pub mod digest;
 mod hygiene;
 pub mod ingest;
 pub mod oauth;
 pub mod outbox;
+mod reminders;
 pub mod reply;
 pub mod routing;
 pub mod sent;
+pub mod snooze;
 pub mod watchdog;
 
 use std::collections::BTreeMap;
@@ -352,6 +358,9 @@ impl App {
             }
         };
         outbox::report_recovered(&self, recovered).await;
+        if let Err(e) = digest::ensure_timers(&self).await {
+            tracing::error!(error = %e, "could not schedule the digests");
+        }
         for name in self.mailboxes.keys() {
             let sink = Arc::new(ingest::MailboxIngest::new(self.clone(), name.clone()));
             let Some(m) = self.mailboxes.get(name) else {

@@ -139,20 +139,6 @@ pub trait ChatPlatform: Send + Sync {
         idempotency_key: &str,
     ) -> Result<(), ChatError>;
 
-    /// Posts a short notice into the thread that calls on `mentions`
-    /// (their ids appear in `text`), so they are notified. Platforms whose
-    /// plain text already mentions (Slack's `slack:U…` becomes `<@U…>`)
-    /// need nothing more than [`ChatPlatform::notice`].
-    async fn notice_mentioning(
-        &self,
-        thread: &ChatThread,
-        text: &str,
-        _mentions: &[Agent],
-        idempotency_key: &str,
-    ) -> Result<(), ChatError> {
-        self.notice(thread, text, idempotency_key).await
-    }
-
     /// What a chat platform says about a teammate's availability, when it
     /// tells (auto-assignment skips people who are away). `Ok(None)`: the
     /// platform does not tell, or the id is not one of its own.
@@ -163,6 +149,20 @@ pub trait ChatPlatform: Send + Sync {
     /// Posts a short notice in the room, outside any thread (answers to
     /// room-level commands).
     async fn room_notice(&self, room: &str, text: &str) -> Result<(), ChatError>;
+
+    /// Posts a message into the thread that calls the teammates in
+    /// `mention` (a snooze's end, a reminder), whose ids `text` names.
+    /// The default is a notice: on Slack the `slack:U…` ids in it become
+    /// `<@U…>` mentions. Matrix overrides it to add `m.mentions`.
+    async fn mention(
+        &self,
+        thread: &ChatThread,
+        text: &str,
+        _mention: &[Agent],
+        idempotency_key: &str,
+    ) -> Result<(), ChatError> {
+        self.notice(thread, text, idempotency_key).await
+    }
 
     /// Downloads a file shared in chat (decrypting it if it was encrypted).
     async fn download(&self, file: &SharedFile) -> Result<Vec<u8>, ChatError>;

@@ -11,6 +11,7 @@
 //! `check-config` reports every problem at once, with its path and line
 //! (`mailbox[1].smtp.port: expected 1-65535 (line 27)`).
 
+pub mod digest;
 mod load;
 mod oauth;
 pub mod rules;
@@ -72,6 +73,9 @@ pub struct Settings {
     /// The key that seals OAuth2 tokens at rest.
     #[serde(default, deserialize_with = "lenient")]
     pub secrets: SecretsSettings,
+    /// `[[digest]]`: daily summaries per mailbox.
+    #[serde(default, rename = "digest", deserialize_with = "list")]
+    pub digests: Vec<digest::DigestSettings>,
 }
 
 impl Settings {
@@ -263,6 +267,7 @@ impl Settings {
         self.outbox.check(c);
         self.ops.check(c);
         rules::settle(self, c);
+        digest::settle(self, c);
     }
 }
 

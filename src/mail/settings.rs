@@ -54,6 +54,9 @@ pub struct MailboxSettings {
     /// Auto-assignment of new tickets no rule assigned (`domain::assign`).
     #[serde(default, deserialize_with = "lenient")]
     pub assign: Option<crate::domain::assign::AssignSettings>,
+    /// Nudges for tickets nobody has claimed (`domain::reminders`).
+    #[serde(default, deserialize_with = "lenient")]
+    pub reminders: crate::domain::reminders::ReminderSettings,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

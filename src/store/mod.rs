@@ -28,6 +28,7 @@
 //! | IMAP checkpoints | in `domain::mailbox` | `sql/checkpoints.rs` (`checkpoints`) |
 //! | replies found in Sent | `sent.rs` | `sql/sent.rs` (`emails`, `tickets`, `outbox`) |
 //! | the audit log | `audit.rs` | `sql/audit.rs` (`audit_log`) |
+//! | snoozes | `snooze.rs` | `sql/snooze.rs` (snooze columns of `tickets`) |
 //! | OAuth2 grants per mailbox | `grants.rs` | `sql/grants.rs` (`oauth_grants`) |
 //! | auto-assignment: cursors, away marks, picks | `assign.rs` | `sql/assign.rs` (`assign_cursors`, `people_away`, `auto_assignments`) |
 //!
@@ -60,6 +61,7 @@ mod outbox;
 mod replies;
 mod sent;
 pub mod settings;
+mod snooze;
 pub mod sql;
 mod tickets;
 
@@ -76,6 +78,7 @@ pub use ingest::{
 pub use outbox::{FilePart, Job, JobOutcome, JobSpec, JobState, Requeued, Settlement};
 pub use replies::{NewReply, OutgoingMail};
 pub use sent::{SentBatch, SentMail, SentRecorded};
+pub use snooze::{SnoozeSet, WakeIf};
 pub use tickets::{Applied, TicketFilter, TicketRecord};
 
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
@@ -163,6 +166,33 @@ pub trait TicketStore: Send + Sync {
         notify: &[Platform],
         now_ms: i64,
     ) -> StoreResult<Applied>;
+
+    // Snoozes: `sql/snooze.rs`.
+
+    /// Snoozes a ticket (replacing its snooze, if any), audited as
+    /// `snoozed` with `details`, and queues the wake-up timer of a snooze
+    /// that has a time, in one transaction. Closed and set-aside tickets
+    /// are refused.
+    async fn snooze(
+        &self,
+        ticket: TicketId,
+        snooze: &crate::domain::snooze::Snooze,
+        details: &str,
+        now_ms: i64,
+    ) -> StoreResult<SnoozeSet>;
+    /// Clears the ticket's snooze if `when` holds, audited as `woke` with
+    /// `details`, and queues `notices` for it, in one transaction. The
+    /// cleared snooze, or `None` when nothing was cleared (not snoozed, or
+    /// snoozed anew since the timer was set).
+    async fn wake(
+        &self,
+        ticket: TicketId,
+        when: WakeIf,
+        actor: &Actor,
+        details: &str,
+        notices: &[JobSpec],
+        now_ms: i64,
+    ) -> StoreResult<Option<crate::domain::snooze::Snooze>>;
 
     // Stored emails: `sql/emails.rs`.
 

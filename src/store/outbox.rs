@@ -30,8 +30,8 @@ pub enum JobSpec {
     /// Tell the thread something (a failure, a refusal).
     ChatNotice { platform: Platform, text: String },
     /// Tell the thread something that calls on people by name (an
-    /// auto-assignment): `mentions` (agent ids, as text) are notified
-    /// where the platform can.
+    /// auto-assignment, a snooze's end): `mentions` (agent ids, as text,
+    /// which `text` names) are notified where the platform can.
     ChatMention {
         platform: Platform,
         text: String,
@@ -55,6 +55,23 @@ pub enum JobSpec {
     /// After a send: APPEND the reply to the Sent folder and flag the answered
     /// original `\Answered`.
     FileSent { email_id: i64 },
+    /// Timer: wake the ticket from the snooze that ends at `due_ms`. Does
+    /// nothing if the snooze was changed, cancelled or woken meanwhile.
+    SnoozeWake { due_ms: i64 },
+    /// Timer: remind the team on `platform` that the ticket is still
+    /// unclaimed (reminder `round`, from 1). Does nothing if it was claimed.
+    UnclaimedNudge {
+        platform: Platform,
+        round: u32,
+        due_ms: i64,
+    },
+    /// Timer: post `mailbox`'s daily digest in its room on `platform`,
+    /// then queue the next one.
+    Digest {
+        mailbox: String,
+        platform: Platform,
+        due_ms: i64,
+    },
 }
 
 impl JobSpec {
@@ -69,11 +86,17 @@ impl JobSpec {
             JobSpec::ChatFile { .. } => "chat_file",
             JobSpec::SendReply { .. } => "send_reply",
             JobSpec::FileSent { .. } => "file_sent",
+            JobSpec::SnoozeWake { .. } => "snooze_wake",
+            JobSpec::UnclaimedNudge { .. } => "unclaimed_nudge",
+            JobSpec::Digest { .. } => "digest",
         }
     }
 
     /// Jobs in one lane run one at a time, in order; lanes run independently.
     /// Chat posts keep a room's order; each ticket's mail keeps its own.
+    /// A timer is due hours ahead, and a lane's later jobs wait for its
+    /// head: so each timer has a lane no other job shares, and what it
+    /// says goes out as an ordinary chat job when it fires.
     pub fn lane(&self, ticket: Option<TicketId>) -> String {
         let t = ticket.map(|t| t.get()).unwrap_or(0);
         match self {
@@ -85,6 +108,15 @@ impl JobSpec {
             | JobSpec::ChatRoomNotice { platform, .. }
             | JobSpec::ChatFile { platform, .. } => format!("chat:{}", platform.as_str()),
             JobSpec::SendReply { .. } | JobSpec::FileSent { .. } => format!("mail:{t}"),
+            JobSpec::SnoozeWake { due_ms } => format!("timer:snooze:{t}:{due_ms}"),
+            JobSpec::UnclaimedNudge {
+                platform, round, ..
+            } => format!("timer:nudge:{t}:{}:{round}", platform.as_str()),
+            JobSpec::Digest {
+                mailbox,
+                platform,
+                due_ms,
+            } => format!("timer:digest:{mailbox}:{}:{due_ms}", platform.as_str()),
         }
     }
 
@@ -118,7 +150,12 @@ impl JobSpec {
             | JobSpec::ChatMention { platform, .. }
             | JobSpec::ChatRoomNotice { platform, .. }
             | JobSpec::ChatFile { platform, .. } => Some(*platform),
-            JobSpec::SendReply { .. } | JobSpec::FileSent { .. } => None,
+            // Timers talk to chat only through the chat jobs they queue.
+            JobSpec::SendReply { .. }
+            | JobSpec::FileSent { .. }
+            | JobSpec::SnoozeWake { .. }
+            | JobSpec::UnclaimedNudge { .. }
+            | JobSpec::Digest { .. } => None,
         }
     }
 }
@@ -135,6 +172,14 @@ pub struct Settlement {
     pub follow_ons: Vec<JobSpec>,
     /// `(action, details)` for the job's ticket, by the system.
     pub audit: Option<(&'static str, String)>,
+    /// Queued for the job's ticket, each due at its time (a timer's next
+    /// round).
+    pub timers: Vec<(JobSpec, i64)>,
+    /// A mark recorded with the settlement; if it was recorded before, the
+    /// follow-ons and the audit line are left out. So a timer that runs
+    /// twice (two timers for one digest, a crash before the settlement)
+    /// says its piece once.
+    pub once: Option<String>,
 }
 
 impl Settlement {
@@ -144,6 +189,8 @@ impl Settlement {
             thread: None,
             follow_ons: Vec::new(),
             audit: None,
+            timers: Vec::new(),
+            once: None,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::domain::ids::{Agent, EmailAddress, MailboxName, Tag, TicketId, TicketToken};
 use crate::domain::routing::Priority;
+use crate::domain::snooze::Snooze;
 use crate::domain::ticket::{Refusal, Status, TicketState};
 
 /// A ticket as stored.
@@ -26,6 +27,8 @@ pub struct TicketRecord {
     /// When a teammate first answered (a `!reply` sent, or a reply found in
     /// the mailbox's Sent folder); `None` until then.
     pub first_response_at_ms: Option<i64>,
+    /// Hidden from the queue until then (`!snooze`); `None`: not snoozed.
+    pub snooze: Option<Snooze>,
 }
 
 /// Filter for [`TicketStore::list_tickets`](super::TicketStore::list_tickets).
@@ -35,6 +38,9 @@ pub struct TicketFilter {
     pub mailbox: Option<MailboxName>,
     pub owner: Option<Agent>,
     pub limit: Option<u32>,
+    /// `Some(false)`: leave snoozed tickets out (the queue);
+    /// `Some(true)`: only snoozed ones; `None`: both.
+    pub snoozed: Option<bool>,
 }
 
 /// Result of [`TicketStore::apply`](super::TicketStore::apply).

@@ -25,9 +25,11 @@ mod rules;
 mod sasl;
 mod sent_folder;
 mod slack;
+mod snooze;
 #[macro_use]
 mod store_conformance;
 mod store_assign;
 mod store_grants;
 mod store_routing;
 mod store_sent;
+mod store_snooze;

@@ -156,6 +156,12 @@ impl Teammate {
         self.room(room).send(content).await.expect("send");
     }
 
+    /// A message in the room, outside any thread (room commands).
+    pub(crate) async fn say_in_room(&self, room: &OwnedRoomId, text: &str) {
+        let content = RoomMessageEventContent::text_plain(text);
+        self.room(room).send(content).await.expect("send");
+    }
+
     /// The room's recent events as JSON, oldest first.
     pub(crate) async fn events(&self, room: &OwnedRoomId) -> Vec<Value> {
         let mut opts = MessagesOptions::backward();

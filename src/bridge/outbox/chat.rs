@@ -305,6 +305,14 @@ pub(super) async fn chat_post(
     // The job was queued in the transaction that stored the email.
     app.metrics.posted(platform, since(job.created_at_ms));
     let mut settlement = Settlement::new(JobOutcome::Done);
+    if new_thread.is_some() {
+        // The ticket is in the room now: its unclaimed reminder starts.
+        settlement
+            .timers
+            .extend(crate::bridge::reminders::first_nudge(
+                app, &ticket, platform,
+            ));
+    }
     settlement.thread = new_thread;
     if !refusals.is_empty() {
         app.metrics.post_degraded(platform, shown);
@@ -470,7 +478,6 @@ pub(super) async fn chat_notice(
     job: &Job,
     platform: Platform,
     text: &str,
-    mentions: &[crate::domain::ids::Agent],
 ) -> Result<(), ChatError> {
     let (chat, ticket, thread) = chat_target(app, job, platform).await?;
     let Some(thread) = thread else {
@@ -484,11 +491,30 @@ pub(super) async fn chat_notice(
             .room_notice(&room, &format!("{}: {text}", ticket.id))
             .await;
     };
-    let key = idempotency_key(&ticket, job);
-    match mentions {
-        [] => chat.notice(&thread, text, &key).await,
-        _ => chat.notice_mentioning(&thread, text, mentions, &key).await,
-    }
+    chat.notice(&thread, text, &idempotency_key(&ticket, job))
+        .await
+}
+
+/// A message that calls teammates by name (an auto-assignment, a snooze's
+/// end): like a notice,
+/// in the room when the ticket has no thread there.
+pub(super) async fn chat_mention(
+    app: &App,
+    job: &Job,
+    platform: Platform,
+    text: &str,
+    mention: &[String],
+) -> Result<(), ChatError> {
+    let (chat, ticket, thread) = chat_target(app, job, platform).await?;
+    let Some(thread) = thread else {
+        return chat_notice(app, job, platform, text).await;
+    };
+    let agents: Vec<crate::domain::ids::Agent> = mention
+        .iter()
+        .filter_map(|a| crate::domain::ids::Agent::parse(a).ok())
+        .collect();
+    chat.mention(&thread, text, &agents, &idempotency_key(&ticket, job))
+        .await
 }
 
 impl App {

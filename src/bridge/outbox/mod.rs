@@ -27,7 +27,9 @@ use tokio_util::sync::CancellationToken;
 mod chat;
 mod sent_reply;
 
-use self::chat::{chat_file, chat_notice, chat_post, chat_status, done, finish_chat, missing};
+use self::chat::{
+    chat_file, chat_mention, chat_notice, chat_post, chat_status, done, finish_chat, missing,
+};
 use self::sent_reply::chat_sent_reply;
 use super::{App, now_ms};
 use crate::domain::chat::Platform;
@@ -205,23 +207,7 @@ async fn perform(app: &App, job: &Job) -> Result<StepOutcome, StoreError> {
             finish_chat(app, job, *platform, r).await
         }
         JobSpec::ChatNotice { platform, text } => {
-            let r = chat_notice(app, job, *platform, text, &[]).await.map(done);
-            finish_chat(app, job, *platform, r).await
-        }
-        JobSpec::ChatMention {
-            platform,
-            text,
-            mentions,
-        } => {
-            // Ids stored by the ingest were agents; one that no longer
-            // parses is left unmentioned rather than failing the notice.
-            let mentions: Vec<crate::domain::ids::Agent> = mentions
-                .iter()
-                .filter_map(|m| crate::domain::ids::Agent::parse(m).ok())
-                .collect();
-            let r = chat_notice(app, job, *platform, text, &mentions)
-                .await
-                .map(done);
+            let r = chat_notice(app, job, *platform, text).await.map(done);
             finish_chat(app, job, *platform, r).await
         }
         JobSpec::ChatRoomNotice {
@@ -235,6 +221,23 @@ async fn perform(app: &App, job: &Job) -> Result<StepOutcome, StoreError> {
             };
             finish_chat(app, job, *platform, r).await
         }
+        JobSpec::ChatMention {
+            platform,
+            text,
+            mentions,
+        } => {
+            let r = chat_mention(app, job, *platform, text, mentions)
+                .await
+                .map(done);
+            finish_chat(app, job, *platform, r).await
+        }
+        JobSpec::SnoozeWake { due_ms } => super::snooze::wake_timer(app, job, *due_ms).await,
+        JobSpec::UnclaimedNudge {
+            platform, round, ..
+        } => super::reminders::nudge_timer(app, job, *platform, *round).await,
+        JobSpec::Digest {
+            mailbox, platform, ..
+        } => super::digest::digest_timer(app, job, mailbox, *platform).await,
     }
 }
 

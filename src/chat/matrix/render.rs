@@ -154,10 +154,12 @@ pub fn follow_up_content(
     }
 }
 
-/// A notice calling on `mentions`: each one's id in the text becomes a
+/// A message calling on `mentions`: each one's id in the text becomes a
 /// pill (a matrix.to link clients show as their name), and `m.mentions`
-/// lists them, so they are notified.
-pub fn mention_notice(text: &str, mentions: &[Agent]) -> RoomMessageEventContent {
+/// lists them. A text message, not a notice: the default push rules
+/// silence notices (`.m.rule.suppress_notices` is checked before
+/// `.m.rule.is_user_mention`), and this one is meant to ping.
+pub fn mention_message(text: &str, mentions: &[Agent]) -> RoomMessageEventContent {
     let mut html = text_block(text);
     let mut users: Vec<OwnedUserId> = Vec::new();
     for a in mentions {
@@ -171,7 +173,7 @@ pub fn mention_notice(text: &str, mentions: &[Agent]) -> RoomMessageEventContent
         );
         users.push(user);
     }
-    RoomMessageEventContent::notice_html(text, html).add_mentions(Mentions::with_user_ids(users))
+    RoomMessageEventContent::text_html(text, html).add_mentions(Mentions::with_user_ids(users))
 }
 
 #[cfg(test)]

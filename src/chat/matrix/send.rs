@@ -165,16 +165,16 @@ impl ChatPlatform for MatrixChat {
         Ok(())
     }
 
-    async fn notice_mentioning(
+    async fn mention(
         &self,
         thread: &ChatThread,
         text: &str,
-        mentions: &[Agent],
+        mention: &[Agent],
         idempotency_key: &str,
     ) -> Result<(), ChatError> {
         let r = self.room(&thread.room)?;
         let root = thread_root(thread)?;
-        let content = super::render::mention_notice(text, mentions);
+        let content = super::render::mention_message(text, mention);
         self.send(&r, in_thread(content, &root), Some(idempotency_key))
             .await?;
         Ok(())

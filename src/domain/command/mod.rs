@@ -25,10 +25,13 @@ mod args;
 #[cfg(test)]
 mod fixtures;
 mod room;
+mod snooze;
 mod thread;
 
 use room::parse_mailroom;
 pub use room::{SlashCommand, parse_slash, slash_help_text};
+use snooze::parse_snooze;
+pub use snooze::{Day, SnoozeRequest, parse_duration};
 use thread::{parse_assign, parse_reply, parse_tags, parse_template};
 
 /// What a chat message is.
@@ -75,6 +78,10 @@ pub enum ThreadCommand {
     },
     History,
     Help,
+    /// Hide the ticket from the queue until a time or the customer's mail.
+    Snooze(SnoozeRequest),
+    /// Bring a snoozed ticket back now.
+    Unsnooze,
 }
 
 /// A command typed in the room, outside any ticket's thread.
@@ -92,14 +99,17 @@ pub enum ListFilter {
     Mine,
     Unclaimed,
     Pending,
+    /// Snoozed tickets, which the other lists leave out.
+    Snoozed,
 }
 
 impl ListFilter {
-    pub const ALL: [ListFilter; 4] = [
+    pub const ALL: [ListFilter; 5] = [
         ListFilter::Open,
         ListFilter::Mine,
         ListFilter::Unclaimed,
         ListFilter::Pending,
+        ListFilter::Snoozed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -108,6 +118,7 @@ impl ListFilter {
             ListFilter::Mine => "mine",
             ListFilter::Unclaimed => "unclaimed",
             ListFilter::Pending => "pending",
+            ListFilter::Snoozed => "snoozed",
         }
     }
 }
@@ -213,23 +224,29 @@ const UNTAG: Spec = spec("untag", "!untag", "!untag <tag> [<tag> …]");
 const TEMPLATE: Spec = spec("template", "!template", "!template <name> [key=value …]");
 const HISTORY: Spec = spec("history", "!history", "!history");
 const HELP: Spec = spec("help", "!help", "!help");
+const SNOOZE: Spec = spec(
+    "snooze",
+    "!snooze",
+    "!snooze <2h|30m|1d> | !snooze <tomorrow|monday|YYYY-MM-DD> <HH:MM> | !snooze until customer replies",
+);
+const UNSNOOZE: Spec = spec("unsnooze", "!unsnooze", "!unsnooze");
 const MAILROOM: Spec = spec(
     "mailroom",
     "!mailroom",
-    "!mailroom list [open|mine|unclaimed|pending] | !mailroom show <ticket> | !mailroom help",
+    "!mailroom list [open|mine|unclaimed|pending|snoozed] | !mailroom show <ticket> | !mailroom help",
 );
 const MAILROOM_LIST: Spec = spec(
     "list",
     "!mailroom list",
-    "!mailroom list [open|mine|unclaimed|pending]",
+    "!mailroom list [open|mine|unclaimed|pending|snoozed]",
 );
 const MAILROOM_SHOW: Spec = spec("show", "!mailroom show", "!mailroom show <ticket>");
 const MAILROOM_HELP: Spec = spec("help", "!mailroom help", "!mailroom help");
 
 /// Every command word, for near-miss suggestions.
-const COMMANDS: [&Spec; 15] = [
+const COMMANDS: [&Spec; 17] = [
     &REPLY, &UNDO, &CLOSE, &REOPEN, &PENDING, &CLAIM, &UNCLAIM, &ASSIGN, &UNASSIGN, &TAG, &UNTAG,
-    &TEMPLATE, &HISTORY, &HELP, &MAILROOM,
+    &TEMPLATE, &HISTORY, &HELP, &MAILROOM, &SNOOZE, &UNSNOOZE,
 ];
 
 const MAILROOM_SUBCOMMANDS: [&Spec; 3] = [&MAILROOM_LIST, &MAILROOM_SHOW, &MAILROOM_HELP];
@@ -253,9 +270,13 @@ Commands in a ticket's thread:
   !untag <tag> [<tag> …]         remove tags
   !template <name> [key=value …] reply with a saved template; \"quote\" values with spaces
   !history                       show what happened to the ticket
+  !snooze <2h|30m|1d>            hide the ticket from the queue for a while; it comes back with a mention
+  !snooze <tomorrow|monday|YYYY-MM-DD> <HH:MM>  ... until then (the mailbox's time zone)
+  !snooze until customer replies ... until the customer writes (any mail wakes a snooze early)
+  !unsnooze                      bring a snoozed ticket back now
   !help                          show this list
 In the room:
-  !mailroom list [open|mine|unclaimed|pending]  list tickets (open by default)
+  !mailroom list [open|mine|unclaimed|pending|snoozed]  list tickets (open by default)
   !mailroom show <ticket>        show a ticket (42 or #42)
   !mailroom help                 show this list"
 }
@@ -357,6 +378,8 @@ pub fn parse(text: &str) -> Result<Parsed, CommandError> {
         "history" => &HISTORY,
         "help" => &HELP,
         "mailroom" => &MAILROOM,
+        "snooze" => &SNOOZE,
+        "unsnooze" => &UNSNOOZE,
         _ => {
             return match closest(word, &COMMANDS) {
                 Some(spec) => {
@@ -395,6 +418,8 @@ pub fn parse(text: &str) -> Result<Parsed, CommandError> {
         "tag" => parse_tags(&TAG, rest).map(|t| Parsed::Thread(ThreadCommand::Tag(t))),
         "untag" => parse_tags(&UNTAG, rest).map(|t| Parsed::Thread(ThreadCommand::Untag(t))),
         "template" => parse_template(rest).map(Parsed::Thread),
+        "unsnooze" => no_args(&UNSNOOZE, ThreadCommand::Unsnooze),
+        "snooze" => parse_snooze(rest).map(|r| Parsed::Thread(ThreadCommand::Snooze(r))),
         _ => parse_mailroom(rest).map(Parsed::Room),
     }
 }
@@ -721,11 +746,13 @@ mod tests {
         for spec in COMMANDS.iter().chain(MAILROOM_SUBCOMMANDS.iter()) {
             // `!reply` and `!mailroom` are shown per form rather than by
             // their combined usage; the forms are checked below.
-            if spec.name != "reply" && spec.name != "mailroom" {
+            if !["reply", "mailroom", "snooze"].contains(&spec.name) {
                 assert!(help.contains(spec.usage), "help misses {}", spec.usage);
             }
         }
         for form in [
+            "!snooze <2h|30m|1d>",
+            "!snooze until customer replies",
             "!reply!",
             "--attach",
             "!mailroom list",
@@ -742,6 +769,7 @@ mod tests {
                 "!assign" => "!assign @a".to_owned(),
                 "!tag" | "!untag" => format!("{word} x"),
                 "!template" => "!template t".to_owned(),
+                "!snooze" => "!snooze 2h".to_owned(),
                 "!mailroom" => "!mailroom help".to_owned(),
                 _ => word.to_owned(),
             };

@@ -14,6 +14,12 @@ use crate::domain::ids::TicketId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlashCommand {
     Room(RoomCommand),
+    /// A thread command that names its ticket (`/mailroom snooze 42 2h`,
+    /// `/mailroom unsnooze 42`).
+    Ticket {
+        ticket: TicketId,
+        command: ThreadCommand,
+    },
     Reply {
         ticket: TicketId,
         text: String,
@@ -21,7 +27,7 @@ pub enum SlashCommand {
     },
 }
 
-pub(super) const SLASH_USAGE: &str = "/mailroom reply <ticket> <text> | /mailroom list [open|mine|unclaimed|pending] | /mailroom show <ticket> | /mailroom help";
+pub(super) const SLASH_USAGE: &str = "/mailroom reply <ticket> <text> | /mailroom list [open|mine|unclaimed|pending|snoozed] | /mailroom show <ticket> | /mailroom help";
 
 /// Reads the text after `/mailroom`. Errors are sentences for the teammate,
 /// naming the slash command's own forms.
@@ -33,6 +39,7 @@ pub fn parse_slash(text: &str) -> Result<SlashCommand, String> {
     let force = match word.to_ascii_lowercase().as_str() {
         "reply" => false,
         "reply!" => true,
+        "snooze" | "unsnooze" => return parse_slash_ticket(word, rest),
         _ => return parse_mailroom(text).map(SlashCommand::Room).map_err(slash),
     };
     let rest = rest.trim_start();
@@ -69,13 +76,47 @@ pub fn parse_slash(text: &str) -> Result<SlashCommand, String> {
     }
 }
 
+/// `/mailroom snooze <ticket> <when>` and `/mailroom unsnooze <ticket>`:
+/// the thread command after the ticket, read as if typed in its thread.
+fn parse_slash_ticket(word: &str, rest: &str) -> Result<SlashCommand, String> {
+    let word = word.to_ascii_lowercase();
+    let rest = rest.trim_start();
+    let id_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    let (arg, tail) = rest.split_at(id_end);
+    let usage = match word.as_str() {
+        "snooze" => "/mailroom snooze <ticket> <2h|tomorrow 9:00|until customer replies>",
+        _ => "/mailroom unsnooze <ticket>",
+    };
+    if arg.is_empty() {
+        return Err(format!(
+            "/mailroom {word} needs a ticket number (usage: {usage})"
+        ));
+    }
+    let ticket = TicketId::parse(arg).map_err(|e| {
+        format!(
+            "{} is not a ticket: {} (usage: {usage})",
+            quoted(arg),
+            e.reason
+        )
+    })?;
+    match super::parse(&format!("!{word} {tail}")) {
+        Ok(super::Parsed::Thread(command)) => Ok(SlashCommand::Ticket { ticket, command }),
+        Ok(_) => Err(format!("usage: {usage}")),
+        Err(e) => Err(e
+            .to_string()
+            .replace(&format!("!{word}"), &format!("/mailroom {word} <ticket>"))),
+    }
+}
+
 /// What `/mailroom help` answers.
 pub fn slash_help_text() -> String {
     format!(
         "/mailroom reply <ticket> <text>   reply to the customer from the shared address\n\
 /mailroom reply! <ticket> <text>  reply even if someone else claimed it or new mail came\n\
-/mailroom list [open|mine|unclaimed|pending]   list tickets\n\
+/mailroom list [open|mine|unclaimed|pending|snoozed]   list tickets\n\
 /mailroom show <ticket>           show a ticket\n\
+/mailroom snooze <ticket> <when>  snooze a ticket (2h, tomorrow 9:00, until customer replies)\n\
+/mailroom unsnooze <ticket>       bring a snoozed ticket back\n\
 /mailroom help                    show this list\n\
 Or use the \u{201c}Reply by email\u{201d} shortcut on a ticket's message.\n\n{}",
         help_text()
@@ -99,7 +140,7 @@ pub(super) fn parse_mailroom(rest: &str) -> Result<RoomCommand, CommandError> {
                         error(
                             &MAILROOM_LIST,
                             format!(
-                                "{} is not a list filter: use open, mine, unclaimed or pending",
+                                "{} is not a list filter: use open, mine, unclaimed, pending or snoozed",
                                 quoted(f)
                             ),
                         )
@@ -161,6 +202,52 @@ mod tests {
     use crate::domain::command::fixtures::*;
 
     #[test]
+    fn slash_snooze_names_its_ticket() {
+        use crate::domain::command::SnoozeRequest;
+        let ticket = TicketId::parse("42").unwrap();
+        assert_eq!(
+            parse_slash("snooze 42 until customer replies"),
+            Ok(SlashCommand::Ticket {
+                ticket,
+                command: ThreadCommand::Snooze(SnoozeRequest::UntilReply)
+            })
+        );
+        assert_eq!(
+            parse_slash("unsnooze #42"),
+            Ok(SlashCommand::Ticket {
+                ticket,
+                command: ThreadCommand::Unsnooze
+            })
+        );
+        assert!(matches!(
+            parse_slash("snooze 42 2h"),
+            Ok(SlashCommand::Ticket {
+                command: ThreadCommand::Snooze(SnoozeRequest::For(_)),
+                ..
+            })
+        ));
+        let e = parse_slash("snooze 42 tomorrow 25:00").unwrap_err();
+        assert!(
+            e.contains("\"25:00\" is not a time of day") && e.contains("/mailroom snooze <ticket>"),
+            "{e}"
+        );
+        assert!(
+            parse_slash("snooze")
+                .unwrap_err()
+                .contains("needs a ticket number")
+        );
+        assert!(
+            parse_slash("snooze x 2h")
+                .unwrap_err()
+                .contains("is not a ticket")
+        );
+        assert_eq!(
+            parse_slash("list snoozed"),
+            Ok(SlashCommand::Room(RoomCommand::List(ListFilter::Snoozed)))
+        );
+    }
+
+    #[test]
     fn slash_commands_name_their_ticket() {
         assert_eq!(
             parse_slash("reply #12 Thanks,\nwe refunded you."),
@@ -212,9 +299,12 @@ mod tests {
         assert_eq!(e.command, "!mailroom list");
         assert_eq!(
             e.message,
-            "\"closed\" is not a list filter: use open, mine, unclaimed or pending"
+            "\"closed\" is not a list filter: use open, mine, unclaimed, pending or snoozed"
         );
-        assert_eq!(e.usage, "!mailroom list [open|mine|unclaimed|pending]");
+        assert_eq!(
+            e.usage,
+            "!mailroom list [open|mine|unclaimed|pending|snoozed]"
+        );
         assert_eq!(
             err("!mailroom list open mine").message,
             "!mailroom list has an extra argument \"mine\""

@@ -435,6 +435,10 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
             insert_job(tx, Some(ticket), &spec, new.now_ms, new.now_ms).await?;
         }
     }
+    // A customer's mail wakes a snoozed ticket, told after the mail's post.
+    if !is_new && new.automatic.is_none() {
+        super::snooze::wake_on_reply(tx, ticket, post_to, new.now_ms).await?;
+    }
     if let Some(cp) = new.checkpoint {
         upsert_checkpoint(&mut **tx, &new.mailbox, FolderRole::Inbox, cp, new.now_ms).await?;
     }

@@ -20,6 +20,8 @@
 //! - `checkpoints.rs`: IMAP positions per mailbox and folder role.
 //! - `sent.rs`: replies found in the Sent folder (written outside mailroom).
 //! - `audit.rs`: the audit log.
+//! - `snooze.rs`: snoozes set, woken by their timer, a teammate or the
+//!   customer's mail.
 //! - `grants.rs`: OAuth2 grants per mailbox (sealed tokens, refusals told once).
 //! - `assign.rs`: auto-assignment (the pick inside an ingest, away marks).
 //!
@@ -42,6 +44,7 @@ mod ingest;
 mod outbox;
 mod replies;
 mod sent;
+mod snooze;
 mod tickets;
 
 use std::path::Path;
@@ -55,8 +58,8 @@ use sqlx::{AnyPool, Executor};
 use super::{
     Applied, AuditEntry, AwayMark, EmailRecord, EmailState, Grant, IngestBatch, Job, JobOutcome,
     JobSpec, JobState, NewGrant, NewInbound, NewReply, OutgoingMail, Recorded, Refreshed, Requeued,
-    SentBatch, SentRecorded, Settlement, StoreError, StoreResult, TicketFilter, TicketRecord,
-    TicketStore,
+    SentBatch, SentRecorded, Settlement, SnoozeSet, StoreError, StoreResult, TicketFilter,
+    TicketRecord, TicketStore, WakeIf,
 };
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::ContentHash;
@@ -290,6 +293,28 @@ impl TicketStore for SqlStore {
         now_ms: i64,
     ) -> StoreResult<Applied> {
         tickets::apply(&self.pool, ticket, actor, event, notify, now_ms).await
+    }
+
+    async fn snooze(
+        &self,
+        ticket: TicketId,
+        snooze: &crate::domain::snooze::Snooze,
+        details: &str,
+        now_ms: i64,
+    ) -> StoreResult<SnoozeSet> {
+        snooze::snooze(&self.pool, ticket, snooze, details, now_ms).await
+    }
+
+    async fn wake(
+        &self,
+        ticket: TicketId,
+        when: WakeIf,
+        actor: &Actor,
+        details: &str,
+        notices: &[JobSpec],
+        now_ms: i64,
+    ) -> StoreResult<Option<crate::domain::snooze::Snooze>> {
+        snooze::wake(&self.pool, ticket, when, actor, details, notices, now_ms).await
     }
 
     async fn emails(&self, ticket: TicketId) -> StoreResult<Vec<EmailRecord>> {

@@ -127,11 +127,41 @@ pub(super) async fn settle_job(
     if let (Some(ticket), Some(thread)) = (job.ticket, &settlement.thread) {
         link_thread(&mut *tx, ticket, thread).await?;
     }
-    for spec in &settlement.follow_ons {
-        insert_job(&mut tx, job.ticket, spec, now_ms, now_ms).await?;
+    for (spec, due_ms) in &settlement.timers {
+        // A timer's lane names what it is for (a ticket's nudge round, a
+        // digest's time): one already waiting is that timer, so two runs of
+        // a job never start two chains.
+        let waiting = sqlx::query(
+            "SELECT 1 AS one FROM outbox WHERE lane = $1 AND state IN ('pending', 'in_flight') AND id <> $2",
+        )
+        .bind(spec.lane(job.ticket))
+        .bind(job.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if waiting.is_none() {
+            insert_job(&mut tx, job.ticket, spec, *due_ms, now_ms).await?;
+        }
     }
-    if let Some((action, details)) = &settlement.audit {
-        insert_audit(&mut tx, job.ticket, &Actor::System, action, details, now_ms).await?;
+    let first_time =
+        match &settlement.once {
+            None => true,
+            Some(mark) => sqlx::query(
+                "INSERT INTO timer_marks (mark, at) VALUES ($1, $2) ON CONFLICT (mark) DO NOTHING",
+            )
+            .bind(mark.as_str())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1,
+        };
+    if first_time {
+        for spec in &settlement.follow_ons {
+            insert_job(&mut tx, job.ticket, spec, now_ms, now_ms).await?;
+        }
+        if let Some((action, details)) = &settlement.audit {
+            insert_audit(&mut tx, job.ticket, &Actor::System, action, details, now_ms).await?;
+        }
     }
     tx.commit().await?;
     Ok(())

@@ -12,6 +12,7 @@ use super::{AnyTx, corrupt};
 use crate::domain::chat::Platform;
 use crate::domain::ids::{Actor, Agent, EmailAddress, MailboxName, Tag, TicketId, TicketToken};
 use crate::domain::routing::Priority;
+use crate::domain::snooze::{Snooze, SnoozeUntil};
 use crate::domain::ticket::{Refusal, Status, Ticket, TicketEvent, TicketState};
 use crate::store::{Applied, JobSpec, StoreError, StoreResult, TicketFilter, TicketRecord};
 
@@ -58,6 +59,11 @@ pub(super) async fn list_tickets(
     }
     if filter.owner.is_some() {
         sql.push_str(&format!(" AND owner = {}", next()));
+    }
+    match filter.snoozed {
+        Some(true) => sql.push_str(" AND snoozed_until IS NOT NULL"),
+        Some(false) => sql.push_str(" AND snoozed_until IS NULL"),
+        None => {}
     }
     sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", next()));
     // Only fixed fragments and `$n` placeholders are concatenated; values are bound.
@@ -240,7 +246,24 @@ fn ticket_from_row(row: &AnyRow, tags: BTreeSet<Tag>) -> StoreResult<TicketRecor
         updated_at_ms: row.try_get("updated_at")?,
         last_customer_at_ms: row.try_get("last_customer_at")?,
         first_response_at_ms: row.try_get("first_response_at")?,
+        snooze: snooze_from_row(row)?,
     })
+}
+
+/// A ticket's snooze from `snoozed_until`, `snooze_until_reply` and
+/// `snoozed_by`.
+pub(super) fn snooze_from_row(row: &AnyRow) -> StoreResult<Option<Snooze>> {
+    let Some(until_ms) = row.try_get::<Option<i64>, _>("snoozed_until")? else {
+        return Ok(None);
+    };
+    let until_reply: i64 = row.try_get("snooze_until_reply")?;
+    let by: Option<String> = row.try_get("snoozed_by")?;
+    let by = by.ok_or_else(|| corrupt("tickets", "snoozed_until without snoozed_by"))?;
+    Ok(Some(Snooze {
+        until: SnoozeUntil::from_columns(until_ms, until_reply != 0)
+            .map_err(|e| corrupt("tickets", e))?,
+        by: Agent::parse(&by).map_err(|e| corrupt("tickets", e))?,
+    }))
 }
 
 /// A ticket's state from its `status` and `owner` columns.
