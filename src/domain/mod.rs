@@ -4,6 +4,7 @@
 //! isolation.
 
 pub mod authres;
+pub mod board;
 pub mod chat;
 pub mod command;
 pub mod email;
