@@ -270,6 +270,14 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
             }
             Ok(())
         }
+        ChatEvent::HomeOpened {
+            platform, agent, ..
+        } => {
+            if app.settings.board.enabled {
+                app.board.opened(platform, agent);
+            }
+            Ok(())
+        }
         ChatEvent::RoomMessage {
             platform,
             room,
@@ -285,7 +293,7 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
                     if member_allowed(app, platform, &room, &agent).await.is_none() {
                         format!("{agent} may not use mailroom here.")
                     } else {
-                        room_command(app, &agent, cmd).await?
+                        room_command(app, platform, &room, &agent, cmd).await?
                     }
                 }
             };
@@ -333,7 +341,7 @@ async fn slash_command(
                     "{agent} may not use mailroom here (not a member of this channel)."
                 ));
             }
-            room_command(app, agent, cmd).await
+            room_command(app, platform, room, agent, cmd).await
         }
         Ok(SlashCommand::Reply {
             ticket,
@@ -725,9 +733,16 @@ fn render_template(
     Ok(out)
 }
 
-async fn room_command(app: &App, agent: &Agent, cmd: RoomCommand) -> Result<String, StoreError> {
+async fn room_command(
+    app: &App,
+    platform: crate::domain::chat::Platform,
+    room: &str,
+    agent: &Agent,
+    cmd: RoomCommand,
+) -> Result<String, StoreError> {
     match cmd {
         RoomCommand::Help => Ok(help_text().to_owned()),
+        RoomCommand::Board => super::board::board_text(app, platform, room).await,
         RoomCommand::List(filter) => {
             let mut f = TicketFilter {
                 limit: Some(50),

@@ -14,6 +14,7 @@
 //! - [`watchdog`]: tells a mailbox's room when it has not been checked for
 //!   too long, and when it recovers.
 
+pub mod board;
 pub mod chat;
 mod hygiene;
 pub mod ingest;
@@ -222,6 +223,9 @@ pub struct App {
     ///
     /// [`ManualClock`]: crate::domain::time::ManualClock
     pub clock: Arc<dyn Clock>,
+    /// Tells the board tasks that tickets moved or a teammate opened their
+    /// board ([`board`]).
+    pub board: board::BoardHub,
 }
 
 impl App {
@@ -281,6 +285,7 @@ impl App {
             oauth: BTreeMap::new(),
             sign_in_retry: crate::mail::ingest::SIGN_IN_RETRY,
             clock: Arc::new(SystemClock),
+            board: board::BoardHub::default(),
         }
     }
 
@@ -390,6 +395,11 @@ impl App {
         }
         tracker.spawn(outbox::run(self.clone(), cancel.clone()));
         tracker.spawn(watchdog::run(self.clone(), cancel.clone()));
+        if self.settings.board.enabled {
+            for platform in self.chats.keys() {
+                tracker.spawn(board::run(self.clone(), *platform, cancel.clone()));
+            }
+        }
         if let Some(listener) = ops {
             tracker.spawn(crate::ops::http::serve(
                 self.ops_handles(),

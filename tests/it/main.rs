@@ -7,6 +7,7 @@
 #![recursion_limit = "256"]
 
 mod architecture;
+mod board;
 mod cli;
 mod common;
 mod corpus;

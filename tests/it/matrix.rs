@@ -131,11 +131,16 @@ impl Teammate {
         self.client.join_room_by_id(room).await.expect("join")
     }
 
-    fn room(&self, id: &OwnedRoomId) -> Room {
+    pub(crate) fn room(&self, id: &OwnedRoomId) -> Room {
         self.client.get_room(id).expect("room known")
     }
 
-    async fn react(&self, room: &OwnedRoomId, target: &OwnedEventId, key: &str) -> OwnedEventId {
+    pub(crate) async fn react(
+        &self,
+        room: &OwnedRoomId,
+        target: &OwnedEventId,
+        key: &str,
+    ) -> OwnedEventId {
         let content = ReactionEventContent::new(Annotation::new(target.clone(), key.to_owned()));
         self.room(room)
             .send(content)
