@@ -11,7 +11,9 @@
 //! interval are gathered into one edit at its end, and the last state
 //! always lands because a change during a redraw marks the board again.
 //! A room whose board did not change (same tickets, same columns) is not
-//! edited, so a burst of mail costs at most one edit a room an interval.
+//! edited, and while a burst of mail is being posted the interval is six
+//! times as long, so a burst costs at most one edit a room per long
+//! interval and leaves the homeserver's rate limit to the posts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,6 +36,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 #[derive(Default)]
 struct SlotState {
     dirty: bool,
+    /// Emails posted (a ticket root or a follow-up) since the last round.
+    posts: u32,
     /// Teammates who opened their Home tab (Slack), shown the board on
     /// every change from then on.
     viewers: BTreeSet<Agent>,
@@ -83,6 +87,16 @@ impl BoardHub {
         self.slot(p).wake.notify_one();
     }
 
+    /// An email was posted on `platform` (a new ticket, or a follow-up that
+    /// may have moved one): its boards changed.
+    pub fn posted(&self, p: Platform) {
+        self.with(p, |st| {
+            st.dirty = true;
+            st.posts = st.posts.saturating_add(1);
+        });
+        self.slot(p).wake.notify_one();
+    }
+
     /// `agent` opened their Home tab: it is drawn for them now and kept up
     /// to date from then on (until a restart; opening it again resumes).
     pub fn opened(&self, p: Platform, agent: Agent) {
@@ -97,20 +111,35 @@ impl BoardHub {
 /// What one round has to do.
 struct Round {
     dirty: bool,
+    /// Emails posted since the last round: more than one means a burst of
+    /// mail is being posted.
+    posts: u32,
     viewers: Vec<Agent>,
 }
+
+/// During a burst of mail the board is redrawn this many times less often:
+/// the bot's posts and the board's edits share the homeserver's rate limit
+/// (Synapse's default `rc_message`: 0.2 messages a second after a burst of
+/// 10), and the posts matter more. The burst's last state still lands, one
+/// long interval after its last post at most.
+const BURST_SLOWDOWN: u32 = 6;
 
 impl BoardHub {
     fn take(&self, p: Platform) -> Round {
         self.with(p, |st| {
             let dirty = std::mem::take(&mut st.dirty);
+            let posts = std::mem::take(&mut st.posts);
             let fresh = std::mem::take(&mut st.fresh);
             let viewers = if dirty {
                 st.viewers.iter().cloned().collect()
             } else {
                 fresh.into_iter().collect()
             };
-            Round { dirty, viewers }
+            Round {
+                dirty,
+                posts,
+                viewers,
+            }
         })
     }
 }
@@ -144,6 +173,7 @@ pub async fn run(app: Arc<App>, platform: Platform, cancel: CancellationToken) {
         }
         let round = app.board.take(platform);
         let pause = match one_round(&app, chat.as_ref(), &mut drawn, &round).await {
+            Ok(()) if round.posts > 1 => interval * BURST_SLOWDOWN,
             Ok(()) => interval,
             Err(e) => {
                 // Nothing is lost: the board is marked again and redrawn

@@ -217,6 +217,26 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
             };
             say_opt(app, ticket, &thread, &agent, answer).await
         }
+        ChatEvent::ButtonCommand {
+            thread,
+            agent,
+            text,
+            ..
+        } => {
+            let Some(ticket) = app.store.ticket_by_thread(&thread).await? else {
+                return Ok(());
+            };
+            let answer = match parse(&text) {
+                Ok(Parsed::Thread(cmd)) => act(app, ticket, &thread, &agent, cmd).await?,
+                Err(e) => Some(Answer::private(format!("⚠️ {e}"))),
+                // Typed, an unknown `!word` is talk; pressed, it is a button
+                // this mailroom does not know (yet): say so.
+                Ok(_) => Some(Answer::private(format!(
+                    "⚠️ {text}: this mailroom has no such command; nothing was done."
+                ))),
+            };
+            say_opt(app, ticket, &thread, &agent, answer).await
+        }
         ChatEvent::ThreadAction {
             thread,
             agent,

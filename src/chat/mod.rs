@@ -260,6 +260,14 @@ pub enum ChatEvent {
         command: ThreadCommand,
         event_ref: String,
     },
+    /// A thread command given by pressing a button (the board's claim,
+    /// snooze, close), as the text a teammate would type in the thread.
+    ButtonCommand {
+        thread: ChatThread,
+        agent: Agent,
+        text: String,
+        event_ref: String,
+    },
     /// A teammate opened their personal board (Slack's App Home tab).
     HomeOpened {
         platform: Platform,
@@ -282,6 +290,7 @@ impl ChatEvent {
             ChatEvent::Reaction { thread, .. }
             | ChatEvent::ThreadMessage { thread, .. }
             | ChatEvent::ThreadFile { thread, .. }
+            | ChatEvent::ButtonCommand { thread, .. }
             | ChatEvent::ThreadAction { thread, .. } => thread.platform,
             ChatEvent::RoomMessage { platform, .. }
             | ChatEvent::Command { platform, .. }
@@ -295,6 +304,7 @@ impl ChatEvent {
             | ChatEvent::ThreadMessage { event_ref, .. }
             | ChatEvent::ThreadFile { event_ref, .. }
             | ChatEvent::ThreadAction { event_ref, .. }
+            | ChatEvent::ButtonCommand { event_ref, .. }
             | ChatEvent::Command { event_ref, .. }
             | ChatEvent::HomeOpened { event_ref, .. }
             | ChatEvent::RoomMessage { event_ref, .. } => event_ref,

@@ -71,6 +71,12 @@ async fn wait_board(
 /// Gives the bot the power to pin (the test rooms leave it at 0).
 async fn let_bot_pin(w: &MatrixWorld) {
     let bot: OwnedUserId = w.bot.0.parse().unwrap();
+    // The room's power levels must be known to alice's client first.
+    w.alice
+        .client
+        .sync_once(matrix_sdk::config::SyncSettings::default())
+        .await
+        .expect("sync");
     w.alice
         .room(&w.room)
         .update_power_levels(vec![(&bot, Int::from(50))])
@@ -378,13 +384,13 @@ async fn app_home_and_its_buttons(mode: Mode) {
         .await
         .unwrap();
     home_when(&w, &w.alice, "the claim on the Home tab", |t| {
-        t.contains(&format!("Claimed by slack:{}", w.alice)) && t.contains("Unclaimed* (0)")
+        t.contains(&format!("Claimed by <@{}>", w.alice)) && t.contains("Unclaimed* (0)")
     })
     .await;
     assert_eq!(status_of(run.store.as_ref()).await, Status::Claimed);
 
-    // Snooze goes through the thread commands as typed (this build has no
-    // !snooze yet: its answer says so, privately).
+    // Snooze goes through the thread commands as typed; a build without
+    // !snooze says so, privately, rather than do nothing silently.
     w.slack
         .press_home_button(&w.alice, "board_snooze_1h", &value)
         .await
@@ -439,7 +445,7 @@ async fn the_fake_slack_refuses_a_home_view_outside_slacks_schema() {
     let http = reqwest::Client::new();
     let publish = |view: Value| {
         let http = http.clone();
-        let url = format!("{}views.publish", w.slack.api_url());
+        let url = format!("{}/views.publish", w.slack.api_url());
         let token = w.slack.bot_token().to_owned();
         let user = w.alice.clone();
         async move {

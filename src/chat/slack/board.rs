@@ -89,7 +89,15 @@ fn room_blocks(team_url: &str, rb: &RoomBoard, board: &Board) -> Vec<Value> {
         )}
     })];
     for c in &board.columns {
-        let title = format!("*{}* ({})", escape(&c.column.title()), c.total());
+        // A person's column names them as Slack does, with a mention.
+        let name = match &c.column {
+            Column::Claimed(by) => match super::user_id(by) {
+                Some(u) => format!("Claimed by <@{u}>"),
+                None => escape(&c.column.title()),
+            },
+            other => escape(&other.title()),
+        };
+        let title = format!("*{name}* ({})", c.total());
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": title}]}));
         for t in &c.tickets {
             let link = permalink(team_url, &rb.room, &t.thread_ref);

@@ -245,7 +245,7 @@ impl Intake {
                 tracing::warn!(action = %action.action_id.0, "slack: a board button without its thread");
                 continue;
             };
-            self.emit(ChatEvent::ThreadMessage {
+            self.emit(ChatEvent::ButtonCommand {
                 thread,
                 agent: agent.clone(),
                 text: text.to_owned(),
