@@ -58,7 +58,8 @@ pub struct BoardHub {
     /// Board messages edited or posted (Matrix), for `/metrics`-like
     /// figures and tests.
     pub draws: AtomicU64,
-    /// Home tabs published (Slack).
+    /// Home tabs drawn (Slack; one unchanged since it was last published
+    /// is not sent again).
     pub publishes: AtomicU64,
 }
 
@@ -225,7 +226,8 @@ async fn one_round(
         let tickets = app.store.board_tickets(platform, &room).await?;
         let board = Board::build(tickets, app.now_ms());
         if round.dirty {
-            draw_room(app, chat, drawn, &room, &heading, &board).await?;
+            let drawn_now = draw_room(app, chat, drawn, &room, &heading, &board).await;
+            settle_part(drawn_now, platform, &room)?;
         }
         boards.push(RoomBoard {
             room,
@@ -235,19 +237,45 @@ async fn one_round(
     }
     if chat.has_home() {
         for viewer in &round.viewers {
-            let mut mine = Vec::new();
-            for rb in &boards {
-                // Only the channels the viewer is in: a Home tab must not
-                // show tickets of a channel they cannot read.
-                if chat.member(&rb.room, viewer).await?.is_some() {
-                    mine.push(rb.clone());
+            let published = async {
+                let mut mine = Vec::new();
+                for rb in &boards {
+                    // Only the channels the viewer is in: a Home tab must
+                    // not show tickets of a channel they cannot read.
+                    if chat.member(&rb.room, viewer).await?.is_some() {
+                        mine.push(rb.clone());
+                    }
                 }
+                chat.publish_home(viewer, &mine).await
             }
-            chat.publish_home(viewer, &mine).await?;
+            .await;
             app.board.publishes.fetch_add(1, Ordering::Relaxed);
+            settle_part(
+                published.map_err(RoundError::from),
+                platform,
+                viewer.as_str(),
+            )?;
         }
     }
     Ok(())
+}
+
+/// One room's board or one viewer's Home tab done: a refusal that will
+/// not change by waiting (no permission, an unknown room) concerns that
+/// part alone and is logged, and the round goes on; anything else (a rate
+/// limit, an outage, the store) ends the round, to be tried again whole.
+fn settle_part(
+    r: Result<(), RoundError>,
+    platform: Platform,
+    part: &str,
+) -> Result<(), RoundError> {
+    match r {
+        Err(RoundError::Chat(e @ ChatError::Permanent { .. })) => {
+            tracing::warn!(platform = platform.as_str(), part, error = %e, "board not drawn here");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 async fn draw_room(
