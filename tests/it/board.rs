@@ -189,13 +189,18 @@ async fn a_matrix_room_has_one_pinned_board_edited_in_place_across_restarts() {
 }
 
 #[tokio::test]
-async fn an_unpinned_board_is_posted_and_pinned_again() {
+async fn an_unpinned_board_is_pinned_again() {
     let w = MatrixWorld::new().await;
     let_bot_pin(&w).await;
     let run = w
         .start(w.parse(&w.settings_text(1, &board_toml("matrix_interval_ms = 300"))))
         .await;
     let board = the_board(&w).await;
+    w.email("unpin1@example.net", "Before the unpin", "x").await;
+    wait_board(&w, &board, "the ticket on the board", |b| {
+        b.contains("Before the unpin")
+    })
+    .await;
     wait_for("the board pinned", WAIT, || async {
         pinned(&w).await.contains(&board).then_some(())
     })
@@ -205,24 +210,20 @@ async fn an_unpinned_board_is_posted_and_pinned_again() {
         .unpin_event(&OwnedEventId::try_from(board.as_str()).unwrap())
         .await
         .expect("unpin");
-    // The next change finds it unpinned: a new board, pinned.
-    w.email("unpin@example.net", "After the unpin", "x").await;
-    let again = wait_for("a new board", WAIT, || async {
-        boards(&w).await.into_iter().find(|b| *b != board)
-    })
-    .await;
-    wait_board(&w, &again, "the new board drawn", |b| {
+    // The next change finds it unpinned and pins it again.
+    w.email("unpin2@example.net", "After the unpin", "x").await;
+    wait_board(&w, &board, "the next ticket on the board", |b| {
         b.contains("After the unpin")
     })
     .await;
-    wait_for("the new board pinned", WAIT, || async {
-        pinned(&w).await.contains(&again).then_some(())
+    wait_for("the board pinned again", WAIT, || async {
+        pinned(&w).await.contains(&board).then_some(())
     })
     .await;
     assert_eq!(
-        boards(&w).await.len(),
-        2,
-        "one new board, not one per change"
+        boards(&w).await,
+        vec![board],
+        "one board, not one per change"
     );
     run.stop().await;
 }
@@ -304,7 +305,10 @@ async fn figures_matrix_time_from_a_claim_to_the_board_edit() {
     run.stop().await;
 }
 
+// A measurement that loads the shared Synapse with 500 posts: run it alone,
+// `cargo test --test it -- --ignored board::figures --nocapture`.
 #[tokio::test]
+#[ignore = "a measurement (500 mails into Synapse): run with --ignored"]
 async fn figures_matrix_a_burst_of_mail_costs_a_bounded_number_of_board_edits() {
     let w = MatrixWorld::new().await;
     // The default interval (5 s): what a burst costs as shipped.
@@ -323,7 +327,7 @@ async fn figures_matrix_a_burst_of_mail_costs_a_bounded_number_of_board_edits() 
     }
     wait_for(
         "every ticket on the board",
-        Duration::from_secs(400),
+        Duration::from_secs(900),
         || async {
             let b = board_now(&w.alice, &w, &board).await?;
             b["body"]
@@ -553,6 +557,7 @@ async fn the_fake_slack_refuses_a_home_view_outside_slacks_schema() {
 }
 
 #[tokio::test]
+#[ignore = "a measurement (500 mails through the mail stack): run with --ignored"]
 async fn figures_slack_time_to_the_home_tab_and_what_a_burst_of_500_costs() {
     let w = SlackWorld::with(Mode::Socket, FakeSlackOptions::default()).await;
     let run = w.start(w.settings(Mode::Socket, &board_toml(""))).await;

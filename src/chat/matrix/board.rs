@@ -98,7 +98,7 @@ fn render(room: &str, heading: &str, board: &Board) -> (String, String) {
 
 impl MatrixChat {
     /// Draws the room's board: an edit of `existing` when it is still there
-    /// (and still pinned, where the bot may pin), else a new message, pinned.
+    /// (pinned again if someone unpinned it), else a new message, pinned.
     /// `check`: ask the homeserver whether `existing` was deleted (done once
     /// per room and start; later edits trust the room's synced state).
     /// Returns the board's event id.
@@ -118,9 +118,14 @@ impl MatrixChat {
             if self.still_there(&r, &id, check).await? {
                 let edit = content.make_replacement(ReplacementMetadata::new(id.clone(), None));
                 self.send(&r, edit, None).await?;
+                if self.unpinned(&r, &id, check).await? {
+                    // Unpinned by someone (or pinned before the bot could):
+                    // pinned again, rather than a new message posted.
+                    self.pin(&r, &id).await;
+                }
                 return Ok(id.to_string());
             }
-            tracing::info!(room, board = %id, "the board was deleted or unpinned; posting a new one");
+            tracing::info!(room, board = %id, "the board was deleted; posting a new one");
         }
         // A transaction id per room and predecessor: a post retried after
         // its answer was lost returns the same event instead of a second
@@ -136,8 +141,7 @@ impl MatrixChat {
         Ok(id.to_string())
     }
 
-    /// Whether the board message can still be edited and is where teammates
-    /// look for it.
+    /// Whether the board message can still be edited (not deleted).
     async fn still_there(&self, r: &Room, id: &EventId, check: bool) -> Result<bool, ChatError> {
         if check {
             match r.event(id, None).await {
@@ -161,16 +165,20 @@ impl MatrixChat {
                 }
             }
         }
+        Ok(true)
+    }
+
+    /// Whether the board is missing from the room's pins while the bot may
+    /// pin (a bot without the power leaves it be, rather than try on every
+    /// change).
+    async fn unpinned(&self, r: &Room, id: &EventId, check: bool) -> Result<bool, ChatError> {
         let pinned = if check {
             r.load_pinned_events().await.map_err(super::classify)?
         } else {
             r.pinned_event_ids()
         };
-        // Unpinned by someone: pin a new one, unless the bot may not pin here
-        // (then the board lives on, unpinned, rather than be posted anew on
-        // every change).
-        let unpinned = pinned.is_some_and(|p| !p.iter().any(|e| e == id));
-        Ok(!(unpinned && self.may_pin(r).await))
+        let missing = pinned.is_none_or(|p| !p.iter().any(|e| e == id));
+        Ok(missing && self.may_pin(r).await)
     }
 
     async fn may_pin(&self, r: &Room) -> bool {
