@@ -231,6 +231,26 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
             };
             say_opt(app, ticket, &thread, &agent, answer).await
         }
+        ChatEvent::ButtonCommand {
+            thread,
+            agent,
+            text,
+            ..
+        } => {
+            let Some(ticket) = app.store.ticket_by_thread(&thread).await? else {
+                return Ok(());
+            };
+            let answer = match parse(&text) {
+                Ok(Parsed::Thread(cmd)) => act(app, ticket, &thread, &agent, cmd).await?,
+                Err(e) => Some(Answer::private(format!("⚠️ {e}"))),
+                // Typed, an unknown `!word` is talk; pressed, it is a button
+                // this mailroom does not know (yet): say so.
+                Ok(_) => Some(Answer::private(format!(
+                    "⚠️ {text}: this mailroom has no such command; nothing was done."
+                ))),
+            };
+            say_opt(app, ticket, &thread, &agent, answer).await
+        }
         ChatEvent::ThreadAction {
             thread,
             agent,
@@ -284,6 +304,14 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
             }
             Ok(())
         }
+        ChatEvent::HomeOpened {
+            platform, agent, ..
+        } => {
+            if app.settings.board.enabled {
+                app.board.opened(platform, agent);
+            }
+            Ok(())
+        }
         ChatEvent::RoomMessage {
             platform,
             room,
@@ -310,7 +338,7 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
                     if member_allowed(app, platform, &room, &agent).await.is_none() {
                         format!("{agent} may not use mailroom here.")
                     } else {
-                        room_command(app, &agent, cmd).await?
+                        room_command(app, platform, &room, &agent, cmd).await?
                     }
                 }
             };
@@ -361,7 +389,7 @@ async fn slash_command(
                     "{agent} may not use mailroom here (not a member of this channel)."
                 ));
             }
-            room_command(app, agent, cmd).await
+            room_command(app, platform, room, agent, cmd).await
         }
         Ok(SlashCommand::Ticket { ticket, command }) => {
             let Some(thread) = app.store.chat_thread(ticket, platform).await? else {
@@ -776,9 +804,16 @@ fn render_template(
     Ok(out)
 }
 
-async fn room_command(app: &App, agent: &Agent, cmd: RoomCommand) -> Result<String, StoreError> {
+async fn room_command(
+    app: &App,
+    platform: crate::domain::chat::Platform,
+    room: &str,
+    agent: &Agent,
+    cmd: RoomCommand,
+) -> Result<String, StoreError> {
     match cmd {
         RoomCommand::Help => Ok(help_text().to_owned()),
+        RoomCommand::Board => super::board::board_text(app, platform, room).await,
         RoomCommand::List(filter) => {
             let mut f = TicketFilter {
                 limit: Some(50),

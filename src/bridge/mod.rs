@@ -18,6 +18,7 @@
 //!   are outbox timers (jobs due later, each in a lane of its own).
 
 pub mod assign;
+pub mod board;
 pub mod chat;
 pub mod digest;
 mod hygiene;
@@ -232,6 +233,9 @@ pub struct App {
     /// What chat platforms said lately about people's availability
     /// (auto-assignment skips those away).
     pub presence: Arc<assign::PresenceCache>,
+    /// Tells the board tasks that tickets moved or a teammate opened their
+    /// board ([`board`]).
+    pub board: board::BoardHub,
 }
 
 impl App {
@@ -292,6 +296,7 @@ impl App {
             sign_in_retry: crate::mail::ingest::SIGN_IN_RETRY,
             clock: Arc::new(SystemClock),
             presence: Arc::new(assign::PresenceCache::default()),
+            board: board::BoardHub::default(),
         }
     }
 
@@ -404,6 +409,11 @@ impl App {
         }
         tracker.spawn(outbox::run(self.clone(), cancel.clone()));
         tracker.spawn(watchdog::run(self.clone(), cancel.clone()));
+        if self.settings.board.enabled {
+            for platform in self.chats.keys() {
+                tracker.spawn(board::run(self.clone(), *platform, cancel.clone()));
+            }
+        }
         if let Some(listener) = ops {
             tracker.spawn(crate::ops::http::serve(
                 self.ops_handles(),

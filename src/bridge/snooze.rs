@@ -22,6 +22,13 @@ fn zone(app: &App, mailbox: &crate::domain::ids::MailboxName) -> Zone {
         .unwrap_or_else(Zone::utc)
 }
 
+/// A snooze set or ended moves its ticket between the boards' columns.
+fn boards_moved(app: &App) {
+    for platform in app.chats.keys() {
+        app.board.changed(*platform);
+    }
+}
+
 /// `!snooze …` by `agent`.
 pub async fn snooze(
     app: &App,
@@ -49,6 +56,7 @@ pub async fn snooze(
     {
         SnoozeSet::Snoozed { replaced } => {
             app.outbox_wakeup.notify_one();
+            boards_moved(app);
             tracing::info!(%ticket, %agent, %when, "ticket snoozed");
             let instead = match replaced {
                 Some(old) => format!(" (instead of {})", old.until.describe(&zone)),
@@ -80,6 +88,9 @@ pub async fn unsnooze(app: &App, ticket: TicketId, agent: &Agent) -> Result<Said
             app.now_ms(),
         )
         .await?;
+    if woke.is_some() {
+        boards_moved(app);
+    }
     Ok(match woke {
         Some(_) => Ok(wake_text(ticket, &wake, &[])),
         None => Err(format!("{agent}: {ticket} is not snoozed.")),
@@ -136,6 +147,7 @@ pub(super) async fn wake_timer(
         if woke.is_some() {
             tracing::info!(ticket = %record.id, "snooze over");
             app.outbox_wakeup.notify_one();
+            boards_moved(app);
         }
     }
     app.store.finish_job(job, &JobOutcome::Done, now).await?;

@@ -11,6 +11,7 @@ pub mod slack;
 
 use async_trait::async_trait;
 
+use crate::domain::board::Board;
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::command::ThreadCommand;
 use crate::domain::ids::{Agent, TicketId};
@@ -74,6 +75,16 @@ pub struct Member {
     pub power: i64,
     /// Shown in replies' From ("Alice via Example Support").
     pub display_name: Option<String>,
+}
+
+/// One room's board, as a personal board (Slack's App Home) lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomBoard {
+    /// The room as the store knows it (see [`ChatPlatform::room_key`]).
+    pub room: String,
+    /// What the room is for (its mailbox's name).
+    pub heading: String,
+    pub board: Board,
 }
 
 /// A chat platform as the bridge sees it.
@@ -190,6 +201,40 @@ pub trait ChatPlatform: Send + Sync {
         text.to_owned()
     }
 
+    /// The name the store knows `room` by (Matrix: a configured alias
+    /// resolved to its room id, as threads record it).
+    fn room_key(&self, room: &str) -> String {
+        room.to_owned()
+    }
+
+    /// Draws the room's board in the room itself: edits `existing` in place
+    /// when it is still there, else posts (and pins) a new one, and returns
+    /// where the board now is. `check`: ask the server whether `existing`
+    /// still exists (once per room and start). `Ok(None)`: this platform
+    /// keeps no board in rooms.
+    async fn draw_board(
+        &self,
+        _room: &str,
+        _heading: &str,
+        _board: &Board,
+        _existing: Option<&str>,
+        _check: bool,
+    ) -> Result<Option<String>, ChatError> {
+        Ok(None)
+    }
+
+    /// Whether teammates have a board of their own here (Slack's App Home),
+    /// published to each one who opened it with [`ChatPlatform::publish_home`].
+    fn has_home(&self) -> bool {
+        false
+    }
+
+    /// Shows `viewer` the boards of the rooms they are in. Unchanged
+    /// content may be skipped: the platform remembers what it last showed.
+    async fn publish_home(&self, _viewer: &Agent, _boards: &[RoomBoard]) -> Result<(), ChatError> {
+        Ok(())
+    }
+
     /// Answers a [`ChatEvent::Command`] through the handle it came with.
     async fn respond(&self, _respond_to: &str, _text: &str) -> Result<(), ChatError> {
         Err(ChatError::Permanent {
@@ -245,6 +290,20 @@ pub enum ChatEvent {
         command: ThreadCommand,
         event_ref: String,
     },
+    /// A thread command given by pressing a button (the board's claim,
+    /// snooze, close), as the text a teammate would type in the thread.
+    ButtonCommand {
+        thread: ChatThread,
+        agent: Agent,
+        text: String,
+        event_ref: String,
+    },
+    /// A teammate opened their personal board (Slack's App Home tab).
+    HomeOpened {
+        platform: Platform,
+        agent: Agent,
+        event_ref: String,
+    },
     /// A message in the room outside any ticket thread.
     RoomMessage {
         platform: Platform,
@@ -261,10 +320,11 @@ impl ChatEvent {
             ChatEvent::Reaction { thread, .. }
             | ChatEvent::ThreadMessage { thread, .. }
             | ChatEvent::ThreadFile { thread, .. }
+            | ChatEvent::ButtonCommand { thread, .. }
             | ChatEvent::ThreadAction { thread, .. } => thread.platform,
-            ChatEvent::RoomMessage { platform, .. } | ChatEvent::Command { platform, .. } => {
-                *platform
-            }
+            ChatEvent::RoomMessage { platform, .. }
+            | ChatEvent::Command { platform, .. }
+            | ChatEvent::HomeOpened { platform, .. } => *platform,
         }
     }
 
@@ -274,7 +334,9 @@ impl ChatEvent {
             | ChatEvent::ThreadMessage { event_ref, .. }
             | ChatEvent::ThreadFile { event_ref, .. }
             | ChatEvent::ThreadAction { event_ref, .. }
+            | ChatEvent::ButtonCommand { event_ref, .. }
             | ChatEvent::Command { event_ref, .. }
+            | ChatEvent::HomeOpened { event_ref, .. }
             | ChatEvent::RoomMessage { event_ref, .. } => event_ref,
         }
     }

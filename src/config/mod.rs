@@ -32,6 +32,7 @@ use crate::mail::oauth::AuthMethod;
 use crate::mail::settings::{MailboxSettings, TlsMode};
 use crate::store::settings::DatabaseSettings;
 pub use oauth::{OFFLINE_PLACEHOLDER, SecretsSettings};
+pub use sections::BoardSettings;
 use sections::{CommandSettings, OpsSettings, OutboxSettings, ReactionSettings};
 
 /// The whole file. A new section is a struct and a field here.
@@ -55,6 +56,8 @@ pub struct Settings {
     pub chat: ChatSettings,
     #[serde(default, deserialize_with = "lenient")]
     pub ops: OpsSettings,
+    #[serde(default, deserialize_with = "lenient")]
+    pub board: BoardSettings,
     /// Teammates routing rules may assign to, by name.
     #[serde(default, deserialize_with = "lenient")]
     pub people: BTreeMap<String, rules::PersonSettings>,

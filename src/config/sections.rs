@@ -1,5 +1,5 @@
 //! The sections that belong to the bridge as a whole: `[reactions]`,
-//! `[outbox]`, `[commands]` and `[ops]`, each with its own rules.
+//! `[outbox]`, `[commands]`, `[ops]` and `[board]`, each with its own rules.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -174,5 +174,46 @@ impl OpsSettings {
             );
             c.problem("ops.listen", message);
         }
+    }
+}
+
+/// The board in the chat: a pinned message per Matrix room, edited in
+/// place, and Slack's App Home.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct BoardSettings {
+    /// Off by default: a room gets a new pinned message when it is turned on.
+    #[serde(deserialize_with = "lenient")]
+    pub enabled: bool,
+    /// A Matrix room's board is edited at most once per this many
+    /// milliseconds; changes in between are gathered into the next edit.
+    /// The first change after a quiet spell is drawn at once. Synapse's
+    /// default `rc_message` allows a message every 5 s after a burst of 10,
+    /// and the bot's ticket posts share that budget.
+    #[serde(deserialize_with = "int::<100, 600_000, _, _>")]
+    pub matrix_interval_ms: u64,
+    /// Each viewer's Slack App Home is published at most once per this many
+    /// milliseconds.
+    #[serde(deserialize_with = "int::<100, 600_000, _, _>")]
+    pub slack_interval_ms: u64,
+}
+
+impl Default for BoardSettings {
+    fn default() -> Self {
+        BoardSettings {
+            enabled: false,
+            matrix_interval_ms: 5_000,
+            slack_interval_ms: 2_000,
+        }
+    }
+}
+
+impl BoardSettings {
+    pub fn matrix_interval(&self) -> Duration {
+        Duration::from_millis(self.matrix_interval_ms)
+    }
+
+    pub fn slack_interval(&self) -> Duration {
+        Duration::from_millis(self.slack_interval_ms)
     }
 }

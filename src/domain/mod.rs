@@ -5,6 +5,7 @@
 
 pub mod assign;
 pub mod authres;
+pub mod board;
 pub mod chat;
 pub mod command;
 pub mod digest;

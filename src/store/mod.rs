@@ -31,6 +31,7 @@
 //! | snoozes | `snooze.rs` | `sql/snooze.rs` (snooze columns of `tickets`) |
 //! | OAuth2 grants per mailbox | `grants.rs` | `sql/grants.rs` (`oauth_grants`) |
 //! | auto-assignment: cursors, away marks, picks | `assign.rs` | `sql/assign.rs` (`assign_cursors`, `people_away`, `auto_assignments`) |
+//! | the board per room | in `domain::board` | `sql/board.rs` (`chat_boards`; reads `tickets`, `chat_threads`) |
 //!
 //! `sql/mod.rs` holds [`sql::SqlStore`] (connecting, migrating) and the one
 //! `impl TicketStore for SqlStore`, a line per method naming the file that
@@ -81,6 +82,7 @@ pub use sent::{SentBatch, SentMail, SentRecorded};
 pub use snooze::{SnoozeSet, WakeIf};
 pub use tickets::{Applied, TicketFilter, TicketRecord};
 
+use crate::domain::board::BoardTicket;
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::ContentHash;
 use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, TicketId};
@@ -303,6 +305,23 @@ pub trait TicketStore: Send + Sync {
     async fn chat_files(&self, thread: &ChatThread, since_ms: i64) -> StoreResult<Vec<SharedFile>>;
     /// The ticket whose thread root is `thread_ref` in `room`.
     async fn ticket_by_thread(&self, thread: &ChatThread) -> StoreResult<Option<TicketId>>;
+
+    // The board: `sql/board.rs`.
+
+    /// The open tickets (open, claimed, pending) whose thread is in `room`.
+    async fn board_tickets(&self, platform: Platform, room: &str) -> StoreResult<Vec<BoardTicket>>;
+    /// Rooms that have a board or an open ticket's thread.
+    async fn board_rooms(&self, platform: Platform) -> StoreResult<Vec<String>>;
+    /// The room's board message, if one was posted.
+    async fn board_message(&self, platform: Platform, room: &str) -> StoreResult<Option<String>>;
+    /// Remembers (or replaces) the room's board message.
+    async fn save_board_message(
+        &self,
+        platform: Platform,
+        room: &str,
+        message_ref: &str,
+        now_ms: i64,
+    ) -> StoreResult<()>;
 
     // OAuth2 grants: `sql/grants.rs`.
 

@@ -123,8 +123,40 @@ impl Checker {
 
     fn element(&mut self, v: &Value, ptr: &str) {
         match v.get("type").and_then(Value::as_str) {
+            Some("button") => self.button(v, ptr),
             Some(_) => {}
             None => self.err("missing required field: type", ptr),
+        }
+    }
+
+    /// A button (https://api.slack.com/reference/block-kit/block-elements#button).
+    fn button(&mut self, v: &Value, ptr: &str) {
+        match v.get("text") {
+            None => self.err("missing required field: text", ptr),
+            Some(t) => self.text(t, &format!("{ptr}/text"), true, 75),
+        }
+        for (field, max) in [("action_id", 255), ("value", 2000), ("url", 3000)] {
+            match v.get(field) {
+                None => {}
+                Some(Value::String(s)) if s.is_empty() => {
+                    self.err("must be more than 0 characters", &format!("{ptr}/{field}"))
+                }
+                Some(Value::String(s)) if chars(s) > max => self.err(
+                    format!("must be less than {} characters", max + 1),
+                    &format!("{ptr}/{field}"),
+                ),
+                Some(Value::String(_)) => {}
+                Some(_) => self.err("must be a string", &format!("{ptr}/{field}")),
+            }
+        }
+        if let Some(style) = v.get("style") {
+            match style.as_str() {
+                Some("primary") | Some("danger") => {}
+                _ => self.err(
+                    "must be a valid enum value: primary, danger",
+                    &format!("{ptr}/style"),
+                ),
+            }
         }
     }
 
@@ -204,8 +236,17 @@ impl Checker {
             "divider" => {}
             "actions" => {
                 let elements = self.array(obj.get("elements"), &format!("{ptr}/elements"), 1, 25);
+                let mut action_ids = HashSet::new();
                 for (i, e) in elements.iter().enumerate() {
                     self.element(e, &format!("{ptr}/elements/{i}"));
+                    if let Some(id) = e.get("action_id").and_then(Value::as_str)
+                        && !action_ids.insert(id)
+                    {
+                        self.err(
+                            format!("duplicate action_id `{id}` in one block"),
+                            &format!("{ptr}/elements/{i}/action_id"),
+                        );
+                    }
                 }
             }
             "input" => {
@@ -380,6 +421,68 @@ pub(crate) fn validate_view(view: &Value) -> Result<(), Vec<String>> {
                 );
             }
         }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.into_iter().map(|e| format!("[ERROR] {e}")).collect())
+    }
+}
+
+/// Validates a Home tab view for views.publish: `type` home, at most 100
+/// blocks, no modal-only fields, metadata and ids within their lengths.
+pub(crate) fn validate_home_view(view: &Value) -> Result<(), Vec<String>> {
+    let Some(obj) = view.as_object() else {
+        return Err(vec![
+            "[ERROR] must be an object [json-pointer:/view]".into(),
+        ]);
+    };
+    let mut errors = Vec::new();
+    match obj.get("type").and_then(Value::as_str) {
+        Some("home") => {}
+        Some(other) => errors.push(format!(
+            "must be a valid enum value: home, got `{other}` [json-pointer:/view/type]"
+        )),
+        None => errors.push("missing required field: type [json-pointer:/view]".into()),
+    }
+    for modal_only in [
+        "title",
+        "submit",
+        "close",
+        "clear_on_close",
+        "notify_on_close",
+    ] {
+        if obj.contains_key(modal_only) {
+            errors.push(format!(
+                "invalid additional property: {modal_only} [json-pointer:/view]"
+            ));
+        }
+    }
+    for (field, max) in [
+        ("callback_id", 255),
+        ("private_metadata", 3000),
+        ("external_id", 255),
+    ] {
+        if let Some(v) = obj.get(field) {
+            match v.as_str() {
+                Some(s) if chars(s) > max => errors.push(format!(
+                    "must be less than {} characters [json-pointer:/view/{field}]",
+                    max + 1
+                )),
+                Some(_) => {}
+                None => errors.push(format!("must be a string [json-pointer:/view/{field}]")),
+            }
+        }
+    }
+    match obj.get("blocks") {
+        None => errors.push("missing required field: blocks [json-pointer:/view]".into()),
+        Some(blocks) => match validate_blocks(blocks, Surface::Modal, "/view/blocks") {
+            Ok(()) => {}
+            Err(BlocksError::Format) => {
+                errors.push("must be an array of objects [json-pointer:/view/blocks]".into())
+            }
+            Err(BlocksError::Invalid(e)) => errors.extend(e),
+        },
     }
     if errors.is_empty() {
         Ok(())

@@ -16,7 +16,8 @@
 //! chat.update, chat.postEphemeral, chat.getPermalink, users.info,
 //! conversations.members/.info/.history/.replies (the last two: one call a
 //! minute), files.getUploadURLExternal, files.completeUploadExternal,
-//! views.open, views.update, reactions.add/.remove; anything else answers
+//! views.open, views.update, views.publish (a user's App Home tab),
+//! reactions.add/.remove; anything else answers
 //! `unknown_method`.
 //!
 //! Deliberate simplifications:
@@ -33,6 +34,7 @@
 
 mod blocks;
 mod delivery;
+mod home;
 mod payloads;
 mod presence;
 mod socket;

@@ -104,6 +104,8 @@ pub(crate) struct State {
     pub triggers: HashMap<String, Trigger>,
     pub response_urls: HashMap<String, ResponseUrl>,
     pub views: Vec<ViewRec>,
+    /// Each user's App Home tab as last published (views.publish).
+    pub homes: HashMap<String, ViewRec>,
     pub calls: HashMap<String, usize>,
     /// method -> (remaining count, Retry-After seconds)
     pub injected_429: HashMap<String, (u32, u64)>,

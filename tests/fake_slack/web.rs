@@ -35,18 +35,18 @@ pub(crate) enum ApiError {
     ServerError,
 }
 
-pub(super) fn err(code: &str) -> ApiError {
+pub(crate) fn err(code: &str) -> ApiError {
     ApiError::Slack(code.to_string(), Map::new())
 }
 
-fn err_with(code: &str, extra: Value) -> ApiError {
+pub(crate) fn err_with(code: &str, extra: Value) -> ApiError {
     ApiError::Slack(
         code.to_string(),
         extra.as_object().cloned().unwrap_or_default(),
     )
 }
 
-type ApiResult = Result<Value, ApiError>;
+pub(crate) type ApiResult = Result<Value, ApiError>;
 
 fn json_response(status: StatusCode, body: Value) -> Response {
     (
@@ -80,7 +80,7 @@ pub(crate) struct Params {
 
 impl Params {
     /// A string argument; empty strings count as absent, like Slack.
-    pub(super) fn str(&self, k: &str) -> Option<String> {
+    pub(crate) fn str(&self, k: &str) -> Option<String> {
         match self.map.get(k)? {
             Value::String(s) if s.is_empty() => None,
             Value::String(s) => Some(s.clone()),
@@ -92,7 +92,7 @@ impl Params {
     }
 
     /// A JSON argument: a JSON value in JSON bodies, a JSON-encoded string in forms.
-    fn json(&self, k: &str) -> Option<Result<Value, ()>> {
+    pub(crate) fn json(&self, k: &str) -> Option<Result<Value, ()>> {
         match self.map.get(k)? {
             Value::Null => None,
             Value::String(s) if s.is_empty() => None,
@@ -204,6 +204,7 @@ fn required_token(method: &str) -> Option<TokenKind> {
         | "files.completeUploadExternal"
         | "views.open"
         | "views.update"
+        | "views.publish"
         | "reactions.add"
         | "reactions.remove" => TokenKind::Bot,
         _ => return None,
@@ -395,6 +396,7 @@ impl Inner {
             "files.completeUploadExternal" => self.files_complete_upload(&p),
             "views.open" => self.views_open(&p),
             "views.update" => self.views_update(&p),
+            "views.publish" => self.views_publish(&p),
             "reactions.add" | "reactions.remove" => self.reactions(name == "reactions.add", &p),
             _ => Err(err("unknown_method")),
         }

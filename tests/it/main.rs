@@ -8,6 +8,7 @@
 
 mod architecture;
 mod assign;
+mod board;
 mod cli;
 mod common;
 mod corpus;
@@ -29,6 +30,7 @@ mod snooze;
 #[macro_use]
 mod store_conformance;
 mod store_assign;
+mod store_board;
 mod store_grants;
 mod store_routing;
 mod store_sent;

@@ -31,8 +31,8 @@ pub(crate) struct World {
     pub(crate) support: User,
     pub(crate) customer: User,
     pub(crate) slack: FakeSlack,
-    alice: String,
-    bob: String,
+    pub(crate) alice: String,
+    pub(crate) bob: String,
     pub(crate) channel: String,
     pub(crate) db: TestDb,
     /// Events API mode: where mailroom listens.
@@ -51,7 +51,7 @@ impl World {
         World::with(mode, FakeSlackOptions::default()).await
     }
 
-    async fn with(mode: Mode, opts: FakeSlackOptions) -> World {
+    pub(crate) async fn with(mode: Mode, opts: FakeSlackOptions) -> World {
         crate::common::init_logs();
         mailroom::mail::tls::install_crypto_provider();
         let stack = Stack::get();

@@ -162,6 +162,17 @@ pub async fn run_once(app: &App) -> Result<Option<Step>, StoreError> {
             return Err(e);
         }
     };
+    // Every change of a ticket that shows in chat ends in one of these jobs
+    // (a new ticket's post, the status refresh that follows a claim, close,
+    // reopen, assignment or a customer's reply), once it is in the room:
+    // the one place the board hears of it.
+    if outcome == StepOutcome::Done {
+        match &job.spec {
+            JobSpec::ChatPost { platform, .. } => app.board.posted(*platform),
+            JobSpec::ChatStatus { platform } => app.board.changed(*platform),
+            _ => {}
+        }
+    }
     // Every job that did not simply succeed is said in the log, with why.
     let _enter = span.enter();
     match &outcome {

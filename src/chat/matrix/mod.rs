@@ -18,12 +18,14 @@ use matrix_sdk::{Client, RoomState};
 use super::{ChatError, human_size};
 use crate::domain::chat::{ChatThread, Platform};
 
+mod board;
 mod connect;
 mod events;
 mod pace;
 mod render;
 mod send;
 
+pub use board::{board_content, event_link};
 use pace::Pace;
 pub use render::{MAX_BODY_CHARS, follow_up_content, root_content};
 

@@ -15,6 +15,7 @@ use super::render::text_block;
 use super::render::{MAX_BODY_CHARS, follow_up_content, root_content};
 use super::{MatrixChat, classify, matrix_thread, permanent, thread_root};
 use crate::chat::{ChatError, ChatPlatform, FileUpload, Member, TicketCard};
+use crate::domain::board::Board;
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::ids::{Agent, TicketId};
 use crate::domain::render::{EmailView, Rendering};
@@ -236,6 +237,26 @@ impl ChatPlatform for MatrixChat {
             )
             .await
             .map_err(classify)
+    }
+
+    fn room_key(&self, room: &str) -> String {
+        self.aliases
+            .get(room)
+            .map(|id| id.to_string())
+            .unwrap_or_else(|| room.to_owned())
+    }
+
+    async fn draw_board(
+        &self,
+        room: &str,
+        heading: &str,
+        board: &Board,
+        existing: Option<&str>,
+        check: bool,
+    ) -> Result<Option<String>, ChatError> {
+        self.draw(room, heading, board, existing, check)
+            .await
+            .map(Some)
     }
 
     async fn member(&self, room: &str, agent: &Agent) -> Result<Option<Member>, ChatError> {

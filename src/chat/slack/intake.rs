@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::render::read_markup;
-use super::{Client, SlackChat, agent};
+use super::{Client, SlackChat, agent, board};
 use crate::chat::settings::SlackMode;
 use crate::chat::{ChatError, ChatEvent};
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
@@ -59,6 +59,15 @@ impl Intake {
             }
             SlackEventCallbackBody::ReactionRemoved(r) => {
                 self.reaction(&r.user, &r.reaction, &r.item, false, event_id)
+            }
+            SlackEventCallbackBody::AppHomeOpened(h) if h.tab.as_deref() == Some("home") => {
+                if let Some(agent) = agent(&h.user.0) {
+                    self.emit(ChatEvent::HomeOpened {
+                        platform: Platform::Slack,
+                        agent,
+                        event_ref: event_id,
+                    });
+                }
             }
             _ => {}
         }
@@ -205,6 +214,10 @@ impl Intake {
                 }
                 None
             }
+            SlackInteractionEvent::BlockActions(a) => {
+                self.board_action(a);
+                None
+            }
             SlackInteractionEvent::ViewSubmission(s)
                 if modal(&s.view)
                     .and_then(|m| m.callback_id.as_ref())
@@ -214,6 +227,30 @@ impl Intake {
                 self.reply_submitted(s)
             }
             _ => None,
+        }
+    }
+
+    /// A press of a board button (App Home): the thread command it stands
+    /// for, as if typed in the ticket's thread. "Open thread" is a link
+    /// Slack opens itself; its press is only acknowledged.
+    fn board_action(&self, a: SlackInteractionBlockActionsEvent) {
+        let Some(agent) = a.user.as_ref().and_then(|u| agent(&u.id.0)) else {
+            return;
+        };
+        for (i, action) in a.actions.iter().flatten().enumerate() {
+            let Some(text) = board::command_for(&action.action_id.0) else {
+                continue;
+            };
+            let Some(thread) = action.value.as_deref().and_then(board::thread_of) else {
+                tracing::warn!(action = %action.action_id.0, "slack: a board button without its thread");
+                continue;
+            };
+            self.emit(ChatEvent::ButtonCommand {
+                thread,
+                agent: agent.clone(),
+                text: text.to_owned(),
+                event_ref: format!("action/{}/{i}", a.trigger_id.0),
+            });
         }
     }
 

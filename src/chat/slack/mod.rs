@@ -8,6 +8,7 @@
 //! throttles it to one call a minute for internal apps, and mailroom keeps
 //! its own state.
 
+pub mod board;
 pub mod intake;
 pub mod render;
 
@@ -18,14 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use slack_morphism::errors::*;
 use slack_morphism::prelude::*;
 
-use super::{ChatError, ChatPlatform, FileUpload, Member, TicketCard};
+use super::{ChatError, ChatPlatform, FileUpload, Member, RoomBoard, TicketCard};
 use crate::chat::settings::SlackSettings;
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::ids::{Agent, TicketId};
@@ -97,7 +98,18 @@ pub struct SlackChat {
     members: Mutex<HashMap<String, Cached<HashSet<String>>>>,
     posted: Mutex<Posted>,
     templates_dir: PathBuf,
+    /// The workspace's address (`auth.test`), for permalinks.
+    team_url: String,
+    /// `views.publish` is Tier 4 (100+ calls a minute per workspace):
+    /// paced below that for all viewers together.
+    home_pacer: DefaultDirectRateLimiter,
+    /// What each viewer's Home tab last showed, so an unchanged one is not
+    /// published again.
+    homes: Mutex<HashMap<String, Value>>,
 }
+
+/// `views.publish` calls a minute, all viewers together (Tier 4 allows 100+).
+const HOME_PUBLISHES_PER_MINUTE: u32 = 90;
 
 fn transient(message: impl Into<String>, retry_after_ms: Option<u64>) -> ChatError {
     ChatError::Transient {
@@ -204,6 +216,14 @@ impl SlackChat {
             members: Mutex::new(HashMap::new()),
             posted: Mutex::new(Posted::default()),
             templates_dir,
+            team_url: me.url.0.to_string(),
+            home_pacer: RateLimiter::direct(
+                Quota::per_minute(
+                    NonZeroU32::new(HOME_PUBLISHES_PER_MINUTE).unwrap_or(NonZeroU32::MIN),
+                )
+                .allow_burst(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)),
+            ),
+            homes: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -680,6 +700,28 @@ impl ChatPlatform for SlackChat {
         )
         .await?;
         Ok(true)
+    }
+
+    fn has_home(&self) -> bool {
+        true
+    }
+
+    async fn publish_home(&self, viewer: &Agent, boards: &[RoomBoard]) -> Result<(), ChatError> {
+        let Some(user) = user_id(viewer) else {
+            return Ok(());
+        };
+        let view = board::home_view(&self.team_url, boards);
+        if self.homes.lock().map_err(poisoned)?.get(user) == Some(&view) {
+            return Ok(());
+        }
+        self.home_pacer.until_ready().await;
+        self.call("views.publish", &json!({"user_id": user, "view": view}))
+            .await?;
+        self.homes
+            .lock()
+            .map_err(poisoned)?
+            .insert(user.to_owned(), view);
+        Ok(())
     }
 
     async fn respond(&self, respond_to: &str, text: &str) -> Result<(), ChatError> {

@@ -89,6 +89,8 @@ pub enum ThreadCommand {
 pub enum RoomCommand {
     List(ListFilter),
     Show(TicketId),
+    /// The room's board, compact, for the asker.
+    Board,
     Help,
 }
 
@@ -242,6 +244,7 @@ const MAILROOM_LIST: Spec = spec(
 );
 const MAILROOM_SHOW: Spec = spec("show", "!mailroom show", "!mailroom show <ticket>");
 const MAILROOM_HELP: Spec = spec("help", "!mailroom help", "!mailroom help");
+const MAILROOM_BOARD: Spec = spec("board", "!mailroom board", "!mailroom board");
 
 /// Every command word, for near-miss suggestions.
 const COMMANDS: [&Spec; 17] = [
@@ -249,7 +252,12 @@ const COMMANDS: [&Spec; 17] = [
     &TEMPLATE, &HISTORY, &HELP, &MAILROOM, &SNOOZE, &UNSNOOZE,
 ];
 
-const MAILROOM_SUBCOMMANDS: [&Spec; 3] = [&MAILROOM_LIST, &MAILROOM_SHOW, &MAILROOM_HELP];
+const MAILROOM_SUBCOMMANDS: [&Spec; 4] = [
+    &MAILROOM_LIST,
+    &MAILROOM_SHOW,
+    &MAILROOM_BOARD,
+    &MAILROOM_HELP,
+];
 
 /// The answer to `!help` and `!mailroom help`.
 pub fn help_text() -> &'static str {
@@ -278,6 +286,7 @@ Commands in a ticket's thread:
 In the room:
   !mailroom list [open|mine|unclaimed|pending|snoozed]  list tickets (open by default)
   !mailroom show <ticket>        show a ticket (42 or #42)
+  !mailroom board                show the room's board: unclaimed, claimed by whom, pending, snoozed
   !mailroom help                 show this list"
 }
 

@@ -3,8 +3,9 @@
 
 use super::thread::parse_reply;
 use super::{
-    CommandError, ListFilter, MAILROOM, MAILROOM_HELP, MAILROOM_LIST, MAILROOM_SHOW,
-    MAILROOM_SUBCOMMANDS, RoomCommand, Spec, ThreadCommand, closest, error, help_text, quoted,
+    CommandError, ListFilter, MAILROOM, MAILROOM_BOARD, MAILROOM_HELP, MAILROOM_LIST,
+    MAILROOM_SHOW, MAILROOM_SUBCOMMANDS, RoomCommand, Spec, ThreadCommand, closest, error,
+    help_text, quoted,
 };
 use crate::domain::ids::TicketId;
 
@@ -27,7 +28,7 @@ pub enum SlashCommand {
     },
 }
 
-pub(super) const SLASH_USAGE: &str = "/mailroom reply <ticket> <text> | /mailroom list [open|mine|unclaimed|pending|snoozed] | /mailroom show <ticket> | /mailroom help";
+pub(super) const SLASH_USAGE: &str = "/mailroom reply <ticket> <text> | /mailroom list [open|mine|unclaimed|pending|snoozed] | /mailroom show <ticket> | /mailroom board | /mailroom help";
 
 /// Reads the text after `/mailroom`. Errors are sentences for the teammate,
 /// naming the slash command's own forms.
@@ -117,6 +118,7 @@ pub fn slash_help_text() -> String {
 /mailroom show <ticket>           show a ticket\n\
 /mailroom snooze <ticket> <when>  snooze a ticket (2h, tomorrow 9:00, until customer replies)\n\
 /mailroom unsnooze <ticket>       bring a snoozed ticket back\n\
+/mailroom board                   show this channel's board (only to you)\n\
 /mailroom help                    show this list\n\
 Or use the \u{201c}Reply by email\u{201d} shortcut on a ticket's message.\n\n{}",
         help_text()
@@ -164,6 +166,10 @@ pub(super) fn parse_mailroom(rest: &str) -> Result<RoomCommand, CommandError> {
             })?;
             expect_end(&MAILROOM_SHOW, words)?;
             RoomCommand::Show(id)
+        }
+        "board" => {
+            expect_end(&MAILROOM_BOARD, words)?;
+            RoomCommand::Board
         }
         "help" => {
             expect_end(&MAILROOM_HELP, words)?;
@@ -266,6 +272,15 @@ mod tests {
             Ok(SlashCommand::Room(RoomCommand::List(ListFilter::Mine)))
         );
         assert_eq!(parse_slash(""), Ok(SlashCommand::Room(RoomCommand::Help)));
+        assert_eq!(
+            parse_slash("board"),
+            Ok(SlashCommand::Room(RoomCommand::Board))
+        );
+        assert!(
+            parse_slash("board now")
+                .unwrap_err()
+                .contains("extra argument")
+        );
         assert_eq!(
             parse_slash("show 4"),
             Ok(SlashCommand::Room(RoomCommand::Show(

@@ -36,6 +36,7 @@
 
 mod assign;
 mod audit;
+mod board;
 mod chat;
 mod checkpoints;
 mod emails;
@@ -461,6 +462,32 @@ impl TicketStore for SqlStore {
 
     async fn ticket_by_thread(&self, thread: &ChatThread) -> StoreResult<Option<TicketId>> {
         chat::ticket_by_thread(&self.pool, thread).await
+    }
+
+    async fn board_tickets(
+        &self,
+        platform: Platform,
+        room: &str,
+    ) -> StoreResult<Vec<crate::domain::board::BoardTicket>> {
+        board::board_tickets(&self.pool, platform, room).await
+    }
+
+    async fn board_rooms(&self, platform: Platform) -> StoreResult<Vec<String>> {
+        board::board_rooms(&self.pool, platform).await
+    }
+
+    async fn board_message(&self, platform: Platform, room: &str) -> StoreResult<Option<String>> {
+        board::board_message(&self.pool, platform, room).await
+    }
+
+    async fn save_board_message(
+        &self,
+        platform: Platform,
+        room: &str,
+        message_ref: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        board::save_board_message(&self.pool, platform, room, message_ref, now_ms).await
     }
 
     async fn grant(&self, mailbox: &MailboxName) -> StoreResult<Option<Grant>> {
