@@ -4,6 +4,7 @@
 //! isolation.
 
 pub mod authres;
+pub mod calendar;
 pub mod chat;
 pub mod command;
 pub mod email;
@@ -15,6 +16,7 @@ pub mod recipient;
 pub mod render;
 pub mod routing;
 pub mod settings;
+pub mod sla;
 pub mod threading;
 pub mod ticket;
 pub mod time;
