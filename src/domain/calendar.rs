@@ -17,7 +17,7 @@
 
 use std::fmt;
 
-use jiff::civil::{Date, Weekday};
+use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
 
 use super::time::Zone;
@@ -298,16 +298,61 @@ impl Calendar {
     }
 }
 
-/// Weekday keys in the order [`Calendar::new`] takes them.
-pub const WEEKDAYS: [(&str, Weekday); 7] = [
-    ("mon", Weekday::Monday),
-    ("tue", Weekday::Tuesday),
-    ("wed", Weekday::Wednesday),
-    ("thu", Weekday::Thursday),
-    ("fri", Weekday::Friday),
-    ("sat", Weekday::Saturday),
-    ("sun", Weekday::Sunday),
-];
+/// `[mailbox.business_hours]` as written: a day's spans per weekday key
+/// (`weekdays` for Monday to Friday at once; a day key overrides it), and
+/// holidays. A day not given is closed.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct BusinessHoursSettings {
+    #[serde(default, deserialize_with = "spans")]
+    pub weekdays: Option<Vec<Span>>,
+    #[serde(default, deserialize_with = "spans")]
+    pub mon: Option<Vec<Span>>,
+    #[serde(default, deserialize_with = "spans")]
+    pub tue: Option<Vec<Span>>,
+    #[serde(default, deserialize_with = "spans")]
+    pub wed: Option<Vec<Span>>,
+    #[serde(default, deserialize_with = "spans")]
+    pub thu: Option<Vec<Span>>,
+    #[serde(default, deserialize_with = "spans")]
+    pub fri: Option<Vec<Span>>,
+    #[serde(default, deserialize_with = "spans")]
+    pub sat: Option<Vec<Span>>,
+    #[serde(default, deserialize_with = "spans")]
+    pub sun: Option<Vec<Span>>,
+    #[serde(default, deserialize_with = "super::settings::list")]
+    pub holidays: Vec<Holiday>,
+}
+
+impl BusinessHoursSettings {
+    /// The calendar these hours make in `zone`, or why none.
+    pub fn calendar(&self, zone: Zone) -> Result<Calendar, String> {
+        let workday = |d: &Option<Vec<Span>>| d.clone().or_else(|| self.weekdays.clone());
+        let week = [
+            workday(&self.mon),
+            workday(&self.tue),
+            workday(&self.wed),
+            workday(&self.thu),
+            workday(&self.fri),
+            self.sat.clone(),
+            self.sun.clone(),
+        ]
+        .map(Option::unwrap_or_default);
+        Calendar::new(zone, week, self.holidays.clone()).map_err(|e| {
+            format!("{e} (weekdays, mon, tue, wed, thu, fri, sat or sun, as \"09:00-17:00\")")
+        })
+    }
+}
+
+fn spans<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Span>>, D::Error> {
+    super::settings::text(d, |s| parse_spans(&s).map(Some))
+}
+
+impl<'de> serde::Deserialize<'de> for Holiday {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Holiday::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -35,6 +35,17 @@ pub enum JobSpec {
         room: String,
         text: String,
     },
+    /// Tell a room something that calls people: the room (`@room`,
+    /// `<!channel>`) and/or users by their id on `platform` (an SLA breach).
+    ChatAlert {
+        platform: Platform,
+        room: String,
+        text: String,
+        #[serde(default)]
+        room_mention: bool,
+        #[serde(default)]
+        users: Vec<String>,
+    },
     /// Upload one file of an email into the ticket's thread (queued by the
     /// post of that email, once it is in the room).
     ChatFile {
@@ -42,6 +53,10 @@ pub enum JobSpec {
         email_id: i64,
         part: FilePart,
     },
+    /// A ticket's SLA timer: at `due_ms` (a nudge or breach instant when
+    /// queued) the ticket's clock is computed again; a nudge or breach
+    /// not yet said is queued as chat notices, and the next check.
+    SlaCheck { due_ms: i64 },
     /// Send a queued reply over SMTP.
     SendReply { email_id: i64 },
     /// After a send: APPEND the reply to the Sent folder and flag the answered
@@ -57,9 +72,11 @@ impl JobSpec {
             JobSpec::ChatStatus { .. } => "chat_status",
             JobSpec::ChatNotice { .. } => "chat_notice",
             JobSpec::ChatRoomNotice { .. } => "chat_room_notice",
+            JobSpec::ChatAlert { .. } => "chat_alert",
             JobSpec::ChatFile { .. } => "chat_file",
             JobSpec::SendReply { .. } => "send_reply",
             JobSpec::FileSent { .. } => "file_sent",
+            JobSpec::SlaCheck { .. } => "sla_check",
         }
     }
 
@@ -73,8 +90,12 @@ impl JobSpec {
             | JobSpec::ChatStatus { platform }
             | JobSpec::ChatNotice { platform, .. }
             | JobSpec::ChatRoomNotice { platform, .. }
+            | JobSpec::ChatAlert { platform, .. }
             | JobSpec::ChatFile { platform, .. } => format!("chat:{}", platform.as_str()),
             JobSpec::SendReply { .. } | JobSpec::FileSent { .. } => format!("mail:{t}"),
+            // A lane per timer: a check due in hours must not hold up any
+            // other job, and two checks of one ticket never wait on each other.
+            JobSpec::SlaCheck { due_ms } => format!("timer:sla:{t}:{due_ms}"),
         }
     }
 
@@ -106,8 +127,9 @@ impl JobSpec {
             | JobSpec::ChatStatus { platform }
             | JobSpec::ChatNotice { platform, .. }
             | JobSpec::ChatRoomNotice { platform, .. }
+            | JobSpec::ChatAlert { platform, .. }
             | JobSpec::ChatFile { platform, .. } => Some(*platform),
-            JobSpec::SendReply { .. } | JobSpec::FileSent { .. } => None,
+            JobSpec::SendReply { .. } | JobSpec::FileSent { .. } | JobSpec::SlaCheck { .. } => None,
         }
     }
 }

@@ -219,6 +219,23 @@ async fn perform(app: &App, job: &Job) -> Result<StepOutcome, StoreError> {
             };
             finish_chat(app, job, *platform, r).await
         }
+        JobSpec::ChatAlert {
+            platform,
+            room,
+            text,
+            room_mention,
+            users,
+        } => {
+            let r = match app.chats.get(platform) {
+                Some(chat) => chat
+                    .room_alert(room, text, *room_mention, users)
+                    .await
+                    .map(done),
+                None => Err(missing(format!("{} is not configured", platform.as_str()))),
+            };
+            finish_chat(app, job, *platform, r).await
+        }
+        JobSpec::SlaCheck { .. } => super::sla::perform(app, job).await,
     }
 }
 

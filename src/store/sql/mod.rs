@@ -21,6 +21,7 @@
 //! - `sent.rs`: replies found in the Sent folder (written outside mailroom).
 //! - `audit.rs`: the audit log.
 //! - `grants.rs`: OAuth2 grants per mailbox (sealed tokens, refusals told once).
+//! - `sla.rs`: SLA clocks' facts (kept by the flows above) and their once-only marks.
 //!
 //! A transaction that also queues a job, writes an audit line, advances a
 //! checkpoint or links a thread does so through the owning file's
@@ -40,6 +41,7 @@ mod ingest;
 mod outbox;
 mod replies;
 mod sent;
+mod sla;
 mod tickets;
 
 use std::path::Path;
@@ -434,6 +436,24 @@ impl TicketStore for SqlStore {
 
     async fn ticket_by_thread(&self, thread: &ChatThread) -> StoreResult<Option<TicketId>> {
         chat::ticket_by_thread(&self.pool, thread).await
+    }
+
+    async fn sla_record(&self, ticket: TicketId) -> StoreResult<super::SlaRecord> {
+        sla::record(&self.pool, ticket).await
+    }
+
+    async fn sla_schedule(&self, ticket: TicketId, at_ms: i64, now_ms: i64) -> StoreResult<bool> {
+        sla::schedule(&self.pool, ticket, at_ms, now_ms).await
+    }
+
+    async fn sla_settle(
+        &self,
+        job: &Job,
+        firings: &[super::SlaFiring],
+        next_check_ms: Option<i64>,
+        now_ms: i64,
+    ) -> StoreResult<Vec<super::SlaMark>> {
+        sla::settle(&self.pool, job, firings, next_check_ms, now_ms).await
     }
 
     async fn grant(&self, mailbox: &MailboxName) -> StoreResult<Option<Grant>> {
