@@ -739,6 +739,37 @@ pub async fn start_connected(
     }
 }
 
+/// [`start_connected`] with the flows reading "now" from `clock` (a
+/// `ManualClock` the test moves: SLA timers without sleeping).
+pub async fn start_connected_with_clock(
+    settings: Settings,
+    db: &TestDb,
+    clock: Arc<dyn mailroom::domain::time::Clock>,
+) -> Running {
+    let store = Arc::new(db.store().await);
+    let cancel = CancellationToken::new();
+    let chats = connect_chats(&settings, &cancel)
+        .await
+        .expect("the chats connect");
+    let mut app = App::new(
+        settings,
+        store.clone() as Arc<dyn TicketStore>,
+        chats.platforms,
+    );
+    app.clock = clock;
+    let app = Arc::new(app);
+    let run = app
+        .clone()
+        .run_with_ops(cancel.clone(), Some(chats.events), None);
+    Running {
+        app,
+        store,
+        cancel,
+        handle: tokio::spawn(run),
+        chat_tasks: chats.tasks,
+    }
+}
+
 impl Running {
     /// Graceful stop, bounded; the chat tasks are given as long.
     pub async fn stop(self) {

@@ -23,9 +23,11 @@ mod ops;
 mod rules;
 mod sasl;
 mod sent_folder;
+mod sla;
 mod slack;
 #[macro_use]
 mod store_conformance;
 mod store_grants;
 mod store_routing;
 mod store_sent;
+mod store_sla;
