@@ -280,6 +280,31 @@ mention = ["oncall"]
     }
 
     #[test]
+    fn the_worked_example_parses_and_does_what_it_says() {
+        let any = |_: &str| Some("from-the-environment".to_owned());
+        let text = include_str!("../../bot-config/workflow.example.toml");
+        let s = Settings::parse(text, &any).unwrap_or_else(|p| panic!("{p:#?}"));
+        let support = MailboxName::parse("support").unwrap();
+        let vip = crate::domain::ids::Tag::parse("vip").unwrap();
+        let name = |p: Priority, tags: &[&crate::domain::ids::Tag]| {
+            s.sla
+                .for_ticket(&support, p, tags.iter().copied())
+                .map(|p| p.name.clone())
+        };
+        assert_eq!(name(Priority::Urgent, &[&vip]).unwrap(), "urgent support");
+        assert_eq!(name(Priority::Normal, &[&vip]).unwrap(), "vip");
+        assert_eq!(name(Priority::Normal, &[]).unwrap(), "support");
+        // Friday 2026-06-05 14:30 CEST + 4h: 30m on Friday, then Monday
+        // 09:00-12:00 and 13:00-13:30 → Monday 13:30 CEST.
+        let cal = &s.calendars[&support];
+        let due = cal.add(
+            "2026-06-05T12:30:00Z".parse().unwrap(),
+            jiff::SignedDuration::from_hours(4),
+        );
+        assert_eq!(due, Some("2026-06-08T11:30:00Z".parse().unwrap()));
+    }
+
+    #[test]
     fn a_bad_rule_or_impossible_hours_are_named() {
         let bad = hours()
             .replace("09:00-12:00,13:00-17:30", "18:00-09:00")

@@ -313,9 +313,15 @@ fn reach(
 }
 
 /// A business duration for people: "45m", "3h 20m", "2d 1h" (a day is 24
-/// hours of business time).
+/// hours of business time), to the nearest minute.
 pub fn human(d: SignedDuration) -> String {
-    let mins = (d.as_secs().abs() + 59) / 60;
+    // To the nearest minute (a check runs a moment after its instant), and
+    // never "0m" for time that is there.
+    let secs = d.as_secs().abs();
+    let mins = match (secs + 30) / 60 {
+        0 if secs > 0 => 1,
+        m => m,
+    };
     let (days, hours, mins) = (mins / (24 * 60), (mins / 60) % 24, mins % 60);
     let parts: Vec<String> = [(days, "d"), (hours, "h"), (mins, "m")]
         .iter()

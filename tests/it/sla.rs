@@ -1,6 +1,6 @@
 //! SLA timers on real mail through the real stack, into Synapse and the
-//! fake Slack at once, with the flows' clock a `ManualClock` the test
-//! moves (no sleeping for hours): the card shows the time left; a nudge in
+//! fake Slack at once, with the flows' clock jumped by the test (no
+//! sleeping for hours): the card shows the time left; a nudge in
 //! the thread and a breach alert in the room with its mentions, once each;
 //! pending pauses; a reply stops the clock; the customer's next mail starts
 //! "next response", counted in business hours across a night. And
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use mailroom::domain::ticket::Status;
-use mailroom::domain::time::{Clock, ManualClock};
+use mailroom::domain::time::Clock;
 use mailroom::store::{JobSpec, JobState, TicketFilter, TicketStore};
 
 use crate::common::{
@@ -86,9 +86,39 @@ fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
+/// Real time shifted by an offset the test jumps. A `ManualClock` would
+/// stand still between jumps, and then nothing the outbox schedules a
+/// moment ahead (a retry 200 ms later while Matrix still connects) would
+/// ever fall due; here seconds pass as they do, and hours are jumped.
+#[derive(Debug)]
+struct JumpClock(std::sync::atomic::AtomicI64);
+
+impl JumpClock {
+    fn starting_at(at: Timestamp) -> JumpClock {
+        let offset = at.as_millisecond() - Timestamp::now().as_millisecond();
+        JumpClock(std::sync::atomic::AtomicI64::new(offset))
+    }
+    fn advance(&self, by: SignedDuration) {
+        let ms = by.as_millis() as i64;
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn set(&self, at: Timestamp) {
+        let offset = at.as_millisecond() - Timestamp::now().as_millisecond();
+        self.0.store(offset, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for JumpClock {
+    fn now(&self) -> Timestamp {
+        let offset = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        Timestamp::from_millisecond(Timestamp::now().as_millisecond() + offset)
+            .expect("a time within jiff's range")
+    }
+}
+
 /// Waits until no SLA check is due at the clock's now (each has run and
 /// said what it had to), so that "nothing was said" can be asserted.
-async fn checks_settle(store: &dyn TicketStore, clock: &ManualClock) {
+async fn checks_settle(store: &dyn TicketStore, clock: &JumpClock) {
     let now = clock.now_ms();
     wait_for("the due SLA checks to run", WAIT, || async move {
         let busy = store
@@ -124,7 +154,7 @@ async fn sla_nudges_alerts_pauses_and_restarts_on_matrix_and_slack() {
 
     let chat = format!(
         "matrix_room = \"{room}\"\n  slack_channel = \"{channel}\"\n  \
-         [mailbox.business_hours]\n  weekdays = \"09:00-17:00\""
+         [mailbox.business_hours]\n  weekdays = \"08:00-18:00\""
     );
     let listen = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -177,8 +207,8 @@ mention = ["@room", "alice"]
             .map(|(_, v)| v.clone())
     })
     .unwrap_or_else(|p| panic!("test config invalid: {p:#?}"));
-    // Monday 1 June 2026, 09:00 in Berlin (CEST, UTC+2): the team opens.
-    let clock = Arc::new(ManualClock::new(ts("2026-06-01T07:00:00Z")));
+    // Monday 1 June 2026, 09:00 in Berlin (CEST, UTC+2); open 08:00-18:00.
+    let clock = Arc::new(JumpClock::starting_at(ts("2026-06-01T07:00:00Z")));
     let app = start_connected_with_clock(settings, &db, clock.clone()).await;
     let store: &dyn TicketStore = app.store.as_ref();
     let writer = Writer::new(stack, &support, &customer.address);
@@ -324,7 +354,7 @@ mention = ["@room", "alice"]
     })
     .await;
     // The customer answers at 18:00: "next response" (2h) counts from
-    // Tuesday 09:00, so its nudge is due at 10:30 and nothing before.
+    // Tuesday 08:00, so its nudge is due at 09:30 and nothing before.
     writer
         .answers(
             "sla1@example.net",
@@ -338,12 +368,12 @@ mention = ["@room", "alice"]
         rec.awaiting_since_ms.map(|_| ())
     })
     .await;
-    clock.set(ts("2026-06-02T08:29:00Z"));
+    clock.set(ts("2026-06-02T07:29:00Z"));
     app.app.outbox_wakeup.notify_one();
     checks_settle(store, &clock).await;
     let next_nudge = "30m left to next response (75% of 2h, business hours)";
-    assert_eq!(mx_said(next_nudge).await, 0, "not yet at 10:29");
-    clock.set(ts("2026-06-02T08:30:00Z"));
+    assert_eq!(mx_said(next_nudge).await, 0, "not yet at 09:29");
+    clock.set(ts("2026-06-02T07:30:00Z"));
     app.app.outbox_wakeup.notify_one();
     wait_event(&alice, &room, "the next-response nudge", |e| {
         in_thread_of(e, &root_id) && body(e).contains(next_nudge)
