@@ -110,6 +110,36 @@ pub async fn recheck(app: &App, ticket: TicketId) {
     }
 }
 
+/// A teammate's reply went out: the card's SLA line ("… due in 2h") is
+/// refreshed to say it was given. Only for tickets a policy holds for;
+/// a refresh lost to a store error is logged (the next status change
+/// refreshes the card anyway).
+pub async fn answered(app: &App, ticket: Option<TicketId>) {
+    let Some(id) = ticket else { return };
+    if app.settings.sla.is_empty() {
+        return;
+    }
+    let record = match app.store.ticket(id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(ticket = %id, error = %e, "card not refreshed after a reply");
+            return;
+        }
+    };
+    if policy(app, &record).is_none() {
+        return;
+    }
+    let now = app.now_ms();
+    for platform in app.platforms_for(&record.mailbox) {
+        let spec = JobSpec::ChatStatus { platform };
+        if let Err(e) = app.store.enqueue(Some(id), &spec, now, now).await {
+            tracing::warn!(ticket = %id, error = %e, "card not refreshed after a reply");
+        }
+    }
+    app.outbox_wakeup.notify_one();
+}
+
 /// At start: a check for every active ticket, so a clock whose timer was
 /// lost (a crash between a commit and its check being queued, a changed
 /// policy) is caught up.

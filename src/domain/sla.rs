@@ -403,7 +403,9 @@ impl fmt::Display for SlaClock {
                 "⏸ {what} clock paused while pending, {} left",
                 human(self.left)
             ),
-            SlaState::Met => write!(f, "✅ {what} given"),
+            // Which response was given is not kept (a first or a later
+            // one), and the team only needs to know nothing is due.
+            SlaState::Met => f.write_str("✅ Answered, no response due"),
         }
     }
 }

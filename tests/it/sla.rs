@@ -353,6 +353,35 @@ mention = ["@room", "alice"]
         t.first_response_at_ms.map(|_| ())
     })
     .await;
+    // The card says so, on both platforms.
+    wait_for(
+        "the Matrix card edited to say it was answered",
+        WAIT,
+        || async {
+            alice
+                .events(&room)
+                .await
+                .into_iter()
+                .filter(|e| {
+                    e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+                        && e["content"]["m.relates_to"]["event_id"] == root_id.as_str()
+                })
+                .last()
+                .filter(|e| {
+                    e["content"]["m.new_content"]["body"]
+                        .as_str()
+                        .is_some_and(|b| b.contains("✅ Answered, no response due"))
+                })
+                .map(|_| ())
+        },
+    )
+    .await;
+    wait_for("the Slack card updated", WAIT, || async {
+        slack.messages(&channel).into_iter().find(|m| {
+            m.ts == slack_root.ts && m.blocks.to_string().contains("Answered, no response due")
+        })
+    })
+    .await;
     // The customer answers at 18:00: "next response" (2h) counts from
     // Tuesday 08:00, so its nudge is due at 09:30 and nothing before.
     writer

@@ -339,6 +339,7 @@ async fn send_reply(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, 
     match (&sent, &outcome) {
         (Ok(()), _) => {
             app.outbox_wakeup.notify_one();
+            super::sla::answered(app, job.ticket).await;
             app.metrics
                 .reply_sent(&mail.mailbox, since(job.created_at_ms));
             tracing::info!(message_id = %mail.message_id, "reply sent");
