@@ -465,6 +465,9 @@ async fn apply(
     {
         Applied::Changed { after, .. } => {
             app.outbox_wakeup.notify_one();
+            // Pending pauses a clock, a reopen restarts it, a tag or a
+            // close may change which policy holds.
+            crate::bridge::sla::recheck(app, ticket).await;
             tracing::info!(%ticket, %agent, action = event.action(), state = %after, "ticket changed");
             Ok(None)
         }

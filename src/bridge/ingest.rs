@@ -221,6 +221,13 @@ impl MailboxIngest {
         if posted {
             self.app.outbox_wakeup.notify_one();
         }
+        // A new ticket or a customer's mail may start an SLA clock.
+        for (recorded, _) in &done {
+            if let Recorded::NewTicket { ticket, .. } | Recorded::FollowUp { ticket, .. } = recorded
+            {
+                crate::bridge::sla::recheck(&self.app, *ticket).await;
+            }
+        }
         Ok(done.into_iter().map(|(r, _)| r).collect())
     }
 }

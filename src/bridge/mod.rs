@@ -11,6 +11,8 @@
 //!   folder → the ticket's thread, counted as a teammate's reply.
 //! - [`oauth`]: OAuth2 mailboxes' access tokens: handed to their
 //!   connections, refreshed ahead of expiry, a revoked grant told once.
+//! - [`sla`]: SLA timers — a ticket's response clock in business time, a
+//!   nudge in the thread and a breach in the room, once each.
 //! - [`watchdog`]: tells a mailbox's room when it has not been checked for
 //!   too long, and when it recovers.
 //! - [`snooze`]: `!snooze` / `!unsnooze` and the wake-up timer; `reminders`:
@@ -29,6 +31,7 @@ mod reminders;
 pub mod reply;
 pub mod routing;
 pub mod sent;
+pub mod sla;
 pub mod snooze;
 pub mod watchdog;
 
@@ -366,6 +369,7 @@ impl App {
         if let Err(e) = digest::ensure_timers(&self).await {
             tracing::error!(error = %e, "could not schedule the digests");
         }
+        sla::check_all(&self).await;
         for name in self.mailboxes.keys() {
             let sink = Arc::new(ingest::MailboxIngest::new(self.clone(), name.clone()));
             let Some(m) = self.mailboxes.get(name) else {

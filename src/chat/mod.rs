@@ -48,6 +48,9 @@ pub struct TicketCard<'a> {
     pub tags: Vec<String>,
     /// Shown when not normal.
     pub priority: Priority,
+    /// The SLA clock's line when the card was rendered ("First response
+    /// due in 3h 20m (business hours)"), if a policy holds.
+    pub sla: Option<String>,
 }
 
 /// A file to upload into a thread.
@@ -174,6 +177,16 @@ pub trait ChatPlatform: Send + Sync {
     ) -> Result<(), ChatError> {
         self.notice(thread, text, idempotency_key).await
     }
+    /// Tells a room something that calls people: the whole room
+    /// (`room_mention`: `@room` on Matrix, `<!channel>` on Slack) and
+    /// `users` by their ids on this platform, as mentions that notify.
+    async fn room_alert(
+        &self,
+        room: &str,
+        text: &str,
+        room_mention: bool,
+        users: &[String],
+    ) -> Result<(), ChatError>;
 
     /// Downloads a file shared in chat (decrypting it if it was encrypted).
     async fn download(&self, file: &SharedFile) -> Result<Vec<u8>, ChatError>;
@@ -399,7 +412,8 @@ pub(crate) fn human_size(bytes: u64) -> String {
     }
 }
 
-/// `#12 · priority high · claimed by … · tags: …`, the ticket's one-line status.
+/// `#12 · priority high · claimed by … · tags: … · First response due in …`,
+/// the ticket's one-line status.
 pub(crate) fn status_line(card: &TicketCard<'_>) -> String {
     let mut s = format!("{}", card.ticket);
     if card.priority != Priority::Normal {
@@ -408,6 +422,9 @@ pub(crate) fn status_line(card: &TicketCard<'_>) -> String {
     s.push_str(&format!(" · {}", card.state));
     if !card.tags.is_empty() {
         s.push_str(&format!(" · tags: {}", card.tags.join(", ")));
+    }
+    if let Some(sla) = &card.sla {
+        s.push_str(&format!(" · {sla}"));
     }
     s
 }

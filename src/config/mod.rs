@@ -16,6 +16,7 @@ mod load;
 mod oauth;
 pub mod rules;
 pub mod sections;
+pub mod sla;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -73,6 +74,16 @@ pub struct Settings {
     /// The routing rules, in file order, built by the load once all are right.
     #[serde(skip)]
     pub rules: Vec<crate::domain::routing::Rule>,
+    /// `[[sla]]` as written; [`Settings::sla`] is what is used.
+    #[serde(default, rename = "sla", deserialize_with = "list")]
+    pub sla_settings: Vec<sla::SlaSettings>,
+    /// The SLA policies, most specific first, built by the load once all are right.
+    #[serde(skip)]
+    pub sla: crate::domain::sla::Policies,
+    /// Each mailbox's business calendar (always open without
+    /// `[mailbox.business_hours]`), built by the load.
+    #[serde(skip)]
+    pub calendars: BTreeMap<MailboxName, crate::domain::calendar::Calendar>,
     /// The key that seals OAuth2 tokens at rest.
     #[serde(default, deserialize_with = "lenient")]
     pub secrets: SecretsSettings,
@@ -271,6 +282,7 @@ impl Settings {
         self.ops.check(c);
         rules::settle(self, c);
         digest::settle(self, c);
+        sla::settle(self, c);
     }
 }
 

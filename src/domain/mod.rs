@@ -6,6 +6,7 @@
 pub mod assign;
 pub mod authres;
 pub mod board;
+pub mod calendar;
 pub mod chat;
 pub mod command;
 pub mod digest;
@@ -19,6 +20,7 @@ pub mod reminders;
 pub mod render;
 pub mod routing;
 pub mod settings;
+pub mod sla;
 pub mod snooze;
 pub mod threading;
 pub mod ticket;

@@ -34,6 +34,10 @@ pub struct MailboxSettings {
     /// are read in; default the host's (`TZ`, `/etc/localtime`), else UTC.
     #[serde(default, deserialize_with = "lenient")]
     pub time_zone: crate::domain::time::Zone,
+    /// When the team is open, for SLA targets (`[mailbox.business_hours]`);
+    /// not given: always (24×7).
+    #[serde(default, deserialize_with = "lenient")]
+    pub business_hours: Option<crate::domain::calendar::BusinessHoursSettings>,
     /// `password` (default) or `oauth2` (then `[mailbox.oauth2]`).
     #[serde(default, deserialize_with = "lenient")]
     pub auth: AuthMethod,

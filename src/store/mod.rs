@@ -32,6 +32,7 @@
 //! | OAuth2 grants per mailbox | `grants.rs` | `sql/grants.rs` (`oauth_grants`) |
 //! | auto-assignment: cursors, away marks, picks | `assign.rs` | `sql/assign.rs` (`assign_cursors`, `people_away`, `auto_assignments`) |
 //! | the board per room | in `domain::board` | `sql/board.rs` (`chat_boards`; reads `tickets`, `chat_threads`) |
+//! | SLA clocks' facts and markers | `sla.rs` | `sql/sla.rs` (`sla_tickets`, `sla_pauses`, `sla_marks`) |
 //!
 //! `sql/mod.rs` holds [`sql::SqlStore`] (connecting, migrating) and the one
 //! `impl TicketStore for SqlStore`, a line per method naming the file that
@@ -62,6 +63,7 @@ mod outbox;
 mod replies;
 mod sent;
 pub mod settings;
+mod sla;
 mod snooze;
 pub mod sql;
 mod tickets;
@@ -79,6 +81,7 @@ pub use ingest::{
 pub use outbox::{FilePart, Job, JobOutcome, JobSpec, JobState, Requeued, Settlement};
 pub use replies::{NewReply, OutgoingMail};
 pub use sent::{SentBatch, SentMail, SentRecorded};
+pub use sla::{SlaFiring, SlaMark, SlaRecord};
 pub use snooze::{SnoozeSet, WakeIf};
 pub use tickets::{Applied, TicketFilter, TicketRecord};
 
@@ -322,6 +325,24 @@ pub trait TicketStore: Send + Sync {
         message_ref: &str,
         now_ms: i64,
     ) -> StoreResult<()>;
+    // SLA clocks: `sql/sla.rs`. The facts (what waits since when, the
+    // pauses) are kept by ingest, replies and status changes themselves.
+
+    /// A ticket's SLA facts and the marks already set.
+    async fn sla_record(&self, ticket: TicketId) -> StoreResult<SlaRecord>;
+    /// Queues an SLA check of `ticket` due at `at_ms` (a timer in a lane of
+    /// its own), unless one is pending for that instant. True if queued.
+    async fn sla_schedule(&self, ticket: TicketId, at_ms: i64, now_ms: i64) -> StoreResult<bool>;
+    /// Ends an in-flight SLA check: each firing's mark is set and, the
+    /// first time only, its jobs queued; the next check is queued; all in
+    /// one transaction. Returns the marks set by this call.
+    async fn sla_settle(
+        &self,
+        job: &Job,
+        firings: &[SlaFiring],
+        next_check_ms: Option<i64>,
+        now_ms: i64,
+    ) -> StoreResult<Vec<SlaMark>>;
 
     // OAuth2 grants: `sql/grants.rs`.
 

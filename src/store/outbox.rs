@@ -43,6 +43,17 @@ pub enum JobSpec {
         room: String,
         text: String,
     },
+    /// Tell a room something that calls people: the room (`@room`,
+    /// `<!channel>`) and/or users by their id on `platform` (an SLA breach).
+    ChatAlert {
+        platform: Platform,
+        room: String,
+        text: String,
+        #[serde(default)]
+        room_mention: bool,
+        #[serde(default)]
+        users: Vec<String>,
+    },
     /// Upload one file of an email into the ticket's thread (queued by the
     /// post of that email, once it is in the room).
     ChatFile {
@@ -50,6 +61,10 @@ pub enum JobSpec {
         email_id: i64,
         part: FilePart,
     },
+    /// A ticket's SLA timer: at `due_ms` (a nudge or breach instant when
+    /// queued) the ticket's clock is computed again; a nudge or breach
+    /// not yet said is queued as chat notices, and the next check.
+    SlaCheck { due_ms: i64 },
     /// Send a queued reply over SMTP.
     SendReply { email_id: i64 },
     /// After a send: APPEND the reply to the Sent folder and flag the answered
@@ -83,12 +98,14 @@ impl JobSpec {
             JobSpec::ChatNotice { .. } => "chat_notice",
             JobSpec::ChatMention { .. } => "chat_mention",
             JobSpec::ChatRoomNotice { .. } => "chat_room_notice",
+            JobSpec::ChatAlert { .. } => "chat_alert",
             JobSpec::ChatFile { .. } => "chat_file",
             JobSpec::SendReply { .. } => "send_reply",
             JobSpec::FileSent { .. } => "file_sent",
             JobSpec::SnoozeWake { .. } => "snooze_wake",
             JobSpec::UnclaimedNudge { .. } => "unclaimed_nudge",
             JobSpec::Digest { .. } => "digest",
+            JobSpec::SlaCheck { .. } => "sla_check",
         }
     }
 
@@ -106,6 +123,7 @@ impl JobSpec {
             | JobSpec::ChatNotice { platform, .. }
             | JobSpec::ChatMention { platform, .. }
             | JobSpec::ChatRoomNotice { platform, .. }
+            | JobSpec::ChatAlert { platform, .. }
             | JobSpec::ChatFile { platform, .. } => format!("chat:{}", platform.as_str()),
             JobSpec::SendReply { .. } | JobSpec::FileSent { .. } => format!("mail:{t}"),
             JobSpec::SnoozeWake { due_ms } => format!("timer:snooze:{t}:{due_ms}"),
@@ -117,6 +135,9 @@ impl JobSpec {
                 platform,
                 due_ms,
             } => format!("timer:digest:{mailbox}:{}:{due_ms}", platform.as_str()),
+            // A lane per timer: a check due in hours must not hold up any
+            // other job, and two checks of one ticket never wait on each other.
+            JobSpec::SlaCheck { due_ms } => format!("timer:sla:{t}:{due_ms}"),
         }
     }
 
@@ -149,13 +170,15 @@ impl JobSpec {
             | JobSpec::ChatNotice { platform, .. }
             | JobSpec::ChatMention { platform, .. }
             | JobSpec::ChatRoomNotice { platform, .. }
+            | JobSpec::ChatAlert { platform, .. }
             | JobSpec::ChatFile { platform, .. } => Some(*platform),
             // Timers talk to chat only through the chat jobs they queue.
             JobSpec::SendReply { .. }
             | JobSpec::FileSent { .. }
             | JobSpec::SnoozeWake { .. }
             | JobSpec::UnclaimedNudge { .. }
-            | JobSpec::Digest { .. } => None,
+            | JobSpec::Digest { .. }
+            | JobSpec::SlaCheck { .. } => None,
         }
     }
 }

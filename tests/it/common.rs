@@ -740,7 +740,7 @@ pub async fn start_connected(
 }
 
 /// [`start_connected`] with the flows reading "now" from `clock` (a
-/// `ManualClock` the test moves: snoozes, reminders, digests).
+/// `ManualClock` the test moves: SLA timers, snoozes, reminders, digests).
 pub async fn start_connected_at(
     settings: Settings,
     db: &TestDb,

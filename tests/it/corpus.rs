@@ -321,6 +321,16 @@ impl ChatPlatform for RenderingChat {
         panic!("unexpected room notice during ingest: {text}");
     }
 
+    async fn room_alert(
+        &self,
+        _room: &str,
+        text: &str,
+        _room_mention: bool,
+        _users: &[String],
+    ) -> Result<(), ChatError> {
+        panic!("unexpected room alert during ingest: {text}");
+    }
+
     async fn download(&self, file: &SharedFile) -> Result<Vec<u8>, ChatError> {
         panic!("unexpected download of {} during ingest", file.name);
     }

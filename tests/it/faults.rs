@@ -394,6 +394,16 @@ impl ChatPlatform for RecordingChat {
         Ok(())
     }
 
+    async fn room_alert(
+        &self,
+        _room: &str,
+        text: &str,
+        _room_mention: bool,
+        _users: &[String],
+    ) -> Result<(), ChatError> {
+        panic!("no SLA is configured in the fault suite: unexpected alert {text}");
+    }
+
     async fn download(&self, _file: &SharedFile) -> Result<Vec<u8>, ChatError> {
         Err(ChatError::Permanent {
             message: "no files in the fault suite".into(),

@@ -25,6 +25,7 @@ mod ops;
 mod rules;
 mod sasl;
 mod sent_folder;
+mod sla;
 mod slack;
 mod snooze;
 #[macro_use]
@@ -34,4 +35,5 @@ mod store_board;
 mod store_grants;
 mod store_routing;
 mod store_sent;
+mod store_sla;
 mod store_snooze;

@@ -188,8 +188,12 @@ pub(super) fn idempotency_key(ticket: &TicketRecord, job: &Job) -> String {
     format!("mailroom-{}-{}", ticket.token, job.id)
 }
 
-/// What a ticket's root message shows of it.
-fn card<'a>(app: &'a App, ticket: &'a TicketRecord) -> Result<TicketCard<'a>, ChatError> {
+/// What a ticket's root message shows of it; `sla`: its SLA line now.
+fn card<'a>(
+    app: &'a App,
+    ticket: &'a TicketRecord,
+    sla: Option<String>,
+) -> Result<TicketCard<'a>, ChatError> {
     let mailbox = app
         .mailbox(&ticket.mailbox)
         .ok_or_else(|| missing("mailbox is not configured"))?;
@@ -199,6 +203,7 @@ fn card<'a>(app: &'a App, ticket: &'a TicketRecord) -> Result<TicketCard<'a>, Ch
         state: &ticket.state,
         tags: ticket.tags.iter().map(|t| t.to_string()).collect(),
         priority: ticket.priority,
+        sla,
     })
 }
 
@@ -291,7 +296,8 @@ pub(super) async fn chat_post(
                     platform.as_str()
                 ))
             })?;
-            let card = card(app, &ticket)?;
+            let sla = crate::bridge::sla::card_line(app, &ticket).await;
+            let card = card(app, &ticket, sla)?;
             let (thread, shown, refusals) = degrade("ticket root", |r| {
                 let key = format!("{key}{}", r.key_suffix());
                 let (room, card, view) = (&room, &card, &view);
@@ -462,7 +468,8 @@ pub(super) async fn chat_status(app: &App, job: &Job, platform: Platform) -> Res
     let raw = raw_email(app, first.id).await?;
     let view = app.email_view(&ticket.mailbox, &parse_email(&raw));
     drop(raw);
-    let card = card(app, &ticket)?;
+    let sla = crate::bridge::sla::card_line(app, &ticket).await;
+    let card = card(app, &ticket, sla)?;
     // The edit falls back like the post did, so a root that could only be
     // posted plainly still gets its status line.
     degrade("status edit", |r| {

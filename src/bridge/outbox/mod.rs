@@ -249,6 +249,23 @@ async fn perform(app: &App, job: &Job) -> Result<StepOutcome, StoreError> {
         JobSpec::Digest {
             mailbox, platform, ..
         } => super::digest::digest_timer(app, job, mailbox, *platform).await,
+        JobSpec::ChatAlert {
+            platform,
+            room,
+            text,
+            room_mention,
+            users,
+        } => {
+            let r = match app.chats.get(platform) {
+                Some(chat) => chat
+                    .room_alert(room, text, *room_mention, users)
+                    .await
+                    .map(done),
+                None => Err(missing(format!("{} is not configured", platform.as_str()))),
+            };
+            finish_chat(app, job, *platform, r).await
+        }
+        JobSpec::SlaCheck { .. } => super::sla::perform(app, job).await,
     }
 }
 
@@ -352,6 +369,7 @@ async fn send_reply(app: &App, job: &Job, email_id: i64) -> Result<StepOutcome, 
     match (&sent, &outcome) {
         (Ok(()), _) => {
             app.outbox_wakeup.notify_one();
+            super::sla::answered(app, job.ticket).await;
             app.metrics
                 .reply_sent(&mail.mailbox, since(job.created_at_ms));
             tracing::info!(message_id = %mail.message_id, "reply sent");

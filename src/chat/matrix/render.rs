@@ -12,7 +12,7 @@ use crate::domain::render::{EmailView, Rendering};
 /// Matrix events are limited to 64 KiB; leave room for the HTML twin and JSON.
 pub const MAX_BODY_CHARS: usize = 12_000;
 
-pub(super) fn escape_html(s: &str) -> String {
+pub(crate) fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -230,6 +230,7 @@ mod tests {
             state: &card_state,
             tags: vec![],
             priority: crate::domain::routing::Priority::Normal,
+            sla: None,
         };
         let content = root_content(&card, &view(&long), Rendering::Full);
         let json = serde_json::to_vec(&content).unwrap();

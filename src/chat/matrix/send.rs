@@ -221,6 +221,44 @@ impl ChatPlatform for MatrixChat {
         Ok(())
     }
 
+    async fn room_alert(
+        &self,
+        room: &str,
+        text: &str,
+        room_mention: bool,
+        users: &[String],
+    ) -> Result<(), ChatError> {
+        use matrix_sdk::ruma::events::Mentions;
+        let r = self.room(room)?;
+        let (mut body, mut html) = (String::new(), String::new());
+        if room_mention {
+            body.push_str("@room ");
+            html.push_str("@room ");
+        }
+        let mut ids = Vec::new();
+        for u in users {
+            let Ok(id) = OwnedUserId::try_from(u.as_str()) else {
+                continue;
+            };
+            body.push_str(&format!("{id} "));
+            html.push_str(&format!(
+                "<a href=\"https://matrix.to/#/{id}\">{}</a> ",
+                super::render::escape_html(id.as_str())
+            ));
+            ids.push(id);
+        }
+        body.push_str(text);
+        html.push_str(&text_block(text));
+        // A text message, not a notice: clients never notify for notices
+        // (the `.m.rule.suppress_notices` push rule), and a breach must.
+        let mut content = RoomMessageEventContent::text_html(body, html);
+        let mut mentions = Mentions::with_user_ids(ids);
+        mentions.room = room_mention;
+        content.mentions = Some(mentions);
+        self.send(&r, content, None).await?;
+        Ok(())
+    }
+
     async fn download(&self, file: &SharedFile) -> Result<Vec<u8>, ChatError> {
         use matrix_sdk::media::{MediaFormat, MediaRequestParameters};
         use matrix_sdk::ruma::events::room::MediaSource;

@@ -622,6 +622,30 @@ impl ChatPlatform for SlackChat {
         Ok(())
     }
 
+    async fn room_alert(
+        &self,
+        room: &str,
+        text: &str,
+        room_mention: bool,
+        users: &[String],
+    ) -> Result<(), ChatError> {
+        let mut calls = String::new();
+        if room_mention {
+            calls.push_str("<!channel> ");
+        }
+        let id_char = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit();
+        for u in users.iter().filter(|u| u.chars().all(id_char)) {
+            calls.push_str(&format!("<@{u}> "));
+        }
+        let post = render::Post {
+            text: format!("{calls}{}", render::mrkdwn(text)),
+            blocks: None,
+            mrkdwn: true,
+        };
+        self.post(room, None, &post).await?;
+        Ok(())
+    }
+
     async fn download(&self, file: &SharedFile) -> Result<Vec<u8>, ChatError> {
         let resp = self
             .http

@@ -485,6 +485,7 @@ mod tests {
             state: &state,
             tags: vec![],
             priority: crate::domain::routing::Priority::Normal,
+            sla: None,
         };
         let (text, blocks) = root_message(&card, &view("Hi <!channel> and <@U123> <http://x|y>"));
         let all = texts(&blocks).join("\n") + text.as_str();
@@ -504,6 +505,7 @@ mod tests {
             state: &state,
             tags: vec![],
             priority: crate::domain::routing::Priority::Normal,
+            sla: None,
         };
         let body = "word & more <x> ".repeat(4_000); // 64 000 chars, more once escaped
         let (_, blocks) = root_message(&card, &view(&body));
@@ -627,6 +629,7 @@ mod tests {
             state: &card_state,
             tags: vec![],
             priority: crate::domain::routing::Priority::Normal,
+            sla: None,
         };
         let full = root_post(&card, &v, Rendering::Full);
         let all = texts(full.blocks.as_ref().unwrap()).join("\n");

@@ -325,6 +325,14 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
                             .bind(ticket.get())
                             .execute(&mut **tx)
                             .await?;
+                    super::sla::status_changed(
+                        tx,
+                        *ticket,
+                        state.status(),
+                        next.state.status(),
+                        new.now_ms,
+                    )
+                    .await?;
                     insert_audit(
                         tx,
                         Some(*ticket),
@@ -361,6 +369,10 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
             (*ticket, reopened, false, set_aside)
         }
     };
+    // A customer's own mail waits for an answer (an automatic one does not).
+    if new.automatic.is_none() {
+        super::sla::customer_wrote(tx, ticket, new.now_ms).await?;
+    }
     // A new ticket was inserted with last_customer_at = now already.
     if new.automatic.is_none() && !is_new {
         sqlx::query("UPDATE tickets SET last_customer_at = $1 WHERE id = $2")

@@ -24,6 +24,7 @@
 //!   customer's mail.
 //! - `grants.rs`: OAuth2 grants per mailbox (sealed tokens, refusals told once).
 //! - `assign.rs`: auto-assignment (the pick inside an ingest, away marks).
+//! - `sla.rs`: SLA clocks' facts (kept by the flows above) and their once-only marks.
 //!
 //! A transaction that also queues a job, writes an audit line, advances a
 //! checkpoint or links a thread does so through the owning file's
@@ -45,6 +46,7 @@ mod ingest;
 mod outbox;
 mod replies;
 mod sent;
+mod sla;
 mod snooze;
 mod tickets;
 
@@ -488,6 +490,24 @@ impl TicketStore for SqlStore {
         now_ms: i64,
     ) -> StoreResult<()> {
         board::save_board_message(&self.pool, platform, room, message_ref, now_ms).await
+    }
+
+    async fn sla_record(&self, ticket: TicketId) -> StoreResult<super::SlaRecord> {
+        sla::record(&self.pool, ticket).await
+    }
+
+    async fn sla_schedule(&self, ticket: TicketId, at_ms: i64, now_ms: i64) -> StoreResult<bool> {
+        sla::schedule(&self.pool, ticket, at_ms, now_ms).await
+    }
+
+    async fn sla_settle(
+        &self,
+        job: &Job,
+        firings: &[super::SlaFiring],
+        next_check_ms: Option<i64>,
+        now_ms: i64,
+    ) -> StoreResult<Vec<super::SlaMark>> {
+        sla::settle(&self.pool, job, firings, next_check_ms, now_ms).await
     }
 
     async fn grant(&self, mailbox: &MailboxName) -> StoreResult<Option<Grant>> {

@@ -248,7 +248,8 @@ pub(super) async fn reply_failed(
     Ok(())
 }
 
-/// Records a ticket's first response, unless it has one.
+/// Records an answer: the ticket's first response, unless it has one,
+/// and that nothing waits for an answer now.
 pub(super) async fn set_first_response(
     tx: &mut super::AnyTx,
     ticket: TicketId,
@@ -261,5 +262,7 @@ pub(super) async fn set_first_response(
     .bind(ticket.get())
     .execute(&mut **tx)
     .await?;
+    // Any answer, first or not, stops the SLA clock that runs.
+    super::sla::answered(tx, ticket, now_ms).await?;
     Ok(())
 }

@@ -179,6 +179,7 @@ async fn mark_pending(
     .bind(ticket.get())
     .execute(&mut **tx)
     .await?;
+    super::sla::status_changed(tx, ticket, state.status(), next.state.status(), now_ms).await?;
     insert_audit(
         tx,
         Some(ticket),

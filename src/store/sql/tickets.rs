@@ -180,6 +180,14 @@ pub(super) async fn apply_on(
     if updated.rows_affected() != 1 {
         return Ok(None);
     }
+    super::sla::status_changed(
+        tx,
+        ticket,
+        current.state.status(),
+        next.state.status(),
+        now_ms,
+    )
+    .await?;
     let details = match event {
         TicketEvent::AddTag(tag) => {
             sqlx::query("INSERT INTO ticket_tags (ticket_id, tag) VALUES ($1, $2) ON CONFLICT (ticket_id, tag) DO NOTHING")
