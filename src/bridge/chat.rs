@@ -284,6 +284,8 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
                 Ok(Parsed::Room(cmd)) => {
                     if member_allowed(app, platform, &room, &agent).await.is_none() {
                         format!("{agent} may not use mailroom here.")
+                    } else if let RoomCommand::Stats(query) = cmd {
+                        return super::stats::in_room(app, platform, &room, &query).await;
                     } else {
                         room_command(app, &agent, cmd).await?
                     }
@@ -332,6 +334,9 @@ async fn slash_command(
                 return Ok(format!(
                     "{agent} may not use mailroom here (not a member of this channel)."
                 ));
+            }
+            if let RoomCommand::Stats(query) = &cmd {
+                return super::stats::privately(app, platform, room, query).await;
             }
             room_command(app, agent, cmd).await
         }
@@ -728,6 +733,11 @@ fn render_template(
 async fn room_command(app: &App, agent: &Agent, cmd: RoomCommand) -> Result<String, StoreError> {
     match cmd {
         RoomCommand::Help => Ok(help_text().to_owned()),
+        // Answered with a table and a chart where it was asked
+        // (`bridge/stats.rs`), before this is reached.
+        RoomCommand::Stats(_) => {
+            Ok("!mailroom stats is answered in the room it is asked in.".to_owned())
+        }
         RoomCommand::List(filter) => {
             let mut f = TicketFilter {
                 limit: Some(50),

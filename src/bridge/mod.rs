@@ -22,6 +22,7 @@ pub mod outbox;
 pub mod reply;
 pub mod routing;
 pub mod sent;
+mod stats;
 pub mod watchdog;
 
 use std::collections::BTreeMap;

@@ -12,6 +12,7 @@
 //! figure's code.
 
 mod period;
+pub mod table;
 
 pub use period::{Day, Period, PeriodError, PeriodKind};
 

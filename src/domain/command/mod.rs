@@ -25,10 +25,13 @@ mod args;
 #[cfg(test)]
 mod fixtures;
 mod room;
+mod stats;
 mod thread;
 
 use room::parse_mailroom;
 pub use room::{SlashCommand, parse_slash, slash_help_text};
+use stats::MAILROOM_STATS;
+pub use stats::{StatsFilter, StatsQuery};
 use thread::{parse_assign, parse_reply, parse_tags, parse_template};
 
 /// What a chat message is.
@@ -82,6 +85,8 @@ pub enum ThreadCommand {
 pub enum RoomCommand {
     List(ListFilter),
     Show(TicketId),
+    /// The team's figures (`!mailroom stats`).
+    Stats(StatsQuery),
     Help,
 }
 
@@ -216,7 +221,7 @@ const HELP: Spec = spec("help", "!help", "!help");
 const MAILROOM: Spec = spec(
     "mailroom",
     "!mailroom",
-    "!mailroom list [open|mine|unclaimed|pending] | !mailroom show <ticket> | !mailroom help",
+    "!mailroom list [open|mine|unclaimed|pending] | !mailroom show <ticket> | !mailroom stats [day|week|month] [@person|#tag] | !mailroom help",
 );
 const MAILROOM_LIST: Spec = spec(
     "list",
@@ -232,7 +237,12 @@ const COMMANDS: [&Spec; 15] = [
     &TEMPLATE, &HISTORY, &HELP, &MAILROOM,
 ];
 
-const MAILROOM_SUBCOMMANDS: [&Spec; 3] = [&MAILROOM_LIST, &MAILROOM_SHOW, &MAILROOM_HELP];
+const MAILROOM_SUBCOMMANDS: [&Spec; 4] = [
+    &MAILROOM_LIST,
+    &MAILROOM_SHOW,
+    &MAILROOM_STATS,
+    &MAILROOM_HELP,
+];
 
 /// The answer to `!help` and `!mailroom help`.
 pub fn help_text() -> &'static str {
@@ -257,6 +267,7 @@ Commands in a ticket's thread:
 In the room:
   !mailroom list [open|mine|unclaimed|pending]  list tickets (open by default)
   !mailroom show <ticket>        show a ticket (42 or #42)
+  !mailroom stats [day|week|month] [@person|#tag]  the team's figures and a chart
   !mailroom help                 show this list"
 }
 

@@ -21,7 +21,7 @@ pub enum SlashCommand {
     },
 }
 
-pub(super) const SLASH_USAGE: &str = "/mailroom reply <ticket> <text> | /mailroom list [open|mine|unclaimed|pending] | /mailroom show <ticket> | /mailroom help";
+pub(super) const SLASH_USAGE: &str = "/mailroom reply <ticket> <text> | /mailroom list [open|mine|unclaimed|pending] | /mailroom show <ticket> | /mailroom stats [day|week|month] [@person|#tag] | /mailroom help";
 
 /// Reads the text after `/mailroom`. Errors are sentences for the teammate,
 /// naming the slash command's own forms.
@@ -76,6 +76,7 @@ pub fn slash_help_text() -> String {
 /mailroom reply! <ticket> <text>  reply even if someone else claimed it or new mail came\n\
 /mailroom list [open|mine|unclaimed|pending]   list tickets\n\
 /mailroom show <ticket>           show a ticket\n\
+/mailroom stats [day|week|month] [@person|#tag]   the team's figures (only you see them) and a chart\n\
 /mailroom help                    show this list\n\
 Or use the \u{201c}Reply by email\u{201d} shortcut on a ticket's message.\n\n{}",
         help_text()
@@ -124,6 +125,7 @@ pub(super) fn parse_mailroom(rest: &str) -> Result<RoomCommand, CommandError> {
             expect_end(&MAILROOM_SHOW, words)?;
             RoomCommand::Show(id)
         }
+        "stats" => RoomCommand::Stats(super::stats::parse_stats(words)?),
         "help" => {
             expect_end(&MAILROOM_HELP, words)?;
             RoomCommand::Help
