@@ -26,6 +26,7 @@ mod sent_folder;
 mod slack;
 #[macro_use]
 mod store_conformance;
+mod stats_chat;
 mod store_analytics;
 mod store_grants;
 mod store_routing;

@@ -224,11 +224,7 @@ async fn main() -> anyhow::Result<()> {
         let dir = tempfile_dir()?;
         let sqlite = format!("sqlite://{}", dir.join("stats.db").display());
         let ms = bounded(limit, "stats sqlite", stats_month(&sqlite, tickets)).await?;
-        if std::env::var_os("MAILROOM_BENCH_STATS_SPLIT").is_some() {
-            eprintln!("kept {sqlite}");
-        } else {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
+        let _ = std::fs::remove_dir_all(&dir);
         let pg = bounded(limit, "stats postgres", stats_month_postgres(tickets)).await?;
         let (sqlite_name, pg_name) = if smoke {
             (

@@ -1,0 +1,70 @@
+//! `!mailroom stats` in chat: Slack's `/mailroom stats` answers the table
+//! privately and uploads the chart (a PNG of the chart's size) into the
+//! channel; a wrong word is named with the command's right form.
+
+use crate::slack::{Mode, World};
+
+#[tokio::test]
+async fn slack_stats_answer_privately_and_upload_the_chart() {
+    let w = World::new(Mode::Socket).await;
+    let run = w.start(w.settings(Mode::Socket, "")).await;
+    w.email("stats1@example.net", "Where is my parcel", "It never came.")
+        .await;
+    w.slack
+        .slash_command(&w.bob, &w.channel, "/mailroom", "stats week")
+        .await
+        .unwrap();
+    let answer = w
+        .wait("the figures", |w| {
+            w.slack
+                .ephemerals(&w.bob)
+                .into_iter()
+                .find(|e| e.text.contains("Received"))
+        })
+        .await;
+    assert!(
+        answer.text.starts_with("```") && answer.text.contains("1 (1 unanswered)"),
+        "{}",
+        answer.text
+    );
+    assert!(answer.text.contains("Waiting now"), "{}", answer.text);
+    let chart = w
+        .wait("the chart in the channel", |w| {
+            w.slack
+                .messages(&w.channel)
+                .into_iter()
+                .filter(|m| m.thread_ts.is_none())
+                .flat_map(|m| m.files)
+                .find(|f| f.mimetype == "image/png")
+        })
+        .await;
+    let (width, height, _) = mailroom::chat::chart::decode(&chart.data).unwrap();
+    assert_eq!(
+        (width, height),
+        (mailroom::chat::chart::WIDTH, mailroom::chat::chart::HEIGHT)
+    );
+    assert!(
+        chart.name.starts_with("mailroom-stats-week-"),
+        "{}",
+        chart.name
+    );
+
+    w.slack
+        .slash_command(&w.bob, &w.channel, "/mailroom", "stats year")
+        .await
+        .unwrap();
+    let mistake = w
+        .wait("the answer to a wrong period", |w| {
+            w.slack
+                .ephemerals(&w.bob)
+                .into_iter()
+                .find(|e| e.text.contains("neither a period"))
+        })
+        .await;
+    assert!(
+        mistake.text.contains("/mailroom stats [day|week|month]"),
+        "{}",
+        mistake.text
+    );
+    run.stop().await;
+}
