@@ -131,7 +131,7 @@ impl Teammate {
         self.client.join_room_by_id(room).await.expect("join")
     }
 
-    fn room(&self, id: &OwnedRoomId) -> Room {
+    pub(crate) fn room(&self, id: &OwnedRoomId) -> Room {
         self.client.get_room(id).expect("room known")
     }
 

@@ -68,3 +68,60 @@ async fn slack_stats_answer_privately_and_upload_the_chart() {
     );
     run.stop().await;
 }
+
+/// On Matrix the table is a notice in a monospace block and the chart an
+/// `m.image` in the room whose PNG decodes to the chart's size.
+#[tokio::test]
+async fn matrix_stats_post_the_table_and_an_image() {
+    use matrix_sdk::media::{MediaFormat, MediaRequestParameters};
+    use matrix_sdk::ruma::OwnedMxcUri;
+    use matrix_sdk::ruma::events::room::MediaSource;
+    use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+
+    use crate::matrix::{World, body, sender, wait_event};
+
+    let w = World::new().await;
+    let run = w.start(w.parse(&w.settings_text(0, ""))).await;
+    w.email("stats-m1@example.net", "Broken hinge", "It broke.")
+        .await;
+    w.alice
+        .room(&w.room)
+        .send(RoomMessageEventContent::text_plain("!mailroom stats month"))
+        .await
+        .unwrap();
+    let table = wait_event(&w.alice, &w.room, "the figures", |e| {
+        sender(e) == w.bot.0 && body(e).contains("First response")
+    })
+    .await;
+    assert!(body(&table).contains("1 (1 unanswered)"), "{table}");
+    let html = table["content"]["formatted_body"].as_str().unwrap_or("");
+    assert!(html.starts_with("<pre><code>"), "{html}");
+    let image = wait_event(&w.alice, &w.room, "the chart", |e| {
+        sender(e) == w.bot.0 && e["content"]["msgtype"] == "m.image"
+    })
+    .await;
+    assert!(
+        image["content"]["m.relates_to"].is_null(),
+        "in the room, not a thread"
+    );
+    let url: OwnedMxcUri = image["content"]["url"].as_str().unwrap_or("").into();
+    let png = w
+        .alice
+        .client
+        .media()
+        .get_media_content(
+            &MediaRequestParameters {
+                source: MediaSource::Plain(url),
+                format: MediaFormat::File,
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let (width, height, _) = mailroom::chat::chart::decode(&png).unwrap();
+    assert_eq!(
+        (width, height),
+        (mailroom::chat::chart::WIDTH, mailroom::chat::chart::HEIGHT)
+    );
+    run.stop().await;
+}
