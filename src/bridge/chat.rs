@@ -337,6 +337,8 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
                 Ok(Parsed::Room(cmd)) => {
                     if member_allowed(app, platform, &room, &agent).await.is_none() {
                         format!("{agent} may not use mailroom here.")
+                    } else if let RoomCommand::Stats(query) = cmd {
+                        return super::stats::in_room(app, platform, &room, &query).await;
                     } else {
                         room_command(app, platform, &room, &agent, cmd).await?
                     }
@@ -388,6 +390,9 @@ async fn slash_command(
                 return Ok(format!(
                     "{agent} may not use mailroom here (not a member of this channel)."
                 ));
+            }
+            if let RoomCommand::Stats(query) = &cmd {
+                return super::stats::privately(app, platform, room, query).await;
             }
             room_command(app, platform, room, agent, cmd).await
         }
@@ -817,6 +822,11 @@ async fn room_command(
     match cmd {
         RoomCommand::Help => Ok(help_text().to_owned()),
         RoomCommand::Board => super::board::board_text(app, platform, room).await,
+        // Answered with a table and a chart where it was asked
+        // (`bridge/stats.rs`), before this is reached.
+        RoomCommand::Stats(_) => {
+            Ok("!mailroom stats is answered in the room it is asked in.".to_owned())
+        }
         RoomCommand::List(filter) => {
             let mut f = TicketFilter {
                 limit: Some(50),

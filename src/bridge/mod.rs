@@ -33,6 +33,7 @@ pub mod routing;
 pub mod sent;
 pub mod sla;
 pub mod snooze;
+mod stats;
 pub mod watchdog;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,7 @@
 //! what teammates do. All decisions (who may claim, what a command means) are
 //! made by the bridge, never inside an adapter.
 
+pub mod chart;
 pub mod matrix;
 pub mod settings;
 pub mod slack;
@@ -246,6 +247,20 @@ pub trait ChatPlatform: Send + Sync {
     /// content may be skipped: the platform remembers what it last showed.
     async fn publish_home(&self, _viewer: &Agent, _boards: &[RoomBoard]) -> Result<(), ChatError> {
         Ok(())
+    }
+
+    /// Posts a table (plain text lines) in the room, outside any thread,
+    /// in a monospace block.
+    async fn room_table(&self, room: &str, text: &str) -> Result<(), ChatError> {
+        self.room_notice(room, &format!("```\n{text}\n```")).await
+    }
+
+    /// Uploads a file into the room, outside any thread (a chart answering
+    /// a room command).
+    async fn room_upload(&self, _room: &str, _file: FileUpload) -> Result<(), ChatError> {
+        Err(ChatError::Permanent {
+            message: format!("{} has no room uploads", self.platform().as_str()),
+        })
     }
 
     /// Answers a [`ChatEvent::Command`] through the handle it came with.

@@ -33,6 +33,7 @@
 //! | auto-assignment: cursors, away marks, picks | `assign.rs` | `sql/assign.rs` (`assign_cursors`, `people_away`, `auto_assignments`) |
 //! | the board per room | in `domain::board` | `sql/board.rs` (`chat_boards`; reads `tickets`, `chat_threads`) |
 //! | SLA clocks' facts and markers | `sla.rs` | `sql/sla.rs` (`sla_tickets`, `sla_pauses`, `sla_marks`) |
+//! | figures (read only) | `analytics.rs` | `sql/analytics.rs` (`tickets`, `ticket_tags`, `audit_log`, `emails`) |
 //!
 //! `sql/mod.rs` holds [`sql::SqlStore`] (connecting, migrating) and the one
 //! `impl TicketStore for SqlStore`, a line per method naming the file that
@@ -53,6 +54,7 @@
 //! `SqlStore`s as well as `dyn TicketStore`s, and methods of split traits
 //! would need each trait imported wherever a `SqlStore` is used.
 
+pub mod analytics;
 mod assign;
 mod audit;
 mod emails;
@@ -85,6 +87,7 @@ pub use sla::{SlaFiring, SlaMark, SlaRecord};
 pub use snooze::{SnoozeSet, WakeIf};
 pub use tickets::{Applied, TicketFilter, TicketRecord};
 
+use crate::domain::analytics::{ActiveTicket, PeriodRows, Scope};
 use crate::domain::board::BoardTicket;
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::ContentHash;
@@ -219,6 +222,16 @@ pub trait TicketStore: Send + Sync {
         details: &str,
         now_ms: i64,
     ) -> StoreResult<()>;
+
+    // Figures: `sql/analytics.rs` (the figures themselves: `analytics.rs`).
+
+    /// The rows a period's figures are computed from: the tickets of
+    /// `scope` received in `[from_ms, to_ms)` and those resolved in it
+    /// (definitions: `docs/ANALYTICS.md`).
+    async fn period_rows(&self, scope: &Scope, from_ms: i64, to_ms: i64)
+    -> StoreResult<PeriodRows>;
+    /// The tickets of `scope` waiting now: open, claimed or pending.
+    async fn active_tickets(&self, scope: &Scope) -> StoreResult<Vec<ActiveTicket>>;
 
     // Replies: `sql/replies.rs`.
 

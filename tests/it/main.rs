@@ -30,6 +30,8 @@ mod slack;
 mod snooze;
 #[macro_use]
 mod store_conformance;
+mod stats_chat;
+mod store_analytics;
 mod store_assign;
 mod store_board;
 mod store_grants;

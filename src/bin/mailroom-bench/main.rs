@@ -35,6 +35,7 @@ mod process;
 mod reply;
 mod sent;
 mod slack;
+mod stats;
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,7 @@ use crate::process::process_figures;
 use crate::reply::reply_latency;
 use crate::sent::sent_latency;
 use crate::slack::slack_latency;
+use crate::stats::{stats_month, stats_month_postgres};
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
     if samples.is_empty() {
@@ -82,7 +84,7 @@ async fn bounded<T>(
 }
 
 const STAGES: &[&str] = &[
-    "floors", "latency", "slack", "backlog", "reply", "sent", "process", "ingest",
+    "floors", "latency", "slack", "backlog", "reply", "sent", "process", "ingest", "stats",
 ];
 
 #[tokio::main]
@@ -213,6 +215,27 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         let pg_rate = bounded(limit, "ingest postgres", ingest_postgres(ingest_n)).await?;
         metrics.push(("ingest_emails_per_s_postgres", pg_rate, "emails/s"));
+    }
+
+    if run("stats") {
+        // A month over 100,000 tickets (four months of history): the
+        // `!mailroom stats month` figure (docs/PERFORMANCE.md).
+        let tickets = if smoke { 2_000 } else { 100_000 };
+        let dir = tempfile_dir()?;
+        let sqlite = format!("sqlite://{}", dir.join("stats.db").display());
+        let ms = bounded(limit, "stats sqlite", stats_month(&sqlite, tickets)).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        let pg = bounded(limit, "stats postgres", stats_month_postgres(tickets)).await?;
+        let (sqlite_name, pg_name) = if smoke {
+            (
+                "stats_month_smoke_sqlite_ms",
+                "stats_month_smoke_postgres_ms",
+            )
+        } else {
+            ("stats_month_100k_sqlite_ms", "stats_month_100k_postgres_ms")
+        };
+        metrics.push((sqlite_name, ms, "ms"));
+        metrics.push((pg_name, pg, "ms"));
     }
 
     if let Some((name, ..)) = metrics.iter().find(|(_, v, _)| !v.is_finite()) {

@@ -11,8 +11,8 @@ use matrix_sdk::ruma::events::room::message::{
 use matrix_sdk::ruma::events::room::power_levels::UserPowerLevel;
 use matrix_sdk::ruma::{OwnedEventId, OwnedTransactionId, OwnedUserId};
 
-use super::render::text_block;
 use super::render::{MAX_BODY_CHARS, follow_up_content, root_content};
+use super::render::{escape_html, text_block};
 use super::{MatrixChat, classify, matrix_thread, permanent, thread_root};
 use crate::chat::{ChatError, ChatPlatform, FileUpload, Member, TicketCard};
 use crate::domain::board::Board;
@@ -256,6 +256,27 @@ impl ChatPlatform for MatrixChat {
         mentions.room = room_mention;
         content.mentions = Some(mentions);
         self.send(&r, content, None).await?;
+        Ok(())
+    }
+
+    async fn room_table(&self, room: &str, text: &str) -> Result<(), ChatError> {
+        let r = self.room(room)?;
+        let html = format!("<pre><code>{}</code></pre>", escape_html(text));
+        self.send(&r, RoomMessageEventContent::notice_html(text, html), None)
+            .await?;
+        Ok(())
+    }
+
+    async fn room_upload(&self, room: &str, file: FileUpload) -> Result<(), ChatError> {
+        use matrix_sdk::attachment::AttachmentConfig;
+        let r = self.room(room)?;
+        let mime: mime::Mime = file
+            .content_type
+            .parse()
+            .unwrap_or(mime::APPLICATION_OCTET_STREAM);
+        r.send_attachment(file.name, &mime, file.data, AttachmentConfig::new())
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 

@@ -319,7 +319,7 @@ impl SlackChat {
     async fn upload_into_thread(
         &self,
         channel: &str,
-        thread_ts: &str,
+        thread_ts: Option<&str>,
         file: FileUpload,
         key: &str,
     ) -> Result<(), ChatError> {
@@ -348,14 +348,15 @@ impl SlackChat {
             .await
             .map_err(|e| classify("files.upload", e))?;
         self.pacer.until_key_ready(&channel.to_owned()).await;
+        let mut complete = SlackApiFilesCompleteUploadExternalRequest::new(vec![
+            SlackApiFilesComplete::new(url.file_id).with_title(name),
+        ])
+        .with_channel_id(SlackChannelId(channel.to_owned()));
+        if let Some(ts) = thread_ts {
+            complete = complete.with_thread_ts(SlackTs(ts.to_owned()));
+        }
         session
-            .files_complete_upload_external(
-                &SlackApiFilesCompleteUploadExternalRequest::new(vec![
-                    SlackApiFilesComplete::new(url.file_id).with_title(name),
-                ])
-                .with_channel_id(SlackChannelId(channel.to_owned()))
-                .with_thread_ts(SlackTs(thread_ts.to_owned())),
-            )
+            .files_complete_upload_external(&complete)
             .await
             .map_err(|e| classify("files.completeUploadExternal", e))?;
         self.posted
@@ -535,8 +536,19 @@ impl ChatPlatform for SlackChat {
         file: FileUpload,
         idempotency_key: &str,
     ) -> Result<(), ChatError> {
-        self.upload_into_thread(&thread.room, &thread.thread_ref, file, idempotency_key)
-            .await
+        self.upload_into_thread(
+            &thread.room,
+            Some(&thread.thread_ref),
+            file,
+            idempotency_key,
+        )
+        .await
+    }
+
+    async fn room_upload(&self, room: &str, file: FileUpload) -> Result<(), ChatError> {
+        // Each answer is its own upload: a key no other upload shares.
+        let key = format!("room-upload:{room}:{}", hex::encode(file_key(&file.data)));
+        self.upload_into_thread(room, None, file, &key).await
     }
 
     fn body_limit(&self) -> usize {
@@ -820,4 +832,22 @@ mod tests {
         );
         assert!(e.is_transient());
     }
+}
+
+/// A digest of an upload's bytes and the time, for a key that is new for
+/// each answer (two identical charts asked twice are two uploads).
+fn file_key(data: &[u8]) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(data);
+    h.update(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .to_be_bytes(),
+    );
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&h.finalize()[..16]);
+    key
 }

@@ -26,12 +26,15 @@ mod args;
 mod fixtures;
 mod room;
 mod snooze;
+mod stats;
 mod thread;
 
 use room::parse_mailroom;
 pub use room::{SlashCommand, parse_slash, slash_help_text};
 use snooze::parse_snooze;
 pub use snooze::{Day, SnoozeRequest, parse_duration};
+use stats::MAILROOM_STATS;
+pub use stats::{StatsFilter, StatsQuery};
 use thread::{parse_assign, parse_reply, parse_tags, parse_template};
 
 /// What a chat message is.
@@ -91,6 +94,8 @@ pub enum RoomCommand {
     Show(TicketId),
     /// The room's board, compact, for the asker.
     Board,
+    /// The team's figures (`!mailroom stats`).
+    Stats(StatsQuery),
     Help,
 }
 
@@ -235,7 +240,7 @@ const UNSNOOZE: Spec = spec("unsnooze", "!unsnooze", "!unsnooze");
 const MAILROOM: Spec = spec(
     "mailroom",
     "!mailroom",
-    "!mailroom list [open|mine|unclaimed|pending|snoozed] | !mailroom show <ticket> | !mailroom help",
+    "!mailroom list [open|mine|unclaimed|pending|snoozed] | !mailroom show <ticket> | !mailroom board | !mailroom stats [day|week|month] [@person|#tag] | !mailroom help",
 );
 const MAILROOM_LIST: Spec = spec(
     "list",
@@ -252,10 +257,11 @@ const COMMANDS: [&Spec; 17] = [
     &TEMPLATE, &HISTORY, &HELP, &MAILROOM, &SNOOZE, &UNSNOOZE,
 ];
 
-const MAILROOM_SUBCOMMANDS: [&Spec; 4] = [
+const MAILROOM_SUBCOMMANDS: [&Spec; 5] = [
     &MAILROOM_LIST,
     &MAILROOM_SHOW,
     &MAILROOM_BOARD,
+    &MAILROOM_STATS,
     &MAILROOM_HELP,
 ];
 
@@ -287,6 +293,7 @@ In the room:
   !mailroom list [open|mine|unclaimed|pending|snoozed]  list tickets (open by default)
   !mailroom show <ticket>        show a ticket (42 or #42)
   !mailroom board                show the room's board: unclaimed, claimed by whom, pending, snoozed
+  !mailroom stats [day|week|month] [@person|#tag]  the team's figures and a chart
   !mailroom help                 show this list"
 }
 

@@ -22,6 +22,7 @@
 //! - `audit.rs`: the audit log.
 //! - `snooze.rs`: snoozes set, woken by their timer, a teammate or the
 //!   customer's mail.
+//! - `analytics.rs`: the rows figures are computed from (read only).
 //! - `grants.rs`: OAuth2 grants per mailbox (sealed tokens, refusals told once).
 //! - `assign.rs`: auto-assignment (the pick inside an ingest, away marks).
 //! - `sla.rs`: SLA clocks' facts (kept by the flows above) and their once-only marks.
@@ -35,6 +36,7 @@
 //! a file here next to its vocabulary in `store/` (see the
 //! [`store`](super) docs).
 
+mod analytics;
 mod assign;
 mod audit;
 mod board;
@@ -64,6 +66,7 @@ use super::{
     SentBatch, SentRecorded, Settlement, SnoozeSet, StoreError, StoreResult, TicketFilter,
     TicketRecord, TicketStore, WakeIf,
 };
+use crate::domain::analytics::{ActiveTicket, PeriodRows, Scope};
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::ContentHash;
 use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, TicketId};
@@ -333,6 +336,19 @@ impl TicketStore for SqlStore {
         ticket: TicketId,
     ) -> StoreResult<Option<(EmailRecord, Vec<u8>)>> {
         emails::latest_inbound(&self.pool, ticket).await
+    }
+
+    async fn period_rows(
+        &self,
+        scope: &Scope,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<PeriodRows> {
+        analytics::period_rows(&self.pool, scope, from_ms, to_ms).await
+    }
+
+    async fn active_tickets(&self, scope: &Scope) -> StoreResult<Vec<ActiveTicket>> {
+        analytics::active_tickets(&self.pool, scope).await
     }
 
     async fn audit_log(&self, ticket: TicketId) -> StoreResult<Vec<AuditEntry>> {
