@@ -284,8 +284,10 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
                 Ok(Parsed::Room(cmd)) => {
                     if member_allowed(app, platform, &room, &agent).await.is_none() {
                         format!("{agent} may not use mailroom here.")
+                    } else if cmd == RoomCommand::Dashboard {
+                        dashboard_privately(app, platform, &room, &agent).await
                     } else {
-                        room_command(app, &agent, cmd).await?
+                        room_command(app, platform, &agent, cmd).await?
                     }
                 }
             };
@@ -333,7 +335,7 @@ async fn slash_command(
                     "{agent} may not use mailroom here (not a member of this channel)."
                 ));
             }
-            room_command(app, agent, cmd).await
+            room_command(app, platform, agent, cmd).await
         }
         Ok(SlashCommand::Reply {
             ticket,
@@ -725,9 +727,44 @@ fn render_template(
     Ok(out)
 }
 
-async fn room_command(app: &App, agent: &Agent, cmd: RoomCommand) -> Result<String, StoreError> {
+/// `!mailroom dashboard` typed in a room: the link goes to the teammate
+/// alone, and the room is told only that it went.
+async fn dashboard_privately(
+    app: &App,
+    platform: crate::domain::chat::Platform,
+    room: &str,
+    agent: &Agent,
+) -> String {
+    let Some(chat) = app.chats.get(&platform) else {
+        return String::new();
+    };
+    let text = super::web::link_answer(app, platform, agent).await;
+    match chat.direct(room, agent, &text).await {
+        Ok(true) => format!("📬 {agent}: your dashboard sign-in link was sent to you privately."),
+        Ok(false) => format!(
+            "{agent}: mailroom cannot message you privately here; an operator can make a link with `mailroom web link --as {agent}`."
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, %agent, "could not send the dashboard link privately");
+            format!(
+                "⚠️ {agent}: the sign-in link could not be sent to you privately; try again shortly."
+            )
+        }
+    }
+}
+
+/// The answer to a room command. Only `/mailroom …` answers (seen by the
+/// teammate alone) reach here with [`RoomCommand::Dashboard`]; typed in the
+/// room it goes through [`dashboard_privately`].
+async fn room_command(
+    app: &App,
+    platform: crate::domain::chat::Platform,
+    agent: &Agent,
+    cmd: RoomCommand,
+) -> Result<String, StoreError> {
     match cmd {
         RoomCommand::Help => Ok(help_text().to_owned()),
+        RoomCommand::Dashboard => Ok(super::web::link_answer(app, platform, agent).await),
         RoomCommand::List(filter) => {
             let mut f = TicketFilter {
                 limit: Some(50),

@@ -23,6 +23,7 @@ pub mod reply;
 pub mod routing;
 pub mod sent;
 pub mod watchdog;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -338,6 +339,19 @@ impl App {
         chat_events: Option<tokio::sync::mpsc::UnboundedReceiver<crate::chat::ChatEvent>>,
         ops: Option<tokio::net::TcpListener>,
     ) {
+        self.run_with_listeners(cancel, chat_events, ops, None)
+            .await
+    }
+
+    /// [`App::run_with_ops`], also serving the dashboard on `web` (bound by
+    /// the caller, like `ops`, so a taken address names `web.listen`).
+    pub async fn run_with_listeners(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        chat_events: Option<tokio::sync::mpsc::UnboundedReceiver<crate::chat::ChatEvent>>,
+        ops: Option<tokio::net::TcpListener>,
+        web: Option<tokio::net::TcpListener>,
+    ) {
         let tracker = TaskTracker::new();
         let recovered = match self.store.recover_in_flight(self.now_ms()).await {
             Ok(jobs) => jobs,
@@ -393,6 +407,13 @@ impl App {
         if let Some(listener) = ops {
             tracker.spawn(crate::ops::http::serve(
                 self.ops_handles(),
+                listener,
+                cancel.clone(),
+            ));
+        }
+        if let Some(listener) = web {
+            tracker.spawn(crate::web::serve(
+                self.web_handles(),
                 listener,
                 cancel.clone(),
             ));

@@ -18,3 +18,4 @@ pub mod settings;
 pub mod threading;
 pub mod ticket;
 pub mod time;
+pub mod web;

@@ -29,6 +29,7 @@
 //! | replies found in Sent | `sent.rs` | `sql/sent.rs` (`emails`, `tickets`, `outbox`) |
 //! | the audit log | `audit.rs` | `sql/audit.rs` (`audit_log`) |
 //! | OAuth2 grants per mailbox | `grants.rs` | `sql/grants.rs` (`oauth_grants`) |
+//! | dashboard sign-in links and sessions | `web.rs` | `sql/web.rs` (`web_links`, `web_sessions`) |
 //!
 //! `sql/mod.rs` holds [`sql::SqlStore`] (connecting, migrating) and the one
 //! `impl TicketStore for SqlStore`, a line per method naming the file that
@@ -60,6 +61,7 @@ mod sent;
 pub mod settings;
 pub mod sql;
 mod tickets;
+mod web;
 
 use async_trait::async_trait;
 
@@ -74,6 +76,7 @@ pub use outbox::{FilePart, Job, JobOutcome, JobSpec, JobState, Requeued, Settlem
 pub use replies::{NewReply, OutgoingMail};
 pub use sent::{SentBatch, SentMail, SentRecorded};
 pub use tickets::{Applied, TicketFilter, TicketRecord};
+pub use web::{NewWebLink, NewWebSession};
 
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::ContentHash;
@@ -81,6 +84,7 @@ use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, TicketId};
 use crate::domain::mailbox::{Checkpoint, FolderRole};
 use crate::domain::threading::{Candidates, ThreadKeys};
 use crate::domain::ticket::TicketEvent;
+use crate::domain::web::{Redeemed, SecretHash};
 
 /// The ticket store. Methods are shaped after the flows that use them, not
 /// after tables.
@@ -304,4 +308,21 @@ pub trait TicketStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Forgets the mailbox's grant (audited). False if there was none.
     async fn delete_grant(&self, mailbox: &MailboxName, now_ms: i64) -> StoreResult<bool>;
+
+    // The dashboard's sign-in: `sql/web.rs`.
+
+    /// Stores a sign-in link (its token's hash) and audits
+    /// `dashboard-link-issued`; forgets expired links and sessions.
+    async fn issue_web_link(&self, link: &NewWebLink, now_ms: i64) -> StoreResult<()>;
+    /// Opens a link once: marks it used and stores `session` for its
+    /// teammate, audited `dashboard-signed-in`, in one transaction. A used,
+    /// expired or unknown link changes nothing and says which it was.
+    async fn redeem_web_link(
+        &self,
+        token: &SecretHash,
+        session: &NewWebSession,
+        now_ms: i64,
+    ) -> StoreResult<Redeemed>;
+    /// The teammate of an unexpired session.
+    async fn web_session(&self, id: &SecretHash, now_ms: i64) -> StoreResult<Option<Agent>>;
 }

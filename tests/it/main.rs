@@ -11,6 +11,8 @@ mod cli;
 mod common;
 mod corpus;
 mod cuttable;
+mod dashboard;
+mod dashboard_chat;
 mod every_mail;
 #[path = "../fake_slack/mod.rs"]
 mod fake_slack;
@@ -29,3 +31,4 @@ mod store_conformance;
 mod store_grants;
 mod store_routing;
 mod store_sent;
+mod store_web;

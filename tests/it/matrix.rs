@@ -131,7 +131,7 @@ impl Teammate {
         self.client.join_room_by_id(room).await.expect("join")
     }
 
-    fn room(&self, id: &OwnedRoomId) -> Room {
+    pub(crate) fn room(&self, id: &OwnedRoomId) -> Room {
         self.client.get_room(id).expect("room known")
     }
 
@@ -197,7 +197,7 @@ pub(crate) struct World {
     pub(crate) support: User,
     pub(crate) customer: User,
     pub(crate) alice: Teammate,
-    bob: Teammate,
+    pub(crate) bob: Teammate,
     pub(crate) bot: (String, String),
     pub(crate) room: OwnedRoomId,
     pub(crate) db: TestDb,
@@ -236,7 +236,7 @@ impl World {
         }
     }
 
-    fn settings(&self, undo_secs: u64, extra: &str) -> Settings {
+    pub(crate) fn settings(&self, undo_secs: u64, extra: &str) -> Settings {
         self.parse(&self.settings_text(undo_secs, extra))
     }
 

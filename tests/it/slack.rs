@@ -31,8 +31,8 @@ pub(crate) struct World {
     pub(crate) support: User,
     pub(crate) customer: User,
     pub(crate) slack: FakeSlack,
-    alice: String,
-    bob: String,
+    pub(crate) alice: String,
+    pub(crate) bob: String,
     pub(crate) channel: String,
     pub(crate) db: TestDb,
     /// Events API mode: where mailroom listens.

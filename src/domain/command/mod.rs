@@ -82,6 +82,8 @@ pub enum ThreadCommand {
 pub enum RoomCommand {
     List(ListFilter),
     Show(TicketId),
+    /// A one-time sign-in link to the web dashboard, answered privately.
+    Dashboard,
     Help,
 }
 
@@ -216,7 +218,7 @@ const HELP: Spec = spec("help", "!help", "!help");
 const MAILROOM: Spec = spec(
     "mailroom",
     "!mailroom",
-    "!mailroom list [open|mine|unclaimed|pending] | !mailroom show <ticket> | !mailroom help",
+    "!mailroom list [open|mine|unclaimed|pending] | !mailroom show <ticket> | !mailroom dashboard | !mailroom help",
 );
 const MAILROOM_LIST: Spec = spec(
     "list",
@@ -225,6 +227,7 @@ const MAILROOM_LIST: Spec = spec(
 );
 const MAILROOM_SHOW: Spec = spec("show", "!mailroom show", "!mailroom show <ticket>");
 const MAILROOM_HELP: Spec = spec("help", "!mailroom help", "!mailroom help");
+const MAILROOM_DASHBOARD: Spec = spec("dashboard", "!mailroom dashboard", "!mailroom dashboard");
 
 /// Every command word, for near-miss suggestions.
 const COMMANDS: [&Spec; 15] = [
@@ -232,7 +235,12 @@ const COMMANDS: [&Spec; 15] = [
     &TEMPLATE, &HISTORY, &HELP, &MAILROOM,
 ];
 
-const MAILROOM_SUBCOMMANDS: [&Spec; 3] = [&MAILROOM_LIST, &MAILROOM_SHOW, &MAILROOM_HELP];
+const MAILROOM_SUBCOMMANDS: [&Spec; 4] = [
+    &MAILROOM_LIST,
+    &MAILROOM_SHOW,
+    &MAILROOM_DASHBOARD,
+    &MAILROOM_HELP,
+];
 
 /// The answer to `!help` and `!mailroom help`.
 pub fn help_text() -> &'static str {
@@ -257,6 +265,7 @@ Commands in a ticket's thread:
 In the room:
   !mailroom list [open|mine|unclaimed|pending]  list tickets (open by default)
   !mailroom show <ticket>        show a ticket (42 or #42)
+  !mailroom dashboard            get a sign-in link to the web dashboard, privately
   !mailroom help                 show this list"
 }
 

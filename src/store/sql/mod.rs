@@ -21,6 +21,7 @@
 //! - `sent.rs`: replies found in the Sent folder (written outside mailroom).
 //! - `audit.rs`: the audit log.
 //! - `grants.rs`: OAuth2 grants per mailbox (sealed tokens, refusals told once).
+//! - `web.rs`: the dashboard's one-time sign-in links and sessions (hashes only).
 //!
 //! A transaction that also queues a job, writes an audit line, advances a
 //! checkpoint or links a thread does so through the owning file's
@@ -41,6 +42,7 @@ mod outbox;
 mod replies;
 mod sent;
 mod tickets;
+mod web;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -52,9 +54,9 @@ use sqlx::{AnyPool, Executor};
 
 use super::{
     Applied, AuditEntry, EmailRecord, EmailState, Grant, IngestBatch, Job, JobOutcome, JobSpec,
-    JobState, NewGrant, NewInbound, NewReply, OutgoingMail, Recorded, Refreshed, Requeued,
-    SentBatch, SentRecorded, Settlement, StoreError, StoreResult, TicketFilter, TicketRecord,
-    TicketStore,
+    JobState, NewGrant, NewInbound, NewReply, NewWebLink, NewWebSession, OutgoingMail, Recorded,
+    Refreshed, Requeued, SentBatch, SentRecorded, Settlement, StoreError, StoreResult,
+    TicketFilter, TicketRecord, TicketStore,
 };
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::ContentHash;
@@ -62,6 +64,7 @@ use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, TicketId};
 use crate::domain::mailbox::{Checkpoint, FolderRole};
 use crate::domain::threading::{Candidates, ThreadKeys};
 use crate::domain::ticket::TicketEvent;
+use crate::domain::web::{Redeemed, SecretHash};
 use crate::store::settings::DatabaseUrl;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -475,5 +478,22 @@ impl TicketStore for SqlStore {
 
     async fn delete_grant(&self, mailbox: &MailboxName, now_ms: i64) -> StoreResult<bool> {
         grants::delete_grant(&self.pool, mailbox, now_ms).await
+    }
+
+    async fn issue_web_link(&self, link: &NewWebLink, now_ms: i64) -> StoreResult<()> {
+        web::issue_web_link(&self.pool, link, now_ms).await
+    }
+
+    async fn redeem_web_link(
+        &self,
+        token: &SecretHash,
+        session: &NewWebSession,
+        now_ms: i64,
+    ) -> StoreResult<Redeemed> {
+        web::redeem_web_link(&self.pool, token, session, now_ms).await
+    }
+
+    async fn web_session(&self, id: &SecretHash, now_ms: i64) -> StoreResult<Option<Agent>> {
+        web::web_session(&self.pool, id, now_ms).await
     }
 }
