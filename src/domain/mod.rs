@@ -3,6 +3,7 @@
 //! about IMAP, SQL, Slack or Matrix, so every rule is unit-testable in
 //! isolation.
 
+pub mod analytics;
 pub mod authres;
 pub mod chat;
 pub mod command;

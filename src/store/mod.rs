@@ -30,6 +30,7 @@
 //! | the audit log | `audit.rs` | `sql/audit.rs` (`audit_log`) |
 //! | OAuth2 grants per mailbox | `grants.rs` | `sql/grants.rs` (`oauth_grants`) |
 //! | dashboard sign-in links and sessions | `web.rs` | `sql/web.rs` (`web_links`, `web_sessions`) |
+//! | figures (read only) | `analytics.rs` | `sql/analytics.rs` (`tickets`, `ticket_tags`, `audit_log`, `emails`) |
 //!
 //! `sql/mod.rs` holds [`sql::SqlStore`] (connecting, migrating) and the one
 //! `impl TicketStore for SqlStore`, a line per method naming the file that
@@ -50,6 +51,7 @@
 //! `SqlStore`s as well as `dyn TicketStore`s, and methods of split traits
 //! would need each trait imported wherever a `SqlStore` is used.
 
+pub mod analytics;
 mod audit;
 mod emails;
 mod error;
@@ -78,6 +80,7 @@ pub use sent::{SentBatch, SentMail, SentRecorded};
 pub use tickets::{Applied, TicketFilter, TicketRecord};
 pub use web::{NewWebLink, NewWebSession};
 
+use crate::domain::analytics::{ActiveTicket, PeriodRows, Scope};
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::ContentHash;
 use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, TicketId};
@@ -185,6 +188,16 @@ pub trait TicketStore: Send + Sync {
         details: &str,
         now_ms: i64,
     ) -> StoreResult<()>;
+
+    // Figures: `sql/analytics.rs` (the figures themselves: `analytics.rs`).
+
+    /// The rows a period's figures are computed from: the tickets of
+    /// `scope` received in `[from_ms, to_ms)` and those resolved in it
+    /// (definitions: `docs/ANALYTICS.md`).
+    async fn period_rows(&self, scope: &Scope, from_ms: i64, to_ms: i64)
+    -> StoreResult<PeriodRows>;
+    /// The tickets of `scope` waiting now: open, claimed or pending.
+    async fn active_tickets(&self, scope: &Scope) -> StoreResult<Vec<ActiveTicket>>;
 
     // Replies: `sql/replies.rs`.
 

@@ -28,6 +28,7 @@ mod sent_folder;
 mod slack;
 #[macro_use]
 mod store_conformance;
+mod store_analytics;
 mod store_grants;
 mod store_routing;
 mod store_sent;

@@ -20,6 +20,7 @@
 //! - `checkpoints.rs`: IMAP positions per mailbox and folder role.
 //! - `sent.rs`: replies found in the Sent folder (written outside mailroom).
 //! - `audit.rs`: the audit log.
+//! - `analytics.rs`: the rows figures are computed from (read only).
 //! - `grants.rs`: OAuth2 grants per mailbox (sealed tokens, refusals told once).
 //! - `web.rs`: the dashboard's one-time sign-in links and sessions (hashes only).
 //!
@@ -32,6 +33,7 @@
 //! a file here next to its vocabulary in `store/` (see the
 //! [`store`](super) docs).
 
+mod analytics;
 mod audit;
 mod chat;
 mod checkpoints;
@@ -58,6 +60,7 @@ use super::{
     Refreshed, Requeued, SentBatch, SentRecorded, Settlement, StoreError, StoreResult,
     TicketFilter, TicketRecord, TicketStore,
 };
+use crate::domain::analytics::{ActiveTicket, PeriodRows, Scope};
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::ContentHash;
 use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, TicketId};
@@ -306,6 +309,19 @@ impl TicketStore for SqlStore {
         ticket: TicketId,
     ) -> StoreResult<Option<(EmailRecord, Vec<u8>)>> {
         emails::latest_inbound(&self.pool, ticket).await
+    }
+
+    async fn period_rows(
+        &self,
+        scope: &Scope,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<PeriodRows> {
+        analytics::period_rows(&self.pool, scope, from_ms, to_ms).await
+    }
+
+    async fn active_tickets(&self, scope: &Scope) -> StoreResult<Vec<ActiveTicket>> {
+        analytics::active_tickets(&self.pool, scope).await
     }
 
     async fn audit_log(&self, ticket: TicketId) -> StoreResult<Vec<AuditEntry>> {
