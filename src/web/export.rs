@@ -76,12 +76,13 @@ pub async fn people(State(h): State<WebHandles>, headers: HeaderMap) -> Response
     }
     match views::people(&h).await {
         Ok(rows) => {
-            let head = ["who", "open_or_claimed", "pending", "total", "oldest"];
+            let head = ["who", "open", "claimed", "pending", "total", "oldest"];
             let body = to_csv(
                 head,
                 rows.into_iter().map(|r| {
                     [
                         r.who,
+                        r.open.to_string(),
                         r.claimed.to_string(),
                         r.pending.to_string(),
                         r.total.to_string(),
@@ -109,19 +110,14 @@ pub async fn overview(
     };
     match views::overview(&h, period).await {
         Ok(o) => {
-            let head = ["bucket", "new_tickets", "median_first_answer_minutes"];
-            let rows = o
-                .new
-                .points
-                .iter()
-                .zip(&o.first_response.points)
-                .map(|(n, f)| {
-                    [
-                        n.label.clone(),
-                        n.value.map(super::chart::show).unwrap_or_default(),
-                        f.value.map(super::chart::show).unwrap_or_default(),
-                    ]
-                });
+            let head = ["day", "received", "median_first_answer_minutes"];
+            let rows = o.days.iter().map(|(day, received, first)| {
+                [
+                    day.clone(),
+                    received.to_string(),
+                    first.map(super::chart::show).unwrap_or_default(),
+                ]
+            });
             let body = to_csv(head, rows);
             csv_response(&format!("overview-{}.csv", period.as_str()), body)
         }

@@ -11,9 +11,10 @@ use serde::Deserialize;
 use super::WebHandles;
 use super::auth::{base_path, session, to_signin};
 use super::chart;
-use super::views::{self, Overview, Period, PersonRow, QueueRow, TicketView};
+use super::views::{self, Overview, PersonRow, QueueRow, TicketView};
 use crate::domain::ids::{Agent, TicketId};
 use crate::store::StoreError;
+use crate::store::analytics::PeriodKind;
 
 #[derive(Template)]
 #[template(path = "layout.html")]
@@ -47,9 +48,9 @@ struct OverviewBody<'a> {
     o: &'a Overview,
     period: &'static str,
     periods: Vec<&'static str>,
-    bucket: &'static str,
-    new_svg: String,
-    fr_svg: String,
+    /// (element id, caption, SVG) a chart.
+    charts: Vec<(&'static str, &'a str, String)>,
+    zone: &'a str,
 }
 
 #[derive(Template)]
@@ -112,18 +113,25 @@ pub fn render(h: &WebHandles, who: Option<&Agent>, page: Page) -> Response {
             SignedInBody { base: &base, agent }.render(),
         ),
         Page::Overview(o) => {
-            let bucket = match o.period {
-                Period::Day => "hour",
-                _ => "day",
-            };
+            let charts = o
+                .charts
+                .iter()
+                .map(|c| {
+                    let svg = if c.line {
+                        chart::line(&c.series)
+                    } else {
+                        chart::bars(&c.series)
+                    };
+                    (c.id, c.caption.as_str(), svg)
+                })
+                .collect();
             let body = OverviewBody {
                 base: &base,
                 o,
-                period: o.period.as_str(),
-                periods: Period::ALL.iter().map(|p| p.as_str()).collect(),
-                bucket,
-                new_svg: chart::bars(&o.new),
-                fr_svg: chart::line(&o.first_response),
+                period: o.kind.as_str(),
+                periods: PeriodKind::ALL.iter().map(|p| p.as_str()).collect(),
+                charts,
+                zone: h.zone.name(),
             };
             ("Overview", "overview", None, body.render())
         }
@@ -221,11 +229,12 @@ pub struct PeriodQuery {
 }
 
 impl PeriodQuery {
-    /// The period asked for; an unknown one is an error naming it.
-    pub fn period(&self) -> Result<Period, String> {
+    /// The period asked for (this week by default); an unknown one is an
+    /// error naming it.
+    pub fn period(&self) -> Result<PeriodKind, String> {
         match self.period.as_deref() {
-            None | Some("") => Ok(Period::default()),
-            Some(p) => Period::parse(p)
+            None | Some("") => Ok(PeriodKind::Week),
+            Some(p) => PeriodKind::parse(p)
                 .ok_or_else(|| format!("unknown period {p:?}: use day, week or month")),
         }
     }

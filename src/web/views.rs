@@ -2,9 +2,7 @@
 //! templates and the CSV exports both use, so a page and its `.csv` never
 //! disagree.
 
-use std::collections::BTreeMap;
-
-use jiff::{Timestamp, ToSpan};
+use jiff::Timestamp;
 
 use super::WebHandles;
 use super::chart::{Point, Series};
@@ -13,6 +11,10 @@ use crate::domain::email::Direction;
 use crate::domain::ids::TicketId;
 use crate::domain::ticket::Status;
 use crate::domain::time::Zone;
+use crate::store::analytics::{
+    AgeBucket, Backlog, DurationStats, NO_GROUP, Period, PeriodKind, Scope, WallClock, Workload,
+    figures,
+};
 use crate::store::{StoreError, TicketFilter, TicketRecord};
 
 /// The statuses the queue shows: everything not finished or set aside.
@@ -161,55 +163,44 @@ pub async fn queue(h: &WebHandles) -> Result<Vec<QueueRow>, StoreError> {
     Ok(rows)
 }
 
-/// One teammate's load (or the unassigned tickets, `who` = "—").
+/// One teammate's load (or nobody's tickets, `who` = "—"), as the chat's
+/// `stats` command counts it.
 #[derive(Debug, Clone, Default)]
 pub struct PersonRow {
     pub who: String,
+    pub open: u64,
     pub claimed: u64,
     pub pending: u64,
     pub total: u64,
-    /// Age of their oldest ticket.
+    /// Age of their oldest waiting ticket.
     pub oldest: String,
 }
 
 pub async fn people(h: &WebHandles) -> Result<Vec<PersonRow>, StoreError> {
     let now = h.clock.now_ms();
-    let mut by: BTreeMap<String, (PersonRow, i64)> = BTreeMap::new();
-    for t in waiting_tickets(h).await? {
-        let who = t
-            .state
-            .owner()
-            .map_or_else(|| "—".to_owned(), |o| o.to_string());
-        let (row, oldest) = by.entry(who.clone()).or_insert_with(|| {
-            (
-                PersonRow {
-                    who,
-                    ..Default::default()
-                },
-                i64::MAX,
-            )
-        });
-        match t.state.status() {
-            Status::Pending => row.pending += 1,
-            _ => row.claimed += 1,
-        }
-        row.total += 1;
-        *oldest = (*oldest).min(t.created_at_ms);
-    }
-    let mut rows: Vec<PersonRow> = by
-        .into_values()
-        .map(|(mut r, oldest)| {
-            r.oldest = age(now, oldest);
-            r
+    let active = h.store.active_tickets(&Scope::default()).await?;
+    let rows = Workload::compute(&active)
+        .rows
+        .into_iter()
+        .map(|l| {
+            let oldest = active
+                .iter()
+                .filter(|t| t.owner == l.owner)
+                .map(|t| t.created_ms)
+                .min()
+                .unwrap_or(now);
+            PersonRow {
+                who: l
+                    .owner
+                    .map_or_else(|| NO_GROUP.to_owned(), |o| o.to_string()),
+                open: l.open,
+                claimed: l.claimed,
+                pending: l.pending,
+                total: l.open + l.claimed + l.pending,
+                oldest: age(now, oldest),
+            }
         })
         .collect();
-    // Busiest first; the unassigned pile last, where it reads as "left over".
-    rows.sort_by(|a, b| {
-        (a.who == "—")
-            .cmp(&(b.who == "—"))
-            .then(b.total.cmp(&a.total))
-            .then(a.who.cmp(&b.who))
-    });
     Ok(rows)
 }
 
@@ -328,178 +319,222 @@ pub async fn ticket(h: &WebHandles, id: TicketId) -> Result<Option<TicketView>, 
     }))
 }
 
-/// The overview's period switch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Period {
-    /// The last 24 hours, by hour.
-    Day,
-    /// The last 7 days, by day.
-    #[default]
-    Week,
-    /// The last 30 days, by day.
-    Month,
+/// A figure as the overview shows it: an element id, the value, its name.
+#[derive(Debug, Clone)]
+pub struct Card {
+    pub id: &'static str,
+    pub value: String,
+    pub label: String,
 }
 
-impl Period {
-    pub const ALL: [Period; 3] = [Period::Day, Period::Week, Period::Month];
-
-    pub fn parse(s: &str) -> Option<Period> {
-        Period::ALL.into_iter().find(|p| p.as_str() == s)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Period::Day => "day",
-            Period::Week => "week",
-            Period::Month => "month",
-        }
-    }
-
-    /// The buckets' starts (oldest first) and the end of the last, in `zone`:
-    /// whole hours or whole local days, the current one included.
-    fn buckets(self, zone: &Zone, now_ms: i64) -> Vec<(i64, String)> {
-        let Ok(now) = Timestamp::from_millisecond(now_ms) else {
-            return Vec::new();
-        };
-        let local = zone.at(now);
-        let (count, hourly) = match self {
-            Period::Day => (24, true),
-            Period::Week => (7, false),
-            Period::Month => (30, false),
-        };
-        let start = if hourly {
-            local.round(jiff::Unit::Hour).ok().map(|z| {
-                if z > local {
-                    z.checked_sub(1.hour()).unwrap_or(z)
-                } else {
-                    z
-                }
-            })
-        } else {
-            local.start_of_day().ok()
-        };
-        let Some(start) = start else {
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(count + 1);
-        for i in (0..count as i64).rev() {
-            let step = if hourly { i.hours() } else { i.days() };
-            if let Ok(z) = start.checked_sub(step) {
-                let label = if hourly {
-                    z.strftime("%H:00").to_string()
-                } else {
-                    z.strftime("%m-%d").to_string()
-                };
-                out.push((z.timestamp().as_millisecond(), label));
-            }
-        }
-        let step = if hourly { 1.hours() } else { 1.days() };
-        if let Ok(end) = start.checked_add(step) {
-            out.push((end.timestamp().as_millisecond(), String::new()));
-        }
-        out
-    }
+/// A chart as the overview shows it.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    pub id: &'static str,
+    pub caption: String,
+    pub series: Series,
+    /// Bars (counts) or a line (durations).
+    pub line: bool,
 }
 
-/// The overview's figures for one period.
+/// The overview of one calendar period (the day, ISO week or month that
+/// contains now, in the dashboard's zone): the team's figures as the chat's
+/// `stats` command computes them (`docs/ANALYTICS.md`), and what waits now.
 #[derive(Debug, Clone)]
 pub struct Overview {
-    pub period: Period,
-    pub open: u64,
-    pub claimed: u64,
-    pub pending: u64,
-    pub new_in_period: u64,
-    pub answered_in_period: u64,
-    /// New tickets per bucket.
-    pub new: Series,
-    /// Median minutes to the first answer, per bucket of creation.
-    pub first_response: Series,
+    pub kind: PeriodKind,
+    /// "week 2026-W49 (30 Nov – 6 Dec)".
+    pub label: String,
+    pub cards: Vec<Card>,
+    pub charts: Vec<Chart>,
+    /// A row a day: the day, tickets received, median first answer (min).
+    pub days: Vec<(String, u64, Option<f64>)>,
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
+/// `1 h 30 min`-style durations, for medians and percentiles.
+pub fn span(ms: i64) -> String {
+    age(ms, 0)
+}
+
+fn minutes(ms: i64) -> f64 {
+    ms as f64 / 60_000.0
+}
+
+fn stats_text(d: &DurationStats) -> String {
+    match (d.median_ms, d.p90_ms) {
+        (Some(m), Some(p)) => format!("{} / {}", span(m), span(p)),
+        _ => "—".to_owned(),
     }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
 }
 
-pub async fn overview(h: &WebHandles, period: Period) -> Result<Overview, StoreError> {
+pub async fn overview(h: &WebHandles, kind: PeriodKind) -> Result<Overview, StoreError> {
     let now = h.clock.now_ms();
-    let edges = period.buckets(&h.zone, now);
-    let from = edges.first().map_or(now, |e| e.0);
-    let mut counts = [0u64; 3];
-    for (i, s) in WAITING.iter().enumerate() {
-        let f = TicketFilter {
-            status: Some(*s),
-            limit: Some(PER_STATUS),
-            ..Default::default()
-        };
-        counts[i] = h.store.list_tickets(&f).await?.len() as u64;
-    }
-    // Every ticket of the period, whatever its status now. Newest first,
-    // so reading stops at the period's start.
-    let all = h
-        .store
-        .list_tickets(&TicketFilter {
-            limit: Some(100_000),
-            ..Default::default()
-        })
-        .await?;
-    let in_period: Vec<&TicketRecord> = all
-        .iter()
-        .filter(|t| t.created_at_ms >= from && t.created_at_ms < now.max(from) + 1)
-        .collect();
-    let mut new_points = Vec::new();
-    let mut fr_points = Vec::new();
-    for w in edges.windows(2) {
-        let ((start, label), (end, _)) = (&w[0], &w[1]);
-        let here: Vec<&&TicketRecord> = in_period
-            .iter()
-            .filter(|t| t.created_at_ms >= *start && t.created_at_ms < *end)
+    let at = Timestamp::from_millisecond(now).unwrap_or(Timestamp::UNIX_EPOCH);
+    let period = Period::containing(kind, at, &h.zone).map_err(|e| StoreError::Corrupt {
+        table: "tickets",
+        reason: e.to_string(),
+    })?;
+    let scope = Scope::default();
+    let f = figures(h.store.as_ref(), &scope, &period, &WallClock).await?;
+    let active = h.store.active_tickets(&scope).await?;
+    let backlog = Backlog::compute(&active, now);
+    let count = |s: Status| active.iter().filter(|t| t.status == s).count().to_string();
+    let cards = vec![
+        Card {
+            id: "open",
+            value: count(Status::Open),
+            label: "open, unclaimed now".into(),
+        },
+        Card {
+            id: "claimed",
+            value: count(Status::Claimed),
+            label: "claimed now".into(),
+        },
+        Card {
+            id: "pending",
+            value: count(Status::Pending),
+            label: "pending on the customer".into(),
+        },
+        Card {
+            id: "received",
+            value: f.received.to_string(),
+            label: format!("received this {kind}"),
+        },
+        Card {
+            id: "first-response",
+            value: stats_text(&f.first_response),
+            label: "first answer, median / p90".into(),
+        },
+        Card {
+            id: "unanswered",
+            value: f.unanswered.to_string(),
+            label: "of them unanswered".into(),
+        },
+        Card {
+            id: "resolved",
+            value: f.resolved.to_string(),
+            label: format!("resolved this {kind}"),
+        },
+        Card {
+            id: "resolution",
+            value: stats_text(&f.resolution),
+            label: "resolution, median / p90".into(),
+        },
+        Card {
+            id: "replies",
+            value: f
+                .replies_per_ticket
+                .map_or_else(|| "—".to_owned(), |r| format!("{r:.1}")),
+            label: "replies per resolved ticket".into(),
+        },
+        Card {
+            id: "reopened",
+            value: f
+                .reopened
+                .percent()
+                .map_or_else(|| "—".to_owned(), |p| format!("{p:.0} %")),
+            label: "of the resolved were reopened".into(),
+        },
+    ];
+    let point = |label: String, value: Option<f64>| Point { label, value };
+    let day_label = |d: &jiff::civil::Date| d.strftime("%m-%d").to_string();
+    let counts = |title: &str, points: Vec<Point>| Series {
+        title: title.to_owned(),
+        unit: "tickets".into(),
+        points,
+    };
+    // A day's received tickets are shown by hour; a week's or month's by day.
+    let received = if kind == PeriodKind::Day {
+        let pts = (0..24)
+            .map(|hr| point(format!("{hr:02}"), Some(f.by_hour[hr] as f64)))
             .collect();
-        new_points.push(Point {
-            label: label.clone(),
-            value: Some(here.len() as f64),
-        });
-        let minutes: Vec<f64> = here
+        counts("Received by hour", pts)
+    } else {
+        let pts = f
+            .days
             .iter()
-            .filter_map(|t| {
-                t.first_response_at_ms
-                    .map(|r| (r - t.created_at_ms) as f64 / 60_000.0)
+            .map(|d| point(day_label(&d.day.date), Some(d.received as f64)))
+            .collect();
+        counts("Received by day", pts)
+    };
+    let first = Series {
+        title: "Median first answer by day of arrival".into(),
+        unit: "minutes".into(),
+        points: f
+            .days
+            .iter()
+            .map(|d| {
+                point(
+                    day_label(&d.day.date),
+                    d.first_response_median_ms.map(minutes),
+                )
             })
+            .collect(),
+    };
+    let mut charts = vec![
+        Chart {
+            id: "chart-new",
+            caption: received.title.clone(),
+            series: received,
+            line: false,
+        },
+        Chart {
+            id: "chart-first-response",
+            caption: "Median first answer (minutes) by day of arrival".into(),
+            series: first,
+            line: true,
+        },
+    ];
+    if kind != PeriodKind::Day {
+        let hours = (0..24)
+            .map(|hr| point(format!("{hr:02}"), Some(f.by_hour[hr] as f64)))
             .collect();
-        fr_points.push(Point {
-            label: label.clone(),
-            value: median(minutes),
+        charts.push(Chart {
+            id: "chart-hours",
+            caption: "Received by local hour".into(),
+            series: counts("Received by local hour", hours),
+            line: false,
+        });
+        let names = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        let weekdays = names
+            .iter()
+            .zip(f.by_weekday)
+            .map(|(n, c)| point((*n).to_owned(), Some(c as f64)))
+            .collect();
+        charts.push(Chart {
+            id: "chart-weekdays",
+            caption: "Received by weekday".into(),
+            series: counts("Received by weekday", weekdays),
+            line: false,
         });
     }
-    let answered = in_period
+    let ages = AgeBucket::ALL
         .iter()
-        .filter(|t| t.first_response_at_ms.is_some())
-        .count() as u64;
+        .map(|b| point(b.label().to_owned(), Some(backlog.get(*b) as f64)))
+        .collect();
+    charts.push(Chart {
+        id: "chart-backlog",
+        caption: "Waiting now, by age".into(),
+        series: counts("Waiting now, by age", ages),
+        line: false,
+    });
+    let days = f
+        .days
+        .iter()
+        .map(|d| {
+            (
+                d.day.date.to_string(),
+                d.received,
+                d.first_response_median_ms.map(minutes),
+            )
+        })
+        .collect();
     Ok(Overview {
-        period,
-        open: counts[0],
-        claimed: counts[1],
-        pending: counts[2],
-        new_in_period: in_period.len() as u64,
-        answered_in_period: answered,
-        new: Series {
-            title: "New tickets".into(),
-            unit: "tickets".into(),
-            points: new_points,
-        },
-        first_response: Series {
-            title: "Median time to first answer".into(),
-            unit: "minutes".into(),
-            points: fr_points,
-        },
+        kind,
+        label: period.label(),
+        cards,
+        charts,
+        days,
     })
 }
 
@@ -542,31 +577,7 @@ mod tests {
     }
 
     #[test]
-    fn periods_have_their_buckets_in_the_zone() {
-        let zone = Zone::parse("Europe/Berlin").unwrap();
-        let now: Timestamp = "2026-12-06T07:30:00Z".parse().unwrap();
-        let now = now.as_millisecond();
-        let week = Period::Week.buckets(&zone, now);
-        assert_eq!(week.len(), 8, "7 days and the end of the last");
-        assert_eq!(week[6].1, "12-06");
-        let berlin_midnight: Timestamp = "2026-12-05T23:00:00Z".parse().unwrap();
-        assert_eq!(week[6].0, berlin_midnight.as_millisecond());
-        let day = Period::Day.buckets(&zone, now);
-        assert_eq!(day.len(), 25);
-        assert_eq!(
-            day[23].1, "08:00",
-            "the current local hour is the last bucket"
-        );
-        assert_eq!(Period::Month.buckets(&zone, now).len(), 31);
-        assert_eq!(Period::parse("month"), Some(Period::Month));
-        assert_eq!(Period::parse("year"), None);
-    }
-
-    #[test]
-    fn medians_and_clean_text() {
-        assert_eq!(median(vec![]), None);
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
+    fn clean_text_keeps_lines_and_drops_controls() {
         assert_eq!(clean_text("a\u{0}b\nc\u{1b}[31m"), "ab\nc[31m");
     }
 }

@@ -495,54 +495,66 @@ async fn the_dashboard_in_chromium(db: TestDb, label: &str) {
     );
     let session = cookie.value().to_owned();
 
-    // The week: seven daily bars, the five tickets of the last week; the
-    // two answers (30 and 90 minutes) are the line's two points.
+    // This week (Monday 30 Nov to Sunday 6 Dec): seven daily bars with the
+    // five tickets received; the two answers (30 and 90 minutes) are the
+    // line's two points; what waits now is in the cards.
     let counts = attrs(&c, "#chart-new rect[data-count]", "data-count").await;
-    assert_eq!(counts.len(), 7, "{counts:?}");
-    let total: u32 = counts
-        .iter()
-        .map(|n| n.parse::<u32>().expect("a count"))
-        .sum();
-    assert_eq!(total, 5, "{counts:?}");
+    assert_eq!(counts, ["0", "1", "0", "1", "1", "1", "1"]);
     let mut minutes = attrs(&c, "#chart-first-response circle[data-value]", "data-value").await;
     minutes.sort();
     assert_eq!(minutes, ["30", "90"]);
     assert_eq!(texts(&c, "#open").await, ["2"]);
     assert_eq!(texts(&c, "#claimed").await, ["2"]);
     assert_eq!(texts(&c, "#pending").await, ["1"]);
+    assert_eq!(texts(&c, "#received").await, ["5"]);
+    assert_eq!(texts(&c, "#resolved").await, ["1"]);
+    let weekdays = attrs(&c, "#chart-weekdays rect[data-count]", "data-count").await;
+    assert_eq!(weekdays, counts, "Monday first, like the days of the week");
+    let backlog = attrs(&c, "#chart-backlog rect[data-count]", "data-count").await;
+    assert_eq!(
+        backlog,
+        ["1", "2", "1", "1"],
+        "under 1 day, 1-3, 3-7, 7 days or more"
+    );
     let png = shot(&c, &format!("{label}-overview")).await;
     if std::env::var_os("MAILROOM_DOCS_SCREENSHOT").is_some() {
         let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
         std::fs::write(docs, &png).expect("docs/dashboard.png");
     }
 
-    // The period switch: a day is 24 hourly bars with one ticket, a month
-    // 30 daily bars with all six.
+    // The period switch: today is 24 hourly bars with one ticket (08:30);
+    // December is 31 daily bars with the five of December.
     c.find(Locator::Css("#period a[href$='period=day']"))
         .await
         .expect("the day switch")
         .click()
         .await
         .expect("click");
+    let day_url = url::Url::parse(&format!("{base}/?period=day")).expect("url");
     c.wait()
         .at_most(Duration::from_secs(10))
-        .for_url(&url::Url::parse(&format!("{base}/?period=day")).expect("url"))
+        .for_url(&day_url)
         .await
         .expect("the day");
     let day = attrs(&c, "#chart-new rect[data-count]", "data-count").await;
     assert_eq!(day.len(), 24);
-    assert_eq!(day.iter().filter(|n| *n != "0").collect::<Vec<_>>(), ["1"]);
+    let busy: Vec<(usize, &String)> = day.iter().enumerate().filter(|(_, n)| *n != "0").collect();
+    assert_eq!(busy, [(8, &"1".to_owned())]);
     c.goto(&format!("{base}/?period=month"))
         .await
         .expect("goto");
     let month = attrs(&c, "#chart-new rect[data-count]", "data-count").await;
-    assert_eq!(month.len(), 30);
+    assert_eq!(month.len(), 31);
+    let sum: u32 = month
+        .iter()
+        .map(|n| n.parse::<u32>().expect("a count"))
+        .sum();
+    assert_eq!(sum, 5);
+    shot(&c, &format!("{label}-overview-month")).await;
+    // An unknown period is named, not guessed.
     assert_eq!(
-        month
-            .iter()
-            .map(|n| n.parse::<u32>().expect("a count"))
-            .sum::<u32>(),
-        6
+        get(&base, "/?period=year", Some(&session)).await.status(),
+        400
     );
 
     // The queue: the five waiting tickets, oldest first, with their owners
