@@ -237,3 +237,58 @@ async fn matrix_dashboard_links_come_in_a_direct_room_and_sign_in_once() {
     run.stop().await;
     syncing.abort();
 }
+
+#[tokio::test]
+async fn an_operator_prints_a_link_with_mailroom_web_link() {
+    use std::sync::Arc;
+
+    use mailroom::store::TicketStore;
+    crate::common::init_logs();
+    let db = crate::common::TestDb::sqlite();
+    let store = Arc::new(db.store().await);
+    let (listener, web) = web_listener().await;
+    let text = format!(
+        "[database]\nurl = \"{}\"\n\n[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\n\
+         display_name = \"Example Support\"\n  [mailbox.imap]\n  host = \"127.0.0.1\"\n  \
+         password = \"unused\"\n  [mailbox.smtp]\n  host = \"127.0.0.1\"\n",
+        db.url_text
+    );
+    let dir = tempfile::tempdir().expect("a folder");
+    let (with, without) = (dir.path().join("web.toml"), dir.path().join("plain.toml"));
+    std::fs::write(&with, format!("{text}\n{web}")).expect("written");
+    std::fs::write(&without, &text).expect("written");
+    let link = |config: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .env_remove("MAILROOM_CONFIG")
+            .arg("--config")
+            .arg(config)
+            .args(["web", "link", "--as", "@carol:localhost"])
+            .output()
+            .expect("mailroom runs")
+    };
+    let out = link(&with);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let url = link_in(&stdout).unwrap_or_else(|| panic!("no link in {stdout:?}"));
+
+    let settings = mailroom::config::Settings::parse(&format!("{text}\n{web}"), &|_| None)
+        .unwrap_or_else(|p| panic!("{p:?}"));
+    let app = mailroom::bridge::App::new(settings, store.clone() as Arc<dyn TicketStore>, vec![]);
+    let cancel = CancellationToken::new();
+    tokio::spawn(mailroom::web::serve(
+        app.web_handles(),
+        listener,
+        cancel.clone(),
+    ));
+    signs_in_once(&url).await;
+    audited(&store, "@carol:localhost", "cli").await;
+
+    // Without [web] there is nothing to sign in to, and the operator is told.
+    let out = link(&without);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("set [web] listen"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    cancel.cancel();
+    store.close().await;
+}
