@@ -221,14 +221,22 @@ async fn matrix_dashboard_links_come_in_a_direct_room_and_sign_in_once() {
         })
     })
     .await;
-    // The room itself says only that the link went.
+    // The room itself says only that the link went (after the link: the
+    // direct message is sent first).
+    wait_for("the public answer", WAIT, || async {
+        let events = w.alice.events(&w.room).await;
+        events
+            .iter()
+            .any(|e| sender(e) == w.bot.0 && body(e).contains("privately"))
+            .then_some(())
+    })
+    .await;
     let events = w.alice.events(&w.room).await;
     let said: Vec<&str> = events
         .iter()
         .filter(|e| sender(e) == w.bot.0)
         .map(|e| body(e))
         .collect();
-    assert!(said.iter().any(|b| b.contains("privately")), "{said:?}");
     assert!(said.iter().all(|b| !b.contains("token=")), "{said:?}");
     signs_in_once(&url).await;
     audited(&run.store, w.alice.user_id.as_str(), "matrix").await;
