@@ -75,6 +75,20 @@ pub enum Command {
     /// Sign OAuth2 mailboxes in and out, and show their grants.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// The web dashboard.
+    #[command(subcommand)]
+    Web(WebCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebCommand {
+    /// Print a one-time sign-in link to the dashboard for a teammate
+    /// (audited). Teammates can get one themselves with `!mailroom dashboard`.
+    Link {
+        /// Who signs in (chat user id: @alice:example.com, slack:U024BE7LH).
+        #[arg(long = "as")]
+        who: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +318,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             store.close().await;
             r.map(|_| 0)
         }
+        Command::Web(WebCommand::Link { who }) => {
+            let settings = load_offline(&cli.config)?;
+            let agent = Agent::parse(&who).map_err(|e| anyhow::anyhow!("--as: {e}"))?;
+            let store = Arc::new(open_store(&settings).await?);
+            let app = App::new(settings, store.clone(), Vec::new());
+            let link = crate::bridge::web::dashboard_link(&app, &agent, "cli").await;
+            store.close().await;
+            match link {
+                Ok(url) => {
+                    println!("{url}");
+                    Ok(0)
+                }
+                Err(crate::web::auth::IssueError::Disabled) => {
+                    eprintln!(
+                        "web link: the dashboard is not enabled; set [web] listen in {}",
+                        cli.config.display()
+                    );
+                    Ok(2)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
         Command::Rules(RulesCommand::Test { file, mailbox }) => {
             let settings = load_offline(&cli.config)?;
             let raw =
@@ -454,6 +490,14 @@ async fn run_daemon(settings: Settings) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let web = match settings.web.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("web.listen {addr}: cannot listen"))?,
+        ),
+        None => None,
+    };
     let cancel = CancellationToken::new();
     let chats = crate::bridge::connect_chats(&settings, &cancel)
         .await
@@ -464,7 +508,8 @@ async fn run_daemon(settings: Settings) -> anyhow::Result<()> {
         wait_for_signal().await;
         signal_cancel.cancel();
     });
-    app.run_with_ops(cancel, Some(chats.events), ops).await;
+    app.run_with_listeners(cancel, Some(chats.events), ops, web)
+        .await;
     for t in chats.tasks {
         let _ = t.await;
     }

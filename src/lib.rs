@@ -15,6 +15,8 @@
 //! - [`chat`]: the [`chat::ChatPlatform`] seam and the Matrix and Slack
 //!   adapters, each the only place that knows its SDK.
 //! - [`ops`]: `/metrics`, `/healthz` and mailbox health, handed handles.
+//! - [`web`]: the read-only web dashboard (sign-in by one-time links from
+//!   chat), handed the store and a clock, never the bridge.
 //! - [`config`]: TOML → validated [`config::Settings`]; gathers the parts'
 //!   sections, reports every bad key at once; secrets redacted.
 //! - [`bridge`]: the flows (ingest → ticket → outbox → chat; chat events →
@@ -25,8 +27,8 @@
 //! # Who may import whom
 //!
 //! ```text
-//! cli ─→ bridge ─→ config ─→ chat, mail, store, ops ─→ domain
-//!          └────────────────→ chat, mail, store, ops ─→ domain
+//! cli ─→ bridge ─→ config ─→ chat, mail, store, ops, web ─→ domain
+//!          └────────────────→ chat, mail, store, ops, web ─→ domain
 //! ```
 //!
 //! `domain` imports no other part; `chat`, `mail` and `store` import
@@ -60,3 +62,4 @@ pub mod domain;
 pub mod mail;
 pub mod ops;
 pub mod store;
+pub mod web;

@@ -337,6 +337,8 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
                 Ok(Parsed::Room(cmd)) => {
                     if member_allowed(app, platform, &room, &agent).await.is_none() {
                         format!("{agent} may not use mailroom here.")
+                    } else if cmd == RoomCommand::Dashboard {
+                        dashboard_privately(app, platform, &room, &agent).await
                     } else if let RoomCommand::Stats(query) = cmd {
                         return super::stats::in_room(app, platform, &room, &query).await;
                     } else {
@@ -812,6 +814,35 @@ fn render_template(
     Ok(out)
 }
 
+/// `!mailroom dashboard` typed in a room: the link goes to the teammate
+/// alone, and the room is told only that it went.
+async fn dashboard_privately(
+    app: &App,
+    platform: crate::domain::chat::Platform,
+    room: &str,
+    agent: &Agent,
+) -> String {
+    let Some(chat) = app.chats.get(&platform) else {
+        return String::new();
+    };
+    let text = super::web::link_answer(app, platform, agent).await;
+    match chat.direct(room, agent, &text).await {
+        Ok(true) => format!("📬 {agent}: your dashboard sign-in link was sent to you privately."),
+        Ok(false) => format!(
+            "{agent}: mailroom cannot message you privately here; an operator can make a link with `mailroom web link --as {agent}`."
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, %agent, "could not send the dashboard link privately");
+            format!(
+                "⚠️ {agent}: the sign-in link could not be sent to you privately; try again shortly."
+            )
+        }
+    }
+}
+
+/// The answer to a room command. Only `/mailroom …` answers (seen by the
+/// teammate alone) reach here with [`RoomCommand::Dashboard`]; typed in the
+/// room it goes through [`dashboard_privately`].
 async fn room_command(
     app: &App,
     platform: crate::domain::chat::Platform,
@@ -827,6 +858,7 @@ async fn room_command(
         RoomCommand::Stats(_) => {
             Ok("!mailroom stats is answered in the room it is asked in.".to_owned())
         }
+        RoomCommand::Dashboard => Ok(super::web::link_answer(app, platform, agent).await),
         RoomCommand::List(filter) => {
             let mut f = TicketFilter {
                 limit: Some(50),

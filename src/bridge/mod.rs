@@ -35,6 +35,7 @@ pub mod sla;
 pub mod snooze;
 mod stats;
 pub mod watchdog;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -358,6 +359,19 @@ impl App {
         chat_events: Option<tokio::sync::mpsc::UnboundedReceiver<crate::chat::ChatEvent>>,
         ops: Option<tokio::net::TcpListener>,
     ) {
+        self.run_with_listeners(cancel, chat_events, ops, None)
+            .await
+    }
+
+    /// [`App::run_with_ops`], also serving the dashboard on `web` (bound by
+    /// the caller, like `ops`, so a taken address names `web.listen`).
+    pub async fn run_with_listeners(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        chat_events: Option<tokio::sync::mpsc::UnboundedReceiver<crate::chat::ChatEvent>>,
+        ops: Option<tokio::net::TcpListener>,
+        web: Option<tokio::net::TcpListener>,
+    ) {
         let tracker = TaskTracker::new();
         let recovered = match self.store.recover_in_flight(self.now_ms()).await {
             Ok(jobs) => jobs,
@@ -422,6 +436,13 @@ impl App {
         if let Some(listener) = ops {
             tracker.spawn(crate::ops::http::serve(
                 self.ops_handles(),
+                listener,
+                cancel.clone(),
+            ));
+        }
+        if let Some(listener) = web {
+            tracker.spawn(crate::web::serve(
+                self.web_handles(),
                 listener,
                 cancel.clone(),
             ));

@@ -263,6 +263,15 @@ pub trait ChatPlatform: Send + Sync {
         })
     }
 
+    /// Tells one teammate something only they see, outside any thread: a
+    /// secret such as a dashboard sign-in link. Matrix: a direct
+    /// (encrypted) room with them, reused once made; Slack: an ephemeral
+    /// message in `room`. `Ok(false)`: the platform cannot, and the caller
+    /// must not fall back to anything public.
+    async fn direct(&self, _room: &str, _agent: &Agent, _text: &str) -> Result<bool, ChatError> {
+        Ok(false)
+    }
+
     /// Answers a [`ChatEvent::Command`] through the handle it came with.
     async fn respond(&self, _respond_to: &str, _text: &str) -> Result<(), ChatError> {
         Err(ChatError::Permanent {

@@ -32,6 +32,7 @@ use crate::domain::settings::{lenient, list};
 use crate::mail::oauth::AuthMethod;
 use crate::mail::settings::{MailboxSettings, TlsMode};
 use crate::store::settings::DatabaseSettings;
+use crate::web::settings::WebSettings;
 pub use oauth::{OFFLINE_PLACEHOLDER, SecretsSettings};
 pub use sections::BoardSettings;
 use sections::{CommandSettings, OpsSettings, OutboxSettings, ReactionSettings};
@@ -59,6 +60,9 @@ pub struct Settings {
     pub ops: OpsSettings,
     #[serde(default, deserialize_with = "lenient")]
     pub board: BoardSettings,
+    /// The web dashboard.
+    #[serde(default, deserialize_with = "lenient")]
+    pub web: WebSettings,
     /// Teammates routing rules may assign to, by name.
     #[serde(default, deserialize_with = "lenient")]
     pub people: BTreeMap<String, rules::PersonSettings>,
@@ -280,6 +284,9 @@ impl Settings {
         self.reactions.check(c);
         self.outbox.check(c);
         self.ops.check(c);
+        for (key, problem) in self.web.problems() {
+            c.problem(format!("web.{key}"), problem);
+        }
         rules::settle(self, c);
         digest::settle(self, c);
         sla::settle(self, c);
@@ -524,6 +531,45 @@ claim = ["✅"]
         let allowed = public.replace("[ops]", "[ops]\nallow_non_loopback = true");
         let s = Settings::parse(&allowed, &env).unwrap();
         assert_eq!(s.ops.listen, Some("0.0.0.0:9480".parse().unwrap()));
+    }
+
+    #[test]
+    fn web_is_optional_refuses_a_public_address_and_checks_its_keys() {
+        let s = Settings::parse(GOOD, &env).unwrap();
+        assert_eq!(s.web.listen, None);
+        let on = format!("{GOOD}\n[web]\nlisten = \"127.0.0.1:9481\"\n");
+        let s = Settings::parse(&on, &env).unwrap();
+        assert_eq!(s.web.base_url(), "http://127.0.0.1:9481");
+        assert!(!s.web.secure_cookie());
+        assert_eq!(s.web.link_ttl, Duration::from_secs(600));
+        let tls = format!(
+            "{GOOD}\n[web]\nlisten = \"127.0.0.1:9481\"\npublic_url = \"https://desk.example.com/mail/\"\n"
+        );
+        let s = Settings::parse(&tls, &env).unwrap();
+        assert_eq!(s.web.base_url(), "https://desk.example.com/mail");
+        assert!(s.web.secure_cookie(), "https public_url: Secure cookie");
+
+        let public = format!("{GOOD}\n[web]\nlisten = \"0.0.0.0:9481\"\n");
+        assert_problems(
+            &public,
+            &env,
+            &["web.listen: 0.0.0.0:9481 is not a loopback"],
+        );
+        let allowed = public.replace("[web]", "[web]\nallow_non_loopback = true");
+        assert!(Settings::parse(&allowed, &env).is_ok());
+        let bad = format!(
+            "{GOOD}\n[web]\npublic_url = \"ftp://x\"\nlink_ttl_secs = 5\nsession_ttl_secs = \"long\"\nport = 1\n"
+        );
+        assert_problems(
+            &bad,
+            &env,
+            &[
+                "web.public_url: expected an http:// or https:// URL",
+                "web.link_ttl_secs: expected 30-3600",
+                "web.session_ttl_secs:",
+                "web.port: unknown key",
+            ],
+        );
     }
 
     #[test]

@@ -26,3 +26,4 @@ pub mod snooze;
 pub mod threading;
 pub mod ticket;
 pub mod time;
+pub mod web;

@@ -33,6 +33,7 @@
 //! | auto-assignment: cursors, away marks, picks | `assign.rs` | `sql/assign.rs` (`assign_cursors`, `people_away`, `auto_assignments`) |
 //! | the board per room | in `domain::board` | `sql/board.rs` (`chat_boards`; reads `tickets`, `chat_threads`) |
 //! | SLA clocks' facts and markers | `sla.rs` | `sql/sla.rs` (`sla_tickets`, `sla_pauses`, `sla_marks`) |
+//! | dashboard sign-in links and sessions | `web.rs` | `sql/web.rs` (`web_links`, `web_sessions`) |
 //! | figures (read only) | `analytics.rs` | `sql/analytics.rs` (`tickets`, `ticket_tags`, `audit_log`, `emails`) |
 //!
 //! `sql/mod.rs` holds [`sql::SqlStore`] (connecting, migrating) and the one
@@ -69,6 +70,7 @@ mod sla;
 mod snooze;
 pub mod sql;
 mod tickets;
+mod web;
 
 use async_trait::async_trait;
 
@@ -86,6 +88,7 @@ pub use sent::{SentBatch, SentMail, SentRecorded};
 pub use sla::{SlaFiring, SlaMark, SlaRecord};
 pub use snooze::{SnoozeSet, WakeIf};
 pub use tickets::{Applied, TicketFilter, TicketRecord};
+pub use web::{NewWebLink, NewWebSession};
 
 use crate::domain::analytics::{ActiveTicket, PeriodRows, Scope};
 use crate::domain::board::BoardTicket;
@@ -95,6 +98,7 @@ use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, TicketId};
 use crate::domain::mailbox::{Checkpoint, FolderRole};
 use crate::domain::threading::{Candidates, ThreadKeys};
 use crate::domain::ticket::TicketEvent;
+use crate::domain::web::{Redeemed, SecretHash};
 
 /// The ticket store. Methods are shaped after the flows that use them, not
 /// after tables.
@@ -406,4 +410,21 @@ pub trait TicketStore: Send + Sync {
     async fn set_back(&self, person: &str, actor: &Actor, now_ms: i64) -> StoreResult<bool>;
     /// The away marks running at `now_ms`, by name.
     async fn away(&self, now_ms: i64) -> StoreResult<Vec<AwayMark>>;
+
+    // The dashboard's sign-in: `sql/web.rs`.
+
+    /// Stores a sign-in link (its token's hash) and audits
+    /// `dashboard-link-issued`; forgets expired links and sessions.
+    async fn issue_web_link(&self, link: &NewWebLink, now_ms: i64) -> StoreResult<()>;
+    /// Opens a link once: marks it used and stores `session` for its
+    /// teammate, audited `dashboard-signed-in`, in one transaction. A used,
+    /// expired or unknown link changes nothing and says which it was.
+    async fn redeem_web_link(
+        &self,
+        token: &SecretHash,
+        session: &NewWebSession,
+        now_ms: i64,
+    ) -> StoreResult<Redeemed>;
+    /// The teammate of an unexpired session.
+    async fn web_session(&self, id: &SecretHash, now_ms: i64) -> StoreResult<Option<Agent>>;
 }

@@ -33,18 +33,25 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "ops imports domain and the store's vocabulary only; it is handed handles, never the bridge",
     ),
     (
+        "web",
+        &["domain", "store"],
+        "web imports domain and the store only; it is handed handles, never the bridge",
+    ),
+    (
         "config",
-        &["domain", "chat", "mail", "store", "ops"],
+        &["domain", "chat", "mail", "store", "ops", "web"],
         "config imports domain and the parts whose settings it gathers, never bridge or cli",
     ),
     (
         "bridge",
-        &["domain", "chat", "mail", "store", "ops", "config"],
+        &["domain", "chat", "mail", "store", "ops", "web", "config"],
         "bridge imports every part but cli",
     ),
     (
         "cli",
-        &["domain", "chat", "mail", "store", "ops", "config", "bridge"],
+        &[
+            "domain", "chat", "mail", "store", "ops", "web", "config", "bridge",
+        ],
         "cli may import every part",
     ),
 ];

@@ -13,6 +13,8 @@ mod cli;
 mod common;
 mod corpus;
 mod cuttable;
+mod dashboard;
+mod dashboard_chat;
 mod every_mail;
 #[path = "../fake_slack/mod.rs"]
 mod fake_slack;
@@ -39,3 +41,4 @@ mod store_routing;
 mod store_sent;
 mod store_sla;
 mod store_snooze;
+mod store_web;

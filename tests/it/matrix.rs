@@ -208,7 +208,7 @@ pub(crate) struct World {
     pub(crate) support: User,
     pub(crate) customer: User,
     pub(crate) alice: Teammate,
-    bob: Teammate,
+    pub(crate) bob: Teammate,
     pub(crate) bot: (String, String),
     pub(crate) room: OwnedRoomId,
     pub(crate) db: TestDb,
@@ -247,7 +247,7 @@ impl World {
         }
     }
 
-    fn settings(&self, undo_secs: u64, extra: &str) -> Settings {
+    pub(crate) fn settings(&self, undo_secs: u64, extra: &str) -> Settings {
         self.parse(&self.settings_text(undo_secs, extra))
     }
 

@@ -339,4 +339,19 @@ impl ChatPlatform for MatrixChat {
             display_name: member.display_name().map(ToOwned::to_owned),
         }))
     }
+
+    async fn direct(&self, _room: &str, agent: &Agent, text: &str) -> Result<bool, ChatError> {
+        let user = OwnedUserId::try_from(agent.as_str())
+            .map_err(|e| permanent(format!("{agent}: {e}")))?;
+        // One direct room per teammate, made on first use and found again
+        // by its m.direct mark afterwards; created encrypted, as every
+        // Matrix client makes a DM.
+        let room = match self.client.get_dm_room(&user) {
+            Some(r) => r,
+            None => self.client.create_dm(&user).await.map_err(classify)?,
+        };
+        let content = RoomMessageEventContent::notice_html(text, text_block(text));
+        self.send(&room, content, None).await?;
+        Ok(true)
+    }
 }

@@ -760,6 +760,22 @@ impl ChatPlatform for SlackChat {
         Ok(())
     }
 
+    async fn direct(&self, room: &str, agent: &Agent, text: &str) -> Result<bool, ChatError> {
+        let Some(user) = user_id(agent) else {
+            return Ok(false);
+        };
+        self.call(
+            "chat.postEphemeral",
+            &json!({
+                "channel": room,
+                "user": user,
+                "text": render::mrkdwn(text),
+            }),
+        )
+        .await?;
+        Ok(true)
+    }
+
     async fn respond(&self, respond_to: &str, text: &str) -> Result<(), ChatError> {
         let url: url::Url = respond_to
             .parse()

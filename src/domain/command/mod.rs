@@ -96,6 +96,8 @@ pub enum RoomCommand {
     Board,
     /// The team's figures (`!mailroom stats`).
     Stats(StatsQuery),
+    /// A one-time sign-in link to the web dashboard, answered privately.
+    Dashboard,
     Help,
 }
 
@@ -240,7 +242,7 @@ const UNSNOOZE: Spec = spec("unsnooze", "!unsnooze", "!unsnooze");
 const MAILROOM: Spec = spec(
     "mailroom",
     "!mailroom",
-    "!mailroom list [open|mine|unclaimed|pending|snoozed] | !mailroom show <ticket> | !mailroom board | !mailroom stats [day|week|month] [@person|#tag] | !mailroom help",
+    "!mailroom list [open|mine|unclaimed|pending|snoozed] | !mailroom show <ticket> | !mailroom board | !mailroom stats [day|week|month] [@person|#tag] | !mailroom dashboard | !mailroom help",
 );
 const MAILROOM_LIST: Spec = spec(
     "list",
@@ -250,6 +252,7 @@ const MAILROOM_LIST: Spec = spec(
 const MAILROOM_SHOW: Spec = spec("show", "!mailroom show", "!mailroom show <ticket>");
 const MAILROOM_HELP: Spec = spec("help", "!mailroom help", "!mailroom help");
 const MAILROOM_BOARD: Spec = spec("board", "!mailroom board", "!mailroom board");
+const MAILROOM_DASHBOARD: Spec = spec("dashboard", "!mailroom dashboard", "!mailroom dashboard");
 
 /// Every command word, for near-miss suggestions.
 const COMMANDS: [&Spec; 17] = [
@@ -257,11 +260,12 @@ const COMMANDS: [&Spec; 17] = [
     &TEMPLATE, &HISTORY, &HELP, &MAILROOM, &SNOOZE, &UNSNOOZE,
 ];
 
-const MAILROOM_SUBCOMMANDS: [&Spec; 5] = [
+const MAILROOM_SUBCOMMANDS: [&Spec; 6] = [
     &MAILROOM_LIST,
     &MAILROOM_SHOW,
     &MAILROOM_BOARD,
     &MAILROOM_STATS,
+    &MAILROOM_DASHBOARD,
     &MAILROOM_HELP,
 ];
 
@@ -294,6 +298,7 @@ In the room:
   !mailroom show <ticket>        show a ticket (42 or #42)
   !mailroom board                show the room's board: unclaimed, claimed by whom, pending, snoozed
   !mailroom stats [day|week|month] [@person|#tag]  the team's figures and a chart
+  !mailroom dashboard            get a sign-in link to the web dashboard, privately
   !mailroom help                 show this list"
 }
 

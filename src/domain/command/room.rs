@@ -3,9 +3,9 @@
 
 use super::thread::parse_reply;
 use super::{
-    CommandError, ListFilter, MAILROOM, MAILROOM_BOARD, MAILROOM_HELP, MAILROOM_LIST,
-    MAILROOM_SHOW, MAILROOM_SUBCOMMANDS, RoomCommand, Spec, ThreadCommand, closest, error,
-    help_text, quoted,
+    CommandError, ListFilter, MAILROOM, MAILROOM_BOARD, MAILROOM_DASHBOARD, MAILROOM_HELP,
+    MAILROOM_LIST, MAILROOM_SHOW, MAILROOM_SUBCOMMANDS, RoomCommand, Spec, ThreadCommand, closest,
+    error, help_text, quoted,
 };
 use crate::domain::ids::TicketId;
 
@@ -28,7 +28,7 @@ pub enum SlashCommand {
     },
 }
 
-pub(super) const SLASH_USAGE: &str = "/mailroom reply <ticket> <text> | /mailroom list [open|mine|unclaimed|pending|snoozed] | /mailroom show <ticket> | /mailroom board | /mailroom stats [day|week|month] [@person|#tag] | /mailroom help";
+pub(super) const SLASH_USAGE: &str = "/mailroom reply <ticket> <text> | /mailroom list [open|mine|unclaimed|pending|snoozed] | /mailroom show <ticket> | /mailroom board | /mailroom stats [day|week|month] [@person|#tag] | /mailroom dashboard | /mailroom help";
 
 /// Reads the text after `/mailroom`. Errors are sentences for the teammate,
 /// naming the slash command's own forms.
@@ -120,6 +120,7 @@ pub fn slash_help_text() -> String {
 /mailroom unsnooze <ticket>       bring a snoozed ticket back\n\
 /mailroom board                   show this channel's board (only to you)\n\
 /mailroom stats [day|week|month] [@person|#tag]   the team's figures (only you see them) and a chart\n\
+/mailroom dashboard               get a sign-in link to the web dashboard (only you see it)\n\
 /mailroom help                    show this list\n\
 Or use the \u{201c}Reply by email\u{201d} shortcut on a ticket's message.\n\n{}",
         help_text()
@@ -173,6 +174,10 @@ pub(super) fn parse_mailroom(rest: &str) -> Result<RoomCommand, CommandError> {
             RoomCommand::Board
         }
         "stats" => RoomCommand::Stats(super::stats::parse_stats(words)?),
+        "dashboard" => {
+            expect_end(&MAILROOM_DASHBOARD, words)?;
+            RoomCommand::Dashboard
+        }
         "help" => {
             expect_end(&MAILROOM_HELP, words)?;
             RoomCommand::Help
@@ -354,6 +359,27 @@ mod tests {
             err("!mailroom show 1 2").message,
             "!mailroom show has an extra argument \"2\""
         );
+    }
+
+    #[test]
+    fn mailroom_dashboard() {
+        assert_eq!(room("!mailroom dashboard"), RoomCommand::Dashboard);
+        assert_eq!(room("!MAILROOM Dashboard"), RoomCommand::Dashboard);
+        assert_eq!(
+            parse_slash("dashboard"),
+            Ok(SlashCommand::Room(RoomCommand::Dashboard))
+        );
+        let e = err("!mailroom dashboard now");
+        assert_eq!(e.command, "!mailroom dashboard");
+        assert_eq!(
+            e.message,
+            "!mailroom dashboard has an extra argument \"now\""
+        );
+        assert_eq!(
+            err("!mailroom dashbord").message,
+            "unknown subcommand !mailroom dashbord — did you mean !mailroom dashboard?"
+        );
+        assert!(slash_help_text().contains("/mailroom dashboard"));
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! - `grants.rs`: OAuth2 grants per mailbox (sealed tokens, refusals told once).
 //! - `assign.rs`: auto-assignment (the pick inside an ingest, away marks).
 //! - `sla.rs`: SLA clocks' facts (kept by the flows above) and their once-only marks.
+//! - `web.rs`: the dashboard's one-time sign-in links and sessions (hashes only).
 //!
 //! A transaction that also queues a job, writes an audit line, advances a
 //! checkpoint or links a thread does so through the owning file's
@@ -51,6 +52,7 @@ mod sent;
 mod sla;
 mod snooze;
 mod tickets;
+mod web;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -62,9 +64,9 @@ use sqlx::{AnyPool, Executor};
 
 use super::{
     Applied, AuditEntry, AwayMark, EmailRecord, EmailState, Grant, IngestBatch, Job, JobOutcome,
-    JobSpec, JobState, NewGrant, NewInbound, NewReply, OutgoingMail, Recorded, Refreshed, Requeued,
-    SentBatch, SentRecorded, Settlement, SnoozeSet, StoreError, StoreResult, TicketFilter,
-    TicketRecord, TicketStore, WakeIf,
+    JobSpec, JobState, NewGrant, NewInbound, NewReply, NewWebLink, NewWebSession, OutgoingMail,
+    Recorded, Refreshed, Requeued, SentBatch, SentRecorded, Settlement, SnoozeSet, StoreError,
+    StoreResult, TicketFilter, TicketRecord, TicketStore, WakeIf,
 };
 use crate::domain::analytics::{ActiveTicket, PeriodRows, Scope};
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
@@ -73,6 +75,7 @@ use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, TicketId};
 use crate::domain::mailbox::{Checkpoint, FolderRole};
 use crate::domain::threading::{Candidates, ThreadKeys};
 use crate::domain::ticket::TicketEvent;
+use crate::domain::web::{Redeemed, SecretHash};
 use crate::store::settings::DatabaseUrl;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -583,5 +586,22 @@ impl TicketStore for SqlStore {
 
     async fn away(&self, now_ms: i64) -> StoreResult<Vec<AwayMark>> {
         assign::away(&self.pool, now_ms).await
+    }
+
+    async fn issue_web_link(&self, link: &NewWebLink, now_ms: i64) -> StoreResult<()> {
+        web::issue_web_link(&self.pool, link, now_ms).await
+    }
+
+    async fn redeem_web_link(
+        &self,
+        token: &SecretHash,
+        session: &NewWebSession,
+        now_ms: i64,
+    ) -> StoreResult<Redeemed> {
+        web::redeem_web_link(&self.pool, token, session, now_ms).await
+    }
+
+    async fn web_session(&self, id: &SecretHash, now_ms: i64) -> StoreResult<Option<Agent>> {
+        web::web_session(&self.pool, id, now_ms).await
     }
 }

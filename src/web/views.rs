@@ -1,0 +1,583 @@
+//! What each page shows, read from the store: plain rows that the HTML
+//! templates and the CSV exports both use, so a page and its `.csv` never
+//! disagree.
+
+use jiff::Timestamp;
+
+use super::WebHandles;
+use super::chart::{Point, Series};
+use crate::domain::chat::{ChatThread, Platform};
+use crate::domain::email::Direction;
+use crate::domain::ids::TicketId;
+use crate::domain::ticket::Status;
+use crate::domain::time::Zone;
+use crate::store::analytics::{
+    AgeBucket, Backlog, DurationStats, NO_GROUP, Period, PeriodKind, Scope, WallClock, Workload,
+    figures,
+};
+use crate::store::{StoreError, TicketFilter, TicketRecord};
+
+/// The statuses the queue shows: everything not finished or set aside.
+const WAITING: [Status; 3] = [Status::Open, Status::Claimed, Status::Pending];
+
+/// How many tickets of one status a page reads at most.
+const PER_STATUS: u32 = 1000;
+
+/// A time as the mailbox's people read it.
+pub fn when(zone: &Zone, ms: i64) -> String {
+    Timestamp::from_millisecond(ms)
+        .map(|t| zone.at(t).strftime("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
+/// `2 d 4 h`, `3 h 12 min`, `5 min`: how long ago, roughly.
+pub fn age(now_ms: i64, then_ms: i64) -> String {
+    let mins = (now_ms - then_ms).max(0) / 60_000;
+    match mins {
+        m if m < 60 => format!("{m} min"),
+        m if m < 24 * 60 => format!("{} h {} min", m / 60, m % 60),
+        m => format!("{} d {} h", m / (24 * 60), (m / 60) % 24),
+    }
+}
+
+/// Where a ticket's thread is opened in the chat app.
+pub fn thread_url(thread: &ChatThread) -> String {
+    match thread.platform {
+        // matrix.to hands the link to whichever client the teammate uses.
+        Platform::Matrix => format!(
+            "https://matrix.to/#/{}/{}",
+            url_part(&thread.room),
+            url_part(&thread.thread_ref)
+        ),
+        // A Slack permalink is the channel and the root's ts without its dot;
+        // Slack resolves it to the workspace the teammate is signed in to.
+        Platform::Slack => format!(
+            "https://slack.com/archives/{}/p{}",
+            url_part(&thread.room),
+            thread.thread_ref.replace('.', "")
+        ),
+    }
+}
+
+/// Percent-encodes what is not safe in a URL path segment or fragment.
+fn url_part(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'.'
+            | b'_'
+            | b'~'
+            | b'!'
+            | b'@'
+            | b':'
+            | b'$' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A link into chat.
+#[derive(Debug, Clone)]
+pub struct ChatLink {
+    pub platform: &'static str,
+    pub url: String,
+}
+
+/// One open ticket in the queue.
+#[derive(Debug, Clone)]
+pub struct QueueRow {
+    pub id: i64,
+    pub mailbox: String,
+    pub subject: String,
+    pub customer: String,
+    pub status: &'static str,
+    /// "—" when nobody has it.
+    pub owner: String,
+    pub created: String,
+    pub age: String,
+    pub age_mins: i64,
+    /// Since the customer last wrote.
+    pub waiting: String,
+    /// The SLA state; "—" until SLAs exist.
+    pub sla: String,
+    pub priority: String,
+    pub links: Vec<ChatLink>,
+}
+
+async fn waiting_tickets(h: &WebHandles) -> Result<Vec<TicketRecord>, StoreError> {
+    let mut all = Vec::new();
+    for status in WAITING {
+        let f = TicketFilter {
+            status: Some(status),
+            limit: Some(PER_STATUS),
+            ..Default::default()
+        };
+        all.extend(h.store.list_tickets(&f).await?);
+    }
+    // Oldest first: the queue is worked from the top.
+    all.sort_by_key(|t| (t.created_at_ms, t.id.get()));
+    Ok(all)
+}
+
+async fn links(h: &WebHandles, id: TicketId) -> Result<Vec<ChatLink>, StoreError> {
+    let mut out = Vec::new();
+    for p in [Platform::Matrix, Platform::Slack] {
+        if let Some(t) = h.store.chat_thread(id, p).await? {
+            out.push(ChatLink {
+                platform: p.as_str(),
+                url: thread_url(&t),
+            });
+        }
+    }
+    Ok(out)
+}
+
+pub async fn queue(h: &WebHandles) -> Result<Vec<QueueRow>, StoreError> {
+    let now = h.clock.now_ms();
+    let mut rows = Vec::new();
+    for t in waiting_tickets(h).await? {
+        rows.push(QueueRow {
+            id: t.id.get(),
+            mailbox: t.mailbox.to_string(),
+            subject: t.subject.clone(),
+            customer: t.customer.to_string(),
+            status: t.state.status().as_str(),
+            owner: t
+                .state
+                .owner()
+                .map_or_else(|| "—".to_owned(), |o| o.to_string()),
+            created: when(&h.zone, t.created_at_ms),
+            age: age(now, t.created_at_ms),
+            age_mins: (now - t.created_at_ms).max(0) / 60_000,
+            waiting: age(now, t.last_customer_at_ms),
+            sla: "—".to_owned(),
+            priority: t.priority.to_string(),
+            links: links(h, t.id).await?,
+        });
+    }
+    Ok(rows)
+}
+
+/// One teammate's load (or nobody's tickets, `who` = "—"), as the chat's
+/// `stats` command counts it.
+#[derive(Debug, Clone, Default)]
+pub struct PersonRow {
+    pub who: String,
+    pub open: u64,
+    pub claimed: u64,
+    pub pending: u64,
+    pub total: u64,
+    /// Age of their oldest waiting ticket.
+    pub oldest: String,
+}
+
+pub async fn people(h: &WebHandles) -> Result<Vec<PersonRow>, StoreError> {
+    let now = h.clock.now_ms();
+    let active = h.store.active_tickets(&Scope::default()).await?;
+    let rows = Workload::compute(&active)
+        .rows
+        .into_iter()
+        .map(|l| {
+            let oldest = active
+                .iter()
+                .filter(|t| t.owner == l.owner)
+                .map(|t| t.created_ms)
+                .min()
+                .unwrap_or(now);
+            PersonRow {
+                who: l
+                    .owner
+                    .map_or_else(|| NO_GROUP.to_owned(), |o| o.to_string()),
+                open: l.open,
+                claimed: l.claimed,
+                pending: l.pending,
+                total: l.open + l.claimed + l.pending,
+                oldest: age(now, oldest),
+            }
+        })
+        .collect();
+    Ok(rows)
+}
+
+/// One message of a ticket, as text.
+#[derive(Debug, Clone)]
+pub struct MessageView {
+    pub direction: &'static str,
+    pub from: String,
+    pub subject: String,
+    pub at: String,
+    pub state: &'static str,
+    pub author: String,
+    pub text: String,
+}
+
+/// One line of a ticket's history.
+#[derive(Debug, Clone)]
+pub struct HistoryRow {
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub details: String,
+}
+
+/// A ticket with its messages and history.
+#[derive(Debug, Clone)]
+pub struct TicketView {
+    pub id: i64,
+    pub subject: String,
+    pub customer: String,
+    pub mailbox: String,
+    pub state: String,
+    pub created: String,
+    pub tags: String,
+    pub links: Vec<ChatLink>,
+    pub messages: Vec<MessageView>,
+    pub history: Vec<HistoryRow>,
+}
+
+/// A mail's text is cut here on the page; the full mail is in the chat
+/// thread and `mailroom tickets export`.
+const MAX_TEXT_CHARS: usize = 20_000;
+
+/// Text fit for a page: control characters other than line breaks and
+/// tabs removed (the template escapes the rest), cut at a length a browser
+/// shows without trouble.
+fn clean_text(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .take(MAX_TEXT_CHARS)
+        .collect();
+    if s.chars().nth(MAX_TEXT_CHARS).is_some() {
+        out.push_str("\n… (cut here; the whole mail is in the chat thread)");
+    }
+    out
+}
+
+pub async fn ticket(h: &WebHandles, id: TicketId) -> Result<Option<TicketView>, StoreError> {
+    let Some(t) = h.store.ticket(id).await? else {
+        return Ok(None);
+    };
+    let mut messages = Vec::new();
+    for e in h.store.emails(id).await? {
+        let text = match h.store.raw_email(e.id).await? {
+            Some(raw) => {
+                let read = h.mail_text.clone();
+                // Parsing a large mail is CPU work; keep it off the runtime's threads.
+                tokio::task::spawn_blocking(move || read(&raw))
+                    .await
+                    .unwrap_or_else(|_| "(this mail could not be read)".to_owned())
+            }
+            None => String::new(),
+        };
+        messages.push(MessageView {
+            direction: match e.direction {
+                Direction::Inbound => "in",
+                Direction::Outbound => "out",
+            },
+            from: e.from.to_string(),
+            subject: e.subject.clone(),
+            at: when(&h.zone, e.stored_at_ms),
+            state: e.state.as_str(),
+            author: e.author.map(|a| a.to_string()).unwrap_or_default(),
+            text: clean_text(&text),
+        });
+    }
+    let history = h
+        .store
+        .audit_log(id)
+        .await?
+        .into_iter()
+        .map(|a| HistoryRow {
+            at: when(&h.zone, a.at_ms),
+            actor: a.actor.to_string(),
+            action: a.action,
+            details: a.details,
+        })
+        .collect();
+    Ok(Some(TicketView {
+        id: t.id.get(),
+        subject: t.subject.clone(),
+        customer: t.customer.to_string(),
+        mailbox: t.mailbox.to_string(),
+        state: t.state.to_string(),
+        created: when(&h.zone, t.created_at_ms),
+        tags: t
+            .tags
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        links: links(h, t.id).await?,
+        messages,
+        history,
+    }))
+}
+
+/// A figure as the overview shows it: an element id, the value, its name.
+#[derive(Debug, Clone)]
+pub struct Card {
+    pub id: &'static str,
+    pub value: String,
+    pub label: String,
+}
+
+/// A chart as the overview shows it.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    pub id: &'static str,
+    pub caption: String,
+    pub series: Series,
+    /// Bars (counts) or a line (durations).
+    pub line: bool,
+}
+
+/// The overview of one calendar period (the day, ISO week or month that
+/// contains now, in the dashboard's zone): the team's figures as the chat's
+/// `stats` command computes them (`docs/ANALYTICS.md`), and what waits now.
+#[derive(Debug, Clone)]
+pub struct Overview {
+    pub kind: PeriodKind,
+    /// "week 2026-W49 (30 Nov – 6 Dec)".
+    pub label: String,
+    pub cards: Vec<Card>,
+    pub charts: Vec<Chart>,
+    /// A row a day: the day, tickets received, median first answer (min).
+    pub days: Vec<(String, u64, Option<f64>)>,
+}
+
+/// `1 h 30 min`-style durations, for medians and percentiles.
+pub fn span(ms: i64) -> String {
+    age(ms, 0)
+}
+
+fn minutes(ms: i64) -> f64 {
+    ms as f64 / 60_000.0
+}
+
+fn stats_text(d: &DurationStats) -> String {
+    match (d.median_ms, d.p90_ms) {
+        (Some(m), Some(p)) => format!("{} / {}", span(m), span(p)),
+        _ => "—".to_owned(),
+    }
+}
+
+pub async fn overview(h: &WebHandles, kind: PeriodKind) -> Result<Overview, StoreError> {
+    let now = h.clock.now_ms();
+    let at = Timestamp::from_millisecond(now).unwrap_or(Timestamp::UNIX_EPOCH);
+    let period = Period::containing(kind, at, &h.zone).map_err(|e| StoreError::Corrupt {
+        table: "tickets",
+        reason: e.to_string(),
+    })?;
+    let scope = Scope::default();
+    let f = figures(h.store.as_ref(), &scope, &period, &WallClock).await?;
+    let active = h.store.active_tickets(&scope).await?;
+    let backlog = Backlog::compute(&active, now);
+    let count = |s: Status| active.iter().filter(|t| t.status == s).count().to_string();
+    let cards = vec![
+        Card {
+            id: "open",
+            value: count(Status::Open),
+            label: "open, unclaimed now".into(),
+        },
+        Card {
+            id: "claimed",
+            value: count(Status::Claimed),
+            label: "claimed now".into(),
+        },
+        Card {
+            id: "pending",
+            value: count(Status::Pending),
+            label: "pending on the customer".into(),
+        },
+        Card {
+            id: "received",
+            value: f.received.to_string(),
+            label: format!("received this {kind}"),
+        },
+        Card {
+            id: "first-response",
+            value: stats_text(&f.first_response),
+            label: "first answer, median / p90".into(),
+        },
+        Card {
+            id: "unanswered",
+            value: f.unanswered.to_string(),
+            label: "of them unanswered".into(),
+        },
+        Card {
+            id: "resolved",
+            value: f.resolved.to_string(),
+            label: format!("resolved this {kind}"),
+        },
+        Card {
+            id: "resolution",
+            value: stats_text(&f.resolution),
+            label: "resolution, median / p90".into(),
+        },
+        Card {
+            id: "replies",
+            value: f
+                .replies_per_ticket
+                .map_or_else(|| "—".to_owned(), |r| format!("{r:.1}")),
+            label: "replies per resolved ticket".into(),
+        },
+        Card {
+            id: "reopened",
+            value: f
+                .reopened
+                .percent()
+                .map_or_else(|| "—".to_owned(), |p| format!("{p:.0} %")),
+            label: "of the resolved were reopened".into(),
+        },
+    ];
+    let point = |label: String, value: Option<f64>| Point { label, value };
+    let day_label = |d: &jiff::civil::Date| d.strftime("%m-%d").to_string();
+    let counts = |title: &str, points: Vec<Point>| Series {
+        title: title.to_owned(),
+        unit: "tickets".into(),
+        points,
+    };
+    // A day's received tickets are shown by hour; a week's or month's by day.
+    let received = if kind == PeriodKind::Day {
+        let pts = (0..24)
+            .map(|hr| point(format!("{hr:02}"), Some(f.by_hour[hr] as f64)))
+            .collect();
+        counts("Received by hour", pts)
+    } else {
+        let pts = f
+            .days
+            .iter()
+            .map(|d| point(day_label(&d.day.date), Some(d.received as f64)))
+            .collect();
+        counts("Received by day", pts)
+    };
+    let first = Series {
+        title: "Median first answer by day of arrival".into(),
+        unit: "minutes".into(),
+        points: f
+            .days
+            .iter()
+            .map(|d| {
+                point(
+                    day_label(&d.day.date),
+                    d.first_response_median_ms.map(minutes),
+                )
+            })
+            .collect(),
+    };
+    let mut charts = vec![
+        Chart {
+            id: "chart-new",
+            caption: received.title.clone(),
+            series: received,
+            line: false,
+        },
+        Chart {
+            id: "chart-first-response",
+            caption: "Median first answer (minutes) by day of arrival".into(),
+            series: first,
+            line: true,
+        },
+    ];
+    if kind != PeriodKind::Day {
+        let hours = (0..24)
+            .map(|hr| point(format!("{hr:02}"), Some(f.by_hour[hr] as f64)))
+            .collect();
+        charts.push(Chart {
+            id: "chart-hours",
+            caption: "Received by local hour".into(),
+            series: counts("Received by local hour", hours),
+            line: false,
+        });
+        let names = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        let weekdays = names
+            .iter()
+            .zip(f.by_weekday)
+            .map(|(n, c)| point((*n).to_owned(), Some(c as f64)))
+            .collect();
+        charts.push(Chart {
+            id: "chart-weekdays",
+            caption: "Received by weekday".into(),
+            series: counts("Received by weekday", weekdays),
+            line: false,
+        });
+    }
+    let ages = AgeBucket::ALL
+        .iter()
+        .map(|b| point(b.label().to_owned(), Some(backlog.get(*b) as f64)))
+        .collect();
+    charts.push(Chart {
+        id: "chart-backlog",
+        caption: "Waiting now, by age".into(),
+        series: counts("Waiting now, by age", ages),
+        line: false,
+    });
+    let days = f
+        .days
+        .iter()
+        .map(|d| {
+            (
+                d.day.date.to_string(),
+                d.received,
+                d.first_response_median_ms.map(minutes),
+            )
+        })
+        .collect();
+    Ok(Overview {
+        kind,
+        label: period.label(),
+        cards,
+        charts,
+        days,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_roughly() {
+        assert_eq!(age(10 * 60_000, 0), "10 min");
+        assert_eq!(age(192 * 60_000, 0), "3 h 12 min");
+        assert_eq!(age((2 * 24 * 60 + 4 * 60 + 5) * 60_000, 0), "2 d 4 h");
+        assert_eq!(
+            age(0, 60_000),
+            "0 min",
+            "a clock step back is no negative age"
+        );
+    }
+
+    #[test]
+    fn thread_links_open_the_chat_app() {
+        let m = ChatThread {
+            platform: Platform::Matrix,
+            room: "!abc:example.org".into(),
+            thread_ref: "$ev/1".into(),
+        };
+        assert_eq!(
+            thread_url(&m),
+            "https://matrix.to/#/!abc:example.org/$ev%2F1"
+        );
+        let s = ChatThread {
+            platform: Platform::Slack,
+            room: "C024BE91L".into(),
+            thread_ref: "1712345678.000200".into(),
+        };
+        assert_eq!(
+            thread_url(&s),
+            "https://slack.com/archives/C024BE91L/p1712345678000200"
+        );
+    }
+
+    #[test]
+    fn clean_text_keeps_lines_and_drops_controls() {
+        assert_eq!(clean_text("a\u{0}b\nc\u{1b}[31m"), "ab\nc[31m");
+    }
+}
