@@ -11,6 +11,7 @@
 //! `check-config` reports every problem at once, with its path and line
 //! (`mailbox[1].smtp.port: expected 1-65535 (line 27)`).
 
+pub mod cluster;
 mod load;
 mod oauth;
 pub mod rules;
@@ -69,6 +70,9 @@ pub struct Settings {
     /// The key that seals OAuth2 tokens at rest.
     #[serde(default, deserialize_with = "lenient")]
     pub secrets: SecretsSettings,
+    /// Replicas on one PostgreSQL database: heartbeats and leases.
+    #[serde(default, deserialize_with = "lenient")]
+    pub cluster: cluster::ClusterSettings,
 }
 
 impl Settings {
@@ -259,6 +263,7 @@ impl Settings {
         self.reactions.check(c);
         self.outbox.check(c);
         self.ops.check(c);
+        self.cluster.check(c);
         rules::settle(self, c);
     }
 }

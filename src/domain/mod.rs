@@ -5,6 +5,7 @@
 
 pub mod authres;
 pub mod chat;
+pub mod cluster;
 pub mod command;
 pub mod email;
 pub mod hygiene;

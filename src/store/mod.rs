@@ -29,6 +29,7 @@
 //! | replies found in Sent | `sent.rs` | `sql/sent.rs` (`emails`, `tickets`, `outbox`) |
 //! | the audit log | `audit.rs` | `sql/audit.rs` (`audit_log`) |
 //! | OAuth2 grants per mailbox | `grants.rs` | `sql/grants.rs` (`oauth_grants`) |
+//! | replicas, leases (its own trait, [`ClusterStore`]) | `cluster.rs` | `sql/cluster.rs` (`replicas`, `leases`, `outbox.taken_by`) |
 //!
 //! `sql/mod.rs` holds [`sql::SqlStore`] (connecting, migrating) and the one
 //! `impl TicketStore for SqlStore`, a line per method naming the file that
@@ -50,6 +51,7 @@
 //! would need each trait imported wherever a `SqlStore` is used.
 
 mod audit;
+mod cluster;
 mod emails;
 mod error;
 mod grants;
@@ -64,6 +66,7 @@ mod tickets;
 use async_trait::async_trait;
 
 pub use audit::AuditEntry;
+pub use cluster::{ClusterStatus, ClusterStore, LeaseRecord, NewReplica, ReplicaRecord};
 pub use emails::{EmailRecord, EmailState};
 pub use error::{StoreError, StoreResult};
 pub use grants::{Grant, NewGrant, Refreshed};
