@@ -20,6 +20,7 @@ mod mail_flow;
 mod matrix;
 mod oauth;
 mod ops;
+mod replicas;
 mod rules;
 mod sasl;
 mod sent_folder;

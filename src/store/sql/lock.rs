@@ -62,6 +62,18 @@ impl SqliteLock {
             lock: path.clone(),
             source,
         };
+        // Before the database is first opened its folder may not exist yet
+        // (the open creates it, owner-only, as here).
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
