@@ -919,6 +919,19 @@ async fn a_second_mailroom_run_on_one_sqlite_file_is_refused_naming_the_holder()
         String::from_utf8_lossy(&list.stderr)
     );
 
+    // The first one is unaffected: it still ingests (and, being fully up,
+    // stops cleanly on SIGTERM).
+    let writer = Writer::new(stack, &support, "carol@example.net");
+    writer
+        .writes(
+            &format!("single-{}@example.net", random_hex(4)),
+            "Hello",
+            "Hi",
+        )
+        .await;
+    let reader = db.store().await;
+    wait_tickets(&reader, 1).await;
+    reader.close().await;
     first.stop().await;
     let status = mailroom(&config, &["status"]);
     let out = String::from_utf8_lossy(&status.stdout);
