@@ -21,6 +21,7 @@ mod matrix;
 mod oauth;
 mod ops;
 mod replicas;
+mod replicas_bin;
 mod rules;
 mod sasl;
 mod sent_folder;
