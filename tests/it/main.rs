@@ -28,6 +28,8 @@ mod sent_folder;
 mod slack;
 #[macro_use]
 mod store_conformance;
+// After store_conformance: it uses its `conformance!` macro.
+mod store_cluster;
 mod store_grants;
 mod store_routing;
 mod store_sent;
