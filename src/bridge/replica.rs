@@ -128,10 +128,16 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
         return;
     };
     let all: Vec<MailboxName> = app.mailboxes.keys().cloned().collect();
+    // Health (and so the watchdog and /healthz) covers only the mailboxes
+    // this replica works; the others are another replica's to report.
+    for m in &all {
+        app.health.unwatch(m);
+    }
     let mut owned: BTreeMap<MailboxName, Owned> = BTreeMap::new();
+    let handovers = TaskTracker::new();
     let mut beats: u64 = 0;
     loop {
-        if let Err(e) = beat(&app, &cluster, &all, &mut owned, &cancel, beats).await {
+        if let Err(e) = beat(&app, &cluster, &all, &mut owned, &handovers, &cancel, beats).await {
             tracing::warn!(error = %e, "replica heartbeat failed; retrying");
             // Unable to renew: stop what the database may already have
             // given to another replica.
@@ -144,6 +150,7 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
                 if let Some(o) = owned.remove(&m) {
                     tracing::warn!(mailbox = %m, "lease not renewed in time; mailbox stopped here");
                     o.cancel.cancel();
+                    app.health.unwatch(&m);
                 }
             }
         }
@@ -156,6 +163,8 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
     for o in owned.values() {
         o.stop().await;
     }
+    handovers.close();
+    handovers.wait().await;
     match cluster.store.leave(&cluster.id).await {
         Ok(()) => tracing::info!(replica = %cluster.id, "replica left; its mailboxes are free"),
         Err(e) => {
@@ -170,6 +179,7 @@ async fn beat(
     c: &Cluster,
     all: &[MailboxName],
     owned: &mut BTreeMap<MailboxName, Owned>,
+    handovers: &TaskTracker,
     cancel: &CancellationToken,
     beats: u64,
 ) -> Result<(), crate::store::StoreError> {
@@ -193,6 +203,7 @@ async fn beat(
             // the fence from now on anyway.
             tracing::warn!(mailbox = %m, token = o.fence.token, "mailbox lease lost; stopping its tasks");
             o.cancel.cancel();
+            app.health.unwatch(&m);
         }
     }
     let live = c.store.live_replicas(ttl).await?;
@@ -201,8 +212,17 @@ async fn beat(
     for m in plan.release {
         if let Some(o) = owned.remove(&m) {
             tracing::info!(mailbox = %m, live, "handing a mailbox to a newer replica");
-            o.stop().await;
-            c.store.release_lease(&o.fence).await?;
+            app.health.unwatch(&m);
+            // Off the heartbeat: a slow step must not hold up the renewal
+            // of the other leases. Unrenewed meanwhile, the lease expires
+            // on its own if the stop outlasts it.
+            let store = c.store.clone();
+            handovers.spawn(async move {
+                o.stop().await;
+                if let Err(e) = store.release_lease(&o.fence).await {
+                    tracing::warn!(mailbox = %o.fence.resource, error = %e, "could not hand the lease back; it expires on its own");
+                }
+            });
         }
     }
     let mut want = plan.want;
@@ -223,6 +243,7 @@ async fn beat(
         let mailbox_cancel = cancel.child_token();
         let tasks = TaskTracker::new();
         let store = c.store.fenced(fence.clone());
+        app.health.watch(&m);
         super::spawn_mailbox(app, &m, store, &tasks, &mailbox_cancel);
         owned.insert(
             m,

@@ -222,6 +222,25 @@ async fn leases_spread_evenly_and_a_stopped_replica_s_mailboxes_move_without_los
     )
     .await;
 
+    // Each reports the health of its own mailbox only (the watchdog and
+    // /healthz would otherwise call the others' mailboxes stale).
+    let held = holders(&observer).await;
+    for r in [&a, &b, &c] {
+        let reported: Vec<String> = r
+            .app
+            .health
+            .report()
+            .into_iter()
+            .map(|m| format!("mailbox:{}", m.mailbox))
+            .collect();
+        let owned: Vec<String> = held
+            .iter()
+            .filter(|(_, o)| **o == r.id())
+            .map(|(res, _)| res.clone())
+            .collect();
+        assert_eq!(reported, owned, "{} reports {reported:?}", r.id());
+    }
+
     // A mail in each mailbox becomes one ticket, whoever owns it.
     let mut expected = BTreeSet::new();
     let write = |round: &str, i: usize| {
