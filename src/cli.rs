@@ -1,6 +1,7 @@
 //! The `mailroom` command line. `main.rs` only parses arguments and calls [`run`].
 
 mod auth;
+mod status;
 
 pub use auth::AuthCommand;
 
@@ -12,6 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::bridge::replica::Cluster;
 use crate::bridge::reply::{ReplyRequest, queue_reply};
 use crate::bridge::{App, now_ms};
 use crate::config::Settings;
@@ -21,7 +23,9 @@ use crate::domain::outbound::OutboundAttachment;
 use crate::domain::ticket::Status;
 use crate::domain::ticket::TicketEvent;
 use crate::store::Applied;
-use crate::store::sql::SqlStore;
+use crate::store::settings::DatabaseUrl;
+use crate::store::sql::lock::SqliteLock;
+use crate::store::sql::{Backend, SqlStore};
 use crate::store::{JobState, Requeued, TicketFilter, TicketStore};
 
 #[derive(Debug, Parser)]
@@ -63,6 +67,9 @@ pub enum Command {
     },
     /// Create or upgrade the database schema.
     Migrate,
+    /// Show who runs on this database: replicas, their heartbeats and
+    /// leases (PostgreSQL), or the process holding it (SQLite).
+    Status,
     /// Inspect tickets.
     #[command(subcommand)]
     Tickets(TicketsCommand),
@@ -309,6 +316,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             store.close().await;
             Ok(0)
         }
+        Command::Status => {
+            let settings = load_offline(&cli.config)?;
+            let mut out = std::io::stdout().lock();
+            match &settings.database.url {
+                DatabaseUrl::Sqlite { path } => status::print_sqlite(path.as_deref(), &mut out)?,
+                DatabaseUrl::Postgres(_) => {
+                    let store = open_store(&settings).await?;
+                    let cluster = crate::store::ClusterStore::cluster_status(&store).await;
+                    store.close().await;
+                    let live = status::Liveness {
+                        ttl_ms: settings.cluster.lease_ttl.as_millis() as i64,
+                    };
+                    status::print_cluster(&cluster?, &live, &mut out)?;
+                }
+            }
+            Ok(0)
+        }
         Command::Tickets(cmd) => {
             let settings = load_offline(&cli.config)?;
             let store = Arc::new(open_store(&settings).await?);
@@ -479,7 +503,26 @@ async fn open_store(settings: &Settings) -> anyhow::Result<SqlStore> {
 
 async fn run_daemon(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("{}", settings.summary());
-    let store = Arc::new(open_store(&settings).await?);
+    // SQLite is single-process: a second daemon on the file is refused
+    // before it touches anything. Held until the process ends.
+    let _single = match &settings.database.url {
+        DatabaseUrl::Sqlite { path: Some(path) } => Some(SqliteLock::acquire(path)?),
+        _ => None,
+    };
+    let opened = open_store(&settings).await?;
+    // On PostgreSQL every process is a replica: mailboxes by lease, the
+    // outbox shared (docs/SCALING.md).
+    let cluster = match opened.backend() {
+        Backend::Postgres => Some(Arc::new(Cluster::new(
+            &settings.cluster,
+            Arc::new(opened.clone()),
+        ))),
+        Backend::Sqlite => None,
+    };
+    let store = Arc::new(match &cluster {
+        Some(c) => opened.as_replica(c.id.clone(), c.lease_ttl),
+        None => opened,
+    });
     // Bound before anything connects, so a taken port stops the start with
     // the key to change rather than surfacing later in a task's log.
     let ops = match settings.ops.listen {
@@ -499,10 +542,12 @@ async fn run_daemon(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     let cancel = CancellationToken::new();
-    let chats = crate::bridge::connect_chats(&settings, &cancel)
+    let chats = crate::bridge::connect_chats_as(&settings, &cancel, cluster.clone())
         .await
         .map_err(|e| anyhow::anyhow!("chat: {e}"))?;
-    let app = Arc::new(App::new(settings, store.clone(), chats.platforms));
+    let mut app = App::new(settings, store.clone(), chats.platforms);
+    app.cluster = cluster;
+    let app = Arc::new(app);
     let signal_cancel = cancel.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

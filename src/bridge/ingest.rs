@@ -13,7 +13,9 @@ use crate::domain::routing::Route;
 use crate::domain::threading::{ThreadDecision, ThreadKeys, decide};
 use crate::mail::ingest::{IngestError, IngestSink, SinkError};
 use crate::mail::parse::{InboundEmail, parse_email};
-use crate::store::{Destination, JobSpec, LoopRecord, NewEmail, NewInbound, Recorded, StoreError};
+use crate::store::{
+    Destination, JobSpec, LoopRecord, NewEmail, NewInbound, Recorded, StoreError, TicketStore,
+};
 
 /// A fresh random ticket token.
 pub fn new_token() -> TicketToken {
@@ -34,11 +36,24 @@ pub fn new_token() -> TicketToken {
 pub struct MailboxIngest {
     app: Arc<App>,
     mailbox: MailboxName,
+    /// Where the mail and checkpoints go: the app's store, or, on a
+    /// replica, that store fenced by the mailbox's lease.
+    store: Arc<dyn TicketStore>,
 }
 
 impl MailboxIngest {
     pub fn new(app: Arc<App>, mailbox: MailboxName) -> Self {
-        MailboxIngest { app, mailbox }
+        let store = app.store.clone();
+        MailboxIngest::writing_to(app, mailbox, store)
+    }
+
+    /// Ingest whose writes go through `store` (a lease-fenced one).
+    pub fn writing_to(app: Arc<App>, mailbox: MailboxName, store: Arc<dyn TicketStore>) -> Self {
+        MailboxIngest {
+            app,
+            mailbox,
+            store,
+        }
     }
 
     /// Stores one raw email; `checkpoint` is advanced in the same transaction.
@@ -72,7 +87,7 @@ impl MailboxIngest {
         let count = mails.len();
         // Before the transaction: a network call never holds the database.
         let unavailable = self.app.unavailable_people().await;
-        let mut batch = self.app.store.begin_ingest().await?;
+        let mut batch = self.store.begin_ingest().await?;
         let mut done: Vec<(Recorded, MessageId)> = Vec::with_capacity(count);
         for (n, (raw, checkpoint)) in mails.into_iter().enumerate() {
             let parsed = parse_email(&raw);
@@ -262,12 +277,11 @@ impl From<StoreError> for SinkError {
 #[async_trait]
 impl IngestSink for MailboxIngest {
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {
-        Ok(self.app.store.checkpoint(&self.mailbox).await?)
+        Ok(self.store.checkpoint(&self.mailbox).await?)
     }
 
     async fn save_checkpoint(&self, cp: Checkpoint) -> Result<(), SinkError> {
         Ok(self
-            .app
             .store
             .save_checkpoint(&self.mailbox, cp, self.app.now_ms())
             .await?)

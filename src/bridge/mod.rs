@@ -18,6 +18,8 @@
 //! - [`snooze`]: `!snooze` / `!unsnooze` and the wake-up timer; `reminders`:
 //!   nudges for unclaimed tickets; [`digest`]: the daily digest. All three
 //!   are outbox timers (jobs due later, each in a lane of its own).
+//! - [`replica`]: one replica of several on PostgreSQL: heartbeats, and
+//!   the mailbox (and Matrix sync) leases it runs under.
 
 pub mod assign;
 pub mod board;
@@ -28,6 +30,7 @@ pub mod ingest;
 pub mod oauth;
 pub mod outbox;
 mod reminders;
+pub mod replica;
 pub mod reply;
 pub mod routing;
 pub mod sent;
@@ -132,6 +135,18 @@ pub async fn connect_chats(
     settings: &Settings,
     cancel: &CancellationToken,
 ) -> Result<Chats, crate::chat::ChatError> {
+    connect_chats_as(settings, cancel, None).await
+}
+
+/// [`connect_chats`] for one replica of several: the Matrix sync runs only
+/// on the replica holding the bot account's `matrix-sync` lease (every
+/// replica posts); Slack's Socket Mode runs everywhere, since Slack hands
+/// each event to one connection and a redelivery is recognised by its id.
+pub async fn connect_chats_as(
+    settings: &Settings,
+    cancel: &CancellationToken,
+    cluster: Option<Arc<replica::Cluster>>,
+) -> Result<Chats, crate::chat::ChatError> {
     let (tx, events) = tokio::sync::mpsc::unbounded_channel();
     let mut platforms: Vec<Arc<dyn ChatPlatform>> = Vec::new();
     let mut tasks = Vec::new();
@@ -139,7 +154,20 @@ pub async fn connect_chats(
         let rooms = settings.matrix_rooms();
         let matrix = Arc::new(crate::chat::matrix::MatrixChat::connect(m, &rooms).await?);
         tracing::info!(user = %matrix.user_id(), rooms = rooms.len(), "matrix connected");
-        tasks.push(tokio::spawn(matrix.clone().run(tx.clone(), cancel.clone())));
+        match cluster {
+            None => tasks.push(tokio::spawn(matrix.clone().run(tx.clone(), cancel.clone()))),
+            Some(cluster) => {
+                let resource =
+                    crate::domain::cluster::LeaseResource::MatrixSync(matrix.user_id().to_string());
+                let (sync, events) = (matrix.clone(), tx.clone());
+                tasks.push(tokio::spawn(replica::leased(
+                    cluster,
+                    resource,
+                    move |run| sync.clone().run(events.clone(), run),
+                    cancel.clone(),
+                )));
+            }
+        }
         platforms.push(matrix);
     }
     if let Some(s) = &settings.slack {
@@ -157,6 +185,57 @@ pub async fn connect_chats(
         events,
         tasks,
     })
+}
+
+/// Starts a mailbox's ingest (and Sent watcher, when watched) on `tracker`
+/// until `cancel`, writing through `store` (on a replica, fenced by the
+/// mailbox's lease).
+pub(crate) fn spawn_mailbox(
+    app: &Arc<App>,
+    name: &MailboxName,
+    store: Arc<dyn TicketStore>,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) {
+    let Some(m) = app.mailboxes.get(name) else {
+        return;
+    };
+    let sink = Arc::new(ingest::MailboxIngest::writing_to(
+        app.clone(),
+        name.clone(),
+        store.clone(),
+    ));
+    let watch = crate::mail::ingest::Watch {
+        settings: m.settings.imap.clone(),
+        login: m.login.clone(),
+        initial: m.settings.initial_sync.clone(),
+        check_every: app.settings.ops.check_every(),
+        sign_in_retry: app.sign_in_retry,
+    };
+    if m.settings.imap.watch_sent {
+        let sent_watch = crate::mail::ingest::Watch {
+            settings: watch.settings.clone(),
+            login: watch.login.clone(),
+            initial: watch.initial.clone(),
+            check_every: watch.check_every,
+            sign_in_retry: watch.sign_in_retry,
+        };
+        let sink = Arc::new(sent::SentIngest::writing_to(
+            app.clone(),
+            name.clone(),
+            store,
+        ));
+        let span = tracing::info_span!("sent", mailbox = %name);
+        tracker.spawn(tracing::Instrument::instrument(
+            crate::mail::sent::watch(sent_watch, sink, cancel.clone()),
+            span,
+        ));
+    }
+    let span = tracing::info_span!("ingest", mailbox = %name);
+    tracker.spawn(tracing::Instrument::instrument(
+        crate::mail::ingest::run(watch, sink, cancel.clone()),
+        span,
+    ));
 }
 
 /// The outbox depth `/metrics` reads, counted by the store.
@@ -241,6 +320,11 @@ pub struct App {
     /// Tells the board tasks that tickets moved or a teammate opened their
     /// board ([`board`]).
     pub board: board::BoardHub,
+    /// Set when this process is one replica of several (PostgreSQL): the
+    /// mailboxes then run under leases ([`replica`]); unset, every mailbox
+    /// runs here. `store` must then be the same database as this replica
+    /// (`SqlStore::as_replica`), so its outbox records the jobs it takes.
+    pub cluster: Option<Arc<replica::Cluster>>,
 }
 
 impl App {
@@ -302,6 +386,7 @@ impl App {
             clock: Arc::new(SystemClock),
             presence: Arc::new(assign::PresenceCache::default()),
             board: board::BoardHub::default(),
+            cluster: None,
         }
     }
 
@@ -373,52 +458,36 @@ impl App {
         web: Option<tokio::net::TcpListener>,
     ) {
         let tracker = TaskTracker::new();
-        let recovered = match self.store.recover_in_flight(self.now_ms()).await {
-            Ok(jobs) => jobs,
-            Err(e) => {
-                tracing::error!(error = %e, "could not inspect the outbox after start");
-                Vec::new()
+        match &self.cluster {
+            None => {
+                let recovered = match self.store.recover_in_flight(self.now_ms()).await {
+                    Ok(jobs) => jobs,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not inspect the outbox after start");
+                        Vec::new()
+                    }
+                };
+                outbox::report_recovered(&self, recovered).await;
+                for name in self.mailboxes.keys() {
+                    spawn_mailbox(&self, name, self.store.clone(), &tracker, &cancel);
+                }
             }
-        };
-        outbox::report_recovered(&self, recovered).await;
+            Some(cluster) => {
+                // Registered before the outbox worker takes a job, so the
+                // others never see a job of a replica they think is dead.
+                if let Err(e) = cluster.register().await {
+                    tracing::error!(error = %e, "could not register this replica; retrying on the next heartbeat");
+                }
+                tracing::info!(replica = %cluster.id, "running as one replica of several; mailboxes by lease");
+                tracker.spawn(replica::run(self.clone(), cancel.clone()));
+            }
+        }
+        // Timers of every replica land in the one outbox, made once each
+        // by their own marks, so every replica may schedule them.
         if let Err(e) = digest::ensure_timers(&self).await {
             tracing::error!(error = %e, "could not schedule the digests");
         }
         sla::check_all(&self).await;
-        for name in self.mailboxes.keys() {
-            let sink = Arc::new(ingest::MailboxIngest::new(self.clone(), name.clone()));
-            let Some(m) = self.mailboxes.get(name) else {
-                continue;
-            };
-            let watch = crate::mail::ingest::Watch {
-                settings: m.settings.imap.clone(),
-                login: m.login.clone(),
-                initial: m.settings.initial_sync.clone(),
-                check_every: self.settings.ops.check_every(),
-                sign_in_retry: self.sign_in_retry,
-            };
-            if m.settings.imap.watch_sent {
-                let sent_watch = crate::mail::ingest::Watch {
-                    settings: watch.settings.clone(),
-                    login: watch.login.clone(),
-                    initial: watch.initial.clone(),
-                    check_every: watch.check_every,
-                    sign_in_retry: watch.sign_in_retry,
-                };
-                let sink = Arc::new(sent::SentIngest::new(self.clone(), name.clone()));
-                let span = tracing::info_span!("sent", mailbox = %name);
-                tracker.spawn(tracing::Instrument::instrument(
-                    crate::mail::sent::watch(sent_watch, sink, cancel.clone()),
-                    span,
-                ));
-            }
-            let cancel = cancel.clone();
-            let span = tracing::info_span!("ingest", mailbox = %name);
-            tracker.spawn(tracing::Instrument::instrument(
-                crate::mail::ingest::run(watch, sink, cancel),
-                span,
-            ));
-        }
         for login in self.oauth.values() {
             let span = tracing::info_span!("oauth", mailbox = %login.mailbox());
             tracker.spawn(tracing::Instrument::instrument(

@@ -19,17 +19,30 @@ use crate::domain::ids::{EmailAddress, MailboxName};
 use crate::domain::mailbox::{Checkpoint, FolderRole};
 use crate::mail::ingest::{IngestError, IngestSink, SinkError};
 use crate::mail::parse::parse_email;
-use crate::store::{SentBatch, SentMail, SentRecorded, StoreError};
+use crate::store::{SentBatch, SentMail, SentRecorded, StoreError, TicketStore};
 
 /// The Sent watcher's sink for one mailbox.
 pub struct SentIngest {
     app: Arc<App>,
     mailbox: MailboxName,
+    /// The app's store, or on a replica that store fenced by the
+    /// mailbox's lease.
+    store: Arc<dyn TicketStore>,
 }
 
 impl SentIngest {
     pub fn new(app: Arc<App>, mailbox: MailboxName) -> Self {
-        SentIngest { app, mailbox }
+        let store = app.store.clone();
+        SentIngest::writing_to(app, mailbox, store)
+    }
+
+    /// A Sent watcher whose writes go through `store` (a lease-fenced one).
+    pub fn writing_to(app: Arc<App>, mailbox: MailboxName, store: Arc<dyn TicketStore>) -> Self {
+        SentIngest {
+            app,
+            mailbox,
+            store,
+        }
     }
 
     /// Stores raw Sent messages (in UID order) with the checkpoint of the
@@ -59,7 +72,7 @@ impl SentIngest {
             post_to: self.app.platforms_for(&self.mailbox),
             now_ms: now,
         };
-        let recorded = self.app.store.record_sent(batch).await?;
+        let recorded = self.store.record_sent(batch).await?;
         let mut posted = false;
         for (r, message_id) in recorded.iter().zip(&ids) {
             match r {
@@ -113,7 +126,6 @@ fn sent_mail(raw: Vec<u8>, shared: &EmailAddress, now_ms: i64) -> SentMail {
 impl IngestSink for SentIngest {
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {
         Ok(self
-            .app
             .store
             .folder_checkpoint(&self.mailbox, FolderRole::Sent)
             .await?)
@@ -121,7 +133,6 @@ impl IngestSink for SentIngest {
 
     async fn save_checkpoint(&self, cp: Checkpoint) -> Result<(), SinkError> {
         Ok(self
-            .app
             .store
             .save_folder_checkpoint(&self.mailbox, FolderRole::Sent, cp, self.app.now_ms())
             .await?)

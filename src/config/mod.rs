@@ -11,6 +11,7 @@
 //! `check-config` reports every problem at once, with its path and line
 //! (`mailbox[1].smtp.port: expected 1-65535 (line 27)`).
 
+pub mod cluster;
 pub mod digest;
 mod load;
 mod oauth;
@@ -94,6 +95,9 @@ pub struct Settings {
     /// `[[digest]]`: daily summaries per mailbox.
     #[serde(default, rename = "digest", deserialize_with = "list")]
     pub digests: Vec<digest::DigestSettings>,
+    /// Replicas on one PostgreSQL database: heartbeats and leases.
+    #[serde(default, deserialize_with = "lenient")]
+    pub cluster: cluster::ClusterSettings,
 }
 
 impl Settings {
@@ -287,6 +291,7 @@ impl Settings {
         for (key, problem) in self.web.problems() {
             c.problem(format!("web.{key}"), problem);
         }
+        self.cluster.check(c);
         rules::settle(self, c);
         digest::settle(self, c);
         sla::settle(self, c);

@@ -9,6 +9,7 @@ pub mod authres;
 pub mod board;
 pub mod calendar;
 pub mod chat;
+pub mod cluster;
 pub mod command;
 pub mod digest;
 pub mod email;

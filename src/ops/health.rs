@@ -88,6 +88,9 @@ fn ser_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S
 
 #[derive(Debug)]
 struct Entry {
+    /// Since when this process watches the mailbox (its start, or on a
+    /// replica when it took the mailbox's lease): "starting" until then.
+    since: Instant,
     last_checked: Option<Instant>,
     last_error: Option<String>,
     announced: Announced,
@@ -97,7 +100,6 @@ struct Entry {
 #[derive(Debug)]
 pub struct Health {
     stale_after: Duration,
-    started: Instant,
     // A std Mutex: every critical section is a few field updates, never
     // held across an await.
     mailboxes: Mutex<BTreeMap<MailboxName, Entry>>,
@@ -105,9 +107,9 @@ pub struct Health {
 
 impl Health {
     pub fn new(mailboxes: impl IntoIterator<Item = MailboxName>, stale_after: Duration) -> Health {
+        let started = Instant::now();
         Health {
             stale_after,
-            started: Instant::now(),
             mailboxes: Mutex::new(
                 mailboxes
                     .into_iter()
@@ -115,6 +117,7 @@ impl Health {
                         (
                             m,
                             Entry {
+                                since: started,
                                 last_checked: None,
                                 last_error: None,
                                 announced: Announced::Healthy,
@@ -138,6 +141,29 @@ impl Health {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut guard)
+    }
+
+    /// Starts reporting a mailbox this process now works (a replica took
+    /// its lease): starting, then stale if it is not checked in time.
+    pub fn watch(&self, mailbox: &MailboxName) {
+        let now = Instant::now();
+        self.with(|m| {
+            m.entry(mailbox.clone()).or_insert(Entry {
+                since: now,
+                last_checked: None,
+                last_error: None,
+                announced: Announced::Healthy,
+            });
+        });
+    }
+
+    /// Stops reporting a mailbox another process works now: a replica
+    /// must not call a mailbox stale (nor tell its room) because it is
+    /// not the one checking it.
+    pub fn unwatch(&self, mailbox: &MailboxName) {
+        self.with(|m| {
+            m.remove(mailbox);
+        });
     }
 
     /// The mailbox was just checked successfully.
@@ -176,12 +202,11 @@ impl Health {
             m.iter()
                 .map(|(name, e)| MailboxReport {
                     mailbox: name.clone(),
-                    state: CheckState::at(e.last_checked, self.started, now, self.stale_after),
+                    state: CheckState::at(e.last_checked, e.since, now, self.stale_after),
                     last_check_age: e.last_checked.map(|t| now.saturating_duration_since(t)),
                     last_error: e.last_error.clone(),
                     announced: e.announced,
-                    unchecked_for: now
-                        .saturating_duration_since(e.last_checked.unwrap_or(self.started)),
+                    unchecked_for: now.saturating_duration_since(e.last_checked.unwrap_or(e.since)),
                 })
                 .collect()
         })
@@ -191,6 +216,23 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_watched_mailboxes_are_reported() {
+        let a = MailboxName::parse("a").unwrap();
+        let b = MailboxName::parse("b").unwrap();
+        let h = Health::new([a.clone(), b.clone()], STALE);
+        h.unwatch(&a);
+        let names: Vec<MailboxName> = h.report().into_iter().map(|r| r.mailbox).collect();
+        assert_eq!(names, vec![b.clone()]);
+        h.watch(&a);
+        h.checked(&b);
+        h.watch(&b); // already watched: keeps its check
+        let r = h.report();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].state, CheckState::Starting);
+        assert_eq!(r[1].state, CheckState::Ok);
+    }
 
     const STALE: Duration = Duration::from_secs(300);
 

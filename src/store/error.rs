@@ -19,6 +19,11 @@ pub enum StoreError {
     /// The database could not be opened (bad path, permissions).
     #[error("cannot open the database: {0}")]
     Open(String),
+    /// A write under a lease was refused: the lease changed hands (or was
+    /// released) since the writer took it, so another replica owns the
+    /// resource now and this write must not land (docs/SCALING.md).
+    #[error("lease on {resource} lost (token {token} is no longer current); write refused")]
+    Fenced { resource: String, token: i64 },
 }
 
 impl StoreError {

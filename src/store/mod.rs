@@ -35,6 +35,7 @@
 //! | SLA clocks' facts and markers | `sla.rs` | `sql/sla.rs` (`sla_tickets`, `sla_pauses`, `sla_marks`) |
 //! | dashboard sign-in links and sessions | `web.rs` | `sql/web.rs` (`web_links`, `web_sessions`) |
 //! | figures (read only) | `analytics.rs` | `sql/analytics.rs` (`tickets`, `ticket_tags`, `audit_log`, `emails`) |
+//! | replicas, leases (its own trait, [`ClusterStore`]) | `cluster.rs` | `sql/cluster.rs` (`replicas`, `leases`, `outbox.taken_by`) |
 //!
 //! `sql/mod.rs` holds [`sql::SqlStore`] (connecting, migrating) and the one
 //! `impl TicketStore for SqlStore`, a line per method naming the file that
@@ -58,6 +59,7 @@
 pub mod analytics;
 mod assign;
 mod audit;
+mod cluster;
 mod emails;
 mod error;
 mod grants;
@@ -76,6 +78,7 @@ use async_trait::async_trait;
 
 pub use assign::AwayMark;
 pub use audit::AuditEntry;
+pub use cluster::{ClusterStatus, ClusterStore, LeaseRecord, NewReplica, ReplicaRecord};
 pub use emails::{EmailRecord, EmailState};
 pub use error::{StoreError, StoreResult};
 pub use grants::{Grant, NewGrant, Refreshed};

@@ -300,7 +300,7 @@ async fn serve(
 // A chat that records what the thread is told
 
 #[derive(Default)]
-struct RecordingChat {
+pub(crate) struct RecordingChat {
     notices: Mutex<Vec<(TicketId, String)>>,
 }
 

@@ -24,6 +24,8 @@ mod mail_flow;
 mod matrix;
 mod oauth;
 mod ops;
+mod replicas;
+mod replicas_bin;
 mod rules;
 mod sasl;
 mod sent_folder;
@@ -36,6 +38,8 @@ mod stats_chat;
 mod store_analytics;
 mod store_assign;
 mod store_board;
+// After store_conformance: it uses its `conformance!` macro.
+mod store_cluster;
 mod store_grants;
 mod store_routing;
 mod store_sent;

@@ -129,6 +129,7 @@ impl MatrixChat {
             aliases,
             reactions: Mutex::new(HashMap::new()),
             settled: std::sync::atomic::AtomicBool::new(false),
+            handlers_added: std::sync::atomic::AtomicBool::new(false),
             pace: Mutex::new(Pace::default()),
             burst: tokio::sync::Notify::new(),
         })

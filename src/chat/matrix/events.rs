@@ -81,7 +81,12 @@ impl MatrixChat {
                 }
             }
         }
-        self.register_handlers(events);
+        if !self
+            .handlers_added
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.register_handlers(events);
+        }
         for id in &self.rooms {
             if let Some(room) = self.client.get_room(id)
                 && room.state() == RoomState::Invited

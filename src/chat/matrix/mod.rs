@@ -51,6 +51,10 @@ pub struct MatrixChat {
     /// is retried soon, not after the outbox's backoff: on a first start the
     /// outbox would otherwise sit out seconds of backlog waiting for a join.
     settled: std::sync::atomic::AtomicBool,
+    /// The event handlers are added once per client: a sync that stops
+    /// and starts again (a replica losing then regaining the sync lease)
+    /// must not add a second set, which would deliver every event twice.
+    handlers_added: std::sync::atomic::AtomicBool,
     /// The bot's recent posts: during a burst it polls instead of
     /// long-polling (see `pace`).
     pace: Mutex<Pace>,

@@ -4,6 +4,9 @@
 
 use sqlx::{AnyPool, Row};
 
+use super::Backend;
+use super::cluster::check_fence;
+use crate::domain::cluster::Fence;
 use crate::domain::ids::MailboxName;
 use crate::domain::mailbox::{Checkpoint, FolderRole};
 use crate::store::StoreResult;
@@ -31,12 +34,20 @@ pub(super) async fn checkpoint(
 
 pub(super) async fn save_checkpoint(
     pool: &AnyPool,
+    fence: Option<(Backend, &Fence)>,
     mailbox: &MailboxName,
     role: FolderRole,
     cp: Checkpoint,
     now_ms: i64,
 ) -> StoreResult<()> {
-    upsert_checkpoint(pool, mailbox, role, cp, now_ms).await
+    let Some((backend, fence)) = fence else {
+        return upsert_checkpoint(pool, mailbox, role, cp, now_ms).await;
+    };
+    let mut tx = pool.begin().await?;
+    check_fence(&mut tx, backend, fence).await?;
+    upsert_checkpoint(&mut *tx, mailbox, role, cp, now_ms).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 pub(super) async fn upsert_checkpoint<'e, E>(

@@ -9,14 +9,17 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use sqlx::{AnyConnection, AnyPool, Row};
 
+use super::Backend;
 use super::audit::insert_audit;
 use super::checkpoints::upsert_checkpoint;
+use super::cluster::check_fence;
 use super::emails::{first_piece, insert_later_pieces};
 use super::outbox::insert_job;
 use super::tickets::{apply_on, state_from_row};
 use super::{AnyTx, corrupt};
 use crate::domain::assign::Pick;
 use crate::domain::chat::Platform;
+use crate::domain::cluster::Fence;
 use crate::domain::email::ContentHash;
 use crate::domain::hygiene::{LoopFacts, LoopVerdict};
 use crate::domain::ids::{Actor, Agent, EmailAddress, MailboxName, MessageId, TicketId};
@@ -56,22 +59,36 @@ pub(super) async fn thread_candidates(
     thread_candidates_on(&mut conn, mailbox, keys).await
 }
 
-pub(super) async fn record_inbound(pool: &AnyPool, new: NewInbound) -> StoreResult<Recorded> {
+pub(super) async fn record_inbound(
+    pool: &AnyPool,
+    fence: Option<(Backend, &Fence)>,
+    new: NewInbound,
+) -> StoreResult<Recorded> {
     let mut tx = pool.begin().await?;
     let recorded = record_inbound_on(&mut tx, new).await?;
+    if let Some((backend, fence)) = fence {
+        check_fence(&mut tx, backend, fence).await?;
+    }
     tx.commit().await?;
     Ok(recorded)
 }
 
-pub(super) async fn begin_ingest(pool: &AnyPool) -> StoreResult<Box<dyn IngestBatch>> {
+pub(super) async fn begin_ingest(
+    pool: &AnyPool,
+    fence: Option<(Backend, &Fence)>,
+) -> StoreResult<Box<dyn IngestBatch>> {
     Ok(Box::new(SqlIngestBatch {
         tx: pool.begin().await?,
+        fence: fence.map(|(b, f)| (b, f.clone())),
     }))
 }
 
 /// Inbound emails stored in one transaction (see [`IngestBatch`]).
 struct SqlIngestBatch {
     tx: AnyTx,
+    /// Checked just before the commit: a batch whose lease changed hands
+    /// meanwhile is rolled back whole, and the new owner fetches it again.
+    fence: Option<(Backend, Fence)>,
 }
 
 #[async_trait]
@@ -172,7 +189,10 @@ impl IngestBatch for SqlIngestBatch {
         Ok(())
     }
 
-    async fn commit(self: Box<Self>) -> StoreResult<()> {
+    async fn commit(mut self: Box<Self>) -> StoreResult<()> {
+        if let Some((backend, fence)) = &self.fence {
+            check_fence(&mut self.tx, *backend, fence).await?;
+        }
         self.tx.commit().await?;
         Ok(())
     }

@@ -27,6 +27,9 @@
 //! - `assign.rs`: auto-assignment (the pick inside an ingest, away marks).
 //! - `sla.rs`: SLA clocks' facts (kept by the flows above) and their once-only marks.
 //! - `web.rs`: the dashboard's one-time sign-in links and sessions (hashes only).
+//! - `cluster.rs`: replicas, leases and the fence check (the
+//!   [`ClusterStore`] impl is at the end of this file).
+//! - `lock.rs`: the lock file that keeps a SQLite database to one process.
 //!
 //! A transaction that also queues a job, writes an audit line, advances a
 //! checkpoint or links a thread does so through the owning file's
@@ -43,9 +46,11 @@ mod audit;
 mod board;
 mod chat;
 mod checkpoints;
+mod cluster;
 mod emails;
 mod grants;
 mod ingest;
+pub mod lock;
 mod outbox;
 mod replies;
 mod sent;
@@ -63,13 +68,15 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 use super::{
-    Applied, AuditEntry, AwayMark, EmailRecord, EmailState, Grant, IngestBatch, Job, JobOutcome,
-    JobSpec, JobState, NewGrant, NewInbound, NewReply, NewWebLink, NewWebSession, OutgoingMail,
-    Recorded, Refreshed, Requeued, SentBatch, SentRecorded, Settlement, SnoozeSet, StoreError,
-    StoreResult, TicketFilter, TicketRecord, TicketStore, WakeIf,
+    Applied, AuditEntry, AwayMark, ClusterStatus, ClusterStore, EmailRecord, EmailState, Grant,
+    IngestBatch, Job, JobOutcome, JobSpec, JobState, NewGrant, NewInbound, NewReplica, NewReply,
+    NewWebLink, NewWebSession, OutgoingMail, Recorded, Refreshed, Requeued, SentBatch,
+    SentRecorded, Settlement, SnoozeSet, StoreError, StoreResult, TicketFilter, TicketRecord,
+    TicketStore, WakeIf,
 };
 use crate::domain::analytics::{ActiveTicket, PeriodRows, Scope};
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
+use crate::domain::cluster::{Fence, LeaseResource, ReplicaId};
 use crate::domain::email::ContentHash;
 use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, TicketId};
 use crate::domain::mailbox::{Checkpoint, FolderRole};
@@ -91,6 +98,19 @@ pub enum Backend {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// Set when this process is one of several replicas (PostgreSQL).
+    replica: Option<ReplicaRole>,
+    /// Set on the store a leased mailbox's tasks write through
+    /// ([`ClusterStore::fenced`]).
+    fence: Option<Fence>,
+}
+
+/// Who this store's outbox takes jobs as, and how long a silent replica
+/// is still counted alive (its in-flight jobs are left alone until then).
+#[derive(Debug, Clone)]
+pub(crate) struct ReplicaRole {
+    pub(crate) id: ReplicaId,
+    pub(crate) ttl_ms: i64,
 }
 
 type AnyTx = sqlx::Transaction<'static, sqlx::Any>;
@@ -145,6 +165,8 @@ impl SqlStore {
                 Ok(SqlStore {
                     pool,
                     backend: Backend::Sqlite,
+                    replica: None,
+                    fence: None,
                 })
             }
             DatabaseUrl::Postgres(secret) => {
@@ -162,6 +184,8 @@ impl SqlStore {
                 Ok(SqlStore {
                     pool,
                     backend: Backend::Postgres,
+                    replica: None,
+                    fence: None,
                 })
             }
         }
@@ -169,6 +193,30 @@ impl SqlStore {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// This store (same pool) as replica `id` of several: its outbox
+    /// records itself as each job's taker, and recovery after a crash
+    /// touches only jobs of replicas silent for longer than `lease_ttl`
+    /// (a live replica's in-flight work is its own).
+    pub fn as_replica(&self, id: ReplicaId, lease_ttl: Duration) -> SqlStore {
+        SqlStore {
+            replica: Some(ReplicaRole {
+                id,
+                ttl_ms: lease_ttl.as_millis().min(i64::MAX as u128) as i64,
+            }),
+            ..self.clone()
+        }
+    }
+
+    /// The fence this store's checkpoint-advancing writes check, with the
+    /// backend the check is written for.
+    fn fenced_by(&self) -> Option<(Backend, &Fence)> {
+        self.fence.as_ref().map(|f| (self.backend, f))
+    }
+
+    fn taker(&self) -> Option<&ReplicaId> {
+        self.replica.as_ref().map(|r| &r.id)
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -235,7 +283,15 @@ impl TicketStore for SqlStore {
         cp: Checkpoint,
         now_ms: i64,
     ) -> StoreResult<()> {
-        checkpoints::save_checkpoint(&self.pool, mailbox, FolderRole::Inbox, cp, now_ms).await
+        checkpoints::save_checkpoint(
+            &self.pool,
+            self.fenced_by(),
+            mailbox,
+            FolderRole::Inbox,
+            cp,
+            now_ms,
+        )
+        .await
     }
 
     async fn folder_checkpoint(
@@ -253,11 +309,11 @@ impl TicketStore for SqlStore {
         cp: Checkpoint,
         now_ms: i64,
     ) -> StoreResult<()> {
-        checkpoints::save_checkpoint(&self.pool, mailbox, role, cp, now_ms).await
+        checkpoints::save_checkpoint(&self.pool, self.fenced_by(), mailbox, role, cp, now_ms).await
     }
 
     async fn record_sent(&self, batch: SentBatch) -> StoreResult<Vec<SentRecorded>> {
-        sent::record_sent(&self.pool, batch).await
+        sent::record_sent(&self.pool, self.fenced_by(), batch).await
     }
 
     async fn has_email(
@@ -278,11 +334,11 @@ impl TicketStore for SqlStore {
     }
 
     async fn record_inbound(&self, new: NewInbound) -> StoreResult<Recorded> {
-        ingest::record_inbound(&self.pool, new).await
+        ingest::record_inbound(&self.pool, self.fenced_by(), new).await
     }
 
     async fn begin_ingest(&self) -> StoreResult<Box<dyn IngestBatch>> {
-        ingest::begin_ingest(&self.pool).await
+        ingest::begin_ingest(&self.pool, self.fenced_by()).await
     }
 
     async fn ticket(&self, id: TicketId) -> StoreResult<Option<TicketRecord>> {
@@ -414,7 +470,7 @@ impl TicketStore for SqlStore {
     }
 
     async fn next_job(&self, now_ms: i64) -> StoreResult<Option<Job>> {
-        outbox::next_job(&self.pool, now_ms).await
+        outbox::next_job(&self.pool, self.backend, self.taker(), now_ms).await
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<i64>> {
@@ -422,11 +478,11 @@ impl TicketStore for SqlStore {
     }
 
     async fn finish_job(&self, job: &Job, outcome: &JobOutcome, now_ms: i64) -> StoreResult<()> {
-        outbox::finish_job(&self.pool, job, outcome, now_ms).await
+        outbox::finish_job(&self.pool, self.taker(), job, outcome, now_ms).await
     }
 
     async fn settle_job(&self, job: &Job, settlement: &Settlement, now_ms: i64) -> StoreResult<()> {
-        outbox::settle_job(&self.pool, job, settlement, now_ms).await
+        outbox::settle_job(&self.pool, self.taker(), job, settlement, now_ms).await
     }
 
     async fn requeue_job(&self, id: i64, actor: &Actor, now_ms: i64) -> StoreResult<Requeued> {
@@ -434,7 +490,7 @@ impl TicketStore for SqlStore {
     }
 
     async fn recover_in_flight(&self, now_ms: i64) -> StoreResult<Vec<Job>> {
-        outbox::recover_in_flight(&self.pool, now_ms).await
+        outbox::recover_in_flight(&self.pool, self.backend, self.replica.as_ref(), now_ms).await
     }
 
     async fn jobs(&self, states: &[JobState]) -> StoreResult<Vec<Job>> {
@@ -603,5 +659,60 @@ impl TicketStore for SqlStore {
 
     async fn web_session(&self, id: &SecretHash, now_ms: i64) -> StoreResult<Option<Agent>> {
         web::web_session(&self.pool, id, now_ms).await
+    }
+}
+
+#[async_trait]
+impl ClusterStore for SqlStore {
+    async fn db_now_ms(&self) -> StoreResult<i64> {
+        cluster::db_now_ms(&self.pool, self.backend).await
+    }
+
+    async fn register_replica(&self, replica: &NewReplica) -> StoreResult<()> {
+        cluster::register_replica(&self.pool, self.backend, replica).await
+    }
+
+    async fn heartbeat(&self, id: &ReplicaId) -> StoreResult<bool> {
+        cluster::heartbeat(&self.pool, self.backend, id).await
+    }
+
+    async fn live_replicas(&self, ttl_ms: i64) -> StoreResult<usize> {
+        cluster::live_replicas(&self.pool, self.backend, ttl_ms).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        resource: &LeaseResource,
+        owner: &ReplicaId,
+        ttl_ms: i64,
+    ) -> StoreResult<Option<Fence>> {
+        cluster::acquire_lease(&self.pool, self.backend, resource, owner, ttl_ms).await
+    }
+
+    async fn renew_lease(&self, fence: &Fence, ttl_ms: i64) -> StoreResult<bool> {
+        cluster::renew_lease(&self.pool, self.backend, fence, ttl_ms).await
+    }
+
+    async fn release_lease(&self, fence: &Fence) -> StoreResult<()> {
+        cluster::release_lease(&self.pool, fence).await
+    }
+
+    async fn leave(&self, id: &ReplicaId) -> StoreResult<()> {
+        cluster::leave(&self.pool, id).await
+    }
+
+    async fn prune_replicas(&self, older_than_ms: i64) -> StoreResult<u64> {
+        cluster::prune_replicas(&self.pool, self.backend, older_than_ms).await
+    }
+
+    async fn cluster_status(&self) -> StoreResult<ClusterStatus> {
+        cluster::cluster_status(&self.pool, self.backend).await
+    }
+
+    fn fenced(&self, fence: Fence) -> std::sync::Arc<dyn TicketStore> {
+        std::sync::Arc::new(SqlStore {
+            fence: Some(fence),
+            ..self.clone()
+        })
     }
 }

@@ -3,11 +3,12 @@
 //! job, requeueing a failed one, recovery after a crash. Table: `outbox`.
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 use super::audit::insert_audit;
 use super::chat::link_thread;
-use super::{AnyTx, corrupt};
+use super::{AnyTx, Backend, ReplicaRole, corrupt};
+use crate::domain::cluster::ReplicaId;
 use crate::domain::ids::{Actor, TicketId};
 use crate::store::{Job, JobOutcome, JobSpec, JobState, Requeued, Settlement, StoreResult};
 
@@ -24,9 +25,16 @@ pub(super) async fn enqueue(
     Ok(id)
 }
 
-pub(super) async fn next_job(pool: &AnyPool, now_ms: i64) -> StoreResult<Option<Job>> {
+pub(super) async fn next_job(
+    pool: &AnyPool,
+    backend: Backend,
+    taker: Option<&ReplicaId>,
+    now_ms: i64,
+) -> StoreResult<Option<Job>> {
     // The head of each lane that is due: no earlier job of its lane
-    // pending or in flight, and none in flight at all.
+    // pending or in flight, and none in flight at all. Both hold across
+    // replicas: a job another replica is taking is pending or in flight in
+    // any snapshot, so the next job of its lane is never a head meanwhile.
     macro_rules! due {
         () => {
             "SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.not_before <= $1 \
@@ -35,18 +43,29 @@ pub(super) async fn next_job(pool: &AnyPool, now_ms: i64) -> StoreResult<Option<
              ORDER BY o.not_before, o.id LIMIT 1"
         };
     }
+    // On PostgreSQL, replicas taking at once pass over a row another is
+    // taking (SKIP LOCKED) rather than queue behind it for the same job.
+    let take = match backend {
+        Backend::Postgres => concat!(
+            "UPDATE outbox SET state = 'in_flight', attempts = attempts + 1, updated_at = $1, taken_by = $2 WHERE id = (",
+            due!(),
+            " FOR UPDATE SKIP LOCKED) AND state = 'pending' RETURNING *"
+        ),
+        Backend::Sqlite => concat!(
+            "UPDATE outbox SET state = 'in_flight', attempts = attempts + 1, updated_at = $1, taken_by = $2 WHERE id = (",
+            due!(),
+            ") AND state = 'pending' RETURNING *"
+        ),
+    };
     loop {
         // Chosen and taken in one statement (one round trip per job).
         // The `state` condition is checked again on the row itself, so
         // of two workers choosing the same job only one takes it.
-        let taken = sqlx::query(concat!(
-            "UPDATE outbox SET state = 'in_flight', attempts = attempts + 1, updated_at = $1 WHERE id = (",
-            due!(),
-            ") AND state = 'pending' RETURNING *"
-        ))
-        .bind(now_ms)
-        .fetch_optional(pool)
-        .await?;
+        let taken = sqlx::query(take)
+            .bind(now_ms)
+            .bind(taker.map(|t| t.as_str().to_owned()))
+            .fetch_optional(pool)
+            .await?;
         if let Some(row) = taken {
             return Ok(Some(job_from_row(&row)?));
         }
@@ -71,32 +90,48 @@ pub(super) async fn next_due_at(pool: &AnyPool) -> StoreResult<Option<i64>> {
 
 pub(super) async fn finish_job(
     pool: &AnyPool,
+    taker: Option<&ReplicaId>,
     job: &Job,
     outcome: &JobOutcome,
     now_ms: i64,
 ) -> StoreResult<()> {
-    let q = match outcome {
-        JobOutcome::Done => sqlx::query("UPDATE outbox SET state = 'done', last_error = NULL, updated_at = $1 WHERE id = $2")
-            .bind(now_ms)
-            .bind(job.id),
-        JobOutcome::Retry { at_ms, error } => {
-            sqlx::query("UPDATE outbox SET state = 'pending', not_before = $1, last_error = $2, updated_at = $3 WHERE id = $4")
-                .bind(*at_ms)
-                .bind(error.clone())
-                .bind(now_ms)
-                .bind(job.id)
-        }
-        JobOutcome::Failed { error } => sqlx::query("UPDATE outbox SET state = 'failed', last_error = $1, updated_at = $2 WHERE id = $3")
-            .bind(error.clone())
-            .bind(now_ms)
-            .bind(job.id),
+    let (state, not_before, error) = match outcome {
+        JobOutcome::Done => ("done", None, None),
+        JobOutcome::Retry { at_ms, error } => ("pending", Some(*at_ms), Some(error.clone())),
+        JobOutcome::Failed { error } => ("failed", None, Some(error.clone())),
     };
+    let sql = format!(
+        "UPDATE outbox SET state = $1, not_before = COALESCE($2, not_before), last_error = $3, updated_at = $4 \
+         WHERE id = $5{}",
+        only_mine(taker)
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql))
+        .bind(state)
+        .bind(not_before)
+        .bind(error)
+        .bind(now_ms)
+        .bind(job.id);
+    if let Some(t) = taker {
+        q = q.bind(t.as_str().to_owned());
+    }
     q.execute(pool).await?;
     Ok(())
 }
 
+/// A replica ends only a job it still holds: one whose heartbeat stopped
+/// long enough for another to recover the job has lost it (the condition
+/// binds the taker as `$6`).
+fn only_mine(taker: Option<&ReplicaId>) -> &'static str {
+    if taker.is_some() {
+        " AND taken_by = $6"
+    } else {
+        ""
+    }
+}
+
 pub(super) async fn settle_job(
     pool: &AnyPool,
+    taker: Option<&ReplicaId>,
     job: &Job,
     settlement: &Settlement,
     now_ms: i64,
@@ -109,17 +144,21 @@ pub(super) async fn settle_job(
     };
     // Only while in flight: a retry of this write after a lost answer
     // must not queue the follow-on jobs twice.
-    let taken = sqlx::query(
+    let sql = format!(
         "UPDATE outbox SET state = $1, not_before = COALESCE($2, not_before), last_error = $3, updated_at = $4 \
-         WHERE id = $5 AND state = 'in_flight'",
-    )
-    .bind(state)
-    .bind(not_before)
-    .bind(error)
-    .bind(now_ms)
-    .bind(job.id)
-    .execute(&mut *tx)
-    .await?;
+         WHERE id = $5 AND state = 'in_flight'{}",
+        only_mine(taker)
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql))
+        .bind(state)
+        .bind(not_before)
+        .bind(error)
+        .bind(now_ms)
+        .bind(job.id);
+    if let Some(t) = taker {
+        q = q.bind(t.as_str().to_owned());
+    }
+    let taken = q.execute(&mut *tx).await?;
     if taken.rows_affected() == 0 {
         tx.rollback().await?;
         return Ok(());
@@ -215,15 +254,41 @@ pub(super) async fn requeue_job(
     }))
 }
 
-pub(super) async fn recover_in_flight(pool: &AnyPool, now_ms: i64) -> StoreResult<Vec<Job>> {
-    let rows = sqlx::query("SELECT * FROM outbox WHERE state = 'in_flight' ORDER BY id")
-        .fetch_all(pool)
-        .await?;
+pub(super) async fn recover_in_flight(
+    pool: &AnyPool,
+    backend: Backend,
+    replica: Option<&ReplicaRole>,
+    now_ms: i64,
+) -> StoreResult<Vec<Job>> {
+    let rows = match replica {
+        // Alone on the database: everything in flight was left by a crash.
+        None => {
+            sqlx::query("SELECT * FROM outbox WHERE state = 'in_flight' ORDER BY id")
+                .fetch_all(pool)
+                .await?
+        }
+        // One of several: only jobs of replicas silent past the lease TTL
+        // (or of none recorded) were interrupted. Adopting them is one
+        // conditional update, so of two live replicas recovering at once
+        // each job goes to one, and is reported once.
+        Some(me) => {
+            let sql = format!(
+                "UPDATE outbox SET taken_by = $1 WHERE state = 'in_flight' AND (taken_by IS NULL OR taken_by NOT IN \
+                 (SELECT id FROM replicas WHERE heartbeat_at > {} - $2)) RETURNING *",
+                backend.now_ms_sql()
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(me.id.as_str())
+                .bind(me.ttl_ms)
+                .fetch_all(pool)
+                .await?
+        }
+    };
     let mut out = Vec::new();
     for row in rows {
         let job = job_from_row(&row)?;
         if !job.spec.at_most_once() {
-            sqlx::query("UPDATE outbox SET state = 'pending', updated_at = $1 WHERE id = $2 AND state = 'in_flight'")
+            sqlx::query("UPDATE outbox SET state = 'pending', taken_by = NULL, updated_at = $1 WHERE id = $2 AND state = 'in_flight'")
                 .bind(now_ms)
                 .bind(job.id)
                 .execute(pool)
@@ -231,6 +296,7 @@ pub(super) async fn recover_in_flight(pool: &AnyPool, now_ms: i64) -> StoreResul
         }
         out.push(job);
     }
+    out.sort_by_key(|j| j.id);
     Ok(out)
 }
 

@@ -9,14 +9,17 @@ use std::collections::BTreeSet;
 
 use sqlx::{AnyPool, Row};
 
+use super::Backend;
 use super::audit::insert_audit;
 use super::checkpoints::upsert_checkpoint;
+use super::cluster::check_fence;
 use super::emails::{first_piece, insert_later_pieces};
 use super::ingest::add_participant;
 use super::outbox::insert_job;
 use super::replies::set_first_response;
 use super::tickets::state_from_row;
 use super::{AnyTx, corrupt};
+use crate::domain::cluster::Fence;
 use crate::domain::ids::{Actor, MailboxName, MessageId, TicketId};
 use crate::domain::mailbox::FolderRole;
 use crate::domain::ticket::{Ticket, TicketEvent};
@@ -24,6 +27,7 @@ use crate::store::{JobSpec, SentBatch, SentMail, SentRecorded, StoreResult};
 
 pub(super) async fn record_sent(
     pool: &AnyPool,
+    fence: Option<(Backend, &Fence)>,
     batch: SentBatch,
 ) -> StoreResult<Vec<SentRecorded>> {
     let mut tx = pool.begin().await?;
@@ -41,6 +45,9 @@ pub(super) async fn record_sent(
         batch.now_ms,
     )
     .await?;
+    if let Some((backend, fence)) = fence {
+        check_fence(&mut tx, backend, fence).await?;
+    }
     tx.commit().await?;
     Ok(out)
 }
