@@ -125,7 +125,17 @@ async fn live_tickets(
             ..TicketFilter::default()
         };
         for t in app.store.list_tickets(&filter).await? {
+            // The clock as the card shows it; a store error leaves this
+            // ticket's SLA out of the digest rather than the digest out.
+            let sla = match super::sla::ticket_clock(app, &t).await {
+                Ok(clock) => clock.map(|(_, c, _)| (c.state, c.due_at)),
+                Err(e) => {
+                    tracing::warn!(ticket = %t.id, error = %e, "SLA left out of the digest");
+                    None
+                }
+            };
             out.push(DigestTicket {
+                sla,
                 id: t.id,
                 customer: t.customer.to_string(),
                 subject: t.subject,

@@ -9,6 +9,7 @@ use jiff::civil::{Date, Time, Weekday};
 use jiff::{SignedDuration, Timestamp};
 
 use super::ids::{Agent, TicketId};
+use super::sla::SlaState;
 use super::ticket::TicketState;
 use super::time::Zone;
 
@@ -96,6 +97,9 @@ pub struct DigestTicket {
     pub state: TicketState,
     pub created_at: Timestamp,
     pub snoozed: bool,
+    /// Its SLA clock's state and due time, when a policy covers it
+    /// (`domain::sla`); `None` without one.
+    pub sla: Option<(SlaState, Option<Timestamp>)>,
 }
 
 /// A titled block of the digest.
@@ -119,12 +123,53 @@ pub struct Digest {
     pub text: String,
 }
 
-/// Where the SLA's "at risk" and "breached" tickets go. SLA timers come
-/// from `domain::sla` (business hours, per-priority targets); until that
-/// is wired in here there is nothing to say, and the digest leaves the
-/// section out rather than claim that nothing is at risk.
-fn sla_section(_tickets: &[DigestTicket], _now: Timestamp) -> Option<Section> {
-    None
+/// The SLA's "at risk" and "breached" tickets, most overdue first, at most
+/// `top` each. Left out when no ticket of the mailbox has an SLA clock (no
+/// policy covers it), rather than claim that nothing is at risk.
+fn sla_section(tickets: &[&DigestTicket], now: Timestamp, top: usize) -> Option<Section> {
+    if tickets.iter().all(|t| t.sla.is_none()) {
+        return None;
+    }
+    let of = |want: SlaState| {
+        let mut v: Vec<&DigestTicket> = tickets
+            .iter()
+            .copied()
+            .filter(|t| t.sla.is_some_and(|(state, _)| state == want))
+            .collect();
+        v.sort_by_key(|t| (t.sla.and_then(|(_, due)| due), t.id.get()));
+        v
+    };
+    let (breached, at_risk) = (of(SlaState::Breached), of(SlaState::AtRisk));
+    let mut lines = Vec::new();
+    for (word, list) in [("breached", &breached), ("at risk", &at_risk)] {
+        for t in list.iter().take(top) {
+            let due = match t.sla.and_then(|(_, due)| due) {
+                Some(due) if due <= now => {
+                    format!(
+                        "{word}, due {} ago",
+                        crate::domain::sla::human(now.duration_since(due))
+                    )
+                }
+                Some(due) => format!(
+                    "{word}, due in {}",
+                    crate::domain::sla::human(due.duration_since(now))
+                ),
+                None => word.to_owned(),
+            };
+            lines.push(format!("{} · {due} · {} · {}", t.id, t.customer, t.subject));
+        }
+        if list.len() > top {
+            lines.push(format!("… and {} more {word}", list.len() - top));
+        }
+    }
+    Some(Section {
+        title: format!(
+            "SLA: {} breached, {} at risk",
+            breached.len(),
+            at_risk.len()
+        ),
+        lines,
+    })
 }
 
 /// The digest of `tickets` (a mailbox's, any status) as of `now`.
@@ -201,7 +246,7 @@ pub fn build(
         title: format!("Snoozed: {snoozed}"),
         lines: Vec::new(),
     });
-    if let Some(sla) = sla_section(tickets, now) {
+    if let Some(sla) = sla_section(&live, now, top) {
         sections.push(sla);
     }
     sections.push(Section {
@@ -365,7 +410,48 @@ mod tests {
             state,
             created_at: ts(created),
             snoozed,
+            sla: None,
         }
+    }
+
+    #[test]
+    fn the_sla_section_lists_breached_then_at_risk_and_is_left_out_without_policies() {
+        let now = ts("2026-12-04T09:00:00Z");
+        let day = Date::new(2026, 12, 4).unwrap();
+        let plain = vec![ticket(1, TicketState::Open, "2026-12-01T09:00:00Z", false)];
+        let d = build("Support", day, &plain, now, 5, None);
+        assert!(!d.text.contains("SLA"), "no policy, no section: {}", d.text);
+
+        let with = |id, state, due: &str| DigestTicket {
+            sla: Some((state, Some(ts(due)))),
+            ..ticket(id, TicketState::Open, "2026-12-03T09:00:00Z", false)
+        };
+        let tickets = vec![
+            with(1, SlaState::OnTrack, "2026-12-04T15:00:00Z"),
+            with(2, SlaState::AtRisk, "2026-12-04T10:30:00Z"),
+            with(3, SlaState::Breached, "2026-12-04T07:00:00Z"),
+            with(4, SlaState::Breached, "2026-12-03T09:00:00Z"),
+            // Closed tickets are not the digest's business, whatever their clock.
+            DigestTicket {
+                sla: Some((SlaState::Breached, Some(ts("2026-12-01T09:00:00Z")))),
+                ..ticket(
+                    5,
+                    TicketState::Closed { owner: None },
+                    "2026-11-30T09:00:00Z",
+                    false,
+                )
+            },
+        ];
+        let d = build("Support", day, &tickets, now, 5, None);
+        assert!(d.text.contains("SLA: 2 breached, 1 at risk"), "{}", d.text);
+        let at = |needle: &str| {
+            d.text
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {}", d.text))
+        };
+        assert!(at("#4 · breached, due 1d ago") < at("#3 · breached, due 2h ago"));
+        assert!(at("#3 · breached") < at("#2 · at risk, due in 1h 30m"));
+        assert!(!d.text.contains("#5 ·"), "{}", d.text);
     }
 
     #[test]
