@@ -438,19 +438,25 @@ async fn app_home_and_its_buttons(mode: Mode) {
     .await;
     assert_eq!(status_of(run.store.as_ref()).await, Status::Claimed);
 
-    // Snooze goes through the thread commands as typed; a build without
-    // !snooze says so, privately, rather than do nothing silently.
+    // Snooze goes through the thread commands as typed (`!snooze 1h`): the
+    // ticket leaves the queue for the Snoozed column, and the tab says so.
     w.slack
         .press_home_button(&w.alice, "board_snooze_1h", &value)
         .await
         .unwrap();
-    w.wait("the snooze answer", |w| {
-        w.slack
-            .ephemerals(&w.alice)
-            .into_iter()
-            .find(|e| e.text.contains("snooze"))
+    home_when(&w, &w.alice, "the snooze on the Home tab", |t| {
+        t.contains("*Snoozed* (1)")
     })
     .await;
+    let snoozed = run
+        .store
+        .list_tickets(&TicketFilter {
+            snoozed: Some(true),
+            ..TicketFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(snoozed.len(), 1, "the ticket is snoozed: {snoozed:?}");
 
     // `/mailroom board`: the compact board, for the asker alone.
     w.slack
@@ -461,7 +467,7 @@ async fn app_home_and_its_buttons(mode: Mode) {
         w.slack
             .ephemerals(&w.alice)
             .into_iter()
-            .find(|e| e.text.contains("Laptop stolen") && e.text.contains("Claimed by"))
+            .find(|e| e.text.contains("Laptop stolen") && e.text.contains("Snoozed (1)"))
     })
     .await;
 
