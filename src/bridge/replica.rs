@@ -88,6 +88,50 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Frees at once the leases of this replica's dead predecessors —
+    /// rows of the same name on the same host whose process is gone — so a
+    /// replica restarted after a crash (kill -9, OOM) resumes its mailboxes
+    /// now instead of after the lease TTL. Their rows are removed, so their
+    /// in-flight outbox jobs are recovered by the crash rules on the next
+    /// heartbeat. Returns the ids freed.
+    ///
+    /// The process is looked up in `/proc` only for rows of this host: a
+    /// PID means nothing on another host. Without `/proc` (not Linux),
+    /// nothing is freed early and the leases expire as usual. Replicas in
+    /// separate PID namespaces (containers) must not share host and
+    /// replica name: each would see the other's PID as gone.
+    pub async fn free_dead_predecessors(&self) -> Result<Vec<ReplicaId>, crate::store::StoreError> {
+        if !process_alive(std::process::id()).await {
+            return Ok(Vec::new());
+        }
+        let status = self.store.cluster_status().await?;
+        let mut freed = Vec::new();
+        for r in status.replicas {
+            if r.id == self.id || r.name != self.name || r.host != self.host {
+                continue;
+            }
+            // Our own PID under another id is a predecessor whose PID was
+            // reused by this process: certainly gone.
+            if r.pid != std::process::id() && process_alive(r.pid).await {
+                continue;
+            }
+            self.store.leave(&r.id).await?;
+            tracing::info!(predecessor = %r.id, pid = r.pid, "a dead predecessor of this replica (same name and host, process gone): its leases are free now");
+            freed.push(r.id);
+        }
+        Ok(freed)
+    }
+}
+
+/// Whether process `pid` of this host exists (a zombie counts: its parent
+/// has not reaped it yet, but it no longer runs anything).
+async fn process_alive(pid: u32) -> bool {
+    tokio::fs::try_exists(format!("/proc/{pid}"))
+        .await
+        .unwrap_or(true)
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -136,7 +180,18 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
     let mut owned: BTreeMap<MailboxName, Owned> = BTreeMap::new();
     let handovers = TaskTracker::new();
     let mut beats: u64 = 0;
+    let mut predecessors_checked = false;
     loop {
+        // Before the first lease is taken (and again until the database
+        // answers): a restart takes its crashed predecessor's place at once.
+        if !predecessors_checked {
+            match cluster.free_dead_predecessors().await {
+                Ok(_) => predecessors_checked = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for dead predecessors; retrying")
+                }
+            }
+        }
         if let Err(e) = beat(&app, &cluster, &all, &mut owned, &handovers, &cancel, beats).await {
             tracing::warn!(error = %e, "replica heartbeat failed; retrying");
             // Unable to renew: stop what the database may already have
