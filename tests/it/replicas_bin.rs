@@ -1,6 +1,8 @@
 //! Replicas as real `mailroom run` processes: a second one on a SQLite
 //! file is refused naming the holder; kill -9 of a replica on PostgreSQL
-//! moves its mailbox to another process within 10 s (the time is printed).
+//! moves its mailbox to another process within 10 s (the time is printed);
+//! a replica restarted after kill -9 under the same name takes its dead
+//! predecessor's lease at once, one under another name waits for expiry.
 
 use std::time::{Duration, Instant};
 
