@@ -192,7 +192,28 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
                 }
             }
         }
-        if let Err(e) = beat(&app, &cluster, &all, &mut owned, &handovers, &cancel, beats).await {
+        // A database that does not answer (a network cut) must not hold the
+        // beat past the first lease's expiry: the pool would wait its own
+        // acquire timeout (30 s), while the others take the mailboxes after
+        // the TTL. Dropping the beat midway is safe: a lease it took but did
+        // not record is renewed by nobody and expires.
+        let now = Instant::now();
+        let deadline = owned
+            .values()
+            .map(|o| o.renewed + cluster.lease_ttl)
+            .min()
+            .unwrap_or(now + cluster.lease_ttl)
+            .max(now + cluster.heartbeat);
+        let step = beat(&app, &cluster, &all, &mut owned, &handovers, &cancel, beats);
+        let failed = match tokio::time::timeout_at(deadline, step).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!(
+                "no answer from the database within {:?}",
+                deadline - now
+            )),
+        };
+        if let Some(e) = failed {
             tracing::warn!(error = %e, "replica heartbeat failed; retrying");
             // Unable to renew: stop what the database may already have
             // given to another replica.
@@ -311,14 +332,27 @@ async fn beat(
         );
     }
     // In-flight jobs of replicas that stopped beating: the crash rules.
-    let recovered = app.store.recover_in_flight(app.now_ms()).await?;
-    if !recovered.is_empty() {
-        tracing::warn!(
-            jobs = recovered.len(),
-            "recovering jobs a stopped replica left in flight"
-        );
-        super::outbox::report_recovered(app, recovered).await;
-        app.outbox_wakeup.notify_one();
+    // In a task of its own: adopting the jobs and settling them are several
+    // statements, which a beat abandoned at its deadline (see `run`) must
+    // not cut in between (adopted but unsettled jobs would stay in flight).
+    let recovery = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let recovered = app.store.recover_in_flight(app.now_ms()).await?;
+            if !recovered.is_empty() {
+                tracing::warn!(
+                    jobs = recovered.len(),
+                    "recovering jobs a stopped replica left in flight"
+                );
+                super::outbox::report_recovered(&app, recovered).await;
+                app.outbox_wakeup.notify_one();
+            }
+            Ok::<(), crate::store::StoreError>(())
+        })
+    };
+    match recovery.await {
+        Ok(done) => done?,
+        Err(e) => tracing::error!(error = %e, "outbox recovery ended abnormally"),
     }
     if beats % 30 == 0 {
         let forget = c.ttl_ms().saturating_mul(i64::from(PRUNE_AFTER_TTLS));
@@ -367,15 +401,23 @@ pub async fn leased<F, Fut>(
                 _ = cancel.cancelled() => break true,
             }
             let sent = Instant::now();
-            match cluster.store.renew_lease(&fence, ttl).await {
-                Ok(true) => renewed = sent,
-                Ok(false) => break false,
-                Err(e) if renewed.elapsed() >= cluster.lease_ttl => {
-                    tracing::warn!(%resource, error = %e, "lease not renewed in time");
-                    break false;
+            // Bounded by the lease's expiry, as the heartbeat is (see `run`).
+            let expiry = (renewed + cluster.lease_ttl).max(sent + cluster.heartbeat);
+            let renewal = cluster.store.renew_lease(&fence, ttl);
+            let error = match tokio::time::timeout_at(expiry, renewal).await {
+                Ok(Ok(true)) => {
+                    renewed = sent;
+                    continue;
                 }
-                Err(e) => tracing::warn!(%resource, error = %e, "lease renewal failed; retrying"),
+                Ok(Ok(false)) => break false,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer from the database".to_owned(),
+            };
+            if renewed.elapsed() >= cluster.lease_ttl {
+                tracing::warn!(%resource, %error, "lease not renewed in time");
+                break false;
             }
+            tracing::warn!(%resource, %error, "lease renewal failed; retrying");
         };
         run.cancel();
         if let Err(e) = handle.await {

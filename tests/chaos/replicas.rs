@@ -28,11 +28,15 @@ use crate::common::{
 use crate::cuttable::Cuttable;
 use crate::fake_slack::{FakeSlack, FakeSlackOptions};
 use crate::harness::{
-    Daemon, Figures, SERIAL, StoreProbe, Tally, chaos_mail, mailroom_bin, poll, rand_below, sizes,
-    tail, tally,
+    Daemon, Figures, SERIAL, StoreProbe, Tally, chaos_mail, log_count, mailroom_bin, poll,
+    rand_below, sizes, tail, tally,
 };
 
 const REPLICAS: usize = 3;
+
+/// What a replica logs when it stops a mailbox whose lease it could not
+/// renew in time (src/bridge/replica.rs).
+const STOPPED_UNRENEWED: &str = "lease not renewed in time; mailbox stopped here";
 
 /// Heartbeats every second, leases of three: a dead replica's mailboxes
 /// move within about four seconds, so the fast subset stays short.
@@ -79,7 +83,7 @@ fn plan() -> Plan {
         emails: sizes().emails,
         mailboxes: get("MAILROOM_CHAOS_MAILBOXES", 5).max(1) as usize,
         kills: get("MAILROOM_CHAOS_REPLICA_KILLS", 3) as usize,
-        cut: Duration::from_secs(get("MAILROOM_CHAOS_DB_CUT_SECS", 5)),
+        cut: Duration::from_secs(get("MAILROOM_CHAOS_DB_CUT_SECS", 8)),
         replies: get("MAILROOM_CHAOS_REPLIES", 6) as usize,
     }
 }
@@ -510,10 +514,29 @@ pub async fn run(fault: Fault) {
         }
         Fault::DbCut => {
             let prefix = set[0].prefix();
+            let r0_log = w.log(&set[0].name);
+            let stops_before = log_count(&r0_log, STOPPED_UNRENEWED);
             let cut = Instant::now();
             proxy.cut();
             takeovers.push(taken_over(&probe, &prefix, m, cut, limit).await);
-            tokio::time::sleep(p.cut.saturating_sub(cut.elapsed())).await;
+            // Cut off, r0 must stop its mailboxes itself once their leases
+            // expire (its IMAP sessions, its in-flight work), not only when
+            // the database answers again.
+            let mut stopped_ms = None;
+            while cut.elapsed() < p.cut {
+                if stopped_ms.is_none() && log_count(&r0_log, STOPPED_UNRENEWED) > stops_before {
+                    stopped_ms = Some(cut.elapsed().as_millis());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let stopped_ms = stopped_ms.unwrap_or_else(|| {
+                panic!(
+                    "r0 kept its mailboxes through a {:?} cut; log:\n{}",
+                    p.cut,
+                    tail(&r0_log, 40)
+                )
+            });
+            extra.push(("r0_stopped_ms".into(), stopped_ms.to_string()));
             set[0].assert_running();
             proxy.restore().await;
             let back = Instant::now();
