@@ -88,6 +88,50 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Frees at once the leases of this replica's dead predecessors —
+    /// rows of the same name on the same host whose process is gone — so a
+    /// replica restarted after a crash (kill -9, OOM) resumes its mailboxes
+    /// now instead of after the lease TTL. Their rows are removed, so their
+    /// in-flight outbox jobs are recovered by the crash rules on the next
+    /// heartbeat. Returns the ids freed.
+    ///
+    /// The process is looked up in `/proc` only for rows of this host: a
+    /// PID means nothing on another host. Without `/proc` (not Linux),
+    /// nothing is freed early and the leases expire as usual. Replicas in
+    /// separate PID namespaces (containers) must not share host and
+    /// replica name: each would see the other's PID as gone.
+    pub async fn free_dead_predecessors(&self) -> Result<Vec<ReplicaId>, crate::store::StoreError> {
+        if !process_alive(std::process::id()).await {
+            return Ok(Vec::new());
+        }
+        let status = self.store.cluster_status().await?;
+        let mut freed = Vec::new();
+        for r in status.replicas {
+            if r.id == self.id || r.name != self.name || r.host != self.host {
+                continue;
+            }
+            // Our own PID under another id is a predecessor whose PID was
+            // reused by this process: certainly gone.
+            if r.pid != std::process::id() && process_alive(r.pid).await {
+                continue;
+            }
+            self.store.leave(&r.id).await?;
+            tracing::info!(predecessor = %r.id, pid = r.pid, "a dead predecessor of this replica (same name and host, process gone): its leases are free now");
+            freed.push(r.id);
+        }
+        Ok(freed)
+    }
+}
+
+/// Whether process `pid` of this host exists (a zombie counts: its parent
+/// has not reaped it yet, but it no longer runs anything).
+async fn process_alive(pid: u32) -> bool {
+    tokio::fs::try_exists(format!("/proc/{pid}"))
+        .await
+        .unwrap_or(true)
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -136,8 +180,40 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
     let mut owned: BTreeMap<MailboxName, Owned> = BTreeMap::new();
     let handovers = TaskTracker::new();
     let mut beats: u64 = 0;
+    let mut predecessors_checked = false;
     loop {
-        if let Err(e) = beat(&app, &cluster, &all, &mut owned, &handovers, &cancel, beats).await {
+        // Before the first lease is taken (and again until the database
+        // answers): a restart takes its crashed predecessor's place at once.
+        if !predecessors_checked {
+            match cluster.free_dead_predecessors().await {
+                Ok(_) => predecessors_checked = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for dead predecessors; retrying")
+                }
+            }
+        }
+        // A database that does not answer (a network cut) must not hold the
+        // beat past the first lease's expiry: the pool would wait its own
+        // acquire timeout (30 s), while the others take the mailboxes after
+        // the TTL. Dropping the beat midway is safe: a lease it took but did
+        // not record is renewed by nobody and expires.
+        let now = Instant::now();
+        let deadline = owned
+            .values()
+            .map(|o| o.renewed + cluster.lease_ttl)
+            .min()
+            .unwrap_or(now + cluster.lease_ttl)
+            .max(now + cluster.heartbeat);
+        let step = beat(&app, &cluster, &all, &mut owned, &handovers, &cancel, beats);
+        let failed = match tokio::time::timeout_at(deadline, step).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!(
+                "no answer from the database within {:?}",
+                deadline - now
+            )),
+        };
+        if let Some(e) = failed {
             tracing::warn!(error = %e, "replica heartbeat failed; retrying");
             // Unable to renew: stop what the database may already have
             // given to another replica.
@@ -256,14 +332,27 @@ async fn beat(
         );
     }
     // In-flight jobs of replicas that stopped beating: the crash rules.
-    let recovered = app.store.recover_in_flight(app.now_ms()).await?;
-    if !recovered.is_empty() {
-        tracing::warn!(
-            jobs = recovered.len(),
-            "recovering jobs a stopped replica left in flight"
-        );
-        super::outbox::report_recovered(app, recovered).await;
-        app.outbox_wakeup.notify_one();
+    // In a task of its own: adopting the jobs and settling them are several
+    // statements, which a beat abandoned at its deadline (see `run`) must
+    // not cut in between (adopted but unsettled jobs would stay in flight).
+    let recovery = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let recovered = app.store.recover_in_flight(app.now_ms()).await?;
+            if !recovered.is_empty() {
+                tracing::warn!(
+                    jobs = recovered.len(),
+                    "recovering jobs a stopped replica left in flight"
+                );
+                super::outbox::report_recovered(&app, recovered).await;
+                app.outbox_wakeup.notify_one();
+            }
+            Ok::<(), crate::store::StoreError>(())
+        })
+    };
+    match recovery.await {
+        Ok(done) => done?,
+        Err(e) => tracing::error!(error = %e, "outbox recovery ended abnormally"),
     }
     if beats % 30 == 0 {
         let forget = c.ttl_ms().saturating_mul(i64::from(PRUNE_AFTER_TTLS));
@@ -312,15 +401,23 @@ pub async fn leased<F, Fut>(
                 _ = cancel.cancelled() => break true,
             }
             let sent = Instant::now();
-            match cluster.store.renew_lease(&fence, ttl).await {
-                Ok(true) => renewed = sent,
-                Ok(false) => break false,
-                Err(e) if renewed.elapsed() >= cluster.lease_ttl => {
-                    tracing::warn!(%resource, error = %e, "lease not renewed in time");
-                    break false;
+            // Bounded by the lease's expiry, as the heartbeat is (see `run`).
+            let expiry = (renewed + cluster.lease_ttl).max(sent + cluster.heartbeat);
+            let renewal = cluster.store.renew_lease(&fence, ttl);
+            let error = match tokio::time::timeout_at(expiry, renewal).await {
+                Ok(Ok(true)) => {
+                    renewed = sent;
+                    continue;
                 }
-                Err(e) => tracing::warn!(%resource, error = %e, "lease renewal failed; retrying"),
+                Ok(Ok(false)) => break false,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer from the database".to_owned(),
+            };
+            if renewed.elapsed() >= cluster.lease_ttl {
+                tracing::warn!(%resource, %error, "lease not renewed in time");
+                break false;
             }
+            tracing::warn!(%resource, %error, "lease renewal failed; retrying");
         };
         run.cancel();
         if let Err(e) = handle.await {

@@ -245,6 +245,17 @@ impl StoreProbe {
         sqlx::Row::try_get::<i64, _>(&row, 0).ok()
     }
 
+    /// The first column of every row of `sql`, integers.
+    pub async fn ints(&self, sql: &str) -> Vec<i64> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_default();
+        rows.iter()
+            .filter_map(|r| sqlx::Row::try_get::<i64, _>(r, 0).ok())
+            .collect()
+    }
+
     /// Tickets stored (None while the schema is not there yet).
     pub async fn tickets(&self) -> Option<i64> {
         self.count("SELECT COUNT(*) FROM tickets").await
@@ -300,6 +311,14 @@ impl StoreProbe {
     }
 }
 
+/// The `mailroom` binary the suite runs: `MAILROOM_CHAOS_BIN` when set
+/// (see [`Daemon::spawn`]), else the one cargo built for this test target.
+pub fn mailroom_bin() -> PathBuf {
+    std::env::var_os("MAILROOM_CHAOS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mailroom")))
+}
+
 pub struct Daemon {
     child: Child,
     pub log: PathBuf,
@@ -311,9 +330,7 @@ impl Daemon {
     /// built there, so a build in a worktree sharing the target dir cannot
     /// swap it mid-run), else the one cargo built for this test target.
     pub fn spawn(config: &Path, env: &[(&str, &str)], log: &Path) -> Daemon {
-        let bin = std::env::var_os("MAILROOM_CHAOS_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mailroom")));
+        let bin = mailroom_bin();
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -339,6 +356,11 @@ impl Daemon {
             child,
             log: log.to_owned(),
         }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL (std's `Child::kill`), then reap.

@@ -7,6 +7,8 @@
 //! line. Sizes come from `MAILROOM_CHAOS_EMAILS`, `MAILROOM_CHAOS_KILLS` and
 //! `MAILROOM_CHAOS_OUTAGE_SECS` (defaults: a fast subset); `scripts/chaos`
 //! runs the full sizes. Scenarios run one at a time (`harness::SERIAL`).
+//! The replica scenarios (three `mailroom run` processes sharing one
+//! database) run on PostgreSQL only: SQLite is one process.
 //! See docs/RELIABILITY.md.
 
 // matrix-sdk's futures are deeply nested types (common.rs links the bridge).
@@ -22,6 +24,7 @@ mod harness;
 mod imap_cuts;
 mod kill;
 mod outage;
+mod replicas;
 mod slack;
 mod uidvalidity;
 
@@ -56,4 +59,22 @@ on_both_databases! {
     imap_cuts_mid_fetch_and_idle_sqlite, imap_cuts_mid_fetch_and_idle_postgres => imap_cuts;
     uidvalidity_change_sqlite, uidvalidity_change_postgres => uidvalidity;
     slack_faults_500_429_socket_drop_sqlite, slack_faults_500_429_socket_drop_postgres => slack;
+}
+
+/// Three replica processes on one PostgreSQL database: `name => fault;`.
+macro_rules! on_postgres {
+    ($($name:ident => $fault:ident;)+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                replicas::run(replicas::Fault::$fault).await;
+            }
+        )+
+    };
+}
+
+on_postgres! {
+    replicas_kill9_three_processes_postgres => Kill9;
+    replicas_db_cut_one_of_three_postgres => DbCut;
+    replicas_rolling_restart_of_three_postgres => Rolling;
 }

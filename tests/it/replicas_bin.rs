@@ -1,10 +1,13 @@
 //! Replicas as real `mailroom run` processes: a second one on a SQLite
 //! file is refused naming the holder; kill -9 of a replica on PostgreSQL
-//! moves its mailbox to another process within 10 s (the time is printed).
+//! moves its mailbox to another process within 10 s (the time is printed);
+//! a replica restarted after kill -9 under the same name takes its dead
+//! predecessor's lease at once, one under another name waits for expiry.
 
 use std::time::{Duration, Instant};
 
 use mailroom::store::ClusterStore;
+use mailroom::store::sql::SqlStore;
 
 use crate::common::*;
 use crate::replicas::{TAKEOVER_LIMIT, holders};
@@ -241,6 +244,146 @@ async fn kill9_of_a_replica_process_moves_its_mailbox_to_another_within_10s() {
         .await;
     wait_tickets(&observer, 1).await;
     second.stop().await;
+    observer.close().await;
+    db.cleanup().await;
+}
+
+/// Kills the process holding the mailbox (kill -9), starts a replacement
+/// named `name` at once, and returns how long after the kill the
+/// replacement held the lease and how long until a mail appended right
+/// after the kill was a ticket. `tickets` is the count before.
+async fn kill_and_restart(
+    old: Daemon,
+    config: &std::path::Path,
+    log: &std::path::Path,
+    observer: &SqlStore,
+    writer: &Writer<'_>,
+    tickets: usize,
+) -> (Daemon, Duration, Duration) {
+    let resource = "mailbox:support".to_owned();
+    let killed = Instant::now();
+    old.kill9();
+    let new = Daemon::spawn(config, log);
+    writer
+        .writes(
+            &format!("after-restart-{}@example.net", random_hex(4)),
+            // A subject of its own: the same one from the same sender
+            // would be a follow-up, not a new ticket.
+            &format!("Back yet? ({})", random_hex(3)),
+            "Hello",
+        )
+        .await;
+    let pid = new.pid();
+    poll_every(
+        "the restarted replica takes the mailbox",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || async {
+            let st = observer.cluster_status().await.ok()?;
+            let id = st.replicas.iter().find(|r| r.pid == pid)?.id.clone();
+            (holders(observer).await.get(&resource) == Some(&id.as_str().to_owned())).then_some(())
+        },
+    )
+    .await;
+    let lease = killed.elapsed();
+    while ticket_count(observer).await <= tickets {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "the mail sent after the kill is not a ticket; log:\n{}",
+            new.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (new, lease, killed.elapsed())
+}
+
+#[tokio::test]
+async fn a_replica_restarted_after_kill9_takes_its_dead_predecessor_s_leases_at_once() {
+    let (stack, support) = support_mailbox();
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A long lease makes the difference plain: waiting for expiry takes
+    // about 10-12 s, taking over from a dead predecessor no lease time.
+    let config_named = |name: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "{}\n[cluster]\nheartbeat_secs = 2\nlease_ttl_secs = 12\nreplica_name = \"{name}\"\n",
+            mailbox_section(stack, &support, &db, stack.smtp_port, "  timeout_secs = 5")
+        );
+        std::fs::write(&path, text).expect("config");
+        path
+    };
+    let (a, b) = (config_named("web-a"), config_named("web-b"));
+    let observer = db.store().await;
+    let writer = Writer::new(stack, &support, "carol@example.net");
+    let first = Daemon::spawn(&a, &dir.path().join("first.log"));
+    let pid = first.pid();
+    poll_every(
+        "the first replica owns the mailbox",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let st = observer.cluster_status().await.ok()?;
+            let id = st.replicas.iter().find(|r| r.pid == pid)?.id.clone();
+            (holders(&observer).await.get("mailbox:support") == Some(&id.as_str().to_owned()))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Before: a replacement under another name is not the dead one's
+    // successor and waits for the lease to expire.
+    let (second, other_lease, other_mail) = kill_and_restart(
+        first,
+        &b,
+        &dir.path().join("second.log"),
+        &observer,
+        &writer,
+        0,
+    )
+    .await;
+    // After: restarted under the same name on the same host, the old PID
+    // gone: it frees its predecessor's leases and takes them at once.
+    let (third, same_lease, same_mail) = kill_and_restart(
+        second,
+        &b,
+        &dir.path().join("third.log"),
+        &observer,
+        &writer,
+        1,
+    )
+    .await;
+    eprintln!(
+        "restart after kill -9 (heartbeat 2 s, lease 12 s): another name: lease {other_lease:?}, mail {other_mail:?}; \
+         same name: lease {same_lease:?}, mail {same_mail:?}"
+    );
+    assert!(
+        other_lease >= Duration::from_secs(8),
+        "a replica of another name waited for expiry: {other_lease:?}"
+    );
+    assert!(
+        same_lease < Duration::from_secs(6),
+        "the same name took over at once: {same_lease:?}; log:\n{}",
+        third.log()
+    );
+    assert!(
+        third.log().contains("dead predecessor"),
+        "the log says why:\n{}",
+        third.log()
+    );
+    // The predecessor's row is gone; the other name's dead row stays
+    // (it is nobody's predecessor) until pruned.
+    let st = observer.cluster_status().await.expect("status");
+    let named = |n: &str| -> Vec<u32> {
+        st.replicas
+            .iter()
+            .filter(|r| r.name == n)
+            .map(|r| r.pid)
+            .collect()
+    };
+    assert_eq!(named("web-b"), vec![third.pid()], "{:?}", st.replicas);
+    assert_eq!(named("web-a").len(), 1, "{:?}", st.replicas);
+    third.stop().await;
     observer.close().await;
     db.cleanup().await;
 }
