@@ -494,11 +494,55 @@ fn check_config(path: &Path) -> i32 {
 }
 
 async fn open_store(settings: &Settings) -> anyhow::Result<SqlStore> {
-    let store = SqlStore::connect(&settings.database.url, settings.database.max_connections)
+    let store = SqlStore::open(&settings.database)
         .await
         .with_context(|| format!("opening {}", settings.database.url))?;
     store.migrate().await.context("applying migrations")?;
     Ok(store)
+}
+
+/// The daemon's store. A database that cannot be reached yet (a server
+/// still starting, restarting, or down) is waited for, with backoff up to
+/// 30 s, rather than ending the start: a service manager restarting
+/// mailroom in a loop helps nobody, and the in-flight recovery runs once
+/// it connects. A refusal (bad URL, password, permissions) ends the start.
+/// `None`: stopped by a signal while waiting.
+async fn open_store_waiting(
+    settings: &Settings,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<SqlStore>> {
+    let mut delay = std::time::Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    loop {
+        match SqlStore::open(&settings.database).await {
+            Ok(store) => {
+                if started.elapsed() > delay {
+                    tracing::info!(
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "database reachable"
+                    );
+                }
+                store.migrate().await.context("applying migrations")?;
+                return Ok(Some(store));
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(
+                    database = %settings.database.url,
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "database unreachable; waiting for it"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => return Ok(None),
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("opening {}", settings.database.url));
+            }
+        }
+    }
 }
 
 async fn run_daemon(settings: Settings) -> anyhow::Result<()> {
@@ -509,7 +553,16 @@ async fn run_daemon(settings: Settings) -> anyhow::Result<()> {
         DatabaseUrl::Sqlite { path: Some(path) } => Some(SqliteLock::acquire(path)?),
         _ => None,
     };
-    let opened = open_store(&settings).await?;
+    let cancel = CancellationToken::new();
+    let signal_cancel = cancel.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signal_cancel.cancel();
+    });
+    let Some(opened) = open_store_waiting(&settings, &cancel).await? else {
+        tracing::info!("stopped before the database could be reached");
+        return Ok(());
+    };
     // On PostgreSQL every process is a replica: mailboxes by lease, the
     // outbox shared (docs/SCALING.md).
     let cluster = match opened.backend() {
@@ -541,18 +594,12 @@ async fn run_daemon(settings: Settings) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let cancel = CancellationToken::new();
     let chats = crate::bridge::connect_chats_as(&settings, &cancel, cluster.clone())
         .await
         .map_err(|e| anyhow::anyhow!("chat: {e}"))?;
     let mut app = App::new(settings, store.clone(), chats.platforms);
     app.cluster = cluster;
     let app = Arc::new(app);
-    let signal_cancel = cancel.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        signal_cancel.cancel();
-    });
     app.run_with_listeners(cancel, Some(chats.events), ops, web)
         .await;
     for t in chats.tasks {

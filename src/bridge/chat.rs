@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::App;
 use super::reply::{ReplyFlowError, ReplyRequest, queue_reply};
+use super::spool::{Spool, handle_or_keep, replay};
 use crate::chat::{ChatEvent, Member};
 use crate::domain::chat::ChatThread;
 use crate::domain::command::{
@@ -25,26 +26,38 @@ use crate::domain::outbound::OutboundAttachment;
 use crate::domain::ticket::{Refusal, Status, TicketEvent};
 use crate::store::{Applied, EmailState, JobSpec, StoreError, TicketFilter};
 
-/// Handles events until the channel closes or `cancel` fires.
+/// Handles events until the channel closes or `cancel` fires. Events that
+/// came while the database was unavailable are kept on disk and acted on
+/// once it answers again ([`super::spool`]), before newer ones.
 pub async fn run(
     app: Arc<App>,
     mut events: mpsc::UnboundedReceiver<ChatEvent>,
     cancel: CancellationToken,
 ) {
+    let mut spool = Spool::new(&app.settings.database.spool_dir);
+    // Kept by an earlier run that stopped before the database came back.
+    replay(&app, &mut spool).await;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let ev = tokio::select! {
             ev = events.recv() => ev,
+            _ = tick.tick(), if spool.holds_events() => {
+                replay(&app, &mut spool).await;
+                continue;
+            }
             _ = cancel.cancelled() => None,
         };
         let Some(ev) = ev else { break };
+        if spool.holds_events() {
+            replay(&app, &mut spool).await;
+        }
         let span = tracing::info_span!(
             "chat",
             platform = ev.platform().as_str(),
             event = ev.event_ref()
         );
-        if let Err(e) = tracing::Instrument::instrument(handle(&app, ev), span).await {
-            tracing::error!(error = %e, "chat event not handled");
-        }
+        tracing::Instrument::instrument(handle_or_keep(&app, &mut spool, ev), span).await;
     }
 }
 
@@ -168,6 +181,11 @@ pub async fn handle(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
         tracing::debug!("already handled");
         return Ok(());
     }
+    act_on(app, ev).await
+}
+
+/// Acts on an event already recorded as seen.
+pub(super) async fn act_on(app: &App, ev: ChatEvent) -> Result<(), StoreError> {
     match ev {
         ChatEvent::Reaction {
             thread,

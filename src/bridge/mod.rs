@@ -36,6 +36,7 @@ pub mod routing;
 pub mod sent;
 pub mod sla;
 pub mod snooze;
+pub mod spool;
 mod stats;
 pub mod watchdog;
 pub mod web;
@@ -325,6 +326,8 @@ pub struct App {
     /// runs here. `store` must then be the same database as this replica
     /// (`SqlStore::as_replica`), so its outbox records the jobs it takes.
     pub cluster: Option<Arc<replica::Cluster>>,
+    /// Chat platforms failing now, for the "posting resumed" notice.
+    pub chat_outages: outbox::ChatOutages,
 }
 
 impl App {
@@ -387,6 +390,7 @@ impl App {
             presence: Arc::new(assign::PresenceCache::default()),
             board: board::BoardHub::default(),
             cluster: None,
+            chat_outages: outbox::ChatOutages::default(),
         }
     }
 
@@ -460,11 +464,26 @@ impl App {
         let tracker = TaskTracker::new();
         match &self.cluster {
             None => {
-                let recovered = match self.store.recover_in_flight(self.now_ms()).await {
-                    Ok(jobs) => jobs,
-                    Err(e) => {
-                        tracing::error!(error = %e, "could not inspect the outbox after start");
-                        Vec::new()
+                // Nothing may take a job before the crash rules ran on the
+                // ones left in flight: a database that is unavailable now is
+                // waited for (a reply skipped here would stay in flight,
+                // neither sent nor reported, until the next start).
+                let mut delay = std::time::Duration::from_millis(500);
+                let recovered = loop {
+                    match self.store.recover_in_flight(self.now_ms()).await {
+                        Ok(jobs) => break jobs,
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database unavailable at start; waiting to recover the outbox");
+                            tokio::select! {
+                                _ = tokio::time::sleep(delay) => {}
+                                _ = cancel.cancelled() => return,
+                            }
+                            delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not inspect the outbox after start");
+                            break Vec::new();
+                        }
                     }
                 };
                 outbox::report_recovered(&self, recovered).await;

@@ -111,6 +111,22 @@ pub trait ChatPlatform: Send + Sync {
         idempotency_key: &str,
     ) -> Result<ChatThread, ChatError>;
 
+    /// A message posted earlier under one of `keys` (the idempotency keys
+    /// of one job's renderings) in `room`, or in the thread `thread_ref`
+    /// when given: its thread ref and the key it carries. The outbox asks
+    /// before posting again a job whose earlier attempt may have gone
+    /// through with its answer lost (found in flight after a restart), and
+    /// adopts what it finds rather than post twice. Platforms whose posts
+    /// are idempotent by themselves (Matrix transaction ids) need not look.
+    async fn find_post(
+        &self,
+        _room: &str,
+        _thread_ref: Option<&str>,
+        _keys: &[String],
+    ) -> Result<Option<(String, String)>, ChatError> {
+        Ok(None)
+    }
+
     /// Posts a follow-up email into an existing thread, mentioning `owner`.
     async fn post_follow_up(
         &self,

@@ -73,13 +73,21 @@ impl ReactionSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct OutboxSettings {
-    /// Sends are tried this many times on transient failures before giving up.
+    /// Mail sends and Sent filing are tried this many times on transient
+    /// failures before giving up (chat jobs wait out any outage).
     #[serde(deserialize_with = "int::<1, 1000, _, _>")]
     pub max_attempts: u32,
     #[serde(rename = "retry_initial_secs", deserialize_with = "secs::<1, 3600, _>")]
     pub retry_initial: Duration,
     #[serde(rename = "retry_max_secs", deserialize_with = "secs::<1, 86_400, _>")]
     pub retry_max: Duration,
+    /// A chat outage at least this long is reported in each room when
+    /// posting resumes.
+    #[serde(
+        rename = "chat_outage_notice_secs",
+        deserialize_with = "secs::<1, 86_400, _>"
+    )]
+    pub chat_outage_notice: Duration,
 }
 
 impl Default for OutboxSettings {
@@ -88,6 +96,7 @@ impl Default for OutboxSettings {
             max_attempts: 12,
             retry_initial: Duration::from_secs(5),
             retry_max: Duration::from_secs(600),
+            chat_outage_notice: Duration::from_secs(60),
         }
     }
 }

@@ -280,6 +280,9 @@ pub struct Job {
     pub not_before_ms: i64,
     /// When it was queued (for latency metrics).
     pub created_at_ms: i64,
+    /// An earlier attempt may have taken effect unanswered: it was in
+    /// flight when mailroom stopped (set by `recover_in_flight`).
+    pub maybe_done: bool,
 }
 
 /// How a job attempt ended.

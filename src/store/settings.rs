@@ -2,21 +2,53 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::settings::{Secret, int, lenient};
+use crate::domain::settings::{Secret, int, lenient, secs};
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseSettings {
     #[serde(deserialize_with = "lenient")]
     pub url: DatabaseUrl,
     #[serde(default = "eight", deserialize_with = "int::<1, 1000, _, _>")]
     pub max_connections: u32,
+    /// How long a query waits for a connection before it fails (an
+    /// unreachable database fails every store call after this long).
+    #[serde(
+        rename = "acquire_timeout_secs",
+        default = "thirty",
+        deserialize_with = "secs::<1, 600, _>"
+    )]
+    pub acquire_timeout: Duration,
+    /// Where chat commands that arrive while the database is unavailable
+    /// are kept until it is back (an append-only file, fsynced).
+    #[serde(default = "spool_dir", deserialize_with = "lenient")]
+    pub spool_dir: PathBuf,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: DatabaseUrl::default(),
+            max_connections: eight(),
+            acquire_timeout: thirty(),
+            spool_dir: spool_dir(),
+        }
+    }
 }
 
 fn eight() -> u32 {
     8
+}
+
+fn thirty() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn spool_dir() -> PathBuf {
+    "state/spool".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -159,6 +159,8 @@ struct Inner {
     changed: Notify,
     /// Wakes the Socket Mode dispatcher.
     dispatch: Notify,
+    /// Lets held-back answers go ([`FakeSlack::hold_answers`]).
+    release: Notify,
     cancel: CancellationToken,
     http: reqwest::Client,
 }
@@ -269,6 +271,7 @@ impl FakeSlack {
             state: Mutex::new(State::default()),
             changed: Notify::new(),
             dispatch: Notify::new(),
+            release: Notify::new(),
             cancel: cancel.clone(),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -919,6 +922,24 @@ impl FakeSlack {
             .lock()
             .injected_429
             .insert(method.to_string(), (count, retry_after_secs));
+    }
+
+    /// The next `count` calls to `method` are carried out (a message is
+    /// posted) but their answer is held back — what a caller sees when the
+    /// connection dies after Slack accepted the request, or when it is
+    /// killed while waiting. [`FakeSlack::release_answers`] lets them go.
+    pub fn hold_answers(&self, method: &str, count: u32) {
+        self.inner.lock().held.insert(method.to_string(), count);
+    }
+
+    /// How many answers were held back so far.
+    pub fn answers_held(&self) -> usize {
+        self.inner.lock().answers_held
+    }
+
+    /// Sends the answers held back now.
+    pub fn release_answers(&self) {
+        self.inner.release.notify_waiters();
     }
 
     /// The next `count` calls to `method` get HTTP 500 (plain text body),

@@ -113,6 +113,11 @@ pub(crate) struct State {
     pub injected_500: HashMap<String, u32>,
     /// method -> (remaining count, Slack error code): `ok: false` answers
     pub injected_errors: HashMap<String, (u32, String)>,
+    /// method -> remaining count of calls that are carried out but whose
+    /// answer is held back (until released, or the caller gives up)
+    pub held: HashMap<String, u32>,
+    /// How many answers were held back so far.
+    pub answers_held: usize,
     pub buckets: HashMap<String, Bucket>,
     /// method -> start of its current one-minute window.
     pub minute_windows: HashMap<String, Instant>,

@@ -221,6 +221,24 @@ async fn api(
 ) -> Response {
     let result = inner.call_api(&name, &method, &uri, &headers, &body);
     inner.touched();
+    let hold = result.is_ok() && {
+        let mut st = inner.lock();
+        match st.held.get_mut(&name) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                st.answers_held += 1;
+                true
+            }
+            _ => false,
+        }
+    };
+    if hold {
+        inner.touched();
+        tokio::select! {
+            _ = inner.release.notified() => {}
+            _ = inner.cancel.cancelled() => {}
+        }
+    }
     match result {
         Ok(mut v) => {
             if let Some(o) = v.as_object_mut() {
@@ -633,6 +651,17 @@ impl Inner {
                 .map(|m| self.message_json(&st, m, true))
                 .collect()
         };
+        // Metadata is in the answer only when asked for.
+        let with_metadata = p.bool("include_all_metadata");
+        let picked: Vec<Value> = picked
+            .into_iter()
+            .map(|mut m| {
+                if !with_metadata && let Some(o) = m.as_object_mut() {
+                    o.remove("metadata");
+                }
+                m
+            })
+            .collect();
         Ok(json!({
             "messages": picked,
             "has_more": false,

@@ -305,7 +305,7 @@ pub(crate) struct RecordingChat {
 }
 
 impl RecordingChat {
-    fn notices(&self, ticket: TicketId) -> Vec<String> {
+    pub(crate) fn notices(&self, ticket: TicketId) -> Vec<String> {
         self.notices
             .lock()
             .unwrap()
@@ -423,7 +423,13 @@ impl ChatPlatform for RecordingChat {
 
 /// Configuration text: the stack's mailbox sending through `smtp_port`,
 /// optionally posting to a (recording) Matrix room.
-fn config_text(stack: &Stack, support: &User, db: &TestDb, smtp_port: u16, chat: bool) -> String {
+pub(crate) fn config_text(
+    stack: &Stack,
+    support: &User,
+    db: &TestDb,
+    smtp_port: u16,
+    chat: bool,
+) -> String {
     let tail = if chat {
         "  timeout_secs = 5\n  [mailbox.chat]\n  matrix_room = \"!faults:localhost\"\n"
     } else {
@@ -440,7 +446,7 @@ fn config_text(stack: &Stack, support: &User, db: &TestDb, smtp_port: u16, chat:
     )
 }
 
-fn parse(text: &str) -> Settings {
+pub(crate) fn parse(text: &str) -> Settings {
     // The Matrix password is never used: the recording chat stands in.
     Settings::parse(text, &|k| {
         (k == "MAILROOM_FAULTS_UNUSED_MX").then(|| "unused".to_owned())
@@ -454,7 +460,7 @@ async fn start_recording(settings: Settings, db: &TestDb) -> (Running, Arc<Recor
     (run, chat)
 }
 
-fn mail(from: &str, to: &str, tag: &str, i: usize) -> (String, Vec<u8>) {
+pub(crate) fn mail(from: &str, to: &str, tag: &str, i: usize) -> (String, Vec<u8>) {
     let mid = format!("{tag}-{i}-{}@faults.example", random_hex(4));
     let raw = customer_mail(
         from,
@@ -481,7 +487,10 @@ async fn inbound_ids(store: &dyn TicketStore) -> Vec<(TicketId, String)> {
 }
 
 /// Waits until every expected Message-ID is stored; returns ticket by id.
-async fn wait_ingested(store: &dyn TicketStore, expected: &[String]) -> BTreeMap<String, TicketId> {
+pub(crate) async fn wait_ingested(
+    store: &dyn TicketStore,
+    expected: &[String],
+) -> BTreeMap<String, TicketId> {
     let want: BTreeSet<&str> = expected.iter().map(|s| s.as_str()).collect();
     wait_for(&format!("{} emails stored", want.len()), WAIT, || async {
         let got = inbound_ids(store).await;
@@ -532,12 +541,12 @@ async fn wait_replies_sent(store: &dyn TicketStore, replies: &[QueuedReply]) -> 
         .collect()
 }
 
-async fn email_state(store: &dyn TicketStore, email_id: i64) -> EmailState {
+pub(crate) async fn email_state(store: &dyn TicketStore, email_id: i64) -> EmailState {
     store.outgoing(email_id).await.unwrap().unwrap().state
 }
 
 /// Waits until nothing is left to do in the outbox.
-async fn wait_outbox_idle(store: &dyn TicketStore) {
+pub(crate) async fn wait_outbox_idle(store: &dyn TicketStore) {
     wait_for("the outbox to drain", WAIT, || async {
         store
             .jobs(&[JobState::Pending, JobState::InFlight])
@@ -550,7 +559,7 @@ async fn wait_outbox_idle(store: &dyn TicketStore) {
 }
 
 /// How often each of `ids` is in a folder.
-async fn copies(stack: &Stack, user: &User, folder: &str, ids: &[String]) -> Vec<usize> {
+pub(crate) async fn copies(stack: &Stack, user: &User, folder: &str, ids: &[String]) -> Vec<usize> {
     let msgs = fetch_all(stack, user, folder).await;
     ids.iter()
         .map(|id| {
@@ -562,7 +571,12 @@ async fn copies(stack: &Stack, user: &User, folder: &str, ids: &[String]) -> Vec
 }
 
 /// Waits until each of `ids` is in the folder at least once; returns the counts.
-async fn wait_copies(stack: &Stack, user: &User, folder: &str, ids: &[String]) -> Vec<usize> {
+pub(crate) async fn wait_copies(
+    stack: &Stack,
+    user: &User,
+    folder: &str,
+    ids: &[String],
+) -> Vec<usize> {
     wait_for(
         &format!("{} messages in {folder}", ids.len()),
         WAIT,
@@ -748,7 +762,7 @@ async fn smtp_5xx_is_not_retried_and_the_thread_and_audit_log_say_why_on_postgre
 
 /// `mailroom` as built for this test run (or `MAILROOM_FAULTS_BIN`: with a
 /// target directory shared between checkouts, a pinned copy), in `dir`.
-fn mailroom_cmd(dir: &Path) -> std::process::Command {
+pub(crate) fn mailroom_cmd(dir: &Path) -> std::process::Command {
     let bin = std::env::var("MAILROOM_FAULTS_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_mailroom").to_owned());
     let mut c = std::process::Command::new(bin);
@@ -759,14 +773,14 @@ fn mailroom_cmd(dir: &Path) -> std::process::Command {
     c
 }
 
-fn cli(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn cli(dir: &Path, args: &[&str]) -> String {
     let out = run_ok(mailroom_cmd(dir).args(args), &format!("mailroom {args:?}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A running `mailroom run`, SIGKILLed when dropped (a failing test leaves
 /// no process behind).
-struct Daemon(std::process::Child);
+pub(crate) struct Daemon(pub(crate) std::process::Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -775,7 +789,7 @@ impl Drop for Daemon {
     }
 }
 
-fn spawn_run(dir: &Path, n: usize) -> Daemon {
+pub(crate) fn spawn_run(dir: &Path, n: usize) -> Daemon {
     let log = std::fs::File::create(dir.join(format!("run-{n}.log"))).unwrap();
     let child = mailroom_cmd(dir)
         .arg("run")
@@ -788,7 +802,7 @@ fn spawn_run(dir: &Path, n: usize) -> Daemon {
 }
 
 /// SIGKILL, and wait for it to be gone.
-fn kill9(daemon: &mut Daemon) {
+pub(crate) fn kill9(daemon: &mut Daemon) {
     daemon.0.kill().unwrap();
     let status = daemon.0.wait().unwrap();
     assert!(!status.success());
@@ -1185,7 +1199,7 @@ async fn postgres_connections_terminated_during_ingest_and_replies_lose_and_dupl
 /// a free port), so it can really be stopped and started without touching
 /// the machine's server. initdb refuses to run as root: then it runs as the
 /// `postgres` user.
-struct PrivatePg {
+pub(crate) struct PrivatePg {
     dir: tempfile::TempDir,
     port: u16,
     bin: std::path::PathBuf,
@@ -1218,7 +1232,7 @@ impl PrivatePg {
         self.dir.path().join("data").display().to_string()
     }
 
-    async fn create() -> PrivatePg {
+    pub(crate) async fn create() -> PrivatePg {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .into_iter()
@@ -1269,7 +1283,7 @@ impl PrivatePg {
         pg
     }
 
-    async fn start(&self) {
+    pub(crate) async fn start(&self) {
         let (data, log) = (
             self.data(),
             self.dir.path().join("log").display().to_string(),
@@ -1289,14 +1303,14 @@ impl PrivatePg {
         });
     }
 
-    async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         let data = self.data();
         tokio::task::block_in_place(|| {
             self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"])
         });
     }
 
-    fn admin_url(&self) -> String {
+    pub(crate) fn admin_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 }

@@ -500,6 +500,8 @@ pub async fn crash_recovery_never_resends(store: Arc<SqlStore>) {
     let pending = s.jobs(&[JobState::Pending]).await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].spec.kind(), "chat_post");
+    // Its post may have gone through unanswered: it looks before posting.
+    assert!(pending[0].maybe_done, "{:?}", pending[0]);
     let send = recovered
         .iter()
         .find(|j| j.spec.kind() == "send_reply")
@@ -519,6 +521,28 @@ pub async fn crash_recovery_never_resends(store: Arc<SqlStore>) {
         EmailState::Uncertain
     );
     assert_eq!(s.jobs(&[JobState::Uncertain]).await.unwrap().len(), 1);
+    // Recorded again (the outbox retries when the first answer was lost):
+    // nothing changes — no second audit line, no second notice.
+    let jobs_before = s.jobs(&[]).await.unwrap().len();
+    s.reply_failed(
+        send,
+        email_id,
+        EmailState::Uncertain,
+        "interrupted",
+        &[Platform::Matrix],
+        4,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.jobs(&[]).await.unwrap().len(), jobs_before);
+    let uncertain_lines = s
+        .audit_log(t)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|a| a.action == "reply-uncertain")
+        .count();
+    assert_eq!(uncertain_lines, 1);
     let actions = audit_actions(s, t).await;
     assert!(
         actions.contains(&"reply-uncertain".to_owned()),

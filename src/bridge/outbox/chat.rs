@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{StepOutcome, retry_or_fail, since};
+use super::{StepOutcome, retry, since};
 use crate::bridge::App;
 use crate::chat::{ChatError, ChatPlatform, FileUpload, TicketCard, truncate_chars};
 use crate::domain::chat::{ChatThread, Platform};
@@ -26,14 +26,32 @@ pub(super) async fn finish_chat(
     r: Result<Settlement, ChatError>,
 ) -> Result<StepOutcome, StoreError> {
     let error = match r {
-        Ok(settlement) => {
+        Ok(mut settlement) => {
+            let notice_after = app.settings.outbox.chat_outage_notice;
+            if let Some(resumed) = app
+                .chat_outages
+                .succeeded(platform, app.now_ms(), notice_after)
+            {
+                tracing::info!(
+                    platform = platform.as_str(),
+                    lasted_ms = resumed.lasted.as_millis() as u64,
+                    delayed = resumed.delayed,
+                    "chat posting resumed after an outage"
+                );
+                settlement
+                    .follow_ons
+                    .extend(resumed_notices(app, platform, &resumed));
+            }
             app.store.settle_job(job, &settlement, app.now_ms()).await?;
             return Ok(StepOutcome::Done);
         }
         Err(e) => e,
     };
     let kind = match &error {
-        ChatError::Transient { .. } => ChatErrorKind::Transient,
+        ChatError::Transient { .. } => {
+            app.chat_outages.failed(platform, job.id, app.now_ms());
+            ChatErrorKind::Transient
+        }
         ChatError::Permanent { .. } => ChatErrorKind::Permanent,
     };
     app.metrics.chat_error(platform, kind);
@@ -55,17 +73,32 @@ pub(super) async fn finish_chat(
                 in_ms: after as i64,
             });
         }
-        ChatError::Transient { message, .. } if job.attempts < app.settings.outbox.max_attempts => {
-            return retry_or_fail(app, job, message).await;
-        }
-        ChatError::Transient { message, .. } => {
-            format!("gave up after {} attempts: {message}", job.attempts)
-        }
+        // A chat outage is waited out however long it lasts (the backoff
+        // is capped); `outbox.max_attempts` bounds mail sends only.
+        ChatError::Transient { message, .. } => return retry(app, job, message).await,
         ChatError::Permanent { message } => message,
     };
     let settlement = undelivered(app, job, platform, &error).await;
     app.store.settle_job(job, &settlement, app.now_ms()).await?;
     Ok(StepOutcome::Failed { error })
+}
+
+/// "Posting resumed": one notice per room the platform posts to.
+fn resumed_notices(app: &App, platform: Platform, resumed: &super::Resumed) -> Vec<JobSpec> {
+    let rooms: std::collections::BTreeSet<String> = app
+        .mailboxes
+        .keys()
+        .filter_map(|m| app.chat_room(m, platform))
+        .collect();
+    let text = resumed.notice();
+    rooms
+        .into_iter()
+        .map(|room| JobSpec::ChatRoomNotice {
+            platform,
+            room,
+            text: text.clone(),
+        })
+        .collect()
 }
 
 /// How a chat job that failed for good is recorded. An email that could
@@ -188,6 +221,41 @@ pub(super) fn idempotency_key(ticket: &TicketRecord, job: &Job) -> String {
     format!("mailroom-{}-{}", ticket.token, job.id)
 }
 
+/// The post an interrupted attempt of `job` made, if the platform shows
+/// one (only asked when the job was in flight at a restart, so its answer
+/// may have been lost): its thread ref and the rendering it was made at.
+async fn earlier_post(
+    chat: &Arc<dyn ChatPlatform>,
+    job: &Job,
+    room: &str,
+    thread_ref: Option<&str>,
+    key: &str,
+) -> Result<Option<(String, Rendering)>, ChatError> {
+    if !job.maybe_done {
+        return Ok(None);
+    }
+    let mut keys = Vec::new();
+    let mut level = Some(Rendering::Full);
+    while let Some(l) = level {
+        keys.push((l, format!("{key}{}", l.key_suffix())));
+        level = l.fallback();
+    }
+    let names: Vec<String> = keys.iter().map(|(_, k)| k.clone()).collect();
+    let Some((found, with)) = chat.find_post(room, thread_ref, &names).await? else {
+        return Ok(None);
+    };
+    let shown = keys
+        .into_iter()
+        .find(|(_, k)| *k == with)
+        .map(|(l, _)| l)
+        .unwrap_or(Rendering::Full);
+    tracing::info!(
+        thread_ref = %found,
+        "the interrupted attempt's post is there; adopted, not posted again"
+    );
+    Ok(Some((found, shown)))
+}
+
 /// What a ticket's root message shows of it; `sla`: its SLA line now.
 fn card<'a>(
     app: &'a App,
@@ -274,15 +342,28 @@ pub(super) async fn chat_post(
     let key = idempotency_key(&ticket, job);
     let (new_thread, shown, refusals) = match existing {
         Some(thread) => {
-            let (_, shown, refusals) = degrade("follow-up", |r| {
-                let key = format!("{key}{}", r.key_suffix());
-                let (thread, view) = (&thread, &view);
-                async move {
-                    chat.post_follow_up(thread, ticket_id, view, owner, r, &key)
-                        .await
+            let earlier = earlier_post(
+                chat,
+                job,
+                &thread.room,
+                Some(thread.thread_ref.as_str()),
+                &key,
+            );
+            let (shown, refusals) = match earlier.await? {
+                Some((_, shown)) => (shown, Vec::new()),
+                None => {
+                    let (_, shown, refusals) = degrade("follow-up", |r| {
+                        let key = format!("{key}{}", r.key_suffix());
+                        let (thread, view) = (&thread, &view);
+                        async move {
+                            chat.post_follow_up(thread, ticket_id, view, owner, r, &key)
+                                .await
+                        }
+                    })
+                    .await?;
+                    (shown, refusals)
                 }
-            })
-            .await?;
+            };
             (None, shown, refusals)
         }
         None => {
@@ -298,12 +379,25 @@ pub(super) async fn chat_post(
             })?;
             let sla = crate::bridge::sla::card_line(app, &ticket).await;
             let card = card(app, &ticket, sla)?;
-            let (thread, shown, refusals) = degrade("ticket root", |r| {
-                let key = format!("{key}{}", r.key_suffix());
-                let (room, card, view) = (&room, &card, &view);
-                async move { chat.post_ticket(room, card, view, r, &key).await }
-            })
-            .await?;
+            let (thread, shown, refusals) = match earlier_post(chat, job, &room, None, &key).await?
+            {
+                Some((thread_ref, shown)) => {
+                    let thread = ChatThread {
+                        platform,
+                        room: room.clone(),
+                        thread_ref,
+                    };
+                    (thread, shown, Vec::new())
+                }
+                None => {
+                    degrade("ticket root", |r| {
+                        let key = format!("{key}{}", r.key_suffix());
+                        let (room, card, view) = (&room, &card, &view);
+                        async move { chat.post_ticket(room, card, view, r, &key).await }
+                    })
+                    .await?
+                }
+            };
             app.metrics.thread_posted(platform);
             (Some(thread), shown, refusals)
         }

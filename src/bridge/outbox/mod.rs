@@ -25,7 +25,10 @@ use lettre::address::Envelope;
 use tokio_util::sync::CancellationToken;
 
 mod chat;
+mod outage;
 mod sent_reply;
+
+pub use self::outage::{ChatOutages, Resumed};
 
 use self::chat::{
     chat_file, chat_mention, chat_notice, chat_post, chat_status, done, finish_chat, missing,
@@ -279,11 +282,17 @@ async fn fail(app: &App, job: &Job, error: String) -> Result<StepOutcome, StoreE
 }
 
 async fn retry_or_fail(app: &App, job: &Job, error: String) -> Result<StepOutcome, StoreError> {
-    let now = app.now_ms();
     if job.attempts >= app.settings.outbox.max_attempts {
         let error = format!("gave up after {} attempts: {error}", job.attempts);
         return fail(app, job, error).await;
     }
+    retry(app, job, error).await
+}
+
+/// Puts the job back for another attempt after the backoff (capped at
+/// `outbox.retry_max_secs`), however many it has had.
+async fn retry(app: &App, job: &Job, error: String) -> Result<StepOutcome, StoreError> {
+    let now = app.now_ms();
     let in_ms = retry_delay(app, job.attempts).as_millis() as i64;
     app.metrics.job_retried(job.spec.kind());
     app.store
@@ -411,22 +420,23 @@ async fn settle_send(
                 .await?;
             Ok(StepOutcome::Done)
         }
-        Err(SendError::Transient(error)) => {
-            let outcome = retry_or_fail(app, job, error.clone()).await?;
-            if let StepOutcome::Failed { error } = &outcome {
-                app.store
-                    .reply_failed(
-                        job,
-                        email_id,
-                        EmailState::Failed,
-                        error,
-                        notify,
-                        app.now_ms(),
-                    )
-                    .await?;
-            }
-            Ok(outcome)
+        Err(SendError::Transient(error)) if job.attempts >= app.settings.outbox.max_attempts => {
+            // One write ends the job and tells the thread (`reply_failed`
+            // acts only on a job still in flight).
+            let error = format!("gave up after {} attempts: {error}", job.attempts);
+            app.store
+                .reply_failed(
+                    job,
+                    email_id,
+                    EmailState::Failed,
+                    &error,
+                    notify,
+                    app.now_ms(),
+                )
+                .await?;
+            Ok(StepOutcome::Failed { error })
         }
+        Err(SendError::Transient(error)) => retry(app, job, error.clone()).await,
         Err(SendError::Permanent(error)) => {
             app.store
                 .reply_failed(

@@ -42,6 +42,12 @@ const MEMBERS_TTL: Duration = Duration::from_secs(60);
 const MEMBERS_MIN_REFRESH: Duration = Duration::from_secs(5);
 /// Posts remembered by idempotency key, so a retried job reuses them.
 const POSTED_KEYS: usize = 4_096;
+/// The `event_type` of the metadata every outbox post carries.
+pub const JOB_EVENT_TYPE: &str = "mailroom_job";
+/// How far back [`ChatPlatform::find_post`] looks: the latest messages of
+/// the channel (or replies of the thread). A post lost in a crash is
+/// looked for right after the restart, when it is among the latest.
+const FIND_WINDOW: &str = "200";
 
 /// Mailroom's name for a Slack user (`slack:U024BE7LH`).
 pub fn agent(user_id: &str) -> Option<Agent> {
@@ -267,11 +273,15 @@ impl SlackChat {
     }
 
     /// Posts a message (a thread reply with `thread_ts`), paced per channel.
+    /// A post made for an outbox job carries its idempotency `key` in the
+    /// message's metadata ([`JOB_EVENT_TYPE`]), so that after a restart
+    /// [`ChatPlatform::find_post`] can find a post whose answer was lost.
     async fn post(
         &self,
         channel: &str,
         thread_ts: Option<&str>,
         post: &render::Post,
+        key: Option<&str>,
     ) -> Result<String, ChatError> {
         self.pacer.until_key_ready(&channel.to_owned()).await;
         let mut body = json!({
@@ -289,6 +299,12 @@ impl SlackChat {
         if let Some(t) = thread_ts {
             body["thread_ts"] = json!(t);
         }
+        if let Some(key) = key {
+            body["metadata"] = json!({
+                "event_type": JOB_EVENT_TYPE,
+                "event_payload": {"key": key},
+            });
+        }
         let r = self.call("chat.postMessage", &body).await?;
         Ok(str_field(&r, "chat.postMessage", "ts")?.to_owned())
     }
@@ -305,7 +321,7 @@ impl SlackChat {
         if let Some(ts) = self.posted.lock().map_err(poisoned)?.get(key) {
             return Ok(ts);
         }
-        let ts = self.post(channel, thread_ts, post).await?;
+        let ts = self.post(channel, thread_ts, post, Some(key)).await?;
         self.posted
             .lock()
             .map_err(poisoned)?
@@ -471,6 +487,53 @@ impl ChatPlatform for SlackChat {
         Platform::Slack
     }
 
+    async fn find_post(
+        &self,
+        room: &str,
+        thread_ref: Option<&str>,
+        keys: &[String],
+    ) -> Result<Option<(String, String)>, ChatError> {
+        // Metadata is returned only when asked for (`include_all_metadata`).
+        let v = match thread_ref {
+            None => {
+                let params = [
+                    ("channel", room),
+                    ("limit", FIND_WINDOW),
+                    ("include_all_metadata", "true"),
+                ];
+                self.get("conversations.history", &params).await?
+            }
+            Some(ts) => {
+                let params = [
+                    ("channel", room),
+                    ("ts", ts),
+                    ("limit", FIND_WINDOW),
+                    ("include_all_metadata", "true"),
+                ];
+                self.get("conversations.replies", &params).await?
+            }
+        };
+        let found = v["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["metadata"]["event_type"] == JOB_EVENT_TYPE)
+            .find_map(|m| {
+                let key = m["metadata"]["event_payload"]["key"].as_str()?;
+                let ts = m["ts"].as_str()?;
+                keys.iter()
+                    .any(|k| k == key)
+                    .then(|| (ts.to_owned(), key.to_owned()))
+            });
+        if let Some((ts, key)) = &found {
+            self.posted
+                .lock()
+                .map_err(poisoned)?
+                .put(key.clone(), ts.clone());
+        }
+        Ok(found)
+    }
+
     async fn post_ticket(
         &self,
         room: &str,
@@ -630,7 +693,7 @@ impl ChatPlatform for SlackChat {
             blocks: None,
             mrkdwn: true,
         };
-        self.post(room, None, &post).await?;
+        self.post(room, None, &post, None).await?;
         Ok(())
     }
 
@@ -654,7 +717,7 @@ impl ChatPlatform for SlackChat {
             blocks: None,
             mrkdwn: true,
         };
-        self.post(room, None, &post).await?;
+        self.post(room, None, &post, None).await?;
         Ok(())
     }
 

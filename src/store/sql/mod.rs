@@ -118,6 +118,28 @@ type AnyTx = sqlx::Transaction<'static, sqlx::Any>;
 impl SqlStore {
     /// Opens (and for SQLite, creates with owner-only permissions) the database.
     pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> StoreResult<SqlStore> {
+        let defaults = crate::store::settings::DatabaseSettings::default();
+        SqlStore::connect_waiting(url, max_connections, defaults.acquire_timeout).await
+    }
+
+    /// [`SqlStore::connect`] with the `[database]` settings: pool size and
+    /// how long a query waits for a connection (`acquire_timeout_secs`).
+    pub async fn open(
+        settings: &crate::store::settings::DatabaseSettings,
+    ) -> StoreResult<SqlStore> {
+        SqlStore::connect_waiting(
+            &settings.url,
+            settings.max_connections,
+            settings.acquire_timeout,
+        )
+        .await
+    }
+
+    async fn connect_waiting(
+        url: &DatabaseUrl,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> StoreResult<SqlStore> {
         sqlx::any::install_default_drivers();
         match url {
             DatabaseUrl::Sqlite { path } => {
@@ -149,7 +171,7 @@ impl SqlStore {
                     } else {
                         Some(Duration::from_secs(3600))
                     })
-                    .acquire_timeout(Duration::from_secs(30))
+                    .acquire_timeout(acquire_timeout)
                     .after_connect(|conn, _meta| {
                         Box::pin(async move {
                             conn.execute("PRAGMA journal_mode = WAL").await?;
@@ -175,11 +197,18 @@ impl SqlStore {
                 })?;
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections.max(2))
-                    .acquire_timeout(Duration::from_secs(30))
+                    .acquire_timeout(acquire_timeout)
                     .connect_with(opts)
                     .await
                     .map_err(|e| {
-                        StoreError::Open(redact_url_error(&e.to_string(), secret.expose()))
+                        // A server not (yet) reachable is worth waiting for;
+                        // a refusal (password, database name) is not.
+                        let e = StoreError::from(e);
+                        if e.is_transient() {
+                            e
+                        } else {
+                            StoreError::Open(redact_url_error(&e.to_string(), secret.expose()))
+                        }
                     })?;
                 Ok(SqlStore {
                     pool,

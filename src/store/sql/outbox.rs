@@ -288,7 +288,7 @@ pub(super) async fn recover_in_flight(
     for row in rows {
         let job = job_from_row(&row)?;
         if !job.spec.at_most_once() {
-            sqlx::query("UPDATE outbox SET state = 'pending', taken_by = NULL, updated_at = $1 WHERE id = $2 AND state = 'in_flight'")
+            sqlx::query("UPDATE outbox SET state = 'pending', taken_by = NULL, maybe_done = 1, updated_at = $1 WHERE id = $2 AND state = 'in_flight'")
                 .bind(now_ms)
                 .bind(job.id)
                 .execute(pool)
@@ -352,6 +352,7 @@ fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
         last_error: row.try_get("last_error")?,
         not_before_ms: row.try_get("not_before")?,
         created_at_ms: row.try_get("created_at")?,
+        maybe_done: row.try_get::<i64, _>("maybe_done")? != 0,
     })
 }
 

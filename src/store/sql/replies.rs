@@ -208,13 +208,22 @@ pub(super) async fn reply_failed(
     } else {
         "failed"
     };
-    sqlx::query("UPDATE outbox SET state = $1, last_error = $2, updated_at = $3 WHERE id = $4")
-        .bind(job_state)
-        .bind(error)
-        .bind(now_ms)
-        .bind(job.id)
-        .execute(&mut *tx)
-        .await?;
+    // Only while the job is in flight, as for `reply_sent`: a retry of
+    // this write after a commit whose answer was lost changes nothing (no
+    // second audit line or notice).
+    let taken = sqlx::query(
+        "UPDATE outbox SET state = $1, last_error = $2, updated_at = $3 WHERE id = $4 AND state = 'in_flight'",
+    )
+    .bind(job_state)
+    .bind(error)
+    .bind(now_ms)
+    .bind(job.id)
+    .execute(&mut *tx)
+    .await?;
+    if taken.rows_affected() == 0 {
+        tx.rollback().await?;
+        return Ok(());
+    }
     let row = sqlx::query("UPDATE emails SET state = $1 WHERE id = $2 RETURNING ticket_id")
         .bind(state.as_str())
         .bind(email_id)
