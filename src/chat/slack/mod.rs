@@ -471,6 +471,10 @@ impl ChatPlatform for SlackChat {
         Platform::Slack
     }
 
+    fn workspace_url(&self) -> Option<String> {
+        Some(self.team_url.clone())
+    }
+
     async fn post_ticket(
         &self,
         room: &str,
