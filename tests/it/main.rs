@@ -15,6 +15,7 @@ mod corpus;
 mod cuttable;
 mod dashboard;
 mod dashboard_chat;
+mod dashboard_filters;
 mod every_mail;
 #[path = "../fake_slack/mod.rs"]
 mod fake_slack;
