@@ -413,6 +413,14 @@ impl App {
         self.mailboxes.get(name)
     }
 
+    /// The Slack workspace's address (`auth.test`'s `url`), which links to
+    /// Slack threads are built on; `None` without Slack.
+    pub fn slack_workspace(&self) -> Option<String> {
+        self.chats
+            .get(&Platform::Slack)
+            .and_then(|c| c.workspace_url())
+    }
+
     /// Chat platforms a mailbox's tickets are posted to (configured and running).
     pub fn platforms_for(&self, mailbox: &MailboxName) -> Vec<Platform> {
         let Some(m) = self.mailboxes.get(mailbox) else {

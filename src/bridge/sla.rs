@@ -11,50 +11,19 @@
 //! ticket was answered, paused, or its due time moved) says nothing. No
 //! check sends mail.
 
-use jiff::Timestamp;
-
 use super::App;
 use super::outbox::StepOutcome;
-use crate::domain::chat::Platform;
+use crate::domain::chat::{Platform, thread_link};
 use crate::domain::ids::TicketId;
-use crate::domain::sla::{
-    History, Mention, Pause, Policy, Response, SlaClock, SlaState, clock, human,
-};
+use crate::domain::sla::{History, Mention, Policy, Response, SlaClock, SlaState, clock, human};
 use crate::domain::ticket::Status;
 use crate::store::{
     Job, JobOutcome, JobSpec, SlaFiring, SlaMark, SlaRecord, StoreError, TicketFilter, TicketRecord,
 };
 
-fn at(ms: i64) -> Timestamp {
-    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-/// The ticket's history as the clock reads it. Tickets without a row
-/// (none since migration 0010 fills them in) are read off the ticket.
+/// The ticket's history as the clock reads it ([`SlaRecord::history`]).
 pub fn history(ticket: &TicketRecord, rec: &SlaRecord) -> History {
-    let awaiting = match (rec.tracked, ticket.first_response_at_ms) {
-        (true, _) => rec.awaiting_since_ms,
-        (false, None) => Some(ticket.created_at_ms),
-        (false, Some(answered)) => {
-            (ticket.last_customer_at_ms > answered).then_some(ticket.last_customer_at_ms)
-        }
-    };
-    History {
-        first_response_at: ticket.first_response_at_ms.map(at),
-        awaiting_since: awaiting.map(at),
-        pauses: rec
-            .pauses
-            .iter()
-            .map(|(from, until)| Pause {
-                from: at(*from),
-                until: until.map(at),
-            })
-            .collect(),
-        inactive: matches!(
-            ticket.state.status(),
-            Status::Closed | Status::Ignored | Status::Spam
-        ),
-    }
+    rec.history(ticket)
 }
 
 /// The policy holding for a ticket, if any.
@@ -192,7 +161,10 @@ pub(super) async fn perform(app: &App, job: &Job) -> Result<StepOutcome, StoreEr
                     .map(|t| t.room.clone())
                     .or_else(|| app.chat_room(&ticket.mailbox, platform));
                 let Some(room) = room else { continue };
-                let link = thread.as_ref().and_then(permalink);
+                let workspace = app.slack_workspace();
+                let link = thread
+                    .as_ref()
+                    .and_then(|t| thread_link(t, workspace.as_deref()));
                 let (room_mention, users) = callout(policy, platform);
                 jobs.push(JobSpec::ChatAlert {
                     platform,
@@ -298,18 +270,6 @@ fn breach_text(t: &TicketRecord, c: &SlaClock, link: Option<&str>) -> String {
         text.push_str(link);
     }
     text
-}
-
-/// A link to the ticket's thread, where the platform has one without
-/// asking its server (Matrix's matrix.to).
-fn permalink(thread: &crate::domain::chat::ChatThread) -> Option<String> {
-    match thread.platform {
-        Platform::Matrix => Some(format!(
-            "https://matrix.to/#/{}/{}",
-            thread.room, thread.thread_ref
-        )),
-        Platform::Slack => None,
-    }
 }
 
 /// Who a breach calls on `platform`: the room, and the users with an id

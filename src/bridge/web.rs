@@ -12,7 +12,9 @@ use crate::web::auth::{IssueError, issue_link};
 
 impl App {
     /// What the dashboard reads: the store, the clock, the mail parser for
-    /// message texts, and the first mailbox's time zone for its days.
+    /// message texts, the mailboxes' time zones (the first mailbox's for
+    /// the whole team's days), the SLA policies and calendars, and the
+    /// Slack workspace's address for thread links.
     pub fn web_handles(&self) -> WebHandles {
         WebHandles {
             store: self.store.clone(),
@@ -24,6 +26,15 @@ impl App {
                 .mailboxes
                 .first()
                 .map_or_else(Zone::system, |m| m.time_zone.clone()),
+            zones: self
+                .settings
+                .mailboxes
+                .iter()
+                .map(|m| (m.name.clone(), m.time_zone.clone()))
+                .collect(),
+            sla: Arc::new(self.settings.sla.clone()),
+            calendars: Arc::new(self.settings.calendars.clone()),
+            slack_workspace: self.slack_workspace(),
         }
     }
 }

@@ -96,6 +96,13 @@ pub struct RoomBoard {
 pub trait ChatPlatform: Send + Sync {
     fn platform(&self) -> Platform;
 
+    /// The workspace's address, where links into the platform need one
+    /// (Slack's `https://team.slack.com/`, read from `auth.test` at start);
+    /// `None` where they do not (Matrix links go through matrix.to).
+    fn workspace_url(&self) -> Option<String> {
+        None
+    }
+
     /// Posts the root message of a new ticket's thread; returns where it lives.
     /// `idempotency_key` is stable per outbox job and rendering, so an
     /// adapter whose platform supports it (Matrix transaction ids) can make a

@@ -44,3 +44,81 @@ pub struct SharedFile {
     /// The platform's handle to download it (see `ChatPlatform::download`).
     pub source: String,
 }
+
+/// Where a ticket's thread is opened in its chat app. Matrix: matrix.to,
+/// which hands the link to whichever client the teammate uses. Slack: the
+/// thread's permalink in the workspace, whose address (`https://team.slack.com/`,
+/// from `auth.test`) `slack_workspace` is; without it there is no link
+/// (a Slack link needs the workspace's domain).
+pub fn thread_link(thread: &ChatThread, slack_workspace: Option<&str>) -> Option<String> {
+    match thread.platform {
+        Platform::Matrix => Some(format!(
+            "https://matrix.to/#/{}/{}",
+            url_part(&thread.room),
+            url_part(&thread.thread_ref)
+        )),
+        // Slack's documented permalink form: the root's ts without its dot,
+        // and the thread named so the link opens it, not the channel.
+        Platform::Slack => slack_workspace.map(|w| {
+            let (room, ts) = (url_part(&thread.room), url_part(&thread.thread_ref));
+            format!(
+                "{}/archives/{room}/p{}?thread_ts={ts}&cid={room}",
+                w.trim_end_matches('/'),
+                ts.replace('.', "")
+            )
+        }),
+    }
+}
+
+/// Percent-encodes what is not safe in a URL path segment or fragment.
+fn url_part(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'.'
+            | b'_'
+            | b'~'
+            | b'!'
+            | b'@'
+            | b':'
+            | b'$' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_links_open_the_chat_app() {
+        let m = ChatThread {
+            platform: Platform::Matrix,
+            room: "!abc:example.org".into(),
+            thread_ref: "$ev/1".into(),
+        };
+        assert_eq!(
+            thread_link(&m, None).as_deref(),
+            Some("https://matrix.to/#/!abc:example.org/$ev%2F1")
+        );
+        let s = ChatThread {
+            platform: Platform::Slack,
+            room: "C024BE91L".into(),
+            thread_ref: "1712345678.000200".into(),
+        };
+        assert_eq!(
+            thread_link(&s, Some("https://acme.slack.com/")).as_deref(),
+            Some(
+                "https://acme.slack.com/archives/C024BE91L/p1712345678000200\
+                 ?thread_ts=1712345678.000200&cid=C024BE91L"
+            )
+        );
+        assert_eq!(thread_link(&s, None), None, "no workspace, no Slack link");
+    }
+}

@@ -91,13 +91,13 @@ pub use sent::{SentBatch, SentMail, SentRecorded};
 pub use sla::{SlaFiring, SlaMark, SlaRecord};
 pub use snooze::{SnoozeSet, WakeIf};
 pub use tickets::{Applied, TicketFilter, TicketRecord};
-pub use web::{NewWebLink, NewWebSession};
+pub use web::{NewWebLink, NewWebSession, QueueTicket};
 
 use crate::domain::analytics::{ActiveTicket, PeriodRows, Scope};
 use crate::domain::board::BoardTicket;
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::ContentHash;
-use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, TicketId};
+use crate::domain::ids::{Actor, Agent, MailboxName, MessageId, Tag, TicketId};
 use crate::domain::mailbox::{Checkpoint, FolderRole};
 use crate::domain::threading::{Candidates, ThreadKeys};
 use crate::domain::ticket::TicketEvent;
@@ -430,4 +430,11 @@ pub trait TicketStore: Send + Sync {
     ) -> StoreResult<Redeemed>;
     /// The teammate of an unexpired session.
     async fn web_session(&self, id: &SecretHash, now_ms: i64) -> StoreResult<Option<Agent>>;
+    /// The waiting tickets (open, claimed, pending; snoozed ones too),
+    /// oldest first, at most `limit`, each with its chat threads and SLA
+    /// facts: the dashboard's queue, in a fixed number of queries.
+    async fn queue_tickets(&self, limit: u32) -> StoreResult<Vec<QueueTicket>>;
+    /// Everyone who owns or owned a ticket, and every tag in use, sorted:
+    /// what the dashboard's overview can be narrowed to.
+    async fn owners_and_tags(&self) -> StoreResult<(Vec<Agent>, Vec<Tag>)>;
 }

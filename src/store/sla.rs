@@ -3,7 +3,11 @@
 //! an SLA timer that fires leaves behind ([`SlaFiring`]). The clock itself
 //! is `domain::sla`'s. Queries: `sql/sla.rs`.
 
-use super::JobSpec;
+use jiff::Timestamp;
+
+use super::{JobSpec, TicketRecord};
+use crate::domain::sla::{History, Pause};
+use crate::domain::ticket::Status;
 
 /// A ticket's SLA facts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,6 +26,37 @@ pub struct SlaRecord {
 impl SlaRecord {
     pub fn marked(&self, clock_start_ms: i64, mark: SlaMark) -> bool {
         self.marks.contains(&(clock_start_ms, mark))
+    }
+
+    /// The ticket's history as the clock (`domain::sla::clock`) reads it:
+    /// what the chat card, the SLA timers and the dashboard all compute
+    /// from. Tickets without a row (none since migration 0010 fills them
+    /// in) are read off the ticket.
+    pub fn history(&self, ticket: &TicketRecord) -> History {
+        let at = |ms: i64| Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH);
+        let awaiting = match (self.tracked, ticket.first_response_at_ms) {
+            (true, _) => self.awaiting_since_ms,
+            (false, None) => Some(ticket.created_at_ms),
+            (false, Some(answered)) => {
+                (ticket.last_customer_at_ms > answered).then_some(ticket.last_customer_at_ms)
+            }
+        };
+        History {
+            first_response_at: ticket.first_response_at_ms.map(at),
+            awaiting_since: awaiting.map(at),
+            pauses: self
+                .pauses
+                .iter()
+                .map(|(from, until)| Pause {
+                    from: at(*from),
+                    until: until.map(at),
+                })
+                .collect(),
+            inactive: matches!(
+                ticket.state.status(),
+                Status::Closed | Status::Ignored | Status::Spam
+            ),
+        }
     }
 }
 

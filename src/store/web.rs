@@ -1,5 +1,8 @@
-//! The dashboard's sign-in links and sessions. Queries: `sql/web.rs`.
+//! The dashboard's sign-in links and sessions, and its queue's rows.
+//! Queries: `sql/web.rs`.
 
+use super::{SlaRecord, TicketRecord};
+use crate::domain::chat::ChatThread;
 use crate::domain::ids::Agent;
 use crate::domain::web::SecretHash;
 
@@ -18,4 +21,14 @@ pub struct NewWebLink {
 pub struct NewWebSession {
     pub id: SecretHash,
     pub expires_at_ms: i64,
+}
+
+/// A waiting ticket as the dashboard's queue shows it: the ticket, its
+/// chat threads and its SLA facts, read for all waiting tickets at once
+/// (a fixed number of queries, however long the queue).
+#[derive(Debug, Clone)]
+pub struct QueueTicket {
+    pub ticket: TicketRecord,
+    pub threads: Vec<ChatThread>,
+    pub sla: SlaRecord,
 }

@@ -44,6 +44,7 @@ pub async fn queue(State(h): State<WebHandles>, headers: HeaderMap) -> Response 
                 "age_minutes",
                 "sla",
                 "chat",
+                "sla_state",
             ];
             let body = to_csv(
                 head,
@@ -59,8 +60,9 @@ pub async fn queue(State(h): State<WebHandles>, headers: HeaderMap) -> Response 
                         r.owner,
                         r.created,
                         r.age_mins.to_string(),
-                        r.sla,
+                        r.sla.to_string(),
                         chat.join(" "),
+                        r.sla.state().to_owned(),
                     ]
                 }),
             );
@@ -104,11 +106,12 @@ pub async fn overview(
     if let Err(r) = signed_in(&h, &headers).await {
         return r;
     }
-    let period = match q.period() {
-        Ok(p) => p,
-        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
+    let (period, filter) = match q.parse(&h).await {
+        Ok(Ok(asked)) => asked,
+        Ok(Err((_, message))) => return (StatusCode::BAD_REQUEST, message).into_response(),
+        Err(e) => return store_failed(&h, None, e),
     };
-    match views::overview(&h, period).await {
+    match views::overview(&h, period, &filter).await {
         Ok(o) => {
             let head = ["day", "received", "median_first_answer_minutes"];
             let rows = o.days.iter().map(|(day, received, first)| {
@@ -119,10 +122,29 @@ pub async fn overview(
                 ]
             });
             let body = to_csv(head, rows);
-            csv_response(&format!("overview-{}.csv", period.as_str()), body)
+            csv_response(&overview_name(period.as_str(), &filter), body)
         }
         Err(e) => store_failed(&h, None, e),
     }
+}
+
+/// `overview-week.csv`, `overview-week-support-billing.csv`: the period
+/// and the filter, in characters safe in a file name.
+fn overview_name(period: &str, f: &super::filter::OverviewFilter) -> String {
+    let mut name = format!("overview-{period}");
+    let parts = [
+        f.mailbox.as_ref().map(|m| m.to_string()),
+        f.person.as_ref().map(|p| p.to_string()),
+        f.tag.as_ref().map(|t| t.to_string()),
+    ];
+    for p in parts.into_iter().flatten() {
+        name.push('-');
+        name.extend(
+            p.chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }),
+        );
+    }
+    name + ".csv"
 }
 
 async fn ticket_view(

@@ -5,6 +5,7 @@
 //! - [`settings`]: `[web]`.
 //! - [`auth`]: links, sessions, the cookie; `/login`, `/signin`.
 //! - [`views`]: what the pages show, read from the store.
+//! - [`filter`]: what the overview is narrowed to.
 //! - [`pages`] and `templates/`: HTML (askama, escaped by default).
 //! - [`export`]: the same tables as CSV.
 //! - [`chart`]: charts as SVG drawn here, no script.
@@ -16,10 +17,12 @@
 pub mod auth;
 pub mod chart;
 pub mod export;
+pub mod filter;
 pub mod pages;
 pub mod settings;
 pub mod views;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,6 +35,9 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::calendar::Calendar;
+use crate::domain::ids::MailboxName;
+use crate::domain::sla::Policies;
 use crate::domain::time::{Clock, Zone};
 use crate::store::TicketStore;
 use settings::WebSettings;
@@ -46,8 +52,20 @@ pub struct WebHandles {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<WebSettings>,
     pub mail_text: MailText,
-    /// The zone times are shown and days counted in.
+    /// The zone times are shown and days counted in, unless one mailbox
+    /// is chosen (the first mailbox's).
     pub zone: Zone,
+    /// Each mailbox's zone: the overview of one mailbox counts its days
+    /// in it.
+    pub zones: BTreeMap<MailboxName, Zone>,
+    /// The SLA policies (`[[sla]]`), for the queue's SLA column.
+    pub sla: Arc<Policies>,
+    /// Each mailbox's business calendar, which SLA clocks count in.
+    pub calendars: Arc<BTreeMap<MailboxName, Calendar>>,
+    /// The Slack workspace's address (`auth.test`'s `url`, such as
+    /// `https://team.slack.com/`): links to Slack threads need it. `None`
+    /// without Slack.
+    pub slack_workspace: Option<String>,
 }
 
 /// The dashboard's routes.

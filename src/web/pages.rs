@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::WebHandles;
 use super::auth::{base_path, session, to_signin};
 use super::chart;
+use super::filter::OverviewFilter;
 use super::views::{self, Overview, PersonRow, QueueRow, TicketView};
 use crate::domain::ids::{Agent, TicketId};
 use crate::store::StoreError;
@@ -50,7 +51,6 @@ struct OverviewBody<'a> {
     periods: Vec<&'static str>,
     /// (element id, caption, SVG) a chart.
     charts: Vec<(&'static str, &'a str, String)>,
-    zone: &'a str,
 }
 
 #[derive(Template)]
@@ -131,7 +131,6 @@ pub fn render(h: &WebHandles, who: Option<&Agent>, page: Page) -> Response {
                 period: o.kind.as_str(),
                 periods: PeriodKind::ALL.iter().map(|p| p.as_str()).collect(),
                 charts,
-                zone: h.zone.name(),
             };
             ("Overview", "overview", None, body.render())
         }
@@ -223,12 +222,39 @@ fn not_found(h: &WebHandles, who: &Agent, message: String) -> Response {
     resp
 }
 
+/// The overview's parameters: `period` (day, week, month), and the
+/// filters `mailbox`, `person`, `tag`.
 #[derive(Deserialize)]
 pub struct PeriodQuery {
     period: Option<String>,
+    mailbox: Option<String>,
+    person: Option<String>,
+    tag: Option<String>,
 }
 
 impl PeriodQuery {
+    /// The period and filter asked for; `Err` holds the problem's heading
+    /// and message (a bad request) or the store's failure.
+    pub async fn parse(
+        &self,
+        h: &WebHandles,
+    ) -> Result<Result<(PeriodKind, OverviewFilter), (&'static str, String)>, StoreError> {
+        let period = match self.period() {
+            Ok(p) => p,
+            Err(message) => return Ok(Err(("Unknown period", message))),
+        };
+        let filter = OverviewFilter::parse(
+            h,
+            self.mailbox.as_deref(),
+            self.person.as_deref(),
+            self.tag.as_deref(),
+        )
+        .await?;
+        Ok(filter
+            .map(|f| (period, f))
+            .map_err(|message| ("Unknown filter", message)))
+    }
+
     /// The period asked for (this week by default); an unknown one is an
     /// error naming it.
     pub fn period(&self) -> Result<PeriodKind, String> {
@@ -249,19 +275,20 @@ pub async fn overview(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let period = match q.period() {
-        Ok(p) => p,
-        Err(message) => {
+    let (period, filter) = match q.parse(&h).await {
+        Ok(Ok(asked)) => asked,
+        Ok(Err((heading, message))) => {
             let page = Page::Problem {
-                heading: "Unknown period".into(),
+                heading: heading.into(),
                 message,
             };
             let mut resp = render(&h, Some(&who), page);
             *resp.status_mut() = StatusCode::BAD_REQUEST;
             return resp;
         }
+        Err(e) => return store_failed(&h, Some(&who), e),
     };
-    match views::overview(&h, period).await {
+    match views::overview(&h, period, &filter).await {
         Ok(o) => render(&h, Some(&who), Page::Overview(o)),
         Err(e) => store_failed(&h, Some(&who), e),
     }

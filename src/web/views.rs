@@ -6,22 +6,21 @@ use jiff::Timestamp;
 
 use super::WebHandles;
 use super::chart::{Point, Series};
-use crate::domain::chat::{ChatThread, Platform};
+use super::filter::{FilterRow, OverviewFilter, filter_rows};
+use crate::domain::chat::{ChatThread, Platform, thread_link};
 use crate::domain::email::Direction;
 use crate::domain::ids::TicketId;
+use crate::domain::sla::{SlaState, clock, human};
 use crate::domain::ticket::Status;
 use crate::domain::time::Zone;
 use crate::store::analytics::{
     AgeBucket, Backlog, DurationStats, NO_GROUP, Period, PeriodKind, Scope, WallClock, Workload,
     figures,
 };
-use crate::store::{StoreError, TicketFilter, TicketRecord};
+use crate::store::{QueueTicket, SlaRecord, StoreError, TicketRecord};
 
-/// The statuses the queue shows: everything not finished or set aside.
-const WAITING: [Status; 3] = [Status::Open, Status::Claimed, Status::Pending];
-
-/// How many tickets of one status a page reads at most.
-const PER_STATUS: u32 = 1000;
+/// How many waiting tickets the queue shows at most, oldest first.
+const QUEUE_LIMIT: u32 = 5000;
 
 /// A time as the mailbox's people read it.
 pub fn when(zone: &Zone, ms: i64) -> String {
@@ -40,52 +39,89 @@ pub fn age(now_ms: i64, then_ms: i64) -> String {
     }
 }
 
-/// Where a ticket's thread is opened in the chat app.
-pub fn thread_url(thread: &ChatThread) -> String {
-    match thread.platform {
-        // matrix.to hands the link to whichever client the teammate uses.
-        Platform::Matrix => format!(
-            "https://matrix.to/#/{}/{}",
-            url_part(&thread.room),
-            url_part(&thread.thread_ref)
-        ),
-        // A Slack permalink is the channel and the root's ts without its dot;
-        // Slack resolves it to the workspace the teammate is signed in to.
-        Platform::Slack => format!(
-            "https://slack.com/archives/{}/p{}",
-            url_part(&thread.room),
-            thread.thread_ref.replace('.', "")
-        ),
-    }
-}
-
-/// Percent-encodes what is not safe in a URL path segment or fragment.
-fn url_part(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z'
-            | b'a'..=b'z'
-            | b'0'..=b'9'
-            | b'-'
-            | b'.'
-            | b'_'
-            | b'~'
-            | b'!'
-            | b'@'
-            | b':'
-            | b'$' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 /// A link into chat.
 #[derive(Debug, Clone)]
 pub struct ChatLink {
     pub platform: &'static str,
     pub url: String,
+}
+
+/// A ticket's SLA state as the queue shows it, from the clock the chat
+/// card shows (`domain::sla::clock` over the same stored facts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlaCell {
+    /// No policy holds for the ticket, or no clock runs.
+    None,
+    /// Answered: nothing is due.
+    Met,
+    /// Pending on the customer: the clock stands, `left` business time left.
+    Paused { left: String },
+    /// Due in `left` of business time; `at_risk` past the nudge threshold.
+    Due { left: String, at_risk: bool },
+    /// Overdue by `over` of business time.
+    Breached { over: String },
+}
+
+impl SlaCell {
+    /// The machine-readable state (`data-sla`, the CSV's `sla_state`).
+    pub fn state(&self) -> &'static str {
+        match self {
+            SlaCell::None => "none",
+            SlaCell::Met => SlaState::Met.as_str(),
+            SlaCell::Paused { .. } => SlaState::Paused.as_str(),
+            SlaCell::Due { at_risk: false, .. } => SlaState::OnTrack.as_str(),
+            SlaCell::Due { at_risk: true, .. } => SlaState::AtRisk.as_str(),
+            SlaCell::Breached { .. } => SlaState::Breached.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for SlaCell {
+    /// "due in 3h 20m", "at risk: due in 40m", "breached 1h 5m ago",
+    /// "paused while pending (2h left)", "met", "—"; business time.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SlaCell::None => f.write_str("—"),
+            SlaCell::Met => f.write_str("met"),
+            SlaCell::Paused { left } => write!(f, "paused while pending ({left} left)"),
+            SlaCell::Due {
+                left,
+                at_risk: false,
+            } => write!(f, "due in {left}"),
+            SlaCell::Due {
+                left,
+                at_risk: true,
+            } => write!(f, "at risk: due in {left}"),
+            SlaCell::Breached { over } => write!(f, "breached {over} ago"),
+        }
+    }
+}
+
+/// The ticket's SLA state now: the policy that holds for it, its
+/// mailbox's calendar, its stored facts.
+pub fn sla_cell(h: &WebHandles, t: &TicketRecord, rec: &SlaRecord) -> SlaCell {
+    let Some(policy) = h.sla.for_ticket(&t.mailbox, t.priority, t.tags.iter()) else {
+        return SlaCell::None;
+    };
+    let Some(calendar) = h.calendars.get(&t.mailbox) else {
+        return SlaCell::None;
+    };
+    let Some(c) = clock(policy, calendar, &rec.history(t), h.clock.now()) else {
+        return SlaCell::None;
+    };
+    match c.state {
+        SlaState::Met => SlaCell::Met,
+        SlaState::Paused => SlaCell::Paused {
+            left: human(c.left),
+        },
+        SlaState::OnTrack | SlaState::AtRisk => SlaCell::Due {
+            left: human(c.left),
+            at_risk: c.state == SlaState::AtRisk,
+        },
+        SlaState::Breached => SlaCell::Breached {
+            over: human(-c.left),
+        },
+    }
 }
 
 /// One open ticket in the queue.
@@ -103,64 +139,59 @@ pub struct QueueRow {
     pub age_mins: i64,
     /// Since the customer last wrote.
     pub waiting: String,
-    /// The SLA state; "—" until SLAs exist.
-    pub sla: String,
+    pub sla: SlaCell,
     pub priority: String,
     pub links: Vec<ChatLink>,
 }
 
-async fn waiting_tickets(h: &WebHandles) -> Result<Vec<TicketRecord>, StoreError> {
-    let mut all = Vec::new();
-    for status in WAITING {
-        let f = TicketFilter {
-            status: Some(status),
-            limit: Some(PER_STATUS),
-            ..Default::default()
-        };
-        all.extend(h.store.list_tickets(&f).await?);
-    }
-    // Oldest first: the queue is worked from the top.
-    all.sort_by_key(|t| (t.created_at_ms, t.id.get()));
-    Ok(all)
+/// The links to a ticket's threads (a Slack one only when the
+/// workspace's address is known).
+fn links(h: &WebHandles, threads: &[ChatThread]) -> Vec<ChatLink> {
+    threads
+        .iter()
+        .filter_map(|t| {
+            thread_link(t, h.slack_workspace.as_deref()).map(|url| ChatLink {
+                platform: t.platform.as_str(),
+                url,
+            })
+        })
+        .collect()
 }
 
-async fn links(h: &WebHandles, id: TicketId) -> Result<Vec<ChatLink>, StoreError> {
-    let mut out = Vec::new();
-    for p in [Platform::Matrix, Platform::Slack] {
-        if let Some(t) = h.store.chat_thread(id, p).await? {
-            out.push(ChatLink {
-                platform: p.as_str(),
-                url: thread_url(&t),
-            });
-        }
-    }
-    Ok(out)
-}
-
+/// The queue: every waiting ticket, oldest first (it is worked from the
+/// top), read in a fixed number of queries ([`TicketStore::queue_tickets`]).
+///
+/// [`TicketStore::queue_tickets`]: crate::store::TicketStore::queue_tickets
 pub async fn queue(h: &WebHandles) -> Result<Vec<QueueRow>, StoreError> {
     let now = h.clock.now_ms();
-    let mut rows = Vec::new();
-    for t in waiting_tickets(h).await? {
-        rows.push(QueueRow {
-            id: t.id.get(),
-            mailbox: t.mailbox.to_string(),
-            subject: t.subject.clone(),
-            customer: t.customer.to_string(),
-            status: t.state.status().as_str(),
-            owner: t
-                .state
-                .owner()
-                .map_or_else(|| "—".to_owned(), |o| o.to_string()),
-            created: when(&h.zone, t.created_at_ms),
-            age: age(now, t.created_at_ms),
-            age_mins: (now - t.created_at_ms).max(0) / 60_000,
-            waiting: age(now, t.last_customer_at_ms),
-            sla: "—".to_owned(),
-            priority: t.priority.to_string(),
-            links: links(h, t.id).await?,
-        });
-    }
-    Ok(rows)
+    let tickets = h.store.queue_tickets(QUEUE_LIMIT).await?;
+    Ok(tickets
+        .into_iter()
+        .map(
+            |QueueTicket {
+                 ticket: t,
+                 threads,
+                 sla,
+             }| QueueRow {
+                id: t.id.get(),
+                mailbox: t.mailbox.to_string(),
+                subject: t.subject.clone(),
+                customer: t.customer.to_string(),
+                status: t.state.status().as_str(),
+                owner: t
+                    .state
+                    .owner()
+                    .map_or_else(|| "—".to_owned(), |o| o.to_string()),
+                created: when(&h.zone, t.created_at_ms),
+                age: age(now, t.created_at_ms),
+                age_mins: (now - t.created_at_ms).max(0) / 60_000,
+                waiting: age(now, t.last_customer_at_ms),
+                sla: sla_cell(h, &t, &sla),
+                priority: t.priority.to_string(),
+                links: links(h, &threads),
+            },
+        )
+        .collect())
 }
 
 /// One teammate's load (or nobody's tickets, `who` = "—"), as the chat's
@@ -263,6 +294,10 @@ pub async fn ticket(h: &WebHandles, id: TicketId) -> Result<Option<TicketView>, 
     let Some(t) = h.store.ticket(id).await? else {
         return Ok(None);
     };
+    let mut threads = Vec::new();
+    for p in [Platform::Matrix, Platform::Slack] {
+        threads.extend(h.store.chat_thread(id, p).await?);
+    }
     let mut messages = Vec::new();
     for e in h.store.emails(id).await? {
         let text = match h.store.raw_email(e.id).await? {
@@ -313,7 +348,7 @@ pub async fn ticket(h: &WebHandles, id: TicketId) -> Result<Option<TicketView>, 
             .map(|t| t.to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        links: links(h, t.id).await?,
+        links: links(h, &threads),
         messages,
         history,
     }))
@@ -338,11 +373,22 @@ pub struct Chart {
 }
 
 /// The overview of one calendar period (the day, ISO week or month that
-/// contains now, in the dashboard's zone): the team's figures as the chat's
-/// `stats` command computes them (`docs/ANALYTICS.md`), and what waits now.
+/// contains now, in the zone of the mailbox chosen, or of the first): the
+/// figures as the chat's `stats` command computes them
+/// (`docs/ANALYTICS.md`), and what waits now, for the tickets the filter
+/// chooses.
 #[derive(Debug, Clone)]
 pub struct Overview {
     pub kind: PeriodKind,
+    pub filter: OverviewFilter,
+    /// The filter as query parameters ("" for none), kept by the period
+    /// links and the CSV link.
+    pub query: String,
+    /// "mailbox support, tag billing", "" for every ticket.
+    pub scope: String,
+    pub filters: Vec<FilterRow>,
+    /// The zone days are counted in.
+    pub zone: String,
     /// "week 2026-W49 (30 Nov – 6 Dec)".
     pub label: String,
     pub cards: Vec<Card>,
@@ -367,14 +413,23 @@ fn stats_text(d: &DurationStats) -> String {
     }
 }
 
-pub async fn overview(h: &WebHandles, kind: PeriodKind) -> Result<Overview, StoreError> {
+pub async fn overview(
+    h: &WebHandles,
+    kind: PeriodKind,
+    filter: &OverviewFilter,
+) -> Result<Overview, StoreError> {
     let now = h.clock.now_ms();
     let at = Timestamp::from_millisecond(now).unwrap_or(Timestamp::UNIX_EPOCH);
-    let period = Period::containing(kind, at, &h.zone).map_err(|e| StoreError::Corrupt {
+    let zone = filter
+        .mailbox
+        .as_ref()
+        .and_then(|m| h.zones.get(m))
+        .unwrap_or(&h.zone);
+    let period = Period::containing(kind, at, zone).map_err(|e| StoreError::Corrupt {
         table: "tickets",
         reason: e.to_string(),
     })?;
-    let scope = Scope::default();
+    let scope = filter.scope();
     let f = figures(h.store.as_ref(), &scope, &period, &WallClock).await?;
     let active = h.store.active_tickets(&scope).await?;
     let backlog = Backlog::compute(&active, now);
@@ -531,6 +586,11 @@ pub async fn overview(h: &WebHandles, kind: PeriodKind) -> Result<Overview, Stor
         .collect();
     Ok(Overview {
         kind,
+        query: filter.query(),
+        scope: filter.label(),
+        filters: filter_rows(h, kind, filter).await?,
+        filter: filter.clone(),
+        zone: zone.name().to_owned(),
         label: period.label(),
         cards,
         charts,
@@ -551,28 +611,6 @@ mod tests {
             age(0, 60_000),
             "0 min",
             "a clock step back is no negative age"
-        );
-    }
-
-    #[test]
-    fn thread_links_open_the_chat_app() {
-        let m = ChatThread {
-            platform: Platform::Matrix,
-            room: "!abc:example.org".into(),
-            thread_ref: "$ev/1".into(),
-        };
-        assert_eq!(
-            thread_url(&m),
-            "https://matrix.to/#/!abc:example.org/$ev%2F1"
-        );
-        let s = ChatThread {
-            platform: Platform::Slack,
-            room: "C024BE91L".into(),
-            thread_ref: "1712345678.000200".into(),
-        };
-        assert_eq!(
-            thread_url(&s),
-            "https://slack.com/archives/C024BE91L/p1712345678000200"
         );
     }
 

@@ -28,16 +28,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::{TestDb, init_logs, poll_every};
 
-const MIN: i64 = 60_000;
-const HOUR: i64 = 60 * MIN;
-const DAY: i64 = 24 * HOUR;
+pub(crate) const MIN: i64 = 60_000;
+pub(crate) const HOUR: i64 = 60 * MIN;
+pub(crate) const DAY: i64 = 24 * HOUR;
+/// The address `auth.test` gives for the fake Slack's workspace.
+pub(crate) const SLACK_WORKSPACE: &str = "https://fake-team.slack.com/";
 
 /// The fixed "now" of the seeded store (UTC, so days are plain).
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     "2026-12-06T11:30:00Z".parse().expect("a timestamp")
 }
 
-fn agent(s: &str) -> Agent {
+pub(crate) fn agent(s: &str) -> Agent {
     Agent::parse(s).expect("an agent")
 }
 
@@ -53,7 +55,7 @@ fn artefacts() -> PathBuf {
 }
 
 /// chromedriver on a free loopback port, killed (by its pid) when dropped.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     url: String,
     _profile: tempfile::TempDir,
@@ -69,7 +71,7 @@ impl Drop for Driver {
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-async fn browser() -> (Driver, Client) {
+pub(crate) async fn browser() -> (Driver, Client) {
     mailroom::mail::tls::install_crypto_provider();
     for bin in [CHROMIUM, CHROMEDRIVER] {
         assert!(
@@ -134,7 +136,7 @@ async fn browser() -> (Driver, Client) {
 }
 
 /// A real mail as a customer's client writes it.
-fn mail(id: &str, from: &str, subject: &str, body: &str) -> Vec<u8> {
+pub(crate) fn mail(id: &str, from: &str, subject: &str, body: &str) -> Vec<u8> {
     format!(
         "From: Customer <{from}>\r\nTo: support@example.com\r\nSubject: {subject}\r\n\
          Message-ID: <{id}>\r\nDate: Sun, 06 Dec 2026 08:00:00 +0000\r\n\
@@ -143,13 +145,25 @@ fn mail(id: &str, from: &str, subject: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn mb() -> MailboxName {
+pub(crate) fn mb() -> MailboxName {
     MailboxName::parse("support").expect("a mailbox name")
 }
 
 /// Stores a new ticket's first mail at `at_ms`.
-async fn new_ticket(
+pub(crate) async fn new_ticket(
     s: &dyn TicketStore,
+    n: u32,
+    subject: &str,
+    body: &str,
+    at_ms: i64,
+) -> TicketId {
+    new_ticket_in(s, mb(), n, subject, body, at_ms).await
+}
+
+/// Stores a new ticket's first mail in `mailbox` at `at_ms`.
+pub(crate) async fn new_ticket_in(
+    s: &dyn TicketStore,
+    mailbox: MailboxName,
     n: u32,
     subject: &str,
     body: &str,
@@ -165,7 +179,7 @@ async fn new_ticket(
         *b = ((u64::from(n) >> (5 * i)) & 31) as u8;
     }
     let new = NewInbound {
-        mailbox: mb(),
+        mailbox,
         checkpoint: None,
         imap_uid: None,
         email: NewEmail {
@@ -195,7 +209,13 @@ async fn new_ticket(
     }
 }
 
-async fn act(s: &dyn TicketStore, t: TicketId, who: &str, event: TicketEvent, at_ms: i64) {
+pub(crate) async fn act(
+    s: &dyn TicketStore,
+    t: TicketId,
+    who: &str,
+    event: TicketEvent,
+    at_ms: i64,
+) {
     let applied = s
         .apply(t, &Actor::Agent(agent(who)), &event, &[], at_ms)
         .await
@@ -204,7 +224,7 @@ async fn act(s: &dyn TicketStore, t: TicketId, who: &str, event: TicketEvent, at
 }
 
 /// A reply by `who`, sent at `at_ms`: the ticket's first response.
-async fn answer(s: &dyn TicketStore, t: TicketId, who: &str, at_ms: i64) {
+pub(crate) async fn answer(s: &dyn TicketStore, t: TicketId, who: &str, at_ms: i64) {
     let id = format!("reply-{}@example.com", t.get());
     let email = s
         .queue_reply(NewReply {
@@ -241,16 +261,17 @@ async fn answer(s: &dyn TicketStore, t: TicketId, who: &str, at_ms: i64) {
 }
 
 /// What was seeded, to compare the pages with.
-struct Seeded {
+pub(crate) struct Seeded {
     /// Tickets waiting (open, claimed, pending), oldest first.
-    waiting: Vec<TicketId>,
-    hostile: TicketId,
-    refund: TicketId,
+    pub(crate) waiting: Vec<TicketId>,
+    pub(crate) hostile: TicketId,
+    pub(crate) refund: TicketId,
+    pub(crate) claimed: TicketId,
 }
 
 /// Six tickets over the last three weeks: open, claimed, pending, closed,
 /// two answered (after 30 and 90 minutes), one with a hostile subject.
-async fn seed(s: &dyn TicketStore) -> Seeded {
+pub(crate) async fn seed(s: &dyn TicketStore) -> Seeded {
     let now = now().as_millisecond();
     let old = new_ticket(s, 6, "Old question", "Still there?", now - 20 * DAY).await;
     let hostile = new_ticket(
@@ -364,18 +385,19 @@ async fn seed(s: &dyn TicketStore) -> Seeded {
         waiting: vec![old, hostile, pending, claimed, refund],
         hostile,
         refund,
+        claimed,
     }
 }
 
 /// The dashboard served in-process on a loopback port, its clock at [`now`].
-struct Served {
-    app: Arc<App>,
-    clock: Arc<ManualClock>,
-    base: String,
-    cancel: CancellationToken,
+pub(crate) struct Served {
+    pub(crate) app: Arc<App>,
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) base: String,
+    pub(crate) cancel: CancellationToken,
 }
 
-async fn serve(db: &TestDb, store: Arc<mailroom::store::sql::SqlStore>) -> Served {
+pub(crate) async fn serve(db: &TestDb, store: Arc<mailroom::store::sql::SqlStore>) -> Served {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a port");
@@ -383,7 +405,12 @@ async fn serve(db: &TestDb, store: Arc<mailroom::store::sql::SqlStore>) -> Serve
     let text = format!(
         "[database]\nurl = \"{}\"\n\n[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\n\
          display_name = \"Example Support\"\ntime_zone = \"UTC\"\n  [mailbox.imap]\n  host = \"127.0.0.1\"\n  \
-         password = \"unused\"\n  [mailbox.smtp]\n  host = \"127.0.0.1\"\n\n[web]\nlisten = \"{addr}\"\n",
+         password = \"unused\"\n  [mailbox.smtp]\n  host = \"127.0.0.1\"\n\n\
+         [[mailbox]]\nname = \"sales\"\naddress = \"sales@example.com\"\n\
+         display_name = \"Example Sales\"\ntime_zone = \"Pacific/Auckland\"\n  [mailbox.imap]\n  host = \"127.0.0.1\"\n  \
+         password = \"unused\"\n  [mailbox.smtp]\n  host = \"127.0.0.1\"\n\n\
+         [[sla]]\nname = \"support\"\nmailbox = \"support\"\nfirst_response = \"4h\"\n\
+         next_response = \"1d\"\nnudge_at = 90\n\n[web]\nlisten = \"{addr}\"\n",
         db.url_text
     );
     let settings = Settings::parse(&text, &|_| None).unwrap_or_else(|p| panic!("{p:?}"));
@@ -392,11 +419,12 @@ async fn serve(db: &TestDb, store: Arc<mailroom::store::sql::SqlStore>) -> Serve
     app.clock = clock.clone();
     let app = Arc::new(app);
     let cancel = CancellationToken::new();
-    tokio::spawn(mailroom::web::serve(
-        app.web_handles(),
-        listener,
-        cancel.clone(),
-    ));
+    // No Slack adapter runs here: the workspace's address is the one the
+    // fake Slack's `auth.test` gives (dashboard_chat checks that a running
+    // mailroom takes it from there).
+    let mut handles = app.web_handles();
+    handles.slack_workspace = Some(SLACK_WORKSPACE.to_owned());
+    tokio::spawn(mailroom::web::serve(handles, listener, cancel.clone()));
     Served {
         app,
         clock,
@@ -406,7 +434,7 @@ async fn serve(db: &TestDb, store: Arc<mailroom::store::sql::SqlStore>) -> Serve
 }
 
 /// A sign-in link as `!mailroom dashboard` answers it.
-async fn link(app: &App, who: &str) -> String {
+pub(crate) async fn link(app: &App, who: &str) -> String {
     let answer = mailroom::bridge::web::link_answer(app, Platform::Matrix, &agent(who)).await;
     let url = answer
         .split_whitespace()
@@ -416,7 +444,7 @@ async fn link(app: &App, who: &str) -> String {
     url.to_owned()
 }
 
-async fn texts(c: &Client, css: &str) -> Vec<String> {
+pub(crate) async fn texts(c: &Client, css: &str) -> Vec<String> {
     let mut out = Vec::new();
     for e in c.find_all(Locator::Css(css)).await.expect("find") {
         out.push(e.text().await.expect("text"));
@@ -424,7 +452,7 @@ async fn texts(c: &Client, css: &str) -> Vec<String> {
     out
 }
 
-async fn attrs(c: &Client, css: &str, attr: &str) -> Vec<String> {
+pub(crate) async fn attrs(c: &Client, css: &str, attr: &str) -> Vec<String> {
     let mut out = Vec::new();
     for e in c.find_all(Locator::Css(css)).await.expect("find") {
         out.push(e.attr(attr).await.expect("attr").unwrap_or_default());
@@ -432,14 +460,14 @@ async fn attrs(c: &Client, css: &str, attr: &str) -> Vec<String> {
     out
 }
 
-async fn shot(c: &Client, name: &str) -> Vec<u8> {
+pub(crate) async fn shot(c: &Client, name: &str) -> Vec<u8> {
     let png = c.screenshot().await.expect("a screenshot");
     std::fs::write(artefacts().join(format!("{name}.png")), &png).expect("saved");
     png
 }
 
 /// GET with the browser's session cookie, without following redirects.
-async fn get(base: &str, path: &str, session: Option<&str>) -> reqwest::Response {
+pub(crate) async fn get(base: &str, path: &str, session: Option<&str>) -> reqwest::Response {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -451,7 +479,7 @@ async fn get(base: &str, path: &str, session: Option<&str>) -> reqwest::Response
     req.send().await.expect("an answer")
 }
 
-fn parse_csv(body: &str) -> Vec<Vec<String>> {
+pub(crate) fn parse_csv(body: &str) -> Vec<Vec<String>> {
     csv::Reader::from_reader(body.as_bytes())
         .records()
         .map(|r| r.expect("a CSV record").iter().map(str::to_owned).collect())
@@ -584,7 +612,11 @@ async fn the_dashboard_in_chromium(db: TestDb, label: &str) {
         "{links:?}"
     );
     assert!(
-        links.contains(&"https://slack.com/archives/C0SUPPORT/p1765000000000100".to_owned()),
+        links.contains(
+            &"https://fake-team.slack.com/archives/C0SUPPORT/p1765000000000100\
+              ?thread_ts=1765000000.000100&cid=C0SUPPORT"
+                .to_owned()
+        ),
         "{links:?}"
     );
     // The hostile subject is text, not markup.

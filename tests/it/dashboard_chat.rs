@@ -102,6 +102,12 @@ async fn slack_dashboard_links_come_privately_and_sign_in_once() {
     let w = World::new(Mode::Socket).await;
     let (listener, web) = web_listener().await;
     let run = w.start(w.settings(Mode::Socket, &web)).await;
+    // Links to Slack threads are built on the workspace's address, which
+    // the dashboard gets from `auth.test` (the fake answers as Slack does).
+    assert_eq!(
+        run.app.web_handles().slack_workspace.as_deref(),
+        Some(crate::dashboard::SLACK_WORKSPACE)
+    );
     let stop_web = dashboard(&run, listener).await;
 
     // Typed in the channel: an ephemeral message for alice with the link,

@@ -16,6 +16,7 @@ mod cuttable;
 mod dashboard;
 mod dashboard_chat;
 mod durable;
+mod dashboard_filters;
 mod every_mail;
 #[path = "../fake_slack/mod.rs"]
 mod fake_slack;

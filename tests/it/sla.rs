@@ -334,6 +334,17 @@ mention = ["@room", "alice"]
             .starts_with(&format!("<!channel> <@{slack_alice}> ")),
         "{slack_alert:?}"
     );
+    // The thread's permalink in the workspace `auth.test` named, `&`
+    // escaped as Slack's text format wants it.
+    let permalink = format!(
+        "https://fake-team.slack.com/archives/{channel}/p{}?thread_ts={}&amp;cid={channel}",
+        slack_root.ts.replace('.', ""),
+        slack_root.ts
+    );
+    assert!(
+        slack_alert.text.contains(&permalink),
+        "links the thread ({permalink}): {slack_alert:?}"
+    );
 
     // Once each: an hour later nothing more is said.
     clock.advance(SignedDuration::from_hours(1));

@@ -1,6 +1,8 @@
 //! The dashboard's sign-in rows on SQLite and PostgreSQL: a link opens
 //! once, an expired or unknown one is refused with its reason, sessions
 //! end at their expiry, only hashes are stored, and both steps are audited.
+//! The queue's rows, read for all tickets at once, are what the per-ticket
+//! reads give.
 
 use std::sync::Arc;
 
@@ -176,4 +178,75 @@ pub async fn web_links_open_once_and_sessions_expire(s: Arc<SqlStore>) {
     assert_eq!(sessions, 0);
 }
 
-conformance!(web_links_open_once_and_sessions_expire);
+/// The queue's reads (a query per table for all waiting tickets) give what
+/// the per-ticket reads give: the ticket with its tags, its chat threads,
+/// its SLA facts; oldest first, at most `limit`. `list_tickets` (tags in
+/// the same query) keeps its tags too.
+pub async fn the_queue_reads_what_per_ticket_reads_read(s: Arc<SqlStore>) {
+    use mailroom::domain::chat::Platform;
+    use mailroom::domain::ids::Actor;
+    use mailroom::domain::ids::Tag;
+    use mailroom::domain::ticket::{Status, TicketEvent};
+    let seeded = crate::dashboard::seed(s.as_ref()).await;
+    let billing = Tag::parse("billing").unwrap();
+    let urgent = Tag::parse("urgent").unwrap();
+    for tag in [&billing, &urgent] {
+        s.apply(
+            seeded.claimed,
+            &Actor::Agent(agent("@alice:localhost")),
+            &TicketEvent::AddTag(tag.clone()),
+            &[],
+            1_000,
+        )
+        .await
+        .unwrap();
+    }
+    let queue = s.queue_tickets(100).await.unwrap();
+    let ids: Vec<_> = queue.iter().map(|q| q.ticket.id).collect();
+    assert_eq!(ids, seeded.waiting);
+    for q in &queue {
+        let id = q.ticket.id;
+        assert_eq!(Some(&q.ticket), s.ticket(id).await.unwrap().as_ref());
+        let mut threads = Vec::new();
+        for p in [Platform::Matrix, Platform::Slack] {
+            threads.extend(s.chat_thread(id, p).await.unwrap());
+        }
+        assert_eq!(q.threads, threads, "ticket {id}");
+        assert_eq!(q.sla, s.sla_record(id).await.unwrap(), "ticket {id}");
+    }
+    let claimed = queue
+        .iter()
+        .find(|q| q.ticket.id == seeded.claimed)
+        .unwrap();
+    assert_eq!(claimed.ticket.tags.len(), 2);
+    assert_eq!(claimed.threads.len(), 1);
+    let pending = queue
+        .iter()
+        .find(|q| q.ticket.state.status() == Status::Pending)
+        .unwrap();
+    assert_eq!(pending.sla.pauses.len(), 1, "{pending:?}");
+    let first_two = s.queue_tickets(2).await.unwrap();
+    let first_two: Vec<_> = first_two.iter().map(|q| q.ticket.id).collect();
+    assert_eq!(first_two, seeded.waiting[..2]);
+
+    let listed = s
+        .list_tickets(&TicketFilter {
+            status: Some(Status::Claimed),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let listed_claimed = listed.iter().find(|t| t.id == seeded.claimed).unwrap();
+    assert_eq!(listed_claimed.tags, claimed.ticket.tags);
+    assert_eq!(listed.len(), 2, "the hostile and the invoice, each once");
+
+    let (owners, tags) = s.owners_and_tags().await.unwrap();
+    let owners: Vec<String> = owners.iter().map(|a| a.to_string()).collect();
+    assert_eq!(owners, ["@alice:localhost", "@bob:localhost"]);
+    assert_eq!(tags, [billing, urgent]);
+}
+
+conformance!(
+    web_links_open_once_and_sessions_expire,
+    the_queue_reads_what_per_ticket_reads_read
+);

@@ -7,12 +7,13 @@
 //! server's own posting rate, mailroom's own ingest cost, and, from a
 //! separate `mailroom run` process, startup time and memory (idle, backlog
 //! peak, a 25 MB attachment's peak), and the same latency into the fake
-//! Slack of the tests, reply latency (`!reply` queued → sent and filed), and
-//! the latency of a reply written outside mailroom (APPEND to Sent → its
-//! post in the ticket's thread).
+//! Slack of the tests, reply latency (`!reply` queued → sent and filed), the
+//! latency of a reply written outside mailroom (APPEND to Sent → its post
+//! in the ticket's thread), a month's figures over 100,000 tickets, and the
+//! web dashboard's page times over 2,000 waiting tickets.
 //!
 //! One module per stage (`floors`, `latency`, `slack`, `backlog`, `reply`,
-//! `sent`, `process`, `ingest`); what they share is in `common` (the stack, users,
+//! `sent`, `process`, `ingest`, `stats`, `web`); what they share is in `common` (the stack, users,
 //! sample mail), `bridge` (the bench's mailroom, in-process or as a process)
 //! and `daemon` (a `mailroom run` process and its memory).
 
@@ -36,6 +37,7 @@ mod reply;
 mod sent;
 mod slack;
 mod stats;
+mod web;
 
 use std::time::{Duration, Instant};
 
@@ -84,7 +86,7 @@ async fn bounded<T>(
 }
 
 const STAGES: &[&str] = &[
-    "floors", "latency", "slack", "backlog", "reply", "sent", "process", "ingest", "stats",
+    "floors", "latency", "slack", "backlog", "reply", "sent", "process", "ingest", "stats", "web",
 ];
 
 #[tokio::main]
@@ -122,6 +124,9 @@ async fn main() -> anyhow::Result<()> {
         (30, 200, 5_000, 10_000)
     };
     let limit = Duration::from_secs(if smoke { 180 } else { 1_800 });
+    // Names made at run time (a metric per page and database) live here,
+    // before `metrics`, which borrows them.
+    let mut web_metrics: Vec<(String, f64)> = Vec::new();
     let mut metrics: Vec<(&str, f64, &str)> = Vec::new();
 
     let mut floors = None;
@@ -236,6 +241,37 @@ async fn main() -> anyhow::Result<()> {
         };
         metrics.push((sqlite_name, ms, "ms"));
         metrics.push((pg_name, pg, "ms"));
+    }
+
+    if run("web") {
+        // The dashboard over 2,000 waiting tickets (docs/PERFORMANCE.md).
+        let (waiting, requests) = if smoke { (100, 3) } else { (2_000, 30) };
+        let dir = tempfile_dir()?;
+        let sqlite = format!("sqlite://{}", dir.join("web.db").display());
+        let lite = bounded(
+            limit,
+            "web sqlite",
+            web::page_times(&sqlite, waiting, requests),
+        )
+        .await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        let pg = bounded(
+            limit,
+            "web postgres",
+            web::page_times_postgres(waiting, requests),
+        )
+        .await?;
+        for (db, times) in [("sqlite", lite), ("postgres", pg)] {
+            for ((page, _), (p50, p99)) in web::PAGES.iter().zip(times) {
+                let p50_name = format!("web_{page}_p50_ms_{db}");
+                let p99_name = format!("web_{page}_p99_ms_{db}");
+                web_metrics.push((p50_name, p50));
+                web_metrics.push((p99_name, p99));
+            }
+        }
+    }
+    for (name, value) in &web_metrics {
+        metrics.push((name.as_str(), *value, "ms"));
     }
 
     if let Some((name, ..)) = metrics.iter().find(|(_, v, _)| !v.is_finite()) {

@@ -534,6 +534,10 @@ impl ChatPlatform for SlackChat {
         Ok(found)
     }
 
+    fn workspace_url(&self) -> Option<String> {
+        Some(self.team_url.clone())
+    }
+
     async fn post_ticket(
         &self,
         room: &str,

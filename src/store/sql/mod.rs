@@ -689,6 +689,14 @@ impl TicketStore for SqlStore {
     async fn web_session(&self, id: &SecretHash, now_ms: i64) -> StoreResult<Option<Agent>> {
         web::web_session(&self.pool, id, now_ms).await
     }
+
+    async fn queue_tickets(&self, limit: u32) -> StoreResult<Vec<super::QueueTicket>> {
+        web::queue_tickets(&self.pool, limit).await
+    }
+
+    async fn owners_and_tags(&self) -> StoreResult<(Vec<Agent>, Vec<crate::domain::ids::Tag>)> {
+        web::owners_and_tags(&self.pool).await
+    }
 }
 
 #[async_trait]

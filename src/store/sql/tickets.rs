@@ -66,6 +66,12 @@ pub(super) async fn list_tickets(
         None => {}
     }
     sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", next()));
+    // The tags come in the same query (a row per tag), not one query per
+    // ticket: the limit applies to the tickets, inside.
+    let sql = format!(
+        "SELECT t.*, g.tag AS tag_name FROM ({sql}) t \
+         LEFT JOIN ticket_tags g ON g.ticket_id = t.id ORDER BY t.id DESC"
+    );
     // Only fixed fragments and `$n` placeholders are concatenated; values are bound.
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     if let Some(s) = filter.status {
@@ -78,12 +84,23 @@ pub(super) async fn list_tickets(
         q = q.bind(o.as_str().to_owned());
     }
     q = q.bind(i64::from(filter.limit.unwrap_or(1000)));
-    let rows = q.fetch_all(pool).await?;
-    let mut out = Vec::with_capacity(rows.len());
+    tagged_tickets(&q.fetch_all(pool).await?)
+}
+
+/// Tickets from rows of `tickets` joined with their tags (`tag_name`, NULL
+/// for a ticket without any), a ticket's rows next to each other.
+pub(super) fn tagged_tickets(rows: &[AnyRow]) -> StoreResult<Vec<TicketRecord>> {
+    let mut out: Vec<TicketRecord> = Vec::new();
     for row in rows {
-        let id = TicketId::new(row.try_get("id")?);
-        let tags = load_tags(pool, id).await?;
-        out.push(ticket_from_row(&row, tags)?);
+        let id: i64 = row.try_get("id")?;
+        let tag = row
+            .try_get::<Option<String>, _>("tag_name")?
+            .map(|t| Tag::parse(&t).map_err(|e| corrupt("ticket_tags", e)))
+            .transpose()?;
+        match out.last_mut() {
+            Some(last) if last.id.get() == id => last.tags.extend(tag),
+            _ => out.push(ticket_from_row(row, tag.into_iter().collect())?),
+        }
     }
     Ok(out)
 }
