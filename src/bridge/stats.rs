@@ -1,6 +1,8 @@
-//! `!mailroom stats [day|week|month] [@person|#tag]` in a room, and Slack's
-//! `/mailroom stats …`: the current period's figures for the mailboxes that
-//! post into the room, as a table, and a chart uploaded into the room.
+//! `!mailroom stats [day|week|month] [@person|#tag] [business]` in a room,
+//! and Slack's `/mailroom stats …`: the current period's figures for the
+//! mailboxes that post into the room (durations in wall-clock or business
+//! time; the SLA share when `[[sla]]` is configured), as a table, and a
+//! chart uploaded into the room.
 //! Figures: `store::analytics`; definitions: `docs/ANALYTICS.md`.
 
 use crate::chat::{FileUpload, chart};
@@ -9,7 +11,7 @@ use crate::domain::chat::Platform;
 use crate::domain::command::{StatsFilter, StatsQuery};
 use crate::domain::time::Zone;
 use crate::store::StoreError;
-use crate::store::analytics::{self, Period, Scope, WallClock};
+use crate::store::analytics::{self, Period, Scope, SlaRules};
 
 use super::App;
 
@@ -73,9 +75,14 @@ pub(crate) async fn answer(
         Err(e) => return Ok(Err(format!("⚠️ {e}"))),
     };
     let store = app.store.as_ref();
-    let figures = analytics::figures(store, &scope, &period, &WallClock).await?;
-    let backlog = analytics::backlog(store, &scope, now.as_millisecond()).await?;
-    let workload = analytics::workload(store, &scope).await?;
+    let work = query.hours.work_time(&app.settings.calendars);
+    let sla = SlaRules {
+        policies: &app.settings.sla,
+        calendars: &app.settings.calendars,
+    };
+    let figures =
+        analytics::figures_with_sla(store, &scope, &period, work.as_ref(), Some(&sla)).await?;
+    let (backlog, workload) = analytics::waiting(store, &scope, now.as_millisecond()).await?;
     let busiest = figures.days.iter().map(|d| d.received).max().unwrap_or(0);
     let slowest = figures
         .days

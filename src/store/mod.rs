@@ -93,7 +93,7 @@ pub use snooze::{SnoozeSet, WakeIf};
 pub use tickets::{Applied, TicketFilter, TicketRecord};
 pub use web::{NewWebLink, NewWebSession, QueueTicket};
 
-use crate::domain::analytics::{ActiveTicket, PeriodRows, Scope};
+use crate::domain::analytics::{ActiveTicket, PeriodRows, Scope, WaitingCount};
 use crate::domain::board::BoardTicket;
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::email::ContentHash;
@@ -234,11 +234,20 @@ pub trait TicketStore: Send + Sync {
 
     /// The rows a period's figures are computed from: the tickets of
     /// `scope` received in `[from_ms, to_ms)` and those resolved in it
-    /// (definitions: `docs/ANALYTICS.md`).
-    async fn period_rows(&self, scope: &Scope, from_ms: i64, to_ms: i64)
-    -> StoreResult<PeriodRows>;
+    /// (definitions: `docs/ANALYTICS.md`); with `sla`, also what the
+    /// resolved tickets' SLA clocks are replayed from.
+    async fn period_rows(
+        &self,
+        scope: &Scope,
+        from_ms: i64,
+        to_ms: i64,
+        sla: bool,
+    ) -> StoreResult<PeriodRows>;
     /// The tickets of `scope` waiting now: open, claimed or pending.
     async fn active_tickets(&self, scope: &Scope) -> StoreResult<Vec<ActiveTicket>>;
+    /// The same tickets counted by owner, status and age at `as_of_ms`
+    /// (the backlog and the workload without reading every ticket).
+    async fn waiting_counts(&self, scope: &Scope, as_of_ms: i64) -> StoreResult<Vec<WaitingCount>>;
 
     // Replies: `sql/replies.rs`.
 

@@ -5,17 +5,21 @@
 //! Sent. Every expected figure below is worked out by hand; the same
 //! history is the worked example of docs/ANALYTICS.md.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use mailroom::domain::calendar::{Calendar, parse_spans};
 use mailroom::domain::email::{ContentHash, Party};
-use mailroom::domain::ids::{Actor, Agent, MessageId, Tag, TicketId};
+use mailroom::domain::ids::{Actor, Agent, MailboxName, MessageId, Tag, TicketId};
 use mailroom::domain::mailbox::Checkpoint;
 use mailroom::domain::routing::{Mark, Route};
+use mailroom::domain::sla::{Policies, Policy, parse_target};
 use mailroom::domain::ticket::{Status, TicketEvent};
 use mailroom::domain::time::Zone;
 use mailroom::store::analytics::{
-    self, AgeBucket, DurationStats, GroupBy, Load, Period, PeriodKind, Scope, Share, WallClock,
+    self, AgeBucket, BusinessHours, DurationStats, GroupBy, Hours, Load, Period, PeriodKind, Scope,
+    Share, SlaRules, WallClock,
 };
 use mailroom::store::sql::SqlStore;
 use mailroom::store::*;
@@ -296,7 +300,7 @@ async fn figures_match_the_hand_worked_week(s: Arc<SqlStore>) {
     assert_eq!(f.replies_per_ticket, Some(1.5));
     // Another mailbox has none of it.
     let other = Scope {
-        mailboxes: vec![mailroom::domain::ids::MailboxName::parse("sales").unwrap()],
+        mailboxes: vec![MailboxName::parse("sales").unwrap()],
         ..Scope::default()
     };
     let f = analytics::figures(store, &other, &week, &WallClock)
@@ -305,13 +309,19 @@ async fn figures_match_the_hand_worked_week(s: Arc<SqlStore>) {
     assert_eq!((f.received, f.resolved), (0, 0));
     // By person: alice (T2, T9 / T1, T2), bob (T3 / T3), nobody (T4, T5,
     // T6, and T10, which bob closed without claiming).
-    let by: Vec<(String, u64, u64)> =
-        analytics::breakdown(store, &Scope::default(), &week, GroupBy::Person, &WallClock)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(k, f)| (k, f.received, f.resolved))
-            .collect();
+    let by: Vec<(String, u64, u64)> = analytics::breakdown(
+        store,
+        &Scope::default(),
+        &week,
+        GroupBy::Person,
+        &WallClock,
+        None,
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(k, f)| (k, f.received, f.resolved))
+    .collect();
     assert_eq!(
         by,
         [
@@ -357,4 +367,141 @@ async fn figures_match_the_hand_worked_week(s: Arc<SqlStore>) {
     assert_eq!(t4.len(), 1, "the reply found in Sent left T4 pending");
 }
 
-conformance!(figures_match_the_hand_worked_week);
+/// The support team's hours for the SLA week: Monday to Friday
+/// 09:00–17:00 in Berlin.
+fn office() -> BTreeMap<MailboxName, Calendar> {
+    let day = parse_spans("09:00-17:00").unwrap();
+    let mut week: [Vec<_>; 7] = Default::default();
+    for d in week.iter_mut().take(5) {
+        *d = day.clone();
+    }
+    let berlin = Zone::parse("Europe/Berlin").unwrap();
+    BTreeMap::from([(mb(), Calendar::new(berlin, week, Vec::new()).unwrap())])
+}
+
+fn policy(name: &str, tag: &str, first: &str, next: Option<&str>) -> Policy {
+    Policy {
+        name: name.into(),
+        mailboxes: Vec::new(),
+        priorities: Vec::new(),
+        tags: vec![Tag::parse(tag).unwrap()],
+        first_response: Some(parse_target(first).unwrap()),
+        next_response: next.map(|n| parse_target(n).unwrap()),
+        nudge_at: None,
+        mention: Vec::new(),
+    }
+}
+
+/// The same week with two policies (`billing`: first response 4h, next
+/// 2h; `vip`: first response 15m) and office hours; worked by hand in
+/// docs/ANALYTICS.md ("SLA and business hours").
+async fn sla_and_business_hours_match_the_hand_worked_week(s: Arc<SqlStore>) {
+    history(&s).await;
+    let store: &dyn TicketStore = s.as_ref();
+    let week = week();
+    let calendars = office();
+    let policies = Policies::new(vec![
+        policy("billing", "billing", "4h", Some("2h")),
+        policy("vip", "vip", "15m", None),
+    ]);
+    let rules = SlaRules {
+        policies: &policies,
+        calendars: &calendars,
+    };
+    // T1 (billing): Sun 23:30 → Mon 09:00, no business time: met, though
+    // 9 h 30 min of wall-clock time. T2 (billing): Mon 00:00 → 02:00, none
+    // (met); the customer's Tue 09:00 mail answered at 10:00, 1 h of 2 h
+    // (met). T3 (vip): Wed 10:00 → 10:30, 30 min of 15: breached.
+    let f = analytics::figures_with_sla(store, &Scope::default(), &week, &WallClock, Some(&rules))
+        .await
+        .unwrap();
+    assert_eq!(f.sla_met, Some(Share { part: 2, whole: 3 }));
+    assert_eq!(f.hours, Hours::Wall);
+    // Alice's (T1, T2) and the billing tag's (T1, T2): both met.
+    let mine = Scope {
+        person: Some(alice()),
+        ..Scope::default()
+    };
+    let f = analytics::figures_with_sla(store, &mine, &week, &WallClock, Some(&rules))
+        .await
+        .unwrap();
+    assert_eq!(f.sla_met, Some(Share { part: 2, whole: 2 }));
+    let by: Vec<(String, Option<Share>)> = analytics::breakdown(
+        store,
+        &Scope::default(),
+        &week,
+        GroupBy::Tag,
+        &WallClock,
+        Some(&rules),
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(k, f)| (k, f.sla_met))
+    .collect();
+    assert_eq!(
+        by,
+        [
+            ("billing".to_owned(), Some(Share { part: 2, whole: 2 })),
+            ("vip".to_owned(), Some(Share { part: 0, whole: 1 })),
+            // Untagged tickets received in the week, none resolved.
+            (analytics::NO_GROUP.to_owned(), Some(Share::default())),
+        ]
+    );
+    // Without the billing policy T1 and T2 are left out; with no policy at
+    // all there is no SLA share.
+    let vip_only = Policies::new(vec![policy("vip", "vip", "15m", None)]);
+    let rules = SlaRules {
+        policies: &vip_only,
+        calendars: &calendars,
+    };
+    let f = analytics::figures_with_sla(store, &Scope::default(), &week, &WallClock, Some(&rules))
+        .await
+        .unwrap();
+    assert_eq!(f.sla_met, Some(Share { part: 0, whole: 1 }));
+    let none = Policies::default();
+    let rules = SlaRules {
+        policies: &none,
+        calendars: &calendars,
+    };
+    let f = analytics::figures_with_sla(store, &Scope::default(), &week, &WallClock, Some(&rules))
+        .await
+        .unwrap();
+    assert_eq!(f.sla_met, None);
+
+    // Business hours: first responses T2 0 (Mon 00:00–02:00), T4 0 (a
+    // Sunday), T3 30 min, T9 2 h (Thu 15:00–17:00 of 15:00–21:00): median
+    // (0 + 30 min) / 2, p90 the 4th.
+    let business = BusinessHours {
+        calendars: &calendars,
+    };
+    let f = analytics::figures(store, &Scope::default(), &week, &business)
+        .await
+        .unwrap();
+    assert_eq!(f.hours, Hours::Business);
+    assert_eq!(
+        f.first_response,
+        DurationStats {
+            count: 4,
+            median_ms: Some(15 * MIN),
+            p90_ms: Some(2 * HOUR)
+        }
+    );
+    // Resolution: T3 1 h (Wed 10:00–11:00); T1 9 h (Mon 8 h, Tue
+    // 09:00–10:00); T2 19 h (Mon 8 h, Tue 8 h, Wed 09:00–12:00).
+    assert_eq!(
+        f.resolution,
+        DurationStats {
+            count: 3,
+            median_ms: Some(9 * HOUR),
+            p90_ms: Some(19 * HOUR)
+        }
+    );
+    // The per-day line counts business time too: Thursday's T9 2 h.
+    assert_eq!(f.days[3].first_response_median_ms, Some(2 * HOUR));
+}
+
+conformance!(
+    figures_match_the_hand_worked_week,
+    sla_and_business_hours_match_the_hand_worked_week
+);

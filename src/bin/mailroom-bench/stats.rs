@@ -342,8 +342,7 @@ pub async fn stats_month(url: &str, tickets: usize) -> anyhow::Result<f64> {
     for _ in 0..3 {
         let t = Instant::now();
         let f = analytics::figures(store_dyn, &Scope::default(), &month, &WallClock).await?;
-        let b = analytics::backlog(store_dyn, &Scope::default(), month.end_ms).await?;
-        let w = analytics::workload(store_dyn, &Scope::default()).await?;
+        let (b, w) = analytics::waiting(store_dyn, &Scope::default(), month.end_ms).await?;
         runs.push(t.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(
             tickets < 1000 || (f.received > 0 && f.resolved > 0),

@@ -7,20 +7,26 @@
 //! over the period's rows, so SQLite and PostgreSQL give the same answer to
 //! the millisecond (neither has the other's percentile functions).
 //!
-//! Durations go through a [`WorkTime`]: wall-clock time now ([`WallClock`]);
-//! a business-hours calendar can be handed in instead without changing any
-//! figure's code.
+//! Durations go through a [`WorkTime`]: wall-clock time ([`WallClock`]) or
+//! each mailbox's business hours ([`BusinessHours`]), without changing any
+//! figure's code. The SLA share replays each resolved ticket's clocks with
+//! the live clock's rules (`sla.rs`).
 
+mod hours;
 mod period;
+pub mod sla;
 pub mod table;
 
+pub use hours::{BusinessHours, Hours, WallClock, WorkTime};
 pub use period::{Day, Period, PeriodError, PeriodKind};
+pub use sla::{SlaFacts, SlaOutcome, SlaRules};
 
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
 use super::ids::{Agent, MailboxName, Tag};
+use super::routing::Priority;
 use super::ticket::Status;
 
 /// Which tickets the figures are about. Empty `mailboxes` means all.
@@ -31,24 +37,6 @@ pub struct Scope {
     pub person: Option<Agent>,
     /// Only tickets carrying this tag.
     pub tag: Option<Tag>,
-}
-
-/// How long a ticket waited, between two instants. Wall-clock time by
-/// default; a business-hours calendar counts only the hours the team works.
-pub trait WorkTime: Send + Sync {
-    /// Milliseconds counted between `from_ms` and `to_ms` (0 if `to_ms` is
-    /// not after `from_ms`).
-    fn between(&self, from_ms: i64, to_ms: i64) -> i64;
-}
-
-/// Every millisecond counts.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WallClock;
-
-impl WorkTime for WallClock {
-    fn between(&self, from_ms: i64, to_ms: i64) -> i64 {
-        (to_ms - from_ms).max(0)
-    }
 }
 
 /// A ticket received in the period (not set aside as ignored or spam).
@@ -74,6 +62,14 @@ pub struct ResolvedTicket {
     pub replies: u64,
     /// Reopened (by a teammate or the customer's mail) after a close.
     pub reopened: bool,
+    /// Which SLA policy holds depends on it (with mailbox and tags).
+    pub priority: Priority,
+    /// What its SLA clocks are replayed from; read only when SLAs are
+    /// configured.
+    pub sla_facts: Option<SlaFacts>,
+    /// Set by [`PeriodRows::judge_sla`]; `None`: no policy (or no target)
+    /// timed it.
+    pub sla: Option<SlaOutcome>,
 }
 
 /// What the store hands over for one period and scope.
@@ -81,6 +77,35 @@ pub struct ResolvedTicket {
 pub struct PeriodRows {
     pub received: Vec<ReceivedTicket>,
     pub resolved: Vec<ResolvedTicket>,
+    /// Whether [`PeriodRows::judge_sla`] ran: the figures then have an SLA
+    /// share (without `[[sla]]` they have none at all).
+    pub sla_judged: bool,
+}
+
+impl PeriodRows {
+    /// Judges every resolved ticket against the policy that holds for it
+    /// now, in its mailbox's calendar (definitions: `sla.rs`). Without
+    /// policies nothing is judged and the figures have no SLA share.
+    pub fn judge_sla(&mut self, rules: &SlaRules<'_>) {
+        if rules.policies.is_empty() {
+            return;
+        }
+        for t in &mut self.resolved {
+            t.sla = match (
+                rules
+                    .policies
+                    .for_ticket(&t.mailbox, t.priority, t.tags.iter()),
+                rules.calendars.get(&t.mailbox),
+                &t.sla_facts,
+            ) {
+                (Some(policy), Some(calendar), Some(facts)) => {
+                    sla::outcome(policy, calendar, t.created_ms, t.last_close_ms, facts)
+                }
+                _ => None,
+            };
+        }
+        self.sla_judged = true;
+    }
 }
 
 /// A ticket still waiting on the team or the customer now.
@@ -90,6 +115,17 @@ pub struct ActiveTicket {
     pub status: Status,
     pub owner: Option<Agent>,
     pub created_ms: i64,
+}
+
+/// Waiting tickets counted by owner, status and age: what the database
+/// hands over for [`Backlog`] and [`Workload`], so a large backlog is
+/// counted where it lies instead of being read ticket by ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingCount {
+    pub owner: Option<Agent>,
+    pub status: Status,
+    pub age: AgeBucket,
+    pub count: u64,
 }
 
 /// Median and 90th percentile of some durations, in milliseconds.
@@ -154,11 +190,12 @@ pub struct DayFigures {
     pub first_response_median_ms: Option<i64>,
 }
 
-/// A period's figures for one scope. An SLA column joins these once SLAs
-/// exist (met/breached as a [`Share`] of the resolved tickets).
+/// A period's figures for one scope.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figures {
     pub period: Period,
+    /// Which hours the durations count.
+    pub hours: Hours,
     /// Tickets received (new tickets, not follow-ups, not set aside).
     pub received: u64,
     /// Created → first reply, over the received tickets that have one.
@@ -173,6 +210,10 @@ pub struct Figures {
     pub replies_per_ticket: Option<f64>,
     /// Resolved tickets that were reopened after a close, of the resolved.
     pub reopened: Share,
+    /// Resolved tickets that met their SLA, of the resolved tickets a
+    /// policy timed (the rest of them breached it). `None` without
+    /// `[[sla]]`.
+    pub sla_met: Option<Share>,
     /// Received tickets by local hour of creation, 0–23.
     pub by_hour: [u64; 24],
     /// Received tickets by local weekday of creation, Monday first.
@@ -190,7 +231,9 @@ impl Figures {
         let mut by_hour = [0u64; 24];
         let mut by_weekday = [0u64; 7];
         for t in &rows.received {
-            let response = t.first_response_ms.map(|r| work.between(t.created_ms, r));
+            let response = t
+                .first_response_ms
+                .map(|r| work.between(&t.mailbox, t.created_ms, r));
             if let Some(r) = response {
                 first.push(r);
             }
@@ -212,12 +255,14 @@ impl Figures {
         let resolution = rows
             .resolved
             .iter()
-            .map(|t| work.between(t.created_ms, t.last_close_ms))
+            .map(|t| work.between(&t.mailbox, t.created_ms, t.last_close_ms))
             .collect();
         let resolved = rows.resolved.len() as u64;
         let replies: u64 = rows.resolved.iter().map(|t| t.replies).sum();
+        let judged: Vec<SlaOutcome> = rows.resolved.iter().filter_map(|t| t.sla).collect();
         Figures {
             period: period.clone(),
+            hours: work.hours(),
             received: rows.received.len() as u64,
             first_response: DurationStats::of(first),
             unanswered,
@@ -228,6 +273,10 @@ impl Figures {
                 part: rows.resolved.iter().filter(|t| t.reopened).count() as u64,
                 whole: resolved,
             },
+            sla_met: rows.sla_judged.then(|| Share {
+                part: judged.iter().filter(|o| **o == SlaOutcome::Met).count() as u64,
+                whole: judged.len() as u64,
+            }),
             by_hour,
             by_weekday,
             days: days
@@ -252,14 +301,28 @@ impl Figures {
         work: &dyn WorkTime,
     ) -> Vec<(String, Figures)> {
         let mut groups: BTreeMap<String, PeriodRows> = BTreeMap::new();
+        fn group(
+            groups: &mut BTreeMap<String, PeriodRows>,
+            key: String,
+            sla_judged: bool,
+        ) -> &mut PeriodRows {
+            groups.entry(key).or_insert_with(|| PeriodRows {
+                sla_judged,
+                ..PeriodRows::default()
+            })
+        }
         for t in &rows.received {
             for key in by.keys(&t.mailbox, t.owner.as_ref(), &t.tags) {
-                groups.entry(key).or_default().received.push(t.clone());
+                group(&mut groups, key, rows.sla_judged)
+                    .received
+                    .push(t.clone());
             }
         }
         for t in &rows.resolved {
             for key in by.keys(&t.mailbox, t.owner.as_ref(), &t.tags) {
-                groups.entry(key).or_default().resolved.push(t.clone());
+                group(&mut groups, key, rows.sla_judged)
+                    .resolved
+                    .push(t.clone());
             }
         }
         groups
@@ -322,6 +385,15 @@ impl AgeBucket {
         }
     }
 
+    /// The creation instants that part the buckets at `as_of_ms`: a ticket
+    /// created after the first is under a day old, after the second under
+    /// three days, after the third under a week (the same cuts as
+    /// [`AgeBucket::of`], for a database to count with).
+    pub fn created_after(as_of_ms: i64) -> [i64; 3] {
+        const DAY: i64 = 86_400_000;
+        [as_of_ms - DAY, as_of_ms - 3 * DAY, as_of_ms - 7 * DAY]
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             AgeBucket::UnderADay => "< 1 d",
@@ -348,6 +420,18 @@ impl Backlog {
             counts[AgeBucket::of(as_of_ms - t.created_ms) as usize] += 1;
         }
         Backlog { as_of_ms, counts }
+    }
+
+    /// The same from counts the database made.
+    pub fn from_counts(counts: &[WaitingCount], as_of_ms: i64) -> Backlog {
+        let mut by_age = [0u64; 4];
+        for c in counts {
+            by_age[c.age as usize] += c.count;
+        }
+        Backlog {
+            as_of_ms,
+            counts: by_age,
+        }
     }
 
     pub fn total(&self) -> u64 {
@@ -391,7 +475,30 @@ impl Workload {
                 Status::Closed | Status::Ignored | Status::Spam => {}
             }
         }
-        let mut rows: Vec<Load> = by_owner.into_values().collect();
+        Workload::sorted(by_owner.into_values().collect())
+    }
+
+    /// The same from counts the database made.
+    pub fn from_counts(counts: &[WaitingCount]) -> Workload {
+        let mut by_owner: BTreeMap<Option<&Agent>, Load> = BTreeMap::new();
+        for c in counts {
+            let row = by_owner.entry(c.owner.as_ref()).or_insert_with(|| Load {
+                owner: c.owner.clone(),
+                open: 0,
+                claimed: 0,
+                pending: 0,
+            });
+            match c.status {
+                Status::Open => row.open += c.count,
+                Status::Claimed => row.claimed += c.count,
+                Status::Pending => row.pending += c.count,
+                Status::Closed | Status::Ignored | Status::Spam => {}
+            }
+        }
+        Workload::sorted(by_owner.into_values().collect())
+    }
+
+    fn sorted(mut rows: Vec<Load>) -> Workload {
         // `None` sorts first in a BTreeMap; nobody's tickets read best last.
         rows.sort_by_key(|l| (l.owner.is_none(), l.owner.clone()));
         Workload { rows }

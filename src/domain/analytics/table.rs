@@ -1,7 +1,7 @@
 //! The figures as a compact table of plain text, for a monospace block in
 //! chat (`!mailroom stats`).
 
-use super::{AgeBucket, Backlog, DurationStats, Figures, Workload};
+use super::{AgeBucket, Backlog, DurationStats, Figures, Hours, Workload};
 
 /// "45 min", "3 h 05 min", "2 d 04 h"; "—" for no value.
 pub fn duration(ms: Option<i64>) -> String {
@@ -27,7 +27,11 @@ fn stats(s: &DurationStats) -> String {
 
 /// The table: `title` names the scope (mailboxes, person or tag).
 pub fn render(title: &str, f: &Figures, backlog: &Backlog, workload: &Workload) -> String {
-    let mut out = format!("{title} · {} · {}\n", f.period.label(), f.period.zone);
+    let mut out = format!("{title} · {} · {}", f.period.label(), f.period.zone);
+    if f.hours == Hours::Business {
+        out.push_str(" · business hours");
+    }
+    out.push('\n');
     let mut row = |name: &str, value: String| out.push_str(&format!("{name:<19}{value}\n"));
     row(
         "Received",
@@ -47,6 +51,19 @@ pub fn render(title: &str, f: &Figures, backlog: &Backlog, workload: &Workload) 
             format!("{p:.0} % ({} of {})", f.reopened.part, f.reopened.whole)
         }),
     );
+    if let Some(sla) = &f.sla_met {
+        row(
+            "SLA met",
+            sla.percent().map_or("—".to_owned(), |p| {
+                format!(
+                    "{p:.0} % ({} of {}; {} breached)",
+                    sla.part,
+                    sla.whole,
+                    sla.whole - sla.part
+                )
+            }),
+        );
+    }
     let busiest = |counts: &[u64]| {
         counts
             .iter()

@@ -1,4 +1,5 @@
 use super::*;
+use crate::domain::routing::Priority;
 use crate::domain::time::Zone;
 
 const MIN: i64 = 60_000;
@@ -70,6 +71,7 @@ fn volume_lands_on_local_hours_and_days_across_the_spring_change() {
             // Before the week: Sunday 22 March 23:59 Berlin.
         ],
         resolved: Vec::new(),
+        ..PeriodRows::default()
     };
     let f = Figures::compute(&week, &rows, &WallClock);
     assert_eq!(f.received, 3);
@@ -106,6 +108,9 @@ fn resolution_replies_and_reopens() {
         last_close_ms: ms(created) + after,
         replies,
         reopened,
+        priority: Priority::Normal,
+        sla_facts: None,
+        sla: None,
     };
     let rows = PeriodRows {
         received: Vec::new(),
@@ -114,6 +119,7 @@ fn resolution_replies_and_reopens() {
             resolved("2026-05-04T08:00:00Z", 2 * HOUR, 1, false),
             resolved("2026-04-20T00:00:00Z", 14 * DAY + 12 * HOUR, 4, true),
         ],
+        ..PeriodRows::default()
     };
     let f = Figures::compute(&day, &rows, &WallClock);
     assert_eq!(f.resolved, 3);
@@ -129,7 +135,7 @@ fn resolution_replies_and_reopens() {
 fn durations_go_through_the_work_time_given() {
     struct Half;
     impl WorkTime for Half {
-        fn between(&self, from_ms: i64, to_ms: i64) -> i64 {
+        fn between(&self, _mailbox: &MailboxName, from_ms: i64, to_ms: i64) -> i64 {
             (to_ms - from_ms) / 2
         }
     }
@@ -143,6 +149,7 @@ fn durations_go_through_the_work_time_given() {
     let rows = PeriodRows {
         received: vec![received("2026-05-04T09:00:00Z", Some(4 * HOUR))],
         resolved: Vec::new(),
+        ..PeriodRows::default()
     };
     let f = Figures::compute(&day, &rows, &Half);
     assert_eq!(f.first_response.median_ms, Some(2 * HOUR));
@@ -164,6 +171,7 @@ fn breakdown_by_tag_counts_a_ticket_in_each_of_its_tags() {
     let rows = PeriodRows {
         received: vec![a, b.clone(), b],
         resolved: Vec::new(),
+        ..PeriodRows::default()
     };
     let by_tag: Vec<(String, u64)> = Figures::breakdown(&day, &rows, GroupBy::Tag, &WallClock)
         .into_iter()
@@ -230,4 +238,120 @@ fn backlog_buckets_and_workload() {
             },
         ]
     );
+}
+
+#[test]
+fn counts_from_the_database_give_the_same_backlog_and_workload() {
+    let now = ms("2026-05-10T12:00:00Z");
+    let alice = Agent::parse("@alice:example.org").unwrap();
+    let t = |status, owner: Option<&Agent>, age| ActiveTicket {
+        mailbox: mailbox(),
+        status,
+        owner: owner.cloned(),
+        created_ms: now - age,
+    };
+    let active = vec![
+        t(Status::Open, None, HOUR),
+        t(Status::Claimed, Some(&alice), DAY - 1),
+        t(Status::Claimed, Some(&alice), DAY),
+        t(Status::Pending, Some(&alice), 3 * DAY),
+        t(Status::Pending, None, 7 * DAY),
+    ];
+    // What a GROUP BY with the cuts of `created_after` makes of them.
+    let cuts = AgeBucket::created_after(now);
+    let mut counts: Vec<WaitingCount> = Vec::new();
+    for a in &active {
+        let age = match a.created_ms {
+            c if c > cuts[0] => AgeBucket::UnderADay,
+            c if c > cuts[1] => AgeBucket::OneToThreeDays,
+            c if c > cuts[2] => AgeBucket::ThreeToSevenDays,
+            _ => AgeBucket::OverAWeek,
+        };
+        assert_eq!(age, AgeBucket::of(now - a.created_ms), "{a:?}");
+        match counts
+            .iter_mut()
+            .find(|c| c.owner == a.owner && c.status == a.status && c.age == age)
+        {
+            Some(c) => c.count += 1,
+            None => counts.push(WaitingCount {
+                owner: a.owner.clone(),
+                status: a.status,
+                age,
+                count: 1,
+            }),
+        }
+    }
+    assert_eq!(
+        Backlog::from_counts(&counts, now),
+        Backlog::compute(&active, now)
+    );
+    assert_eq!(Workload::from_counts(&counts), Workload::compute(&active));
+}
+
+#[test]
+fn the_sla_share_counts_judged_tickets_only_and_only_when_judged() {
+    let utc = Zone::utc();
+    let day = Period::containing(
+        PeriodKind::Day,
+        "2026-05-04T10:00:00Z".parse().unwrap(),
+        &utc,
+    )
+    .unwrap();
+    let resolved = |sla: Option<SlaOutcome>| ResolvedTicket {
+        mailbox: mailbox(),
+        owner: None,
+        tags: Vec::new(),
+        created_ms: ms("2026-05-04T08:00:00Z"),
+        last_close_ms: ms("2026-05-04T09:00:00Z"),
+        replies: 1,
+        reopened: false,
+        priority: Priority::Normal,
+        sla_facts: None,
+        sla,
+    };
+    let mut rows = PeriodRows {
+        received: Vec::new(),
+        resolved: vec![
+            resolved(Some(SlaOutcome::Met)),
+            resolved(Some(SlaOutcome::Breached)),
+            resolved(Some(SlaOutcome::Met)),
+            resolved(None),
+        ],
+        sla_judged: false,
+    };
+    assert_eq!(Figures::compute(&day, &rows, &WallClock).sla_met, None);
+    rows.sla_judged = true;
+    let f = Figures::compute(&day, &rows, &WallClock);
+    assert_eq!(f.sla_met, Some(Share { part: 2, whole: 3 }));
+    let text = table::render(
+        "support",
+        &f,
+        &Backlog::compute(&[], 0),
+        &Workload::default(),
+    );
+    assert!(
+        text.contains("SLA met            67 % (2 of 3; 1 breached)"),
+        "{text}"
+    );
+    assert!(!text.contains("business hours"), "{text}");
+    // No policies: nothing is judged, and the row is left out.
+    let none = crate::domain::sla::Policies::default();
+    let calendars = std::collections::BTreeMap::new();
+    let mut unjudged = PeriodRows {
+        sla_judged: false,
+        ..rows.clone()
+    };
+    unjudged.judge_sla(&SlaRules {
+        policies: &none,
+        calendars: &calendars,
+    });
+    assert!(!unjudged.sla_judged);
+    let f = Figures::compute(&day, &unjudged, &WallClock);
+    let text = table::render(
+        "support",
+        &f,
+        &Backlog::compute(&[], 0),
+        &Workload::default(),
+    );
+    assert!(!text.contains("SLA"), "{text}");
 }

@@ -242,7 +242,7 @@ const UNSNOOZE: Spec = spec("unsnooze", "!unsnooze", "!unsnooze");
 const MAILROOM: Spec = spec(
     "mailroom",
     "!mailroom",
-    "!mailroom list [open|mine|unclaimed|pending|snoozed] | !mailroom show <ticket> | !mailroom board | !mailroom stats [day|week|month] [@person|#tag] | !mailroom dashboard | !mailroom help",
+    "!mailroom list [open|mine|unclaimed|pending|snoozed] | !mailroom show <ticket> | !mailroom board | !mailroom stats [day|week|month] [@person|#tag] [business] | !mailroom dashboard | !mailroom help",
 );
 const MAILROOM_LIST: Spec = spec(
     "list",
@@ -297,7 +297,7 @@ In the room:
   !mailroom list [open|mine|unclaimed|pending|snoozed]  list tickets (open by default)
   !mailroom show <ticket>        show a ticket (42 or #42)
   !mailroom board                show the room's board: unclaimed, claimed by whom, pending, snoozed
-  !mailroom stats [day|week|month] [@person|#tag]  the team's figures and a chart
+  !mailroom stats [day|week|month] [@person|#tag] [business]  the team's figures and a chart
   !mailroom dashboard            get a sign-in link to the web dashboard, privately
   !mailroom help                 show this list"
 }

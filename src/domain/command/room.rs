@@ -28,7 +28,7 @@ pub enum SlashCommand {
     },
 }
 
-pub(super) const SLASH_USAGE: &str = "/mailroom reply <ticket> <text> | /mailroom list [open|mine|unclaimed|pending|snoozed] | /mailroom show <ticket> | /mailroom board | /mailroom stats [day|week|month] [@person|#tag] | /mailroom dashboard | /mailroom help";
+pub(super) const SLASH_USAGE: &str = "/mailroom reply <ticket> <text> | /mailroom list [open|mine|unclaimed|pending|snoozed] | /mailroom show <ticket> | /mailroom board | /mailroom stats [day|week|month] [@person|#tag] [business] | /mailroom dashboard | /mailroom help";
 
 /// Reads the text after `/mailroom`. Errors are sentences for the teammate,
 /// naming the slash command's own forms.
@@ -119,7 +119,7 @@ pub fn slash_help_text() -> String {
 /mailroom snooze <ticket> <when>  snooze a ticket (2h, tomorrow 9:00, until customer replies)\n\
 /mailroom unsnooze <ticket>       bring a snoozed ticket back\n\
 /mailroom board                   show this channel's board (only to you)\n\
-/mailroom stats [day|week|month] [@person|#tag]   the team's figures (only you see them) and a chart\n\
+/mailroom stats [day|week|month] [@person|#tag] [business]   the team's figures (only you see them) and a chart\n\
 /mailroom dashboard               get a sign-in link to the web dashboard (only you see it)\n\
 /mailroom help                    show this list\n\
 Or use the \u{201c}Reply by email\u{201d} shortcut on a ticket's message.\n\n{}",

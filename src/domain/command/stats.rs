@@ -1,16 +1,17 @@
-//! `!mailroom stats [day|week|month] [@person|#tag]` (and Slack's
-//! `/mailroom stats …`): the team's figures for the current period, for
-//! everyone, one teammate or one tag. The words may come in any order.
+//! `!mailroom stats [day|week|month] [@person|#tag] [business]` (and
+//! Slack's `/mailroom stats …`): the team's figures for the current period,
+//! for everyone, one teammate or one tag; with `business`, durations count
+//! only the mailboxes' business hours. The words may come in any order.
 
 use super::thread::parse_user_ref;
 use super::{CommandError, Spec, UserRef, error, quoted, spec};
-use crate::domain::analytics::PeriodKind;
+use crate::domain::analytics::{Hours, PeriodKind};
 use crate::domain::ids::Tag;
 
 pub(super) const MAILROOM_STATS: Spec = spec(
     "stats",
     "!mailroom stats",
-    "!mailroom stats [day|week|month] [@person|#tag]",
+    "!mailroom stats [day|week|month] [@person|#tag] [business]",
 );
 
 /// What `!mailroom stats` asks for.
@@ -19,6 +20,8 @@ pub struct StatsQuery {
     /// The current day, week or month (week when not said).
     pub period: PeriodKind,
     pub filter: StatsFilter,
+    /// Which hours durations count (wall-clock when not said).
+    pub hours: Hours,
 }
 
 /// Whose tickets the figures are about.
@@ -36,6 +39,7 @@ pub(super) fn parse_stats<'a>(
 ) -> Result<StatsQuery, CommandError> {
     let mut period = None;
     let mut filter = StatsFilter::Everyone;
+    let mut hours = None;
     for word in words {
         if let Some(name) = word.strip_prefix('#') {
             let tag = Tag::parse(name).map_err(|e| {
@@ -58,12 +62,22 @@ pub(super) fn parse_stats<'a>(
                     ),
                 ));
             }
+        } else if let Some(h) = Hours::parse(word) {
+            if hours.replace(h).is_some() {
+                return Err(error(
+                    &MAILROOM_STATS,
+                    format!(
+                        "!mailroom stats takes business or wall once (got another: {})",
+                        quoted(word)
+                    ),
+                ));
+            }
         } else {
             return Err(error(
                 &MAILROOM_STATS,
                 format!(
-                    "{} is neither a period nor a filter: write day, week or month, \
-                     @person or #tag",
+                    "{} is neither a period, a filter nor hours: write day, week or month, \
+                     @person or #tag, business or wall",
                     quoted(word)
                 ),
             ));
@@ -72,6 +86,7 @@ pub(super) fn parse_stats<'a>(
     Ok(StatsQuery {
         period: period.unwrap_or(PeriodKind::Week),
         filter,
+        hours: hours.unwrap_or_default(),
     })
 }
 
@@ -109,26 +124,41 @@ mod tests {
             stats("!mailroom stats"),
             Ok(StatsQuery {
                 period: PeriodKind::Week,
-                filter: StatsFilter::Everyone
+                filter: StatsFilter::Everyone,
+                hours: Hours::Wall,
             })
         );
         assert_eq!(
             stats("!mailroom stats Month #billing"),
             Ok(StatsQuery {
                 period: PeriodKind::Month,
-                filter: StatsFilter::Tag(Tag::parse("billing").unwrap())
+                filter: StatsFilter::Tag(Tag::parse("billing").unwrap()),
+                hours: Hours::Wall,
             })
         );
         assert_eq!(
             stats("!mailroom stats @alice:example.org day"),
             Ok(StatsQuery {
                 period: PeriodKind::Day,
-                filter: StatsFilter::Person(UserRef::Matrix("@alice:example.org".into()))
+                filter: StatsFilter::Person(UserRef::Matrix("@alice:example.org".into())),
+                hours: Hours::Wall,
             })
         );
         assert_eq!(
             stats("!mailroom stats <@U024BE7LH> week").map(|q| q.filter),
             Ok(StatsFilter::Person(UserRef::SlackUser("U024BE7LH".into())))
+        );
+        assert_eq!(
+            stats("!mailroom stats business week"),
+            Ok(StatsQuery {
+                period: PeriodKind::Week,
+                filter: StatsFilter::Everyone,
+                hours: Hours::Business,
+            })
+        );
+        assert_eq!(
+            stats("!mailroom stats month #vip Business").map(|q| q.hours),
+            Ok(Hours::Business)
         );
     }
 
@@ -136,10 +166,12 @@ mod tests {
     fn wrong_words_are_named_with_the_usage() {
         let e = stats("!mailroom stats year").unwrap_err();
         assert!(
-            e.contains("\"year\" is neither a period nor a filter")
-                && e.contains("Usage: !mailroom stats [day|week|month] [@person|#tag]"),
+            e.contains("\"year\" is neither a period, a filter nor hours")
+                && e.contains("Usage: !mailroom stats [day|week|month] [@person|#tag] [business]"),
             "{e}"
         );
+        let e = stats("!mailroom stats business wall").unwrap_err();
+        assert!(e.contains("business or wall once"), "{e}");
         let e = stats("!mailroom stats week month").unwrap_err();
         assert!(e.contains("one period"), "{e}");
         let e = stats("!mailroom stats #a #b").unwrap_err();

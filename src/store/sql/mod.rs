@@ -74,7 +74,7 @@ use super::{
     SentRecorded, Settlement, SnoozeSet, StoreError, StoreResult, TicketFilter, TicketRecord,
     TicketStore, WakeIf,
 };
-use crate::domain::analytics::{ActiveTicket, PeriodRows, Scope};
+use crate::domain::analytics::{ActiveTicket, PeriodRows, Scope, WaitingCount};
 use crate::domain::chat::{ChatThread, Platform, SharedFile};
 use crate::domain::cluster::{Fence, LeaseResource, ReplicaId};
 use crate::domain::email::ContentHash;
@@ -431,12 +431,17 @@ impl TicketStore for SqlStore {
         scope: &Scope,
         from_ms: i64,
         to_ms: i64,
+        sla: bool,
     ) -> StoreResult<PeriodRows> {
-        analytics::period_rows(&self.pool, scope, from_ms, to_ms).await
+        analytics::period_rows(&self.pool, scope, from_ms, to_ms, sla).await
     }
 
     async fn active_tickets(&self, scope: &Scope) -> StoreResult<Vec<ActiveTicket>> {
         analytics::active_tickets(&self.pool, scope).await
+    }
+
+    async fn waiting_counts(&self, scope: &Scope, as_of_ms: i64) -> StoreResult<Vec<WaitingCount>> {
+        analytics::waiting_counts(&self.pool, scope, as_of_ms).await
     }
 
     async fn audit_log(&self, ticket: TicketId) -> StoreResult<Vec<AuditEntry>> {
