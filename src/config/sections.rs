@@ -69,7 +69,7 @@ impl ReactionSettings {
     }
 }
 
-/// How sends are retried.
+/// How sends are retried, and how many jobs run at once.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct OutboxSettings {
@@ -80,6 +80,11 @@ pub struct OutboxSettings {
     pub retry_initial: Duration,
     #[serde(rename = "retry_max_secs", deserialize_with = "secs::<1, 86_400, _>")]
     pub retry_max: Duration,
+    /// Jobs performed at once, each from a different lane (a chat room,
+    /// a ticket's mail, a timer): a room whose posts are paced or
+    /// rate-limited holds one worker, not the others' rooms.
+    #[serde(deserialize_with = "int::<1, 64, _, _>")]
+    pub workers: u32,
 }
 
 impl Default for OutboxSettings {
@@ -88,6 +93,7 @@ impl Default for OutboxSettings {
             max_attempts: 12,
             retry_initial: Duration::from_secs(5),
             retry_max: Duration::from_secs(600),
+            workers: 4,
         }
     }
 }

@@ -185,6 +185,7 @@ async fn new_ticket(
         },
         automatic: None,
         route: Default::default(),
+        rooms: Default::default(),
         refused_merges: vec![],
         post_to: vec![],
         now_ms: at_ms,
