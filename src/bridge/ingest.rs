@@ -165,6 +165,7 @@ impl MailboxIngest {
                 destination,
                 automatic,
                 refused_merges: refused,
+                rooms: self.app.rooms_for(&self.mailbox, &route, &post_to),
                 post_to,
                 route,
                 now_ms: now,

@@ -422,6 +422,23 @@ impl App {
     }
 
     /// Chat platforms a mailbox's tickets are posted to (configured and running).
+    /// Where a new ticket of `mailbox` is posted on each of `post_to`: the
+    /// room a rule chose, else the mailbox's.
+    pub fn rooms_for(
+        &self,
+        mailbox: &MailboxName,
+        route: &crate::domain::routing::Route,
+        post_to: &[Platform],
+    ) -> std::collections::BTreeMap<Platform, String> {
+        post_to
+            .iter()
+            .filter_map(|p| {
+                let room = route.rooms.get(p).cloned();
+                Some((*p, room.or_else(|| self.chat_room(mailbox, *p))?))
+            })
+            .collect()
+    }
+
     pub fn platforms_for(&self, mailbox: &MailboxName) -> Vec<Platform> {
         let Some(m) = self.mailboxes.get(mailbox) else {
             return Vec::new();
@@ -522,7 +539,9 @@ impl App {
                 span,
             ));
         }
-        tracker.spawn(outbox::run(self.clone(), cancel.clone()));
+        for _ in 0..self.settings.outbox.workers {
+            tracker.spawn(outbox::run(self.clone(), cancel.clone()));
+        }
         tracker.spawn(watchdog::run(self.clone(), cancel.clone()));
         if self.settings.board.enabled {
             for platform in self.chats.keys() {

@@ -69,7 +69,7 @@ impl ReactionSettings {
     }
 }
 
-/// How sends are retried.
+/// How sends are retried, and how many jobs run at once.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct OutboxSettings {
@@ -88,6 +88,11 @@ pub struct OutboxSettings {
         deserialize_with = "secs::<1, 86_400, _>"
     )]
     pub chat_outage_notice: Duration,
+    /// Jobs performed at once, each from a different lane (a chat room,
+    /// a ticket's mail, a timer): a room whose posts are paced or
+    /// rate-limited holds one worker, not the others' rooms.
+    #[serde(deserialize_with = "int::<1, 64, _, _>")]
+    pub workers: u32,
 }
 
 impl Default for OutboxSettings {
@@ -97,6 +102,7 @@ impl Default for OutboxSettings {
             retry_initial: Duration::from_secs(5),
             retry_max: Duration::from_secs(600),
             chat_outage_notice: Duration::from_secs(60),
+            workers: 4,
         }
     }
 }

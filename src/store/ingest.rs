@@ -2,6 +2,8 @@
 //! [`Destination`]), what it did ([`Recorded`]), and several in one
 //! transaction ([`IngestBatch`]). Queries: `sql/ingest.rs`.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 
 use super::StoreResult;
@@ -58,6 +60,12 @@ pub struct NewInbound {
     /// owner, set aside), applied in the same transaction. Ignored for a
     /// follow-up: the ticket was routed when it was created.
     pub route: Route,
+    /// Where a new ticket's root goes on each platform of `post_to` (a
+    /// rule's room, else the mailbox's): its chat jobs run in that room's
+    /// outbox lane. Ignored for a follow-up (it goes to the ticket's
+    /// thread); a platform missing here posts to the mailbox's room, from
+    /// the platform's shared lane.
+    pub rooms: BTreeMap<Platform, String>,
     pub now_ms: i64,
 }
 

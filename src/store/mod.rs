@@ -85,7 +85,9 @@ pub use grants::{Grant, NewGrant, Refreshed};
 pub use ingest::{
     Destination, IngestBatch, LoopRecord, NewEmail, NewInbound, Recorded, SenderActivity,
 };
-pub use outbox::{FilePart, Job, JobOutcome, JobSpec, JobState, Requeued, Settlement};
+pub use outbox::{
+    FilePart, Job, JobOutcome, JobSpec, JobState, Requeued, Settlement, chat_lane, legacy_chat_lane,
+};
 pub use replies::{NewReply, OutgoingMail};
 pub use sent::{SentBatch, SentMail, SentRecorded};
 pub use sla::{SlaFiring, SlaMark, SlaRecord};

@@ -13,9 +13,11 @@ use crate::domain::ids::TicketId;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobSpec {
     /// Post an email to the ticket's chat thread (the root message for the
-    /// first email, a thread reply for the others). `room`: where a routing
-    /// rule sent the ticket instead of its mailbox's room or channel (jobs
-    /// queued before rules existed have none).
+    /// first email, a thread reply for the others). `room`: for a new
+    /// ticket's root, where it goes (a routing rule's room, else its
+    /// mailbox's room or channel, decided when the mail was recorded); none
+    /// for a follow-up (it goes to the ticket's thread) and in jobs queued
+    /// by older versions (the mailbox's room at the time of the post).
     ChatPost {
         platform: Platform,
         email_id: i64,
@@ -110,21 +112,32 @@ impl JobSpec {
     }
 
     /// Jobs in one lane run one at a time, in order; lanes run independently.
-    /// Chat posts keep a room's order; each ticket's mail keeps its own.
-    /// A timer is due hours ahead, and a lane's later jobs wait for its
-    /// head: so each timer has a lane no other job shares, and what it
-    /// says goes out as an ordinary chat job when it fires.
+    /// Chat jobs run in the lane of their room (`chat:<platform>:<room>`), so
+    /// a busy room never holds up another; a ticket's chat jobs all go to
+    /// the lane of the room its thread is (or will be) in, which the store
+    /// decides when it queues them ([`JobSpec::ticket_chat`]): this gives
+    /// the lane of jobs that name no room as the platform's shared lane
+    /// ([`legacy_chat_lane`], also the lane of jobs queued before lanes
+    /// were per room). Each ticket's mail keeps its own lane. A timer is due
+    /// hours ahead, and a lane's later jobs wait for its head: so each timer
+    /// has a lane no other job shares, and what it says goes out as an
+    /// ordinary chat job when it fires.
     pub fn lane(&self, ticket: Option<TicketId>) -> String {
         let t = ticket.map(|t| t.get()).unwrap_or(0);
         match self {
+            JobSpec::ChatRoomNotice { platform, room, .. }
+            | JobSpec::ChatAlert { platform, room, .. } => chat_lane(*platform, room),
+            JobSpec::ChatPost {
+                platform,
+                room: Some(room),
+                ..
+            } => chat_lane(*platform, room),
             JobSpec::ChatPost { platform, .. }
             | JobSpec::ChatSentReply { platform, .. }
             | JobSpec::ChatStatus { platform }
             | JobSpec::ChatNotice { platform, .. }
             | JobSpec::ChatMention { platform, .. }
-            | JobSpec::ChatRoomNotice { platform, .. }
-            | JobSpec::ChatAlert { platform, .. }
-            | JobSpec::ChatFile { platform, .. } => format!("chat:{}", platform.as_str()),
+            | JobSpec::ChatFile { platform, .. } => legacy_chat_lane(*platform),
             JobSpec::SendReply { .. } | JobSpec::FileSent { .. } => format!("mail:{t}"),
             JobSpec::SnoozeWake { due_ms } => format!("timer:snooze:{t}:{due_ms}"),
             JobSpec::UnclaimedNudge {
@@ -138,6 +151,31 @@ impl JobSpec {
             // A lane per timer: a check due in hours must not hold up any
             // other job, and two checks of one ticket never wait on each other.
             JobSpec::SlaCheck { due_ms } => format!("timer:sla:{t}:{due_ms}"),
+        }
+    }
+
+    /// For a chat job about a ticket's thread: its platform. Such a job
+    /// goes to the lane its ticket's chat jobs on that platform already
+    /// wait in, else to the lane of the thread's room, else to
+    /// [`JobSpec::lane`]. So one ticket's chat jobs never run out of order,
+    /// even when its thread's room is learnt (the root posted) while
+    /// later jobs are queued.
+    pub fn ticket_chat(&self) -> Option<Platform> {
+        match self {
+            JobSpec::ChatPost { platform, .. }
+            | JobSpec::ChatSentReply { platform, .. }
+            | JobSpec::ChatStatus { platform }
+            | JobSpec::ChatNotice { platform, .. }
+            | JobSpec::ChatMention { platform, .. }
+            | JobSpec::ChatFile { platform, .. } => Some(*platform),
+            JobSpec::ChatRoomNotice { .. }
+            | JobSpec::ChatAlert { .. }
+            | JobSpec::SendReply { .. }
+            | JobSpec::FileSent { .. }
+            | JobSpec::SnoozeWake { .. }
+            | JobSpec::UnclaimedNudge { .. }
+            | JobSpec::Digest { .. }
+            | JobSpec::SlaCheck { .. } => None,
         }
     }
 
@@ -158,6 +196,21 @@ pub enum FilePart {
     FullText,
     /// The attachment at this index of the parsed email's attachment list.
     Attachment { index: usize },
+}
+
+/// The lane of a room's (or Slack channel's) chat jobs. Slack paces posts
+/// per channel, and a room's jobs run one at a time in its lane: so one
+/// busy room's queue, or its rate limit, never delays another room.
+pub fn chat_lane(platform: Platform, room: &str) -> String {
+    format!("chat:{}:{room}", platform.as_str())
+}
+
+/// The platform's shared chat lane: every chat job's lane before lanes
+/// were per room (jobs queued by an older version still wait there, and
+/// run in order), and the lane of a ticket's chat job whose room is not
+/// known (a follow-up of a ticket whose root could not be posted).
+pub fn legacy_chat_lane(platform: Platform) -> String {
+    format!("chat:{}", platform.as_str())
 }
 
 impl JobSpec {

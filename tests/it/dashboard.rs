@@ -199,6 +199,7 @@ pub(crate) async fn new_ticket_in(
         },
         automatic: None,
         route: Default::default(),
+        rooms: Default::default(),
         refused_merges: vec![],
         post_to: vec![],
         now_ms: at_ms,

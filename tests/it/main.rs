@@ -22,6 +22,7 @@ mod every_mail;
 mod fake_slack;
 mod faults;
 mod hygiene;
+mod lanes;
 mod mail_flow;
 mod matrix;
 mod oauth;
@@ -43,6 +44,7 @@ mod store_board;
 // After store_conformance: it uses its `conformance!` macro.
 mod store_cluster;
 mod store_grants;
+mod store_lanes;
 mod store_routing;
 mod store_sent;
 mod store_sla;

@@ -56,6 +56,7 @@ pub(crate) fn inbound(
         destination: dest,
         automatic: None,
         route: Default::default(),
+        rooms: Default::default(),
         refused_merges: vec![],
         post_to: vec![Platform::Matrix],
         now_ms: 1,

@@ -102,8 +102,12 @@ where
     }
 }
 
-/// Runs until `cancel` fires. Sleeps until the next job is due or a new one
-/// is queued; the step in progress at cancellation is finished first.
+/// One outbox worker ([`crate::config::OutboxSettings::workers`] run at
+/// once): runs until `cancel` fires. Sleeps until the next job is due or a
+/// new one is queued; the step in progress at cancellation is finished
+/// first. Workers take jobs of different lanes (the store gives out one job
+/// per lane at a time), so a room paced by its platform or waiting out a
+/// rate limit holds one worker, never another room's jobs.
 pub async fn run(app: Arc<App>, cancel: CancellationToken) {
     let mut store_backoff = Duration::from_millis(200);
     while !cancel.is_cancelled() {
@@ -142,6 +146,9 @@ pub async fn run_once(app: &App) -> Result<Option<Step>, StoreError> {
     let Some(job) = app.store.next_job(app.now_ms()).await? else {
         return Ok(None);
     };
+    // Another job may be due in another lane: an idle worker looks, so a
+    // burst in one room does not keep the others' rooms waiting for a poll.
+    app.outbox_wakeup.notify_one();
     let span = tracing::info_span!("job", id = job.id, kind = job.spec.kind(), ticket = ?job.ticket.map(|t| t.get()));
     let outcome = match tracing::Instrument::instrument(perform(app, &job), span.clone()).await {
         Ok(outcome) => outcome,

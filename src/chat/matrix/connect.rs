@@ -28,6 +28,9 @@ impl MatrixChat {
             ))
         })?;
         restrict_dir(&settings.state_dir);
+        // Before anything in it is read or written: another process using
+        // it (a second replica given the same directory) is refused here.
+        let state_lock = super::state_lock::StateLock::acquire(&settings.state_dir)?;
         let client = Client::builder()
             .homeserver_url(&settings.homeserver)
             // The bot is one client in a few rooms: matrix-sdk's low-memory
@@ -132,6 +135,7 @@ impl MatrixChat {
             handlers_added: std::sync::atomic::AtomicBool::new(false),
             pace: Mutex::new(Pace::default()),
             burst: tokio::sync::Notify::new(),
+            _state_lock: state_lock,
         })
     }
 }

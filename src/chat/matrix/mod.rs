@@ -24,6 +24,7 @@ mod events;
 mod pace;
 mod render;
 mod send;
+mod state_lock;
 
 pub use board::{board_content, event_link};
 use pace::Pace;
@@ -60,6 +61,8 @@ pub struct MatrixChat {
     pace: Mutex<Pace>,
     /// Woken when a burst starts, to end the long-poll then open.
     burst: tokio::sync::Notify,
+    /// This process's hold on `state_dir`, for as long as the adapter lives.
+    _state_lock: state_lock::StateLock,
 }
 
 fn transient(message: impl Into<String>) -> ChatError {

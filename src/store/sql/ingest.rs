@@ -436,7 +436,10 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
         // Only a new ticket's root goes where a rule said; a follow-up goes
         // to the thread the ticket already has.
         let room = is_new
-            .then(|| new.route.rooms.get(platform).cloned())
+            .then(|| {
+                let rule = new.route.rooms.get(platform);
+                rule.or_else(|| new.rooms.get(platform)).cloned()
+            })
             .flatten();
         insert_job(
             tx,

@@ -10,7 +10,10 @@ use super::chat::link_thread;
 use super::{AnyTx, Backend, ReplicaRole, corrupt};
 use crate::domain::cluster::ReplicaId;
 use crate::domain::ids::{Actor, TicketId};
-use crate::store::{Job, JobOutcome, JobSpec, JobState, Requeued, Settlement, StoreResult};
+use crate::store::{
+    Job, JobOutcome, JobSpec, JobState, Requeued, Settlement, StoreResult, chat_lane,
+    legacy_chat_lane,
+};
 
 pub(super) async fn enqueue(
     pool: &AnyPool,
@@ -82,9 +85,16 @@ pub(super) async fn next_job(
 }
 
 pub(super) async fn next_due_at(pool: &AnyPool) -> StoreResult<Option<i64>> {
-    let row = sqlx::query("SELECT MIN(not_before) AS due FROM outbox WHERE state = 'pending'")
-        .fetch_one(pool)
-        .await?;
+    // Only lane heads: a job behind a retrying or running one is not due
+    // before it, and counting it would wake the workers in a busy loop
+    // until the head is done.
+    let row = sqlx::query(
+        "SELECT MIN(o.not_before) AS due FROM outbox o WHERE o.state = 'pending' \
+         AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.lane = o.lane AND p.id < o.id AND p.state IN ('pending', 'in_flight')) \
+         AND NOT EXISTS (SELECT 1 FROM outbox f WHERE f.lane = o.lane AND f.state = 'in_flight')",
+    )
+    .fetch_one(pool)
+    .await?;
     Ok(row.try_get("due")?)
 }
 
@@ -364,11 +374,12 @@ pub(super) async fn insert_job(
     now_ms: i64,
 ) -> StoreResult<i64> {
     let payload = serde_json::to_string(spec).map_err(|e| corrupt("outbox", e))?;
+    let lane = lane_of(tx, ticket, spec).await?;
     let row = sqlx::query(
         "INSERT INTO outbox (lane, kind, ticket_id, payload, state, attempts, not_before, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $6) RETURNING id",
     )
-    .bind(spec.lane(ticket))
+    .bind(lane)
     .bind(spec.kind())
     .bind(ticket.map(|t| t.get()))
     .bind(payload)
@@ -377,4 +388,40 @@ pub(super) async fn insert_job(
     .fetch_one(&mut **tx)
     .await?;
     Ok(row.try_get("id")?)
+}
+
+/// The lane a job is queued in: [`JobSpec::lane`], except for a chat job
+/// about a ticket's thread, which goes where the ticket's chat jobs on its
+/// platform wait (so they stay in order, whatever lane they started in:
+/// one queued by an older version in the platform's shared lane, a root's
+/// room before its thread exists), else to the lane of the thread's room.
+async fn lane_of(tx: &mut AnyTx, ticket: Option<TicketId>, spec: &JobSpec) -> StoreResult<String> {
+    let (Some(ticket), Some(platform)) = (ticket, spec.ticket_chat()) else {
+        return Ok(spec.lane(ticket));
+    };
+    let shared = legacy_chat_lane(platform);
+    // `outbox_ticket` (migration 0018) makes this an index lookup among
+    // the ticket's few jobs, however many the table holds.
+    let waiting = sqlx::query(
+        "SELECT lane FROM outbox WHERE ticket_id = $1 AND state IN ('pending', 'in_flight') \
+         AND (lane = $2 OR lane LIKE $3) ORDER BY id DESC LIMIT 1",
+    )
+    .bind(ticket.get())
+    .bind(shared.as_str())
+    .bind(format!("{shared}:%"))
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = waiting {
+        return Ok(row.try_get("lane")?);
+    }
+    let thread =
+        sqlx::query("SELECT room FROM chat_threads WHERE ticket_id = $1 AND platform = $2")
+            .bind(ticket.get())
+            .bind(platform.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(match thread {
+        Some(row) => chat_lane(platform, &row.try_get::<String, _>("room")?),
+        None => spec.lane(Some(ticket)),
+    })
 }
