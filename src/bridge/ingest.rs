@@ -93,7 +93,17 @@ impl MailboxIngest {
             let parsed = parse_email(&raw);
             let now = self.app.now_ms();
             let keys = thread_keys(&parsed, shared, now);
-            let found = batch.thread_candidates(&self.mailbox, &keys).await?;
+            // The threading candidates, the sender's activity for the loop
+            // guard and the duplicate check, in one look-up.
+            let looked = batch
+                .look_up(
+                    &self.mailbox,
+                    &keys,
+                    (&parsed.message_id, &parsed.content_hash),
+                    now - limit.window_ms(),
+                )
+                .await?;
+            let found = looked.candidates;
             let (mut destination, refused) = match decide(&keys, &found, window) {
                 ThreadDecision::FollowUp { ticket, by } => (
                     Destination::FollowUp {
@@ -119,9 +129,7 @@ impl MailboxIngest {
             // The loop guard: past the limit, the sender's mail is stored
             // quietly in their latest ticket (never a new ticket each), and
             // the room hears of the loop once.
-            let activity = batch
-                .sender_activity(&self.mailbox, &parsed.from.address, now - limit.window_ms())
-                .await?;
+            let activity = looked.activity;
             let verdict = judge_loop(activity.facts, limit, now);
             let mut automatic = parsed.auto.map(|a| a.as_str());
             if verdict.is_loop() {

@@ -106,6 +106,20 @@ pub trait IngestBatch: Send {
         mailbox: &MailboxName,
         keys: &ThreadKeys,
     ) -> StoreResult<Candidates>;
+    /// What ingest needs before it stores one email: its threading
+    /// candidates, its sender's activity (as [`IngestBatch::sender_activity`]
+    /// with `keys.from`) and whether it is stored already, together (SQL:
+    /// one statement when the email references nothing). When it is not a
+    /// duplicate and the next call is its [`IngestBatch::record_inbound`],
+    /// that call skips its own duplicate check: nothing was written in
+    /// between, inside the same transaction.
+    async fn look_up(
+        &mut self,
+        mailbox: &MailboxName,
+        keys: &ThreadKeys,
+        email: (&MessageId, &ContentHash),
+        since_ms: i64,
+    ) -> StoreResult<Looked>;
     async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Recorded>;
     /// What the loop guard needs to know about a sender: their inbound
     /// mail stored since `since_ms`, the last loop mail, their latest ticket.
@@ -119,6 +133,15 @@ pub trait IngestBatch: Send {
     /// notices) or one more mail of the running one.
     async fn record_loop(&mut self, record: LoopRecord) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// What [`IngestBatch::look_up`] found.
+#[derive(Debug, Clone)]
+pub struct Looked {
+    pub candidates: Candidates,
+    pub activity: SenderActivity,
+    /// The same message (Message-ID and content) is stored already.
+    pub duplicate: bool,
 }
 
 /// A sender's recent mail (see [`IngestBatch::sender_activity`]).

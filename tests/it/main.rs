@@ -15,8 +15,8 @@ mod corpus;
 mod cuttable;
 mod dashboard;
 mod dashboard_chat;
-mod durable;
 mod dashboard_filters;
+mod durable;
 mod every_mail;
 #[path = "../fake_slack/mod.rs"]
 mod fake_slack;

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use mailroom::bridge::{App, connect_chats};
 use mailroom::config::Settings;
 use mailroom::store::TicketStore;
@@ -96,47 +96,9 @@ pub async fn bridge(env: &Env) -> anyhow::Result<Bridge> {
 
 impl Bridge {
     pub fn spawn(&self) -> anyhow::Result<Daemon> {
-        use std::io::BufRead;
         let config = self.dir.join("mailroom.toml");
         std::fs::write(&config, &self.config_text)?;
-        let exe = std::env::current_exe()?.with_file_name("mailroom");
-        let started = Instant::now();
-        let mut child = std::process::Command::new(&exe)
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .env("BOT", &self.bot_password)
-            .env(
-                "MAILROOM_LOG",
-                std::env::var("MAILROOM_BENCH_DAEMON_LOG").unwrap_or_else(|_| {
-                    "info,sqlx=warn,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=error"
-                        .into()
-                }),
-            )
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .with_context(|| {
-                format!("starting {} (build it with --bin mailroom)", exe.display())
-            })?;
-        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
-        let log: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
-        let l = log.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Ok(mut v) = l.lock() {
-                    v.push((line, Instant::now()));
-                }
-            }
-        });
-        Ok(Daemon {
-            child,
-            started,
-            log,
-        })
+        Daemon::spawn(&config, &[("BOT", self.bot_password.as_str())])
     }
 
     pub fn roots_seen(&self, prefix: &str) -> usize {

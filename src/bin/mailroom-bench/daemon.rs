@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, anyhow, bail};
 
 /// A `mailroom run` process, for figures only a separate process shows
 /// (startup, memory).
@@ -14,6 +14,70 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts `mailroom --config CONFIG run` (the `mailroom` executable
+    /// beside this one) with `envs`, its log kept in memory.
+    pub fn spawn(config: &std::path::Path, envs: &[(&str, &str)]) -> anyhow::Result<Daemon> {
+        use std::io::BufRead;
+        let exe = std::env::current_exe()?.with_file_name("mailroom");
+        let started = Instant::now();
+        let mut child = std::process::Command::new(&exe)
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .envs(envs.iter().copied())
+            .env(
+                "MAILROOM_LOG",
+                std::env::var("MAILROOM_BENCH_DAEMON_LOG").unwrap_or_else(|_| {
+                    "info,sqlx=warn,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=error"
+                        .into()
+                }),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| {
+                format!("starting {} (build it with --bin mailroom)", exe.display())
+            })?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        let log: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(mut v) = l.lock() {
+                    v.push((line, Instant::now()));
+                }
+            }
+        });
+        Ok(Daemon {
+            child,
+            started,
+            log,
+        })
+    }
+
+    /// How the process ended, with its last log lines, if it has.
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok().flatten()?;
+        let tail = self
+            .log
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .rev()
+                    .take(5)
+                    .rev()
+                    .map(|(l, _)| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default();
+        Some(format!("{status}; log:\n{tail}"))
+    }
+
     pub fn rss_kb(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();

@@ -9,11 +9,13 @@
 //! peak, a 25 MB attachment's peak), and the same latency into the fake
 //! Slack of the tests, reply latency (`!reply` queued → sent and filed), the
 //! latency of a reply written outside mailroom (APPEND to Sent → its post
-//! in the ticket's thread), a month's figures over 100,000 tickets, and the
-//! web dashboard's page times over 2,000 waiting tickets.
+//! in the ticket's thread), a month's figures over 100,000 tickets, the
+//! web dashboard's page times over 2,000 waiting tickets, and how storing
+//! and posting scale from one to three `mailroom run` replicas on
+//! PostgreSQL over many mailboxes.
 //!
 //! One module per stage (`floors`, `latency`, `slack`, `backlog`, `reply`,
-//! `sent`, `process`, `ingest`, `stats`, `web`); what they share is in `common` (the stack, users,
+//! `sent`, `process`, `ingest`, `stats`, `web`, `scale`); what they share is in `common` (the stack, users,
 //! sample mail), `bridge` (the bench's mailroom, in-process or as a process)
 //! and `daemon` (a `mailroom run` process and its memory).
 
@@ -34,6 +36,7 @@ mod ingest;
 mod latency;
 mod process;
 mod reply;
+mod scale;
 mod sent;
 mod slack;
 mod stats;
@@ -50,6 +53,7 @@ use crate::ingest::{ingest, ingest_postgres};
 use crate::latency::latency;
 use crate::process::process_figures;
 use crate::reply::reply_latency;
+use crate::scale::scale;
 use crate::sent::sent_latency;
 use crate::slack::slack_latency;
 use crate::stats::{stats_month, stats_month_postgres};
@@ -87,6 +91,7 @@ async fn bounded<T>(
 
 const STAGES: &[&str] = &[
     "floors", "latency", "slack", "backlog", "reply", "sent", "process", "ingest", "stats", "web",
+    "scale",
 ];
 
 #[tokio::main]
@@ -272,6 +277,39 @@ async fn main() -> anyhow::Result<()> {
     }
     for (name, value) in &web_metrics {
         metrics.push((name.as_str(), *value, "ms"));
+    }
+    if run("scale") {
+        // Mailboxes × emails each, then 1 and 3 replicas (docs/PERFORMANCE.md).
+        let (mailboxes, per, window) = if smoke {
+            (2, 5, 30)
+        } else if quick {
+            (10, 200, 20)
+        } else {
+            (50, 1_000, 30)
+        };
+        let runs = bounded(
+            limit,
+            "scale",
+            scale(&env, mailboxes, per, &[1, 3], Duration::from_secs(window)),
+        )
+        .await?;
+        for r in &runs {
+            eprintln!(
+                "mailroom-bench: scale: {} replica(s): {} emails stored at {:.0}/s (first after {:.1} s), {} of them posted at {:.1} threads/s",
+                r.replicas, r.emails, r.store_rate, r.first_s, r.threads, r.threads_rate
+            );
+        }
+        if let [one, three] = runs.as_slice() {
+            metrics.push(("scale_store_emails_per_s_1", one.store_rate, "emails/s"));
+            metrics.push(("scale_store_emails_per_s_3", three.store_rate, "emails/s"));
+            metrics.push(("scale_threads_per_s_1", one.threads_rate, "threads/s"));
+            metrics.push(("scale_threads_per_s_3", three.threads_rate, "threads/s"));
+            metrics.push((
+                "scale_store_ratio",
+                three.store_rate / one.store_rate,
+                "ratio",
+            ));
+        }
     }
 
     if let Some((name, ..)) = metrics.iter().find(|(_, v, _)| !v.is_finite()) {

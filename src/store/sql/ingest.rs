@@ -28,7 +28,7 @@ use crate::domain::routing::{Mark, Route};
 use crate::domain::threading::{CandidateTicket, Candidates, ThreadKeys, subject_key};
 use crate::domain::ticket::{Ticket, TicketEvent};
 use crate::store::{
-    Destination, IngestBatch, JobSpec, LoopRecord, NewInbound, Recorded, SenderActivity,
+    Destination, IngestBatch, JobSpec, Looked, LoopRecord, NewInbound, Recorded, SenderActivity,
     StoreResult,
 };
 
@@ -65,7 +65,7 @@ pub(super) async fn record_inbound(
     new: NewInbound,
 ) -> StoreResult<Recorded> {
     let mut tx = pool.begin().await?;
-    let recorded = record_inbound_on(&mut tx, new).await?;
+    let recorded = record_inbound_on(&mut tx, new, false, None).await?;
     if let Some((backend, fence)) = fence {
         check_fence(&mut tx, backend, fence).await?;
     }
@@ -80,6 +80,8 @@ pub(super) async fn begin_ingest(
     Ok(Box::new(SqlIngestBatch {
         tx: pool.begin().await?,
         fence: fence.map(|(b, f)| (b, f.clone())),
+        looked_new: None,
+        deferred: Deferred::default(),
     }))
 }
 
@@ -89,6 +91,11 @@ struct SqlIngestBatch {
     /// Checked just before the commit: a batch whose lease changed hands
     /// meanwhile is rolled back whole, and the new owner fetches it again.
     fence: Option<(Backend, Fence)>,
+    /// The email [`IngestBatch::look_up`] last found not stored, until
+    /// the next call: its `record_inbound` needs no duplicate check.
+    looked_new: Option<(MailboxName, MessageId, ContentHash)>,
+    /// Rows of new tickets written at the commit, many per statement.
+    deferred: Deferred,
 }
 
 #[async_trait]
@@ -98,11 +105,35 @@ impl IngestBatch for SqlIngestBatch {
         mailbox: &MailboxName,
         keys: &ThreadKeys,
     ) -> StoreResult<Candidates> {
+        self.looked_new = None;
         thread_candidates_on(&mut self.tx, mailbox, keys).await
     }
 
+    async fn look_up(
+        &mut self,
+        mailbox: &MailboxName,
+        keys: &ThreadKeys,
+        (message_id, hash): (&MessageId, &ContentHash),
+        since_ms: i64,
+    ) -> StoreResult<Looked> {
+        self.looked_new = None;
+        let looked = look_up_on(&mut self.tx, mailbox, keys, message_id, hash, since_ms).await?;
+        if !looked.duplicate {
+            self.looked_new = Some((mailbox.clone(), message_id.clone(), hash.clone()));
+        }
+        Ok(looked)
+    }
+
     async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Recorded> {
-        record_inbound_on(&mut self.tx, new).await
+        let known_new = self.looked_new.take().is_some_and(|(m, id, h)| {
+            m == new.mailbox && id == new.email.message_id && h == new.email.content_hash
+        });
+        if !Deferred::can_take(&new) {
+            // Its writes (a follow-up's, a routed ticket's) may touch the
+            // rows waiting, or add audit lines that must come after theirs.
+            self.deferred.flush(&mut self.tx).await?;
+        }
+        record_inbound_on(&mut self.tx, new, known_new, Some(&mut self.deferred)).await
     }
 
     async fn sender_activity(
@@ -111,6 +142,7 @@ impl IngestBatch for SqlIngestBatch {
         sender: &EmailAddress,
         since_ms: i64,
     ) -> StoreResult<SenderActivity> {
+        self.looked_new = None;
         let conn: &mut AnyConnection = &mut self.tx;
         let recent: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM emails WHERE mailbox = $1 AND from_addr = $2 AND direction = 'inbound' AND stored_at >= $3",
@@ -149,6 +181,8 @@ impl IngestBatch for SqlIngestBatch {
     }
 
     async fn record_loop(&mut self, record: LoopRecord) -> StoreResult<()> {
+        self.looked_new = None;
+        self.deferred.flush(&mut self.tx).await?;
         let tx = &mut self.tx;
         match record.verdict {
             LoopVerdict::Normal => {}
@@ -190,6 +224,7 @@ impl IngestBatch for SqlIngestBatch {
     }
 
     async fn commit(mut self: Box<Self>) -> StoreResult<()> {
+        self.deferred.flush(&mut self.tx).await?;
         if let Some((backend, fence)) = &self.fence {
             check_fence(&mut self.tx, *backend, fence).await?;
         }
@@ -203,30 +238,6 @@ async fn thread_candidates_on(
     mailbox: &MailboxName,
     keys: &ThreadKeys,
 ) -> StoreResult<Candidates> {
-    let mut by_reference = Vec::new();
-    for id in keys.referenced_ids() {
-        let rows = sqlx::query(
-            "SELECT DISTINCT ticket_id FROM emails WHERE mailbox = $1 AND message_id = $2",
-        )
-        .bind(mailbox.as_str())
-        .bind(id.as_str())
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in rows {
-            push_unique(&mut by_reference, r.try_get("ticket_id")?);
-        }
-    }
-    let mut by_token = Vec::new();
-    for token in &keys.tokens {
-        if let Some(r) = sqlx::query("SELECT id FROM tickets WHERE mailbox = $1 AND token = $2")
-            .bind(mailbox.as_str())
-            .bind(token.as_str())
-            .fetch_optional(&mut *conn)
-            .await?
-        {
-            push_unique(&mut by_token, r.try_get("id")?);
-        }
-    }
     let mut by_subject = Vec::new();
     let key = subject_key(&keys.subject);
     if !key.is_empty() {
@@ -240,6 +251,147 @@ async fn thread_candidates_on(
         .await?;
         for r in rows {
             push_unique(&mut by_subject, r.try_get("id")?);
+        }
+    }
+    candidates_with_subject(conn, mailbox, keys, by_subject).await
+}
+
+// The look-up's statement (see `look_up_on`). Every column is cast to
+// BIGINT: PostgreSQL's COUNT, integer literals and NULLs then share one type
+// in the union, which the Any driver decodes alike on both backends. `$6`,
+// the subject key, only with the subject part.
+macro_rules! look_up_head {
+    () => {
+        "SELECT CAST(0 AS BIGINT) AS kind, \
+         CAST((SELECT COUNT(*) FROM emails WHERE mailbox = $1 AND from_addr = $2 AND direction = 'inbound' AND stored_at >= $3) AS BIGINT) AS a, \
+         CAST((SELECT MAX(last_at) FROM mail_loops WHERE mailbox = $1 AND sender = $2) AS BIGINT) AS b, \
+         CAST((SELECT ticket_id FROM emails WHERE mailbox = $1 AND from_addr = $2 AND direction = 'inbound' ORDER BY id DESC LIMIT 1) AS BIGINT) AS c, \
+         CAST(CASE WHEN EXISTS (SELECT 1 FROM emails WHERE mailbox = $1 AND message_id = $4 AND content_hash = $5) THEN 1 ELSE 0 END AS BIGINT) AS d"
+    };
+}
+macro_rules! look_up_subject {
+    () => {
+        " UNION ALL SELECT CAST(1 AS BIGINT), id, last_customer_at, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT) FROM \
+         (SELECT id, last_customer_at FROM tickets WHERE mailbox = $1 AND customer = $2 AND subject_key = $6 ORDER BY last_customer_at DESC LIMIT 5) AS s"
+    };
+}
+
+/// What ingest needs to know before storing one email (see
+/// [`Looked`]), in one statement when the email references nothing: the
+/// duplicate check, the sender's activity and the subject candidates are
+/// one `UNION ALL` of a row of scalar subqueries and the candidate ids.
+/// Each statement is a round trip to SQLite's worker thread or to
+/// PostgreSQL, and per email they were most of ingest's cost
+/// (docs/PERFORMANCE.md).
+async fn look_up_on(
+    conn: &mut AnyConnection,
+    mailbox: &MailboxName,
+    keys: &ThreadKeys,
+    message_id: &MessageId,
+    hash: &ContentHash,
+    since_ms: i64,
+) -> StoreResult<Looked> {
+    let key = subject_key(&keys.subject);
+    let sql = if key.is_empty() {
+        look_up_head!()
+    } else {
+        concat!(look_up_head!(), look_up_subject!())
+    };
+    let mut q = sqlx::query(sql)
+        .bind(mailbox.as_str())
+        .bind(keys.from.as_str())
+        .bind(since_ms)
+        .bind(message_id.as_str())
+        .bind(hash.as_str());
+    if !key.is_empty() {
+        q = q.bind(&key);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let mut head = None;
+    let mut subject: Vec<(i64, i64)> = Vec::new();
+    for r in &rows {
+        let a: Option<i64> = r.try_get("a")?;
+        match r.try_get::<i64, _>("kind")? {
+            0 => {
+                head = Some((
+                    a,
+                    r.try_get::<Option<i64>, _>("b")?,
+                    r.try_get::<Option<i64>, _>("c")?,
+                    r.try_get::<Option<i64>, _>("d")?,
+                ))
+            }
+            _ => {
+                if let Some(id) = a {
+                    subject.push((id, r.try_get::<Option<i64>, _>("b")?.unwrap_or(0)));
+                }
+            }
+        }
+    }
+    let Some((recent, last_quiet_ms, latest, duplicate)) = head else {
+        return Err(corrupt("emails", "the ingest look-up returned no head row"));
+    };
+    // Newest first, as the query inside the union ordered them (a union's
+    // row order is not guaranteed).
+    subject.sort_by(|x, y| y.1.cmp(&x.1));
+    let mut by_subject = Vec::new();
+    for (id, _) in subject {
+        push_unique(&mut by_subject, id);
+    }
+    Ok(Looked {
+        candidates: candidates_with_subject(conn, mailbox, keys, by_subject).await?,
+        activity: SenderActivity {
+            facts: LoopFacts {
+                recent: u32::try_from(recent.unwrap_or(0)).unwrap_or(u32::MAX),
+                last_quiet_ms,
+            },
+            latest_ticket: latest.map(TicketId::new),
+        },
+        duplicate: duplicate.unwrap_or(0) != 0,
+    })
+}
+
+/// The candidates of `keys` beyond the subject ones (`by_subject`, found
+/// already): by reference, by token, a bounce's ticket; each candidate's
+/// ticket and participants read in one query for all of them.
+async fn candidates_with_subject(
+    conn: &mut AnyConnection,
+    mailbox: &MailboxName,
+    keys: &ThreadKeys,
+    by_subject: Vec<i64>,
+) -> StoreResult<Candidates> {
+    let mut by_reference = Vec::new();
+    let referenced = keys.referenced_ids();
+    if !referenced.is_empty() {
+        let list = placeholders(2, referenced.len());
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT DISTINCT message_id, ticket_id FROM emails WHERE mailbox = $1 AND message_id IN ({list})"
+        )))
+        .bind(mailbox.as_str());
+        for id in &referenced {
+            q = q.bind(id.as_str());
+        }
+        let mut found: Vec<(String, i64)> = Vec::new();
+        for r in q.fetch_all(&mut *conn).await? {
+            found.push((r.try_get("message_id")?, r.try_get("ticket_id")?));
+        }
+        // In the order of `referenced_ids()`, as threading expects.
+        for id in &referenced {
+            for (m, t) in &found {
+                if m == id.as_str() {
+                    push_unique(&mut by_reference, *t);
+                }
+            }
+        }
+    }
+    let mut by_token = Vec::new();
+    for token in &keys.tokens {
+        if let Some(r) = sqlx::query("SELECT id FROM tickets WHERE mailbox = $1 AND token = $2")
+            .bind(mailbox.as_str())
+            .bind(token.as_str())
+            .fetch_optional(&mut *conn)
+            .await?
+        {
+            push_unique(&mut by_token, r.try_get("id")?);
         }
     }
     // A bounce: the ticket of the mail it returns, if we sent that mail.
@@ -256,25 +408,59 @@ async fn thread_candidates_on(
         .map(TicketId::new),
         None => None,
     };
+    let mut all: Vec<i64> = Vec::new();
+    for id in by_reference.iter().chain(&by_token).chain(&by_subject) {
+        push_unique(&mut all, *id);
+    }
+    let tickets = candidate_tickets(&mut *conn, &all).await?;
+    let pick = |ids: &[i64]| -> Vec<CandidateTicket> {
+        ids.iter()
+            .filter_map(|id| tickets.iter().find(|c| c.id.get() == *id).cloned())
+            .collect()
+    };
     Ok(Candidates {
-        by_reference: candidates_for(&mut *conn, &by_reference).await?,
-        by_token: candidates_for(&mut *conn, &by_token).await?,
-        by_subject: candidates_for(&mut *conn, &by_subject).await?,
+        by_reference: pick(&by_reference),
+        by_token: pick(&by_token),
+        by_subject: pick(&by_subject),
         by_returned,
     })
 }
 
-async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<Recorded> {
+/// `$first, $first+1, …` for `n` values of an `IN (…)` list.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Stores one inbound email in `tx`. `known_new`: the caller checked in
+/// this same transaction, with nothing written since, that the email is
+/// not stored yet (see [`IngestBatch::look_up`]). `deferred`: where a plain
+/// new ticket's audit line and SLA row may wait for the batch's commit
+/// (see [`Deferred`]).
+async fn record_inbound_on(
+    tx: &mut AnyTx,
+    mut new: NewInbound,
+    known_new: bool,
+    mut deferred: Option<&mut Deferred>,
+) -> StoreResult<Recorded> {
+    let defer = Deferred::can_take(&new);
     let raw = std::mem::take(&mut new.email.raw);
-    let dup = sqlx::query(
-        "SELECT 1 AS one FROM emails WHERE mailbox = $1 AND message_id = $2 AND content_hash = $3",
-    )
-    .bind(new.mailbox.as_str())
-    .bind(new.email.message_id.as_str())
-    .bind(new.email.content_hash.as_str())
-    .fetch_optional(&mut **tx)
-    .await?;
-    if dup.is_some() {
+    let dup = if known_new {
+        false
+    } else {
+        sqlx::query(
+            "SELECT 1 AS one FROM emails WHERE mailbox = $1 AND message_id = $2 AND content_hash = $3",
+        )
+        .bind(new.mailbox.as_str())
+        .bind(new.email.message_id.as_str())
+        .bind(new.email.content_hash.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+        .is_some()
+    };
+    if dup {
         if let Some(cp) = new.checkpoint {
             upsert_checkpoint(&mut **tx, &new.mailbox, FolderRole::Inbox, cp, new.now_ms).await?;
         }
@@ -282,6 +468,9 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
     }
     let customer = Actor::Customer(new.email.from.address.clone());
     let mut assigned = Assigned::None;
+    // Whether the follow-up's ticket is snoozed, read with its state: only
+    // then is there a snooze for the mail to end.
+    let mut snoozed = false;
     let (ticket, reopened, is_new, set_aside) = match &new.destination {
         Destination::New { token } => {
             let row = sqlx::query(
@@ -306,19 +495,45 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
                     list.join(", ")
                 ));
             }
-            insert_audit(tx, Some(id), &customer, "created", &details, new.now_ms).await?;
-            assigned = apply_route(tx, id, &new.route, new.now_ms).await?;
+            match deferred.as_deref_mut().filter(|_| defer) {
+                Some(d) => {
+                    d.audit
+                        .push((id, new.now_ms, customer.to_stored(), details));
+                    // A new ticket's first mail always waits for an answer
+                    // (an automatic one never makes a new ticket here).
+                    d.sla.push((id, new.now_ms));
+                }
+                None => {
+                    insert_audit(tx, Some(id), &customer, "created", &details, new.now_ms).await?;
+                    assigned = apply_route(tx, id, &new.route, new.now_ms).await?;
+                }
+            }
             (id, false, true, new.route.mark.is_some())
         }
         Destination::FollowUp { ticket, matched_by } => {
-            let row = sqlx::query("SELECT status, owner, version FROM tickets WHERE id = $1")
+            // A customer's own mail moves `last_customer_at` (an automatic
+            // one does not): that update returns the ticket's state, one
+            // statement instead of a read and a write.
+            let row = if new.automatic.is_none() {
+                sqlx::query(
+                    "UPDATE tickets SET last_customer_at = $1 WHERE id = $2 \
+                     RETURNING status, owner, version, snoozed_until",
+                )
+                .bind(new.now_ms)
                 .bind(ticket.get())
                 .fetch_optional(&mut **tx)
                 .await?
-                .ok_or_else(|| {
-                    corrupt("tickets", format!("follow-up for missing ticket {ticket}"))
-                })?;
+            } else {
+                sqlx::query(
+                    "SELECT status, owner, version, snoozed_until FROM tickets WHERE id = $1",
+                )
+                .bind(ticket.get())
+                .fetch_optional(&mut **tx)
+                .await?
+            }
+            .ok_or_else(|| corrupt("tickets", format!("follow-up for missing ticket {ticket}")))?;
             let state = state_from_row(&row)?;
+            snoozed = row.try_get::<Option<i64>, _>("snoozed_until")?.is_some();
             let set_aside = state.is_set_aside();
             insert_audit(
                 tx,
@@ -390,17 +605,12 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
         }
     };
     // A customer's own mail waits for an answer (an automatic one does not).
-    if new.automatic.is_none() {
+    let sla_deferred = is_new && defer && deferred.is_some();
+    if new.automatic.is_none() && !sla_deferred {
         super::sla::customer_wrote(tx, ticket, new.now_ms).await?;
     }
-    // A new ticket was inserted with last_customer_at = now already.
-    if new.automatic.is_none() && !is_new {
-        sqlx::query("UPDATE tickets SET last_customer_at = $1 WHERE id = $2")
-            .bind(new.now_ms)
-            .bind(ticket.get())
-            .execute(&mut **tx)
-            .await?;
-    }
+    // A new ticket was inserted with last_customer_at = now already, and a
+    // follow-up's was set when its state was read.
     let row = sqlx::query(
         "INSERT INTO emails (mailbox, ticket_id, direction, message_id, content_hash, imap_uid, from_addr, from_name, subject, sent_at, stored_at, author, state, raw, raw_size) \
          VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, NULL, 'received', $11, $12) RETURNING id",
@@ -471,7 +681,7 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
         }
     }
     // A customer's mail wakes a snoozed ticket, told after the mail's post.
-    if !is_new && new.automatic.is_none() {
+    if snoozed && new.automatic.is_none() {
         super::snooze::wake_on_reply(tx, ticket, post_to, new.now_ms).await?;
     }
     if let Some(cp) = new.checkpoint {
@@ -486,6 +696,85 @@ async fn record_inbound_on(tx: &mut AnyTx, mut new: NewInbound) -> StoreResult<R
             reopened,
         }
     })
+}
+
+/// A batch's new tickets' "created" audit lines and SLA rows, written at
+/// its commit in a few multi-row statements instead of two statements per
+/// ticket (each a round trip; docs/PERFORMANCE.md). Only for a plain new
+/// ticket (no routing rule, tag, owner, pool or mark: nothing else writes
+/// its audit lines in the batch). Any other write of the batch that could
+/// touch these rows, or add audit lines of its own, flushes them first, so
+/// the audit log keeps the order of events; a batch dropped drops them with
+/// its transaction.
+#[derive(Default)]
+struct Deferred {
+    /// (ticket, at, actor, details) of a "created" line.
+    audit: Vec<(TicketId, i64, String, String)>,
+    /// (ticket, awaiting since) of a new ticket's SLA row.
+    sla: Vec<(TicketId, i64)>,
+}
+
+impl Deferred {
+    /// Rows per statement: 5 bound values each for the audit log, well
+    /// under SQLite's and PostgreSQL's limits on bound values.
+    const CHUNK: usize = 100;
+
+    /// Whether `new`'s rows may wait: a plain new ticket, not automatic.
+    fn can_take(new: &NewInbound) -> bool {
+        let r = &new.route;
+        matches!(new.destination, Destination::New { .. })
+            && new.automatic.is_none()
+            && r.rules.is_empty()
+            && r.tags.is_empty()
+            && r.owner.is_none()
+            && r.auto.is_none()
+            && r.mark.is_none()
+    }
+
+    async fn flush(&mut self, tx: &mut AnyTx) -> StoreResult<()> {
+        for chunk in self.audit.chunks(Self::CHUNK) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = i * 4;
+                    format!(
+                        "(${}, ${}, ${}, 'created', ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4
+                    )
+                })
+                .collect();
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO audit_log (ticket_id, at, actor, action, details) VALUES {}",
+                values.join(", ")
+            )));
+            for (ticket, at, actor, details) in chunk {
+                q = q
+                    .bind(ticket.get())
+                    .bind(*at)
+                    .bind(actor.as_str())
+                    .bind(details.as_str());
+            }
+            q.execute(&mut **tx).await?;
+        }
+        self.audit.clear();
+        for chunk in self.sla.chunks(Self::CHUNK) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${})", i * 2 + 1, i * 2 + 2))
+                .collect();
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO sla_tickets (ticket_id, awaiting_since) VALUES {}",
+                values.join(", ")
+            )));
+            for (ticket, at) in chunk {
+                q = q.bind(ticket.get()).bind(*at);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        self.sla.clear();
+        Ok(())
+    }
 }
 
 /// Who a new ticket went to without a person choosing, for the thread.
@@ -616,40 +905,46 @@ async fn apply_route(
     Ok(assigned)
 }
 
-async fn candidates_for(
+/// The tickets `ids` with their participants, in one query (a ticket
+/// that no longer exists is left out).
+async fn candidate_tickets(
     conn: &mut AnyConnection,
     ids: &[i64],
 ) -> StoreResult<Vec<CandidateTicket>> {
-    let mut out = Vec::with_capacity(ids.len());
+    let mut out: Vec<CandidateTicket> = Vec::with_capacity(ids.len());
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let list = placeholders(1, ids.len());
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT t.id, t.customer, t.subject_key, t.last_customer_at, p.address \
+         FROM tickets t LEFT JOIN participants p ON p.ticket_id = t.id WHERE t.id IN ({list})"
+    )));
     for id in ids {
-        let Some(row) = sqlx::query(
-            "SELECT id, customer, subject_key, last_customer_at FROM tickets WHERE id = $1",
-        )
-        .bind(*id)
-        .fetch_optional(&mut *conn)
-        .await?
-        else {
-            continue;
+        q = q.bind(*id);
+    }
+    for row in q.fetch_all(&mut *conn).await? {
+        let id = TicketId::new(row.try_get("id")?);
+        let i = match out.iter().position(|c| c.id == id) {
+            Some(i) => i,
+            None => {
+                let customer = EmailAddress::parse(&row.try_get::<String, _>("customer")?)
+                    .map_err(|e| corrupt("tickets", e))?;
+                out.push(CandidateTicket {
+                    id,
+                    participants: BTreeSet::from([customer.clone()]),
+                    customer,
+                    subject_key: row.try_get("subject_key")?,
+                    last_customer_at: row.try_get::<i64, _>("last_customer_at")? / 1000,
+                });
+                out.len() - 1
+            }
         };
-        let parts = sqlx::query("SELECT address FROM participants WHERE ticket_id = $1")
-            .bind(*id)
-            .fetch_all(&mut *conn)
-            .await?;
-        let mut participants = BTreeSet::new();
-        for p in parts {
-            let a: String = p.try_get("address")?;
-            participants.insert(EmailAddress::parse(&a).map_err(|e| corrupt("participants", e))?);
+        if let Some(a) = row.try_get::<Option<String>, _>("address")? {
+            out[i]
+                .participants
+                .insert(EmailAddress::parse(&a).map_err(|e| corrupt("participants", e))?);
         }
-        let customer = EmailAddress::parse(&row.try_get::<String, _>("customer")?)
-            .map_err(|e| corrupt("tickets", e))?;
-        participants.insert(customer.clone());
-        out.push(CandidateTicket {
-            id: TicketId::new(row.try_get("id")?),
-            participants,
-            customer,
-            subject_key: row.try_get("subject_key")?,
-            last_customer_at: row.try_get::<i64, _>("last_customer_at")? / 1000,
-        });
     }
     Ok(out)
 }
