@@ -1,8 +1,10 @@
 //! The overview's filter: one mailbox, one teammate, one tag (GET
 //! parameters `mailbox`, `person`, `tag`), checked against what there is,
-//! and the links on the page that choose it.
+//! how durations are counted (`hours`: elapsed or business hours), and the
+//! links on the page that choose it.
 
 use super::WebHandles;
+use crate::domain::analytics::Hours;
 use crate::domain::ids::{Agent, MailboxName, Tag};
 use crate::store::StoreError;
 use crate::store::analytics::{PeriodKind, Scope};
@@ -14,6 +16,9 @@ pub struct OverviewFilter {
     pub mailbox: Option<MailboxName>,
     pub person: Option<Agent>,
     pub tag: Option<Tag>,
+    /// Durations in elapsed time (the default) or in each mailbox's
+    /// business hours (`[mailbox.business_hours]`).
+    pub hours: Hours,
 }
 
 impl OverviewFilter {
@@ -26,8 +31,19 @@ impl OverviewFilter {
         mailbox: Option<&str>,
         person: Option<&str>,
         tag: Option<&str>,
+        hours: Option<&str>,
     ) -> Result<Result<OverviewFilter, String>, StoreError> {
         let mut f = OverviewFilter::default();
+        if let Some(x) = given(hours) {
+            match Hours::parse(x) {
+                Some(x) => f.hours = x,
+                None => {
+                    return Ok(Err(format!(
+                        "hours: {x:?} is neither \"wall\" (elapsed time) nor \"business\" (business hours)"
+                    )));
+                }
+            }
+        }
         if let Some(m) = given(mailbox) {
             match MailboxName::parse(m)
                 .ok()
@@ -78,6 +94,10 @@ impl OverviewFilter {
             ("mailbox", self.mailbox.as_ref().map(|m| m.to_string())),
             ("person", self.person.as_ref().map(|p| p.to_string())),
             ("tag", self.tag.as_ref().map(|t| t.to_string())),
+            (
+                "hours",
+                (self.hours != Hours::Wall).then(|| self.hours.as_str().to_owned()),
+            ),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -99,6 +119,7 @@ impl OverviewFilter {
             self.mailbox.as_ref().map(|m| format!("mailbox {m}")),
             self.person.as_ref().map(|p| format!("person {p}")),
             self.tag.as_ref().map(|t| format!("tag {t}")),
+            (self.hours == Hours::Business).then(|| "business hours".to_owned()),
         ]
         .into_iter()
         .flatten()
@@ -175,6 +196,24 @@ pub(super) async fn filter_rows(
         }
         FilterRow { id, name, choices }
     };
+    let hours = FilterRow {
+        id: "filter-hours",
+        name: "Durations",
+        choices: [
+            (Hours::Wall, "elapsed"),
+            (Hours::Business, "business hours"),
+        ]
+        .into_iter()
+        .map(|(x, label)| {
+            let (query, here) = with(&|g| g.hours = x);
+            Choice {
+                label: label.to_owned(),
+                query,
+                here,
+            }
+        })
+        .collect(),
+    };
     Ok(vec![
         row(
             "filter-mailbox",
@@ -194,5 +233,6 @@ pub(super) async fn filter_rows(
             tags.iter().map(|t| t.to_string()).collect(),
             &|g, v| g.tag = v.and_then(|v| Tag::parse(v).ok()),
         ),
+        hours,
     ])
 }

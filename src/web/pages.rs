@@ -230,6 +230,7 @@ pub struct PeriodQuery {
     mailbox: Option<String>,
     person: Option<String>,
     tag: Option<String>,
+    hours: Option<String>,
 }
 
 impl PeriodQuery {
@@ -248,6 +249,7 @@ impl PeriodQuery {
             self.mailbox.as_deref(),
             self.person.as_deref(),
             self.tag.as_deref(),
+            self.hours.as_deref(),
         )
         .await?;
         Ok(filter

@@ -14,8 +14,8 @@ use crate::domain::sla::{SlaState, clock, human};
 use crate::domain::ticket::Status;
 use crate::domain::time::Zone;
 use crate::store::analytics::{
-    AgeBucket, Backlog, DurationStats, NO_GROUP, Period, PeriodKind, Scope, WallClock, Workload,
-    figures,
+    AgeBucket, DurationStats, NO_GROUP, Period, PeriodKind, Scope, SlaRules, Workload,
+    figures_with_sla, waiting,
 };
 use crate::store::{QueueTicket, SlaRecord, StoreError, TicketRecord};
 
@@ -430,11 +430,29 @@ pub async fn overview(
         reason: e.to_string(),
     })?;
     let scope = filter.scope();
-    let f = figures(h.store.as_ref(), &scope, &period, &WallClock).await?;
-    let active = h.store.active_tickets(&scope).await?;
-    let backlog = Backlog::compute(&active, now);
-    let count = |s: Status| active.iter().filter(|t| t.status == s).count().to_string();
-    let cards = vec![
+    let work = filter.hours.work_time(&h.calendars);
+    let sla = SlaRules {
+        policies: &h.sla,
+        calendars: &h.calendars,
+    };
+    let f = figures_with_sla(h.store.as_ref(), &scope, &period, work.as_ref(), Some(&sla)).await?;
+    // Counted in the database (one grouped query), not by reading every
+    // waiting ticket.
+    let (backlog, workload) = waiting(h.store.as_ref(), &scope, now).await?;
+    let count = |s: Status| {
+        let n: u64 = workload
+            .rows
+            .iter()
+            .map(|l| match s {
+                Status::Open => l.open,
+                Status::Claimed => l.claimed,
+                Status::Pending => l.pending,
+                _ => 0,
+            })
+            .sum();
+        n.to_string()
+    };
+    let mut cards = vec![
         Card {
             id: "open",
             value: count(Status::Open),
@@ -491,6 +509,17 @@ pub async fn overview(
             label: "of the resolved were reopened".into(),
         },
     ];
+    // Only where SLA policies exist (`[[sla]]`): without them the figure
+    // means nothing and is left out, as in the chat's table.
+    if let Some(share) = &f.sla_met {
+        cards.push(Card {
+            id: "sla-met",
+            value: share
+                .percent()
+                .map_or_else(|| "—".to_owned(), |p| format!("{p:.0} %")),
+            label: format!("SLA met ({} of {} resolved)", share.part, share.whole),
+        });
+    }
     let point = |label: String, value: Option<f64>| Point { label, value };
     let day_label = |d: &jiff::civil::Date| d.strftime("%m-%d").to_string();
     let counts = |title: &str, points: Vec<Point>| Series {

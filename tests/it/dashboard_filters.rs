@@ -166,6 +166,23 @@ async fn sla_and_filters(db: TestDb, label: &str) {
     );
     shot(&c, &format!("{label}-overview-tag")).await;
 
+    // With `[[sla]]` configured the overview has an SLA card; durations can
+    // be counted in business hours, the choice kept in the links.
+    c.goto(&format!("{base}/?period=week")).await.expect("goto");
+    assert_eq!(texts(&c, "#sla-met").await.len(), 1, "the SLA card");
+    assert_eq!(
+        attrs(&c, "#filter-hours a", "href").await.len(),
+        2,
+        "elapsed and business hours"
+    );
+    let resp = get(&base, "/?period=week&hours=business", Some(&session)).await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.expect("a body");
+    assert!(
+        body.contains("business hours") && body.contains("hours=business"),
+        "the business-hours overview names itself and keeps the choice in its links"
+    );
+
     // A person: Bob's one ticket, received on Tuesday and claimed.
     c.goto(&format!("{base}/?period=week&person=%40bob%3Alocalhost"))
         .await
@@ -243,6 +260,7 @@ async fn sla_and_filters(db: TestDb, label: &str) {
         ("/?mailbox=nowhere", "nowhere"),
         ("/?person=%40zed%3Alocalhost", "@zed:localhost"),
         ("/?tag=nosuchtag", "nosuchtag"),
+        ("/?hours=sometimes", "sometimes"),
         ("/overview.csv?tag=nosuchtag", "nosuchtag"),
         ("/overview.csv?mailbox=Bad%20Name", "Bad Name"),
     ] {
