@@ -107,8 +107,9 @@ pub trait IngestBatch: Send {
         keys: &ThreadKeys,
     ) -> StoreResult<Candidates>;
     /// What ingest needs before it stores one email: its threading
-    /// candidates, its sender's activity (as [`IngestBatch::sender_activity`]
-    /// with `keys.from`) and whether it is stored already, together (SQL:
+    /// candidates, its sender's activity (what the loop guard needs: their
+    /// inbound mail stored since `since_ms`, the last loop mail, their
+    /// latest ticket) and whether it is stored already, together (SQL:
     /// one statement when the email references nothing). When it is not a
     /// duplicate and the next call is its [`IngestBatch::record_inbound`],
     /// that call skips its own duplicate check: nothing was written in
@@ -121,14 +122,6 @@ pub trait IngestBatch: Send {
         since_ms: i64,
     ) -> StoreResult<Looked>;
     async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Recorded>;
-    /// What the loop guard needs to know about a sender: their inbound
-    /// mail stored since `since_ms`, the last loop mail, their latest ticket.
-    async fn sender_activity(
-        &mut self,
-        mailbox: &MailboxName,
-        sender: &EmailAddress,
-        since_ms: i64,
-    ) -> StoreResult<SenderActivity>;
     /// Records a loop mail: a new loop (with its audit line and the room
     /// notices) or one more mail of the running one.
     async fn record_loop(&mut self, record: LoopRecord) -> StoreResult<()>;
@@ -144,7 +137,8 @@ pub struct Looked {
     pub duplicate: bool,
 }
 
-/// A sender's recent mail (see [`IngestBatch::sender_activity`]).
+/// A sender's recent mail, as the loop guard needs it (see
+/// [`IngestBatch::look_up`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SenderActivity {
     pub facts: LoopFacts,

@@ -136,50 +136,6 @@ impl IngestBatch for SqlIngestBatch {
         record_inbound_on(&mut self.tx, new, known_new, Some(&mut self.deferred)).await
     }
 
-    async fn sender_activity(
-        &mut self,
-        mailbox: &MailboxName,
-        sender: &EmailAddress,
-        since_ms: i64,
-    ) -> StoreResult<SenderActivity> {
-        self.looked_new = None;
-        let conn: &mut AnyConnection = &mut self.tx;
-        let recent: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM emails WHERE mailbox = $1 AND from_addr = $2 AND direction = 'inbound' AND stored_at >= $3",
-        )
-        .bind(mailbox.as_str())
-        .bind(sender.as_str())
-        .bind(since_ms)
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get("n")?;
-        let last_quiet_ms: Option<i64> = sqlx::query(
-            "SELECT MAX(last_at) AS at FROM mail_loops WHERE mailbox = $1 AND sender = $2",
-        )
-        .bind(mailbox.as_str())
-        .bind(sender.as_str())
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get("at")?;
-        let latest_ticket = sqlx::query(
-            "SELECT ticket_id FROM emails WHERE mailbox = $1 AND from_addr = $2 AND direction = 'inbound' ORDER BY id DESC LIMIT 1",
-        )
-        .bind(mailbox.as_str())
-        .bind(sender.as_str())
-        .fetch_optional(&mut *conn)
-        .await?
-        .map(|r| r.try_get::<i64, _>("ticket_id"))
-        .transpose()?
-        .map(TicketId::new);
-        Ok(SenderActivity {
-            facts: LoopFacts {
-                recent: u32::try_from(recent).unwrap_or(u32::MAX),
-                last_quiet_ms,
-            },
-            latest_ticket,
-        })
-    }
-
     async fn record_loop(&mut self, record: LoopRecord) -> StoreResult<()> {
         self.looked_new = None;
         self.deferred.flush(&mut self.tx).await?;
