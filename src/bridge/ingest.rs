@@ -14,7 +14,8 @@ use crate::domain::threading::{ThreadDecision, ThreadKeys, decide};
 use crate::mail::ingest::{IngestError, IngestSink, SinkError};
 use crate::mail::parse::{InboundEmail, parse_email};
 use crate::store::{
-    Destination, JobSpec, LoopRecord, NewEmail, NewInbound, Recorded, StoreError, TicketStore,
+    Destination, JobSpec, LookUpKey, LoopRecord, NewEmail, NewInbound, Recorded, StoreError,
+    TicketStore,
 };
 
 /// A fresh random ticket token.
@@ -87,14 +88,47 @@ impl MailboxIngest {
         let count = mails.len();
         // Before the transaction: a network call never holds the database.
         let unavailable = self.app.unavailable_people().await;
+        // Parsed all first: the batch's look-ups are read at once.
+        let mails: Vec<Parsed> = mails
+            .into_iter()
+            .map(|(raw, checkpoint)| {
+                let parsed = parse_email(&raw);
+                let now = self.app.now_ms();
+                let keys = thread_keys(&parsed, shared, now);
+                Parsed {
+                    raw,
+                    checkpoint,
+                    parsed,
+                    now,
+                    keys,
+                }
+            })
+            .collect();
         let mut batch = self.store.begin_ingest().await?;
+        if count > 1 {
+            let wanted: Vec<LookUpKey<'_>> = mails
+                .iter()
+                .map(|m| LookUpKey {
+                    keys: &m.keys,
+                    message_id: &m.parsed.message_id,
+                    content_hash: &m.parsed.content_hash,
+                    since_ms: m.now - limit.window_ms(),
+                })
+                .collect();
+            batch.prefetch(&self.mailbox, &wanted).await?;
+        }
         let mut done: Vec<(Recorded, MessageId)> = Vec::with_capacity(count);
-        for (n, (raw, checkpoint)) in mails.into_iter().enumerate() {
-            let parsed = parse_email(&raw);
-            let now = self.app.now_ms();
-            let keys = thread_keys(&parsed, shared, now);
+        for (n, mail) in mails.into_iter().enumerate() {
+            let Parsed {
+                raw,
+                checkpoint,
+                parsed,
+                now,
+                keys,
+            } = mail;
             // The threading candidates, the sender's activity for the loop
-            // guard and the duplicate check, in one look-up.
+            // guard and the duplicate check (answered from the prefetch
+            // when nothing written since changes them).
             let looked = batch
                 .look_up(
                     &self.mailbox,
@@ -254,6 +288,15 @@ impl MailboxIngest {
         }
         Ok(done.into_iter().map(|(r, _)| r).collect())
     }
+}
+
+/// One email of a batch, parsed, with its arrival time and threading keys.
+struct Parsed {
+    raw: Vec<u8>,
+    checkpoint: Option<Checkpoint>,
+    parsed: InboundEmail,
+    now: i64,
+    keys: ThreadKeys,
 }
 
 /// The threading facts of a parsed email.

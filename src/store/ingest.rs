@@ -121,11 +121,33 @@ pub trait IngestBatch: Send {
         email: (&MessageId, &ContentHash),
         since_ms: i64,
     ) -> StoreResult<Looked>;
+    /// Reads what [`IngestBatch::look_up`] needs for every email of the
+    /// batch at once, before any of them is written (SQL: a few statements
+    /// for the whole batch instead of one or two per email). A later
+    /// `look_up` of one of them answers from it as long as nothing the
+    /// batch wrote since could change that answer (the same sender, a
+    /// referenced Message-ID, a candidate ticket, …), and queries
+    /// otherwise: the answers are exactly those of `look_up` alone.
+    async fn prefetch(
+        &mut self,
+        mailbox: &MailboxName,
+        emails: &[LookUpKey<'_>],
+    ) -> StoreResult<()>;
     async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Recorded>;
     /// Records a loop mail: a new loop (with its audit line and the room
     /// notices) or one more mail of the running one.
     async fn record_loop(&mut self, record: LoopRecord) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// One email of [`IngestBatch::prefetch`]: what its `look_up` will ask.
+#[derive(Debug, Clone, Copy)]
+pub struct LookUpKey<'a> {
+    pub keys: &'a ThreadKeys,
+    pub message_id: &'a MessageId,
+    pub content_hash: &'a ContentHash,
+    /// The loop guard's window starts here (see `look_up`'s `since_ms`).
+    pub since_ms: i64,
 }
 
 /// What [`IngestBatch::look_up`] found.

@@ -83,7 +83,8 @@ pub use emails::{EmailRecord, EmailState};
 pub use error::{StoreError, StoreResult};
 pub use grants::{Grant, NewGrant, Refreshed};
 pub use ingest::{
-    Destination, IngestBatch, Looked, LoopRecord, NewEmail, NewInbound, Recorded, SenderActivity,
+    Destination, IngestBatch, LookUpKey, Looked, LoopRecord, NewEmail, NewInbound, Recorded,
+    SenderActivity,
 };
 pub use outbox::{
     FilePart, Job, JobOutcome, JobSpec, JobState, Requeued, Settlement, chat_lane, legacy_chat_lane,

@@ -22,6 +22,7 @@ mod every_mail;
 mod fake_slack;
 mod faults;
 mod hygiene;
+mod ingest_batch;
 mod lanes;
 mod mail_flow;
 mod matrix;

@@ -14,7 +14,8 @@ use super::audit::insert_audit;
 use super::checkpoints::upsert_checkpoint;
 use super::cluster::check_fence;
 use super::emails::{first_piece, insert_later_pieces};
-use super::outbox::insert_job;
+use super::outbox::{insert_first_job, insert_job};
+use super::prefetch::{Prefetched, Wrote};
 use super::tickets::{apply_on, state_from_row};
 use super::{AnyTx, corrupt};
 use crate::domain::assign::Pick;
@@ -28,8 +29,8 @@ use crate::domain::routing::{Mark, Route};
 use crate::domain::threading::{CandidateTicket, Candidates, ThreadKeys, subject_key};
 use crate::domain::ticket::{Ticket, TicketEvent};
 use crate::store::{
-    Destination, IngestBatch, JobSpec, Looked, LoopRecord, NewInbound, Recorded, SenderActivity,
-    StoreResult,
+    Destination, IngestBatch, JobSpec, LookUpKey, Looked, LoopRecord, NewInbound, Recorded,
+    SenderActivity, StoreResult,
 };
 
 pub(super) async fn has_email(
@@ -82,6 +83,7 @@ pub(super) async fn begin_ingest(
         fence: fence.map(|(b, f)| (b, f.clone())),
         looked_new: None,
         deferred: Deferred::default(),
+        prefetched: Prefetched::default(),
     }))
 }
 
@@ -96,6 +98,8 @@ struct SqlIngestBatch {
     looked_new: Option<(MailboxName, MessageId, ContentHash)>,
     /// Rows of new tickets written at the commit, many per statement.
     deferred: Deferred,
+    /// Look-ups read for the whole batch (see [`IngestBatch::prefetch`]).
+    prefetched: Prefetched,
 }
 
 #[async_trait]
@@ -117,11 +121,28 @@ impl IngestBatch for SqlIngestBatch {
         since_ms: i64,
     ) -> StoreResult<Looked> {
         self.looked_new = None;
-        let looked = look_up_on(&mut self.tx, mailbox, keys, message_id, hash, since_ms).await?;
+        let looked = match self.prefetched.take(mailbox, keys, message_id, hash) {
+            Some(looked) => looked,
+            None => {
+                let looked =
+                    look_up_on(&mut self.tx, mailbox, keys, message_id, hash, since_ms).await?;
+                self.prefetched.learn(&looked);
+                looked
+            }
+        };
         if !looked.duplicate {
             self.looked_new = Some((mailbox.clone(), message_id.clone(), hash.clone()));
         }
         Ok(looked)
+    }
+
+    async fn prefetch(
+        &mut self,
+        mailbox: &MailboxName,
+        emails: &[LookUpKey<'_>],
+    ) -> StoreResult<()> {
+        self.looked_new = None;
+        self.prefetched.fetch(&mut self.tx, mailbox, emails).await
     }
 
     async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Recorded> {
@@ -133,11 +154,31 @@ impl IngestBatch for SqlIngestBatch {
             // rows waiting, or add audit lines that must come after theirs.
             self.deferred.flush(&mut self.tx).await?;
         }
-        record_inbound_on(&mut self.tx, new, known_new, Some(&mut self.deferred)).await
+        let sender = new.email.from.address.as_str().to_owned();
+        let message_id = new.email.message_id.clone();
+        let created = match &new.destination {
+            Destination::New { token } => {
+                Some((token.as_str().to_owned(), subject_key(&new.email.subject)))
+            }
+            Destination::FollowUp { .. } => None,
+        };
+        let recorded =
+            record_inbound_on(&mut self.tx, new, known_new, Some(&mut self.deferred)).await?;
+        if !matches!(recorded, Recorded::Duplicate) {
+            self.prefetched.wrote(Wrote {
+                sender: &sender,
+                message_id: &message_id,
+                new: created.as_ref().map(|(t, k)| (t.as_str(), k.clone())),
+                ticket: recorded.ticket(),
+            });
+        }
+        Ok(recorded)
     }
 
     async fn record_loop(&mut self, record: LoopRecord) -> StoreResult<()> {
         self.looked_new = None;
+        self.prefetched
+            .wrote_loop(record.sender.as_str(), record.ticket);
         self.deferred.flush(&mut self.tx).await?;
         let tx = &mut self.tx;
         match record.verdict {
@@ -383,7 +424,7 @@ async fn candidates_with_subject(
 }
 
 /// `$first, $first+1, …` for `n` values of an `IN (…)` list.
-fn placeholders(first: usize, n: usize) -> String {
+pub(super) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
@@ -607,18 +648,16 @@ async fn record_inbound_on(
                 rule.or_else(|| new.rooms.get(platform)).cloned()
             })
             .flatten();
-        insert_job(
-            tx,
-            Some(ticket),
-            &JobSpec::ChatPost {
-                platform: *platform,
-                email_id,
-                room,
-            },
-            new.now_ms,
-            new.now_ms,
-        )
-        .await?;
+        let post = JobSpec::ChatPost {
+            platform: *platform,
+            email_id,
+            room,
+        };
+        if is_new {
+            insert_first_job(tx, ticket, &post, new.now_ms).await?;
+        } else {
+            insert_job(tx, Some(ticket), &post, new.now_ms, new.now_ms).await?;
+        }
         if reopened {
             insert_job(
                 tx,
@@ -863,7 +902,7 @@ async fn apply_route(
 
 /// The tickets `ids` with their participants, in one query (a ticket
 /// that no longer exists is left out).
-async fn candidate_tickets(
+pub(super) async fn candidate_tickets(
     conn: &mut AnyConnection,
     ids: &[i64],
 ) -> StoreResult<Vec<CandidateTicket>> {
@@ -920,7 +959,7 @@ pub(super) async fn add_participant(
     Ok(())
 }
 
-fn push_unique(v: &mut Vec<i64>, id: i64) {
+pub(super) fn push_unique(v: &mut Vec<i64>, id: i64) {
     if !v.contains(&id) {
         v.push(id);
     }

@@ -12,7 +12,7 @@
 //! - `tickets.rs`: reading tickets, applying events (the versioned update
 //!   that is the claim lock), tags.
 //! - `ingest.rs`: storing incoming mail (one email or a batch) and the
-//!   threading lookups.
+//!   threading lookups; `prefetch.rs`: those look-ups for a whole batch.
 //! - `emails.rs`: reading stored emails; raw bytes stored and read in pieces.
 //! - `replies.rs`: queueing, cancelling and settling outbound replies.
 //! - `outbox.rs`: the job queue (lanes, taking, settling, recovery).
@@ -52,6 +52,7 @@ mod grants;
 mod ingest;
 pub mod lock;
 mod outbox;
+mod prefetch;
 mod replies;
 mod sent;
 mod sla;

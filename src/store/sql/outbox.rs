@@ -373,8 +373,33 @@ pub(super) async fn insert_job(
     not_before_ms: i64,
     now_ms: i64,
 ) -> StoreResult<i64> {
-    let payload = serde_json::to_string(spec).map_err(|e| corrupt("outbox", e))?;
     let lane = lane_of(tx, ticket, spec).await?;
+    insert_job_in(tx, &lane, ticket, spec, not_before_ms, now_ms).await
+}
+
+/// [`insert_job`] for the first chat job on a platform of a ticket
+/// created in this same transaction: it has no job waiting and no thread
+/// yet, so its lane is [`JobSpec::lane`], without `lane_of`'s two look-ups
+/// (two round trips per new ticket and platform at ingest).
+pub(super) async fn insert_first_job(
+    tx: &mut AnyTx,
+    ticket: TicketId,
+    spec: &JobSpec,
+    now_ms: i64,
+) -> StoreResult<i64> {
+    let lane = spec.lane(Some(ticket));
+    insert_job_in(tx, &lane, Some(ticket), spec, now_ms, now_ms).await
+}
+
+async fn insert_job_in(
+    tx: &mut AnyTx,
+    lane: &str,
+    ticket: Option<TicketId>,
+    spec: &JobSpec,
+    not_before_ms: i64,
+    now_ms: i64,
+) -> StoreResult<i64> {
+    let payload = serde_json::to_string(spec).map_err(|e| corrupt("outbox", e))?;
     let row = sqlx::query(
         "INSERT INTO outbox (lane, kind, ticket_id, payload, state, attempts, not_before, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $6) RETURNING id",

@@ -1,0 +1,420 @@
+//! Ingest's look-ups for a whole fetch batch at once
+//! ([`IngestBatch::prefetch`](crate::store::IngestBatch::prefetch)), and
+//! what the batch wrote since, which decides whether a prefetched answer
+//! still holds.
+//!
+//! Per email, ingest needs the duplicate check, the sender's activity for
+//! the loop guard and the threading candidates. Asked one email at a time
+//! that is one or two statements each, and each statement is a round trip
+//! to SQLite's worker thread or to PostgreSQL (docs/PERFORMANCE.md). Here
+//! they are a few statements for up to a batch of emails.
+//!
+//! Exactness: a prefetched answer is what `look_up` would have read before
+//! the batch wrote anything. It is used only if no write of the batch since
+//! could have changed it: every row the look-up reads is keyed by the
+//! sender (their emails, loops, tickets by subject), by a Message-ID (the
+//! duplicate check, references), by a token, or is a candidate ticket's own
+//! row and participants, and [`Written`] keeps each of those keys the batch
+//! touched. Anything else falls back to the look-up of one email, in the
+//! transaction, which sees the batch's own writes.
+//!
+//! Statements here are not kept prepared (`persistent(false)`): PostgreSQL
+//! plans them with the values bound, once per batch. A kept statement gets a
+//! generic plan after five runs, and one made while the tables were still
+//! empty (a fresh install importing its first backlog) scanned every email
+//! of the mailbox for the duplicate check, so each look-up grew slower with
+//! the table until statistics were gathered.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{AnyConnection, Row};
+
+use super::corrupt;
+use super::ingest::{candidate_tickets, placeholders, push_unique};
+use crate::domain::email::ContentHash;
+use crate::domain::hygiene::LoopFacts;
+use crate::domain::ids::{MailboxName, MessageId, TicketId};
+use crate::domain::threading::{CandidateTicket, Candidates, subject_key};
+use crate::store::{LookUpKey, Looked, SenderActivity, StoreResult};
+
+/// Emails per look-up statement: five bound values each, far under
+/// SQLite's and PostgreSQL's limits on bound values.
+const EMAILS_PER_STATEMENT: usize = 100;
+/// Values of one `IN (…)` list.
+const IDS_PER_STATEMENT: usize = 500;
+
+/// A batch's prefetched answers and what it wrote since.
+#[derive(Default)]
+pub(super) struct Prefetched {
+    mailbox: Option<MailboxName>,
+    answers: HashMap<(MessageId, ContentHash), Looked>,
+    /// Customer and subject key of every candidate ticket seen by a
+    /// look-up of this batch: a follow-up written to one of them may move
+    /// it among its customer's subject candidates.
+    known: HashMap<TicketId, (String, String)>,
+    written: Written,
+}
+
+/// The keys of what a batch wrote (see the module's doc).
+#[derive(Default)]
+struct Written {
+    senders: HashSet<String>,
+    message_ids: HashSet<String>,
+    tokens: HashSet<String>,
+    tickets: HashSet<TicketId>,
+    /// (customer, subject key) of tickets created or followed up.
+    subjects: HashSet<(String, String)>,
+    /// A follow-up to a ticket of unknown customer and subject: no
+    /// prefetched answer holds any more.
+    unknown: bool,
+}
+
+/// What one recorded email wrote, for [`Prefetched::wrote`].
+pub(super) struct Wrote<'a> {
+    pub sender: &'a str,
+    pub message_id: &'a MessageId,
+    /// A new ticket's token and subject key; `None` for a follow-up.
+    pub new: Option<(&'a str, String)>,
+    pub ticket: Option<TicketId>,
+}
+
+impl Prefetched {
+    /// The prefetched answer for this email, if it still holds.
+    pub(super) fn take(
+        &mut self,
+        mailbox: &MailboxName,
+        keys: &crate::domain::threading::ThreadKeys,
+        message_id: &MessageId,
+        hash: &ContentHash,
+    ) -> Option<Looked> {
+        let looked = self.answers.remove(&(message_id.clone(), hash.clone()))?;
+        let w = &self.written;
+        let holds = self.mailbox.as_ref() == Some(mailbox)
+            && !w.unknown
+            && !w.senders.contains(keys.from.as_str())
+            && !w.message_ids.contains(message_id.as_str())
+            && !keys
+                .referenced_ids()
+                .iter()
+                .any(|id| w.message_ids.contains(id.as_str()))
+            && !keys.tokens.iter().any(|t| w.tokens.contains(t.as_str()))
+            && !w
+                .subjects
+                .contains(&(keys.from.as_str().to_owned(), subject_key(&keys.subject)))
+            && !candidate_ids(&looked).any(|t| w.tickets.contains(&t));
+        holds.then_some(looked)
+    }
+
+    /// Keeps the candidates a look-up found, for [`Prefetched::wrote`].
+    pub(super) fn learn(&mut self, looked: &Looked) {
+        let c = &looked.candidates;
+        for t in c
+            .by_reference
+            .iter()
+            .chain(&c.by_token)
+            .chain(&c.by_subject)
+        {
+            self.known.insert(
+                t.id,
+                (t.customer.as_str().to_owned(), t.subject_key.clone()),
+            );
+        }
+    }
+
+    /// Records the keys of what an email's record wrote.
+    pub(super) fn wrote(&mut self, e: Wrote<'_>) {
+        let w = &mut self.written;
+        w.senders.insert(e.sender.to_owned());
+        w.message_ids.insert(e.message_id.as_str().to_owned());
+        if let Some(t) = e.ticket {
+            w.tickets.insert(t);
+        }
+        match (e.new, e.ticket) {
+            (Some((token, key)), _) => {
+                w.tokens.insert(token.to_owned());
+                w.subjects.insert((e.sender.to_owned(), key));
+            }
+            (None, Some(t)) => match self.known.get(&t) {
+                Some(subject) => {
+                    w.subjects.insert(subject.clone());
+                }
+                None => w.unknown = true,
+            },
+            (None, None) => {}
+        }
+    }
+
+    /// A loop record's writes: the sender's loop row and the ticket's.
+    pub(super) fn wrote_loop(&mut self, sender: &str, ticket: TicketId) {
+        self.written.senders.insert(sender.to_owned());
+        self.written.tickets.insert(ticket);
+    }
+
+    /// Reads every email's answer, before the batch writes (see the
+    /// module's doc). Answers already taken or not are replaced.
+    pub(super) async fn fetch(
+        &mut self,
+        conn: &mut AnyConnection,
+        mailbox: &MailboxName,
+        emails: &[LookUpKey<'_>],
+    ) -> StoreResult<()> {
+        self.mailbox = Some(mailbox.clone());
+        self.answers.clear();
+        let mut heads: Vec<Option<Head>> = vec![None; emails.len()];
+        let mut subjects: Vec<Vec<(i64, i64)>> = vec![Vec::new(); emails.len()];
+        for (c, chunk) in emails.chunks(EMAILS_PER_STATEMENT).enumerate() {
+            let first = c * EMAILS_PER_STATEMENT;
+            read_heads(conn, mailbox, chunk, first, &mut heads, &mut subjects).await?;
+        }
+        let mut refs: Vec<&MessageId> = Vec::new();
+        let mut tokens: Vec<&str> = Vec::new();
+        let mut returned: Vec<&MessageId> = Vec::new();
+        let referenced: Vec<Vec<MessageId>> =
+            emails.iter().map(|e| e.keys.referenced_ids()).collect();
+        for (e, ids) in emails.iter().zip(&referenced) {
+            refs.extend(ids.iter());
+            tokens.extend(e.keys.tokens.iter().map(|t| t.as_str()));
+            returned.extend(e.keys.returned.iter());
+        }
+        let by_message = by_message_id(conn, mailbox, &refs, "").await?;
+        let by_token = tickets_by_token(conn, mailbox, &tokens).await?;
+        let bounced =
+            by_message_id(conn, mailbox, &returned, " AND direction = 'outbound'").await?;
+
+        // Every candidate of every email, read in one query.
+        let mut per_email: Vec<(Vec<i64>, Vec<i64>, Vec<i64>)> = Vec::with_capacity(emails.len());
+        let mut all: Vec<i64> = Vec::new();
+        let mut seen: HashSet<i64> = HashSet::new();
+        for (i, e) in emails.iter().enumerate() {
+            let mut by_reference = Vec::new();
+            for id in &referenced[i] {
+                for t in by_message.get(id.as_str()).into_iter().flatten() {
+                    push_unique(&mut by_reference, *t);
+                }
+            }
+            let mut by_tok = Vec::new();
+            for t in &e.keys.tokens {
+                if let Some(id) = by_token.get(t.as_str()) {
+                    push_unique(&mut by_tok, *id);
+                }
+            }
+            // Newest first, as the query inside the union ordered them (a
+            // union's row order is not guaranteed).
+            let mut s = std::mem::take(&mut subjects[i]);
+            s.sort_by(|x, y| y.1.cmp(&x.1));
+            let mut by_subject = Vec::new();
+            for (id, _) in s {
+                push_unique(&mut by_subject, id);
+            }
+            for id in by_reference.iter().chain(&by_tok).chain(&by_subject) {
+                if seen.insert(*id) {
+                    all.push(*id);
+                }
+            }
+            per_email.push((by_reference, by_tok, by_subject));
+        }
+        let mut tickets: HashMap<i64, CandidateTicket> = HashMap::new();
+        for chunk in all.chunks(IDS_PER_STATEMENT) {
+            for t in candidate_tickets(conn, chunk).await? {
+                tickets.insert(t.id.get(), t);
+            }
+        }
+        let pick = |ids: &[i64]| -> Vec<CandidateTicket> {
+            ids.iter()
+                .filter_map(|id| tickets.get(id).cloned())
+                .collect()
+        };
+        for (i, e) in emails.iter().enumerate() {
+            let Some(head) = heads[i] else {
+                return Err(corrupt("emails", "the batch look-up returned no head row"));
+            };
+            let (by_reference, by_tok, by_subject) = &per_email[i];
+            let looked = Looked {
+                candidates: Candidates {
+                    by_reference: pick(by_reference),
+                    by_token: pick(by_tok),
+                    by_subject: pick(by_subject),
+                    by_returned: e
+                        .keys
+                        .returned
+                        .as_ref()
+                        .and_then(|id| bounced.get(id.as_str()))
+                        .and_then(|t| t.first().copied())
+                        .map(TicketId::new),
+                },
+                activity: SenderActivity {
+                    facts: LoopFacts {
+                        recent: u32::try_from(head.recent).unwrap_or(u32::MAX),
+                        last_quiet_ms: head.last_quiet_ms,
+                    },
+                    latest_ticket: head.latest.map(TicketId::new),
+                },
+                duplicate: head.duplicate,
+            };
+            self.learn(&looked);
+            self.answers
+                .insert((e.message_id.clone(), e.content_hash.clone()), looked);
+        }
+        Ok(())
+    }
+}
+
+/// Every ticket a look-up's answer depends on.
+fn candidate_ids(looked: &Looked) -> impl Iterator<Item = TicketId> + '_ {
+    let c = &looked.candidates;
+    c.by_reference
+        .iter()
+        .chain(&c.by_token)
+        .chain(&c.by_subject)
+        .map(|t| t.id)
+        .chain(c.by_returned)
+        .chain(looked.activity.latest_ticket)
+}
+
+/// One email's row of scalar look-ups (see `look_up_on` in `ingest.rs`).
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    recent: i64,
+    last_quiet_ms: Option<i64>,
+    latest: Option<i64>,
+    duplicate: bool,
+}
+
+/// The heads and subject candidates of `chunk` (emails `first..` of the
+/// batch) in one statement: per email, the scalar row of `look_up_on` and
+/// its subject candidates, tagged with the email's index. The emails are a
+/// `VALUES` list the look-ups refer to, so the statement's plan has the
+/// same size however many emails it asks for (a union of one look-up per
+/// email took PostgreSQL about 2 ms an email to plan).
+async fn read_heads(
+    conn: &mut AnyConnection,
+    mailbox: &MailboxName,
+    chunk: &[LookUpKey<'_>],
+    first: usize,
+    heads: &mut [Option<Head>],
+    subjects: &mut [Vec<(i64, i64)>],
+) -> StoreResult<()> {
+    let rows: Vec<String> = (0..chunk.len())
+        .map(|j| {
+            let b = 2 + j * 5;
+            format!(
+                "({}, ${b}, ${}, ${}, ${}, ${})",
+                first + j,
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4
+            )
+        })
+        .collect();
+    let sql = format!(
+        "WITH k (n, addr, since, mid, hash, skey) AS (VALUES {}) \
+         SELECT CAST(k.n AS BIGINT) AS n, CAST(0 AS BIGINT) AS kind, \
+         CAST((SELECT COUNT(*) FROM emails e WHERE e.mailbox = $1 AND e.from_addr = k.addr AND e.direction = 'inbound' AND e.stored_at >= k.since) AS BIGINT) AS a, \
+         CAST((SELECT MAX(l.last_at) FROM mail_loops l WHERE l.mailbox = $1 AND l.sender = k.addr) AS BIGINT) AS b, \
+         CAST((SELECT e.ticket_id FROM emails e WHERE e.mailbox = $1 AND e.from_addr = k.addr AND e.direction = 'inbound' ORDER BY e.id DESC LIMIT 1) AS BIGINT) AS c, \
+         CAST(CASE WHEN EXISTS (SELECT 1 FROM emails e WHERE e.mailbox = $1 AND e.message_id = k.mid AND e.content_hash = k.hash) THEN 1 ELSE 0 END AS BIGINT) AS d \
+         FROM k \
+         UNION ALL SELECT s.n, CAST(1 AS BIGINT), s.id, s.at, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT) FROM \
+         (SELECT CAST(k.n AS BIGINT) AS n, t.id AS id, t.last_customer_at AS at, \
+          ROW_NUMBER() OVER (PARTITION BY k.n ORDER BY t.last_customer_at DESC) AS r \
+          FROM k JOIN tickets t ON t.mailbox = $1 AND t.customer = k.addr AND t.subject_key = k.skey \
+          WHERE k.skey <> '') AS s WHERE s.r <= 5",
+        rows.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .persistent(false)
+        .bind(mailbox.as_str());
+    for e in chunk {
+        q = q
+            .bind(e.keys.from.as_str())
+            .bind(e.since_ms)
+            .bind(e.message_id.as_str())
+            .bind(e.content_hash.as_str())
+            .bind(subject_key(&e.keys.subject));
+    }
+    for r in q.fetch_all(&mut *conn).await? {
+        let i = usize::try_from(r.try_get::<i64, _>("n")?).map_err(|e| corrupt("emails", e))?;
+        let a: Option<i64> = r.try_get("a")?;
+        let b: Option<i64> = r.try_get("b")?;
+        match r.try_get::<i64, _>("kind")? {
+            0 => {
+                let slot = heads
+                    .get_mut(i)
+                    .ok_or_else(|| corrupt("emails", "a look-up row for no email"))?;
+                *slot = Some(Head {
+                    recent: a.unwrap_or(0),
+                    last_quiet_ms: b,
+                    latest: r.try_get("c")?,
+                    duplicate: r.try_get::<Option<i64>, _>("d")?.unwrap_or(0) != 0,
+                });
+            }
+            _ => {
+                if let (Some(id), Some(list)) = (a, subjects.get_mut(i)) {
+                    list.push((id, b.unwrap_or(0)));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ticket ids of the emails with these Message-IDs (`extra`: a further
+/// condition), per Message-ID in the order found.
+async fn by_message_id(
+    conn: &mut AnyConnection,
+    mailbox: &MailboxName,
+    ids: &[&MessageId],
+    extra: &str,
+) -> StoreResult<HashMap<String, Vec<i64>>> {
+    let mut out: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut unique: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
+    unique.sort_unstable();
+    unique.dedup();
+    for chunk in unique.chunks(IDS_PER_STATEMENT) {
+        let list = placeholders(2, chunk.len());
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT message_id, ticket_id FROM emails WHERE mailbox = $1 AND message_id IN ({list}){extra}"
+        )))
+        .persistent(false)
+        .bind(mailbox.as_str());
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let t: i64 = r.try_get("ticket_id")?;
+            let list = out.entry(r.try_get("message_id")?).or_default();
+            if !list.contains(&t) {
+                list.push(t);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The tickets of these tokens.
+async fn tickets_by_token(
+    conn: &mut AnyConnection,
+    mailbox: &MailboxName,
+    tokens: &[&str],
+) -> StoreResult<HashMap<String, i64>> {
+    let mut out = HashMap::new();
+    let mut unique: Vec<&str> = tokens.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    for chunk in unique.chunks(IDS_PER_STATEMENT) {
+        let list = placeholders(2, chunk.len());
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT token, id FROM tickets WHERE mailbox = $1 AND token IN ({list})"
+        )))
+        .persistent(false)
+        .bind(mailbox.as_str());
+        for t in chunk {
+            q = q.bind(*t);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            out.insert(r.try_get("token")?, r.try_get("id")?);
+        }
+    }
+    Ok(out)
+}
