@@ -140,6 +140,20 @@ pub struct Watch {
 /// Watches one folder until `cancel` fires, passing over it at least every
 /// `check_every`.
 pub async fn run(watch: Watch, sink: Arc<dyn IngestSink>, cancel: CancellationToken) {
+    run_on(watch, None, sink, cancel).await
+}
+
+/// [`run`], its first session `open` when given: one already logged in by
+/// the caller (the Sent watcher, which looked its folder up on it). A
+/// login costs the server a process (Dovecot) or counts against a
+/// per-account limit (Gmail, Microsoft 365); with 200 mailboxes starting
+/// at once, a login saved per mailbox is a third of the start's logins.
+pub async fn run_on(
+    watch: Watch,
+    mut open: Option<Session>,
+    sink: Arc<dyn IngestSink>,
+    cancel: CancellationToken,
+) {
     let Watch {
         settings,
         login,
@@ -159,6 +173,7 @@ pub async fn run(watch: Watch, sink: Arc<dyn IngestSink>, cancel: CancellationTo
     let mut delays = backoff();
     while !cancel.is_cancelled() {
         match session(
+            open.take(),
             &settings,
             login.as_ref(),
             &initial,
@@ -193,7 +208,10 @@ pub async fn run(watch: Watch, sink: Arc<dyn IngestSink>, cancel: CancellationTo
 }
 
 /// One connection's life: sync, then IDLE or poll, until error or cancel.
+/// `open`: a session to start on instead of logging in.
+#[allow(clippy::too_many_arguments)]
 async fn session(
+    open: Option<Session>,
     settings: &ImapSettings,
     login: &dyn LoginSource,
     initial: &InitialSync,
@@ -205,7 +223,10 @@ async fn session(
     // The login is asked for here only: a token that expires or is
     // refreshed while this session is open changes nothing for it (the
     // server checked the token at AUTHENTICATE), so IDLE goes on.
-    let mut session = imap::connect(settings, login).await?;
+    let mut session = match open {
+        Some(session) => session,
+        None => imap::connect(settings, login).await?,
+    };
     let caps = timed("CAPABILITY", COMMAND_TIMEOUT, session.capabilities()).await?;
     let use_idle = settings.idle && caps.has_str("IDLE");
     tracing::info!(host = %settings.host, folder = %settings.folder, idle = use_idle, "IMAP connected");
