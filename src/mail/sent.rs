@@ -100,16 +100,23 @@ pub async fn sent_folder(
 pub async fn watch(watch: Watch, sink: Arc<dyn IngestSink>, cancel: CancellationToken) {
     let settings = &watch.settings;
     let mut delay = Duration::from_millis(500);
-    let folder = loop {
+    // The connection the folder is looked up on is the one that watches
+    // it: a second login per mailbox at every start would only add to the
+    // server's work (see `ingest::run_on`).
+    let (folder, open) = loop {
         let found = async {
             let mut session = imap::connect(settings, watch.login.as_ref()).await?;
-            let found = sent_folder(&mut session, settings).await;
-            imap::logout(session).await;
-            found
+            match sent_folder(&mut session, settings).await {
+                Ok(Some(folder)) => Ok(Some((folder, session))),
+                other => {
+                    imap::logout(session).await;
+                    other.map(|_| None)
+                }
+            }
         }
         .await;
         match found {
-            Ok(Some(folder)) => break folder,
+            Ok(Some(found)) => break found,
             Ok(None) => {
                 tracing::warn!(
                     "the server marks no folder \\Sent: replies written outside mailroom are not seen \
@@ -144,7 +151,7 @@ pub async fn watch(watch: Watch, sink: Arc<dyn IngestSink>, cancel: Cancellation
         initial: InitialSync::NewOnly,
         ..watch
     };
-    ingest::run(watch, sink, cancel).await
+    ingest::run_on(watch, Some(open), sink, cancel).await
 }
 
 #[cfg(test)]

@@ -369,17 +369,44 @@ async fn sigterm_while_idle_exits_0_within_seconds_and_every_json_log_line_parse
             .filter(|(_, h)| h["mailboxes"][0]["state"] == "ok")
     })
     .await;
+    // Checked comes after the first pass, just before IDLE is issued:
+    // "IMAP watching" says IDLE was accepted, once per connection (INBOX
+    // and the Sent watcher's).
+    wait_for("IDLE accepted on INBOX and Sent", WAIT, || {
+        let log = daemon.log();
+        async move { (log.matches("\"IMAP watching\"").count() >= 2).then_some(()) }
+    })
+    .await;
     daemon.sigterm();
     let (code, took, lines) = daemon.wait_exit(Duration::from_secs(20)).await;
     assert_eq!(code, Some(0), "{lines:#?}");
     assert!(took < Duration::from_secs(5), "stopped in {took:?}");
     assert!(lines.len() >= 3, "{lines:#?}");
     let mut messages = Vec::new();
+    let mut watching = Vec::new();
     for l in &lines {
         let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
         assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
         messages.push(v["fields"]["message"].as_str().unwrap_or("").to_owned());
+        if v["fields"]["message"] == "IMAP watching" {
+            // Which mailbox and folder: what a reader of the log (the
+            // bench's `many` stage) tells the connections apart by.
+            watching.push((
+                v["span"]["mailbox"].as_str().unwrap_or("").to_owned(),
+                v["fields"]["folder"].as_str().unwrap_or("").to_owned(),
+                v["fields"]["idle"].clone(),
+            ));
+        }
     }
+    watching.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    assert_eq!(
+        watching,
+        [
+            ("support".to_owned(), "INBOX".to_owned(), Value::Bool(true)),
+            ("support".to_owned(), "Sent".to_owned(), Value::Bool(true)),
+        ],
+        "{lines:#?}"
+    );
     for expected in [
         "IMAP connected",
         "shutting down: finishing in-flight work",

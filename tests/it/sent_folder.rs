@@ -484,3 +484,35 @@ async fn watch_sent_false_leaves_the_sent_folder_alone() {
     assert!(run.store.checkpoint(&mb).await.unwrap().is_some());
     run.stop().await;
 }
+
+/// Dovecot's log lines saying `address` logged in over IMAP.
+fn imap_logins(stack: &Stack, address: &str) -> usize {
+    let log = std::fs::read_to_string(stack.dir.join("log/dovecot.log")).unwrap_or_default();
+    let needle = format!("imap-login: Info: Login: user=<{address}>");
+    log.lines().filter(|l| l.contains(&needle)).count()
+}
+
+#[tokio::test]
+async fn a_mailbox_starts_with_two_logins_the_sent_watcher_keeping_the_one_it_looked_its_folder_up_on()
+ {
+    let (stack, support) = support_mailbox();
+    let db = TestDb::sqlite();
+    let run = start(config(stack, &support, &db, stack.smtp_port, ""), &db).await;
+    sent_watched(run.store.as_ref()).await;
+    // INBOX's connection logs in beside the Sent watcher's; Dovecot's log
+    // process writes the login lines a moment after each login.
+    wait_for("two logins in Dovecot's log", WAIT, || async {
+        (imap_logins(stack, &support.address) >= 2).then_some(())
+    })
+    .await;
+    // A third login (a separate one for looking the folder up, as before)
+    // would have come before the Sent checkpoint too: its line is given
+    // the same moment to be written.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        imap_logins(stack, &support.address),
+        2,
+        "INBOX and Sent, one login each"
+    );
+    run.stop().await;
+}

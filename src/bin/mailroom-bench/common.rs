@@ -75,6 +75,31 @@ pub fn mail_user(env: &Env, prefix: &str) -> anyhow::Result<(String, String)> {
     Ok((address, password))
 }
 
+/// `count` mail users at once (`{prefix}{i:03}-…@example.com`): one
+/// `scripts/stack add-user` call, which waits for Dovecot once rather than
+/// up to a second per user.
+pub fn mail_users(env: &Env, prefix: &str, count: usize) -> anyhow::Result<Vec<(String, String)>> {
+    let users: Vec<(String, String)> = (0..count)
+        .map(|i| {
+            (
+                format!("{prefix}{i:03}-{}@example.com", hex(4)),
+                format!("pw-{}", hex(6)),
+            )
+        })
+        .collect();
+    let args: Vec<&str> = users
+        .iter()
+        .flat_map(|(a, p)| [a.as_str(), p.as_str()])
+        .collect();
+    // stderr is kept: `sh` shows it when the script fails.
+    sh(
+        env,
+        "scripts/stack add-user \"$0\" \"$@\" >/dev/null",
+        &args,
+    )?;
+    Ok(users)
+}
+
 pub fn matrix_user(env: &Env, prefix: &str) -> anyhow::Result<(String, String)> {
     let name = format!("{prefix}-{}", hex(4));
     let password = format!("{name}-pw");

@@ -10,14 +10,16 @@
 //! Slack of the tests, reply latency (`!reply` queued → sent and filed), the
 //! latency of a reply written outside mailroom (APPEND to Sent → its post
 //! in the ticket's thread), a month's figures over 100,000 tickets, the
-//! web dashboard's page times over 2,000 waiting tickets, and how storing
+//! web dashboard's page times over 2,000 waiting tickets, how storing
 //! and posting scale from one to three `mailroom run` replicas on
-//! PostgreSQL over many mailboxes.
+//! PostgreSQL over many mailboxes, and what 200 mailboxes cost one
+//! `mailroom run` (start-up, memory, connections, a burst to all of them).
 //!
 //! One module per stage (`floors`, `latency`, `slack`, `backlog`, `reply`,
-//! `sent`, `process`, `ingest`, `stats`, `web`, `scale`); what they share is in `common` (the stack, users,
-//! sample mail), `bridge` (the bench's mailroom, in-process or as a process)
-//! and `daemon` (a `mailroom run` process and its memory).
+//! `sent`, `process`, `ingest`, `stats`, `web`, `scale`, `many`); what they
+//! share is in `common` (the stack, users, sample mail), `bridge` (the
+//! bench's mailroom, in-process or as a process) and `daemon` (a `mailroom
+//! run` process, its memory and other resources).
 
 // matrix-sdk's futures are deeply nested types.
 #![recursion_limit = "256"]
@@ -34,6 +36,7 @@ mod daemon;
 mod floors;
 mod ingest;
 mod latency;
+mod many;
 mod process;
 mod reply;
 mod scale;
@@ -91,7 +94,7 @@ async fn bounded<T>(
 
 const STAGES: &[&str] = &[
     "floors", "latency", "slack", "backlog", "reply", "sent", "process", "ingest", "stats", "web",
-    "scale",
+    "scale", "many",
 ];
 
 #[tokio::main]
@@ -312,11 +315,71 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    if run("many") {
+        // Issue #18: 200 mailboxes in one process (docs/PERFORMANCE.md).
+        let mailboxes = if smoke {
+            5
+        } else if quick {
+            50
+        } else {
+            200
+        };
+        let m = bounded(limit, "many", many::many(&env, mailboxes)).await?;
+        let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+        let build = if cfg!(debug_assertions) {
+            "; this is a debug build, the targets are for a release build"
+        } else {
+            ""
+        };
+        eprintln!(
+            "mailroom-bench: many: {} mailboxes: ready in {:.0} ms (matrix connected at {:.0} ms; target ≤ {:.0} ms: {}), idle RSS {:.1} MiB (target ≤ {:.0} MiB: {}), burst peak {:.1} MiB ({}){build}",
+            m.mailboxes,
+            m.ready_ms,
+            m.matrix_ms,
+            many::TARGET_READY_MS,
+            verdict(m.ready_ms <= many::TARGET_READY_MS),
+            m.rss_idle_mb,
+            many::TARGET_RSS_MB,
+            verdict(m.rss_idle_mb <= many::TARGET_RSS_MB),
+            m.rss_peak_mb,
+            verdict(m.rss_peak_mb <= many::TARGET_RSS_MB),
+        );
+        metrics.push(("many_mailboxes", m.mailboxes as f64, "mailboxes"));
+        metrics.push(("many_ready_ms", m.ready_ms, "ms"));
+        metrics.push(("many_login_floor_ms", m.login_floor_ms, "ms"));
+        metrics.push(("many_start_cpu_ms", m.start_cpu_ms, "ms"));
+        metrics.push(("many_rss_start_peak_mb", m.rss_start_peak_mb, "MiB"));
+        metrics.push(("many_rss_idle_mb", m.rss_idle_mb, "MiB"));
+        metrics.push(("many_rss_idle_anon_mb", m.rss_idle_anon_mb, "MiB"));
+        metrics.push((
+            "many_imap_connections",
+            m.imap_connections as f64,
+            "connections",
+        ));
+        metrics.push(("many_threads", m.threads as f64, "threads"));
+        metrics.push(("many_open_fds", m.open_fds as f64, "fds"));
+        metrics.push(("many_burst_stored_ms", m.burst_stored_ms, "ms"));
+        match m.burst_posted_ms {
+            Some(posted) => metrics.push(("many_burst_posted_ms", posted, "ms")),
+            None => eprintln!(
+                "mailroom-bench: many: only {} of {} threads posted within the window",
+                m.posted, m.mailboxes
+            ),
+        }
+        metrics.push(("many_rss_peak_mb", m.rss_peak_mb, "MiB"));
+        metrics.push(("many_stop_ms", m.stop_ms, "ms"));
+    }
+
     if let Some((name, ..)) = metrics.iter().find(|(_, v, _)| !v.is_finite()) {
         bail!("{name}: no figure (is /proc mounted?)");
     }
-    // A ratio with one decimal would print 0.75 as 0.8, the target itself.
-    let digits = |unit: &str| if unit == "ratio" { 2 } else { 1 };
+    // A ratio with one decimal would print 0.75 as 0.8, the target itself;
+    // counts have no decimals.
+    let digits = |unit: &str| match unit {
+        "ratio" => 2,
+        "mailboxes" | "connections" | "threads" | "fds" => 0,
+        _ => 1,
+    };
     println!("{:<30} {:>12}  unit", "metric", "value");
     for (name, value, unit) in &metrics {
         println!("{name:<30} {value:>12.d$}  {unit}", d = digits(unit));
