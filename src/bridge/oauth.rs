@@ -37,6 +37,14 @@ pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// How often a mailbox without a usable grant looks for a new one.
 const RECHECK: Duration = Duration::from_secs(2);
 
+/// How long a process holds the refresh of a grant (longer than the token
+/// endpoint's own 30 s timeout); a claim left by a process that died ends
+/// by itself after this.
+const REFRESH_CLAIM: Duration = Duration::from_secs(40);
+
+/// How often a process waiting for another's refresh looks at the grant.
+const CLAIM_POLL: Duration = Duration::from_millis(200);
+
 /// The access token in use.
 struct Held {
     token: Secret,
@@ -185,49 +193,80 @@ impl OAuthLogin {
         }
     }
 
-    /// The token from the grant, refreshed when due. Called with the lock held.
+    /// The token from the grant, refreshed when due. Called with the lock
+    /// held. One process refreshes a grant at a time: the others (replicas,
+    /// or the CLI beside the daemon) wait for the token it stores rather
+    /// than spend the same refresh token, which a provider that rotates
+    /// them would refuse the second time, taking the grant for revoked.
     async fn fetch(&self, held: &mut Option<Held>) -> Result<Login, LoginError> {
-        let after_rejection = held.as_ref().is_some_and(|h| h.rejected);
-        let grant = self
-            .store
-            .grant(&self.mailbox)
-            .await
-            .map_err(|e| self.unavailable(format!("cannot read the grant: {e}")))?
-            .ok_or_else(|| LoginError::NoGrant {
-                mailbox: self.mailbox.clone(),
-            })?;
-        if grant.refused_told_at_ms.is_some() {
-            *held = None;
-            return Err(LoginError::Refused {
-                mailbox: self.mailbox.clone(),
-                reason: grant.last_error.unwrap_or_else(|| "refused".into()),
-            });
-        }
-        let key = self.key()?;
-        let name = self.mailbox.as_str();
-        // A stored token still good (a sign-in's, or another process's refresh).
-        if !after_rejection
-            && let (Some(sealed), Some(expires)) = (&grant.access_token, grant.access_expires_at_ms)
-        {
-            let stored = Held {
-                token: Secret::default(),
-                expires_at_ms: Some(expires),
-                generation: grant.generation,
-                lifetime_ms: grant.refreshed_at_ms.map(|at| expires - at),
-                rejected: false,
-                after_rejection: false,
-            };
-            if !stored.refresh_in(now_ms()).is_zero() {
-                let token = match key.open(sealed, name) {
-                    Ok(t) => t,
-                    Err(e) => return Err(self.refuse(grant.generation, &e.to_string()).await),
-                };
-                let login = self.bearer(&token);
-                *held = Some(Held { token, ..stored });
-                return Ok(login);
+        let rejected = held
+            .as_ref()
+            .filter(|h| h.rejected)
+            .map(|h| h.expires_at_ms);
+        let give_up = Instant::now() + REFRESH_CLAIM + Duration::from_secs(5);
+        loop {
+            let grant = self
+                .store
+                .grant(&self.mailbox)
+                .await
+                .map_err(|e| self.unavailable(format!("cannot read the grant: {e}")))?
+                .ok_or_else(|| LoginError::NoGrant {
+                    mailbox: self.mailbox.clone(),
+                })?;
+            if grant.refused_told_at_ms.is_some() {
+                *held = None;
+                return Err(LoginError::Refused {
+                    mailbox: self.mailbox.clone(),
+                    reason: grant.last_error.unwrap_or_else(|| "refused".into()),
+                });
             }
+            let key = self.key()?;
+            let name = self.mailbox.as_str();
+            // A stored token still good (a sign-in's, or another process's
+            // refresh); after a rejection, only one other than the rejected.
+            if let (Some(sealed), Some(expires)) = (&grant.access_token, grant.access_expires_at_ms)
+                && rejected.is_none_or(|r| r != Some(expires))
+            {
+                let stored = Held {
+                    token: Secret::default(),
+                    expires_at_ms: Some(expires),
+                    generation: grant.generation,
+                    lifetime_ms: grant.refreshed_at_ms.map(|at| expires - at),
+                    rejected: false,
+                    after_rejection: false,
+                };
+                if !stored.refresh_in(now_ms()).is_zero() {
+                    let token = match key.open(sealed, name) {
+                        Ok(t) => t,
+                        Err(e) => return Err(self.refuse(grant.generation, &e.to_string()).await),
+                    };
+                    let login = self.bearer(&token);
+                    *held = Some(Held { token, ..stored });
+                    return Ok(login);
+                }
+            }
+            let now = now_ms();
+            let claimed = self
+                .store
+                .grant_claim_refresh(
+                    &self.mailbox,
+                    grant.generation,
+                    now,
+                    now + REFRESH_CLAIM.as_millis() as i64,
+                )
+                .await
+                .map_err(|e| self.unavailable(format!("cannot claim the refresh: {e}")))?;
+            if claimed {
+                return self.refresh(grant, rejected.is_some(), held).await;
+            }
+            if Instant::now() >= give_up {
+                return Err(
+                    self.unavailable("another process has been refreshing the token for too long")
+                );
+            }
+            tracing::debug!(mailbox = %self.mailbox, "another process is refreshing the token; waiting for it");
+            tokio::time::sleep(CLAIM_POLL).await;
         }
-        self.refresh(grant, after_rejection, held).await
     }
 
     async fn refresh(

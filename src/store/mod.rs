@@ -388,6 +388,18 @@ pub trait TicketStore: Send + Sync {
     /// same write; clears the last error. False (nothing written) when the
     /// grant was replaced, forgotten or refused meanwhile.
     async fn grant_refreshed(&self, refreshed: &Refreshed, now_ms: i64) -> StoreResult<bool>;
+    /// Claims the refresh of grant `generation` until `until_ms`, for this
+    /// process alone (see `migrations/*/0021_grant_refresh_claim.sql`).
+    /// False when another holds an unexpired claim, or the grant was
+    /// replaced, forgotten or refused. A refresh stored, or a failure
+    /// recorded, ends the claim.
+    async fn grant_claim_refresh(
+        &self,
+        mailbox: &MailboxName,
+        generation: i64,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<bool>;
     /// Records a transient failure (the token endpoint unreachable).
     async fn grant_error(
         &self,

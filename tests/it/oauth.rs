@@ -829,3 +829,67 @@ async fn device_login_slows_down_when_told() {
     );
     store.close().await;
 }
+
+/// Two processes on one PostgreSQL (replicas, each its own pool) keeping
+/// one grant fresh, at a provider that rotates refresh tokens: one refresh
+/// at a time across them, the other takes the token it stored. Spent twice,
+/// a rotated refresh token is refused and the grant taken for revoked.
+#[tokio::test]
+async fn replicas_refresh_a_rotating_grant_one_at_a_time() {
+    let (stack, support) = support_mailbox();
+    let server = AuthServer::get(stack);
+    let id = client(
+        &server,
+        "s3cret",
+        json!({"access_ttl": 4, "rotate_refresh": true}),
+    )
+    .await;
+    let db = TestDb::postgres().await;
+    let text = oauth_toml(stack, &support, &db, &id, "s3cret", &support.address);
+    let settings = Settings::parse(&text, &|_| None).expect("config");
+    let one: Arc<dyn TicketStore> = Arc::new(db.store().await);
+    let two: Arc<dyn TicketStore> = Arc::new(db.store().await);
+    let source = |store: Arc<dyn TicketStore>| {
+        Arc::new(
+            OAuthLogin::new(
+                &settings.mailboxes[0],
+                settings.secrets.seal_key.clone(),
+                store,
+                Vec::new(),
+                Arc::new(Metrics::new()),
+            )
+            .expect("an oauth2 mailbox"),
+        )
+    };
+    let (a, b) = (source(one.clone()), source(two.clone()));
+    sign_in(&server, &settings, one.as_ref(), &id, &support.address).await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let tasks = [a.clone(), b.clone()]
+        .map(|login| tokio::spawn(mailroom::bridge::oauth::keep_fresh(login, cancel.clone())));
+    // Over two token lifetimes, each renewed at half its life.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    cancel.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let log = refresh_log(stack, &id).await;
+    assert!(
+        log.iter().all(|e| e["status"] == 200),
+        "a refresh token was spent twice: {log:#?}"
+    );
+    assert!(
+        (3..=7).contains(&log.len()),
+        "one refresh per renewal, not one per process: {log:#?}"
+    );
+    let name = MailboxName::parse("support").unwrap();
+    let grant = one.grant(&name).await.unwrap().unwrap();
+    assert!(grant.refused_told_at_ms.is_none(), "{grant:?}");
+    let (ta, tb) = (
+        token_of(&a.login().await.expect("a token")),
+        token_of(&b.login().await.expect("a token")),
+    );
+    assert_eq!(ta, tb, "both hand out the token stored last");
+    let active = server.post("/introspect", json!({"token": ta}), true).await;
+    assert_eq!(active["active"], true);
+    db.cleanup().await;
+}

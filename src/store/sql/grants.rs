@@ -108,7 +108,7 @@ pub(super) async fn grant_refreshed(
     let done = sqlx::query(
         "UPDATE oauth_grants SET access_token = $1, access_expires_at = $2, \
          refresh_token = COALESCE($3, refresh_token), scopes = COALESCE($4, scopes), \
-         refreshed_at = $5, last_error = NULL, last_error_at = NULL \
+         refreshed_at = $5, last_error = NULL, last_error_at = NULL, refreshing_until = NULL \
          WHERE mailbox = $6 AND generation = $7 AND refused_told_at IS NULL",
     )
     .bind(&r.access_token)
@@ -123,6 +123,29 @@ pub(super) async fn grant_refreshed(
     Ok(done.rows_affected() == 1)
 }
 
+/// See [`TicketStore::grant_claim_refresh`](crate::store::TicketStore::grant_claim_refresh):
+/// one conditional update, so two processes never both win.
+pub(super) async fn grant_claim_refresh(
+    pool: &AnyPool,
+    mailbox: &MailboxName,
+    generation: i64,
+    now_ms: i64,
+    until_ms: i64,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE oauth_grants SET refreshing_until = $1 \
+         WHERE mailbox = $2 AND generation = $3 AND refused_told_at IS NULL \
+         AND (refreshing_until IS NULL OR refreshing_until <= $4)",
+    )
+    .bind(until_ms)
+    .bind(mailbox.as_str())
+    .bind(generation)
+    .bind(now_ms)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub(super) async fn grant_error(
     pool: &AnyPool,
     mailbox: &MailboxName,
@@ -131,7 +154,7 @@ pub(super) async fn grant_error(
     now_ms: i64,
 ) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE oauth_grants SET last_error = $1, last_error_at = $2 \
+        "UPDATE oauth_grants SET last_error = $1, last_error_at = $2, refreshing_until = NULL \
          WHERE mailbox = $3 AND generation = $4",
     )
     .bind(error)

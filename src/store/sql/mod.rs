@@ -636,6 +636,16 @@ impl TicketStore for SqlStore {
         grants::grant_refreshed(&self.pool, refreshed, now_ms).await
     }
 
+    async fn grant_claim_refresh(
+        &self,
+        mailbox: &MailboxName,
+        generation: i64,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<bool> {
+        grants::grant_claim_refresh(&self.pool, mailbox, generation, now_ms, until_ms).await
+    }
+
     async fn grant_error(
         &self,
         mailbox: &MailboxName,
