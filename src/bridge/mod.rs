@@ -158,6 +158,12 @@ pub async fn connect_chats_as(
         match cluster {
             None => tasks.push(tokio::spawn(matrix.clone().run(tx.clone(), cancel.clone()))),
             Some(cluster) => {
+                // Every replica posts, so every replica learns its rooms,
+                // whether or not it ever holds the sync lease.
+                let (settling, stop) = (matrix.clone(), cancel.clone());
+                tasks.push(tokio::spawn(async move {
+                    settling.settle(&stop).await;
+                }));
                 let resource =
                     crate::domain::cluster::LeaseResource::MatrixSync(matrix.user_id().to_string());
                 let (sync, events) = (matrix.clone(), tx.clone());

@@ -809,3 +809,62 @@ async fn a_chat_event_reaching_two_replicas_is_acted_on_once() {
     b_store.close().await;
     db.cleanup().await;
 }
+
+/// Every replica posts to Matrix, not only the one holding the
+/// `matrix-sync` lease: each learns its rooms at start (one sync, its
+/// history not acted on). Before, a replica that never held the lease had
+/// never synced, knew no room, and retried every post it took for good.
+#[tokio::test]
+async fn every_replica_posts_to_matrix_with_or_without_the_sync_lease() {
+    let w = crate::matrix::World::new().await;
+    let db = TestDb::postgres().await;
+    let mut replicas = Vec::new();
+    for name in ["m1", "m2"] {
+        let mut settings = w.settings(0, "");
+        let dir = tempfile::tempdir().expect("tempdir");
+        if let Some(m) = settings.matrix.as_mut() {
+            m.state_dir = dir.path().to_owned();
+        }
+        let store = Arc::new(db.store().await);
+        let cluster = Arc::new(Cluster::new(
+            &cluster_settings(name),
+            store.clone() as Arc<dyn ClusterStore>,
+        ));
+        cluster.register().await.expect("register");
+        let cancel = CancellationToken::new();
+        let chats = mailroom::bridge::connect_chats_as(&settings, &cancel, Some(cluster))
+            .await
+            .expect("matrix connects");
+        replicas.push((name, chats, cancel, store, dir));
+    }
+    // One of the two holds the sync lease by now, for a while.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let room = w.room.to_string();
+    for (name, chats, ..) in &replicas {
+        let matrix = chats.platforms[0].clone();
+        let text = format!("posted by replica {name}");
+        let room = room.clone();
+        poll_every(
+            &format!("replica {name} posts"),
+            Duration::from_secs(15),
+            Duration::from_millis(200),
+            || {
+                let (matrix, room, text) = (matrix.clone(), room.clone(), text.clone());
+                async move { matrix.room_notice(&room, &text).await.ok() }
+            },
+        )
+        .await;
+        crate::matrix::wait_event(&w.alice, &w.room, "the replica's post", |e| {
+            crate::matrix::body(e) == text
+        })
+        .await;
+    }
+    for (_, chats, cancel, store, _dir) in replicas {
+        cancel.cancel();
+        for t in chats.tasks {
+            let _ = t.await;
+        }
+        store.close().await;
+    }
+    db.cleanup().await;
+}

@@ -132,6 +132,7 @@ impl MatrixChat {
             aliases,
             reactions: Mutex::new(HashMap::new()),
             settled: std::sync::atomic::AtomicBool::new(false),
+            settling: tokio::sync::Mutex::new(()),
             handlers_added: std::sync::atomic::AtomicBool::new(false),
             pace: Mutex::new(Pace::default()),
             burst: tokio::sync::Notify::new(),

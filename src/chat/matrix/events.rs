@@ -48,20 +48,24 @@ pub(super) fn sync_filter(me: &matrix_sdk::ruma::UserId) -> Filter {
 }
 
 impl MatrixChat {
-    /// Joins configured rooms we are invited to, then syncs until `cancel`,
-    /// forwarding events. Reconnects with backoff.
-    pub async fn run(
-        self: Arc<Self>,
-        events: mpsc::UnboundedSender<ChatEvent>,
-        cancel: CancellationToken,
-    ) {
+    /// Makes the adapter able to post: on a first start, one sync that
+    /// learns the rooms (its history is not acted on: no handler is added
+    /// yet), then the configured rooms we are invited to joined. `run` does
+    /// this first; a replica also does it at start, since every replica
+    /// posts but only the one holding the `matrix-sync` lease runs `run`
+    /// (without it, the others never learnt a room and retried every post).
+    /// False when `cancel` ended it.
+    pub async fn settle(&self, cancel: &CancellationToken) -> bool {
+        let _one = self.settling.lock().await;
+        if self.settled.load(std::sync::atomic::Ordering::Acquire) {
+            return true;
+        }
         // A first start has no sync token: the first sync replays recent
         // history, which must not be acted on again. Later starts resume from
         // the stored token and handle what happened while mailroom was down.
         let marker = self.state_dir.join("initial-sync-done");
-        let fresh = !marker.exists();
         let mut delay = Duration::from_millis(500);
-        if fresh {
+        if !marker.exists() {
             loop {
                 match self.client.sync_once(SyncSettings::default()).await {
                     Ok(_) => {
@@ -74,18 +78,12 @@ impl MatrixChat {
                         tracing::warn!(error = %e, "matrix: first sync failed; retrying");
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
-                            _ = cancel.cancelled() => return,
+                            _ = cancel.cancelled() => return false,
                         }
                         delay = (delay * 2).min(Duration::from_secs(60));
                     }
                 }
             }
-        }
-        if !self
-            .handlers_added
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
-            self.register_handlers(events);
         }
         for id in &self.rooms {
             if let Some(room) = self.client.get_room(id)
@@ -97,7 +95,26 @@ impl MatrixChat {
         }
         self.settled
             .store(true, std::sync::atomic::Ordering::Release);
-        delay = Duration::from_millis(500);
+        true
+    }
+
+    /// Settles (see [`MatrixChat::settle`]), then syncs until `cancel`,
+    /// forwarding events. Reconnects with backoff.
+    pub async fn run(
+        self: Arc<Self>,
+        events: mpsc::UnboundedSender<ChatEvent>,
+        cancel: CancellationToken,
+    ) {
+        if !self.settle(&cancel).await {
+            return;
+        }
+        if !self
+            .handlers_added
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.register_handlers(events);
+        }
+        let mut delay = Duration::from_millis(500);
         let mut long_poll = SyncSettings::default().timeout(Duration::from_secs(30));
         let mut poll = SyncSettings::default().timeout(Duration::ZERO);
         if let Some(me) = self.client.user_id() {

@@ -52,6 +52,9 @@ pub struct MatrixChat {
     /// is retried soon, not after the outbox's backoff: on a first start the
     /// outbox would otherwise sit out seconds of backlog waiting for a join.
     settled: std::sync::atomic::AtomicBool,
+    /// Held while settling: a replica settles at start and again when its
+    /// sync starts, and the two must not sync at once.
+    settling: tokio::sync::Mutex<()>,
     /// The event handlers are added once per client: a sync that stops
     /// and starts again (a replica losing then regaining the sync lease)
     /// must not add a second set, which would deliver every event twice.
