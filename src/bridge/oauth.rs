@@ -251,6 +251,7 @@ impl OAuthLogin {
                 .grant_claim_refresh(
                     &self.mailbox,
                     grant.generation,
+                    grant.refreshed_at_ms,
                     now,
                     now + REFRESH_CLAIM.as_millis() as i64,
                 )

@@ -389,14 +389,17 @@ pub trait TicketStore: Send + Sync {
     /// grant was replaced, forgotten or refused meanwhile.
     async fn grant_refreshed(&self, refreshed: &Refreshed, now_ms: i64) -> StoreResult<bool>;
     /// Claims the refresh of grant `generation` until `until_ms`, for this
-    /// process alone (see `migrations/*/0021_grant_refresh_claim.sql`).
-    /// False when another holds an unexpired claim, or the grant was
-    /// replaced, forgotten or refused. A refresh stored, or a failure
-    /// recorded, ends the claim.
+    /// process alone (see `migrations/*/0021_grant_refresh_claim.sql`), if
+    /// it was last refreshed at `seen_refreshed_at_ms` (as the caller read
+    /// it: a refresh stored since holds a refresh token the caller does not
+    /// have). False when another holds an unexpired claim, a refresh landed
+    /// since, or the grant was replaced, forgotten or refused. A refresh
+    /// stored, or a failure recorded, ends the claim.
     async fn grant_claim_refresh(
         &self,
         mailbox: &MailboxName,
         generation: i64,
+        seen_refreshed_at_ms: Option<i64>,
         now_ms: i64,
         until_ms: i64,
     ) -> StoreResult<bool>;

@@ -129,18 +129,22 @@ pub(super) async fn grant_claim_refresh(
     pool: &AnyPool,
     mailbox: &MailboxName,
     generation: i64,
+    seen_refreshed_at_ms: Option<i64>,
     now_ms: i64,
     until_ms: i64,
 ) -> StoreResult<bool> {
+    // `refreshed_at` compared as the caller saw it (-1: never refreshed).
     let done = sqlx::query(
         "UPDATE oauth_grants SET refreshing_until = $1 \
          WHERE mailbox = $2 AND generation = $3 AND refused_told_at IS NULL \
+         AND COALESCE(refreshed_at, -1) = $5 \
          AND (refreshing_until IS NULL OR refreshing_until <= $4)",
     )
     .bind(until_ms)
     .bind(mailbox.as_str())
     .bind(generation)
     .bind(now_ms)
+    .bind(seen_refreshed_at_ms.unwrap_or(-1))
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -640,10 +640,19 @@ impl TicketStore for SqlStore {
         &self,
         mailbox: &MailboxName,
         generation: i64,
+        seen_refreshed_at_ms: Option<i64>,
         now_ms: i64,
         until_ms: i64,
     ) -> StoreResult<bool> {
-        grants::grant_claim_refresh(&self.pool, mailbox, generation, now_ms, until_ms).await
+        grants::grant_claim_refresh(
+            &self.pool,
+            mailbox,
+            generation,
+            seen_refreshed_at_ms,
+            now_ms,
+            until_ms,
+        )
+        .await
     }
 
     async fn grant_error(
