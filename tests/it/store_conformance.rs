@@ -15,7 +15,10 @@ use mailroom::store::*;
 use crate::common::audit_actions;
 use mailroom::store::sql::SqlStore;
 // The grants' checks live in a file of their own; the macro below runs them too.
-use crate::store_grants::oauth_grants_refresh_rotate_and_are_refused_once;
+use crate::store_grants::{
+    a_grant_refresh_is_claimed_by_one_process_that_saw_the_latest_refresh,
+    oauth_grants_refresh_rotate_and_are_refused_once,
+};
 
 pub(crate) fn mb() -> MailboxName {
     MailboxName::parse("support").unwrap()
@@ -1065,4 +1068,5 @@ conformance!(
     ingest_batches_commit_together_and_see_their_own_mail,
     settled_jobs_leave_their_work_behind_once_and_retries_requeue,
     oauth_grants_refresh_rotate_and_are_refused_once,
+    a_grant_refresh_is_claimed_by_one_process_that_saw_the_latest_refresh,
 );

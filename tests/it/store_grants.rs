@@ -154,3 +154,79 @@ pub async fn oauth_grants_refresh_rotate_and_are_refused_once(s: Arc<SqlStore>) 
         .collect();
     assert_eq!(all, ["sales", "support"]);
 }
+
+/// One refresh at a time across processes: the claim is exclusive until it
+/// expires or a refresh (or failure) is stored, and holds only for a
+/// claimant that saw the grant's latest refresh: one that read the grant
+/// before another's refresh landed holds a refresh token rotated away.
+pub async fn a_grant_refresh_is_claimed_by_one_process_that_saw_the_latest_refresh(
+    s: Arc<SqlStore>,
+) {
+    let support = MailboxName::parse("support").unwrap();
+    let g = s
+        .save_grant(&new_grant(&support, b"sealed-refresh-1"), 1_000)
+        .await
+        .unwrap();
+    let seen = s.grant(&support).await.unwrap().unwrap().refreshed_at_ms;
+    assert!(
+        s.grant_claim_refresh(&support, g, seen, 2_000, 42_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.grant_claim_refresh(&support, g, seen, 2_001, 42_001)
+            .await
+            .unwrap(),
+        "a second process while the first holds the claim"
+    );
+    assert!(
+        !s.grant_claim_refresh(&support, g + 1, seen, 50_000, 90_000)
+            .await
+            .unwrap(),
+        "another grant's generation"
+    );
+    // The first stores its refresh, rotating the refresh token: the claim ends.
+    let refreshed = Refreshed {
+        mailbox: support.clone(),
+        generation: g,
+        access_token: b"sealed-access-2".to_vec(),
+        access_expires_at_ms: Some(20_000),
+        refresh_token: Some(b"sealed-refresh-2".to_vec()),
+        scopes: None,
+    };
+    assert!(s.grant_refreshed(&refreshed, 3_000).await.unwrap());
+    assert!(
+        !s.grant_claim_refresh(&support, g, seen, 3_001, 43_001)
+            .await
+            .unwrap(),
+        "a process that read the grant before that refresh"
+    );
+    let now = s.grant(&support).await.unwrap().unwrap();
+    assert_eq!(now.refreshed_at_ms, Some(3_000));
+    assert!(
+        s.grant_claim_refresh(&support, g, now.refreshed_at_ms, 3_002, 43_002)
+            .await
+            .unwrap(),
+        "one that read it since"
+    );
+    // A claim left by a process that died ends by itself.
+    assert!(
+        !s.grant_claim_refresh(&support, g, now.refreshed_at_ms, 43_001, 83_001)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.grant_claim_refresh(&support, g, now.refreshed_at_ms, 43_002, 83_002)
+            .await
+            .unwrap()
+    );
+    // A failure recorded ends the claim too.
+    s.grant_error(&support, g, "unreachable", 43_100)
+        .await
+        .unwrap();
+    assert!(
+        s.grant_claim_refresh(&support, g, now.refreshed_at_ms, 43_200, 83_200)
+            .await
+            .unwrap()
+    );
+}
