@@ -166,20 +166,32 @@ impl Prefetched {
             let first = c * EMAILS_PER_STATEMENT;
             read_heads(conn, mailbox, chunk, first, &mut heads, &mut subjects).await?;
         }
-        let mut refs: Vec<&MessageId> = Vec::new();
+        let mut refs: Vec<&str> = Vec::new();
         let mut tokens: Vec<&str> = Vec::new();
-        let mut returned: Vec<&MessageId> = Vec::new();
+        let mut returned: Vec<&str> = Vec::new();
         let referenced: Vec<Vec<MessageId>> =
             emails.iter().map(|e| e.keys.referenced_ids()).collect();
         for (e, ids) in emails.iter().zip(&referenced) {
-            refs.extend(ids.iter());
+            refs.extend(ids.iter().map(|m| m.as_str()));
             tokens.extend(e.keys.tokens.iter().map(|t| t.as_str()));
-            returned.extend(e.keys.returned.iter());
+            returned.extend(e.keys.returned.iter().map(|m| m.as_str()));
         }
-        let by_message = by_message_id(conn, mailbox, &refs, "").await?;
-        let by_token = tickets_by_token(conn, mailbox, &tokens).await?;
-        let bounced =
-            by_message_id(conn, mailbox, &returned, " AND direction = 'outbound'").await?;
+        let emails_of = "SELECT message_id AS k, ticket_id AS t FROM emails WHERE mailbox = $1";
+        let by_message = tickets_by_key(conn, mailbox, emails_of, &refs).await?;
+        let by_token = tickets_by_key(
+            conn,
+            mailbox,
+            "SELECT token AS k, id AS t FROM tickets WHERE mailbox = $1",
+            &tokens,
+        )
+        .await?;
+        let bounced = tickets_by_key(
+            conn,
+            mailbox,
+            &format!("{emails_of} AND direction = 'outbound'"),
+            &returned,
+        )
+        .await?;
 
         // Every candidate of every email, read in one query.
         let mut per_email: Vec<(Vec<i64>, Vec<i64>, Vec<i64>)> = Vec::with_capacity(emails.len());
@@ -194,7 +206,7 @@ impl Prefetched {
             }
             let mut by_tok = Vec::new();
             for t in &e.keys.tokens {
-                if let Some(id) = by_token.get(t.as_str()) {
+                if let Some(id) = by_token.get(t.as_str()).and_then(|ids| ids.first()) {
                     push_unique(&mut by_tok, *id);
                 }
             }
@@ -359,61 +371,35 @@ async fn read_heads(
     Ok(())
 }
 
-/// Ticket ids of the emails with these Message-IDs (`extra`: a further
-/// condition), per Message-ID in the order found.
-async fn by_message_id(
+/// Ticket ids per key, for the rows of `from` (a table and its column
+/// `k` of keys and `t` of ticket ids, `$1` the mailbox) whose key is one
+/// of `keys`, each list in the order found.
+async fn tickets_by_key(
     conn: &mut AnyConnection,
     mailbox: &MailboxName,
-    ids: &[&MessageId],
-    extra: &str,
+    from: &str,
+    keys: &[&str],
 ) -> StoreResult<HashMap<String, Vec<i64>>> {
     let mut out: HashMap<String, Vec<i64>> = HashMap::new();
-    let mut unique: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
+    let mut unique: Vec<&str> = keys.to_vec();
     unique.sort_unstable();
     unique.dedup();
     for chunk in unique.chunks(IDS_PER_STATEMENT) {
         let list = placeholders(2, chunk.len());
         let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT message_id, ticket_id FROM emails WHERE mailbox = $1 AND message_id IN ({list}){extra}"
+            "SELECT k, t FROM ({from}) AS f WHERE k IN ({list})"
         )))
         .persistent(false)
         .bind(mailbox.as_str());
-        for id in chunk {
-            q = q.bind(*id);
+        for k in chunk {
+            q = q.bind(*k);
         }
         for r in q.fetch_all(&mut *conn).await? {
-            let t: i64 = r.try_get("ticket_id")?;
-            let list = out.entry(r.try_get("message_id")?).or_default();
+            let t: i64 = r.try_get("t")?;
+            let list = out.entry(r.try_get("k")?).or_default();
             if !list.contains(&t) {
                 list.push(t);
             }
-        }
-    }
-    Ok(out)
-}
-
-/// The tickets of these tokens.
-async fn tickets_by_token(
-    conn: &mut AnyConnection,
-    mailbox: &MailboxName,
-    tokens: &[&str],
-) -> StoreResult<HashMap<String, i64>> {
-    let mut out = HashMap::new();
-    let mut unique: Vec<&str> = tokens.to_vec();
-    unique.sort_unstable();
-    unique.dedup();
-    for chunk in unique.chunks(IDS_PER_STATEMENT) {
-        let list = placeholders(2, chunk.len());
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT token, id FROM tickets WHERE mailbox = $1 AND token IN ({list})"
-        )))
-        .persistent(false)
-        .bind(mailbox.as_str());
-        for t in chunk {
-            q = q.bind(*t);
-        }
-        for r in q.fetch_all(&mut *conn).await? {
-            out.insert(r.try_get("token")?, r.try_get("id")?);
         }
     }
     Ok(out)
