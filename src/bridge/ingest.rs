@@ -117,7 +117,7 @@ impl MailboxIngest {
                 .collect();
             batch.prefetch(&self.mailbox, &wanted).await?;
         }
-        let mut done: Vec<(Recorded, MessageId)> = Vec::with_capacity(count);
+        let mut message_ids: Vec<MessageId> = Vec::with_capacity(count);
         for (n, mail) in mails.into_iter().enumerate() {
             let Parsed {
                 raw,
@@ -212,9 +212,11 @@ impl MailboxIngest {
                 route,
                 now_ms: now,
             };
+            // A loop's mail is never left waiting for the commit: its
+            // ticket is known here.
             let recorded = batch.record_inbound(new).await?;
             if verdict.is_loop()
-                && let Some(ticket) = recorded.ticket()
+                && let Some(ticket) = recorded.and_then(|r| r.ticket())
             {
                 let sender = &parsed.from.address;
                 let count = activity.facts.recent.saturating_add(1);
@@ -248,9 +250,10 @@ impl MailboxIngest {
                     .await?;
                 loops.push(verdict);
             }
-            done.push((recorded, parsed.message_id));
+            message_ids.push(parsed.message_id);
         }
-        batch.commit().await?;
+        let done: Vec<(Recorded, MessageId)> =
+            batch.commit().await?.into_iter().zip(message_ids).collect();
         for verdict in &loops {
             let started = *verdict == LoopVerdict::Started;
             self.app.metrics.mail_loop(&self.mailbox, started);

@@ -133,11 +133,19 @@ pub trait IngestBatch: Send {
         mailbox: &MailboxName,
         emails: &[LookUpKey<'_>],
     ) -> StoreResult<()>;
-    async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Recorded>;
+    /// Stores one email in the batch. `Ok(None)`: a plain email (a new
+    /// ticket no rule touched, a follow-up that changes nothing but the
+    /// ticket's mail) whose rows wait for the commit, written there with
+    /// the others many to a statement; the commit's list says what it
+    /// became. Reads of the batch (look-ups, duplicate checks) see it all
+    /// the same.
+    async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Option<Recorded>>;
     /// Records a loop mail: a new loop (with its audit line and the room
     /// notices) or one more mail of the running one.
     async fn record_loop(&mut self, record: LoopRecord) -> StoreResult<()>;
-    async fn commit(self: Box<Self>) -> StoreResult<()>;
+    /// Writes what waits and commits; returns what each
+    /// [`IngestBatch::record_inbound`] became, in the order called.
+    async fn commit(self: Box<Self>) -> StoreResult<Vec<Recorded>>;
 }
 
 /// One email of [`IngestBatch::prefetch`]: what its `look_up` will ask.

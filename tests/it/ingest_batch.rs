@@ -200,3 +200,240 @@ async fn a_batch_threads_its_mail_as_one_email_at_a_time_does_sqlite() {
 async fn a_batch_threads_its_mail_as_one_email_at_a_time_does_postgres() {
     batch_equals_one_at_a_time(TestDb::postgres().await, TestDb::postgres().await).await;
 }
+
+/// Every row an ingest writes, as text, in the order written: tickets,
+/// emails, audit lines, SLA rows, participants and outbox jobs with
+/// their lanes.
+async fn rows(store: &mailroom::store::sql::SqlStore) -> Vec<String> {
+    use sqlx::Row;
+    let queries = [
+        "SELECT 'ticket ' || id || ' ' || token || ' ' || status || ' ' || last_customer_at AS r FROM tickets ORDER BY id",
+        "SELECT 'email ' || id || ' ' || ticket_id || ' ' || message_id || ' ' || raw_size || ' ' || COALESCE(imap_uid, -1) AS r FROM emails ORDER BY id",
+        "SELECT 'audit ' || id || ' ' || ticket_id || ' ' || actor || ' ' || action || ' ' || details || ' ' || at AS r FROM audit_log ORDER BY id",
+        "SELECT 'sla ' || ticket_id || ' ' || COALESCE(awaiting_since, -1) AS r FROM sla_tickets ORDER BY ticket_id",
+        "SELECT 'participant ' || ticket_id || ' ' || address AS r FROM participants ORDER BY ticket_id, address",
+        "SELECT 'job ' || id || ' ' || lane || ' ' || kind || ' ' || ticket_id || ' ' || payload || ' ' || state AS r FROM outbox ORDER BY id",
+    ];
+    let mut out = Vec::new();
+    for q in queries {
+        for row in sqlx::query(q).fetch_all(store.pool()).await.unwrap() {
+            out.push(row.get::<String, _>("r"));
+        }
+    }
+    out
+}
+
+/// The tickets the mail below follows up: one with a thread in `!r1`, one
+/// whose root waits in `!r2`'s lane, one claimed (its customer's mail
+/// reopens it).
+async fn before_the_batch(s: &dyn TicketStore) -> [mailroom::domain::ids::TicketId; 3] {
+    use crate::store_conformance::{agent, inbound, token};
+    use mailroom::domain::chat::{ChatThread, Platform};
+    use mailroom::domain::ids::Actor;
+    use mailroom::domain::ticket::TicketEvent;
+    let mut ids = Vec::new();
+    for (n, room) in [(1u8, "!r1"), (2, "!r2"), (3, "!r3")] {
+        let mut new = inbound(
+            &format!("root{n}@x"),
+            &format!("root{n}"),
+            &format!("c{n}@customer.example"),
+            Destination::New { token: token(n) },
+            None,
+        );
+        new.rooms.insert(Platform::Matrix, room.to_owned());
+        let Recorded::NewTicket { ticket, .. } = s.record_inbound(new).await.unwrap() else {
+            panic!("a new ticket");
+        };
+        ids.push(ticket);
+    }
+    // The first root is posted: its ticket has a thread in !r1.
+    let job = s.next_job(10).await.unwrap().unwrap();
+    assert_eq!(job.ticket, Some(ids[0]));
+    let mut settled = Settlement::new(JobOutcome::Done);
+    settled.thread = Some(ChatThread {
+        platform: Platform::Matrix,
+        room: "!r1".into(),
+        thread_ref: "$root1".into(),
+    });
+    s.settle_job(&job, &settled, 11).await.unwrap();
+    let alice = Actor::Agent(agent("@alice:x"));
+    s.apply(
+        ids[2],
+        &alice,
+        &TicketEvent::Claim(agent("@alice:x")),
+        &[],
+        12,
+    )
+    .await
+    .unwrap();
+    [ids[0], ids[1], ids[2]]
+}
+
+/// The mail of [`waiting_rows_are_the_rows_of_one_email_at_a_time`]: new
+/// tickets (one to a room of a rule, one automatic), follow-ups to a
+/// threaded ticket, to one whose root waits, and one that reopens.
+fn mixed(t: [mailroom::domain::ids::TicketId; 3]) -> Vec<NewInbound> {
+    use crate::store_conformance::{addr, inbound, token};
+    use mailroom::domain::chat::Platform;
+    let follow = |n: u8, ticket, who: &str| {
+        let mut m = inbound(
+            &format!("f{n}@x"),
+            &format!("f{n}"),
+            who,
+            Destination::FollowUp {
+                ticket,
+                matched_by: "in-reply-to",
+            },
+            None,
+        );
+        m.email
+            .participants
+            .push(addr(&format!("cc{n}@customer.example")));
+        m.now_ms = 100 + i64::from(n);
+        m
+    };
+    let fresh = |n: u8| {
+        let mut m = inbound(
+            &format!("n{n}@x"),
+            &format!("n{n}"),
+            &format!("new{n}@customer.example"),
+            Destination::New {
+                token: token(100 + n),
+            },
+            None,
+        );
+        m.now_ms = 200 + i64::from(n);
+        m
+    };
+    let mut with_room = fresh(1);
+    with_room.rooms.insert(Platform::Matrix, "!r9".into());
+    let mut automatic = fresh(3);
+    automatic.automatic = Some("auto-reply");
+    let mut last = follow(6, t[1], "c2@customer.example");
+    last.checkpoint = Some(Checkpoint {
+        uid_validity: 1,
+        last_uid: 77,
+    });
+    vec![
+        with_room,
+        follow(1, t[0], "c1@customer.example"),
+        follow(2, t[1], "c2@customer.example"),
+        fresh(2),
+        follow(3, t[2], "c3@customer.example"),
+        follow(4, t[0], "c1@customer.example"),
+        automatic,
+        fresh(4),
+        follow(5, t[0], "someone@customer.example"),
+        last,
+    ]
+}
+
+/// The batch's rows waiting for its commit come out as the rows written
+/// one email at a time (`TicketStore::record_inbound`, nothing waiting):
+/// the same ids, audit lines in the same order, SLA rows, participants and
+/// chat jobs in the same lanes (a follow-up's in its ticket's thread's
+/// room, or behind its ticket's waiting root).
+async fn waiting_rows_are_the_rows_of_one_email_at_a_time(one: TestDb, other: TestDb) {
+    let alone = one.store().await;
+    let t = before_the_batch(&alone).await;
+    for new in mixed(t) {
+        alone.record_inbound(new).await.unwrap();
+    }
+    let batched = other.store().await;
+    let t2 = before_the_batch(&batched).await;
+    assert_eq!(t, t2);
+    let mail = mixed(t);
+    let mut b = batched.begin_ingest().await.unwrap();
+    let keys: Vec<_> = mail
+        .iter()
+        .map(|m| mailroom::domain::threading::ThreadKeys {
+            from: m.email.from.address.clone(),
+            in_reply_to: vec![],
+            references: vec![],
+            tokens: vec![],
+            subject: m.email.subject.clone(),
+            at: m.now_ms / 1000,
+            returned: None,
+        })
+        .collect();
+    let look: Vec<_> = mail
+        .iter()
+        .zip(&keys)
+        .map(|(m, keys)| LookUpKey {
+            keys,
+            message_id: &m.email.message_id,
+            content_hash: &m.email.content_hash,
+            since_ms: 0,
+        })
+        .collect();
+    b.prefetch(&mail[0].mailbox, &look).await.unwrap();
+    let mut waited = 0;
+    for (m, keys) in mail.iter().zip(&keys) {
+        let looked = b
+            .look_up(
+                &m.mailbox,
+                keys,
+                (&m.email.message_id, &m.email.content_hash),
+                0,
+            )
+            .await
+            .unwrap();
+        assert!(!looked.duplicate);
+        if b.record_inbound(m.clone()).await.unwrap().is_none() {
+            waited += 1;
+        }
+    }
+    let recorded = b.commit().await.unwrap();
+    assert_eq!(recorded.len(), mail.len());
+    assert!(
+        waited >= 4,
+        "plain mail waits for the commit ({waited} of {} did)",
+        mail.len()
+    );
+    let (a, b) = (rows(&alone).await, rows(&batched).await);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y, "a row written one email at a time, then in the batch");
+    }
+    assert_eq!(a.len(), b.len(), "{a:#?}\n{b:#?}");
+    // The lanes are the point: check the follow-ups' by hand too.
+    let lane_of = |id: &str| {
+        let needle = format!("\"email_id\":{id}");
+        b.iter()
+            .find(|r| r.starts_with("job ") && r.contains(&needle))
+            .map(|r| r.split(' ').nth(2).unwrap_or_default().to_owned())
+    };
+    let email_id = |mid: &str| {
+        b.iter()
+            .find(|r| r.starts_with("email ") && r.contains(&format!(" {mid} ")))
+            .and_then(|r| r.split(' ').nth(1).map(str::to_owned))
+            .unwrap_or_else(|| panic!("email {mid} stored"))
+    };
+    assert_eq!(
+        lane_of(&email_id("f1@x")).as_deref(),
+        Some("chat:matrix:!r1")
+    );
+    assert_eq!(
+        lane_of(&email_id("f2@x")).as_deref(),
+        Some("chat:matrix:!r2")
+    );
+    assert_eq!(
+        lane_of(&email_id("n1@x")).as_deref(),
+        Some("chat:matrix:!r9")
+    );
+    one.cleanup().await;
+    other.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_batchs_rows_are_the_rows_of_one_email_at_a_time_sqlite() {
+    waiting_rows_are_the_rows_of_one_email_at_a_time(TestDb::sqlite(), TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_batchs_rows_are_the_rows_of_one_email_at_a_time_postgres() {
+    waiting_rows_are_the_rows_of_one_email_at_a_time(
+        TestDb::postgres().await,
+        TestDb::postgres().await,
+    )
+    .await;
+}

@@ -13,6 +13,7 @@ use super::Backend;
 use super::audit::insert_audit;
 use super::checkpoints::upsert_checkpoint;
 use super::cluster::check_fence;
+use super::deferred::Deferred;
 use super::emails::{first_piece, insert_later_pieces};
 use super::outbox::{insert_first_job, insert_job};
 use super::prefetch::{Prefetched, Wrote};
@@ -66,7 +67,9 @@ pub(super) async fn record_inbound(
     new: NewInbound,
 ) -> StoreResult<Recorded> {
     let mut tx = pool.begin().await?;
-    let recorded = record_inbound_on(&mut tx, new, false, None).await?;
+    let recorded = record_inbound_on(&mut tx, new, false, None)
+        .await?
+        .ok_or_else(|| corrupt("emails", "an email alone was left waiting"))?;
     if let Some((backend, fence)) = fence {
         check_fence(&mut tx, backend, fence).await?;
     }
@@ -84,6 +87,7 @@ pub(super) async fn begin_ingest(
         looked_new: None,
         deferred: Deferred::default(),
         prefetched: Prefetched::default(),
+        outcomes: Vec::new(),
     }))
 }
 
@@ -96,10 +100,19 @@ struct SqlIngestBatch {
     /// The email [`IngestBatch::look_up`] last found not stored, until
     /// the next call: its `record_inbound` needs no duplicate check.
     looked_new: Option<(MailboxName, MessageId, ContentHash)>,
-    /// Rows of new tickets written at the commit, many per statement.
+    /// Rows of plain mail written at the commit, many per statement.
     deferred: Deferred,
     /// Look-ups read for the whole batch (see [`IngestBatch::prefetch`]).
     prefetched: Prefetched,
+    /// What each `record_inbound` did, in order, for the commit's answer.
+    outcomes: Vec<Outcome>,
+}
+
+/// What one `record_inbound` of a batch did.
+enum Outcome {
+    Known(Recorded),
+    /// Queued in [`Deferred`], at this index of its `recorded`.
+    Waiting(usize),
 }
 
 #[async_trait]
@@ -110,6 +123,7 @@ impl IngestBatch for SqlIngestBatch {
         keys: &ThreadKeys,
     ) -> StoreResult<Candidates> {
         self.looked_new = None;
+        self.deferred.flush(&mut self.tx).await?;
         thread_candidates_on(&mut self.tx, mailbox, keys).await
     }
 
@@ -124,6 +138,8 @@ impl IngestBatch for SqlIngestBatch {
         let looked = match self.prefetched.take(mailbox, keys, message_id, hash) {
             Some(looked) => looked,
             None => {
+                // The rows waiting must be there for the look-up to see.
+                self.deferred.flush(&mut self.tx).await?;
                 let looked =
                     look_up_on(&mut self.tx, mailbox, keys, message_id, hash, since_ms).await?;
                 self.prefetched.learn(&looked);
@@ -142,36 +158,42 @@ impl IngestBatch for SqlIngestBatch {
         emails: &[LookUpKey<'_>],
     ) -> StoreResult<()> {
         self.looked_new = None;
+        self.deferred.flush(&mut self.tx).await?;
         self.prefetched.fetch(&mut self.tx, mailbox, emails).await
     }
 
-    async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Recorded> {
+    async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Option<Recorded>> {
         let known_new = self.looked_new.take().is_some_and(|(m, id, h)| {
             m == new.mailbox && id == new.email.message_id && h == new.email.content_hash
         });
-        if !Deferred::can_take(&new) {
-            // Its writes (a follow-up's, a routed ticket's) may touch the
-            // rows waiting, or add audit lines that must come after theirs.
+        if !known_new {
+            // Its duplicate check reads the emails, waiting ones included.
             self.deferred.flush(&mut self.tx).await?;
         }
         let sender = new.email.from.address.as_str().to_owned();
         let message_id = new.email.message_id.clone();
-        let created = match &new.destination {
-            Destination::New { token } => {
-                Some((token.as_str().to_owned(), subject_key(&new.email.subject)))
-            }
-            Destination::FollowUp { .. } => None,
+        let (created, follows) = match &new.destination {
+            Destination::New { token } => (
+                Some((token.as_str().to_owned(), subject_key(&new.email.subject))),
+                None,
+            ),
+            Destination::FollowUp { ticket, .. } => (None, Some(*ticket)),
         };
+        let index = self.deferred.queued();
         let recorded =
             record_inbound_on(&mut self.tx, new, known_new, Some(&mut self.deferred)).await?;
-        if !matches!(recorded, Recorded::Duplicate) {
+        if !matches!(recorded, Some(Recorded::Duplicate)) {
             self.prefetched.wrote(Wrote {
                 sender: &sender,
                 message_id: &message_id,
                 new: created.as_ref().map(|(t, k)| (t.as_str(), k.clone())),
-                ticket: recorded.ticket(),
+                ticket: recorded.and_then(|r| r.ticket()).or(follows),
             });
         }
+        self.outcomes.push(match recorded {
+            Some(r) => Outcome::Known(r),
+            None => Outcome::Waiting(index),
+        });
         Ok(recorded)
     }
 
@@ -220,13 +242,24 @@ impl IngestBatch for SqlIngestBatch {
         Ok(())
     }
 
-    async fn commit(mut self: Box<Self>) -> StoreResult<()> {
+    async fn commit(mut self: Box<Self>) -> StoreResult<Vec<Recorded>> {
         self.deferred.flush(&mut self.tx).await?;
+        let recorded = self
+            .outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Known(r) => Ok(*r),
+                Outcome::Waiting(i) => self
+                    .deferred
+                    .recorded(*i)
+                    .ok_or_else(|| corrupt("emails", format!("waiting email {i} not written"))),
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
         if let Some((backend, fence)) = &self.fence {
             check_fence(&mut self.tx, *backend, fence).await?;
         }
         self.tx.commit().await?;
-        Ok(())
+        Ok(recorded)
     }
 }
 
@@ -433,16 +466,16 @@ pub(super) fn placeholders(first: usize, n: usize) -> String {
 
 /// Stores one inbound email in `tx`. `known_new`: the caller checked in
 /// this same transaction, with nothing written since, that the email is
-/// not stored yet (see [`IngestBatch::look_up`]). `deferred`: where a plain
-/// new ticket's audit line and SLA row may wait for the batch's commit
-/// (see [`Deferred`]).
+/// not stored yet (see [`IngestBatch::look_up`]). `deferred`: a batch's
+/// rows waiting for its commit: a plain new ticket or follow-up waits
+/// there too (`Ok(None)`: what it became is known at the flush), anything
+/// else flushes them before it writes (see [`Deferred`]).
 async fn record_inbound_on(
     tx: &mut AnyTx,
     mut new: NewInbound,
     known_new: bool,
     mut deferred: Option<&mut Deferred>,
-) -> StoreResult<Recorded> {
-    let defer = Deferred::can_take(&new);
+) -> StoreResult<Option<Recorded>> {
     let raw = std::mem::take(&mut new.email.raw);
     let dup = if known_new {
         false
@@ -461,7 +494,7 @@ async fn record_inbound_on(
         if let Some(cp) = new.checkpoint {
             upsert_checkpoint(&mut **tx, &new.mailbox, FolderRole::Inbox, cp, new.now_ms).await?;
         }
-        return Ok(Recorded::Duplicate);
+        return Ok(Some(Recorded::Duplicate));
     }
     let customer = Actor::Customer(new.email.from.address.clone());
     let mut assigned = Assigned::None;
@@ -470,6 +503,15 @@ async fn record_inbound_on(
     let mut snoozed = false;
     let (ticket, reopened, is_new, set_aside) = match &new.destination {
         Destination::New { token } => {
+            if let Some(d) = deferred.as_deref_mut()
+                && Deferred::can_take_new(&new)
+            {
+                d.new_ticket(&new, token.as_str(), raw);
+                return finish_deferred(tx, &new).await;
+            }
+            if let Some(d) = deferred.as_deref_mut() {
+                d.flush(tx).await?;
+            }
             let row = sqlx::query(
                 "INSERT INTO tickets (mailbox, token, subject, subject_key, customer, status, owner, version, created_at, updated_at, last_customer_at, priority) \
                  VALUES ($1, $2, $3, $4, $5, 'open', NULL, 0, $6, $6, $6, $7) RETURNING id",
@@ -492,19 +534,8 @@ async fn record_inbound_on(
                     list.join(", ")
                 ));
             }
-            match deferred.as_deref_mut().filter(|_| defer) {
-                Some(d) => {
-                    d.audit
-                        .push((id, new.now_ms, customer.to_stored(), details));
-                    // A new ticket's first mail always waits for an answer
-                    // (an automatic one never makes a new ticket here).
-                    d.sla.push((id, new.now_ms));
-                }
-                None => {
-                    insert_audit(tx, Some(id), &customer, "created", &details, new.now_ms).await?;
-                    assigned = apply_route(tx, id, &new.route, new.now_ms).await?;
-                }
-            }
+            insert_audit(tx, Some(id), &customer, "created", &details, new.now_ms).await?;
+            assigned = apply_route(tx, id, &new.route, new.now_ms).await?;
             (id, false, true, new.route.mark.is_some())
         }
         Destination::FollowUp { ticket, matched_by } => {
@@ -532,6 +563,25 @@ async fn record_inbound_on(
             let state = state_from_row(&row)?;
             snoozed = row.try_get::<Option<i64>, _>("snoozed_until")?.is_some();
             let set_aside = state.is_set_aside();
+            let current = Ticket {
+                state: state.clone(),
+                tags: BTreeSet::new(),
+            };
+            let reopen = match new.automatic {
+                None => current
+                    .apply(&TicketEvent::CustomerReplied)
+                    .ok()
+                    .filter(|next| next.state != state),
+                Some(_) => None,
+            };
+            if let Some(d) = deferred {
+                let plain = new.automatic.is_none() && reopen.is_none() && !set_aside && !snoozed;
+                if plain {
+                    d.follow_up(&new, *ticket, matched_by, raw);
+                    return finish_deferred(tx, &new).await;
+                }
+                d.flush(tx).await?;
+            }
             insert_audit(
                 tx,
                 Some(*ticket),
@@ -541,41 +591,32 @@ async fn record_inbound_on(
                 new.now_ms,
             )
             .await?;
-            let mut reopened = false;
-            if new.automatic.is_none() {
-                let current = Ticket {
-                    state: state.clone(),
-                    tags: BTreeSet::new(),
-                };
-                if let Ok(next) = current.apply(&TicketEvent::CustomerReplied)
-                    && next.state != state
-                {
-                    sqlx::query("UPDATE tickets SET status = $1, owner = $2, version = version + 1, updated_at = $3 WHERE id = $4")
-                            .bind(next.state.status().as_str())
-                            .bind(next.state.owner().map(|a| a.as_str().to_owned()))
-                            .bind(new.now_ms)
-                            .bind(ticket.get())
-                            .execute(&mut **tx)
-                            .await?;
-                    super::sla::status_changed(
-                        tx,
-                        *ticket,
-                        state.status(),
-                        next.state.status(),
-                        new.now_ms,
-                    )
+            let reopened = reopen.is_some();
+            if let Some(next) = reopen {
+                sqlx::query("UPDATE tickets SET status = $1, owner = $2, version = version + 1, updated_at = $3 WHERE id = $4")
+                    .bind(next.state.status().as_str())
+                    .bind(next.state.owner().map(|a| a.as_str().to_owned()))
+                    .bind(new.now_ms)
+                    .bind(ticket.get())
+                    .execute(&mut **tx)
                     .await?;
-                    insert_audit(
-                        tx,
-                        Some(*ticket),
-                        &customer,
-                        "reopen",
-                        &format!("{state} → {}", next.state),
-                        new.now_ms,
-                    )
-                    .await?;
-                    reopened = true;
-                }
+                super::sla::status_changed(
+                    tx,
+                    *ticket,
+                    state.status(),
+                    next.state.status(),
+                    new.now_ms,
+                )
+                .await?;
+                insert_audit(
+                    tx,
+                    Some(*ticket),
+                    &customer,
+                    "reopen",
+                    &format!("{state} → {}", next.state),
+                    new.now_ms,
+                )
+                .await?;
             } else if let Some(kind) = new.automatic {
                 insert_audit(
                     tx,
@@ -602,8 +643,7 @@ async fn record_inbound_on(
         }
     };
     // A customer's own mail waits for an answer (an automatic one does not).
-    let sla_deferred = is_new && defer && deferred.is_some();
-    if new.automatic.is_none() && !sla_deferred {
+    if new.automatic.is_none() {
         super::sla::customer_wrote(tx, ticket, new.now_ms).await?;
     }
     // A new ticket was inserted with last_customer_at = now already, and a
@@ -682,7 +722,7 @@ async fn record_inbound_on(
     if let Some(cp) = new.checkpoint {
         upsert_checkpoint(&mut **tx, &new.mailbox, FolderRole::Inbox, cp, new.now_ms).await?;
     }
-    Ok(if is_new {
+    Ok(Some(if is_new {
         Recorded::NewTicket { ticket, email_id }
     } else {
         Recorded::FollowUp {
@@ -690,86 +730,16 @@ async fn record_inbound_on(
             email_id,
             reopened,
         }
-    })
+    }))
 }
 
-/// A batch's new tickets' "created" audit lines and SLA rows, written at
-/// its commit in a few multi-row statements instead of two statements per
-/// ticket (each a round trip; docs/PERFORMANCE.md). Only for a plain new
-/// ticket (no routing rule, tag, owner, pool or mark: nothing else writes
-/// its audit lines in the batch). Any other write of the batch that could
-/// touch these rows, or add audit lines of its own, flushes them first, so
-/// the audit log keeps the order of events; a batch dropped drops them with
-/// its transaction.
-#[derive(Default)]
-struct Deferred {
-    /// (ticket, at, actor, details) of a "created" line.
-    audit: Vec<(TicketId, i64, String, String)>,
-    /// (ticket, awaiting since) of a new ticket's SLA row.
-    sla: Vec<(TicketId, i64)>,
-}
-
-impl Deferred {
-    /// Rows per statement: 5 bound values each for the audit log, well
-    /// under SQLite's and PostgreSQL's limits on bound values.
-    const CHUNK: usize = 100;
-
-    /// Whether `new`'s rows may wait: a plain new ticket, not automatic.
-    fn can_take(new: &NewInbound) -> bool {
-        let r = &new.route;
-        matches!(new.destination, Destination::New { .. })
-            && new.automatic.is_none()
-            && r.rules.is_empty()
-            && r.tags.is_empty()
-            && r.owner.is_none()
-            && r.auto.is_none()
-            && r.mark.is_none()
+/// The end of an email queued in a batch's [`Deferred`] rows: its
+/// checkpoint, if it carries one (nothing waiting depends on it).
+async fn finish_deferred(tx: &mut AnyTx, new: &NewInbound) -> StoreResult<Option<Recorded>> {
+    if let Some(cp) = new.checkpoint {
+        upsert_checkpoint(&mut **tx, &new.mailbox, FolderRole::Inbox, cp, new.now_ms).await?;
     }
-
-    async fn flush(&mut self, tx: &mut AnyTx) -> StoreResult<()> {
-        for chunk in self.audit.chunks(Self::CHUNK) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = i * 4;
-                    format!(
-                        "(${}, ${}, ${}, 'created', ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4
-                    )
-                })
-                .collect();
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO audit_log (ticket_id, at, actor, action, details) VALUES {}",
-                values.join(", ")
-            )));
-            for (ticket, at, actor, details) in chunk {
-                q = q
-                    .bind(ticket.get())
-                    .bind(*at)
-                    .bind(actor.as_str())
-                    .bind(details.as_str());
-            }
-            q.execute(&mut **tx).await?;
-        }
-        self.audit.clear();
-        for chunk in self.sla.chunks(Self::CHUNK) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${})", i * 2 + 1, i * 2 + 2))
-                .collect();
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO sla_tickets (ticket_id, awaiting_since) VALUES {}",
-                values.join(", ")
-            )));
-            for (ticket, at) in chunk {
-                q = q.bind(ticket.get()).bind(*at);
-            }
-            q.execute(&mut **tx).await?;
-        }
-        self.sla.clear();
-        Ok(())
-    }
+    Ok(None)
 }
 
 /// Who a new ticket went to without a person choosing, for the thread.

@@ -47,6 +47,7 @@ mod board;
 mod chat;
 mod checkpoints;
 mod cluster;
+mod deferred;
 mod emails;
 mod grants;
 mod ingest;

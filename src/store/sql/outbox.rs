@@ -2,12 +2,15 @@
 //! transaction that queues work), taking the head of a due lane, ending a
 //! job, requeueing a failed one, recovery after a crash. Table: `outbox`.
 
+use std::collections::HashMap;
+
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 use super::audit::insert_audit;
 use super::chat::link_thread;
 use super::{AnyTx, Backend, ReplicaRole, corrupt};
+use crate::domain::chat::Platform;
 use crate::domain::cluster::ReplicaId;
 use crate::domain::ids::{Actor, TicketId};
 use crate::store::{
@@ -428,6 +431,66 @@ async fn insert_job_in(
     .fetch_one(&mut **tx)
     .await?;
     Ok(row.try_get("id")?)
+}
+
+/// [`lane_of`] for chat jobs of many tickets on one platform at once: for
+/// each ticket with a chat job waiting on `platform`, the lane of its
+/// latest one, else the lane of its thread's room; a ticket with neither
+/// is left out (its job takes [`JobSpec::lane`]). Two statements for all
+/// of them instead of two per job; not kept prepared (each list differs).
+pub(super) async fn chat_lanes_of(
+    tx: &mut AnyTx,
+    platform: Platform,
+    tickets: &[TicketId],
+) -> StoreResult<HashMap<TicketId, String>> {
+    let mut lanes = HashMap::new();
+    if tickets.is_empty() {
+        return Ok(lanes);
+    }
+    let shared = legacy_chat_lane(platform);
+    let list = |from: usize| -> String {
+        (0..tickets.len())
+            .map(|i| format!("${}", from + i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sql = format!(
+        "SELECT room, ticket_id FROM chat_threads WHERE platform = $1 AND ticket_id IN ({})",
+        list(2)
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql))
+        .persistent(false)
+        .bind(platform.as_str());
+    for t in tickets {
+        q = q.bind(t.get());
+    }
+    for row in q.fetch_all(&mut **tx).await? {
+        let room: String = row.try_get("room")?;
+        lanes.insert(
+            TicketId::new(row.try_get("ticket_id")?),
+            chat_lane(platform, &room),
+        );
+    }
+    // A job waiting wins over the thread's room: read second, in id order,
+    // so each ticket's latest one is the one kept.
+    let sql = format!(
+        "SELECT lane, ticket_id FROM outbox WHERE state IN ('pending', 'in_flight')          AND (lane = $1 OR lane LIKE $2) AND ticket_id IN ({}) ORDER BY id",
+        list(3)
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql))
+        .persistent(false)
+        .bind(shared.as_str())
+        .bind(format!("{shared}:%"));
+    for t in tickets {
+        q = q.bind(t.get());
+    }
+    for row in q.fetch_all(&mut **tx).await? {
+        lanes.insert(
+            TicketId::new(row.try_get("ticket_id")?),
+            row.try_get("lane")?,
+        );
+    }
+    Ok(lanes)
 }
 
 /// The lane a job is queued in: [`JobSpec::lane`], except for a chat job
