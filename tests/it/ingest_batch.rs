@@ -225,14 +225,14 @@ async fn rows(store: &mailroom::store::sql::SqlStore) -> Vec<String> {
 
 /// The tickets the mail below follows up: one with a thread in `!r1`, one
 /// whose root waits in `!r2`'s lane, one claimed (its customer's mail
-/// reopens it).
-async fn before_the_batch(s: &dyn TicketStore) -> [mailroom::domain::ids::TicketId; 3] {
+/// reopens it), one snoozed (its customer's mail wakes it).
+async fn before_the_batch(s: &dyn TicketStore) -> [mailroom::domain::ids::TicketId; 4] {
     use crate::store_conformance::{agent, inbound, token};
     use mailroom::domain::chat::{ChatThread, Platform};
     use mailroom::domain::ids::Actor;
     use mailroom::domain::ticket::TicketEvent;
     let mut ids = Vec::new();
-    for (n, room) in [(1u8, "!r1"), (2, "!r2"), (3, "!r3")] {
+    for (n, room) in [(1u8, "!r1"), (2, "!r2"), (3, "!r3"), (4, "!r4")] {
         let mut new = inbound(
             &format!("root{n}@x"),
             &format!("root{n}"),
@@ -266,13 +266,22 @@ async fn before_the_batch(s: &dyn TicketStore) -> [mailroom::domain::ids::Ticket
     )
     .await
     .unwrap();
-    [ids[0], ids[1], ids[2]]
+    let snooze = mailroom::domain::snooze::Snooze {
+        until: mailroom::domain::snooze::SnoozeUntil::Time(
+            jiff::Timestamp::from_millisecond(86_400_000).unwrap(),
+        ),
+        by: agent("@alice:x"),
+    };
+    s.snooze(ids[3], &snooze, "until tomorrow", 13)
+        .await
+        .unwrap();
+    [ids[0], ids[1], ids[2], ids[3]]
 }
 
 /// The mail of [`waiting_rows_are_the_rows_of_one_email_at_a_time`]: new
 /// tickets (one to a room of a rule, one automatic), follow-ups to a
 /// threaded ticket, to one whose root waits, and one that reopens.
-fn mixed(t: [mailroom::domain::ids::TicketId; 3]) -> Vec<NewInbound> {
+fn mixed(t: [mailroom::domain::ids::TicketId; 4]) -> Vec<NewInbound> {
     use crate::store_conformance::{addr, inbound, token};
     use mailroom::domain::chat::Platform;
     let follow = |n: u8, ticket, who: &str| {
@@ -324,6 +333,8 @@ fn mixed(t: [mailroom::domain::ids::TicketId; 3]) -> Vec<NewInbound> {
         automatic,
         fresh(4),
         follow(5, t[0], "someone@customer.example"),
+        follow(7, t[3], "c4@customer.example"),
+        follow(8, t[1], "c2@customer.example"),
         last,
     ]
 }

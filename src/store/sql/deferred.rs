@@ -11,8 +11,9 @@
 //!   not reopen, not set aside, not snoozed): its email, "customer-replied"
 //!   audit line, SLA row, participants and posts to the ticket's threads
 //!   (their lanes looked up for all the batch's follow-ups at once). Its
-//!   ticket's `last_customer_at` is written at once, since that update
-//!   also reads the ticket's state.
+//!   ticket's `last_customer_at` waits too when the batch's prefetch read
+//!   the ticket's state (and, on PostgreSQL, locked it); otherwise it is
+//!   written at once, by the update that reads that state.
 //!
 //! Anything else a batch writes or reads (a routed ticket, a reopening, a
 //! loop, a look-up the batch's prefetch cannot answer) flushes the rows
@@ -25,7 +26,7 @@
 //! (token; Message-ID and content hash), not by row order, which neither
 //! database promises.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::Row;
 
@@ -98,6 +99,10 @@ pub(super) struct Deferred {
     sla: Vec<(TicketRef, i64)>,
     participants: Vec<(TicketRef, String)>,
     jobs: Vec<JobRow>,
+    /// (ticket, at): a plain follow-up's `last_customer_at`, when its
+    /// ticket's state came from the batch's prefetch rather than from that
+    /// update.
+    touched: Vec<(TicketId, i64)>,
     /// What every email queued so far became, in queue order, for those
     /// flushed already.
     recorded: Vec<Recorded>,
@@ -140,6 +145,7 @@ impl Deferred {
             && self.sla.is_empty()
             && self.participants.is_empty()
             && self.jobs.is_empty()
+            && self.touched.is_empty()
     }
 
     /// Queues a plain new ticket (see [`Deferred::can_take_new`]) with its
@@ -191,13 +197,18 @@ impl Deferred {
 
     /// Queues a plain follow-up of `ticket` (see the module's doc; the
     /// caller checked it is one and wrote `last_customer_at`).
+    /// `touch`: its `last_customer_at` is still to be written.
     pub(super) fn follow_up(
         &mut self,
         new: &NewInbound,
         ticket: TicketId,
         matched_by: &str,
+        touch: bool,
         raw: Vec<u8>,
     ) {
+        if touch {
+            self.touched.push((ticket, new.now_ms));
+        }
         let ticket = TicketRef::Stored(ticket);
         self.audit.push(AuditRow {
             ticket,
@@ -252,6 +263,7 @@ impl Deferred {
         if self.is_empty() {
             return Ok(());
         }
+        self.write_touched(tx).await?;
         let tickets = self.write_tickets(tx).await?;
         let id_of = |t: TicketRef| -> StoreResult<TicketId> {
             match t {
@@ -285,6 +297,39 @@ impl Deferred {
         self.sla.clear();
         self.participants.clear();
         self.jobs.clear();
+        self.touched.clear();
+        Ok(())
+    }
+
+    /// Plain follow-ups' `last_customer_at`, the latest per ticket.
+    async fn write_touched(&self, tx: &mut AnyTx) -> StoreResult<()> {
+        let mut by_ticket: BTreeMap<TicketId, i64> = BTreeMap::new();
+        for (t, at) in &self.touched {
+            let latest = by_ticket.entry(*t).or_insert(*at);
+            *latest = (*latest).max(*at);
+        }
+        let latest: Vec<(TicketId, i64)> = by_ticket.into_iter().collect();
+        for chunk in latest.chunks(CHUNK) {
+            let cases: Vec<String> = (0..chunk.len())
+                .map(|i| format!("WHEN ${} THEN ${}", i * 2 + 1, i * 2 + 2))
+                .collect();
+            let ids: Vec<String> = (0..chunk.len())
+                .map(|i| format!("${}", chunk.len() * 2 + i + 1))
+                .collect();
+            let sql = format!(
+                "UPDATE tickets SET last_customer_at = CASE id {} END WHERE id IN ({})",
+                cases.join(" "),
+                ids.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, at) in chunk {
+                q = q.bind(id.get()).bind(*at);
+            }
+            for (id, _) in chunk {
+                q = q.bind(id.get());
+            }
+            q.execute(&mut **tx).await?;
+        }
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use super::cluster::check_fence;
 use super::deferred::Deferred;
 use super::emails::{first_piece, insert_later_pieces};
 use super::outbox::{insert_first_job, insert_job};
-use super::prefetch::{Prefetched, Wrote};
+use super::prefetch::{Prefetched, Standing, Wrote};
 use super::tickets::{apply_on, state_from_row};
 use super::{AnyTx, corrupt};
 use crate::domain::assign::Pick;
@@ -79,10 +79,12 @@ pub(super) async fn record_inbound(
 
 pub(super) async fn begin_ingest(
     pool: &AnyPool,
+    backend: Backend,
     fence: Option<(Backend, &Fence)>,
 ) -> StoreResult<Box<dyn IngestBatch>> {
     Ok(Box::new(SqlIngestBatch {
         tx: pool.begin().await?,
+        backend,
         fence: fence.map(|(b, f)| (b, f.clone())),
         looked_new: None,
         deferred: Deferred::default(),
@@ -94,6 +96,7 @@ pub(super) async fn begin_ingest(
 /// Inbound emails stored in one transaction (see [`IngestBatch`]).
 struct SqlIngestBatch {
     tx: AnyTx,
+    backend: Backend,
     /// Checked just before the commit: a batch whose lease changed hands
     /// meanwhile is rolled back whole, and the new owner fetches it again.
     fence: Option<(Backend, Fence)>,
@@ -159,7 +162,9 @@ impl IngestBatch for SqlIngestBatch {
     ) -> StoreResult<()> {
         self.looked_new = None;
         self.deferred.flush(&mut self.tx).await?;
-        self.prefetched.fetch(&mut self.tx, mailbox, emails).await
+        self.prefetched
+            .fetch(&mut self.tx, self.backend, mailbox, emails)
+            .await
     }
 
     async fn record_inbound(&mut self, new: NewInbound) -> StoreResult<Option<Recorded>> {
@@ -180,8 +185,17 @@ impl IngestBatch for SqlIngestBatch {
             Destination::FollowUp { ticket, .. } => (None, Some(*ticket)),
         };
         let index = self.deferred.queued();
-        let recorded =
-            record_inbound_on(&mut self.tx, new, known_new, Some(&mut self.deferred)).await?;
+        let standing = follows.and_then(|t| self.prefetched.standing(t));
+        let batch = Batch {
+            deferred: &mut self.deferred,
+            standing,
+        };
+        let recorded = record_inbound_on(&mut self.tx, new, known_new, Some(batch)).await?;
+        // A plain follow-up (left waiting) changes nothing of its
+        // ticket's state; anything else may have.
+        if let (Some(t), Some(_)) = (follows, recorded) {
+            self.prefetched.changed(t);
+        }
         if !matches!(recorded, Some(Recorded::Duplicate)) {
             self.prefetched.wrote(Wrote {
                 sender: &sender,
@@ -464,18 +478,31 @@ pub(super) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// What a batch gives [`record_inbound_on`].
+struct Batch<'a> {
+    /// The rows waiting for the commit: a plain new ticket or follow-up
+    /// waits there too (`Ok(None)`: what it became is known at the
+    /// flush); anything else flushes them before it writes (see
+    /// [`Deferred`]).
+    deferred: &'a mut Deferred,
+    /// A follow-up's ticket's state, if the batch knows it (see
+    /// [`Prefetched::standing`]): then it is not read again.
+    standing: Option<Standing>,
+}
+
 /// Stores one inbound email in `tx`. `known_new`: the caller checked in
 /// this same transaction, with nothing written since, that the email is
-/// not stored yet (see [`IngestBatch::look_up`]). `deferred`: a batch's
-/// rows waiting for its commit: a plain new ticket or follow-up waits
-/// there too (`Ok(None)`: what it became is known at the flush), anything
-/// else flushes them before it writes (see [`Deferred`]).
+/// not stored yet (see [`IngestBatch::look_up`]). `batch`: see [`Batch`].
 async fn record_inbound_on(
     tx: &mut AnyTx,
     mut new: NewInbound,
     known_new: bool,
-    mut deferred: Option<&mut Deferred>,
+    batch: Option<Batch<'_>>,
 ) -> StoreResult<Option<Recorded>> {
+    let (mut deferred, standing) = match batch {
+        Some(b) => (Some(b.deferred), b.standing),
+        None => (None, None),
+    };
     let raw = std::mem::take(&mut new.email.raw);
     let dup = if known_new {
         false
@@ -540,28 +567,38 @@ async fn record_inbound_on(
         }
         Destination::FollowUp { ticket, matched_by } => {
             // A customer's own mail moves `last_customer_at` (an automatic
-            // one does not): that update returns the ticket's state, one
-            // statement instead of a read and a write.
-            let row = if new.automatic.is_none() {
-                sqlx::query(
-                    "UPDATE tickets SET last_customer_at = $1 WHERE id = $2 \
-                     RETURNING status, owner, version, snoozed_until",
-                )
-                .bind(new.now_ms)
-                .bind(ticket.get())
-                .fetch_optional(&mut **tx)
-                .await?
-            } else {
-                sqlx::query(
-                    "SELECT status, owner, version, snoozed_until FROM tickets WHERE id = $1",
-                )
-                .bind(ticket.get())
-                .fetch_optional(&mut **tx)
-                .await?
-            }
-            .ok_or_else(|| corrupt("tickets", format!("follow-up for missing ticket {ticket}")))?;
-            let state = state_from_row(&row)?;
-            snoozed = row.try_get::<Option<i64>, _>("snoozed_until")?.is_some();
+            // one does not). Its ticket's state is known to the batch, or
+            // returned by that update: one statement, not a read and a
+            // write.
+            let known = standing.is_some();
+            let (state, is_snoozed) = match standing {
+                Some(Standing { state, snoozed }) => (state, snoozed),
+                None => {
+                    let row = if new.automatic.is_none() {
+                        sqlx::query(
+                            "UPDATE tickets SET last_customer_at = $1 WHERE id = $2 \
+                             RETURNING status, owner, version, snoozed_until",
+                        )
+                        .bind(new.now_ms)
+                        .bind(ticket.get())
+                        .fetch_optional(&mut **tx)
+                        .await?
+                    } else {
+                        sqlx::query(
+                            "SELECT status, owner, version, snoozed_until FROM tickets WHERE id = $1",
+                        )
+                        .bind(ticket.get())
+                        .fetch_optional(&mut **tx)
+                        .await?
+                    }
+                    .ok_or_else(|| {
+                        corrupt("tickets", format!("follow-up for missing ticket {ticket}"))
+                    })?;
+                    let snoozed = row.try_get::<Option<i64>, _>("snoozed_until")?.is_some();
+                    (state_from_row(&row)?, snoozed)
+                }
+            };
+            snoozed = is_snoozed;
             let set_aside = state.is_set_aside();
             let current = Ticket {
                 state: state.clone(),
@@ -577,10 +614,17 @@ async fn record_inbound_on(
             if let Some(d) = deferred {
                 let plain = new.automatic.is_none() && reopen.is_none() && !set_aside && !snoozed;
                 if plain {
-                    d.follow_up(&new, *ticket, matched_by, raw);
+                    d.follow_up(&new, *ticket, matched_by, known, raw);
                     return finish_deferred(tx, &new).await;
                 }
                 d.flush(tx).await?;
+            }
+            if known && new.automatic.is_none() {
+                sqlx::query("UPDATE tickets SET last_customer_at = $1 WHERE id = $2")
+                    .bind(new.now_ms)
+                    .bind(ticket.get())
+                    .execute(&mut **tx)
+                    .await?;
             }
             insert_audit(
                 tx,

@@ -369,7 +369,7 @@ impl TicketStore for SqlStore {
     }
 
     async fn begin_ingest(&self) -> StoreResult<Box<dyn IngestBatch>> {
-        ingest::begin_ingest(&self.pool, self.fenced_by()).await
+        ingest::begin_ingest(&self.pool, self.backend, self.fenced_by()).await
     }
 
     async fn ticket(&self, id: TicketId) -> StoreResult<Option<TicketRecord>> {

@@ -29,12 +29,14 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{AnyConnection, Row};
 
-use super::corrupt;
 use super::ingest::{candidate_tickets, placeholders, push_unique};
+use super::tickets::state_from_row;
+use super::{Backend, corrupt};
 use crate::domain::email::ContentHash;
 use crate::domain::hygiene::LoopFacts;
 use crate::domain::ids::{MailboxName, MessageId, TicketId};
 use crate::domain::threading::{CandidateTicket, Candidates, subject_key};
+use crate::domain::ticket::TicketState;
 use crate::store::{LookUpKey, Looked, SenderActivity, StoreResult};
 
 /// Emails per look-up statement: five bound values each, far under
@@ -52,7 +54,20 @@ pub(super) struct Prefetched {
     /// look-up of this batch: a follow-up written to one of them may move
     /// it among its customer's subject candidates.
     known: HashMap<TicketId, (String, String)>,
+    /// The state of every candidate ticket, read (and on PostgreSQL
+    /// locked until the commit) with the answers; dropped for a ticket the
+    /// batch changes other than by a plain follow-up (see
+    /// [`Prefetched::standing`]).
+    standings: HashMap<TicketId, Standing>,
     written: Written,
+}
+
+/// What a follow-up needs of its ticket: its state, and whether it is
+/// snoozed (see `record_inbound_on`).
+#[derive(Debug, Clone)]
+pub(super) struct Standing {
+    pub state: TicketState,
+    pub snoozed: bool,
 }
 
 /// The keys of what a batch wrote (see the module's doc).
@@ -148,6 +163,19 @@ impl Prefetched {
     pub(super) fn wrote_loop(&mut self, sender: &str, ticket: TicketId) {
         self.written.senders.insert(sender.to_owned());
         self.written.tickets.insert(ticket);
+        self.standings.remove(&ticket);
+    }
+
+    /// `ticket`'s state as the batch left it, if read by the prefetch and
+    /// since changed only by plain follow-ups (which change nothing of
+    /// it): a follow-up then needs no read of its own.
+    pub(super) fn standing(&self, ticket: TicketId) -> Option<Standing> {
+        self.standings.get(&ticket).cloned()
+    }
+
+    /// The batch changed `ticket`'s state (or may have): read it again.
+    pub(super) fn changed(&mut self, ticket: TicketId) {
+        self.standings.remove(&ticket);
     }
 
     /// Reads every email's answer, before the batch writes (see the
@@ -155,11 +183,13 @@ impl Prefetched {
     pub(super) async fn fetch(
         &mut self,
         conn: &mut AnyConnection,
+        backend: Backend,
         mailbox: &MailboxName,
         emails: &[LookUpKey<'_>],
     ) -> StoreResult<()> {
         self.mailbox = Some(mailbox.clone());
         self.answers.clear();
+        self.standings.clear();
         let mut heads: Vec<Option<Head>> = vec![None; emails.len()];
         let mut subjects: Vec<Vec<(i64, i64)>> = vec![Vec::new(); emails.len()];
         for (c, chunk) in emails.chunks(EMAILS_PER_STATEMENT).enumerate() {
@@ -230,6 +260,7 @@ impl Prefetched {
             for t in candidate_tickets(conn, chunk).await? {
                 tickets.insert(t.id.get(), t);
             }
+            read_standings(conn, backend, chunk, &mut self.standings).await?;
         }
         let pick = |ids: &[i64]| -> Vec<CandidateTicket> {
             ids.iter()
@@ -367,6 +398,45 @@ async fn read_heads(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// The state of each of `ids` into `out`. On PostgreSQL the rows are
+/// locked until the batch commits (`FOR UPDATE`): what a follow-up then
+/// decides from them (reopen or not) holds at the commit, as it would had
+/// it read them by its own update. SQLite needs no lock: a write of
+/// another connection since this read makes the batch's first write fail
+/// (its snapshot is stale), and the batch is stored again.
+async fn read_standings(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ids: &[i64],
+    out: &mut HashMap<TicketId, Standing>,
+) -> StoreResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE",
+        Backend::Sqlite => "",
+    };
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT id, status, owner, snoozed_until FROM tickets WHERE id IN ({}){lock}",
+        placeholders(1, ids.len())
+    )))
+    .persistent(false);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    for row in q.fetch_all(&mut *conn).await? {
+        out.insert(
+            TicketId::new(row.try_get("id")?),
+            Standing {
+                state: state_from_row(&row)?,
+                snoozed: row.try_get::<Option<i64>, _>("snoozed_until")?.is_some(),
+            },
+        );
     }
     Ok(())
 }
