@@ -32,6 +32,7 @@ mod fake_slack;
 mod backlog;
 mod bridge;
 mod common;
+mod cpu;
 mod daemon;
 mod floors;
 mod ingest;
@@ -300,6 +301,14 @@ async fn main() -> anyhow::Result<()> {
             eprintln!(
                 "mailroom-bench: scale: {} replica(s): {} emails stored at {:.0}/s (first after {:.1} s), {} of them posted at {:.1} threads/s",
                 r.replicas, r.emails, r.store_rate, r.first_s, r.threads, r.threads_rate
+            );
+            eprintln!(
+                "mailroom-bench: scale: {} replica(s): storing: {}",
+                r.replicas, r.storing_cpu
+            );
+            eprintln!(
+                "mailroom-bench: scale: {} replica(s): posting after storing: {}",
+                r.replicas, r.posting_cpu
             );
         }
         if let [one, three] = runs.as_slice() {

@@ -11,6 +11,7 @@ use matrix_sdk::ruma::api::client::room::create_room::v3::Request as CreateRoomR
 use sqlx::{Connection, Executor, Row};
 
 use crate::common::{Env, hex, imap_settings, login, mail, mail_user, matrix_user, tempfile_dir};
+use crate::cpu::{CpuReading, CpuUse};
 use crate::daemon::Daemon;
 
 /// What one run (a number of replicas on a fresh database) measured.
@@ -27,6 +28,10 @@ pub struct ScaleRun {
     /// Threads posted by the end of the window, of `emails`.
     pub threads: i64,
     pub emails: usize,
+    /// Where the cores went from the start to the last email stored …
+    pub storing_cpu: CpuUse,
+    /// … and from then to the end of the window (posting only).
+    pub posting_cpu: CpuUse,
 }
 
 /// `mailboxes` mailboxes with `per_mailbox` emails each, APPENDed before
@@ -143,6 +148,9 @@ async fn run_replicas(
         daemons.push(Daemon::spawn(&config, &[("BOT", bot.1.as_str())])?);
     }
     let started = Instant::now();
+    let cpu_start = CpuReading::now();
+    let mut cpu_stored: Option<CpuReading> = None;
+    let pids: Vec<u32> = daemons.iter().map(|d| d.child.id()).collect();
     let count = async |sql: &str| -> anyhow::Result<i64> {
         Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
             .fetch_one(&pool)
@@ -173,6 +181,7 @@ async fn run_replicas(
             }
             if stored as usize >= emails {
                 all_stored = Some(now);
+                cpu_stored = Some(CpuReading::now());
             }
         }
         posted = count(posted_sql).await?;
@@ -186,6 +195,7 @@ async fn run_replicas(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let cpu_end = CpuReading::now();
     for d in daemons {
         d.stop();
     }
@@ -196,6 +206,13 @@ async fn run_replicas(
         bail!("scale: nothing stored");
     };
     let posting = first_posted.map(|f| end.duration_since(f).as_secs_f64());
+    let cpu_stored = cpu_stored.unwrap_or_else(|| cpu_end.clone());
+    let storing_cpu = cpu_start.until(
+        &cpu_stored,
+        &pids,
+        last.duration_since(started).as_secs_f64(),
+    );
+    let posting_cpu = cpu_stored.until(&cpu_end, &pids, end.duration_since(last).as_secs_f64());
     Ok(ScaleRun {
         replicas,
         // From the processes' start, not from the first email stored: a
@@ -206,6 +223,8 @@ async fn run_replicas(
         threads_rate: posting.map_or(0.0, |s| posted as f64 / s.max(1e-3)),
         threads: posted,
         emails,
+        storing_cpu,
+        posting_cpu,
     })
 }
 
