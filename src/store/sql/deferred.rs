@@ -32,7 +32,7 @@ use sqlx::Row;
 
 use super::emails::{first_piece, insert_later_pieces};
 use super::outbox::chat_lanes_of;
-use super::{AnyTx, corrupt};
+use super::{AnyTx, Backend, corrupt};
 use crate::domain::chat::Platform;
 use crate::domain::ids::{Actor, TicketId};
 use crate::domain::threading::subject_key;
@@ -90,8 +90,9 @@ struct JobRow {
 }
 
 /// See the module's doc.
-#[derive(Default)]
 pub(super) struct Deferred {
+    /// How its statements number their bound values (see [`values`]).
+    backend: Backend,
     tickets: Vec<TicketRow>,
     emails: Vec<EmailRow>,
     audit: Vec<AuditRow>,
@@ -108,12 +109,26 @@ pub(super) struct Deferred {
     recorded: Vec<Recorded>,
 }
 
-/// Rows per statement. The widest row (an email) binds 11 values: 1,100
+/// Rows per statement. The widest row (an email) binds 12 values: 1,200
 /// a statement, well under SQLite's (32,766) and PostgreSQL's (65,535)
 /// limits on bound values.
 const CHUNK: usize = 100;
 
 impl Deferred {
+    pub(super) fn new(backend: Backend) -> Deferred {
+        Deferred {
+            backend,
+            tickets: Vec::new(),
+            emails: Vec::new(),
+            audit: Vec::new(),
+            sla: Vec::new(),
+            participants: Vec::new(),
+            jobs: Vec::new(),
+            touched: Vec::new(),
+            recorded: Vec::new(),
+        }
+    }
+
     /// Whether a new ticket's rows may wait: a plain new ticket, not
     /// automatic, that no routing rule touched.
     pub(super) fn can_take_new(new: &NewInbound) -> bool {
@@ -310,11 +325,15 @@ impl Deferred {
         }
         let latest: Vec<(TicketId, i64)> = by_ticket.into_iter().collect();
         for chunk in latest.chunks(CHUNK) {
+            let param = |n: usize| match self.backend {
+                Backend::Sqlite => "?".to_owned(),
+                Backend::Postgres => format!("${n}"),
+            };
             let cases: Vec<String> = (0..chunk.len())
-                .map(|i| format!("WHEN ${} THEN ${}", i * 2 + 1, i * 2 + 2))
+                .map(|i| format!("WHEN {} THEN {}", param(i * 2 + 1), param(i * 2 + 2)))
                 .collect();
             let ids: Vec<String> = (0..chunk.len())
-                .map(|i| format!("${}", chunk.len() * 2 + i + 1))
+                .map(|i| param(chunk.len() * 2 + i + 1))
                 .collect();
             let sql = format!(
                 "UPDATE tickets SET last_customer_at = CASE id {} END WHERE id IN ({})",
@@ -339,9 +358,9 @@ impl Deferred {
         for chunk in self.tickets.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO tickets (mailbox, token, subject, subject_key, customer, status, owner, version, created_at, updated_at, last_customer_at, priority) VALUES {} RETURNING id, token",
-                values(chunk.len(), 7, |p| format!(
+                values(self.backend, chunk.len(), 9, |p| format!(
                     "({}, {}, {}, {}, {}, 'open', NULL, 0, {}, {}, {}, {})",
-                    p[0], p[1], p[2], p[3], p[4], p[5], p[5], p[5], p[6]
+                    p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
                 ))
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -352,6 +371,8 @@ impl Deferred {
                     .bind(t.subject.as_str())
                     .bind(t.subject_key.as_str())
                     .bind(t.customer.as_str())
+                    .bind(t.at)
+                    .bind(t.at)
                     .bind(t.at)
                     .bind(t.priority);
             }
@@ -382,7 +403,7 @@ impl Deferred {
         for chunk in self.emails.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO emails (mailbox, ticket_id, direction, message_id, content_hash, imap_uid, from_addr, from_name, subject, sent_at, stored_at, author, state, raw, raw_size) VALUES {} RETURNING id, message_id, content_hash",
-                values(chunk.len(), 12, |p| format!(
+                values(self.backend, chunk.len(), 12, |p| format!(
                     "({}, {}, 'inbound', {}, {}, {}, {}, {}, {}, {}, {}, NULL, 'received', {}, {})",
                     p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11]
                 ))
@@ -432,7 +453,7 @@ impl Deferred {
         for chunk in self.audit.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO audit_log (ticket_id, at, actor, action, details) VALUES {}",
-                values(chunk.len(), 5, |p| format!(
+                values(self.backend, chunk.len(), 5, |p| format!(
                     "({}, {}, {}, {}, {})",
                     p[0], p[1], p[2], p[3], p[4]
                 ))
@@ -470,7 +491,10 @@ impl Deferred {
             let sql = format!(
                 "INSERT INTO sla_tickets (ticket_id, awaiting_since) VALUES {} \
                  ON CONFLICT (ticket_id) DO UPDATE SET awaiting_since = COALESCE(sla_tickets.awaiting_since, excluded.awaiting_since)",
-                values(chunk.len(), 2, |p| format!("({}, {})", p[0], p[1]))
+                values(self.backend, chunk.len(), 2, |p| format!(
+                    "({}, {})",
+                    p[0], p[1]
+                ))
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (id, at) in chunk {
@@ -494,7 +518,10 @@ impl Deferred {
         for chunk in rows.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO participants (ticket_id, address) VALUES {} ON CONFLICT (ticket_id, address) DO NOTHING",
-                values(chunk.len(), 2, |p| format!("({}, {})", p[0], p[1]))
+                values(self.backend, chunk.len(), 2, |p| format!(
+                    "({}, {})",
+                    p[0], p[1]
+                ))
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (id, address) in chunk {
@@ -534,9 +561,9 @@ impl Deferred {
         for chunk in self.jobs.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO outbox (lane, kind, ticket_id, payload, state, attempts, not_before, created_at, updated_at) VALUES {}",
-                values(chunk.len(), 5, |p| format!(
+                values(self.backend, chunk.len(), 7, |p| format!(
                     "({}, {}, {}, {}, 'pending', 0, {}, {}, {})",
-                    p[0], p[1], p[2], p[3], p[4], p[4], p[4]
+                    p[0], p[1], p[2], p[3], p[4], p[5], p[6]
                 ))
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -561,6 +588,8 @@ impl Deferred {
                     .bind(spec.kind())
                     .bind(ticket.get())
                     .bind(payload)
+                    .bind(j.at)
+                    .bind(j.at)
                     .bind(j.at);
             }
             q.execute(&mut **tx).await?;
@@ -569,15 +598,29 @@ impl Deferred {
     }
 }
 
-/// `rows` parenthesised rows of `width` placeholders each (`$1`, `$2`, …),
-/// made by `row` from one row's placeholders.
-fn values(rows: usize, width: usize, row: impl Fn(&[String]) -> String) -> String {
+/// `rows` parenthesised rows of `width` placeholders each, made by `row`
+/// from one row's placeholders, each used once and in order. On SQLite
+/// they are anonymous (`?`): sqlx looks up every numbered one's name, and
+/// SQLite finds a name by walking the statement's list of them, so a
+/// statement of 1,000 numbered values spent more time binding than
+/// running (perf, docs/PERFORMANCE.md). On PostgreSQL `$1`, `$2`, ….
+fn values(
+    backend: Backend,
+    rows: usize,
+    width: usize,
+    row: impl Fn(&[String]) -> String,
+) -> String {
     let mut out = String::with_capacity(rows * width * 6);
+    let mut p: Vec<String> = Vec::with_capacity(width);
     for r in 0..rows {
         if r > 0 {
             out.push_str(", ");
         }
-        let p: Vec<String> = (1..=width).map(|i| format!("${}", r * width + i)).collect();
+        p.clear();
+        p.extend((1..=width).map(|i| match backend {
+            Backend::Sqlite => "?".to_owned(),
+            Backend::Postgres => format!("${}", r * width + i),
+        }));
         out.push_str(&row(&p));
     }
     out

@@ -87,7 +87,7 @@ pub(super) async fn begin_ingest(
         backend,
         fence: fence.map(|(b, f)| (b, f.clone())),
         looked_new: None,
-        deferred: Deferred::default(),
+        deferred: Deferred::new(backend),
         prefetched: Prefetched::default(),
         outcomes: Vec::new(),
     }))
