@@ -2,7 +2,8 @@
 //!
 //! One implementation serves both databases: the schemas are kept
 //! column-for-column identical (see `migrations/`), every query uses `$n`
-//! placeholders, integers are BIGINT and times unix milliseconds, which the
+//! placeholders (but for the ingest batch's multi-row statements, which
+//! use `?` on SQLite: `deferred.rs`), integers are BIGINT and times unix milliseconds, which the
 //! `Any` driver maps the same way on both. Where the databases differ
 //! (connection setup, migrations) the [`Backend`] says which.
 //!
