@@ -307,6 +307,9 @@ pub struct App {
     pub chats: BTreeMap<Platform, Arc<dyn ChatPlatform>>,
     /// Wakes the outbox worker when a job is queued.
     pub outbox_wakeup: Notify,
+    /// Whether a worker that takes a job wakes an idle one to look at the
+    /// other lanes (see [`outbox::IdleLooks`]).
+    pub outbox_looks: outbox::IdleLooks,
     /// What `/metrics` shows; the flows count into it.
     pub metrics: Arc<Metrics>,
     /// When each mailbox was last checked (`/healthz`, the watchdog).
@@ -388,6 +391,7 @@ impl App {
             mailboxes,
             chats: chats.into_iter().map(|c| (c.platform(), c)).collect(),
             outbox_wakeup: Notify::new(),
+            outbox_looks: outbox::IdleLooks::default(),
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(health),
             oauth: BTreeMap::new(),

@@ -102,6 +102,38 @@ where
     }
 }
 
+/// When a worker last looked for a job and found none. A worker that takes
+/// a job wakes an idle one to look at the other lanes, but not within
+/// [`IdleLooks::QUIET_MS`] of a look that found nothing: while one room
+/// posts a long queue and no other lane has work, every post woke a worker
+/// whose look found nothing, each look a pass over the waiting jobs (with
+/// 50,000 waiting in one room, about 75 ms of PostgreSQL's CPU per post,
+/// `scripts/bench --only scale`, docs/PERFORMANCE.md). Another room's job
+/// then waits at most that long for a worker; a job queued anew wakes one
+/// at once, as before.
+#[derive(Debug, Default)]
+pub struct IdleLooks {
+    last_empty_ms: std::sync::atomic::AtomicI64,
+}
+
+impl IdleLooks {
+    pub const QUIET_MS: i64 = 250;
+
+    /// A look at `now_ms` found no job due.
+    pub fn found_none(&self, now_ms: i64) {
+        self.last_empty_ms
+            .store(now_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a worker that took a job at `now_ms` should wake an idle one.
+    pub fn worth_waking(&self, now_ms: i64) -> bool {
+        let last = self
+            .last_empty_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        now_ms.saturating_sub(last) >= Self::QUIET_MS
+    }
+}
+
 /// One outbox worker ([`crate::config::OutboxSettings::workers`] run at
 /// once): runs until `cancel` fires. Sleeps until the next job is due or a
 /// new one is queued; the step in progress at cancellation is finished
@@ -116,7 +148,7 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
                 store_backoff = Duration::from_millis(200);
                 continue;
             }
-            Ok(None) => {}
+            Ok(None) => app.outbox_looks.found_none(app.now_ms()),
             Err(e) => {
                 tracing::warn!(error = %e, "outbox: store unavailable; retrying");
                 tokio::select! {
@@ -147,8 +179,11 @@ pub async fn run_once(app: &App) -> Result<Option<Step>, StoreError> {
         return Ok(None);
     };
     // Another job may be due in another lane: an idle worker looks, so a
-    // burst in one room does not keep the others' rooms waiting for a poll.
-    app.outbox_wakeup.notify_one();
+    // burst in one room does not keep the others' rooms waiting for a poll
+    // (unless one just looked in vain, see `IdleLooks`).
+    if app.outbox_looks.worth_waking(app.now_ms()) {
+        app.outbox_wakeup.notify_one();
+    }
     let span = tracing::info_span!("job", id = job.id, kind = job.spec.kind(), ticket = ?job.ticket.map(|t| t.get()));
     let outcome = match tracing::Instrument::instrument(perform(app, &job), span.clone()).await {
         Ok(outcome) => outcome,
@@ -571,5 +606,21 @@ impl App {
             Ok(Some(rec)) => self.platforms_for(&rec.mailbox),
             _ => Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod idle_looks_tests {
+    use super::IdleLooks;
+
+    #[test]
+    fn a_look_in_vain_holds_wake_ups_for_a_quarter_second() {
+        let looks = IdleLooks::default();
+        let t = 1_000_000;
+        assert!(looks.worth_waking(t), "no look yet: wake");
+        looks.found_none(t);
+        assert!(!looks.worth_waking(t + 1));
+        assert!(!looks.worth_waking(t + IdleLooks::QUIET_MS - 1));
+        assert!(looks.worth_waking(t + IdleLooks::QUIET_MS));
     }
 }
