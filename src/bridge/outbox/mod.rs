@@ -111,13 +111,42 @@ where
 /// `scripts/bench --only scale`, docs/PERFORMANCE.md). Another room's job
 /// then waits at most that long for a worker; a job queued anew wakes one
 /// at once, as before.
+///
+/// Of the idle workers, one at a time (the poller) also looks on a timer:
+/// when the next job is due, and at least every second (jobs queued by
+/// another process, replicas, the CLI). The others wait to be woken, or
+/// [`IdleLooks::IDLE_POLL`] at most. Every worker polling every second cost
+/// a look per worker per second, each a pass over the waiting jobs.
 #[derive(Debug, Default)]
 pub struct IdleLooks {
     last_empty_ms: std::sync::atomic::AtomicI64,
+    /// An idle worker is the poller.
+    polling: std::sync::atomic::AtomicBool,
 }
 
 impl IdleLooks {
     pub const QUIET_MS: i64 = 250;
+    /// How long an idle worker that is not the poller waits at most.
+    pub const IDLE_POLL: Duration = Duration::from_secs(10);
+
+    /// Makes the caller the poller if none is; true if it now is.
+    fn claim_poll(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.polling
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The poller woke: the role is free for the next worker to go idle.
+    fn release_poll(&self) {
+        self.polling
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether no idle worker polls (the last one took a job).
+    fn poll_free(&self) -> bool {
+        !self.polling.load(std::sync::atomic::Ordering::Acquire)
+    }
 
     /// A look at `now_ms` found no job due.
     pub fn found_none(&self, now_ms: i64) {
@@ -159,16 +188,25 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
                 continue;
             }
         }
-        // Jobs may also be queued by another process (the CLI), so never
-        // sleep longer than a second: one indexed query per second is cheap.
-        let wait = match app.store.next_due_at().await {
-            Ok(Some(due)) => Duration::from_millis((due - app.now_ms()).clamp(0, 1_000) as u64),
-            _ => Duration::from_secs(1),
+        // Jobs may also be queued by another process (the CLI, another
+        // replica), so the poller never sleeps longer than a second; the
+        // other idle workers wait to be woken (see `IdleLooks`).
+        let polls = app.outbox_looks.claim_poll();
+        let wait = if polls {
+            match app.store.next_due_at().await {
+                Ok(Some(due)) => Duration::from_millis((due - app.now_ms()).clamp(0, 1_000) as u64),
+                _ => Duration::from_secs(1),
+            }
+        } else {
+            IdleLooks::IDLE_POLL
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = app.outbox_wakeup.notified() => {}
             _ = cancel.cancelled() => {}
+        }
+        if polls {
+            app.outbox_looks.release_poll();
         }
     }
 }
@@ -180,8 +218,9 @@ pub async fn run_once(app: &App) -> Result<Option<Step>, StoreError> {
     };
     // Another job may be due in another lane: an idle worker looks, so a
     // burst in one room does not keep the others' rooms waiting for a poll
-    // (unless one just looked in vain, see `IdleLooks`).
-    if app.outbox_looks.worth_waking(app.now_ms()) {
+    // (unless one just looked in vain, see `IdleLooks`). If this worker
+    // was the poller, another idle one takes over the timer.
+    if app.outbox_looks.worth_waking(app.now_ms()) || app.outbox_looks.poll_free() {
         app.outbox_wakeup.notify_one();
     }
     let span = tracing::info_span!("job", id = job.id, kind = job.spec.kind(), ticket = ?job.ticket.map(|t| t.get()));
@@ -612,6 +651,18 @@ impl App {
 #[cfg(test)]
 mod idle_looks_tests {
     use super::IdleLooks;
+
+    #[test]
+    fn one_idle_worker_at_a_time_polls() {
+        let looks = IdleLooks::default();
+        assert!(looks.poll_free());
+        assert!(looks.claim_poll(), "the first idle worker polls");
+        assert!(!looks.claim_poll(), "a second one waits to be woken");
+        assert!(!looks.poll_free());
+        looks.release_poll();
+        assert!(looks.poll_free());
+        assert!(looks.claim_poll(), "the next idle worker polls");
+    }
 
     #[test]
     fn a_look_in_vain_holds_wake_ups_for_a_quarter_second() {

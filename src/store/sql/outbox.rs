@@ -38,14 +38,17 @@ pub(super) async fn next_job(
     now_ms: i64,
 ) -> StoreResult<Option<Job>> {
     // The head of each lane that is due: no earlier job of its lane
-    // pending or in flight, and none in flight at all. Both hold across
+    // pending or in flight, and none in flight at all (asked as one set of
+    // lanes for the whole query, not per job: with a long queue in one
+    // room whose head is in flight, each of its jobs is passed over by a
+    // hash look-up). Both hold across
     // replicas: a job another replica is taking is pending or in flight in
     // any snapshot, so the next job of its lane is never a head meanwhile.
     macro_rules! due {
         () => {
             "SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.not_before <= $1 \
              AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.lane = o.lane AND p.id < o.id AND p.state IN ('pending', 'in_flight')) \
-             AND NOT EXISTS (SELECT 1 FROM outbox f WHERE f.lane = o.lane AND f.state = 'in_flight') \
+             AND o.lane NOT IN (SELECT f.lane FROM outbox f WHERE f.state = 'in_flight') \
              ORDER BY o.not_before, o.id LIMIT 1"
         };
     }
