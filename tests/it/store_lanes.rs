@@ -205,7 +205,84 @@ pub async fn a_tickets_jobs_keep_their_lane_and_order(store: Arc<SqlStore>) {
     assert_eq!(take(s, 29).await.id, in_room);
 }
 
+/// A long queue in one room (a backlog posting, a room waiting out an
+/// outage): with its head in flight nothing is due, with the head done the
+/// next one is, and a look answers either way without reading the queue
+/// once per waiting job (a look that did, on SQLite, ran for minutes over
+/// 10,000 waiting jobs and held the only connection: bounded here by a
+/// time-out far above what a look costs, so a hang fails rather than
+/// blocks the suite).
+pub async fn a_long_queue_in_one_room_is_looked_at_in_one_pass(store: Arc<SqlStore>) {
+    use std::time::{Duration, Instant};
+    let s: &dyn TicketStore = store.as_ref();
+    let ticket = ticket_in(s, 1, Some("!busy:x")).await;
+    // 10,000 more posts in the same room, written at once.
+    let mut tx = store.pool().begin().await.unwrap();
+    for chunk in 0..100 {
+        let mut sql = String::from(
+            "INSERT INTO outbox (lane, kind, ticket_id, payload, state, attempts, not_before, created_at, updated_at) VALUES ",
+        );
+        for i in 0..100 {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let n = chunk * 100 + i;
+            sql.push_str(&format!(
+                "('chat:matrix:!busy:x', 'chat_notice', {}, '{{\"kind\":\"chat_notice\",\"platform\":\"matrix\",\"text\":\"n{n}\"}}', 'pending', 0, {}, 1, 1)",
+                ticket.get(),
+                // Not in id order: not_before of later jobs lower than the head's.
+                (n % 7) as i64
+            ));
+        }
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let bound = Duration::from_secs(60);
+    let head = tokio::time::timeout(bound, s.next_job(100))
+        .await
+        .expect("a take over a long queue answers")
+        .unwrap()
+        .expect("the root is due");
+    assert_eq!(head.ticket, Some(ticket));
+    let started = Instant::now();
+    let due = tokio::time::timeout(bound, s.next_due_at())
+        .await
+        .expect("the next due time over a long queue answers")
+        .unwrap();
+    assert_eq!(due, None, "the room's head is in flight: nothing is due");
+    let none = tokio::time::timeout(bound, s.next_job(100))
+        .await
+        .expect("a look in vain over a long queue answers")
+        .unwrap();
+    assert!(none.is_none(), "{none:?}");
+    eprintln!(
+        "a due time and a look in vain over 10,000 waiting jobs: {} ms",
+        started.elapsed().as_millis()
+    );
+    s.finish_job(&head, &JobOutcome::Done, 101).await.unwrap();
+    let due = tokio::time::timeout(bound, s.next_due_at())
+        .await
+        .expect("the next due time answers")
+        .unwrap();
+    assert!(due.is_some(), "the room's next post is due");
+    let next = tokio::time::timeout(bound, s.next_job(102))
+        .await
+        .expect("a take answers")
+        .unwrap()
+        .expect("the next post is taken");
+    assert!(next.id > head.id);
+    assert!(
+        matches!(&next.spec, JobSpec::ChatNotice { text, .. } if text == "n0"),
+        "the lane's next job in id order: {:?}",
+        next.spec
+    );
+}
+
 conformance!(
     a_busy_room_does_not_hold_another,
     a_tickets_jobs_keep_their_lane_and_order,
+    a_long_queue_in_one_room_is_looked_at_in_one_pass,
 );
