@@ -18,6 +18,7 @@
 //!   the next start marks it uncertain.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -119,9 +120,9 @@ where
 /// a look per worker per second, each a pass over the waiting jobs.
 #[derive(Debug, Default)]
 pub struct IdleLooks {
-    last_empty_ms: std::sync::atomic::AtomicI64,
+    last_empty_ms: AtomicI64,
     /// An idle worker is the poller.
-    polling: std::sync::atomic::AtomicBool,
+    polling: AtomicBool,
 }
 
 impl IdleLooks {
@@ -131,7 +132,6 @@ impl IdleLooks {
 
     /// Makes the caller the poller if none is; true if it now is.
     fn claim_poll(&self) -> bool {
-        use std::sync::atomic::Ordering;
         self.polling
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
@@ -139,26 +139,22 @@ impl IdleLooks {
 
     /// The poller woke: the role is free for the next worker to go idle.
     fn release_poll(&self) {
-        self.polling
-            .store(false, std::sync::atomic::Ordering::Release);
+        self.polling.store(false, Ordering::Release);
     }
 
     /// Whether no idle worker polls (the last one took a job).
     fn poll_free(&self) -> bool {
-        !self.polling.load(std::sync::atomic::Ordering::Acquire)
+        !self.polling.load(Ordering::Acquire)
     }
 
     /// A look at `now_ms` found no job due.
     pub fn found_none(&self, now_ms: i64) {
-        self.last_empty_ms
-            .store(now_ms, std::sync::atomic::Ordering::Relaxed);
+        self.last_empty_ms.store(now_ms, Ordering::Relaxed);
     }
 
     /// Whether a worker that took a job at `now_ms` should wake an idle one.
     pub fn worth_waking(&self, now_ms: i64) -> bool {
-        let last = self
-            .last_empty_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let last = self.last_empty_ms.load(Ordering::Relaxed);
         now_ms.saturating_sub(last) >= Self::QUIET_MS
     }
 }

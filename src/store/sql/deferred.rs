@@ -325,10 +325,7 @@ impl Deferred {
         }
         let latest: Vec<(TicketId, i64)> = by_ticket.into_iter().collect();
         for chunk in latest.chunks(CHUNK) {
-            let param = |n: usize| match self.backend {
-                Backend::Sqlite => "?".to_owned(),
-                Backend::Postgres => format!("${n}"),
-            };
+            let param = |n: usize| placeholder(self.backend, n);
             let cases: Vec<String> = (0..chunk.len())
                 .map(|i| format!("WHEN {} THEN {}", param(i * 2 + 1), param(i * 2 + 2)))
                 .collect();
@@ -617,11 +614,17 @@ fn values(
             out.push_str(", ");
         }
         p.clear();
-        p.extend((1..=width).map(|i| match backend {
-            Backend::Sqlite => "?".to_owned(),
-            Backend::Postgres => format!("${}", r * width + i),
-        }));
+        p.extend((1..=width).map(|i| placeholder(backend, r * width + i)));
         out.push_str(&row(&p));
     }
     out
+}
+
+/// The `n`th bound value of a statement: `$n` on PostgreSQL, `?` on SQLite
+/// (see [`values`]; the values must then be bound in the order written).
+fn placeholder(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => "?".to_owned(),
+        Backend::Postgres => format!("${n}"),
+    }
 }

@@ -9,6 +9,7 @@ use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 use super::audit::insert_audit;
 use super::chat::link_thread;
+use super::ingest::placeholders;
 use super::{AnyTx, Backend, ReplicaRole, corrupt};
 use crate::domain::chat::Platform;
 use crate::domain::cluster::ReplicaId;
@@ -453,12 +454,7 @@ pub(super) async fn chat_lanes_of(
         return Ok(lanes);
     }
     let shared = legacy_chat_lane(platform);
-    let list = |from: usize| -> String {
-        (0..tickets.len())
-            .map(|i| format!("${}", from + i))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let list = |from: usize| placeholders(from, tickets.len());
     let sql = format!(
         "SELECT room, ticket_id FROM chat_threads WHERE platform = $1 AND ticket_id IN ({})",
         list(2)
