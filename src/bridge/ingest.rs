@@ -11,7 +11,7 @@ use crate::domain::ids::{EmailAddress, MailboxName, MessageId, TicketToken};
 use crate::domain::mailbox::Checkpoint;
 use crate::domain::routing::Route;
 use crate::domain::threading::{ThreadDecision, ThreadKeys, decide};
-use crate::mail::ingest::{IngestError, IngestSink, SinkError};
+use crate::mail::ingest::{Fetched, IngestError, IngestSink, SinkError};
 use crate::mail::parse::{InboundEmail, parse_email};
 use crate::store::{
     Destination, JobSpec, LookUpKey, LoopRecord, NewEmail, NewInbound, Recorded, StoreError,
@@ -31,6 +31,24 @@ pub fn new_token() -> TicketToken {
         }
     }
     TicketToken::from_random(bytes)
+}
+
+/// An email to store: its bytes, as parsed, and the folder position it
+/// advances to (none for mail that did not come from the folder).
+pub struct ParsedMail {
+    pub raw: Vec<u8>,
+    pub checkpoint: Option<Checkpoint>,
+    pub parsed: InboundEmail,
+}
+
+impl From<Fetched> for ParsedMail {
+    fn from(m: Fetched) -> Self {
+        ParsedMail {
+            raw: m.raw,
+            checkpoint: Some(m.checkpoint),
+            parsed: m.parsed,
+        }
+    }
 }
 
 /// The ingest flow for one mailbox.
@@ -75,6 +93,20 @@ impl MailboxIngest {
         &self,
         mails: Vec<(Vec<u8>, Option<Checkpoint>)>,
     ) -> Result<Vec<Recorded>, StoreError> {
+        let mails = mails
+            .into_iter()
+            .map(|(raw, checkpoint)| ParsedMail {
+                parsed: parse_email(&raw),
+                raw,
+                checkpoint,
+            })
+            .collect();
+        self.ingest_parsed(mails).await
+    }
+
+    /// [`Self::ingest_many`] for emails already parsed (the IMAP side parses
+    /// a batch while the one before it is stored).
+    pub async fn ingest_parsed(&self, mails: Vec<ParsedMail>) -> Result<Vec<Recorded>, StoreError> {
         let Some(mailbox) = self.app.mailbox(&self.mailbox) else {
             return Err(StoreError::Open(format!(
                 "mailbox {} is not configured",
@@ -88,21 +120,26 @@ impl MailboxIngest {
         let count = mails.len();
         // Before the transaction: a network call never holds the database.
         let unavailable = self.app.unavailable_people().await;
-        // Parsed all first: the batch's look-ups are read at once.
+        // Keyed all first: the batch's look-ups are read at once.
         let mails: Vec<Parsed> = mails
             .into_iter()
-            .map(|(raw, checkpoint)| {
-                let parsed = parse_email(&raw);
-                let now = self.app.now_ms();
-                let keys = thread_keys(&parsed, shared, now);
-                Parsed {
-                    raw,
-                    checkpoint,
-                    parsed,
-                    now,
-                    keys,
-                }
-            })
+            .map(
+                |ParsedMail {
+                     raw,
+                     checkpoint,
+                     parsed,
+                 }| {
+                    let now = self.app.now_ms();
+                    let keys = thread_keys(&parsed, shared, now);
+                    Parsed {
+                        raw,
+                        checkpoint,
+                        parsed,
+                        now,
+                        keys,
+                    }
+                },
+            )
             .collect();
         let mut batch = self.store.begin_ingest().await?;
         if count > 1 {
@@ -342,13 +379,9 @@ impl IngestSink for MailboxIngest {
             .await?)
     }
 
-    async fn accept(
-        &self,
-        mails: Vec<(Checkpoint, Vec<u8>)>,
-        fetched: Instant,
-    ) -> Result<(), SinkError> {
-        let mails = mails.into_iter().map(|(cp, raw)| (raw, Some(cp))).collect();
-        let recorded = self.ingest_many(mails).await?;
+    async fn accept(&self, mails: Vec<Fetched>, fetched: Instant) -> Result<(), SinkError> {
+        let mails = mails.into_iter().map(ParsedMail::from).collect();
+        let recorded = self.ingest_parsed(mails).await?;
         for r in &recorded {
             if !matches!(r, Recorded::Duplicate) {
                 self.app

@@ -17,8 +17,8 @@ use super::App;
 use super::ingest::thread_keys;
 use crate::domain::ids::{EmailAddress, MailboxName};
 use crate::domain::mailbox::{Checkpoint, FolderRole};
-use crate::mail::ingest::{IngestError, IngestSink, SinkError};
-use crate::mail::parse::parse_email;
+use crate::mail::ingest::{Fetched, IngestError, IngestSink, SinkError};
+use crate::mail::parse::InboundEmail;
 use crate::store::{SentBatch, SentMail, SentRecorded, StoreError, TicketStore};
 
 /// The Sent watcher's sink for one mailbox.
@@ -49,7 +49,7 @@ impl SentIngest {
     /// last, in one transaction.
     pub async fn record(
         &self,
-        raws: Vec<Vec<u8>>,
+        raws: Vec<(Vec<u8>, InboundEmail)>,
         checkpoint: Checkpoint,
     ) -> Result<Vec<SentRecorded>, StoreError> {
         let Some(mailbox) = self.app.mailbox(&self.mailbox) else {
@@ -62,7 +62,7 @@ impl SentIngest {
         let now = self.app.now_ms();
         let mails: Vec<SentMail> = raws
             .into_iter()
-            .map(|raw| sent_mail(raw, shared, now))
+            .map(|(raw, parsed)| sent_mail(raw, parsed, shared, now))
             .collect();
         let ids: Vec<String> = mails.iter().map(|m| m.message_id.to_string()).collect();
         let batch = SentBatch {
@@ -100,8 +100,7 @@ impl SentIngest {
 }
 
 /// A raw Sent message as the store takes it.
-fn sent_mail(raw: Vec<u8>, shared: &EmailAddress, now_ms: i64) -> SentMail {
-    let parsed = parse_email(&raw);
+fn sent_mail(raw: Vec<u8>, parsed: InboundEmail, shared: &EmailAddress, now_ms: i64) -> SentMail {
     let referenced = thread_keys(&parsed, shared, now_ms).referenced_ids();
     let mut recipients: Vec<EmailAddress> = Vec::new();
     for p in parsed.to.iter().chain(parsed.cc.iter()) {
@@ -138,15 +137,11 @@ impl IngestSink for SentIngest {
             .await?)
     }
 
-    async fn accept(
-        &self,
-        mails: Vec<(Checkpoint, Vec<u8>)>,
-        _fetched: Instant,
-    ) -> Result<(), SinkError> {
-        let Some(last) = mails.last().map(|(cp, _)| *cp) else {
+    async fn accept(&self, mails: Vec<Fetched>, _fetched: Instant) -> Result<(), SinkError> {
+        let Some(last) = mails.last().map(|m| m.checkpoint) else {
             return Ok(());
         };
-        let raws = mails.into_iter().map(|(_, raw)| raw).collect();
+        let raws = mails.into_iter().map(|m| (m.raw, m.parsed)).collect();
         self.record(raws, last).await?;
         Ok(())
     }

@@ -11,6 +11,11 @@
 //!   re-fetches at most the batch in flight, none of which was stored.
 //! - A message over 1 MiB is fetched alone, in pieces, so that it is held
 //!   once (see `fetch_in_pieces`).
+//! - Stored while the next is fetched: a batch is parsed off the async
+//!   threads as soon as it arrives and handed to the sink while the next
+//!   FETCH runs and is parsed, so the server's round trip, the parsing and
+//!   the store's writes overlap (see [`Pipeline`]). At most one batch waits
+//!   to be stored; a failure of either drops only what was not stored.
 //! - IDLE when the server has it (re-issued every `idle_timeout`, below
 //!   RFC 2177's 29 minutes), polling otherwise; reconnects with exponential
 //!   backoff and jitter.
@@ -19,7 +24,7 @@
 //!   even when no mail comes: a quiet mailbox and a dead connection look the
 //!   same from inside IDLE, and only a fresh round trip tells them apart.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use async_imap::extensions::idle::IdleResponse;
@@ -27,11 +32,13 @@ use async_imap::types::UnsolicitedResponse;
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::TryStreamExt;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::mailbox::Checkpoint;
 use crate::mail::auth::LoginSource;
 use crate::mail::imap::{self, COMMAND_TIMEOUT, ImapError, Session, timed};
+use crate::mail::parse::{InboundEmail, parse_email};
 use crate::mail::settings::{ImapSettings, InitialSync};
 
 /// Where fetched messages go (the bridge's ingest flow, which stores them).
@@ -43,11 +50,7 @@ pub trait IngestSink: Send + Sync {
     /// Stores messages, each with the checkpoint it advances to (in UID
     /// order), atomically: a fetch batch is one transaction. `fetched` is
     /// when the FETCH that brought them was issued (latency metrics).
-    async fn accept(
-        &self,
-        mails: Vec<(Checkpoint, Vec<u8>)>,
-        fetched: Instant,
-    ) -> Result<(), SinkError>;
+    async fn accept(&self, mails: Vec<Fetched>, fetched: Instant) -> Result<(), SinkError>;
     /// Called after each successful pass over the folder (health reporting).
     fn synced(&self) {}
     /// Called when the connection is lost and will be retried.
@@ -98,6 +101,10 @@ pub enum IngestError {
     /// The sink failed to store or to read the checkpoint.
     #[error("storing a message failed: {0}")]
     Sink(#[from] SinkError),
+    /// The task parsing a fetched batch did not finish (the runtime is
+    /// shutting down); the batch is fetched again.
+    #[error("parsing fetched messages stopped: {0}")]
+    Parsing(#[from] tokio::task::JoinError),
 }
 
 impl IngestError {
@@ -105,7 +112,88 @@ impl IngestError {
         match self {
             IngestError::Imap(e) => e.is_transient(),
             IngestError::Sink(e) => e.is_transient(),
+            IngestError::Parsing(_) => true,
         }
+    }
+}
+
+/// A fetched message: its bytes, as parsed, and the checkpoint it advances
+/// the folder to.
+pub struct Fetched {
+    pub checkpoint: Checkpoint,
+    pub raw: Vec<u8>,
+    pub parsed: InboundEmail,
+}
+
+/// Parsing is CPU work (a 200-message batch is milliseconds): it runs on
+/// the blocking pool, at most one batch per core at once, so that 200
+/// mailboxes fetching together neither stall the async threads nor start
+/// a thread each.
+static PARSERS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
+/// Parses fetched messages off the async threads, in their order.
+pub async fn parse_fetched(mails: Vec<(Checkpoint, Vec<u8>)>) -> Result<Vec<Fetched>, IngestError> {
+    // The semaphore is never closed, so a permit always comes.
+    let _permit = PARSERS.acquire().await.ok();
+    let parsed = tokio::task::spawn_blocking(move || {
+        mails
+            .into_iter()
+            .map(|(checkpoint, raw)| {
+                let parsed = parse_email(&raw);
+                Fetched {
+                    checkpoint,
+                    raw,
+                    parsed,
+                }
+            })
+            .collect()
+    })
+    .await?;
+    Ok(parsed)
+}
+
+/// Fetched batches on their way to the sink: each is stored while the next
+/// is fetched and parsed. Holds at most one batch not yet handed over.
+struct Pipeline<'a> {
+    sink: &'a dyn IngestSink,
+    waiting: Option<(Vec<Fetched>, Instant)>,
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(sink: &'a dyn IngestSink) -> Self {
+        Pipeline {
+            sink,
+            waiting: None,
+        }
+    }
+
+    /// Runs `fetch` (the next batch) while the waiting batch is stored;
+    /// what it brings waits in turn. A storing failure wins over a fetching
+    /// one: either way nothing after the last stored batch was stored, and
+    /// the checkpoint says so.
+    async fn push(
+        &mut self,
+        fetch: impl Future<Output = Result<Option<(Vec<Fetched>, Instant)>, IngestError>>,
+    ) -> Result<(), IngestError> {
+        let next = match self.waiting.take() {
+            Some((mails, fetched)) => {
+                let (stored, next) = tokio::join!(self.sink.accept(mails, fetched), fetch);
+                stored?;
+                next?
+            }
+            None => fetch.await?,
+        };
+        self.waiting = next;
+        Ok(())
+    }
+
+    /// Stores the batch still waiting, if any.
+    async fn finish(&mut self) -> Result<(), IngestError> {
+        if let Some((mails, fetched)) = self.waiting.take() {
+            self.sink.accept(mails, fetched).await?;
+        }
+        Ok(())
     }
 }
 
@@ -395,7 +483,7 @@ async fn highest_uid(session: &mut Session) -> Result<u32, ImapError> {
 }
 
 /// Fetches sizes, then bodies in byte-bounded batches, and hands each message
-/// to the sink in UID order.
+/// to the sink in UID order, a batch stored while the next is fetched.
 async fn fetch_and_accept(
     session: &mut Session,
     uv: u32,
@@ -403,6 +491,7 @@ async fn fetch_and_accept(
     sink: &dyn IngestSink,
     cancel: &CancellationToken,
 ) -> Result<(), IngestError> {
+    let mut pipeline = Pipeline::new(sink);
     for chunk in uids.chunks(1000) {
         let set = uid_set(chunk);
         let sizes: Vec<(u32, u64)> = timed("UID FETCH sizes", COMMAND_TIMEOUT, async {
@@ -424,11 +513,13 @@ async fn fetch_and_accept(
             if *size > PIECE_BYTES {
                 // UID order holds: what is batched before it goes first.
                 if !batch.is_empty() {
-                    fetch_bodies(session, uv, &batch, sink).await?;
+                    pipeline.push(fetch_bodies(session, uv, &batch)).await?;
                     batch.clear();
                     batch_bytes = 0;
                 }
-                fetch_in_pieces(session, uv, *uid, *size, sink).await?;
+                pipeline
+                    .push(fetch_in_pieces(session, uv, *uid, *size))
+                    .await?;
                 if cancel.is_cancelled() {
                     return Ok(());
                 }
@@ -437,7 +528,7 @@ async fn fetch_and_accept(
             batch.push(*uid);
             batch_bytes += size;
             if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_MESSAGES {
-                fetch_bodies(session, uv, &batch, sink).await?;
+                pipeline.push(fetch_bodies(session, uv, &batch)).await?;
                 batch.clear();
                 batch_bytes = 0;
                 if cancel.is_cancelled() {
@@ -446,18 +537,18 @@ async fn fetch_and_accept(
             }
         }
         if !batch.is_empty() {
-            fetch_bodies(session, uv, &batch, sink).await?;
+            pipeline.push(fetch_bodies(session, uv, &batch)).await?;
         }
     }
-    Ok(())
+    pipeline.finish().await
 }
 
+/// One batch's bodies, parsed; `None` when all were expunged meanwhile.
 async fn fetch_bodies(
     session: &mut Session,
     uv: u32,
     uids: &[u32],
-    sink: &dyn IngestSink,
-) -> Result<(), IngestError> {
+) -> Result<Option<(Vec<Fetched>, Instant)>, IngestError> {
     let set = uid_set(uids);
     let fetched = Instant::now();
     let mut bodies: Vec<(u32, Vec<u8>)> = timed("UID FETCH bodies", COMMAND_TIMEOUT, async {
@@ -473,7 +564,7 @@ async fn fetch_bodies(
     .await?;
     bodies.sort_unstable_by_key(|(uid, _)| *uid);
     if bodies.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let mails = bodies
         .into_iter()
@@ -485,8 +576,7 @@ async fn fetch_bodies(
             (cp, raw)
         })
         .collect();
-    sink.accept(mails, fetched).await?;
-    Ok(())
+    Ok(Some((parse_fetched(mails).await?, fetched)))
 }
 
 /// Fetches one large message a piece at a time (`BODY.PEEK[]<offset.length>`,
@@ -497,8 +587,7 @@ async fn fetch_in_pieces(
     uv: u32,
     uid: u32,
     size: u64,
-    sink: &dyn IngestSink,
-) -> Result<(), IngestError> {
+) -> Result<Option<(Vec<Fetched>, Instant)>, IngestError> {
     let fetched = Instant::now();
     let set = uid.to_string();
     // RFC822.SIZE is a hint (a server may count line ends differently), so
@@ -523,7 +612,7 @@ async fn fetch_in_pieces(
         .await?;
         match piece {
             // Expunged since the SEARCH: nothing to store, as in a batch.
-            None if raw.is_empty() => return Ok(()),
+            None if raw.is_empty() => return Ok(None),
             Some(n) if n == PIECE_BYTES => {
                 // A server that never comes back short is not followed forever.
                 if raw.len() as u64 > size.saturating_mul(2).saturating_add(PIECE_BYTES) {
@@ -543,8 +632,7 @@ async fn fetch_in_pieces(
         uid_validity: uv,
         last_uid: uid,
     };
-    sink.accept(vec![(cp, raw)], fetched).await?;
-    Ok(())
+    Ok(Some((parse_fetched(vec![(cp, raw)]).await?, fetched)))
 }
 
 /// A compact IMAP sequence set: `1:5,7,9:12`.
@@ -580,6 +668,111 @@ mod tests {
         assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
         assert_eq!(uid_set(&[4]), "4");
         assert_eq!(uid_set(&[]), "");
+    }
+
+    /// A sink that records the checkpoints it stored, can be made to wait
+    /// for a signal before storing, and refuses one batch.
+    struct Recording {
+        stored: std::sync::Mutex<Vec<u32>>,
+        hold: Option<Arc<tokio::sync::Notify>>,
+        refuse_uid: Option<u32>,
+    }
+
+    #[async_trait]
+    impl IngestSink for Recording {
+        async fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {
+            Ok(None)
+        }
+        async fn save_checkpoint(&self, _cp: Checkpoint) -> Result<(), SinkError> {
+            Ok(())
+        }
+        async fn accept(&self, mails: Vec<Fetched>, _fetched: Instant) -> Result<(), SinkError> {
+            if let Some(hold) = &self.hold {
+                hold.notified().await;
+            }
+            let uids: Vec<u32> = mails.iter().map(|m| m.checkpoint.last_uid).collect();
+            if uids.iter().any(|u| Some(*u) == self.refuse_uid) {
+                return Err(SinkError::new(true, "store refused"));
+            }
+            self.stored.lock().unwrap().extend(uids);
+            Ok(())
+        }
+    }
+
+    async fn batch(uids: &[u32]) -> Result<Option<(Vec<Fetched>, Instant)>, IngestError> {
+        let mails = uids
+            .iter()
+            .map(|&uid| {
+                let raw =
+                    format!("Message-ID: <{uid}@x>\r\nFrom: a@x\r\nSubject: {uid}\r\n\r\nHi.\r\n");
+                let cp = Checkpoint {
+                    uid_validity: 1,
+                    last_uid: uid,
+                };
+                (cp, raw.into_bytes())
+            })
+            .collect();
+        Ok(Some((parse_fetched(mails).await?, Instant::now())))
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_stored_while_the_next_is_fetched() {
+        // The first batch's store waits for the second batch's fetch to
+        // begin: stored one after the other, this never finishes.
+        let hold = Arc::new(tokio::sync::Notify::new());
+        let sink = Recording {
+            stored: Default::default(),
+            hold: Some(hold.clone()),
+            refuse_uid: None,
+        };
+        let mut pipeline = Pipeline::new(&sink);
+        let run = async {
+            pipeline.push(batch(&[1, 2])).await?;
+            pipeline
+                .push(async {
+                    hold.notify_one();
+                    batch(&[3]).await
+                })
+                .await?;
+            hold.notify_one();
+            pipeline.finish().await
+        };
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the store waited for the next fetch: no overlap")
+            .unwrap();
+        assert_eq!(*sink.stored.lock().unwrap(), [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_stops_the_pipeline_and_nothing_after_it_is_stored() {
+        let sink = Recording {
+            stored: Default::default(),
+            hold: None,
+            refuse_uid: Some(3),
+        };
+        let mut pipeline = Pipeline::new(&sink);
+        pipeline.push(batch(&[1, 2])).await.unwrap();
+        pipeline.push(batch(&[3])).await.unwrap();
+        // Stores [3] (refused) while [4] is fetched: the error is the store's.
+        let err = pipeline.push(batch(&[4])).await.unwrap_err();
+        assert!(matches!(err, IngestError::Sink(_)), "{err}");
+        assert_eq!(*sink.stored.lock().unwrap(), [1, 2]);
+        // A failed fetch after a good store keeps what was stored.
+        let sink = Recording {
+            stored: Default::default(),
+            hold: None,
+            refuse_uid: None,
+        };
+        let mut pipeline = Pipeline::new(&sink);
+        pipeline.push(batch(&[1])).await.unwrap();
+        let err = pipeline
+            .push(async { Err(IngestError::Imap(ImapError::Timeout("UID FETCH bodies"))) })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, IngestError::Imap(_)), "{err}");
+        pipeline.finish().await.unwrap();
+        assert_eq!(*sink.stored.lock().unwrap(), [1]);
     }
 
     #[test]

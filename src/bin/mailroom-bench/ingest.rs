@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use anyhow::{Context, anyhow};
 use mailroom::bridge::App;
-use mailroom::bridge::ingest::MailboxIngest;
+use mailroom::bridge::ingest::{MailboxIngest, ParsedMail};
 use mailroom::config::Settings;
 use mailroom::domain::mailbox::Checkpoint;
+use mailroom::mail::ingest::{Fetched, parse_fetched};
 use mailroom::store::TicketStore;
 use mailroom::store::settings::DatabaseUrl;
 use mailroom::store::sql::SqlStore;
@@ -48,25 +49,61 @@ pub async fn ingest(url: &str, emails: usize) -> anyhow::Result<f64> {
         .collect();
     let start = Instant::now();
     // In batches, one transaction each, as ingest stores what one IMAP FETCH
-    // brought.
+    // brought, and as the IMAP side does: a batch is parsed (and here also
+    // rendered, the cost of its chat posts) off the async threads while the
+    // one before it is stored.
     let most = mailroom::mail::ingest::BATCH_MESSAGES;
-    let mut batch = Vec::with_capacity(most);
-    let last = raws.len();
-    for (i, raw) in raws.into_iter().enumerate() {
-        let view_cost = mailroom::mail::parse::parse_email(&raw).view();
-        std::hint::black_box(view_cost);
-        let cp = Checkpoint {
-            uid_validity: 1,
-            last_uid: i as u32 + 1,
-        };
-        batch.push((raw, Some(cp)));
-        if batch.len() == most || i + 1 == last {
-            sink.ingest_many(std::mem::take(&mut batch)).await?;
-        }
+    let mut batches = Vec::with_capacity(emails.div_ceil(most));
+    let mut raws = raws.into_iter().enumerate().peekable();
+    while raws.peek().is_some() {
+        let batch: Vec<(Checkpoint, Vec<u8>)> = raws
+            .by_ref()
+            .take(most)
+            .map(|(i, raw)| {
+                let cp = Checkpoint {
+                    uid_validity: 1,
+                    last_uid: i as u32 + 1,
+                };
+                (cp, raw)
+            })
+            .collect();
+        batches.push(batch);
+    }
+    let mut waiting: Option<Vec<Fetched>> = None;
+    for batch in batches {
+        let next = prepared(batch);
+        waiting = Some(match waiting.take() {
+            Some(ready) => {
+                let (stored, next) = tokio::join!(
+                    sink.ingest_parsed(ready.into_iter().map(ParsedMail::from).collect()),
+                    next
+                );
+                stored?;
+                next?
+            }
+            None => next.await?,
+        });
+    }
+    if let Some(ready) = waiting {
+        sink.ingest_parsed(ready.into_iter().map(ParsedMail::from).collect())
+            .await?;
     }
     let rate = emails as f64 / start.elapsed().as_secs_f64();
     store.close().await;
     Ok(rate)
+}
+
+/// A batch parsed as the IMAP side parses it, then rendered as its chat
+/// posts would be.
+async fn prepared(batch: Vec<(Checkpoint, Vec<u8>)>) -> anyhow::Result<Vec<Fetched>> {
+    let fetched = parse_fetched(batch).await?;
+    Ok(tokio::task::spawn_blocking(move || {
+        for mail in &fetched {
+            std::hint::black_box(mail.parsed.view());
+        }
+        fetched
+    })
+    .await?)
 }
 
 /// The ingest figure on a fresh PostgreSQL database (MAILROOM_TEST_PG_URL's
