@@ -8,7 +8,8 @@
 //!   stays bounded whatever the mail sizes.
 //! - The checkpoint (UIDVALIDITY, last UID) is written by the sink in the same
 //!   transaction as the messages of a fetch batch, so a crash at any point
-//!   re-fetches at most the batch in flight, none of which was stored.
+//!   re-fetches at most the batches in flight (one being stored, the next
+//!   being fetched), none of which was stored.
 //! - A message over 1 MiB is fetched alone, in pieces, so that it is held
 //!   once (see `fetch_in_pieces`).
 //! - Stored while the next is fetched: a batch is parsed off the async
