@@ -16,34 +16,34 @@
 //! `MAILROOM_FAULTS_SMTP_4XX`, `MAILROOM_FAULTS_LOCK_SECS` and
 //! `MAILROOM_FAULTS_KILL_SECS` make them longer.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use mailroom::bridge::reply::{QueuedReply, queue_reply};
-use mailroom::chat::{ChatError, ChatPlatform, FileUpload, Member, TicketCard};
+use mailroom::chat::ChatPlatform;
 use mailroom::config::Settings;
-use mailroom::domain::chat::{ChatThread, Platform, SharedFile};
 use mailroom::domain::email::Direction;
-use mailroom::domain::ids::{Agent, MailboxName, TicketId};
-use mailroom::domain::render::{EmailView, Rendering};
+use mailroom::domain::ids::{MailboxName, TicketId};
 use mailroom::mail::parse::parse_email;
 use mailroom::store::{EmailState, JobState, TicketFilter, TicketStore};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
 
 use crate::common::{
     Running, Stack, TestDb, User, append, audit_actions, customer_mail, fetch_all, mailbox_section,
     pg_admin_url, random_hex, reply_request, run_ok, start_with_chats, support_and_customer,
     wait_for,
 };
+
+mod postgres_terminated;
+mod recording;
+mod smtp_proxy;
+
+pub(crate) use postgres_terminated::PrivatePg;
+pub(crate) use recording::RecordingChat;
+use smtp_proxy::{Fault, SmtpProxy};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -88,333 +88,6 @@ impl Db {
             Db::Sqlite => TestDb::sqlite(),
             Db::Postgres => TestDb::postgres().await,
         }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The SMTP fault proxy
-
-/// What the proxy does to one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    /// Forward everything.
-    Pass,
-    /// Answer the greeting with this code and close.
-    Greeting(u16),
-    /// Answer RCPT TO with this code (Postfix never sees it).
-    Rcpt(u16),
-    /// Answer DATA with this code.
-    Data(u16),
-    /// Swallow the end of the message, answer this code, and drop the
-    /// connection to Postfix mid-DATA, so Postfix discards the message.
-    EndOfData(u16),
-    /// Forward the message; hold Postfix's answer to it until released.
-    HoldEndOfData,
-}
-
-fn answer(code: u16, what: &str) -> Vec<u8> {
-    let class = code / 100;
-    format!("{code} {class}.3.0 fault proxy: {what}\r\n").into_bytes()
-}
-
-#[derive(Default)]
-struct ProxyState {
-    /// Faults for the next connections, in order; `Pass` once empty.
-    script: Mutex<VecDeque<Fault>>,
-    connections: AtomicU32,
-    /// Messages Postfix answered 250 to after the data: what was delivered.
-    accepted: AtomicU32,
-    /// Faults played.
-    faults: AtomicU32,
-    /// Postfix answers being held back right now or earlier.
-    held: AtomicU32,
-    last_fault: Mutex<Option<Instant>>,
-}
-
-impl ProxyState {
-    fn faulted(&self) {
-        self.faults.fetch_add(1, Ordering::SeqCst);
-        *self.last_fault.lock().unwrap() = Some(Instant::now());
-    }
-}
-
-struct SmtpProxy {
-    port: u16,
-    state: Arc<ProxyState>,
-    release: watch::Sender<bool>,
-    accept: AbortHandle,
-}
-
-impl SmtpProxy {
-    async fn start(upstream: u16, script: Vec<Fault>) -> SmtpProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(ProxyState::default());
-        state.script.lock().unwrap().extend(script);
-        let (release, released) = watch::channel(false);
-        let st = state.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                st.connections.fetch_add(1, Ordering::SeqCst);
-                let fault = st.script.lock().unwrap().pop_front().unwrap_or(Fault::Pass);
-                let (st, released) = (st.clone(), released.clone());
-                tokio::spawn(async move {
-                    let _ = serve(client, upstream, fault, st, released).await;
-                });
-            }
-        })
-        .abort_handle();
-        SmtpProxy {
-            port,
-            state,
-            release,
-            accept,
-        }
-    }
-
-    fn accepted(&self) -> u32 {
-        self.state.accepted.load(Ordering::SeqCst)
-    }
-
-    fn connections(&self) -> u32 {
-        self.state.connections.load(Ordering::SeqCst)
-    }
-
-    /// Lets held answers through (and every later one).
-    fn release(&self) {
-        let _ = self.release.send(true);
-    }
-
-    async fn wait_held(&self, n: u32) {
-        let st = self.state.clone();
-        wait_for("Postfix's answer to the message held back", WAIT, || {
-            let st = st.clone();
-            async move { (st.held.load(Ordering::SeqCst) >= n).then_some(()) }
-        })
-        .await;
-    }
-}
-
-impl Drop for SmtpProxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        let _ = self.release.send(true);
-    }
-}
-
-/// One SMTP reply (all lines of a multi-line one).
-async fn read_reply(r: &mut BufReader<OwnedReadHalf>) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let start = out.len();
-        if r.read_until(b'\n', &mut out).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let line = &out[start..];
-        if line.len() < 4 || line[3] != b'-' {
-            return Ok(out);
-        }
-    }
-}
-
-/// Lock-step relay: one client line, one server reply (lettre does not
-/// pipeline), with the connection's fault applied.
-async fn serve(
-    client: TcpStream,
-    upstream: u16,
-    fault: Fault,
-    st: Arc<ProxyState>,
-    mut released: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let (cr, mut cw) = client.into_split();
-    if let Fault::Greeting(code) = fault {
-        st.faulted();
-        cw.write_all(&answer(code, "service not available")).await?;
-        return cw.shutdown().await;
-    }
-    let (sr, mut sw) = TcpStream::connect(("127.0.0.1", upstream))
-        .await?
-        .into_split();
-    let (mut cr, mut sr) = (BufReader::new(cr), BufReader::new(sr));
-    cw.write_all(&read_reply(&mut sr).await?).await?;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if cr.read_until(b'\n', &mut line).await? == 0 {
-            return Ok(());
-        }
-        let verb = String::from_utf8_lossy(&line[..line.len().min(4)]).to_ascii_uppercase();
-        match (fault, verb.as_str()) {
-            (Fault::Rcpt(code), "RCPT") => {
-                st.faulted();
-                cw.write_all(&answer(code, "recipient not taken")).await?;
-                continue;
-            }
-            (Fault::Data(code), "DATA") => {
-                st.faulted();
-                cw.write_all(&answer(code, "no data now")).await?;
-                continue;
-            }
-            _ => {}
-        }
-        sw.write_all(&line).await?;
-        let reply = read_reply(&mut sr).await?;
-        cw.write_all(&reply).await?;
-        if verb == "QUIT" {
-            return Ok(());
-        }
-        if verb != "DATA" || !reply.starts_with(b"354") {
-            continue;
-        }
-        // The message, up to the lone dot.
-        loop {
-            line.clear();
-            if cr.read_until(b'\n', &mut line).await? == 0 {
-                return Ok(());
-            }
-            let end = line == b".\r\n";
-            if end && let Fault::EndOfData(code) = fault {
-                st.faulted();
-                cw.write_all(&answer(code, "message not taken")).await?;
-                // Dropping `sw` mid-DATA: Postfix discards the message.
-                return Ok(());
-            }
-            sw.write_all(&line).await?;
-            if end {
-                break;
-            }
-        }
-        let reply = read_reply(&mut sr).await?;
-        if reply.starts_with(b"250") {
-            st.accepted.fetch_add(1, Ordering::SeqCst);
-        }
-        if fault == Fault::HoldEndOfData {
-            st.held.fetch_add(1, Ordering::SeqCst);
-            let _ = tokio::time::timeout(WAIT, released.wait_for(|r| *r)).await;
-        }
-        cw.write_all(&reply).await?;
-    }
-}
-
-// ---------------------------------------------------------------------------
-// A chat that records what the thread is told
-
-#[derive(Default)]
-pub(crate) struct RecordingChat {
-    notices: Mutex<Vec<(TicketId, String)>>,
-}
-
-impl RecordingChat {
-    pub(crate) fn notices(&self, ticket: TicketId) -> Vec<String> {
-        self.notices
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, _)| *t == ticket)
-            .map(|(_, n)| n.clone())
-            .collect()
-    }
-}
-
-fn thread_ticket(thread: &ChatThread) -> TicketId {
-    TicketId::new(
-        thread
-            .thread_ref
-            .trim_start_matches("$root-")
-            .parse()
-            .unwrap(),
-    )
-}
-
-#[async_trait]
-impl ChatPlatform for RecordingChat {
-    fn platform(&self) -> Platform {
-        Platform::Matrix
-    }
-
-    async fn post_ticket(
-        &self,
-        room: &str,
-        card: &TicketCard<'_>,
-        _email: &EmailView,
-        _rendering: Rendering,
-        _key: &str,
-    ) -> Result<ChatThread, ChatError> {
-        Ok(ChatThread {
-            platform: Platform::Matrix,
-            room: room.to_owned(),
-            thread_ref: format!("$root-{}", card.ticket.get()),
-        })
-    }
-
-    async fn post_follow_up(
-        &self,
-        _thread: &ChatThread,
-        _ticket: TicketId,
-        _email: &EmailView,
-        _owner: Option<&Agent>,
-        _rendering: Rendering,
-        _key: &str,
-    ) -> Result<(), ChatError> {
-        Ok(())
-    }
-
-    async fn update_card(
-        &self,
-        _thread: &ChatThread,
-        _card: &TicketCard<'_>,
-        _email: &EmailView,
-        _rendering: Rendering,
-    ) -> Result<(), ChatError> {
-        Ok(())
-    }
-
-    async fn upload(
-        &self,
-        _thread: &ChatThread,
-        file: FileUpload,
-        _key: &str,
-    ) -> Result<(), ChatError> {
-        panic!("unexpected upload of {} in the fault suite", file.name);
-    }
-
-    fn body_limit(&self) -> usize {
-        12_000
-    }
-
-    async fn notice(&self, thread: &ChatThread, text: &str, _key: &str) -> Result<(), ChatError> {
-        self.notices
-            .lock()
-            .unwrap()
-            .push((thread_ticket(thread), text.to_owned()));
-        Ok(())
-    }
-
-    async fn room_notice(&self, _room: &str, _text: &str) -> Result<(), ChatError> {
-        Ok(())
-    }
-
-    async fn room_alert(
-        &self,
-        _room: &str,
-        text: &str,
-        _room_mention: bool,
-        _users: &[String],
-    ) -> Result<(), ChatError> {
-        panic!("no SLA is configured in the fault suite: unexpected alert {text}");
-    }
-
-    async fn download(&self, _file: &SharedFile) -> Result<Vec<u8>, ChatError> {
-        Err(ChatError::Permanent {
-            message: "no files in the fault suite".into(),
-        })
-    }
-
-    async fn member(&self, _room: &str, _agent: &Agent) -> Result<Option<Member>, ChatError> {
-        Ok(Some(Member {
-            power: 0,
-            display_name: None,
-        }))
     }
 }
 
@@ -605,7 +278,7 @@ async fn smtp_4xx_then_ok(db_kind: Db) {
     let script: Vec<Fault> = (0..faults).map(|i| kinds[i % kinds.len()]).collect();
     let proxy = SmtpProxy::start(stack.smtp_port, script).await;
     let db = db_kind.make().await;
-    let mut text = config_text(stack, &support, &db, proxy.port, false);
+    let mut text = config_text(stack, &support, &db, proxy.port(), false);
     text.push_str("max_attempts = 1000\n");
     let run = crate::common::start(parse(&text), &db).await;
 
@@ -622,15 +295,9 @@ async fn smtp_4xx_then_ok(db_kind: Db) {
         replies.push(q);
     }
     let reply_ids = wait_replies_sent(run.store.as_ref(), &replies).await;
-    let recovery = proxy
-        .state
-        .last_fault
-        .lock()
-        .unwrap()
-        .map(|t| t.elapsed())
-        .unwrap_or_default();
+    let recovery = proxy.since_last_fault();
     assert_eq!(
-        proxy.state.faults.load(Ordering::SeqCst) as usize,
+        proxy.faults_played(),
         faults,
         "every scripted 4xx was played"
     );
@@ -690,7 +357,7 @@ async fn smtp_5xx(db_kind: Db) {
     .await;
     let db = db_kind.make().await;
     let (run, chat) = start_recording(
-        parse(&config_text(stack, &support, &db, proxy.port, true)),
+        parse(&config_text(stack, &support, &db, proxy.port(), true)),
         &db,
     )
     .await;
@@ -829,7 +496,7 @@ async fn kill9_around_send(db_kind: Db, during_send: bool) {
     let proxy = SmtpProxy::start(stack.smtp_port, script).await;
     let db = db_kind.make().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut text = config_text(stack, &support, &db, proxy.port, false);
+    let mut text = config_text(stack, &support, &db, proxy.port(), false);
     if !during_send {
         // Room between the refused attempt and the next one to kill it in.
         text = text.replace("retry_initial_secs = 1", "retry_initial_secs = 4");
@@ -975,7 +642,7 @@ async fn sqlite_write_lock_longer_than_busy_timeout_loses_no_mail_and_no_sent_re
     let proxy = SmtpProxy::start(stack.smtp_port, vec![Fault::HoldEndOfData]).await;
     let db = Db::Sqlite.make().await;
     let run = crate::common::start(
-        parse(&config_text(stack, &support, &db, proxy.port, false)),
+        parse(&config_text(stack, &support, &db, proxy.port(), false)),
         &db,
     )
     .await;
@@ -1089,301 +756,6 @@ async fn sqlite_write_lock_longer_than_busy_timeout_loses_no_mail_and_no_sent_re
     let cp = run.store.checkpoint(&mb).await.unwrap().unwrap();
     assert_eq!(cp.last_uid, last_uid);
     report("sqlite-locked", Db::Sqlite, n, lost, duplicated, recovery);
-    assert_eq!((lost, duplicated), (0, 0));
-    run.stop().await;
-}
-
-// ---------------------------------------------------------------------------
-// 5. PostgreSQL connections terminated (what a restart looks like)
-
-#[tokio::test]
-async fn postgres_connections_terminated_during_ingest_and_replies_lose_and_duplicate_nothing() {
-    use sqlx::{Connection, Row};
-    let (stack, support, customer) = support_and_customer();
-    let n = env_num("MAILROOM_FAULTS_EMAILS", 8) as usize;
-    let r = (env_num("MAILROOM_FAULTS_REPLIES", 3) as usize).min(n);
-    let storm = Duration::from_secs(env_num("MAILROOM_FAULTS_KILL_SECS", 6));
-    let proxy = SmtpProxy::start(stack.smtp_port, vec![]).await;
-    let db = Db::Postgres.make().await;
-    let run = crate::common::start(
-        parse(&config_text(stack, &support, &db, proxy.port, false)),
-        &db,
-    )
-    .await;
-    let name = db.url_text.rsplit('/').next().unwrap().to_owned();
-
-    // The storm: every 250 ms, every connection to the test database is cut.
-    let (stop, mut stopped) = watch::channel(false);
-    let killer = tokio::spawn(async move {
-        let mut admin = sqlx::AnyConnection::connect(&pg_admin_url()).await.unwrap();
-        let mut terminated = 0i64;
-        let sql = format!(
-            "SELECT COUNT(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
-             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-        );
-        loop {
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .fetch_one(&mut admin)
-                .await
-                .unwrap();
-            terminated += row.try_get::<i64, _>("n").unwrap();
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                _ = stopped.wait_for(|s| *s) => break,
-            }
-        }
-        terminated
-    });
-    let storm_start = Instant::now();
-    let mut expected = Vec::new();
-    for i in 0..n {
-        // The first `r` from the customer (they get replies), the rest from others.
-        let from = if i < r {
-            customer.address.clone()
-        } else {
-            format!("sender{i}-{}@faults.example", random_hex(3))
-        };
-        let (mid, raw) = mail(&from, &support.address, "pgkill", i);
-        append(stack, &support, "INBOX", &raw).await;
-        expected.push(mid);
-    }
-    let tickets = wait_ingested(run.store.as_ref(), &expected[..r]).await;
-    let mut replies = Vec::new();
-    let mut queue_errors = 0;
-    for mid in &expected[..r] {
-        // An agent whose command failed tries again; a queued reply is
-        // never queued twice because queueing either commits or fails.
-        let q = loop {
-            match reply(&run, tickets[mid], "Thanks, fixed.").await {
-                Ok(q) => break q,
-                Err(e) => {
-                    queue_errors += 1;
-                    assert!(queue_errors < 50, "queueing keeps failing: {e}");
-                }
-            }
-        };
-        replies.push(q);
-    }
-    let until = storm.saturating_sub(storm_start.elapsed());
-    tokio::time::sleep(until).await;
-    let _ = stop.send(true);
-    let terminated = killer.await.unwrap();
-    let calm = Instant::now();
-    assert!(terminated > 0, "the storm cut connections");
-
-    wait_ingested(run.store.as_ref(), &expected).await;
-    let reply_ids = wait_replies_sent(run.store.as_ref(), &replies).await;
-    wait_outbox_idle(run.store.as_ref()).await;
-    let recovery = calm.elapsed();
-    let inbox = wait_copies(stack, &customer, "INBOX", &reply_ids).await;
-    let sent = wait_copies(stack, &support, "Sent", &reply_ids).await;
-    assert_eq!(proxy.accepted() as usize, r, "each reply handed over once");
-    let (lost, mut duplicated) = lost_and_duplicated(run.store.as_ref(), &expected).await;
-    duplicated += inbox.iter().map(|c| c - 1).sum::<usize>();
-    println!("pg storm: terminated={terminated} queue_errors={queue_errors}");
-    report(
-        "postgres-terminated",
-        Db::Postgres,
-        n,
-        lost,
-        duplicated,
-        recovery,
-    );
-    assert_eq!((lost, duplicated), (0, 0));
-    assert_eq!(sent, vec![1; r]);
-    run.stop().await;
-    db.cleanup().await;
-}
-
-/// A PostgreSQL server of the test's own (initdb + pg_ctl on a temp dir and
-/// a free port), so it can really be stopped and started without touching
-/// the machine's server. initdb refuses to run as root: then it runs as the
-/// `postgres` user.
-pub(crate) struct PrivatePg {
-    dir: tempfile::TempDir,
-    port: u16,
-    bin: std::path::PathBuf,
-    as_postgres: bool,
-}
-
-impl PrivatePg {
-    fn tool(&self, tool: &str) -> std::process::Command {
-        let path = self.bin.join(tool);
-        if self.as_postgres {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(path);
-            c
-        } else {
-            std::process::Command::new(path)
-        }
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let out = self.tool(tool).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{tool} {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    pub(crate) async fn create() -> PrivatePg {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .filter(|b| b.join("pg_ctl").exists())
-            .max()
-            .expect("PostgreSQL server binaries under /usr/lib/postgresql/*/bin (apt-get install postgresql)");
-        let uid = std::process::Command::new("id").arg("-u").output().unwrap();
-        let as_postgres = String::from_utf8_lossy(&uid.stdout).trim() == "0";
-        let dir = tempfile::tempdir().unwrap();
-        if as_postgres {
-            let out = std::process::Command::new("chown")
-                .arg("postgres:")
-                .arg(dir.path())
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pg = PrivatePg {
-            dir,
-            port,
-            bin,
-            as_postgres,
-        };
-        let data = pg.data();
-        tokio::task::block_in_place(|| {
-            pg.run(
-                "initdb",
-                &[
-                    "-D",
-                    &data,
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                ],
-            )
-        });
-        pg.start().await;
-        pg
-    }
-
-    pub(crate) async fn start(&self) {
-        let (data, log) = (
-            self.data(),
-            self.dir.path().join("log").display().to_string(),
-        );
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.path().display()
-        );
-        tokio::task::block_in_place(|| {
-            self.run(
-                "pg_ctl",
-                &[
-                    "-D", &data, "-l", &log, "-o", &opts, "-w", "-t", "30", "start",
-                ],
-            )
-        });
-    }
-
-    pub(crate) async fn stop(&self) {
-        let data = self.data();
-        tokio::task::block_in_place(|| {
-            self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"])
-        });
-    }
-
-    pub(crate) fn admin_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let data = self.data();
-        let _ = self
-            .tool("pg_ctl")
-            .args(["-D", &data, "-m", "immediate", "-w", "stop"])
-            .output();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_really_stopped_mid_send_and_mid_ingest_loses_nothing_and_sends_once() {
-    let (stack, support, customer) = support_and_customer();
-    let n = env_num("MAILROOM_FAULTS_EMAILS", 4) as usize;
-    let down = Duration::from_secs(env_num("MAILROOM_FAULTS_PG_DOWN_SECS", 10));
-    let pg = PrivatePg::create().await;
-    let db = TestDb::postgres_at(&pg.admin_url()).await;
-    let proxy = SmtpProxy::start(stack.smtp_port, vec![Fault::HoldEndOfData]).await;
-    let run = crate::common::start(
-        parse(&config_text(stack, &support, &db, proxy.port, false)),
-        &db,
-    )
-    .await;
-
-    let (first, raw) = mail(&customer.address, &support.address, "pgdown", 0);
-    append(stack, &support, "INBOX", &raw).await;
-    let tickets = wait_ingested(run.store.as_ref(), std::slice::from_ref(&first)).await;
-    let q = reply(&run, tickets[&first], "Sent while the database is down.")
-        .await
-        .unwrap();
-    proxy.wait_held(1).await;
-
-    pg.stop().await;
-    let stopped = Instant::now();
-    // Postfix's 250 reaches mailroom while its database is gone.
-    proxy.release();
-    let mut expected = vec![first];
-    for i in 1..n {
-        let sender = format!("sender{i}-{}@faults.example", random_hex(3));
-        let (mid, raw) = mail(&sender, &support.address, "pgdown", i);
-        append(stack, &support, "INBOX", &raw).await;
-        expected.push(mid);
-    }
-    // Fault injection: the server stays down for `down`.
-    tokio::time::sleep(down.saturating_sub(stopped.elapsed())).await;
-    pg.start().await;
-    let back = Instant::now();
-
-    wait_ingested(run.store.as_ref(), &expected).await;
-    let store = run.store.clone();
-    wait_for("the held reply recorded as sent", WAIT, || async {
-        (email_state(store.as_ref(), q.email_id).await == EmailState::Sent).then_some(())
-    })
-    .await;
-    wait_outbox_idle(run.store.as_ref()).await;
-    let recovery = back.elapsed();
-    let ids = vec![q.message_id.as_str().to_owned()];
-    assert_eq!(wait_copies(stack, &support, "Sent", &ids).await, vec![1]);
-    assert_eq!(copies(stack, &customer, "INBOX", &ids).await, vec![1]);
-    assert_eq!(proxy.accepted(), 1);
-    let (lost, duplicated) = lost_and_duplicated(run.store.as_ref(), &expected).await;
-    report(
-        "postgres-stopped",
-        Db::Postgres,
-        n,
-        lost,
-        duplicated,
-        recovery,
-    );
     assert_eq!((lost, duplicated), (0, 0));
     run.stop().await;
 }

@@ -46,6 +46,7 @@ mod store_board;
 mod store_cluster;
 mod store_grants;
 mod store_lanes;
+mod store_outbox;
 mod store_routing;
 mod store_sent;
 mod store_sla;
