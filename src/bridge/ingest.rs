@@ -123,23 +123,17 @@ impl MailboxIngest {
         // Keyed all first: the batch's look-ups are read at once.
         let mails: Vec<Parsed> = mails
             .into_iter()
-            .map(
-                |ParsedMail {
-                     raw,
-                     checkpoint,
-                     parsed,
-                 }| {
-                    let now = self.app.now_ms();
-                    let keys = thread_keys(&parsed, shared, now);
-                    Parsed {
-                        raw,
-                        checkpoint,
-                        parsed,
-                        now,
-                        keys,
-                    }
-                },
-            )
+            .map(|m| {
+                let now = self.app.now_ms();
+                let keys = thread_keys(&m.parsed, shared, now);
+                Parsed {
+                    raw: m.raw,
+                    checkpoint: m.checkpoint,
+                    parsed: m.parsed,
+                    now,
+                    keys,
+                }
+            })
             .collect();
         let mut batch = self.store.begin_ingest().await?;
         if count > 1 {

@@ -156,13 +156,14 @@ pub async fn parse_fetched(mails: Vec<(Checkpoint, Vec<u8>)>) -> Result<Vec<Fetc
 
 /// Fetched batches on their way to the sink: each is stored while the next
 /// is fetched and parsed. Holds at most one batch not yet handed over.
-struct Pipeline<'a> {
+/// (Public for the bench's `ingest` stage, which drives it without IMAP.)
+pub struct Pipeline<'a> {
     sink: &'a dyn IngestSink,
     waiting: Option<(Vec<Fetched>, Instant)>,
 }
 
 impl<'a> Pipeline<'a> {
-    fn new(sink: &'a dyn IngestSink) -> Self {
+    pub fn new(sink: &'a dyn IngestSink) -> Self {
         Pipeline {
             sink,
             waiting: None,
@@ -173,7 +174,7 @@ impl<'a> Pipeline<'a> {
     /// what it brings waits in turn. A storing failure wins over a fetching
     /// one: either way nothing after the last stored batch was stored, and
     /// the checkpoint says so.
-    async fn push(
+    pub async fn push(
         &mut self,
         fetch: impl Future<Output = Result<Option<(Vec<Fetched>, Instant)>, IngestError>>,
     ) -> Result<(), IngestError> {
@@ -190,7 +191,7 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Stores the batch still waiting, if any.
-    async fn finish(&mut self) -> Result<(), IngestError> {
+    pub async fn finish(&mut self) -> Result<(), IngestError> {
         if let Some((mails, fetched)) = self.waiting.take() {
             self.sink.accept(mails, fetched).await?;
         }

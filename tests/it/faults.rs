@@ -38,10 +38,11 @@ use crate::common::{
 };
 
 mod postgres_terminated;
+mod private_pg;
 mod recording;
 mod smtp_proxy;
 
-pub(crate) use postgres_terminated::PrivatePg;
+pub(crate) use private_pg::PrivatePg;
 pub(crate) use recording::RecordingChat;
 use smtp_proxy::{Fault, SmtpProxy};
 

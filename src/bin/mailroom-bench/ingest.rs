@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use anyhow::{Context, anyhow};
 use mailroom::bridge::App;
-use mailroom::bridge::ingest::{MailboxIngest, ParsedMail};
+use mailroom::bridge::ingest::MailboxIngest;
 use mailroom::config::Settings;
 use mailroom::domain::mailbox::Checkpoint;
-use mailroom::mail::ingest::{Fetched, parse_fetched};
+use mailroom::mail::ingest::{Fetched, IngestError, Pipeline, parse_fetched};
 use mailroom::store::TicketStore;
 use mailroom::store::settings::DatabaseUrl;
 use mailroom::store::sql::SqlStore;
@@ -49,11 +49,11 @@ pub async fn ingest(url: &str, emails: usize) -> anyhow::Result<f64> {
         .collect();
     let start = Instant::now();
     // In batches, one transaction each, as ingest stores what one IMAP FETCH
-    // brought, and as the IMAP side does: a batch is parsed (and here also
-    // rendered, the cost of its chat posts) off the async threads while the
-    // one before it is stored.
+    // brought, through the IMAP side's own pipeline: a batch is parsed (and
+    // here also rendered, the cost of its chat posts) off the async threads
+    // while the one before it is stored.
     let most = mailroom::mail::ingest::BATCH_MESSAGES;
-    let mut batches = Vec::with_capacity(emails.div_ceil(most));
+    let mut pipeline = Pipeline::new(&sink);
     let mut raws = raws.into_iter().enumerate().peekable();
     while raws.peek().is_some() {
         let batch: Vec<(Checkpoint, Vec<u8>)> = raws
@@ -67,27 +67,11 @@ pub async fn ingest(url: &str, emails: usize) -> anyhow::Result<f64> {
                 (cp, raw)
             })
             .collect();
-        batches.push(batch);
-    }
-    let mut waiting: Option<Vec<Fetched>> = None;
-    for batch in batches {
-        let next = prepared(batch);
-        waiting = Some(match waiting.take() {
-            Some(ready) => {
-                let (stored, next) = tokio::join!(
-                    sink.ingest_parsed(ready.into_iter().map(ParsedMail::from).collect()),
-                    next
-                );
-                stored?;
-                next?
-            }
-            None => next.await?,
-        });
-    }
-    if let Some(ready) = waiting {
-        sink.ingest_parsed(ready.into_iter().map(ParsedMail::from).collect())
+        pipeline
+            .push(async { Ok(Some((prepared(batch).await?, Instant::now()))) })
             .await?;
     }
+    pipeline.finish().await?;
     let rate = emails as f64 / start.elapsed().as_secs_f64();
     store.close().await;
     Ok(rate)
@@ -95,7 +79,7 @@ pub async fn ingest(url: &str, emails: usize) -> anyhow::Result<f64> {
 
 /// A batch parsed as the IMAP side parses it, then rendered as its chat
 /// posts would be.
-async fn prepared(batch: Vec<(Checkpoint, Vec<u8>)>) -> anyhow::Result<Vec<Fetched>> {
+async fn prepared(batch: Vec<(Checkpoint, Vec<u8>)>) -> Result<Vec<Fetched>, IngestError> {
     let fetched = parse_fetched(batch).await?;
     Ok(tokio::task::spawn_blocking(move || {
         for mail in &fetched {
